@@ -1,0 +1,667 @@
+// faultsafe/ipc/channel.hpp: synchronous send / receive / reply (QNX MsgSend / MsgReceive / MsgReply).
+//
+// Defines `channel_options`, `send_buffers`, `send_options`, `send_result`, `channel` and its server
+// side `channel::receiver`.
+//
+// Model
+// - A sender calls channel::send() and blocks until a server thread replies (or the send times out, is
+//   cancelled, or the channel stops). The message record lives on the sender's stack and is linked into
+//   the channel's queue intrusively: no heap allocation per message.
+// - A server thread owns a `receiver` (channel::attach()) and calls receive(). It then works directly on
+//   the sender's memory, like MsgRead / MsgWrite: read_payload()/with_payload() read the request payload
+//   from the sender's buffer, write_reply_data()/with_reply_data() write straight into the sender's reply
+//   buffer. Nothing is staged through an intermediate buffer, so the *server* thread takes any page fault
+//   on client memory (the point of this library). Only the small typed header (<= max_header bytes) is
+//   copied into the receiver at receive time. Finally reply() (MsgReply) or reply_error() (MsgError)
+//   completes the send.
+// - Every message carries the sender's activity (current_activity() at send) and faultsafe thread id.
+//   The receiver exposes both; the server adopts the activity (activity_scope) while serving.
+//   receiver::serving_thread()/sender_thread() and channel::snapshot() say which server thread serves
+//   which sender's message (the "reply wait -> server thread" edges of a wait-for graph).
+//
+// Hand-off: a waiting side spins for `*_spin` (default 4 us, see channel_options) on its atomic word,
+// then parks on a futex. A sleeping thread costs tens of microseconds to wake on these machines, a
+// spinning one ~100 ns, so a short spin keeps fast round trips fast while an idle server sleeps.
+//
+// Errors (std::error_code, generic_category errno values)
+// - ETIMEDOUT: the send's deadline passed.  ECANCELED: the send's stop_token was triggered.
+// - ESHUTDOWN: the channel was stopped before a server thread received the message (pending sends) or
+//   before the send started (future sends). receive() on a stopped channel also returns ESHUTDOWN.
+// - EMSGSIZE: header_len > channel::max_header.  EFAULT: a null buffer with a non-zero length, or the
+//   server faulted (SIGSEGV/SIGBUS) copying sender memory.
+// - Whatever the server passes to reply_error().
+// Late replies: a sender that gives up (timeout / cancel) returns only when no server copy into or out
+// of its buffers is in progress, and no server copy starts after it returned: the server's copies and
+// reply() then fail with ECANCELED and the reply is dropped. (A copy already running, e.g. one waiting
+// on a page fault, is waited for: a user-space copy cannot be aborted half way.)
+// Stop: messages already being served are served to completion (their server threads are running
+// handlers); stop() fails queued and future sends and wakes every blocked receive().
+//
+// Thread-safety: send() from any number of threads; each receiver is used by one thread at a time.
+// Lifetime: the channel must outlive every send() and every receiver use. Receivers belong to the
+// channel (attach()/detach() recycle them; no receiver memory is freed before the channel dies).
+// Lock order: one internal leaf mutex (rank 90 in spirit) guards the queue; it is never held while
+// touching sender memory, waiting, or calling user code.
+// Memory ordering: see the numbered comments; the message state word is the sender's futex word.
+// Blocking happens only in the private functions block_in_send_or_reply(), await_phase() and
+// block_in_receive(), the hook points for a wait-for graph (send wait / reply wait / receive wait).
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <boost/intrusive/list.hpp>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <list>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <system_error>
+#include <type_traits>
+#include <vector>
+
+#include "../activity/activity.hpp"
+#include "../detail/futex.hpp"
+#include "../detail/guarded_copy.hpp"
+#include "../detail/thread_record.hpp"
+
+namespace faultsafe {
+
+/// Tuning and naming of one channel.
+struct channel_options {
+  const char* name = "channel";
+  /// How long a sender spins waiting for its reply before parking. Default 4 us: a 4 KiB read served
+  /// by a running server thread replies in ~1 us, well inside; a sleeping-thread wake-up costs
+  /// 10-50 us here, so spinning longer than a few us only burns a core that a 2-core machine needs.
+  std::chrono::nanoseconds sender_spin = std::chrono::microseconds(4);
+  /// How long an idle receiver spins for a next message before parking (same reasoning).
+  std::chrono::nanoseconds receiver_spin = std::chrono::microseconds(4);
+  /// Copy sender memory with detail::guarded_memcpy (a SIGSEGV/SIGBUS on sender memory becomes EFAULT
+  /// for the server instead of killing the process). Plain memcpy when false (faster, but a bad client
+  /// pointer crashes the server thread).
+  bool guard_copies = true;
+};
+
+/// What one send carries. Pointers refer to the sender's memory and must stay valid for the call.
+struct send_buffers {
+  std::uint32_t type = 0;               ///< message type, for the server's dispatch
+  const void* header = nullptr;         ///< small typed request, copied at receive (<= max_header)
+  std::size_t header_len = 0;
+  const void* payload = nullptr;        ///< bulk request data, read in place by the server (MsgRead)
+  std::size_t payload_len = 0;
+  void* reply_header = nullptr;         ///< small typed reply, written by reply()
+  std::size_t reply_header_len = 0;
+  void* reply_data = nullptr;           ///< bulk reply buffer, written in place by the server (MsgWrite)
+  std::size_t reply_data_len = 0;
+};
+
+/// Sender-side limits of one send.
+struct send_options {
+  /// Absolute deadline (time_point::max() = none). Past it the send fails with ETIMEDOUT.
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  /// Cancellation: when stop is requested the send fails with ECANCELED.
+  std::stop_token stop;
+};
+
+/// The outcome of a send: `error` is empty when the server replied with reply(); then `status` is the
+/// server's status and `reply_header_len` the bytes it wrote into reply_header.
+struct send_result {
+  std::int64_t status = 0;
+  std::error_code error;
+  std::size_t reply_header_len = 0;
+  [[nodiscard]] explicit operator bool() const noexcept { return !error; }
+};
+
+/// One row of channel::snapshot(): a server thread and the message it is serving.
+struct serving_entry {
+  std::uint32_t server_thread = 0;  ///< this_thread_id() of the serving thread
+  std::uint32_t sender_thread = 0;  ///< this_thread_id() of the blocked sender
+  activity_id activity = 0;         ///< the sender's activity
+  std::uint32_t type = 0;           ///< message type
+};
+
+namespace detail {
+
+// Message phases (low 4 bits of message::state) and flags.
+inline constexpr std::uint32_t msg_queued = 0;    // in the channel queue
+inline constexpr std::uint32_t msg_received = 1;  // a receiver holds it
+inline constexpr std::uint32_t msg_done = 2;      // completed (reply / error / shutdown): sender may return
+inline constexpr std::uint32_t msg_dropped = 3;   // the sender's abandonment was acknowledged
+inline constexpr std::uint32_t msg_phase_mask = 0xf;
+inline constexpr std::uint32_t msg_sleeping = 0x10;   // the sender is (about to be) parked on the futex
+inline constexpr std::uint32_t msg_cancelled = 0x20;  // the stop_token fired
+
+// Receiver slot states (low 8 bits of receiver::slot_), the rest is the sequence number of the message.
+inline constexpr std::uint64_t slot_free = 0;
+inline constexpr std::uint64_t slot_active = 1;     // holds a live message
+inline constexpr std::uint64_t slot_copying = 2;    // copying sender memory right now
+inline constexpr std::uint64_t slot_abandoned = 3;  // the sender gave up; drop everything
+inline constexpr std::uint64_t slot_cancel_req = 4; // flag: sender wants out while copying
+inline constexpr std::uint64_t slot_state_mask = 0xff;
+
+struct channel_message {
+  boost::intrusive::list_member_hook<> hook;
+  send_buffers buf;
+  activity_id activity = 0;
+  std::uint32_t sender_thread = 0;
+  std::atomic<std::uint32_t> state{msg_queued};  // the sender's futex word
+  // Written by the receiver under the channel mutex, before (2) publishes msg_received.
+  void* slot = nullptr;
+  std::uint64_t seq = 0;
+  // Written by the completer before (4) publishes msg_done.
+  std::int64_t status = 0;
+  int error = 0;
+  std::size_t reply_header_written = 0;
+};
+
+}  // namespace detail
+
+class channel {
+ public:
+  /// Largest header a send may carry (copied into the receiver at receive time).
+  static constexpr std::size_t max_header = 256;
+
+  class receiver;
+
+  explicit channel(channel_options opts = {}) : opts_(opts) {}
+  /// Effects: stop(). Requires: no send() or receiver use in progress or to come.
+  ~channel() { stop(); }
+  channel(const channel&) = delete;
+  channel& operator=(const channel&) = delete;
+
+  [[nodiscard]] const char* name() const noexcept { return opts_.name; }
+  [[nodiscard]] const channel_options& options() const noexcept { return opts_; }
+
+  /// Effects: sends `b` and blocks until a server replies, the deadline passes, `o.stop` fires, or the
+  /// channel stops. Returns: see the header comment for the errors. Never throws.
+  /// Complexity: O(1) plus the server's work; no heap allocation.
+  /// Thread-safety: any thread. Lock order: takes the internal leaf mutex briefly; the caller may hold
+  /// any locks, but holding a lock that the server needs is a deadlock the wait graph will name.
+  [[nodiscard]] send_result send(const send_buffers& b, const send_options& o = {}) noexcept {
+    send_result r;
+    if (b.header_len > max_header) return fail(r, EMSGSIZE);
+    if ((b.header == nullptr && b.header_len) || (b.payload == nullptr && b.payload_len) ||
+        (b.reply_header == nullptr && b.reply_header_len) || (b.reply_data == nullptr && b.reply_data_len))
+      return fail(r, EFAULT);
+    if (o.stop.stop_requested()) return fail(r, ECANCELED);
+    detail::channel_message m;
+    m.buf = b;
+    m.activity = current_activity();
+    m.sender_thread = this_thread_id();
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      if (stopped_) return fail(r, ESHUTDOWN);
+      queue_.push_back(m);
+    }
+    // (1) seq_cst, pairs with (6): either a parked receiver is counted here or it sees the new seq.
+    queue_seq_.fetch_add(1, std::memory_order_seq_cst);
+    if (sleeping_receivers_.load(std::memory_order_seq_cst) > 0) detail::futex_wake(&queue_seq_, 1);
+    if (o.stop.stop_possible()) {
+      std::stop_callback<cancel_wake> cb(o.stop, cancel_wake{&m});
+      return block_in_send_or_reply(m, o.deadline);
+    }
+    return block_in_send_or_reply(m, o.deadline);
+  }
+
+  /// Effects: the channel refuses new sends (ESHUTDOWN), fails every queued one with ESHUTDOWN, and
+  /// wakes every receiver blocked in receive() (they return ESHUTDOWN). Idempotent. Messages being
+  /// served complete normally. Thread-safety: any thread.
+  void stop() noexcept {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      stopped_ = true;
+      while (!queue_.empty()) {
+        detail::channel_message& m = queue_.front();
+        queue_.pop_front();
+        complete(m, 0, ESHUTDOWN, 0);  // m may be gone after this
+      }
+    }
+    queue_seq_.fetch_add(1, std::memory_order_seq_cst);
+    detail::futex_wake(&queue_seq_, INT_MAX);
+  }
+
+  [[nodiscard]] bool stopped() const noexcept {
+    std::lock_guard<std::mutex> g(mu_);
+    return stopped_;
+  }
+
+  /// Effects: a receiver for the calling server thread (recycled if one was detached).
+  /// Lifetime: valid until the channel dies; give it back with detach(). Throws: std::bad_alloc.
+  [[nodiscard]] receiver& attach();
+  /// Requires: `r` holds no message (replied or never received). Effects: recycles `r`.
+  void detach(receiver& r) noexcept;
+
+  /// Effects: which server threads are serving which senders right now (racy snapshot, for reports
+  /// and the wait graph). Throws: std::bad_alloc.
+  [[nodiscard]] std::vector<serving_entry> snapshot() const;
+
+  /// Number of messages queued and not yet received (racy, for tests and reports).
+  [[nodiscard]] std::size_t queued() const noexcept {
+    std::lock_guard<std::mutex> g(mu_);
+    return queue_.size();
+  }
+
+ private:
+  using message = detail::channel_message;
+  using queue_type = boost::intrusive::list<
+      message, boost::intrusive::member_hook<message, boost::intrusive::list_member_hook<>, &message::hook>>;
+
+  struct cancel_wake {
+    message* m;
+    void operator()() const noexcept {
+      // (3) release: the sender re-checks its state word and sees the flag.
+      const std::uint32_t old = m->state.fetch_or(detail::msg_cancelled, std::memory_order_acq_rel);
+      if (old & detail::msg_sleeping) detail::futex_wake(&m->state, INT_MAX);
+    }
+  };
+
+  static send_result& fail(send_result& r, int e) noexcept {
+    r.error = std::error_code(e, std::generic_category());
+    return r;
+  }
+
+  // Completes `m` for its sender. After the exchange the message may be gone: touch nothing after it.
+  static void complete(message& m, std::int64_t status, int err, std::size_t hdr) noexcept {
+    m.status = status;
+    m.error = err;
+    m.reply_header_written = hdr;
+    // (4) release, pairs with (5): status/error/reply header and all reply-data copies are visible.
+    const std::uint32_t old = m.state.exchange(detail::msg_done, std::memory_order_acq_rel);
+    if (old & detail::msg_sleeping) detail::futex_wake(&m.state, INT_MAX);
+  }
+
+  static send_result result_of(const message& m) noexcept {
+    send_result r;
+    r.status = m.status;
+    r.reply_header_len = m.reply_header_written;
+    if (m.error) r.error = std::error_code(m.error, std::generic_category());
+    return r;
+  }
+
+  // Waits until m's phase is one of `want` (bit mask of 1 << phase), or (if stop_on_cancel_or_deadline)
+  // until the deadline passes or the cancel flag is set. Returns the last state seen.
+  std::uint32_t await_phase(message& m, unsigned want, bool interruptible,
+                            std::chrono::steady_clock::time_point deadline) noexcept {
+    auto done = [&](std::uint32_t s) {
+      return ((1u << (s & detail::msg_phase_mask)) & want) != 0 || (interruptible && (s & detail::msg_cancelled));
+    };
+    // Spin phase.
+    std::uint32_t s = m.state.load(std::memory_order_acquire);  // (5) acquire, pairs with (4)
+    if (done(s)) return s;
+    if (opts_.sender_spin.count() > 0) {
+      const auto spin_end = std::chrono::steady_clock::now() + opts_.sender_spin;
+      unsigned n = 0;
+      for (;;) {
+        for (int i = 0; i < 64; ++i) {
+          s = m.state.load(std::memory_order_acquire);  // (5)
+          if (done(s)) return s;
+          detail::cpu_relax();
+        }
+        if ((++n & 3) == 0 && std::chrono::steady_clock::now() >= spin_end) break;
+      }
+    }
+    // Park phase.
+    for (;;) {
+      s = m.state.load(std::memory_order_acquire);  // (5)
+      if (done(s)) return s;
+      if (interruptible && std::chrono::steady_clock::now() >= deadline) return s;
+      if (!(s & detail::msg_sleeping)) {
+        if (!m.state.compare_exchange_weak(s, s | detail::msg_sleeping, std::memory_order_acq_rel)) continue;
+        s |= detail::msg_sleeping;
+      }
+      detail::futex_wait_until(&m.state, s, interruptible ? deadline : std::chrono::steady_clock::time_point::max());
+    }
+  }
+
+  // Send wait (phase queued) and reply wait (phase received). The one place a sender blocks.
+  send_result block_in_send_or_reply(message& m, std::chrono::steady_clock::time_point deadline) noexcept {
+    const std::uint32_t s = await_phase(m, 1u << detail::msg_done, true, deadline);
+    if ((s & detail::msg_phase_mask) == detail::msg_done) return result_of(m);
+    return abandon(m, (s & detail::msg_cancelled) ? ECANCELED : ETIMEDOUT);
+  }
+
+  // The sender gives up. Returns only when the server can no longer touch m or its buffers.
+  send_result abandon(message& m, int why) noexcept;
+
+  // Receive wait: the one place a server thread blocks for work.
+  bool block_in_receive(std::uint32_t seen, std::chrono::steady_clock::time_point deadline) noexcept {
+    if (opts_.receiver_spin.count() > 0) {
+      const auto spin_end = std::chrono::steady_clock::now() + opts_.receiver_spin;
+      unsigned n = 0;
+      for (;;) {
+        for (int i = 0; i < 64; ++i) {
+          if (queue_seq_.load(std::memory_order_acquire) != seen) return true;
+          detail::cpu_relax();
+        }
+        if ((++n & 3) == 0 && std::chrono::steady_clock::now() >= spin_end) break;
+      }
+    }
+    // (6) seq_cst, pairs with (1).
+    sleeping_receivers_.fetch_add(1, std::memory_order_seq_cst);
+    int rc = 0;
+    if (queue_seq_.load(std::memory_order_seq_cst) == seen) rc = detail::futex_wait_until(&queue_seq_, seen, deadline);
+    sleeping_receivers_.fetch_sub(1, std::memory_order_seq_cst);
+    return rc != ETIMEDOUT;
+  }
+
+  channel_options opts_;
+  mutable std::mutex mu_;                 // leaf: queue_, stopped_, receivers_
+  queue_type queue_;                      // guarded by mu_
+  bool stopped_ = false;                  // guarded by mu_
+  std::list<receiver> receivers_;         // guarded by mu_ (stable addresses)
+  std::atomic<std::uint32_t> queue_seq_{0};
+  std::atomic<std::uint32_t> sleeping_receivers_{0};
+};
+
+/// The server side of one server thread: receive a message, work on the sender's buffers, reply.
+/// Thread-safety: one thread at a time (normally always the same one). All functions are noexcept
+/// except with_payload()/with_reply_data(), which propagate what the callable throws (the copy is then
+/// ended properly first).
+class channel::receiver {
+ public:
+  explicit receiver(channel& ch) : ch_(&ch) {}
+  receiver(const receiver&) = delete;
+  receiver& operator=(const receiver&) = delete;
+
+  /// Requires: no message held. Effects: blocks until a message arrives, the deadline passes
+  /// (ETIMEDOUT) or the channel stops (ESHUTDOWN). On success this receiver holds the message until
+  /// reply()/reply_error(). Complexity: O(1) + header copy.
+  [[nodiscard]] std::error_code receive(
+      std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max()) noexcept {
+    thread_.store(this_thread_id(), std::memory_order_relaxed);
+    for (;;) {
+      const std::uint32_t seen = ch_->queue_seq_.load(std::memory_order_seq_cst);
+      message* m = nullptr;
+      {
+        std::lock_guard<std::mutex> g(ch_->mu_);
+        if (ch_->stopped_) return std::error_code(ESHUTDOWN, std::generic_category());
+        if (!ch_->queue_.empty()) {
+          m = &ch_->queue_.front();
+          ch_->queue_.pop_front();
+          const std::uint64_t seq = ++seq_;
+          slot_.store((seq << 8) | detail::slot_copying, std::memory_order_relaxed);
+          m->slot = this;
+          m->seq = seq;
+          msg_ = m;
+          buf_ = m->buf;
+          // (2) release (under the mutex too): the sender's abandon() sees slot/seq.
+          std::uint32_t s = m->state.load(std::memory_order_relaxed);
+          while (!m->state.compare_exchange_weak(s, (s & ~detail::msg_phase_mask) | detail::msg_received,
+                                                 std::memory_order_acq_rel)) {
+          }
+        }
+      }
+      if (m != nullptr) {
+        sender_.store(m->sender_thread, std::memory_order_relaxed);
+        activity_.store(m->activity, std::memory_order_relaxed);
+        type_.store(m->buf.type, std::memory_order_relaxed);
+        header_len_ = buf_.header_len;
+        // The header copy runs in "copying" state entered above, so the sender cannot leave under it.
+        const std::error_code ec = copy(header_, buf_.header, header_len_);
+        if (end_copy()) {
+          if (ec) {  // a bad header pointer: fail this send, look for the next one
+            (void)reply_error(ec);
+            continue;
+          }
+          return {};
+        }
+        release_slot();  // the sender gave up during the header copy
+        continue;
+      }
+      if (!ch_->block_in_receive(seen, deadline)) return std::error_code(ETIMEDOUT, std::generic_category());
+    }
+  }
+
+  /// True while a message is held (received and not yet replied).
+  [[nodiscard]] bool holding() const noexcept { return msg_ != nullptr; }
+  /// The held message's type / sender activity / sender thread. Requires: holding().
+  [[nodiscard]] std::uint32_t type() const noexcept { return type_.load(std::memory_order_relaxed); }
+  [[nodiscard]] activity_id activity() const noexcept { return activity_.load(std::memory_order_relaxed); }
+  [[nodiscard]] std::uint32_t sender_thread() const noexcept { return sender_.load(std::memory_order_relaxed); }
+  /// The faultsafe thread id of the server thread that last called receive() here.
+  [[nodiscard]] std::uint32_t serving_thread() const noexcept { return thread_.load(std::memory_order_relaxed); }
+  /// The copied request header. Requires: holding().
+  [[nodiscard]] const void* header() const noexcept { return header_; }
+  [[nodiscard]] std::size_t header_len() const noexcept { return header_len_; }
+  /// Sizes of the sender's buffers. Requires: holding().
+  [[nodiscard]] std::size_t payload_len() const noexcept { return buf_.payload_len; }
+  [[nodiscard]] std::size_t reply_data_len() const noexcept { return buf_.reply_data_len; }
+  [[nodiscard]] std::size_t reply_header_len() const noexcept { return buf_.reply_header_len; }
+
+  /// Effects: copies the header into *out if it is exactly sizeof(T) (else EBADMSG). Requires: holding().
+  template <class T>
+  [[nodiscard]] std::error_code header_as(T& out) const noexcept {
+    static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= max_header);
+    if (header_len_ != sizeof(T)) return std::error_code(EBADMSG, std::generic_category());
+    std::memcpy(&out, header_, sizeof(T));
+    return {};
+  }
+
+  /// MsgRead: copies up to `len` payload bytes from offset `off` of the sender's buffer into `dst`.
+  /// Returns: ECANCELED if the sender gave up, EFAULT if its memory faulted; *copied = bytes copied.
+  [[nodiscard]] std::error_code read_payload(std::size_t off, void* dst, std::size_t len, std::size_t* copied = nullptr) noexcept {
+    std::size_t n = 0;
+    auto ec = with_payload([&](const void* p, std::size_t avail) {
+      n = off >= avail ? 0 : std::min(len, avail - off);
+      return copy(dst, static_cast<const unsigned char*>(p) + off, n);
+    });
+    if (copied) *copied = ec ? 0 : n;
+    return ec;
+  }
+
+  /// MsgWrite: copies `len` bytes from `src` into the sender's reply buffer at offset `off`. Fails with
+  /// EMSGSIZE (copying nothing) if that does not fit, ECANCELED if the sender gave up.
+  [[nodiscard]] std::error_code write_reply_data(std::size_t off, const void* src, std::size_t len) noexcept {
+    return with_reply_data([&](void* p, std::size_t cap) -> std::error_code {
+      if (off > cap || len > cap - off) return std::error_code(EMSGSIZE, std::generic_category());
+      return copy(static_cast<unsigned char*>(p) + off, src, len);
+    });
+  }
+
+  /// Effects: calls f(const void* payload, size_t payload_len) -> std::error_code while the sender is
+  /// pinned (cannot return). f may read the sender's memory directly (and fault). Returns f's result,
+  /// or ECANCELED without calling f if the sender gave up. Requires: holding().
+  template <class F>
+  [[nodiscard]] std::error_code with_payload(F&& f) {
+    if (!begin_copy()) return std::error_code(ECANCELED, std::generic_category());
+    std::error_code ec;
+    try {
+      ec = f(static_cast<const void*>(buf_.payload), buf_.payload_len);
+    } catch (...) {
+      (void)end_copy();
+      throw;
+    }
+    if (!end_copy()) return std::error_code(ECANCELED, std::generic_category());
+    return ec;
+  }
+
+  /// As with_payload(), for f(void* reply_data, size_t reply_data_len): the direct write path (a read
+  /// handler memcpy()s from its store straight into the client's buffer).
+  template <class F>
+  [[nodiscard]] std::error_code with_reply_data(F&& f) {
+    if (!begin_copy()) return std::error_code(ECANCELED, std::generic_category());
+    std::error_code ec;
+    try {
+      ec = f(buf_.reply_data, buf_.reply_data_len);
+    } catch (...) {
+      (void)end_copy();
+      throw;
+    }
+    if (!end_copy()) return std::error_code(ECANCELED, std::generic_category());
+    return ec;
+  }
+
+  /// MsgReply: copies min(len, reply_header_len) bytes of `hdr` into the sender's reply header and
+  /// completes the send with `status`. Returns ECANCELED (reply dropped) if the sender gave up,
+  /// EFAULT if the reply header copy faulted (the send then fails with EFAULT). Requires: holding().
+  /// Afterwards holding() is false.
+  std::error_code reply(std::int64_t status, const void* hdr = nullptr, std::size_t len = 0) noexcept {
+    std::size_t n = 0;
+    if (len > 0 && buf_.reply_header_len > 0) {
+      if (!begin_copy()) return drop();
+      n = std::min(len, buf_.reply_header_len);
+      const std::error_code ec = copy(buf_.reply_header, hdr, n);
+      if (!end_copy()) return drop();
+      if (ec) return finish(0, ec.value(), 0);
+    }
+    return finish(status, 0, n);
+  }
+
+  /// MsgError: completes the send with error `ec` (must be non-zero). Same returns as reply().
+  std::error_code reply_error(std::error_code ec) noexcept { return finish(0, ec ? ec.value() : EIO, 0); }
+
+ private:
+  friend class channel;
+  using message = detail::channel_message;
+
+  std::error_code copy(void* dst, const void* src, std::size_t n) noexcept {
+    if (n == 0) return {};
+    if (ch_->opts_.guard_copies) return detail::guarded_memcpy(dst, src, n);
+    std::memcpy(dst, src, n);
+    return {};
+  }
+
+  // (7) acq_rel: slot active -> copying. Fails if the sender abandoned the message.
+  // Copies nest (with_payload inside with_reply_data): only the outermost one changes the slot.
+  bool begin_copy() noexcept {
+    if (copy_depth_ > 0) {
+      ++copy_depth_;
+      return true;
+    }
+    std::uint64_t s = (seq_ << 8) | detail::slot_active;
+    if (!slot_.compare_exchange_strong(s, (seq_ << 8) | detail::slot_copying, std::memory_order_acq_rel)) return false;
+    copy_depth_ = 1;
+    return true;
+  }
+  // (8) acq_rel: copying -> active, or -> abandoned if the sender asked meanwhile (then its wait ends).
+  bool end_copy() noexcept {
+    if (copy_depth_ > 1) {
+      --copy_depth_;
+      return true;
+    }
+    copy_depth_ = 0;
+    std::uint64_t s = slot_.load(std::memory_order_acquire);
+    for (;;) {
+      const bool cancel = (s & detail::slot_cancel_req) != 0;
+      const std::uint64_t next = (seq_ << 8) | (cancel ? detail::slot_abandoned : detail::slot_active);
+      if (slot_.compare_exchange_weak(s, next, std::memory_order_acq_rel)) {
+        if (!cancel) return true;
+        // The sender waits in abandon() for this acknowledgement; m is alive until the exchange.
+        const std::uint32_t old = msg_->state.exchange(detail::msg_dropped, std::memory_order_acq_rel);
+        if (old & detail::msg_sleeping) detail::futex_wake(&msg_->state, INT_MAX);
+        return false;
+      }
+    }
+  }
+  void release_slot() noexcept {
+    msg_ = nullptr;
+    slot_.store((seq_ << 8) | detail::slot_free, std::memory_order_release);
+    sender_.store(0, std::memory_order_relaxed);
+    activity_.store(0, std::memory_order_relaxed);
+  }
+  std::error_code drop() noexcept {
+    release_slot();
+    return std::error_code(ECANCELED, std::generic_category());
+  }
+  std::error_code finish(std::int64_t status, int err, std::size_t n) noexcept {
+    std::uint64_t s = (seq_ << 8) | detail::slot_active;
+    // (9) acq_rel: active -> free; from now on the sender waits for msg_done instead of abandoning.
+    if (!slot_.compare_exchange_strong(s, (seq_ << 8) | detail::slot_free, std::memory_order_acq_rel)) return drop();
+    message* m = msg_;
+    msg_ = nullptr;
+    sender_.store(0, std::memory_order_relaxed);
+    activity_.store(0, std::memory_order_relaxed);
+    channel::complete(*m, status, err, n);
+    return {};
+  }
+
+  channel* ch_;
+  message* msg_ = nullptr;
+  std::uint64_t seq_ = 0;
+  std::atomic<std::uint64_t> slot_{detail::slot_free};
+  std::atomic<std::uint32_t> thread_{0};
+  std::atomic<std::uint32_t> sender_{0};
+  std::atomic<activity_id> activity_{0};
+  std::atomic<std::uint32_t> type_{0};
+  bool in_use_ = false;  // guarded by channel::mu_
+  unsigned copy_depth_ = 0;
+  std::size_t header_len_ = 0;
+  send_buffers buf_;  // copy of the held message's buffers (the message itself may die on abandon)
+  alignas(std::max_align_t) unsigned char header_[max_header];
+};
+
+inline channel::receiver& channel::attach() {
+  std::lock_guard<std::mutex> g(mu_);
+  for (receiver& r : receivers_) {
+    if (!r.in_use_) {
+      r.in_use_ = true;
+      return r;
+    }
+  }
+  receiver& r = receivers_.emplace_back(*this);
+  r.in_use_ = true;
+  return r;
+}
+
+inline void channel::detach(receiver& r) noexcept {
+  if (r.holding()) (void)r.reply_error(std::error_code(EIO, std::generic_category()));
+  std::lock_guard<std::mutex> g(mu_);
+  r.in_use_ = false;
+}
+
+inline std::vector<serving_entry> channel::snapshot() const {
+  std::vector<serving_entry> out;
+  std::lock_guard<std::mutex> g(mu_);
+  for (const receiver& r : receivers_) {
+    const std::uint32_t sender = r.sender_.load(std::memory_order_relaxed);
+    if (sender != 0)
+      out.push_back({r.thread_.load(std::memory_order_relaxed), sender, r.activity_.load(std::memory_order_relaxed),
+                     r.type_.load(std::memory_order_relaxed)});
+  }
+  return out;
+}
+
+inline send_result channel::abandon(message& m, int why) noexcept {
+  send_result gave_up;
+  gave_up.error = std::error_code(why, std::generic_category());
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    if ((m.state.load(std::memory_order_acquire) & detail::msg_phase_mask) == detail::msg_queued) {
+      queue_.erase(queue_.iterator_to(m));
+      return gave_up;
+    }
+  }
+  // Received (slot/seq visible: written under mu_ before (2)) or already done.
+  auto* r = static_cast<receiver*>(m.slot);
+  for (;;) {
+    const std::uint32_t s = m.state.load(std::memory_order_acquire);  // (5)
+    const std::uint32_t phase = s & detail::msg_phase_mask;
+    if (phase == detail::msg_done) return result_of(m);  // the reply won the race
+    if (phase == detail::msg_dropped) return gave_up;
+    std::uint64_t ss = r->slot_.load(std::memory_order_acquire);
+    if ((ss >> 8) != m.seq || (ss & detail::slot_state_mask) == detail::slot_free) {
+      // The server is completing the send right now: msg_done follows at once.
+      await_phase(m, 1u << detail::msg_done, false, std::chrono::steady_clock::time_point::max());
+      return result_of(m);
+    }
+    const std::uint64_t st = ss & detail::slot_state_mask;
+    if (st == detail::slot_active) {
+      // (7') acq_rel: the server's next begin_copy()/finish() fails; it never touches m again.
+      if (r->slot_.compare_exchange_strong(ss, (m.seq << 8) | detail::slot_abandoned, std::memory_order_acq_rel))
+        return gave_up;
+      continue;
+    }
+    if (st == detail::slot_copying && !(ss & detail::slot_cancel_req)) {
+      if (!r->slot_.compare_exchange_strong(ss, ss | detail::slot_cancel_req, std::memory_order_acq_rel)) continue;
+    }
+    // A copy is running on our buffers: wait for end_copy() to acknowledge (msg_dropped).
+    await_phase(m, (1u << detail::msg_dropped) | (1u << detail::msg_done), false,
+                std::chrono::steady_clock::time_point::max());
+  }
+}
+
+}  // namespace faultsafe
