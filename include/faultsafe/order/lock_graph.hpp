@@ -1,0 +1,443 @@
+// faultsafe/order/lock_graph.hpp: a lockdep-style dependency graph over lock classes.
+//
+// Defines
+// - `lock_class`: a named class of locks ("attr range", "region", ...), usually a static object,
+//   but classes made at run time work too. Ids are never reused; destroying a class (or forget())
+//   removes every edge that touches it.
+// - `tracked_mutex<Mutex = std::mutex, Checks = default_checks>`: a Lockable (SharedLockable when
+//   Mutex is) that belongs to a lock_class and optionally has a rank (0 = none).
+// - `lock_order_known(before, after)`: whether the graph holds the edge before -> after.
+//
+// The graph. When a thread acquires B (class Cb) while it holds A (class Ca), the edge Ca -> Cb is
+// recorded, for every held lock with a class, with where it was first seen (thread name; where A and
+// B were acquired). A new edge that closes a cycle is reported as `order_cycle` even if this run never
+// deadlocks: the report lists the whole cycle, each edge with its first-seen location, and
+// `violation::involved` names every class on it. Such an edge is not added (the graph stays acyclic)
+// and is reported once. Acquiring a second lock of a class one already holds (outside lock_in_order)
+// is the one-edge cycle C -> C.
+// Reader acquisitions take part like writer ones, and reports show each lock's mode: readers of
+// std::shared_mutex are not recursive (a queued writer blocks new readers), so a cycle through read
+// acquisitions deadlocks as soon as a writer queues on one of its locks; this is lockdep's rule for
+// rwsem. Re-reading a lock one already reads is `recursive_acquire`, AA is `recursive_acquire` (then
+// std::system_error(resource_deadlock_would_occur) if the handler returns), unlocking a lock not held
+// is `unlock_not_held`; releases may happen in any order. try_lock records no edge into the lock it
+// tries (it cannot wait), but once taken the lock is a source of edges like any other.
+// A handler that throws leaves lock() with nothing acquired.
+//
+// Cost. After warm-up an acquisition with n held locks costs n probes of a thread_local, direct-mapped
+// cache of known edges; an entry is valid while the global generation counter is unchanged (forget()
+// bumps it). Only a new edge (or a cache miss) takes the one global graph mutex.
+//
+// Thread-safety: every function may be called from any thread. Lock order: the graph mutex is an
+// internal leaf; it is never held while a handler runs or while a user lock is acquired (it is
+// held while a thread-name lookup takes the thread registry's leaf mutex).
+// Memory ordering: see the numbered comments on `graph::generation`.
+// Lifetime: a lock_class must outlive every tracked_mutex of it, and must not be destroyed while one
+// of its locks is held. An acquisition racing with forget() of its class may record its edge in the
+// old graph (as if it happened before forget()).
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "../config.hpp"
+#include "../detail/held_locks.hpp"
+#include "../detail/thread_record.hpp"
+#include "../source_location.hpp"
+#include "../thread_annotations.hpp"
+#include "ranked_mutex.hpp"
+#include "violation.hpp"
+
+namespace faultsafe {
+
+class lock_class;
+
+namespace detail {
+
+/// One recorded dependency, with where it was first seen.
+struct lock_edge_info {
+  std::string thread;
+  source_location from_where;  ///< where the held lock was acquired
+  source_location to_where;    ///< where the new lock was acquired
+  hold_mode from_mode = hold_mode::exclusive;
+  hold_mode to_mode = hold_mode::exclusive;
+};
+
+struct lock_class_node {
+  std::string name;
+  std::unordered_map<std::uint32_t, lock_edge_info> out;
+  std::unordered_set<std::uint32_t> in;
+};
+
+/// The process-wide graph. Leaked on purpose: threads and static lock_class objects may outlive it.
+class lock_graph {
+ public:
+  static lock_graph& instance() {
+    static lock_graph* g = new lock_graph;
+    return *g;
+  }
+
+  std::uint32_t add_class(std::string_view name) {
+    const std::uint32_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
+    std::lock_guard<std::mutex> g(m_);
+    nodes_[id].name = std::string(name);
+    return id;
+  }
+
+  /// Removes every edge touching `id` (and the class itself when `remove_node`).
+  void forget(std::uint32_t id, bool remove_node) {
+    std::lock_guard<std::mutex> g(m_);
+    auto it = nodes_.find(id);
+    if (it == nodes_.end()) return;
+    for (const auto& [to, info] : it->second.out) {
+      (void)info;
+      if (auto t = nodes_.find(to); t != nodes_.end()) t->second.in.erase(id);
+    }
+    for (std::uint32_t from : it->second.in)
+      if (auto f = nodes_.find(from); f != nodes_.end()) f->second.out.erase(id);
+    it->second.out.clear();
+    it->second.in.clear();
+    for (auto r = reported_.begin(); r != reported_.end();) {
+      if (static_cast<std::uint32_t>(*r >> 32) == id || static_cast<std::uint32_t>(*r) == id)
+        r = reported_.erase(r);
+      else
+        ++r;
+    }
+    if (remove_node) nodes_.erase(it);
+    // (1) release, pairs with (2): a thread that sees the new generation sees the edges removed.
+    generation_.fetch_add(1, std::memory_order_release);
+  }
+
+  /// The current generation; cached edges are valid only while it is unchanged.
+  std::uint64_t generation() const noexcept {
+    // (2) acquire, pairs with (1) and (3).
+    return generation_.load(std::memory_order_acquire);
+  }
+
+  [[nodiscard]] bool has_edge(std::uint32_t from, std::uint32_t to) const {
+    std::lock_guard<std::mutex> g(m_);
+    auto it = nodes_.find(from);
+    return it != nodes_.end() && it->second.out.count(to) != 0;
+  }
+
+  /// Effects: records from -> to unless known; if it would close a cycle, fills `v` instead and
+  /// returns false (the edge is not added; a given bad edge is reported once). On success `gen` is the
+  /// generation under which the edge is known (for the caller's cache).
+  bool add_edge(std::uint32_t from, std::uint32_t to, const held_lock& held, const acquire_request& r,
+                const source_location& where, std::uint64_t& gen, violation& v, bool& report) {
+    report = false;
+    std::lock_guard<std::mutex> g(m_);
+    // (3) relaxed suffices under m_: forget() bumps the counter while holding m_.
+    gen = generation_.load(std::memory_order_relaxed);
+    auto fit = nodes_.find(from);
+    auto tit = nodes_.find(to);
+    if (fit == nodes_.end() || tit == nodes_.end()) return false;  // class destroyed: nothing to learn
+    if (fit->second.out.count(to) != 0) return true;
+    std::vector<std::uint32_t> path;  // to -> ... -> from, if any
+    if (from == to || find_path(to, from, path)) {
+      const std::uint64_t key = (std::uint64_t{from} << 32) | to;
+      if (!reported_.insert(key).second) return false;
+      report = true;
+      describe_cycle(from, to, path, held, r, where, v);
+      return false;
+    }
+    lock_edge_info info{thread_name(this_thread_id()), held.where, where, held.req.mode, r.mode};
+    fit->second.out.emplace(to, std::move(info));
+    tit->second.in.insert(from);
+    return true;
+  }
+
+ private:
+  lock_graph() = default;
+
+  // BFS from `start` to `goal`; on success `path` is start, ..., goal.
+  bool find_path(std::uint32_t start, std::uint32_t goal, std::vector<std::uint32_t>& path) const {
+    std::unordered_map<std::uint32_t, std::uint32_t> parent{{start, start}};
+    std::vector<std::uint32_t> queue{start};
+    for (std::size_t i = 0; i < queue.size(); ++i) {
+      const std::uint32_t at = queue[i];
+      if (at == goal) {
+        for (std::uint32_t x = goal;; x = parent[x]) {
+          path.push_back(x);
+          if (x == start) break;
+        }
+        std::reverse(path.begin(), path.end());
+        return true;
+      }
+      auto it = nodes_.find(at);
+      if (it == nodes_.end()) continue;
+      for (const auto& [next, info] : it->second.out) {
+        (void)info;
+        if (parent.emplace(next, at).second) queue.push_back(next);
+      }
+    }
+    return false;
+  }
+
+  static const char* mode_name(hold_mode m) noexcept { return m == hold_mode::shared ? "read" : "write"; }
+
+  void describe_cycle(std::uint32_t from, std::uint32_t to, const std::vector<std::uint32_t>& path,
+                      const held_lock& held, const acquire_request& r, const source_location& where,
+                      violation& v) const {
+    const std::string& from_name = nodes_.at(from).name;
+    const std::string& to_name = nodes_.at(to).name;
+    v.kind = violation_kind::order_cycle;
+    v.summary = "thread '" + thread_name(this_thread_id()) + "' acquires '" + to_name + "' (" + mode_name(r.mode) +
+                ") at " + describe_site(where) + " while holding '" + from_name + "' (" +
+                mode_name(held.req.mode) + ", acquired at " + describe_site(held.where) + "); the order '" +
+                from_name + "' -> '" + to_name + "' closes a cycle";
+    if (from == to)
+      v.summary += " (two locks of one class nested; take them together with lock_in_order())";
+    v.details.push_back("new edge: '" + from_name + "' (" + mode_name(held.req.mode) + ") -> '" + to_name + "' (" +
+                        mode_name(r.mode) + "): here, '" + from_name + "' acquired at " + describe_site(held.where) +
+                        ", '" + to_name + "' at " + describe_site(where));
+    v.involved.push_back(from_name);
+    if (from != to) v.involved.push_back(to_name);
+    for (std::size_t i = 0; i + 1 < path.size(); ++i) {
+      const lock_class_node& a = nodes_.at(path[i]);
+      const lock_class_node& b = nodes_.at(path[i + 1]);
+      const lock_edge_info& e = a.out.at(path[i + 1]);
+      v.details.push_back("known edge: '" + a.name + "' (" + mode_name(e.from_mode) + ") -> '" + b.name + "' (" +
+                          mode_name(e.to_mode) + "): first seen in thread '" + e.thread + "', '" + a.name +
+                          "' acquired at " + describe_site(e.from_where) + ", '" + b.name + "' at " +
+                          describe_site(e.to_where));
+      if (i + 1 < path.size() - 1) v.involved.push_back(b.name);
+    }
+  }
+
+  mutable std::mutex m_;  // leaf
+  std::atomic<std::uint32_t> next_id_{1};
+  std::atomic<std::uint64_t> generation_{1};
+  std::unordered_map<std::uint32_t, lock_class_node> nodes_;
+  std::unordered_set<std::uint64_t> reported_;
+};
+
+/// Per-thread direct-mapped cache of edges known to be in the graph.
+struct edge_cache {
+  static constexpr std::size_t size = 256;
+  struct entry {
+    std::uint64_t key = 0;  // (from << 32) | to; 0 never names an edge (ids start at 1)
+    std::uint64_t generation = 0;
+  };
+  entry e[size];
+
+  static std::size_t slot(std::uint64_t key) noexcept {
+    return static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ull) >> 56);
+  }
+};
+
+inline edge_cache& this_thread_edge_cache() noexcept {
+  thread_local edge_cache c;
+  return c;
+}
+
+}  // namespace detail
+
+/// A named class of locks: the node of the lock graph.
+///
+/// Thread-safety: any member from any thread. Lifetime: see header. Not copyable or movable (locks
+/// refer to it by address).
+class lock_class {
+ public:
+  /// Effects: registers a new class (a fresh id, never reused). Throws: std::bad_alloc.
+  explicit lock_class(std::string_view name) : name_(name), id_(detail::lock_graph::instance().add_class(name)) {}
+  /// Effects: removes the class and its edges from the graph.
+  ~lock_class() { detail::lock_graph::instance().forget(id_, true); }
+  lock_class(const lock_class&) = delete;
+  lock_class& operator=(const lock_class&) = delete;
+
+  /// Effects: removes every edge into or out of this class (for example when the module that defined
+  /// the order goes away); the class stays usable and learns anew. Complexity: O(edges + reported).
+  void forget() { detail::lock_graph::instance().forget(id_, false); }
+
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  [[nodiscard]] std::uint32_t id() const noexcept { return id_; }
+
+ private:
+  std::string name_;
+  std::uint32_t id_;
+};
+
+/// Whether the graph holds the edge before -> after (a thread acquired `after` while holding `before`).
+[[nodiscard]] inline bool lock_order_known(const lock_class& before, const lock_class& after) {
+  return detail::lock_graph::instance().has_edge(before.id(), after.id());
+}
+
+namespace detail {
+
+/// Effects: records an edge from every lock class the thread holds to r.cls; reports order_cycle
+/// for a new edge that closes a cycle. Throws: what the handler throws.
+inline void record_class_edges(const acquire_request& r, const source_location& where) {
+  const held_stack& s = this_thread_held();
+  if (s.depth == 0) return;
+  edge_cache& cache = this_thread_edge_cache();
+  lock_graph& graph = lock_graph::instance();
+  const std::uint64_t gen = graph.generation();
+  const std::uint32_t to = r.cls->id();
+  for (unsigned i = 0; i < s.depth; ++i) {
+    const held_lock& h = s.e[i];
+    if (h.req.cls == nullptr || h.req.object == r.object) continue;  // same object: check_acquire's case
+    if (s.batch != 0 && h.batch == s.batch && (h.req.cls == r.cls || (r.rank != 0 && h.req.rank == r.rank)))
+      continue;  // taken together by lock_in_order(): ordered by construction
+    const std::uint32_t from = h.req.cls->id();
+    const std::uint64_t key = (std::uint64_t{from} << 32) | to;
+    edge_cache::entry& slot = cache.e[edge_cache::slot(key)];
+    if (slot.key == key && slot.generation == gen) continue;  // fast path
+    violation v;
+    bool report = false;
+    std::uint64_t known_gen = 0;
+    if (graph.add_edge(from, to, h, r, where, known_gen, v, report)) {
+      slot.key = key;
+      slot.generation = known_gen;
+    } else if (report) {
+      report_violation(v);
+    }
+  }
+}
+
+}  // namespace detail
+
+/// A mutex in a lock class (see header). Thread-safety: as Mutex. Lock order: the lock graph's
+/// (plus rank order if it has a rank).
+template <class Mutex = std::mutex, class Checks = default_checks>
+class FAULTSAFE_CAPABILITY("mutex") tracked_mutex {
+  static_assert(Checks::enabled, "checks_off is the partial specialization below");
+
+ public:
+  using mutex_type = Mutex;
+  using checks_type = Checks;
+  static constexpr bool checks_enabled = true;
+
+  /// Requires: `cls` outlives *this. Effects: a lock of class `cls`, of rank `rank` (0 = unranked).
+  explicit tracked_mutex(lock_class& cls, unsigned rank = 0) noexcept(std::is_nothrow_default_constructible_v<Mutex>)
+      : cls_(&cls), rank_(rank) {}
+  tracked_mutex(const tracked_mutex&) = delete;
+  tracked_mutex& operator=(const tracked_mutex&) = delete;
+
+  /// Effects: checks recursion and rank, records class edges (reporting order_cycle), then blocks
+  /// until held. Throws: what the handler throws; std::system_error(resource_deadlock_would_occur)
+  /// on AA when the handler returns; nothing is then acquired. Complexity: O(held) cache probes
+  /// after warm-up.
+  void lock(source_location where = source_location::current()) FAULTSAFE_ACQUIRE()
+      FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
+    const detail::acquire_request r = request(detail::hold_mode::exclusive);
+    detail::check_acquire(r, where);
+    detail::record_class_edges(r, where);
+    m_.lock();
+    detail::push_held_or_release(r, where, [this] { m_.unlock(); });
+  }
+
+  /// Effects: as lock() without blocking, without the rank check and without recording an edge.
+  [[nodiscard]] bool try_lock(source_location where = source_location::current()) FAULTSAFE_TRY_ACQUIRE(true)
+      FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
+    const detail::acquire_request r = request(detail::hold_mode::exclusive);
+    detail::check_acquire(detail::without_rank(r), where);
+    if (!m_.try_lock()) return false;
+    detail::push_held_or_release(r, where, [this] { m_.unlock(); });
+    return true;
+  }
+
+  /// Effects: releases (any order). Not held: reports unlock_not_held, and leaves Mutex untouched if
+  /// the handler returns.
+  void unlock(source_location where = source_location::current()) FAULTSAFE_RELEASE()
+      FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
+    if (detail::pop_held(this, cls_->name().c_str(), where)) m_.unlock();
+  }
+
+  void lock_shared(source_location where = source_location::current())
+    requires shared_lockable_mutex<Mutex> FAULTSAFE_ACQUIRE_SHARED() FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
+    const detail::acquire_request r = request(detail::hold_mode::shared);
+    detail::check_acquire(r, where);
+    detail::record_class_edges(r, where);
+    m_.lock_shared();
+    detail::push_held_or_release(r, where, [this] { m_.unlock_shared(); });
+  }
+
+  [[nodiscard]] bool try_lock_shared(source_location where = source_location::current())
+    requires shared_lockable_mutex<Mutex> FAULTSAFE_TRY_ACQUIRE_SHARED(true) FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
+    const detail::acquire_request r = request(detail::hold_mode::shared);
+    detail::check_acquire(detail::without_rank(r), where);
+    if (!m_.try_lock_shared()) return false;
+    detail::push_held_or_release(r, where, [this] { m_.unlock_shared(); });
+    return true;
+  }
+
+  void unlock_shared(source_location where = source_location::current())
+    requires shared_lockable_mutex<Mutex> FAULTSAFE_RELEASE_SHARED() FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
+    if (detail::pop_held(this, cls_->name().c_str(), where)) m_.unlock_shared();
+  }
+
+  [[nodiscard]] lock_class& cls() const noexcept { return *cls_; }
+  [[nodiscard]] unsigned rank() const noexcept { return rank_; }
+  /// Order for lock_in_order(): rank; for unranked locks the class id, so that any two calls order
+  /// two classes the same way; then the address.
+  [[nodiscard]] lock_order_key order_key() const noexcept {
+    return {rank_, rank_ == 0 ? cls_->id() : 0u, reinterpret_cast<std::uintptr_t>(this)};
+  }
+  [[nodiscard]] Mutex& underlying() noexcept { return m_; }
+
+ private:
+  [[nodiscard]] detail::acquire_request request(detail::hold_mode mode) const noexcept {
+    detail::acquire_request r;
+    r.token = this;
+    r.object = this;
+    r.name = cls_->name().c_str();
+    r.rank = rank_;
+    r.cls = cls_;
+    r.mode = mode;
+    return r;
+  }
+
+  Mutex m_;
+  lock_class* cls_;
+  unsigned rank_;
+};
+
+/// checks_off: exactly Mutex (the class and rank are accepted and ignored).
+template <class Mutex>
+class FAULTSAFE_CAPABILITY("mutex") tracked_mutex<Mutex, checks_off> {
+ public:
+  using mutex_type = Mutex;
+  using checks_type = checks_off;
+  static constexpr bool checks_enabled = false;
+
+  explicit tracked_mutex(lock_class&, unsigned = 0) noexcept(std::is_nothrow_default_constructible_v<Mutex>) {}
+  tracked_mutex(const tracked_mutex&) = delete;
+  tracked_mutex& operator=(const tracked_mutex&) = delete;
+
+  void lock() FAULTSAFE_ACQUIRE() FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS { m_.lock(); }
+  [[nodiscard]] bool try_lock() FAULTSAFE_TRY_ACQUIRE(true) FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
+    return m_.try_lock();
+  }
+  void unlock() FAULTSAFE_RELEASE() FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS { m_.unlock(); }
+  void lock_shared()
+    requires shared_lockable_mutex<Mutex> FAULTSAFE_ACQUIRE_SHARED() FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
+    m_.lock_shared();
+  }
+  [[nodiscard]] bool try_lock_shared()
+    requires shared_lockable_mutex<Mutex> FAULTSAFE_TRY_ACQUIRE_SHARED(true) FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
+    return m_.try_lock_shared();
+  }
+  void unlock_shared()
+    requires shared_lockable_mutex<Mutex> FAULTSAFE_RELEASE_SHARED() FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
+    m_.unlock_shared();
+  }
+  [[nodiscard]] Mutex& underlying() noexcept { return m_; }
+
+ private:
+  Mutex m_;
+};
+
+static_assert(sizeof(tracked_mutex<std::mutex, checks_off>) == sizeof(std::mutex));
+
+}  // namespace faultsafe
