@@ -1,0 +1,502 @@
+// faultsafe/vm/aspace.hpp: the address space of one logical process.
+//
+// Defines `aspace` (its regions in a Boost.Intrusive red-black tree keyed by start address, one
+// userfaultfd, a short structural lock and one reader/writer lock per region), `region`,
+// `aspace_options`, `file_backing`, `map_request`, `mapping_info` and `probe_userfaultfd()`.
+//
+// Memory is real: every region is a real mapping of this OS process, registered with the aspace's
+// userfaultfd, so its first touches are real page faults served by a `pager` (vm/pager.hpp):
+//   - shared file region: the file's memfd mapped MAP_SHARED at the file offset, registered
+//     MISSING|MINOR; the pager asks the page source to make pages valid, then UFFDIO_CONTINUE maps the
+//     page-cache pages (zero copy; writes land in the file);
+//   - private file region: anonymous private memory registered MISSING; filled by UFFDIO_COPY from the
+//     page source (copy-on-write isolation: later writes stay in this region);
+//   - anonymous region: private anonymous memory registered MISSING; UFFDIO_ZEROPAGE (zero-fill).
+//     Shared anonymous memory gets a private memfd of its own and is then a shared file region.
+//
+// Locks (DESIGN.md section 2)
+//   - map lock, rank 10 (rank::aspace_map): guards the tree. Held only to look up, insert or unlink;
+//     never across I/O, a send, a fault or another lock wait. Fault service takes it shared for a
+//     lookup and leaves it before taking the region lock.
+//   - region lock, rank 20 (rank::region): fault service holds it shared while it pages in and maps
+//     pages of that region; munmap/mprotect hold it exclusively, so they wait for in-flight fault
+//     service on that region only.
+//   - aspace_options::single_lock = true keeps the QNX behaviour of the seed instead: one lock for the
+//     whole space (the map lock) held exclusively during fault service, munmap and mprotect. It exists
+//     for the Colin example and for comparison; it is not the default.
+// Region lifetime: reference counted. The tree holds one reference; fault service holds one while it
+// works (taken under the map lock). munmap marks the region dead under its exclusive lock, unmaps it,
+// wakes any thread still blocked on a fault in it (the thread then retries and gets SIGSEGV, as on a
+// kernel after munmap), unlinks it, and the last reference frees it.
+//
+// Errors: std::error_code with errno values; bad input (unaligned address, zero length, a memfd of -1,
+// a range that covers part of a region) is EINVAL, never a crash.
+//
+// Thread-safety: every public member function may be called concurrently from any thread.
+// Lifetime: destroy the pager (vm/pager.hpp) before its aspace; the destructor unmaps every region.
+#pragma once
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/intrusive/set.hpp>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "../config.hpp"
+#include "../thread_annotations.hpp"
+#include "detail/rw_lock.hpp"
+#include "detail/uffd.hpp"
+#include "page_source.hpp"
+
+namespace faultsafe {
+
+class pager;
+class aspace;
+
+/// Options of an address space.
+struct aspace_options {
+  /// true: one lock for the whole address space, held exclusively during fault service (the seed's
+  /// QNX behaviour; lets Colin's lock-up happen). false (default): per-region locks.
+  bool single_lock = false;
+  /// Name used in lock reports ("Bob", "nfs", ...). Must outlive the aspace.
+  const char* name = "aspace";
+};
+
+/// What a file mapping maps. The memfd and source are not owned and must outlive the mapping.
+struct file_backing {
+  int memfd = -1;                 ///< the file's data
+  std::uint64_t offset = 0;       ///< file offset of the mapping's first byte (page aligned)
+  const void* file = nullptr;     ///< opaque identity for the server side (e.g. its attr)
+  page_source* source = nullptr;  ///< makes pages valid / fills them; required
+};
+
+/// One mmap request. Anonymous when `file` is empty.
+struct map_request {
+  void* addr_hint = nullptr;  ///< where to map (a hint unless `fixed`)
+  std::size_t length = 0;     ///< bytes (rounded up to pages)
+  int prot = PROT_READ | PROT_WRITE;
+  bool shared = false;        ///< MAP_SHARED (true) or MAP_PRIVATE
+  bool fixed = false;         ///< map exactly at addr_hint, failing with EEXIST if anything is there
+  std::optional<file_backing> file;
+};
+
+/// A copy of a region's attributes (find()).
+struct mapping_info {
+  void* start = nullptr;
+  std::size_t length = 0;
+  int prot = 0;
+  bool shared = false;
+  bool anonymous = true;
+  file_backing file;  ///< meaningful when !anonymous
+};
+
+/// Effects: checks that this process may create a userfaultfd with the features the pager needs.
+/// Returns: {} if so; else the error, with `why` naming the cause (e.g. vm.unprivileged_userfaultfd).
+[[nodiscard]] inline std::error_code probe_userfaultfd(std::string& why) {
+  detail::uffd u;
+  if (auto ec = detail::uffd::try_open(u, why)) return ec;
+  if (!u.has(UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM)) {
+    why = "userfaultfd lacks MISSING_SHMEM/MINOR_SHMEM (Linux >= 5.13 required for shared file mappings)";
+    return std::make_error_code(std::errc::function_not_supported);
+  }
+  return {};
+}
+
+/// One mapping. Attributes are immutable except prot (guarded by the region lock).
+class region {
+ public:
+  [[nodiscard]] std::uintptr_t start() const noexcept { return start_; }
+  [[nodiscard]] std::size_t length() const noexcept { return length_; }
+  [[nodiscard]] std::uintptr_t end() const noexcept { return start_ + length_; }
+  [[nodiscard]] bool shared() const noexcept { return shared_; }
+  [[nodiscard]] bool anonymous() const noexcept { return !file_.has_value(); }
+  [[nodiscard]] const std::optional<file_backing>& file() const noexcept { return file_; }
+  [[nodiscard]] bool contains(std::uintptr_t a) const noexcept { return a >= start_ && a - start_ < length_; }
+
+  region(const region&) = delete;
+  region& operator=(const region&) = delete;
+  ~region() {
+    if (owned_memfd_ >= 0) ::close(owned_memfd_);
+  }
+
+ private:
+  friend class aspace;
+  friend class pager;
+  friend struct region_start_key;
+
+  region(std::uintptr_t start, std::size_t length, int prot, bool shared, std::optional<file_backing> file)
+      : start_(start), length_(length), prot_(prot), shared_(shared), file_(std::move(file)) {}
+
+  boost::intrusive::set_member_hook<> hook_;
+  const std::uintptr_t start_;
+  const std::size_t length_;
+  int prot_;
+  const bool shared_;
+  std::optional<file_backing> file_;
+  int owned_memfd_ = -1;                          // shared anonymous memory
+  std::unique_ptr<page_source> owned_source_;     // its source
+  detail::vm_rw_lock<rank::region> lock_{"region"};
+  std::atomic<std::uint32_t> refs_{1};            // the tree's reference
+  bool dead_ = false;                             // guarded by lock_ (single_lock: by the map lock)
+  // Fault-around state (a heuristic: relaxed, races only cost a window size).
+  std::atomic<std::uintptr_t> next_expected_{0};
+  std::atomic<std::size_t> window_{0};
+};
+
+struct region_start_key {
+  using type = std::uintptr_t;
+  type operator()(const region& r) const noexcept { return r.start_; }
+};
+
+class aspace {
+ public:
+  /// Effects: opens the userfaultfd. Throws: std::system_error whose what() names the cause when the
+  /// kernel refuses userfaultfd (mentioning vm.unprivileged_userfaultfd); std::bad_alloc.
+  explicit aspace(aspace_options opts = {}) : opts_(opts), map_lock_(opts.name) {
+    uffd_ = detail::uffd::open();
+  }
+  aspace(const aspace&) = delete;
+  aspace& operator=(const aspace&) = delete;
+
+  /// Effects: unmaps every region. Requires: no pager attached any more, no concurrent calls.
+  ~aspace() {
+    std::vector<region*> all;
+    {
+      detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
+      while (!tree_.empty()) {
+        region& r = *tree_.begin();
+        tree_.erase(tree_.iterator_to(r));
+        all.push_back(&r);
+      }
+    }
+    for (region* r : all) {
+      ::munmap(reinterpret_cast<void*>(r->start_), r->length_);
+      (void)uffd_.wake(r->start_, r->length_);
+      release(r);
+    }
+  }
+
+  [[nodiscard]] const aspace_options& options() const noexcept { return opts_; }
+  [[nodiscard]] const char* name() const noexcept { return opts_.name; }
+
+  /// Effects: creates a mapping as described by `req` and registers it for fault service; `out`
+  /// receives its address. Returns: EINVAL (zero length, unaligned hint with `fixed`, bad prot, a file
+  /// backing without memfd or source, an unaligned file offset), EEXIST (`fixed` and occupied),
+  /// ENOTSUP (the kernel lacks the userfaultfd mode needed), ESHUTDOWN (the pager has stopped),
+  /// or the errno of mmap/UFFDIO_REGISTER. Nothing is left mapped on failure.
+  /// Lock order: takes the map lock briefly; must not be called holding a region lock of this aspace.
+  /// Complexity: O(log regions) plus the system calls.
+  [[nodiscard]] std::error_code try_map(const map_request& req, void*& out) {
+    out = nullptr;
+    if (req.length == 0) return std::make_error_code(std::errc::invalid_argument);
+    if ((req.prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) != 0) return std::make_error_code(std::errc::invalid_argument);
+    if (req.fixed && (reinterpret_cast<std::uintptr_t>(req.addr_hint) % vm_page_size) != 0)
+      return std::make_error_code(std::errc::invalid_argument);
+    if (stopped_.load(std::memory_order_acquire)) return std::error_code(ESHUTDOWN, std::generic_category());  // (4) pairs with (3)
+    const std::size_t len = round_up(req.length);
+    std::optional<file_backing> file = req.file;
+    if (file) {
+      if (file->memfd < 0 || file->source == nullptr || (file->offset % vm_page_size) != 0)
+        return std::make_error_code(std::errc::invalid_argument);
+    }
+    const int fixed_flag = req.fixed ? MAP_FIXED_NOREPLACE : 0;
+    int owned_memfd = -1;
+    std::unique_ptr<page_source> owned_source;
+    if (req.shared && !file) {  // shared anonymous: a memfd of its own
+      owned_memfd = ::memfd_create("faultsafe-anon", MFD_CLOEXEC);
+      if (owned_memfd < 0) return {errno, std::generic_category()};
+      if (::ftruncate(owned_memfd, static_cast<off_t>(len)) != 0) {
+        const int e = errno;
+        ::close(owned_memfd);
+        return {e, std::generic_category()};
+      }
+      owned_source = std::make_unique<memfd_page_source>(owned_memfd);
+      file = file_backing{owned_memfd, 0, nullptr, owned_source.get()};
+    }
+    const bool minor = file && req.shared;
+    if (minor && !uffd_.has(UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM)) {
+      if (owned_memfd >= 0) ::close(owned_memfd);
+      return std::make_error_code(std::errc::not_supported);
+    }
+    void* p = minor ? ::mmap(req.addr_hint, len, req.prot, MAP_SHARED | fixed_flag, file->memfd,
+                             static_cast<off_t>(file->offset))
+                    : ::mmap(req.addr_hint, len, req.prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | fixed_flag, -1, 0);
+    if (p == MAP_FAILED) {
+      const int e = errno;
+      if (owned_memfd >= 0) ::close(owned_memfd);
+      return {e, std::generic_category()};
+    }
+    if (req.fixed && p != req.addr_hint) {  // kernels before 4.17 ignore MAP_FIXED_NOREPLACE
+      ::munmap(p, len);
+      if (owned_memfd >= 0) ::close(owned_memfd);
+      return std::make_error_code(std::errc::file_exists);
+    }
+    if (auto ec = uffd_.register_range(p, len, minor ? detail::uffd_mode::missing_and_minor : detail::uffd_mode::missing)) {
+      ::munmap(p, len);
+      if (owned_memfd >= 0) ::close(owned_memfd);
+      return ec == std::errc::invalid_argument ? std::make_error_code(std::errc::not_supported) : ec;
+    }
+    auto* r = new region(reinterpret_cast<std::uintptr_t>(p), len, req.prot, req.shared, file);
+    r->owned_memfd_ = owned_memfd;
+    r->owned_source_ = std::move(owned_source);
+    {
+      detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
+      if (stopped_.load(std::memory_order_relaxed)) {  // the pager stopped meanwhile: nobody would serve it
+        (void)uffd_.unregister_range(p, len);
+        ::munmap(p, len);
+        delete r;
+        return std::error_code(ESHUTDOWN, std::generic_category());
+      }
+      // A region being unmapped may still be linked over this range: the kernel gave us its
+      // addresses, so it is dead; unlink it here (its munmap then finds it unlinked).
+      unlink_overlapping_dead_locked(r->start_, r->end());
+      tree_.insert_unique(*r);
+    }
+    out = p;
+    return {};
+  }
+
+  /// Effects: as try_map. Throws: std::system_error on failure.
+  [[nodiscard]] void* map(const map_request& req) {
+    void* p = nullptr;
+    if (auto ec = try_map(req, p)) throw std::system_error(ec, "faultsafe::aspace::map");
+    return p;
+  }
+
+  /// Effects: unmaps every region inside [addr, addr+len) after any fault service in progress on it
+  /// finishes; threads blocked on faults there are woken (and then get SIGSEGV, as after a kernel
+  /// munmap). Returns: EINVAL if addr is unaligned, len is 0, or the range covers only part of a
+  /// region (splitting is not supported); {} if nothing is mapped there (as munmap(2)).
+  /// Lock order: map lock (short), then each region lock exclusively, never both at once (single_lock:
+  /// the map lock for the whole call). Must not be called by a thread holding a region lock.
+  [[nodiscard]] std::error_code munmap(void* addr, std::size_t len) {
+    std::vector<region*> victims;
+    if (auto ec = collect(addr, len, victims)) return ec;
+    if (opts_.single_lock) {
+      detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
+      for (region* r : victims) {
+        if (!r->dead_) kill_locked(*r);
+        if (r->hook_.is_linked()) unlink_locked(*r);
+      }
+    } else {
+      for (region* r : victims) {
+        detail::vm_exclusive_hold<region_lock_type> g(r->lock_);  // waits for in-flight fault service
+        if (!r->dead_) kill_locked(*r);
+      }
+      detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
+      for (region* r : victims)
+        if (r->hook_.is_linked()) unlink_locked(*r);
+    }
+    for (region* r : victims) release(r);
+    return {};
+  }
+
+  /// Effects: changes the protection of every region inside [addr, addr+len), after fault service in
+  /// progress on it finishes. Returns: EINVAL as munmap, ENOMEM if nothing is mapped there, or the
+  /// errno of mprotect(2).
+  [[nodiscard]] std::error_code mprotect(void* addr, std::size_t len, int prot) {
+    if ((prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) != 0) return std::make_error_code(std::errc::invalid_argument);
+    std::vector<region*> victims;
+    if (auto ec = collect(addr, len, victims)) return ec;
+    if (victims.empty()) return std::make_error_code(std::errc::not_enough_memory);
+    std::error_code result;
+    auto apply = [&](region& r) {
+      if (r.dead_) return;
+      if (::mprotect(reinterpret_cast<void*>(r.start_), r.length_, prot) != 0) {
+        result = std::error_code(errno, std::generic_category());
+        return;
+      }
+      r.prot_ = prot;
+    };
+    if (opts_.single_lock) {
+      detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
+      for (region* r : victims) apply(*r);
+    } else {
+      for (region* r : victims) {
+        detail::vm_exclusive_hold<region_lock_type> g(r->lock_);
+        apply(*r);
+      }
+    }
+    for (region* r : victims) release(r);
+    return result;
+  }
+
+  /// Effects: msync(2) over every region inside the range. Shared file regions are the memfd's page
+  /// cache, so their data is already in the file; this validates the range and returns.
+  /// Returns: EINVAL as munmap, ENOMEM if nothing is mapped there.
+  [[nodiscard]] std::error_code msync(void* addr, std::size_t len, int flags) {
+    if ((flags & ~(MS_ASYNC | MS_SYNC | MS_INVALIDATE)) != 0 || ((flags & MS_ASYNC) && (flags & MS_SYNC)))
+      return std::make_error_code(std::errc::invalid_argument);
+    std::vector<region*> victims;
+    if (auto ec = collect(addr, len, victims)) return ec;
+    const bool none = victims.empty();
+    for (region* r : victims) release(r);
+    if (none) return std::make_error_code(std::errc::not_enough_memory);
+    return {};
+  }
+
+  /// Effects: the attributes of the region containing `addr`, if any. Lock order: map lock, shared,
+  /// briefly (rank 10: call it before taking ranges of rank >= 10, e.g. before a file's range lock).
+  [[nodiscard]] std::optional<mapping_info> find(const void* addr) const {
+    std::optional<mapping_info> out;
+    detail::vm_shared_hold<map_lock_type> g(map_lock_);
+    const region* r = find_locked(reinterpret_cast<std::uintptr_t>(addr));
+    if (r == nullptr) return out;
+    mapping_info m;
+    m.start = reinterpret_cast<void*>(r->start_);
+    m.length = r->length_;
+    m.prot = r->prot_;  // a racing mprotect may be half-applied: an attribute snapshot, not a promise
+    m.shared = r->shared_;
+    m.anonymous = !r->file_.has_value() || r->owned_memfd_ >= 0;
+    if (r->file_) m.file = *r->file_;
+    out = m;
+    return out;
+  }
+
+  /// The number of live regions.
+  [[nodiscard]] std::size_t region_count() const {
+    detail::vm_shared_hold<map_lock_type> g(map_lock_);
+    return tree_.size();
+  }
+
+  /// The userfaultfd (for the pager).
+  [[nodiscard]] const detail::uffd& userfault() const noexcept { return uffd_; }
+
+ private:
+  friend class pager;
+  using map_lock_type = detail::vm_rw_lock<rank::aspace_map>;
+  using region_lock_type = detail::vm_rw_lock<rank::region>;
+  using tree_type = boost::intrusive::set<region, boost::intrusive::member_hook<region, boost::intrusive::set_member_hook<>, &region::hook_>,
+                                          boost::intrusive::key_of_value<region_start_key>>;
+
+  static std::size_t round_up(std::size_t n) noexcept { return (n + vm_page_size - 1) & ~(vm_page_size - 1); }
+
+  // Requires: map lock held (either mode). The live or dead region containing a, or nullptr.
+  region* find_locked(std::uintptr_t a) const FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
+    auto it = tree_.upper_bound(a);
+    if (it == tree_.begin()) return nullptr;
+    --it;
+    region& r = const_cast<region&>(*it);
+    return r.contains(a) ? &r : nullptr;
+  }
+
+  // Effects: takes a reference to the region containing `a` (nullptr if none). Map lock shared, briefly.
+  region* acquire_region(std::uintptr_t a) {
+    detail::vm_shared_hold<map_lock_type> g(map_lock_);
+    region* r = find_locked(a);
+    if (r != nullptr) r->refs_.fetch_add(1, std::memory_order_relaxed);  // (1) relaxed: the map lock orders it
+    return r;
+  }
+
+  static void release(region* r) noexcept {
+    if (r->refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete r;  // (2) acq_rel: last user frees
+  }
+
+  // Effects: references to the regions inside [addr, addr+len); EINVAL if one is only partly inside.
+  std::error_code collect(void* addr, std::size_t len, std::vector<region*>& out) {
+    const auto a = reinterpret_cast<std::uintptr_t>(addr);
+    if (len == 0 || (a % vm_page_size) != 0) return std::make_error_code(std::errc::invalid_argument);
+    const std::uintptr_t e = a + round_up(len);
+    if (e < a) return std::make_error_code(std::errc::invalid_argument);
+    detail::vm_shared_hold<map_lock_type> g(map_lock_);
+    auto it = tree_.upper_bound(a);
+    if (it != tree_.begin()) {
+      auto prev = std::prev(it);
+      if (prev->end() > a) it = prev;
+    }
+    for (; it != tree_.end() && it->start_ < e; ++it) {
+      if (it->start_ < a || it->end() > e) {
+        for (region* r : out) release(r);
+        out.clear();
+        return std::make_error_code(std::errc::invalid_argument);
+      }
+      region& r = const_cast<region&>(*it);
+      r.refs_.fetch_add(1, std::memory_order_relaxed);
+      out.push_back(&r);
+    }
+    return {};
+  }
+
+  // Requires: the region held exclusively (single_lock: the map lock). Effects: no more fault service;
+  // the memory goes; blocked faulting threads wake and retry (SIGSEGV).
+  void kill_locked(region& r) noexcept {
+    r.dead_ = true;
+    ::munmap(reinterpret_cast<void*>(r.start_), r.length_);
+    (void)uffd_.wake(r.start_, r.length_);
+  }
+
+  // Requires: map lock exclusive. Effects: unlinks `r` and drops the tree's reference.
+  void unlink_locked(region& r) noexcept {
+    tree_.erase(tree_.iterator_to(r));
+    release(&r);
+  }
+
+  void unlink_overlapping_dead_locked(std::uintptr_t a, std::uintptr_t e) noexcept {
+    auto it = tree_.upper_bound(a);
+    if (it != tree_.begin()) {
+      auto prev = std::prev(it);
+      if (prev->end() > a) it = prev;
+    }
+    while (it != tree_.end() && it->start_ < e) {
+      region& r = const_cast<region&>(*it);
+      ++it;
+      unlink_locked(r);  // the kernel reused its addresses, so its munmap has happened
+    }
+  }
+
+  // Called by the pager when it stops: no fault will be served any more, and none may hang.
+  // Private file regions would silently read zeros from the kernel, so every page of theirs not yet
+  // filled is poisoned (SIGBUS on access). Then every region is unregistered, which wakes every thread
+  // blocked on a fault: shared file regions are then served by the kernel from the memfd (the file's
+  // own pages: same data, but without the server's page-in), anonymous regions are zero-filled,
+  // poisoned pages raise SIGBUS. Later try_map calls fail with ESHUTDOWN.
+  void pager_stopped() {
+    std::vector<region*> live;
+    {
+      detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
+      stopped_.store(true, std::memory_order_release);  // (3) release, pairs with (4)
+      for (auto& r : tree_) {
+        const_cast<region&>(r).refs_.fetch_add(1, std::memory_order_relaxed);
+        live.push_back(&const_cast<region&>(r));
+      }
+    }
+    for (region* r : live) {
+      {
+        // single_lock: dead_ is guarded by the map lock; else by the region lock.
+        std::optional<detail::vm_exclusive_hold<map_lock_type>> gm;
+        std::optional<detail::vm_exclusive_hold<region_lock_type>> gr;
+        if (opts_.single_lock) gm.emplace(map_lock_);
+        else gr.emplace(r->lock_);
+        if (!r->dead_) {
+          if (r->file_ && !r->shared_ && uffd_.has(UFFD_FEATURE_POISON)) {
+            std::uintptr_t a = r->start_;
+            while (a < r->end()) {
+              const auto res = uffd_.poison(a, r->end() - a, /*dont_wake=*/true);
+              a += res.done;
+              if (!res.error) break;
+              if (res.error == std::errc::file_exists) a += vm_page_size;  // a filled page: keep it
+              else if (res.error != std::errc::resource_unavailable_try_again) break;
+            }
+          }
+          (void)uffd_.unregister_range(reinterpret_cast<void*>(r->start_), r->length_);
+        }
+      }
+      release(r);
+    }
+  }
+
+  aspace_options opts_;
+  detail::uffd uffd_;
+  mutable map_lock_type map_lock_;
+  tree_type tree_ FAULTSAFE_GUARDED_BY(map_lock_);
+  std::atomic<bool> stopped_{false};
+};
+
+}  // namespace faultsafe

@@ -1,0 +1,271 @@
+// faultsafe/vm/detail/uffd.hpp: an owning userfaultfd and its ioctls with std::error_code results
+// (internal to vm/).
+//
+// Defines `detail::uffd`: opens a userfaultfd with UFFD_USER_MODE_ONLY | O_CLOEXEC | O_NONBLOCK (the
+// system call first, /dev/userfaultfd as a fallback), negotiates the API with the wanted features, and
+// wraps REGISTER / UNREGISTER / COPY / ZEROPAGE / CONTINUE / POISON / WAKE.
+//
+// Error contract of the fill ioctls (copy, zeropage, continue_range, poison): they return the number of
+// bytes filled and an error_code:
+//   - {} with done == len: everything filled;
+//   - EEXIST: a page at `start + done` was already mapped (another fault thread, or an earlier window,
+//     filled it): not an error for a pager, which then wakes the faulting thread;
+//   - EAGAIN: the mm was changing (fork/mremap events) and the caller should retry the remainder;
+//   - ENOENT / ESRCH: the range is no longer registered (munmap raced) or the mm has gone;
+//   - EFAULT (continue_range): the page at `start + done` is not in the page cache;
+//   - anything else: as the kernel said.
+// Every fill wakes the threads waiting on the filled range unless `dont_wake` is passed.
+//
+// Thread-safety: all member functions may be called concurrently (the kernel serialises). Lock order:
+// none taken. Lifetime: the fd is closed by the destructor, which also releases every registration and
+// wakes every thread blocked on it (kernel behaviour).
+#pragma once
+
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <system_error>
+#include <utility>
+
+// Kernel >= 6.6 uapi; older libc headers (Debian 12) lack these.
+#ifndef UFFD_FEATURE_POISON
+#  define UFFD_FEATURE_POISON (1 << 14)
+#endif
+#ifndef _UFFDIO_POISON
+#  define _UFFDIO_POISON (0x08)
+struct uffdio_poison {
+  struct uffdio_range range;
+#  define UFFDIO_POISON_MODE_DONTWAKE ((__u64)1 << 0)
+  __u64 mode;
+  __s64 updated;
+};
+#  define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
+#endif
+#ifndef UFFD_USER_MODE_ONLY
+#  define UFFD_USER_MODE_ONLY 1
+#endif
+#ifndef USERFAULTFD_IOC_NEW
+#  define USERFAULTFD_IOC 0xAA
+#  define USERFAULTFD_IOC_NEW _IO(USERFAULTFD_IOC, 0x00)
+#endif
+
+namespace faultsafe::detail {
+
+/// Registration modes (UFFDIO_REGISTER_MODE_*), combinable.
+enum class uffd_mode : std::uint64_t {
+  missing = UFFDIO_REGISTER_MODE_MISSING,
+  minor = UFFDIO_REGISTER_MODE_MINOR,
+  missing_and_minor = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR,
+};
+
+/// Result of a fill ioctl: bytes filled from the start, and why it stopped (see header).
+struct uffd_fill_result {
+  std::size_t done = 0;
+  std::error_code error;
+};
+
+class uffd {
+ public:
+  /// Features the pager asks for when the kernel offers them.
+  static constexpr std::uint64_t wanted_features = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM |
+                                                   UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON;
+  /// Features without which no faultsafe pager can work.
+  static constexpr std::uint64_t required_features = UFFD_FEATURE_THREAD_ID;
+
+  uffd() = default;
+  uffd(const uffd&) = delete;
+  uffd& operator=(const uffd&) = delete;
+  uffd(uffd&& o) noexcept : fd_(std::exchange(o.fd_, -1)), features_(o.features_) {}
+  uffd& operator=(uffd&& o) noexcept {
+    if (this != &o) {
+      close();
+      fd_ = std::exchange(o.fd_, -1);
+      features_ = o.features_;
+    }
+    return *this;
+  }
+  ~uffd() { close(); }
+
+  /// Effects: opens and initialises a userfaultfd asking for `wanted_features` (those the kernel has).
+  /// Returns: the error and, in `why`, a sentence naming the cause (EPERM: vm.unprivileged_userfaultfd).
+  /// Throws: std::bad_alloc only.
+  [[nodiscard]] static std::error_code try_open(uffd& out, std::string& why) {
+    int fd = static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
+    int err = fd < 0 ? errno : 0;
+    if (fd < 0) {
+      // /dev/userfaultfd (Linux >= 6.1) is governed by its file mode, not by the sysctl.
+      const int dev = ::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+      if (dev >= 0) {
+        fd = ::ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+        ::close(dev);
+      }
+    }
+    if (fd < 0) {
+      if (err == EPERM)
+        why = "userfaultfd(UFFD_USER_MODE_ONLY) refused with EPERM: the kernel forbids unprivileged "
+              "userfaultfd (sysctl vm.unprivileged_userfaultfd=0 without CAP_SYS_PTRACE, or a seccomp "
+              "filter) and /dev/userfaultfd is not accessible";
+      else if (err == ENOSYS)
+        why = "userfaultfd: the kernel was built without CONFIG_USERFAULTFD (ENOSYS)";
+      else
+        why = std::string("userfaultfd() failed: ") + std::generic_category().message(err) +
+              " (see sysctl vm.unprivileged_userfaultfd)";
+      return {err, std::generic_category()};
+    }
+    // Probe the features: UFFDIO_API with features=0 reports everything the kernel supports.
+    uffdio_api probe{};
+    probe.api = UFFD_API;
+    if (::ioctl(fd, UFFDIO_API, &probe) != 0) {
+      err = errno;
+      ::close(fd);
+      why = std::string("UFFDIO_API failed: ") + std::generic_category().message(err);
+      return {err, std::generic_category()};
+    }
+    ::close(fd);  // UFFDIO_API may be done once per fd: reopen and ask for the subset we want.
+    fd = static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
+    if (fd < 0) {
+      const int dev = ::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+      if (dev >= 0) {
+        fd = ::ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+        ::close(dev);
+      }
+      if (fd < 0) {
+        err = errno;
+        why = "userfaultfd reopen failed";
+        return {err, std::generic_category()};
+      }
+    }
+    uffdio_api api{};
+    api.api = UFFD_API;
+    api.features = probe.features & wanted_features;
+    if ((api.features & required_features) != required_features) {
+      ::close(fd);
+      why = "userfaultfd lacks UFFD_FEATURE_THREAD_ID (Linux >= 4.14 required)";
+      return std::make_error_code(std::errc::function_not_supported);
+    }
+    if (::ioctl(fd, UFFDIO_API, &api) != 0) {
+      err = errno;
+      ::close(fd);
+      why = std::string("UFFDIO_API with features failed: ") + std::generic_category().message(err);
+      return {err, std::generic_category()};
+    }
+    out = uffd();
+    out.fd_ = fd;
+    out.features_ = api.features;
+    return {};
+  }
+
+  /// Effects: as try_open. Throws: std::system_error whose what() names the cause.
+  static uffd open() {
+    uffd u;
+    std::string why;
+    if (auto ec = try_open(u, why)) throw std::system_error(ec, why);
+    return u;
+  }
+
+  [[nodiscard]] int fd() const noexcept { return fd_; }
+  [[nodiscard]] bool valid() const noexcept { return fd_ >= 0; }
+  [[nodiscard]] std::uint64_t features() const noexcept { return features_; }
+  [[nodiscard]] bool has(std::uint64_t feature) const noexcept { return (features_ & feature) == feature; }
+
+  void close() noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+  /// Effects: registers [start, start+len) (page aligned) in `mode`. Returns the kernel's error
+  /// (EINVAL: unaligned or mode not supported for this mapping; EBUSY: registered with another uffd).
+  [[nodiscard]] std::error_code register_range(void* start, std::size_t len, uffd_mode mode) const noexcept {
+    uffdio_register r{};
+    r.range.start = reinterpret_cast<std::uintptr_t>(start);
+    r.range.len = len;
+    r.mode = static_cast<std::uint64_t>(mode);
+    if (::ioctl(fd_, UFFDIO_REGISTER, &r) != 0) return {errno, std::generic_category()};
+    return {};
+  }
+
+  /// Effects: unregisters the range; the kernel wakes every thread blocked on a fault in it.
+  [[nodiscard]] std::error_code unregister_range(void* start, std::size_t len) const noexcept {
+    uffdio_range r{reinterpret_cast<std::uintptr_t>(start), len};
+    if (::ioctl(fd_, UFFDIO_UNREGISTER, &r) != 0) return {errno, std::generic_category()};
+    return {};
+  }
+
+  /// Effects: wakes the threads blocked on faults in the range (no VMA needs to exist there).
+  [[nodiscard]] std::error_code wake(std::uintptr_t start, std::size_t len) const noexcept {
+    uffdio_range r{start, len};
+    if (::ioctl(fd_, UFFDIO_WAKE, &r) != 0) return {errno, std::generic_category()};
+    return {};
+  }
+
+  /// Effects: UFFDIO_COPY `len` bytes from `src` to `dst` (MISSING mode, anonymous or shmem).
+  [[nodiscard]] uffd_fill_result copy(std::uintptr_t dst, const void* src, std::size_t len,
+                                      bool dont_wake = false) const noexcept {
+    uffdio_copy c{};
+    c.dst = dst;
+    c.src = reinterpret_cast<std::uintptr_t>(src);
+    c.len = len;
+    c.mode = dont_wake ? UFFDIO_COPY_MODE_DONTWAKE : 0;
+    const int r = ::ioctl(fd_, UFFDIO_COPY, &c);
+    return finish(r, c.copy, len);
+  }
+
+  /// Effects: UFFDIO_ZEROPAGE over the range (MISSING mode, anonymous).
+  [[nodiscard]] uffd_fill_result zeropage(std::uintptr_t dst, std::size_t len, bool dont_wake = false) const noexcept {
+    uffdio_zeropage z{};
+    z.range.start = dst;
+    z.range.len = len;
+    z.mode = dont_wake ? UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0;
+    const int r = ::ioctl(fd_, UFFDIO_ZEROPAGE, &z);
+    return finish(r, z.zeropage, len);
+  }
+
+  /// Effects: UFFDIO_CONTINUE: maps the page-cache pages behind the range (MINOR mode, shmem).
+  [[nodiscard]] uffd_fill_result continue_range(std::uintptr_t dst, std::size_t len,
+                                                bool dont_wake = false) const noexcept {
+    uffdio_continue c{};
+    c.range.start = dst;
+    c.range.len = len;
+    c.mode = dont_wake ? UFFDIO_CONTINUE_MODE_DONTWAKE : 0;
+    const int r = ::ioctl(fd_, UFFDIO_CONTINUE, &c);
+    return finish(r, c.mapped, len);
+  }
+
+  /// Effects: UFFDIO_POISON: later accesses to the range raise SIGBUS. Requires has(UFFD_FEATURE_POISON).
+  [[nodiscard]] uffd_fill_result poison(std::uintptr_t dst, std::size_t len, bool dont_wake = false) const noexcept {
+    uffdio_poison p{};
+    p.range.start = dst;
+    p.range.len = len;
+    p.mode = dont_wake ? UFFDIO_POISON_MODE_DONTWAKE : 0;
+    const int r = ::ioctl(fd_, UFFDIO_POISON, &p);
+    return finish(r, p.updated, len);
+  }
+
+ private:
+  static uffd_fill_result finish(int r, std::int64_t reported, std::size_t len) noexcept {
+    uffd_fill_result out;
+    if (r == 0) {
+      out.done = len;
+      return out;
+    }
+    const int err = errno;
+    // On partial success the kernel stores the bytes done (> 0) and fails with EAGAIN (or the error
+    // that stopped it); otherwise it stores -errno.
+    out.done = reported > 0 ? static_cast<std::size_t>(reported) : 0;
+    out.error = std::error_code(reported < 0 ? static_cast<int>(-reported) : err, std::generic_category());
+    if (reported > 0 && out.done < len) out.error = std::error_code(err, std::generic_category());
+    return out;
+  }
+
+  int fd_ = -1;
+  std::uint64_t features_ = 0;
+};
+
+}  // namespace faultsafe::detail

@@ -1,0 +1,124 @@
+// faultsafe/vm/page_source.hpp: where the pager gets pages from.
+//
+// Defines `page_in_request`, `page_in_result`, the abstract `page_source`, and `memfd_page_source`,
+// the in-process source for a file whose data lives in a memfd (the ramfs store; also the benchmark's
+// source). Phase 2 adds a source that sends the request to the file's server (resmgr/), so the
+// server's range lock and handlers are on the page-in path.
+//
+// Contract of page_in (for every source)
+// - Shared mappings (req.buffer == nullptr): make every page of the file range
+//   [req.offset, req.offset + out.length) present in the memfd's page cache with the file's data (a
+//   hole reads as zeros), where out.length >= req.fault_offset + page_size - req.offset (the faulting
+//   page is always covered) and out.length <= req.length. The pager then maps them with
+//   UFFDIO_CONTINUE: no copy, writes through the mapping land in the file. When req.minor is true the
+//   kernel has just seen the faulting page in the page cache.
+// - Private mappings (req.buffer != nullptr, req.length bytes): fill the buffer's first out.length
+//   bytes with the file's data from req.offset (zeros past end-of-file within the last page), same
+//   bounds on out.length. The pager then UFFDIO_COPYs them: later writes stay private.
+// - An error (any non-zero error_code) fails the fault: the faulting thread gets SIGBUS at the
+//   faulting access (UFFDIO_POISON), never a hang. A fault past end-of-file must fail (kernel mmap
+//   semantics: SIGBUS); ENXIO is the conventional code.
+// - page_in must return in bounded time, also when the file's server stops (then with an error):
+//   a fault thread and any munmap of the region wait for it.
+// - Called concurrently from several fault threads, for overlapping ranges too.
+// Lock order: called with the region lock (rank 20) held shared, or in single_lock mode with the
+// aspace map lock (rank 10) held exclusively; a source may take ranks above 20 on the calling thread
+// (a server's range lock is taken on the server's thread, so no rank constraint applies there).
+#pragma once
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <system_error>
+
+#include "faulting_thread.hpp"
+
+namespace faultsafe {
+
+/// The system page size (4096 on the supported targets).
+inline constexpr std::size_t vm_page_size = 4096;
+
+/// One page-in. File offsets are page aligned; `length` is a multiple of the page size.
+struct page_in_request {
+  const void* file = nullptr;        ///< opaque identity of the file (the server's attr), from the mapping
+  int memfd = -1;                    ///< the file's memfd, -1 if none
+  std::uint64_t offset = 0;          ///< file offset of the window
+  std::size_t length = 0;            ///< window length (fault-around)
+  std::uint64_t fault_offset = 0;    ///< file offset of the faulting page, inside the window
+  std::uintptr_t fault_address = 0;  ///< the faulting address (exact, page aligned by the kernel)
+  bool write = false;                ///< the access was a write
+  bool minor = false;                ///< shared: the faulting page is already in the page cache
+  void* buffer = nullptr;            ///< private mappings: destination of `length` bytes; else nullptr
+  faulting_thread_info thread;       ///< the faulting thread (tid always; id/activity when announced)
+};
+
+/// What page_in achieved: bytes valid (shared) or filled (private) from req.offset.
+struct page_in_result {
+  std::size_t length = 0;
+};
+
+/// Abstract page source; see the header for the contract.
+class page_source {
+ public:
+  virtual ~page_source() = default;
+  /// Effects: see header. Returns: {} on success (with out.length set), else the reason the fault fails.
+  [[nodiscard]] virtual std::error_code page_in(const page_in_request& req, page_in_result& out) = 0;
+};
+
+/// A file kept in a memfd, read directly (no server). Size changes: the cached size is refreshed with
+/// fstat whenever a request reaches past it, so growth is seen; a file must not shrink below a live
+/// mapping's faulted range (as with the kernel, the consequence would be SIGBUS on later faults).
+/// Thread-safety: page_in may be called concurrently. Lifetime: does not own the fd.
+class memfd_page_source final : public page_source {
+ public:
+  explicit memfd_page_source(int memfd) noexcept : fd_(memfd) {}
+
+  [[nodiscard]] std::error_code page_in(const page_in_request& req, page_in_result& out) override {
+    std::uint64_t size = size_.load(std::memory_order_relaxed);
+    if (req.offset + req.length > size) {
+      struct stat st {};
+      if (::fstat(fd_, &st) != 0) return {errno, std::generic_category()};
+      size = static_cast<std::uint64_t>(st.st_size);
+      size_.store(size, std::memory_order_relaxed);
+    }
+    if (req.fault_offset >= size) return std::make_error_code(std::errc::no_such_device_or_address);
+    const std::uint64_t end_in_file = (size + vm_page_size - 1) & ~std::uint64_t{vm_page_size - 1};
+    const std::size_t len = static_cast<std::size_t>(
+        req.offset + req.length <= end_in_file ? req.length : end_in_file - req.offset);
+    if (req.buffer == nullptr) {
+      // The kernel saw the faulting page cached (MINOR): map what is there; UFFDIO_CONTINUE stops at
+      // the first hole, which faults again later as MISSING. Otherwise allocate the holes (zeros),
+      // keeping existing data: fallocate never overwrites.
+      if (!req.minor && ::fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(req.offset), static_cast<off_t>(len)) != 0)
+        return {errno, std::generic_category()};
+      out.length = len;
+      return {};
+    }
+    std::size_t done = 0;
+    while (done < len) {
+      const ssize_t n = ::pread(fd_, static_cast<char*>(req.buffer) + done, len - done,
+                                static_cast<off_t>(req.offset + done));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return {errno, std::generic_category()};
+      }
+      if (n == 0) break;
+      done += static_cast<std::size_t>(n);
+    }
+    if (done < len) std::memset(static_cast<char*>(req.buffer) + done, 0, len - done);
+    out.length = len;
+    return {};
+  }
+
+ private:
+  int fd_;
+  std::atomic<std::uint64_t> size_{0};
+};
+
+}  // namespace faultsafe

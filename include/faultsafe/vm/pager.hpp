@@ -1,0 +1,307 @@
+// faultsafe/vm/pager.hpp: the userfaultfd pager of one address space (the "proc" role).
+//
+// Defines `pager`, `pager_options` and `pager_stats`. A pager runs `fault_threads` threads (named
+// "<name>/0", "<name>/1", ...) that read the aspace's userfaultfd and serve each fault:
+//   1. look the faulting address up (map lock shared, briefly) and take a reference to its region;
+//   2. hold the region lock shared (single_lock mode: the map lock exclusively) while serving;
+//   3. choose the fault-around window: per region, a fault just past the previous window is sequential
+//      and doubles the window (up to max_window); any other fault resets it to min_window (one page by
+//      default: random access maps one page); windows never leave the region;
+//   4. anonymous: UFFDIO_ZEROPAGE. File: page_source::page_in on behalf of the faulting thread (its tid
+//      from UFFD_FEATURE_THREAD_ID, resolved to its faultsafe id and activity when it announced itself;
+//      vm/faulting_thread.hpp), then UFFDIO_CONTINUE (shared: the page-cache pages, zero copy) or
+//      UFFDIO_COPY from the filled buffer (private);
+//   5. errors: a failed page-in poisons the faulting page (UFFDIO_POISON), so the faulting access gets
+//      SIGBUS instead of hanging (without the POISON feature: tgkill(SIGBUS) to the faulting thread);
+//      EEXIST (another fault thread, or an earlier window, mapped the page) and a region unmapped
+//      meanwhile (ENOENT) just wake the thread, which retries.
+//
+// Shutdown (stop() or the destructor): the threads finish the faults they have read (so page_in
+// must return; a server-backed source fails when its server stops) and exit; then the aspace is told
+// (aspace::pager_stopped): unfilled pages of private file regions are poisoned and every region is
+// unregistered, which wakes every thread still blocked on a fault. Afterwards no fault hangs: shared
+// file regions read the memfd directly through the kernel, anonymous regions zero-fill, poisoned pages
+// raise SIGBUS, and aspace::try_map fails with ESHUTDOWN.
+//
+// Blocking points (each reported to the vm_wait_hook, vm/detail/wait_hooks.hpp): the region or map
+// lock wait (detail::vm_rw_lock) and the page-in call (vm_wait_kind::page_source).
+//
+// Thread-safety: stats() and stop() may be called from any thread (not from a fault thread).
+// Lifetime: the aspace must outlive the pager. Lock order: see aspace.hpp; a fault thread holds at most
+// one vm lock (rank 20, or rank 10 in single_lock mode) while it calls page_in.
+#pragma once
+
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "../detail/thread_record.hpp"
+#include "aspace.hpp"
+#include "faulting_thread.hpp"
+#include "page_source.hpp"
+
+namespace faultsafe {
+
+/// Options of a pager.
+struct pager_options {
+  unsigned fault_threads = 2;                    ///< >= 1
+  std::size_t min_window = vm_page_size;         ///< window of a random fault (page multiple, power of 2)
+  std::size_t max_window = std::size_t{2} << 20; ///< largest sequential window (>= min_window, power of 2)
+  const char* name = "proc";                     ///< thread name prefix; must outlive the pager
+};
+
+/// Counters (relaxed snapshots).
+struct pager_stats {
+  std::uint64_t faults = 0;          ///< fault messages served
+  std::uint64_t pages_mapped = 0;    ///< pages mapped by fills (windows included)
+  std::uint64_t already_mapped = 0;  ///< faults whose page another fill had mapped (EEXIST)
+  std::uint64_t gone = 0;            ///< faults on a region unmapped meanwhile
+  std::uint64_t page_in_errors = 0;  ///< page-ins that failed (the thread got SIGBUS)
+};
+
+class pager {
+ public:
+  /// Effects: starts the fault threads on `as`. Throws: std::system_error (EINVAL for bad options,
+  /// or eventfd/thread creation errors); then nothing was started.
+  explicit pager(aspace& as, pager_options opts = {}) : as_(as), opts_(opts) {
+    const auto pow2 = [](std::size_t v) { return v != 0 && (v & (v - 1)) == 0; };
+    if (opts_.fault_threads == 0 || opts_.min_window < vm_page_size || !pow2(opts_.min_window) ||
+        !pow2(opts_.max_window) || opts_.max_window < opts_.min_window)
+      throw std::system_error(std::make_error_code(std::errc::invalid_argument), "faultsafe::pager: bad options");
+    stop_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (stop_fd_ < 0) throw std::system_error(errno, std::generic_category(), "faultsafe::pager: eventfd");
+    try {
+      for (unsigned i = 0; i < opts_.fault_threads; ++i) threads_.emplace_back([this, i] { run(i); });
+    } catch (...) {
+      stop();
+      throw;
+    }
+  }
+  pager(const pager&) = delete;
+  pager& operator=(const pager&) = delete;
+  ~pager() { stop(); }
+
+  /// Effects: stops the fault threads after the faults they have read, then makes every remaining and
+  /// future fault of the aspace fail fast or be served by the kernel (see header). Idempotent.
+  /// Requires: not called from a fault thread or a page source.
+  void stop() {
+    if (stopped_.exchange(true)) return;
+    const std::uint64_t one = 1;
+    if (stop_fd_ >= 0) (void)!::write(stop_fd_, &one, sizeof one);
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+    as_.pager_stopped();
+    if (stop_fd_ >= 0) ::close(stop_fd_);
+    stop_fd_ = -1;
+  }
+
+  [[nodiscard]] pager_stats stats() const noexcept {
+    pager_stats s;
+    s.faults = faults_.load(std::memory_order_relaxed);
+    s.pages_mapped = pages_.load(std::memory_order_relaxed);
+    s.already_mapped = eexist_.load(std::memory_order_relaxed);
+    s.gone = gone_.load(std::memory_order_relaxed);
+    s.page_in_errors = errors_.load(std::memory_order_relaxed);
+    return s;
+  }
+  [[nodiscard]] const pager_options& options() const noexcept { return opts_; }
+
+ private:
+  struct fault {
+    std::uintptr_t page;
+    bool write;
+    bool minor;
+    pid_t tid;
+  };
+
+  // A page-aligned buffer for private fills (UFFDIO_COPY needs a page-aligned source).
+  struct fill_buffer {
+    explicit fill_buffer(std::size_t n) : size(n) {
+      void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "faultsafe::pager: buffer");
+      data = static_cast<char*>(p);
+    }
+    ~fill_buffer() { ::munmap(data, size); }
+    fill_buffer(const fill_buffer&) = delete;
+    fill_buffer& operator=(const fill_buffer&) = delete;
+    std::size_t size;
+    char* data;
+  };
+
+  void run(unsigned index) {
+    const std::string nm = std::string(opts_.name) + "/" + std::to_string(index);
+    set_this_thread_name(nm);
+    ::pthread_setname_np(::pthread_self(), nm.substr(0, 15).c_str());
+    fill_buffer buf(opts_.max_window);
+    const int ufd = as_.userfault().fd();
+    pollfd fds[2] = {{ufd, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+    uffd_msg msgs[8];
+    for (;;) {
+      const int n = ::poll(fds, 2, -1);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return;
+      }
+      if (fds[1].revents != 0) return;
+      if ((fds[0].revents & (POLLERR | POLLNVAL)) != 0) return;
+      const ssize_t r = ::read(ufd, msgs, sizeof msgs);
+      if (r < 0) {
+        if (errno == EAGAIN || errno == EINTR) continue;  // another fault thread took it
+        return;
+      }
+      const std::size_t count = static_cast<std::size_t>(r) / sizeof(uffd_msg);
+      for (std::size_t i = 0; i < count; ++i) {
+        if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
+        const auto& pf = msgs[i].arg.pagefault;
+        fault f{static_cast<std::uintptr_t>(pf.address) & ~std::uintptr_t{vm_page_size - 1},
+                (pf.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0, (pf.flags & UFFD_PAGEFAULT_FLAG_MINOR) != 0,
+                static_cast<pid_t>(pf.feat.ptid)};
+        serve(f, buf);
+      }
+    }
+  }
+
+  void serve(const fault& f, fill_buffer& buf) {
+    faults_.fetch_add(1, std::memory_order_relaxed);
+    if (as_.opts_.single_lock) {
+      detail::vm_exclusive_hold<aspace::map_lock_type> g(as_.map_lock_);  // the whole space, during I/O
+      region* r = as_.find_locked(f.page);
+      if (r == nullptr || r->dead_) return gone(f);
+      serve_region(*r, f, buf);
+      return;
+    }
+    region* r = as_.acquire_region(f.page);
+    if (r == nullptr) return gone(f);
+    {
+      detail::vm_shared_hold<aspace::region_lock_type> g(r->lock_);
+      if (r->dead_) gone(f);
+      else serve_region(*r, f, buf);
+    }
+    aspace::release(r);
+  }
+
+  void gone(const fault& f) {
+    gone_.fetch_add(1, std::memory_order_relaxed);
+    (void)as_.uffd_.wake(f.page, vm_page_size);
+  }
+
+  // Requires: r held shared (single_lock: the map lock exclusively) and not dead.
+  void serve_region(region& r, const fault& f, fill_buffer& buf) {
+    // (3) fault-around window.
+    std::size_t win = opts_.min_window;
+    const std::uintptr_t expected = r.next_expected_.load(std::memory_order_relaxed);
+    if (f.page == expected) win = std::min(std::max(r.window_.load(std::memory_order_relaxed) * 2, opts_.min_window), opts_.max_window);
+    std::uintptr_t w0 = win > opts_.min_window ? f.page : (f.page & ~std::uintptr_t{opts_.min_window - 1});
+    if (w0 < r.start_) w0 = r.start_;
+    std::size_t wl = std::min<std::size_t>(win, r.end() - w0);
+    if (f.page >= w0 + wl) {  // the aligned window ends before the page (region edge): start at the page
+      w0 = f.page;
+      wl = std::min<std::size_t>(win, r.end() - w0);
+    }
+    r.window_.store(win, std::memory_order_relaxed);
+    r.next_expected_.store(w0 + wl, std::memory_order_relaxed);
+
+    const detail::uffd& u = as_.uffd_;
+    if (!r.file_) {  // anonymous: zero-fill
+      finish(f, w0, u.zeropage(w0, wl), [&](std::uintptr_t p) { return u.zeropage(p, vm_page_size); });
+      return;
+    }
+    const file_backing& fb = *r.file_;
+    page_in_request req;
+    req.file = fb.file;
+    req.memfd = fb.memfd;
+    req.offset = fb.offset + (w0 - r.start_);
+    req.length = wl;
+    req.fault_offset = fb.offset + (f.page - r.start_);
+    req.fault_address = f.page;
+    req.write = f.write;
+    req.minor = f.minor;
+    req.buffer = r.shared_ ? nullptr : buf.data;
+    req.thread = lookup_faulting_thread(f.tid);
+    page_in_result out;
+    std::error_code ec;
+    {
+      detail::vm_wait_scope w(vm_wait_kind::page_source, &r, "page-in");
+      try {
+        ec = fb.source->page_in(req, out);
+      } catch (const std::system_error& e) {
+        ec = e.code();
+      } catch (...) {
+        ec = std::make_error_code(std::errc::io_error);
+      }
+    }
+    const std::size_t need = f.page + vm_page_size - w0;
+    if (!ec && (out.length < need || out.length > wl)) ec = std::make_error_code(std::errc::io_error);
+    if (ec) return fail(f);
+    const std::size_t len = (out.length + vm_page_size - 1) & ~(vm_page_size - 1);
+    if (r.shared_)
+      finish(f, w0, u.continue_range(w0, len), [&](std::uintptr_t p) { return u.continue_range(p, vm_page_size); });
+    else
+      finish(f, w0, u.copy(w0, buf.data, len),
+             [&](std::uintptr_t p) { return u.copy(p, buf.data + (p - w0), vm_page_size); });
+  }
+
+  // Effects: settles the faulting thread after a window fill `res` that started at w0: done if the
+  // fill covered its page (the ioctl woke it); otherwise fills the page alone with `one`, and wakes
+  // (EEXIST, ENOENT) or fails (anything else) it.
+  template <class FillOne>
+  void finish(const fault& f, std::uintptr_t w0, detail::uffd_fill_result res, FillOne one) {
+    pages_.fetch_add(res.done / vm_page_size, std::memory_order_relaxed);
+    if (f.page >= w0 && f.page < w0 + res.done) return;
+    if (res.error == std::errc::resource_unavailable_try_again || (res.error == std::errc::file_exists && w0 + res.done < f.page)) {
+      res = one(f.page);  // the window stopped before the faulting page
+      pages_.fetch_add(res.done / vm_page_size, std::memory_order_relaxed);
+      if (res.done != 0) return;
+    }
+    if (res.error == std::errc::file_exists) {
+      eexist_.fetch_add(1, std::memory_order_relaxed);
+      (void)as_.uffd_.wake(f.page, vm_page_size);
+      return;
+    }
+    if (res.error == std::errc::no_such_file_or_directory || res.error == std::errc::no_such_process) {
+      gone_.fetch_add(1, std::memory_order_relaxed);
+      (void)as_.uffd_.wake(f.page, vm_page_size);
+      return;
+    }
+    fail(f);
+  }
+
+  // Effects: the faulting access gets SIGBUS (UFFDIO_POISON; without it, tgkill).
+  void fail(const fault& f) {
+    errors_.fetch_add(1, std::memory_order_relaxed);
+    const detail::uffd& u = as_.uffd_;
+    if (u.has(UFFD_FEATURE_POISON)) {
+      const auto res = u.poison(f.page, vm_page_size);
+      if (!res.error) return;
+      if (res.error == std::errc::file_exists) {  // someone filled it meanwhile: the data is there
+        (void)u.wake(f.page, vm_page_size);
+        return;
+      }
+    }
+    ::syscall(SYS_tgkill, ::getpid(), f.tid, SIGBUS);
+    (void)u.wake(f.page, vm_page_size);
+  }
+
+  aspace& as_;
+  const pager_options opts_;
+  int stop_fd_ = -1;
+  std::vector<std::thread> threads_;
+  std::atomic<bool> stopped_{false};
+  std::atomic<std::uint64_t> faults_{0}, pages_{0}, eexist_{0}, gone_{0}, errors_{0};
+};
+
+}  // namespace faultsafe

@@ -1,0 +1,3 @@
+# vm/: address spaces and the userfaultfd pager (issue 5). Each test exits 77 (skipped, with the reason
+# printed) when the kernel refuses userfaultfd.
+faultsafe_test(vm_pager_test SOURCES vm_pager_test.cpp TIMEOUT 60 LABELS vm)
