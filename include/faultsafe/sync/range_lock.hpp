@@ -1,0 +1,936 @@
+// faultsafe/sync/range_lock.hpp: per-offset reader/writer range locks over a 64-bit offset space.
+//
+// Defines `range_lock` (one per file's attr), `range_guard` (RAII: one locked byte range), the
+// deadlock-free multi-range helper `ordered_range_guards<N>`, and their vocabulary: `lock_mode`,
+// `self_conflict`, `range_options`, `range_holder`, `range_request`, `to_end`.
+//
+// A range_guard locks [offset, offset + length) in shared or exclusive mode. Shared ranges overlap
+// freely; an exclusive range excludes every overlapping range. Requests are FIFO-fair among
+// overlapping requests: a request waits for every earlier overlapping request it conflicts with,
+// granted or still waiting; a request that overlaps nothing it conflicts with goes straight through.
+// Hence no starvation: a writer behind a stream of readers gets in once the readers that came before
+// it leave, and readers that arrive after it queue behind it (only if they overlap it).
+//
+// State table. "Request" R (mode r) arrives while node N (mode n) is in the lock:
+//
+//   N vs R        | N granted                          | N waiting (N earlier than R)
+//   --------------+------------------------------------+-----------------------------------
+//   disjoint      | R unaffected                       | R unaffected
+//   overlapping,  | R granted alongside N              | R granted alongside (shared never
+//   r=n=shared    |                                    |   waits for shared)
+//   overlapping,  | R waits until N is released        | R waits until N is granted and
+//   r or n excl.  |  (self-conflict: see below)        |   released, or N gives up (timeout)
+//
+// R is granted when no overlapping conflicting node is granted and none earlier is waiting.
+//
+// Self-conflict (the basis of the fault-reentrancy guard, DESIGN.md: Brian's lock-up). Every node
+// records an owner activity (default: current_activity()). When the only GRANTED ranges R conflicts
+// with are held by R's own owner (the holder is then typically blocked waiting on R itself), the
+// request's `range_options::on_self_conflict` decides:
+//   wait:  ordinary behaviour (R waits; this is the naive lock-up if the holder waits on R);
+//   grant: report, then R is granted at once, bypassing FIFO (earlier waiters of other owners wait on);
+//   fail:  report, then throw std::system_error(EDEADLK) and take nothing.
+// With grant/fail the report is a `violation_kind::self_deadlock` through report_violation() naming
+// the requesting thread, the owner activity, the wanted range and mode, and every conflicting holder
+// (thread, owner, range, mode, acquisition site). If the handler throws, the exception leaves the
+// guard's constructor and nothing is taken. A waiting request is re-evaluated whenever a range that
+// overlaps it is released, so one whose other conflicts go away while same-owner ones remain is then
+// reported and granted or failed (it does not hang).
+//
+// Thread-safety: all members of range_lock may be called concurrently from any thread. A range_guard
+// is owned by one thread at a time; it may be released on a thread other than the one that took it
+// only if lock-order checks are off (the held-lock stack is per thread).
+//
+// Lifetime: the tree node of a range lives inside its range_guard (on the caller's stack): locking
+// and unlocking allocate nothing (only the diagnostics paths allocate: holders(),
+// conflicting_holders() and self-conflict reports). A range_lock must outlive its guards; destroying
+// it while ranges are held or waited for is undefined (checked builds abort with a message).
+//
+// Complexity: a lock or unlock is O(log n + k) where n counts held plus waiting ranges and k the
+// overlapping ones examined (an interval tree: Boost.Intrusive red-black tree algorithms over nodes
+// augmented with the subtree's maximum end, overall and among exclusive nodes, so a shared request
+// visits only exclusive neighbours). A release re-examines only waiting nodes that overlap it, and
+// skips that entirely when nothing waits.
+//
+// Lock order: a range is a lock of rank `rank::attr_range` (30, DESIGN.md section 2) in the held-lock
+// stack (when FAULTSAFE_CHECKS / default_checks is on): it must be taken with no lock of rank >= 30
+// held. Several ranges of one rank (of one or several range_locks) may be held together only if taken
+// by one ordered_range_guards, which sorts them by (lock address, offset) and enqueues the ranges of
+// each lock atomically; a second range taken any other way is reported as rank_inversion. Internally
+// each range_lock has one leaf lock (a futex mutex, rank "leaf" in spirit) held for the tree work
+// only; no user code, allocation-free path or report runs under it except the diagnostics copies.
+//
+// Memory ordering: everything a holder wrote inside its range happens-before what the next
+// conflicting holder reads there: the release takes the leaf lock, (1) the grant stores the waiter's
+// word with release under that lock, and (2) the waiter loads it with acquire.
+#pragma once
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <mutex>
+#include <new>
+#include <span>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <boost/intrusive/rbtree_algorithms.hpp>
+
+#include "../activity/activity.hpp"
+#include "../config.hpp"
+#include "../detail/held_locks.hpp"
+#include "../detail/thread_record.hpp"
+#include "../order/violation.hpp"
+#include "../source_location.hpp"
+
+namespace faultsafe {
+
+/// How a range is locked.
+enum class lock_mode : std::uint8_t { shared, exclusive };
+
+/// What a request does when it conflicts ONLY with granted ranges held by its own owner activity.
+enum class self_conflict : std::uint8_t { wait, grant, fail };
+
+/// Per-request options.
+struct range_options {
+  activity_id owner = 0;  ///< owner activity; 0 = current_activity()
+  self_conflict on_self_conflict = self_conflict::wait;
+};
+
+/// A snapshot of one range in a range_lock (granted or waiting), for diagnostics.
+struct range_holder {
+  std::uint64_t offset, length;  ///< length == to_end if the range reaches the end of the space
+  lock_mode mode;
+  activity_id owner;
+  std::uint32_t thread_id;  ///< faultsafe thread id (thread_name(id) names it)
+  bool granted;
+};
+
+/// A length meaning "to the end of the 64-bit offset space".
+inline constexpr std::uint64_t to_end = ~std::uint64_t{0};
+
+class range_lock;
+class range_guard;
+template <std::size_t N>
+class ordered_range_guards;
+
+namespace detail {
+namespace rl {
+
+inline void cpu_pause() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
+
+/// Waits while *w == expected, at most `rel` (nullptr: forever). Spurious returns are possible.
+inline void futex_wait(std::atomic<std::uint32_t>* w, std::uint32_t expected, const timespec* rel) noexcept {
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(w), FUTEX_WAIT_PRIVATE, expected, rel, nullptr, 0);
+}
+/// Wakes up to n waiters on w. Waking an address whose waiter has already returned is harmless (every
+/// futex user tolerates spurious wake-ups), so it may follow the waiter's release of its memory.
+inline void futex_wake(std::atomic<std::uint32_t>* w, int n = 1) noexcept {
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(w), FUTEX_WAKE_PRIVATE, n, nullptr, nullptr, 0);
+}
+
+/// The internal leaf lock: a three-state futex mutex (0 free, 1 locked, 2 locked with sleepers).
+/// Uncontended: one CAS to lock, one exchange to unlock. Contended: a short spin, then sleep.
+class leaf_mutex {
+ public:
+  void lock() noexcept {
+    std::uint32_t c = 0;
+    // (3) acquire, pairs with (4): the previous holder's tree writes are visible.
+    if (s_.compare_exchange_strong(c, 1, std::memory_order_acquire, std::memory_order_relaxed)) return;
+    lock_slow();
+  }
+  void unlock() noexcept {
+    // (4) release, pairs with (3).
+    if (s_.exchange(0, std::memory_order_release) == 2) futex_wake(&s_, 1);
+  }
+
+ private:
+  void lock_slow() noexcept {
+    for (int i = 0; i < 64; ++i) {
+      cpu_pause();
+      std::uint32_t c = s_.load(std::memory_order_relaxed);
+      if (c == 0 && s_.compare_exchange_weak(c, 1, std::memory_order_acquire, std::memory_order_relaxed)) return;
+    }
+    while (s_.exchange(2, std::memory_order_acquire) != 0) futex_wait(&s_, 2, nullptr);
+  }
+  std::atomic<std::uint32_t> s_{0};
+};
+
+// The waiter's word.
+inline constexpr std::uint32_t w_waiting = 0;    // queued, thread running (spinning or about to park)
+inline constexpr std::uint32_t w_parked = 1;     // queued, thread asleep on the futex
+inline constexpr std::uint32_t w_granted = 2;    // granted
+inline constexpr std::uint32_t w_attention = 3;  // only same-owner conflicts remain: re-evaluate
+
+/// One range, granted or waiting. Lives inside a range_guard.
+struct range_node {
+  // Red-black tree links (Boost.Intrusive rbtree_algorithms over range_node_traits).
+  range_node* parent = nullptr;
+  range_node* left = nullptr;
+  range_node* right = nullptr;
+  int color = 0;
+  // The interval [off, last] (inclusive last, so [x, 2^64) is representable) and the augmentation.
+  std::uint64_t off = 0, last = 0;
+  std::uint64_t max_last = 0;    // max `last` in this subtree
+  std::uint64_t max_last_x = 0;  // max `last` among exclusive nodes in this subtree (valid if has_x)
+  bool has_x = false;
+  // Bookkeeping, written under the lock's leaf mutex.
+  bool granted = false;
+  bool reported = false;  // a self-deadlock report was made for this request
+  lock_mode mode = lock_mode::shared;
+  self_conflict policy = self_conflict::wait;
+  std::uint32_t thread_id = 0;
+  std::uint64_t seq = 0;  // arrival order within the lock
+  activity_id owner = 0;
+  source_location where{};
+  std::atomic<std::uint32_t> word{w_waiting};  // see w_*; futex word of the waiting thread
+};
+
+struct range_node_traits {
+  using node = range_node;
+  using node_ptr = range_node*;
+  using const_node_ptr = const range_node*;
+  using color = int;
+  static node_ptr get_parent(const_node_ptr n) { return n->parent; }
+  static void set_parent(node_ptr n, node_ptr p) { n->parent = p; }
+  static node_ptr get_left(const_node_ptr n) { return n->left; }
+  static void set_left(node_ptr n, node_ptr l) { n->left = l; }
+  static node_ptr get_right(const_node_ptr n) { return n->right; }
+  static void set_right(node_ptr n, node_ptr r) { n->right = r; }
+  static color get_color(const_node_ptr n) { return n->color; }
+  static void set_color(node_ptr n, color c) { n->color = c; }
+  static color black() { return 0; }
+  static color red() { return 1; }
+};
+using tree_algo = boost::intrusive::rbtree_algorithms<range_node_traits>;
+
+/// Futex words to wake once the leaf lock is released (at most 8 deferred; more are woken at once).
+struct wake_list {
+  std::atomic<std::uint32_t>* w[8];
+  unsigned n = 0;
+  void add(std::atomic<std::uint32_t>* a) noexcept {
+    if (n < 8)
+      w[n++] = a;
+    else
+      futex_wake(a);
+  }
+  void run() noexcept {
+    for (unsigned i = 0; i < n; ++i) futex_wake(w[i]);
+    n = 0;
+  }
+};
+
+inline bool conflicts(lock_mode a, lock_mode b) noexcept {
+  return a == lock_mode::exclusive || b == lock_mode::exclusive;
+}
+
+/// Validates (off, len) and returns the inclusive last offset. Throws: std::system_error(EINVAL) for
+/// len == 0, std::system_error(EOVERFLOW) if off + len exceeds 2^64 (len == to_end means "to the end").
+inline std::uint64_t checked_last(std::uint64_t off, std::uint64_t len) {
+  if (len == 0) throw std::system_error(EINVAL, std::generic_category(), "range_lock: length 0");
+  if (len == to_end) return to_end;
+  if (len - 1 > to_end - off)
+    throw std::system_error(EOVERFLOW, std::generic_category(), "range_lock: offset + length overflows 2^64");
+  return off + (len - 1);
+}
+
+inline std::uint64_t length_of(std::uint64_t off, std::uint64_t last) noexcept {
+  return last == to_end ? to_end : last - off + 1;
+}
+
+inline std::string describe_range(std::uint64_t off, std::uint64_t last, lock_mode m) {
+  std::string s = "[" + std::to_string(off) + ", " + (last == to_end ? std::string("end") : std::to_string(last + 1)) +
+                  ") " + (m == lock_mode::shared ? "shared" : "exclusive");
+  return s;
+}
+
+inline std::string describe_activity(activity_id a) {
+  if (is_implicit(a)) return "implicit activity of thread " + std::to_string(a & ~implicit_activity_bit);
+  return "activity " + std::to_string(a);
+}
+
+struct deferred_t {};
+
+}  // namespace rl
+}  // namespace detail
+
+/// A reader/writer lock over byte ranges of a 64-bit offset space (one per file attr).
+/// Non-copyable, non-movable.
+class range_lock {
+ public:
+  /// Effects: an empty lock named `name` (for reports) at lock-order rank `rank`.
+  /// Requires: `name` outlives the lock. Complexity: O(1). Throws: nothing.
+  explicit range_lock(const char* name = "attr range", unsigned rank = rank::attr_range) noexcept
+      : name_(name), rank_(rank) {
+    detail::rl::tree_algo::init_header(&header_);
+  }
+  /// Requires: no range held or waited for.
+  ~range_lock() {
+    if constexpr (default_checks::enabled) {
+      if (header_.parent != nullptr) {
+        std::fprintf(stderr, "faultsafe: range_lock '%s' destroyed while ranges are held or waited for\n", name_);
+        std::abort();
+      }
+    }
+  }
+  range_lock(const range_lock&) = delete;
+  range_lock& operator=(const range_lock&) = delete;
+
+  /// Effects: a snapshot of the ranges (granted or waiting) that overlap [off, off + len) and conflict
+  /// with `m`, in offset order. Never blocks on ranges (only the leaf lock, briefly).
+  /// Throws: std::system_error(EINVAL/EOVERFLOW) for a bad range; std::bad_alloc.
+  /// Complexity: O(log n + k). Thread-safety: any thread. Diagnostics only: allocates.
+  [[nodiscard]] std::vector<range_holder> conflicting_holders(std::uint64_t off, std::uint64_t len, lock_mode m) const {
+    const std::uint64_t last = detail::rl::checked_last(off, len);
+    std::vector<range_holder> out;
+    std::lock_guard<detail::rl::leaf_mutex> g(m_);
+    for_each_overlap(root(), off, last, m == lock_mode::shared, [&](const node* o) {
+      out.push_back(holder_of(*o));
+      return true;
+    });
+    return out;
+  }
+
+  /// Effects: a snapshot of every range in the lock (granted and waiting), in offset order.
+  /// Throws: std::bad_alloc. Complexity: O(n). Thread-safety: any thread. Diagnostics only.
+  [[nodiscard]] std::vector<range_holder> holders() const {
+    std::vector<range_holder> out;
+    std::lock_guard<detail::rl::leaf_mutex> g(m_);
+    in_order(root(), [&](const node* n) { out.push_back(holder_of(*n)); });
+    return out;
+  }
+
+  [[nodiscard]] const char* name() const noexcept { return name_; }
+  [[nodiscard]] unsigned rank() const noexcept { return rank_; }
+
+  /// Testing aid: verifies the tree order and augmentation. Complexity: O(n).
+  [[nodiscard]] bool check_invariants() const {
+    std::lock_guard<detail::rl::leaf_mutex> g(m_);
+    bool ok = true;
+    std::size_t waiting = 0;
+    check_subtree(root(), ok, waiting);
+    return ok && waiting == waiting_;
+  }
+
+ private:
+  friend class range_guard;
+  template <std::size_t>
+  friend class ordered_range_guards;
+  using node = detail::rl::range_node;
+  using algo = detail::rl::tree_algo;
+  enum class verdict { grantable, self_only, blocked };
+
+  node* root() const noexcept { return header_.parent; }
+
+  static range_holder holder_of(const node& n) noexcept {
+    return range_holder{n.off, detail::rl::length_of(n.off, n.last), n.mode, n.owner, n.thread_id, n.granted};
+  }
+
+  template <class F>
+  static void in_order(const node* n, F&& f) {
+    for (; n; n = n->right) {
+      in_order(n->left, f);
+      f(n);
+    }
+  }
+
+  static void recompute(node* n) noexcept {
+    std::uint64_t m = n->last;
+    bool hx = n->mode == lock_mode::exclusive;
+    std::uint64_t mx = hx ? n->last : 0;
+    for (node* c : {n->left, n->right}) {
+      if (!c) continue;
+      m = std::max(m, c->max_last);
+      if (c->has_x) {
+        mx = hx ? std::max(mx, c->max_last_x) : c->max_last_x;
+        hx = true;
+      }
+    }
+    n->max_last = m;
+    n->max_last_x = mx;
+    n->has_x = hx;
+  }
+  // After an insertion or erasure whose deepest structural change is at `n`: every node whose
+  // children changed (including by rebalancing rotations) is on the path from n to the root or a
+  // child of a node on it, and its own children's subtrees are then already correct.
+  void fix_path(node* n) noexcept {
+    for (; n != &header_; n = n->parent) {
+      if (n->left) recompute(n->left);
+      if (n->right) recompute(n->right);
+      recompute(n);
+    }
+  }
+
+  void check_subtree(const node* n, bool& ok, std::size_t& waiting) const {
+    if (!n) return;
+    waiting += !n->granted;
+    std::uint64_t m = n->last, mx = n->mode == lock_mode::exclusive ? n->last : 0;
+    bool hx = n->mode == lock_mode::exclusive;
+    for (const node* c : {n->left, n->right}) {
+      if (!c) continue;
+      if (c->parent != n) ok = false;
+      check_subtree(c, ok, waiting);
+      m = std::max(m, c->max_last);
+      if (c->has_x) {
+        mx = hx ? std::max(mx, c->max_last_x) : c->max_last_x;
+        hx = true;
+      }
+    }
+    if (n->left && n->left->off > n->off) ok = false;
+    if (n->right && n->right->off < n->off) ok = false;
+    if (n->max_last != m || n->has_x != hx || (hx && n->max_last_x != mx)) ok = false;
+  }
+
+  void insert_locked(node& n) noexcept {
+    n.seq = ++next_seq_;
+    n.left = n.right = nullptr;
+    algo::insert_equal_upper_bound(&header_, &n, [](const node* a, const node* b) { return a->off < b->off; });
+    fix_path(&n);
+  }
+
+  void erase_locked(node& z) noexcept {
+    node* deepest;
+    if (!z.left || !z.right) {
+      deepest = z.parent;
+    } else {
+      node* y = z.right;
+      while (y->left) y = y->left;
+      deepest = (y == z.right) ? y : y->parent;
+    }
+    algo::erase(&header_, &z);
+    if (deepest != &header_) fix_path(deepest);
+    z.parent = z.left = z.right = nullptr;
+  }
+
+  /// Calls f(node*) for every node overlapping [off, last] (only exclusive ones if excl_only), in
+  /// offset order, until f returns false. Returns false if stopped. O(log n + visited).
+  template <class F>
+  static bool for_each_overlap(node* n, std::uint64_t off, std::uint64_t last, bool excl_only, F&& f) {
+    while (n) {
+      if (excl_only ? (!n->has_x || n->max_last_x < off) : n->max_last < off) return true;
+      if (!for_each_overlap(n->left, off, last, excl_only, f)) return false;
+      if (n->off > last) return true;
+      if (n->last >= off && (!excl_only || n->mode == lock_mode::exclusive))
+        if (!f(n)) return false;
+      n = n->right;  // tail position
+    }
+    return true;
+  }
+
+  /// Requires: leaf lock held; r in the tree, not granted. See the state table.
+  verdict classify_locked(node& r) const noexcept {
+    const bool self_matters = r.policy != self_conflict::wait;
+    bool other_granted = false, earlier_waiting = false;
+    unsigned self = 0;
+    for_each_overlap(root(), r.off, r.last, r.mode == lock_mode::shared, [&](node* o) {
+      if (o == &r) return true;
+      if (o->granted) {
+        if (self_matters && o->owner == r.owner) {
+          ++self;
+          return true;
+        }
+        other_granted = true;
+        return false;
+      }
+      if (o->seq < r.seq) {
+        earlier_waiting = true;
+        return self_matters;  // keep looking for granted conflicts only if self-conflict matters
+      }
+      return true;
+    });
+    if (other_granted) return verdict::blocked;
+    if (self > 0) return verdict::self_only;
+    return earlier_waiting ? verdict::blocked : verdict::grantable;
+  }
+
+  static void set_word(node& n, std::uint32_t v, detail::rl::wake_list& wl) noexcept {
+    // (1) release, pairs with (2) in range_guard::wait_for_grant.
+    if (n.word.exchange(v, std::memory_order_release) == detail::rl::w_parked) wl.add(&n.word);
+  }
+
+  void grant_locked(node& n, detail::rl::wake_list& wl) noexcept {
+    n.granted = true;
+    --waiting_;
+    set_word(n, detail::rl::w_granted, wl);
+  }
+
+  /// Requires: leaf lock held. Effects: inserts n; grants it if nothing blocks it. If it is blocked and
+  /// !may_wait and no self-conflict handling applies, removes it again and returns false.
+  /// Returns: whether n is now in the tree (granted or waiting).
+  bool enqueue_locked(node& n, bool may_wait) noexcept {
+    if (!root()) {  // fast path: empty lock
+      insert_locked(n);
+      n.granted = true;
+      n.word.store(detail::rl::w_granted, std::memory_order_relaxed);
+      return true;
+    }
+    insert_locked(n);
+    ++waiting_;
+    detail::rl::wake_list none;
+    switch (classify_locked(n)) {
+      case verdict::grantable:
+        grant_locked(n, none);
+        return true;
+      case verdict::self_only:
+        n.word.store(detail::rl::w_attention, std::memory_order_relaxed);
+        return true;
+      case verdict::blocked:
+        if (may_wait) return true;
+        --waiting_;
+        erase_locked(n);
+        return false;
+    }
+    return true;
+  }
+
+  /// Requires: leaf lock held, n in the tree. Effects: removes n (granted or waiting) and grants, or
+  /// flags for self-conflict handling, every waiting node it was holding up.
+  void remove_locked(node& n, detail::rl::wake_list& wl) noexcept {
+    if (!n.granted) --waiting_;
+    erase_locked(n);
+    n.granted = false;
+    if (waiting_ == 0) return;
+    for_each_overlap(root(), n.off, n.last, n.mode == lock_mode::shared, [&](node* w) {
+      if (w->granted) return true;
+      switch (classify_locked(*w)) {
+        case verdict::grantable: grant_locked(*w, wl); break;
+        case verdict::self_only: set_word(*w, detail::rl::w_attention, wl); break;
+        case verdict::blocked: break;
+      }
+      return true;
+    });
+  }
+
+  void collect_conflicts_locked(node& r, std::vector<range_holder>& out,
+                                std::vector<source_location>& where) const {
+    for_each_overlap(root(), r.off, r.last, r.mode == lock_mode::shared, [&](node* o) {
+      if (o != &r && o->granted) {
+        out.push_back(holder_of(*o));
+        where.push_back(o->where);
+      }
+      return true;
+    });
+  }
+
+  mutable detail::rl::leaf_mutex m_;
+  node header_;              // Boost.Intrusive header: parent = root, left/right = leftmost/rightmost
+  std::uint64_t next_seq_ = 0;
+  std::size_t waiting_ = 0;  // nodes in the tree that are not granted
+  const char* name_;
+  unsigned rank_;
+};
+
+/// RAII holder of one range of a range_lock. Holds its tree node inside itself. Non-copyable,
+/// non-movable. A guard is used by one thread at a time.
+class range_guard {
+ public:
+  /// Effects: blocks until [off, off + len) is locked in mode m (see the state table and the
+  /// self-conflict rules in the file comment). Throws: std::system_error(EINVAL) if len == 0,
+  /// (EOVERFLOW) if off + len exceeds 2^64 (len == to_end is fine), (EDEADLK) for a self-conflict with
+  /// self_conflict::fail; what the violation handler throws. On a throw nothing is held.
+  /// Complexity: O(log n + k) plus waiting. Lock order: rank lock.rank(); see the file comment.
+  range_guard(range_lock& lock, std::uint64_t off, std::uint64_t len, lock_mode m, range_options opt = {},
+              source_location where = source_location::current())
+      : lock_(&lock) {
+    init(off, detail::rl::checked_last(off, len), m, opt, where);
+    acquire(false, std::chrono::steady_clock::time_point::max());
+  }
+  /// As above, but never waits: owns_lock() tells whether the range was granted at once (a
+  /// self-conflict with self_conflict::grant is granted, after its report).
+  range_guard(range_lock& lock, std::uint64_t off, std::uint64_t len, lock_mode m, std::try_to_lock_t,
+              range_options opt = {}, source_location where = source_location::current())
+      : lock_(&lock) {
+    init(off, detail::rl::checked_last(off, len), m, opt, where);
+    acquire(true, std::chrono::steady_clock::time_point::min());
+  }
+  /// As above, but waits at most `timeout`; owns_lock() tells. On expiry the request leaves the queue
+  /// (waiters it held up are re-evaluated).
+  template <class Rep, class Period>
+  range_guard(range_lock& lock, std::uint64_t off, std::uint64_t len, lock_mode m,
+              std::chrono::duration<Rep, Period> timeout, range_options opt = {},
+              source_location where = source_location::current())
+      : lock_(&lock) {
+    init(off, detail::rl::checked_last(off, len), m, opt, where);
+    using clock = std::chrono::steady_clock;
+    const double secs = std::chrono::duration<double>(timeout).count();
+    const auto now = clock::now();
+    if (!(secs < 1e9)) {  // ~31 years (or NaN): no deadline
+      acquire(true, clock::time_point::max());
+    } else {
+      const auto t = secs <= 0 ? clock::duration::zero() : std::chrono::duration_cast<clock::duration>(timeout);
+      acquire(true, now + t);
+    }
+  }
+
+  /// Effects: releases the range if owned. Throws: nothing (a throwing violation handler during the
+  /// lock-order bookkeeping is ignored here).
+  ~range_guard() {
+    if (linked_) release_noexcept();
+  }
+  range_guard(const range_guard&) = delete;
+  range_guard& operator=(const range_guard&) = delete;
+
+  [[nodiscard]] bool owns_lock() const noexcept { return owned_; }
+  explicit operator bool() const noexcept { return owned_; }
+
+  /// Effects: releases the range early. Throws: std::system_error(EPERM) if the guard does not own
+  /// its range (never locked, timed out, or already unlocked); what the violation handler throws
+  /// from the lock-order bookkeeping (the range is released anyway).
+  void unlock() {
+    if (!owned_) throw std::system_error(EPERM, std::generic_category(), "range_guard::unlock: range not held");
+    release();
+  }
+
+  [[nodiscard]] std::uint64_t offset() const noexcept { return node_.off; }
+  /// The length asked for; to_end if the range reaches the end of the offset space.
+  [[nodiscard]] std::uint64_t length() const noexcept { return detail::rl::length_of(node_.off, node_.last); }
+  [[nodiscard]] lock_mode mode() const noexcept { return node_.mode; }
+  [[nodiscard]] activity_id owner() const noexcept { return node_.owner; }
+
+ private:
+  template <std::size_t>
+  friend class ordered_range_guards;
+  using node = detail::rl::range_node;
+
+  // For ordered_range_guards: a validated range, not yet enqueued.
+  range_guard(detail::rl::deferred_t, range_lock& lock, std::uint64_t off, std::uint64_t last, lock_mode m,
+              const range_options& opt, const source_location& where)
+      : lock_(&lock) {
+    init(off, last, m, opt, where);
+  }
+
+  void init(std::uint64_t off, std::uint64_t last, lock_mode m, const range_options& opt,
+            const source_location& where) noexcept {
+    node_.off = off;
+    node_.last = last;
+    node_.mode = m;
+    node_.policy = opt.on_self_conflict;
+    node_.owner = opt.owner != 0 ? opt.owner : current_activity();
+    node_.thread_id = this_thread_id();
+    node_.where = where;
+  }
+
+  detail::acquire_request request() const noexcept {
+    detail::acquire_request r;
+    r.token = &node_;
+    r.object = lock_;
+    r.sub = node_.off;
+    r.name = lock_->name_;
+    r.rank = lock_->rank_;
+    r.mode = node_.mode == lock_mode::shared ? detail::hold_mode::shared : detail::hold_mode::exclusive;
+    r.same_object_ok = true;
+    return r;
+  }
+
+  void acquire(bool may_fail, std::chrono::steady_clock::time_point deadline) {
+    if constexpr (default_checks::enabled) detail::check_acquire(request(), node_.where);  // may throw: nothing taken
+    lock_->m_.lock();
+    const bool in = lock_->enqueue_locked(node_, !may_fail || deadline != std::chrono::steady_clock::time_point::min() ||
+                                                     node_.policy != self_conflict::wait);
+    lock_->m_.unlock();
+    if (!in) return;
+    linked_ = true;
+    if (node_.word.load(std::memory_order_acquire) != detail::rl::w_granted && !wait_for_grant(deadline)) return;
+    finish_acquire();
+  }
+
+  // Granted and linked: record the hold. If the bookkeeping throws, release and rethrow.
+  void finish_acquire() {
+    if constexpr (default_checks::enabled) {
+      try {
+        detail::push_held(request(), node_.where);
+      } catch (...) {
+        unlink();
+        throw;
+      }
+    }
+    owned_ = true;
+  }
+
+  // Requires: the leaf lock held, node_ linked. Removes node_ (granted or waiting).
+  void unlink_locked(detail::rl::wake_list& wl) noexcept {
+    lock_->remove_locked(node_, wl);
+    linked_ = false;
+    owned_ = false;
+    node_.word.store(detail::rl::w_waiting, std::memory_order_relaxed);
+  }
+  void unlink() noexcept {
+    detail::rl::wake_list wl;
+    lock_->m_.lock();
+    unlink_locked(wl);
+    lock_->m_.unlock();
+    wl.run();
+  }
+
+  void release() {
+    const bool was_owned = owned_;
+    unlink();
+    if constexpr (default_checks::enabled)
+      if (was_owned) detail::pop_held(&node_, lock_->name_, node_.where);
+  }
+  void release_noexcept() noexcept {
+    try {
+      release();
+    } catch (...) {
+    }
+  }
+
+  // The ONE place a range request blocks (a wait-for-graph hook belongs here). Spins briefly, then
+  // parks on the node's futex word until granted, flagged for self-conflict handling, or `deadline`.
+  // Returns: true when granted; false when the deadline passed (the node has left the tree).
+  // Throws: EDEADLK (self_conflict::fail) or the violation handler's exception; the node has then
+  // left the tree.
+  bool wait_for_grant(std::chrono::steady_clock::time_point deadline) {
+    using clock = std::chrono::steady_clock;
+    const bool forever = deadline == clock::time_point::max();
+    bool spun = false;
+    for (;;) {
+      // (2) acquire, pairs with (1).
+      const std::uint32_t w = node_.word.load(std::memory_order_acquire);
+      if (w == detail::rl::w_granted) return true;
+      if (w == detail::rl::w_attention) {
+        handle_self_conflict();
+        continue;
+      }
+      const auto now = forever ? clock::time_point{} : clock::now();
+      if (!forever && now >= deadline) {
+        lock_->m_.lock();
+        if (node_.granted) {
+          lock_->m_.unlock();
+          continue;  // the word says granted
+        }
+        if (node_.word.load(std::memory_order_relaxed) == detail::rl::w_attention) {
+          lock_->m_.unlock();
+          continue;
+        }
+        detail::rl::wake_list wl;
+        unlink_locked(wl);
+        lock_->m_.unlock();
+        wl.run();
+        return false;
+      }
+      if (!spun) {
+        spun = true;
+        for (int i = 0; i < 200 && node_.word.load(std::memory_order_relaxed) == detail::rl::w_waiting; ++i)
+          detail::rl::cpu_pause();
+        continue;
+      }
+      std::uint32_t expected = detail::rl::w_waiting;
+      if (w == detail::rl::w_waiting &&
+          !node_.word.compare_exchange_strong(expected, detail::rl::w_parked, std::memory_order_relaxed))
+        continue;
+      if (forever) {
+        detail::rl::futex_wait(&node_.word, detail::rl::w_parked, nullptr);
+      } else {
+        const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now).count();
+        timespec ts{static_cast<time_t>(left / 1000000000), static_cast<long>(left % 1000000000)};
+        detail::rl::futex_wait(&node_.word, detail::rl::w_parked, &ts);
+      }
+    }
+  }
+
+  // The word said "attention": only same-owner granted conflicts remained when last evaluated.
+  void handle_self_conflict() {
+    range_lock& l = *lock_;
+    detail::rl::wake_list wl;
+    l.m_.lock();
+    for (;;) {
+      if (node_.granted) break;
+      node_.word.store(detail::rl::w_waiting, std::memory_order_relaxed);
+      const auto v = l.classify_locked(node_);
+      if (v == range_lock::verdict::grantable) {
+        l.grant_locked(node_, wl);
+        break;
+      }
+      if (v == range_lock::verdict::blocked) break;
+      // self_only
+      if (node_.reported) {
+        if (node_.policy == self_conflict::grant) {
+          l.grant_locked(node_, wl);
+          break;
+        }
+        unlink_locked(wl);
+        l.m_.unlock();
+        wl.run();
+        throw std::system_error(EDEADLK, std::generic_category(),
+                                std::string("range_lock '") + l.name_ + "': request " +
+                                    detail::rl::describe_range(node_.off, node_.last, node_.mode) +
+                                    " conflicts only with ranges held by its own activity (self-deadlock)");
+      }
+      node_.reported = true;
+      std::vector<range_holder> hs;
+      std::vector<source_location> ws;
+      try {
+        l.collect_conflicts_locked(node_, hs, ws);
+      } catch (...) {
+        unlink_locked(wl);
+        l.m_.unlock();
+        wl.run();
+        throw;
+      }
+      l.m_.unlock();
+      try {
+        report_self_deadlock(hs, ws);
+      } catch (...) {
+        unlink();
+        throw;
+      }
+      l.m_.lock();
+    }
+    l.m_.unlock();
+    wl.run();
+  }
+
+  void report_self_deadlock(const std::vector<range_holder>& hs, const std::vector<source_location>& ws) const {
+    violation v;
+    v.kind = violation_kind::self_deadlock;
+    const std::string me = thread_name(node_.thread_id);
+    v.summary = "thread '" + me + "' (" + detail::rl::describe_activity(node_.owner) + ") requests " +
+                detail::rl::describe_range(node_.off, node_.last, node_.mode) + " of '" + lock_->name_ + "' at " +
+                detail::describe_site(node_.where) +
+                ", which conflicts only with ranges its own activity holds: waiting would self-deadlock; " +
+                (node_.policy == self_conflict::grant ? "granted under the owner's ownership" : "failed with EDEADLK");
+    v.involved.emplace_back(lock_->name_);
+    v.involved.push_back(me);
+    for (std::size_t i = 0; i < hs.size(); ++i) {
+      const auto& h = hs[i];
+      const std::uint64_t last = h.length == to_end ? to_end : h.offset + h.length - 1;
+      const std::string tn = thread_name(h.thread_id);
+      v.details.push_back("held by thread '" + tn + "' (" + detail::rl::describe_activity(h.owner) +
+                          "): " + detail::rl::describe_range(h.offset, last, h.mode) + ", acquired at " +
+                          detail::describe_site(ws[i]));
+      v.involved.push_back(tn);
+    }
+    report_violation(v);
+  }
+
+  range_lock* lock_;
+  node node_;
+  bool linked_ = false;  // node_ is in the lock's tree (granted or waiting)
+  bool owned_ = false;   // granted and recorded
+};
+
+/// A range to take with ordered_range_guards.
+struct range_request {
+  range_lock* lock;
+  std::uint64_t offset, length;
+  lock_mode mode;
+};
+
+/// Takes several ranges of one or more range_locks without deadlock and holds up to N of them
+/// inline (no allocation). The requests are sorted by (lock address, offset); requests on the same
+/// lock that overlap or touch are merged into one range with the stronger mode (so a direct copy may
+/// lock a source and an overlapping destination at once). The ranges of each lock are enqueued under
+/// one leaf-lock hold, so two helpers never interleave on one lock (FIFO cannot make them wait on
+/// each other in a cycle), and locks are visited in address order. Non-copyable, non-movable.
+template <std::size_t N>
+class ordered_range_guards {
+ public:
+  /// Effects: blocks until every (merged) range is held. Throws: std::system_error(EINVAL) if
+  /// reqs.size() > N, a lock is null or a length is 0; (EOVERFLOW) for a range past 2^64; (EDEADLK) /
+  /// the violation handler's exception as for range_guard. On a throw nothing is held.
+  /// Complexity: O(N log N + sum of the ranges' lock costs). Lock order: one batch of rank-equal
+  /// locks (detail::ordered_scope); nothing of rank >= the locks' ranks may be held.
+  explicit ordered_range_guards(std::span<const range_request> reqs, range_options opt = {},
+                                source_location where = source_location::current()) {
+    if (reqs.size() > N)
+      throw std::system_error(EINVAL, std::generic_category(), "ordered_range_guards: more requests than N");
+    struct item {
+      range_lock* lock;
+      std::uint64_t off, last;
+      lock_mode mode;
+    };
+    std::array<item, N> it{};
+    std::size_t k = 0;
+    for (const auto& r : reqs) {
+      if (!r.lock) throw std::system_error(EINVAL, std::generic_category(), "ordered_range_guards: null lock");
+      it[k++] = item{r.lock, r.offset, detail::rl::checked_last(r.offset, r.length), r.mode};
+    }
+    std::sort(it.begin(), it.begin() + static_cast<std::ptrdiff_t>(k), [](const item& a, const item& b) {
+      const auto al = reinterpret_cast<std::uintptr_t>(a.lock), bl = reinterpret_cast<std::uintptr_t>(b.lock);
+      return al < bl || (al == bl && a.off < b.off);
+    });
+    std::size_t m = 0;  // merge
+    for (std::size_t i = 0; i < k; ++i) {
+      if (m > 0 && it[m - 1].lock == it[i].lock &&
+          (it[m - 1].last == to_end || it[i].off <= it[m - 1].last + 1)) {
+        it[m - 1].last = std::max(it[m - 1].last, it[i].last);
+        if (it[i].mode == lock_mode::exclusive) it[m - 1].mode = lock_mode::exclusive;
+      } else {
+        it[m++] = it[i];
+      }
+    }
+    [[maybe_unused]] detail::ordered_scope scope;
+    try {
+      for (std::size_t i = 0; i < m;) {
+        std::size_t j = i;
+        while (j < m && it[j].lock == it[i].lock) ++j;
+        range_lock& l = *it[i].lock;
+        for (std::size_t x = i; x < j; ++x) {
+          new (&slots_[x]) range_guard(detail::rl::deferred_t{}, l, it[x].off, it[x].last, it[x].mode, opt, where);
+          n_ = x + 1;
+          if constexpr (default_checks::enabled) detail::check_acquire(at(x).request(), where);
+        }
+        l.m_.lock();
+        for (std::size_t x = i; x < j; ++x) {
+          l.enqueue_locked(at(x).node_, true);
+          at(x).linked_ = true;
+        }
+        l.m_.unlock();
+        for (std::size_t x = i; x < j; ++x) {
+          range_guard& g = at(x);
+          if (g.node_.word.load(std::memory_order_acquire) != detail::rl::w_granted) g.wait_for_grant(max_time());
+          g.finish_acquire();
+        }
+        i = j;
+      }
+    } catch (...) {
+      destroy();
+      throw;
+    }
+  }
+  ~ordered_range_guards() { destroy(); }
+  ordered_range_guards(const ordered_range_guards&) = delete;
+  ordered_range_guards& operator=(const ordered_range_guards&) = delete;
+
+  /// The number of ranges held after merging.
+  [[nodiscard]] std::size_t size() const noexcept { return n_; }
+  /// The i-th held range (in lock-then-offset order). Requires: i < size().
+  [[nodiscard]] const range_guard& operator[](std::size_t i) const noexcept {
+    return *std::launder(reinterpret_cast<const range_guard*>(&slots_[i]));
+  }
+
+ private:
+  static std::chrono::steady_clock::time_point max_time() noexcept { return std::chrono::steady_clock::time_point::max(); }
+  range_guard& at(std::size_t i) noexcept { return *std::launder(reinterpret_cast<range_guard*>(&slots_[i])); }
+  void destroy() noexcept {
+    while (n_ > 0) at(--n_).~range_guard();
+  }
+  struct alignas(range_guard) slot {
+    unsigned char bytes[sizeof(range_guard)];
+  };
+  slot slots_[N];
+  std::size_t n_ = 0;
+};
+
+}  // namespace faultsafe
