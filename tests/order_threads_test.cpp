@@ -1,0 +1,210 @@
+// Two-thread tests: an ABBA inversion between two real threads is caught before they can deadlock.
+// The handler throws, so the thread that would close the cycle backs off (its RAII guard releases the
+// lock it holds) and the other thread proceeds. A watchdog fails the test (std::_Exit(1)) instead of
+// hanging if detection ever misses. Also: the default handler aborts (checked in a forked child).
+#include "order_test_support.hpp"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "faultsafe/order/lock_graph.hpp"
+#include "faultsafe/order/ranked_mutex.hpp"
+
+using namespace std::chrono_literals;
+using faultsafe::violation_kind;
+
+namespace {
+
+/// Fails the whole test run (exit 1) if not disarmed within `limit`.
+class watchdog {
+ public:
+  watchdog(std::chrono::seconds limit, const char* what)
+      : t_([this, limit, what] {
+          std::unique_lock<std::mutex> l(m_);
+          if (!cv_.wait_for(l, limit, [this] { return done_; })) {
+            std::fprintf(stderr, "watchdog: '%s' did not finish in time: deadlock not prevented\n", what);
+            std::fflush(stderr);
+            std::_Exit(1);
+          }
+        }) {}
+  ~watchdog() {
+    {
+      std::lock_guard<std::mutex> g(m_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    t_.join();
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread t_;
+};
+
+/// A one-shot event with a bounded wait.
+class event {
+ public:
+  void set() {
+    {
+      std::lock_guard<std::mutex> g(m_);
+      set_ = true;
+    }
+    cv_.notify_all();
+  }
+  bool wait(std::chrono::seconds limit = 10s) {
+    std::unique_lock<std::mutex> l(m_);
+    return cv_.wait_for(l, limit, [this] { return set_; });
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool set_ = false;
+};
+
+struct inversion_refused {
+  faultsafe::violation v;
+};
+
+// Records on the handler's thread and throws, so the acquisition is refused.
+void refuse(const faultsafe::violation& v) { throw inversion_refused{v}; }
+
+// T1: A then B.  T2: B then A.  Returns the violation T2 got (T1 must get none).
+template <class LockA, class LockB, class Before>
+faultsafe::violation run_abba(LockA& a, LockB& b, Before before_t2_takes_a) {
+  faultsafe::scoped_violation_handler h{&refuse};
+  watchdog dog(20s, "ABBA");
+  event a_held, b_held;
+  bool t1_ok = false, t2_refused = false, t1_waits_ok = false, t2_waits_ok = false;
+  faultsafe::violation got;
+  std::thread t1([&] {
+    faultsafe::set_this_thread_name("t1");
+    std::unique_lock<LockA> la(a);
+    a_held.set();
+    t1_waits_ok = b_held.wait();
+    std::unique_lock<LockB> lb(b);  // blocks until t2 backs off
+    t1_ok = true;
+  });
+  std::thread t2([&] {
+    faultsafe::set_this_thread_name("t2");
+    t2_waits_ok = a_held.wait();
+    std::unique_lock<LockB> lb(b);
+    b_held.set();
+    before_t2_takes_a();
+    try {
+      std::unique_lock<LockA> la(a);  // would deadlock: refused by the handler
+    } catch (const inversion_refused& e) {
+      got = e.v;
+      t2_refused = true;
+    }
+  });
+  t1.join();
+  t2.join();
+  CHECK(t1_waits_ok);
+  CHECK(t2_waits_ok);
+  CHECK(t1_ok);
+  CHECK(t2_refused);
+  return got;
+}
+
+}  // namespace
+
+TEST_CASE("tracked: an order learned earlier stops a two-thread ABBA before it deadlocks") {
+  faultsafe::lock_class ca("learned A"), cb("learned B");
+  faultsafe::tracked_mutex<std::mutex, faultsafe::checks_on> a(ca), b(cb);
+  {
+    std::lock_guard<decltype(a)> ga(a);  // the order A -> B, learned here, in the main thread
+    std::lock_guard<decltype(b)> gb(b);
+  }
+  const auto v = run_abba(a, b, [] {});
+  CHECK(v.kind == violation_kind::order_cycle);
+  CHECK(v.report().find("thread 't2'") != std::string::npos);
+  CHECK(v.report().find("'learned A'") != std::string::npos);
+  CHECK(v.report().find("'learned B'") != std::string::npos);
+}
+
+TEST_CASE("tracked: an order learned concurrently by the other thread stops the ABBA") {
+  faultsafe::lock_class ca("live A"), cb("live B");
+  faultsafe::tracked_mutex<std::mutex, faultsafe::checks_on> a(ca), b(cb);
+  const auto v = run_abba(a, b, [&] {
+    // t1 records A -> B before it blocks on B; wait (bounded) until it has.
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!faultsafe::lock_order_known(ca, cb) && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(1ms);
+    REQUIRE(faultsafe::lock_order_known(ca, cb));
+  });
+  CHECK(v.kind == violation_kind::order_cycle);
+  CHECK(v.report().find("first seen in thread 't1'") != std::string::npos);
+}
+
+TEST_CASE("ranked: the second thread's inversion is refused at once") {
+  faultsafe::ranked_mutex<10, std::mutex, faultsafe::checks_on> low("low");
+  faultsafe::ranked_mutex<20, std::mutex, faultsafe::checks_on> high("high");
+  const auto v = run_abba(low, high, [] {});
+  CHECK(v.kind == violation_kind::rank_inversion);
+  CHECK(v.report().find("'low'") != std::string::npos);
+  CHECK(v.report().find("'high'") != std::string::npos);
+}
+
+TEST_CASE("many threads: consistent orders stay quiet under concurrency") {
+  faultsafe::violation_recorder rec;
+  faultsafe::scoped_violation_handler h{rec.handler()};
+  watchdog dog(30s, "consistent orders");
+  faultsafe::lock_class ca("many A"), cb("many B"), cc("many C");
+  faultsafe::tracked_mutex<std::mutex, faultsafe::checks_on> a(ca), b(cb), c(cc);
+  std::thread ts[3];
+  for (int i = 0; i < 3; ++i) {
+    ts[i] = std::thread([&, i] {
+      for (int n = 0; n < 2000; ++n) {
+        std::lock_guard<decltype(a)> ga(a);
+        if (i != 1) {
+          std::lock_guard<decltype(b)> gb(b);
+        }
+        std::lock_guard<decltype(c)> gc(c);
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  CHECK(rec.count() == 0);
+  CHECK(faultsafe::lock_order_known(ca, cc));
+}
+
+TEST_CASE("the default handler prints the report and aborts") {
+  std::fflush(stderr);
+  int pipefd[2];
+  REQUIRE(::pipe(pipefd) == 0);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::dup2(pipefd[1], 2);
+    ::close(pipefd[0]);
+    faultsafe::set_violation_handler({});  // the default
+    faultsafe::ranked_mutex<20, std::mutex, faultsafe::checks_on> high("fork high");
+    faultsafe::ranked_mutex<10, std::mutex, faultsafe::checks_on> low("fork low");
+    high.lock();
+    low.lock();
+    std::_Exit(0);  // not reached if the handler aborted
+  }
+  ::close(pipefd[1]);
+  std::string out;
+  char buf[512];
+  for (ssize_t n; (n = ::read(pipefd[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+  ::close(pipefd[0]);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  CHECK(WIFSIGNALED(status));
+  if (WIFSIGNALED(status)) CHECK(WTERMSIG(status) == SIGABRT);
+  CHECK(out.find("faultsafe: rank_inversion:") != std::string::npos);
+  CHECK(out.find("'fork low'") != std::string::npos);
+}
