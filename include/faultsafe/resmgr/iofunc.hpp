@@ -1,0 +1,381 @@
+// faultsafe/resmgr/iofunc.hpp: per-file attributes, per-open OCBs and the default I/O handlers.
+//
+// Defines `attr_options`, `iofunc_attr` (one file: mode, owner, size, times, its data store, the data
+// range lock and the short meta lock), `iofunc_ocb` (one open: attr, offset, flags, access),
+// `iofunc_check_access()`, and the default handlers iofunc_open_default / read / write / lseek / fstat /
+// ftruncate / mmap, which a server plugs into its io_funcs (resmgr/ramfs.hpp does).
+//
+// Data store: each file's bytes live in a memfd (memfd_create, MFD_CLOEXEC) whose length is always the
+// file size. The server maps the whole reservation (attr_options::max_size bytes, MAP_SHARED |
+// MAP_NORESERVE) once, so `iofunc_attr::data()` is a stable server-side pointer to byte 0 of the file:
+// the direct-copy path can memmove store to store, and the pager can map memfd() MAP_SHARED itself.
+// Bytes at or past size are never touched through data() (they would SIGBUS).
+//
+// Locking (DESIGN.md section 2): handlers take the range lock (rank 30) only over the bytes they touch,
+// then the meta lock (rank 40) for a few instructions (size, times, growing the memfd). Never the other
+// way round, and the meta lock is never held while touching client memory.
+// - read: shared on [off, off + n) clipped to the size; re-clipped after the lock is granted.
+// - write: exclusive on [off, off + n); O_APPEND: exclusive on [size, end), re-checked after grant.
+// - ftruncate: exclusive on [min(old, new), end), re-checked after grant.
+// The copy to/from the client's buffer runs while the range is held: a fault on that buffer is taken by
+// the server thread holding the range (Brian's lock-up when the buffer maps the same file; the guard
+// against it lives in the direct-copy and pager work).
+//
+// Errors: EACCES (open without permission), EBADF (read on O_WRONLY, write/ftruncate on O_RDONLY),
+// EINVAL (negative offset or length, bad whence, bad access mode), EOVERFLOW (offset + length or a seek
+// overflows off_t), EFBIG (beyond max_size), ENOSPC/errno from the memfd. Reads at or past the end
+// return 0.
+// Thread-safety: an iofunc_attr is shared by every open of the file and safe for concurrent handlers.
+// Lifetime: an attr lives as long as a directory entry or an OCB refers to it (shared_ptr).
+#pragma once
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <system_error>
+
+#include "../config.hpp"
+#include "../order/ranked_mutex.hpp"
+#include "../sync/range_lock.hpp"
+#include "server.hpp"
+
+namespace faultsafe {
+
+struct attr_options {
+  /// Largest file size (bytes of address space reserved for the store mapping). Writes or truncates
+  /// beyond it fail with EFBIG.
+  std::uint64_t max_size = std::uint64_t{256} << 20;
+  const char* name = "ramfs file";  ///< memfd name (visible in /proc/self/fd)
+};
+
+/// One file. See the header comment.
+class iofunc_attr {
+ public:
+  /// Effects: creates the memfd and the store mapping. Throws: std::system_error with the errno of
+  /// memfd_create/mmap.
+  iofunc_attr(mode_t mode, std::uint32_t uid, std::uint32_t gid, attr_options opts = {})
+      : mode_(S_IFREG | (mode & 07777)), uid_(uid), gid_(gid), max_size_(opts.max_size), ino_(next_ino()) {
+    memfd_ = ::memfd_create(opts.name, MFD_CLOEXEC);
+    if (memfd_ < 0) throw std::system_error(errno, std::generic_category(), "memfd_create");
+    void* p = ::mmap(nullptr, max_size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, memfd_, 0);
+    if (p == MAP_FAILED) {
+      const int e = errno;
+      ::close(memfd_);
+      throw std::system_error(e, std::generic_category(), "mmap(store)");
+    }
+    data_ = static_cast<unsigned char*>(p);
+    ::clock_gettime(CLOCK_REALTIME, &atime_);
+    mtime_ = ctime_ = atime_;
+  }
+  ~iofunc_attr() {
+    ::munmap(data_, max_size_);
+    ::close(memfd_);
+  }
+  iofunc_attr(const iofunc_attr&) = delete;
+  iofunc_attr& operator=(const iofunc_attr&) = delete;
+
+  /// The data range lock (rank 30): take it over the bytes you touch.
+  range_lock data_lock{"attr range", rank::attr_range};
+
+  /// The memfd holding the file's bytes (length == size()). Owned by the attr.
+  [[nodiscard]] int memfd() const noexcept { return memfd_; }
+  /// Server-side pointer to byte 0 of the file (stable for the attr's life). Requires: only bytes
+  /// below size() are touched, under the range lock.
+  [[nodiscard]] unsigned char* data() const noexcept { return data_; }
+  [[nodiscard]] std::uint64_t max_size() const noexcept { return max_size_; }
+  [[nodiscard]] std::uint64_t ino() const noexcept { return ino_; }
+
+  /// Current size (meta lock taken briefly).
+  [[nodiscard]] std::uint64_t size() {
+    exclusive_guard<meta_mutex> g(meta_);
+    return size_;
+  }
+  [[nodiscard]] mode_t mode() {
+    exclusive_guard<meta_mutex> g(meta_);
+    return mode_;
+  }
+  [[nodiscard]] std::uint32_t uid() {
+    exclusive_guard<meta_mutex> g(meta_);
+    return uid_;
+  }
+  [[nodiscard]] std::uint32_t gid() {
+    exclusive_guard<meta_mutex> g(meta_);
+    return gid_;
+  }
+
+  /// Effects: size = max(size, end), growing the memfd first. Requires: the caller holds the range
+  /// lock exclusively over [old size, end) or over the bytes it will write at end. Returns errno of
+  /// ftruncate, or EFBIG past max_size.
+  [[nodiscard]] std::error_code grow_to(std::uint64_t end) {
+    if (end > max_size_) return std::make_error_code(std::errc::file_too_large);
+    exclusive_guard<meta_mutex> g(meta_);
+    if (end <= size_) return {};
+    if (::ftruncate(memfd_, static_cast<off_t>(end)) != 0) return {errno, std::generic_category()};
+    size_ = end;
+    return {};
+  }
+  /// Effects: size = len (shrinks or zero-extends the memfd). Requires: the caller holds the range lock
+  /// exclusively over [min(size, len), end).
+  [[nodiscard]] std::error_code set_size(std::uint64_t len) {
+    if (len > max_size_) return std::make_error_code(std::errc::file_too_large);
+    exclusive_guard<meta_mutex> g(meta_);
+    if (::ftruncate(memfd_, static_cast<off_t>(len)) != 0) return {errno, std::generic_category()};
+    size_ = len;
+    stamp_locked(false, true);
+    return {};
+  }
+  /// Effects: updates the access time (read) or the modification+change times (write).
+  void touch(bool accessed, bool modified) {
+    exclusive_guard<meta_mutex> g(meta_);
+    stamp_locked(accessed, modified);
+  }
+  /// Effects: fills `st` from the attr.
+  void stat(struct ::stat& st) {
+    exclusive_guard<meta_mutex> g(meta_);
+    st = {};
+    st.st_ino = static_cast<ino_t>(ino_);
+    st.st_mode = mode_;
+    st.st_nlink = 1;
+    st.st_uid = uid_;
+    st.st_gid = gid_;
+    st.st_size = static_cast<off_t>(size_);
+    st.st_blksize = 4096;
+    st.st_blocks = static_cast<blkcnt_t>((size_ + 511) / 512);
+    st.st_atim = atime_;
+    st.st_mtim = mtime_;
+    st.st_ctim = ctime_;
+  }
+
+ private:
+  using meta_mutex = ranked_mutex<rank::attr_meta>;
+
+  static std::uint64_t next_ino() noexcept {
+    static std::atomic<std::uint64_t> n{1};
+    return n.fetch_add(1, std::memory_order_relaxed);
+  }
+  void stamp_locked(bool accessed, bool modified) noexcept {
+    timespec now{};
+    ::clock_gettime(CLOCK_REALTIME, &now);
+    if (accessed) atime_ = now;
+    if (modified) mtime_ = ctime_ = now;
+  }
+
+  meta_mutex meta_{"attr meta"};
+  mode_t mode_;
+  std::uint32_t uid_, gid_;
+  std::uint64_t size_ = 0;
+  timespec atime_{}, mtime_{}, ctime_{};
+  int memfd_ = -1;
+  unsigned char* data_ = nullptr;
+  std::uint64_t max_size_;
+  std::uint64_t ino_;
+};
+
+/// One open of a file.
+struct iofunc_ocb : ocb_base {
+  std::shared_ptr<iofunc_attr> attr;
+  std::atomic<std::int64_t> offset{0};  ///< the fd offset (read/write/lseek without explicit offset)
+  int flags = 0;                        ///< open flags
+  bool readable = false, writable = false;
+};
+
+/// Access bits for iofunc_check_access.
+inline constexpr int access_read = 4, access_write = 2;
+
+/// True if `c` may access a file of (mode, uid, gid) for `want` (access_read | access_write).
+/// uid 0 may do anything. Owner bits, else group bits, else other bits (POSIX order).
+[[nodiscard]] inline bool iofunc_check_access(mode_t mode, std::uint32_t uid, std::uint32_t gid, const client_info& c,
+                                              int want) noexcept {
+  if (c.uid == 0) return true;
+  unsigned bits;
+  if (c.uid == uid)
+    bits = (mode >> 6) & 7;
+  else if (c.gid == gid)
+    bits = (mode >> 3) & 7;
+  else
+    bits = mode & 7;
+  return (bits & static_cast<unsigned>(want)) == static_cast<unsigned>(want);
+}
+
+namespace detail {
+inline io_result errc_result(std::errc e) noexcept { return io_result::fail(std::make_error_code(e)); }
+}  // namespace detail
+
+/// Default open: checks the access mode against the attr's permissions (EACCES), rejects a bad
+/// O_ACCMODE (EINVAL), applies O_TRUNC (needs write access), and makes the OCB.
+inline io_result iofunc_open_default(request_context& ctx, const io_open_request& q, std::shared_ptr<iofunc_attr> attr,
+                                     std::shared_ptr<ocb_base>& out) {
+  int want = 0;
+  switch (q.flags & O_ACCMODE) {
+    case O_RDONLY: want = access_read; break;
+    case O_WRONLY: want = access_write; break;
+    case O_RDWR: want = access_read | access_write; break;
+    default: return detail::errc_result(std::errc::invalid_argument);
+  }
+  if ((q.flags & O_TRUNC) && !(want & access_write)) return detail::errc_result(std::errc::permission_denied);
+  if (!iofunc_check_access(attr->mode(), attr->uid(), attr->gid(), ctx.client, want))
+    return detail::errc_result(std::errc::permission_denied);
+  if (q.flags & O_TRUNC) {
+    range_guard g(attr->data_lock, 0, to_end, lock_mode::exclusive);
+    if (auto ec = attr->set_size(0)) return io_result::fail(ec);
+  }
+  auto o = std::make_shared<iofunc_ocb>();
+  o->attr = std::move(attr);
+  o->flags = q.flags;
+  o->readable = want & access_read;
+  o->writable = want & access_write;
+  out = std::move(o);
+  return io_result::ok();
+}
+
+namespace detail {
+// The offset a read/write starts at: EINVAL if negative, EOVERFLOW if off + n overflows off_t.
+inline std::error_code rw_offset(const iofunc_ocb& o, const io_rw_request& q, std::uint64_t n, std::uint64_t& off) noexcept {
+  const std::int64_t s = q.use_offset ? q.offset : o.offset.load(std::memory_order_relaxed);
+  if (s < 0) return std::make_error_code(std::errc::invalid_argument);
+  off = static_cast<std::uint64_t>(s);
+  if (n > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) - off)
+    return std::make_error_code(std::errc::value_too_large);
+  return {};
+}
+}  // namespace detail
+
+/// Default read: copies min(n, size - off) bytes from the store straight into the client's buffer
+/// under a shared range lock over exactly those bytes. Returns the byte count (0 at/after the end).
+inline io_result iofunc_read_default(request_context& ctx, ocb_base& base, const io_rw_request& q) {
+  auto& o = static_cast<iofunc_ocb&>(base);
+  if (!o.readable) return detail::errc_result(std::errc::bad_file_descriptor);
+  const std::uint64_t want = std::min<std::uint64_t>(q.nbytes, ctx.rcv.reply_data_len());
+  std::uint64_t off = 0;
+  if (auto ec = detail::rw_offset(o, q, want, off)) return io_result::fail(ec);
+  iofunc_attr& a = *o.attr;
+  std::uint64_t size = a.size();
+  if (want == 0 || off >= size) return io_result::ok(0);
+  std::uint64_t n = std::min(want, size - off);
+  range_guard g(a.data_lock, off, n, lock_mode::shared);
+  size = a.size();  // a truncate may have completed before we got the range
+  n = off >= size ? 0 : std::min(n, size - off);
+  if (n > 0) {
+    if (auto ec = ctx.rcv.write_reply_data(0, a.data() + off, n)) return io_result::fail(ec);
+  }
+  g.unlock();
+  a.touch(true, false);
+  if (!q.use_offset) o.offset.store(static_cast<std::int64_t>(off + n), std::memory_order_relaxed);
+  return io_result::ok(static_cast<std::int64_t>(n));
+}
+
+/// Default write: copies the client's bytes straight into the store under an exclusive range lock over
+/// exactly those bytes (O_APPEND: from the size to the end), growing the file first if needed.
+inline io_result iofunc_write_default(request_context& ctx, ocb_base& base, const io_rw_request& q) {
+  auto& o = static_cast<iofunc_ocb&>(base);
+  if (!o.writable) return detail::errc_result(std::errc::bad_file_descriptor);
+  const std::uint64_t n = std::min<std::uint64_t>(q.nbytes, ctx.rcv.payload_len());
+  iofunc_attr& a = *o.attr;
+  std::uint64_t off = 0;
+  std::optional<range_guard> g;
+  if ((o.flags & O_APPEND) && !q.use_offset) {
+    if (n == 0) return io_result::ok(0);
+    for (;;) {
+      off = a.size();
+      g.emplace(a.data_lock, off, to_end, lock_mode::exclusive);
+      if (a.size() == off) break;  // nobody appended or truncated in between
+      g.reset();
+    }
+  } else {
+    if (auto ec = detail::rw_offset(o, q, n, off)) return io_result::fail(ec);
+    if (n == 0) return io_result::ok(0);
+    if (off + n > a.max_size()) return detail::errc_result(std::errc::file_too_large);
+    g.emplace(a.data_lock, off, n, lock_mode::exclusive);
+  }
+  if (auto ec = a.grow_to(off + n)) return io_result::fail(ec);
+  std::size_t got = 0;
+  if (auto ec = ctx.rcv.read_payload(0, a.data() + off, n, &got)) return io_result::fail(ec);
+  g.reset();
+  a.touch(false, true);
+  if (!q.use_offset) o.offset.store(static_cast<std::int64_t>(off + n), std::memory_order_relaxed);
+  return io_result::ok(static_cast<std::int64_t>(n));
+}
+
+/// Default ftruncate: EBADF unless open for writing, EINVAL for a negative length, EFBIG past max_size.
+inline io_result iofunc_ftruncate_default(request_context&, ocb_base& base, const io_ftruncate_request& q) {
+  auto& o = static_cast<iofunc_ocb&>(base);
+  if (!o.writable) return detail::errc_result(std::errc::bad_file_descriptor);
+  if (q.length < 0) return detail::errc_result(std::errc::invalid_argument);
+  iofunc_attr& a = *o.attr;
+  const auto len = static_cast<std::uint64_t>(q.length);
+  if (len > a.max_size()) return detail::errc_result(std::errc::file_too_large);
+  std::optional<range_guard> g;
+  for (;;) {
+    const std::uint64_t lo = std::min(a.size(), len);
+    g.emplace(a.data_lock, lo, to_end, lock_mode::exclusive);
+    if (std::min(a.size(), len) >= lo) break;  // everything from the new end on is ours
+    g.reset();
+  }
+  if (auto ec = a.set_size(len)) return io_result::fail(ec);
+  return io_result::ok(0);
+}
+
+/// Default lseek: SEEK_SET / SEEK_CUR / SEEK_END; EINVAL for another whence or a negative result,
+/// EOVERFLOW if the sum overflows off_t.
+inline io_result iofunc_lseek_default(request_context&, ocb_base& base, const io_lseek_request& q) {
+  auto& o = static_cast<iofunc_ocb&>(base);
+  std::int64_t basepos = 0;
+  switch (q.whence) {
+    case SEEK_SET: break;
+    case SEEK_CUR: basepos = o.offset.load(std::memory_order_relaxed); break;
+    case SEEK_END: basepos = static_cast<std::int64_t>(o.attr->size()); break;
+    default: return detail::errc_result(std::errc::invalid_argument);
+  }
+  std::int64_t pos = 0;
+  if (__builtin_add_overflow(basepos, q.offset, &pos)) return detail::errc_result(std::errc::value_too_large);
+  if (pos < 0) return detail::errc_result(std::errc::invalid_argument);
+  o.offset.store(pos, std::memory_order_relaxed);
+  return io_result::ok(pos);
+}
+
+/// Default fstat.
+inline io_result iofunc_fstat_default(request_context&, ocb_base& base, struct ::stat& st) {
+  static_cast<iofunc_ocb&>(base).attr->stat(st);
+  return io_result::ok(0);
+}
+
+/// Default mmap hook: answers with the file's memfd (the pager maps it). EACCES if prot asks for
+/// reading on a write-only open, or for writing a MAP_SHARED mapping of an open without write access;
+/// EINVAL for a zero length or an offset that is not page aligned.
+inline io_result iofunc_mmap_default(request_context&, ocb_base& base, const io_mmap_request& q, io_mmap_reply& rep) {
+  auto& o = static_cast<iofunc_ocb&>(base);
+  if (q.length == 0 || (q.offset % 4096) != 0) return detail::errc_result(std::errc::invalid_argument);
+  if ((q.prot & PROT_READ) && !o.readable) return detail::errc_result(std::errc::permission_denied);
+  if ((q.prot & PROT_WRITE) && (q.flags & MAP_SHARED) && !o.writable) return detail::errc_result(std::errc::permission_denied);
+  rep.memfd = o.attr->memfd();
+  rep.offset = q.offset;
+  rep.length = q.length;
+  rep.cookie = o.attr->ino();
+  return io_result::ok(0);
+}
+
+/// The default handlers in an io_funcs (open is left empty: it needs a file lookup, see ramfs).
+[[nodiscard]] inline io_funcs iofunc_defaults() {
+  io_funcs f;
+  f.read = iofunc_read_default;
+  f.write = iofunc_write_default;
+  f.lseek = iofunc_lseek_default;
+  f.fstat = iofunc_fstat_default;
+  f.ftruncate = iofunc_ftruncate_default;
+  f.mmap = iofunc_mmap_default;
+  return f;
+}
+
+}  // namespace faultsafe

@@ -1,0 +1,270 @@
+// faultsafe/resmgr/process.hpp: a logical client process: credentials, an fd table, and POSIX-like
+// file calls that become messages to the owning server.
+//
+// Defines `result<T>` (a value or a std::error_code; C++20 has no std::expected) and `process`.
+//
+// Several `process` objects live in one OS process (Bob, nfs, io_pkt); each has its own pid, uid/gid
+// and fd table. A server is a process too: its handlers may use a `process` of their own to open and
+// read another server (nfs reads io_pkt).
+//
+// Every call resolves its fd locally (EBADF for a bad or closed fd), validates its arguments (EFAULT for
+// a null buffer with a non-zero length, EINVAL for a negative offset or bad whence, EOVERFLOW for an
+// offset + length that overflows off_t), then sends one message to the server and blocks until the
+// reply. The server's read handler copies straight into the caller's buffer, its write handler reads
+// straight from it: a fault on the buffer is taken by the *server* thread. Errors from the server
+// (EACCES, EBADF for writing an O_RDONLY open, ...) and from the channel (ESHUTDOWN when the server
+// stopped, ETIMEDOUT when io_timeout passed) come back as the result's error.
+//
+// Thread-safety: every member may be called from any thread. Concurrent read()/write() on one fd use
+// the fd's shared offset without serialising against each other (as on QNX without O_SYNC locking): the
+// transfers are each atomic against the file, but two concurrent read()s may see the same offset; use
+// pread()/pwrite() from several threads. Lock order: the fd table mutex is a leaf held only to look up
+// or change an entry, never across a send.
+// Lifetime: the servers may die before the process: their channels are shared, so a send then fails with
+// ESHUTDOWN.
+#pragma once
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "server.hpp"
+
+namespace faultsafe {
+
+/// A value or an error. `ok()`/`operator bool`: holds a value. value() throws std::system_error when it
+/// holds an error. Thread-safety: a plain value type.
+template <class T>
+class result {
+ public:
+  result(T v) : value_(std::move(v)) {}  // NOLINT: implicit on purpose (return v;)
+  result(std::error_code ec) : error_(ec) {}  // NOLINT
+  [[nodiscard]] bool ok() const noexcept { return !error_; }
+  [[nodiscard]] explicit operator bool() const noexcept { return ok(); }
+  [[nodiscard]] const std::error_code& error() const noexcept { return error_; }
+  [[nodiscard]] const T& value() const {
+    if (error_) throw std::system_error(error_);
+    return value_;
+  }
+  [[nodiscard]] T value_or(T other) const { return error_ ? other : value_; }
+  [[nodiscard]] const T& operator*() const { return value(); }
+
+ private:
+  T value_{};
+  std::error_code error_;
+};
+
+struct credentials {
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+};
+
+class process {
+ public:
+  /// Effects: a new logical process with a fresh pid. `ns` (nullptr = global) resolves its paths.
+  explicit process(std::string name, credentials creds = {}, path_namespace* ns = nullptr)
+      : name_(std::move(name)), creds_(creds), ns_(ns ? ns : &path_namespace::global()), pid_(next_pid()) {}
+  /// Effects: closes every open fd (best effort; errors ignored).
+  ~process() {
+    std::vector<int> fds;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      for (std::size_t i = 0; i < fds_.size(); ++i)
+        if (fds_[i].ch) fds.push_back(static_cast<int>(i));
+    }
+    for (int fd : fds) (void)close(fd);
+  }
+  process(const process&) = delete;
+  process& operator=(const process&) = delete;
+
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  [[nodiscard]] std::uint64_t pid() const noexcept { return pid_; }
+  [[nodiscard]] credentials creds() const noexcept { return creds_; }
+  [[nodiscard]] client_info client() const noexcept { return {pid_, creds_.uid, creds_.gid}; }
+
+  /// Every send from this process gives up after `t` (0 = wait for ever, the default).
+  void set_io_timeout(std::chrono::nanoseconds t) noexcept { timeout_ns_.store(t.count(), std::memory_order_relaxed); }
+
+  // ---- files ----------------------------------------------------------------------------------------
+
+  /// open(2): resolves `path` in the namespace (ENOENT if no server owns it) and asks the server.
+  /// Returns the lowest free fd. Errors: ENOENT, EACCES, EEXIST, EINVAL, ENAMETOOLONG (> 4096), and
+  /// what the server replies.
+  [[nodiscard]] result<int> open(std::string_view path, int flags, mode_t mode = 0) {
+    if (path.size() > 4096) return std::make_error_code(std::errc::filename_too_long);
+    std::error_code ec;
+    auto res = ns_->resolve(path, ec);
+    if (!res) return ec;
+    io_open_request q{client(), flags, static_cast<std::uint32_t>(mode)};
+    send_result sr = send(*res->ch, {static_cast<std::uint32_t>(io_msg::open), &q, sizeof q, res->rest.data(), res->rest.size()});
+    if (sr.error) return sr.error;
+    std::lock_guard<std::mutex> g(mu_);
+    std::size_t fd = 0;
+    while (fd < fds_.size() && fds_[fd].ch) ++fd;
+    if (fd == fds_.size()) fds_.emplace_back();
+    fds_[fd] = fd_entry{res->ch, static_cast<std::uint64_t>(sr.status), flags};
+    return static_cast<int>(fd);
+  }
+
+  /// close(2): the fd is free afterwards even if the server failed (ESHUTDOWN...). EBADF if not open.
+  std::error_code close(int fd) {
+    fd_entry e;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size() || !fds_[fd].ch)
+        return std::make_error_code(std::errc::bad_file_descriptor);
+      e = std::move(fds_[fd]);
+      fds_[fd] = fd_entry{};
+    }
+    io_handle_request q{client(), e.handle};
+    return send(*e.ch, {static_cast<std::uint32_t>(io_msg::close), &q, sizeof q}).error;
+  }
+
+  /// read(2) at the fd's offset (advancing it). 0 at or past the end.
+  [[nodiscard]] result<std::size_t> read(int fd, void* buf, std::size_t n) { return rw(io_msg::read, fd, buf, n, 0, false); }
+  /// write(2) at the fd's offset (or the end with O_APPEND), advancing it.
+  [[nodiscard]] result<std::size_t> write(int fd, const void* buf, std::size_t n) {
+    return rw(io_msg::write, fd, const_cast<void*>(buf), n, 0, false);
+  }
+  /// pread(2): EINVAL for a negative offset, EOVERFLOW if offset + n overflows.
+  [[nodiscard]] result<std::size_t> pread(int fd, void* buf, std::size_t n, off_t off) { return rw(io_msg::read, fd, buf, n, off, true); }
+  [[nodiscard]] result<std::size_t> pwrite(int fd, const void* buf, std::size_t n, off_t off) {
+    return rw(io_msg::write, fd, const_cast<void*>(buf), n, off, true);
+  }
+
+  /// lseek(2): SEEK_SET/SEEK_CUR/SEEK_END. EINVAL for another whence or a negative result.
+  [[nodiscard]] result<off_t> lseek(int fd, off_t off, int whence) {
+    fd_entry e;
+    if (auto ec = lookup(fd, e)) return ec;
+    if (whence != SEEK_SET && whence != SEEK_CUR && whence != SEEK_END) return std::make_error_code(std::errc::invalid_argument);
+    io_lseek_request q{client(), e.handle, static_cast<std::int64_t>(off), whence};
+    send_result sr = send(*e.ch, {static_cast<std::uint32_t>(io_msg::lseek), &q, sizeof q});
+    if (sr.error) return sr.error;
+    return static_cast<off_t>(sr.status);
+  }
+
+  /// fstat(2).
+  [[nodiscard]] result<struct ::stat> fstat(int fd) {
+    fd_entry e;
+    if (auto ec = lookup(fd, e)) return ec;
+    io_handle_request q{client(), e.handle};
+    struct ::stat st {};
+    send_result sr = send(*e.ch, {static_cast<std::uint32_t>(io_msg::fstat), &q, sizeof q, nullptr, 0, &st, sizeof st});
+    if (sr.error) return sr.error;
+    if (sr.reply_header_len != sizeof st) return std::make_error_code(std::errc::bad_message);
+    return st;
+  }
+
+  /// ftruncate(2): EINVAL for a negative length; EBADF/EINVAL if not open for writing (server).
+  std::error_code ftruncate(int fd, off_t length) {
+    fd_entry e;
+    if (auto ec = lookup(fd, e)) return ec;
+    if (length < 0) return std::make_error_code(std::errc::invalid_argument);
+    io_ftruncate_request q{client(), e.handle, static_cast<std::int64_t>(length)};
+    return send(*e.ch, {static_cast<std::uint32_t>(io_msg::ftruncate), &q, sizeof q}).error;
+  }
+
+  // ---- memory ---------------------------------------------------------------------------------------
+  // Reserved for the address-space work (vm/aspace.hpp): an `aspace` member and mmap / munmap /
+  // mprotect / msync, which send io_msg::mmap to the fd's server (see mmap_request() below) and let the
+  // pager serve faults. Nothing here yet.
+
+  /// Sends io_msg::mmap for `fd` and returns what backs the range (the building block for mmap()).
+  [[nodiscard]] result<io_mmap_reply> mmap_request(int fd, std::uint64_t offset, std::uint64_t length, int prot, int flags) {
+    fd_entry e;
+    if (auto ec = lookup(fd, e)) return ec;
+    io_mmap_request q{client(), e.handle, offset, length, prot, flags};
+    io_mmap_reply rep{};
+    send_result sr = send(*e.ch, {static_cast<std::uint32_t>(io_msg::mmap), &q, sizeof q, nullptr, 0, &rep, sizeof rep});
+    if (sr.error) return sr.error;
+    if (sr.reply_header_len != sizeof rep) return std::make_error_code(std::errc::bad_message);
+    return rep;
+  }
+
+  // ---- plumbing for extensions ----------------------------------------------------------------------
+
+  /// The channel and server handle behind `fd` (EBADF if not open): for extensions (mmap, pager).
+  [[nodiscard]] std::error_code fd_target(int fd, std::shared_ptr<channel>& ch, std::uint64_t& handle, int& flags) const {
+    fd_entry e;
+    if (auto ec = lookup(fd, e)) return ec;
+    ch = std::move(e.ch);
+    handle = e.handle;
+    flags = e.flags;
+    return {};
+  }
+
+  /// Sends `b` on `ch` with this process's io timeout.
+  [[nodiscard]] send_result send(channel& ch, const send_buffers& b) {
+    send_options o;
+    const auto t = timeout_ns_.load(std::memory_order_relaxed);
+    if (t > 0) o.deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(t);
+    return ch.send(b, o);
+  }
+
+ private:
+  struct fd_entry {
+    std::shared_ptr<channel> ch;  // null = free slot
+    std::uint64_t handle = 0;
+    int flags = 0;
+  };
+
+  static std::uint64_t next_pid() noexcept {
+    static std::atomic<std::uint64_t> next{1};
+    return next.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  std::error_code lookup(int fd, fd_entry& out) const {
+    std::lock_guard<std::mutex> g(mu_);
+    if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size() || !fds_[fd].ch)
+      return std::make_error_code(std::errc::bad_file_descriptor);
+    out = fds_[fd];
+    return {};
+  }
+
+  result<std::size_t> rw(io_msg type, int fd, void* buf, std::size_t n, off_t off, bool use_offset) {
+    fd_entry e;
+    if (auto ec = lookup(fd, e)) return ec;
+    if (buf == nullptr && n != 0) return std::make_error_code(std::errc::bad_address);
+    if (n > static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max())) return std::make_error_code(std::errc::invalid_argument);
+    if (use_offset) {
+      if (off < 0) return std::make_error_code(std::errc::invalid_argument);
+      if (static_cast<std::uint64_t>(off) + n > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+        return std::make_error_code(std::errc::value_too_large);
+    }
+    io_rw_request q{client(), e.handle, n, static_cast<std::int64_t>(off), use_offset ? 1u : 0u};
+    send_buffers b{static_cast<std::uint32_t>(type), &q, sizeof q};
+    if (type == io_msg::read) {
+      b.reply_data = buf;
+      b.reply_data_len = n;
+    } else {
+      b.payload = buf;
+      b.payload_len = n;
+    }
+    send_result sr = send(*e.ch, b);
+    if (sr.error) return sr.error;
+    return static_cast<std::size_t>(sr.status);
+  }
+
+  std::string name_;
+  credentials creds_;
+  path_namespace* ns_;
+  std::uint64_t pid_;
+  std::atomic<std::int64_t> timeout_ns_{0};
+  mutable std::mutex mu_;  // leaf: fds_
+  std::vector<fd_entry> fds_;
+};
+
+}  // namespace faultsafe

@@ -1,0 +1,537 @@
+// faultsafe/resmgr/server.hpp: QNX-style resource managers: a path namespace, the I/O message
+// protocol, and `server` (a channel, a thread pool and a dispatch table).
+//
+// Defines
+// - `path_namespace`: process-wide (or per test) map of path prefixes to server channels; resolve()
+//   finds the longest prefix on a component boundary ("/ram" matches "/ram" and "/ram/a", not "/ramx").
+// - the protocol: `io_msg` message types and their trivially copyable request/reply structs. Every
+//   request starts with `client_info` (pid, uid, gid of the logical client process).
+// - `ocb_base`: what a server keeps per open (derive from it; iofunc_ocb does). Clients name an OCB by
+//   an opaque 64-bit handle; a handle used by another process than the one that opened it is EBADF.
+// - `io_funcs`: the dispatch table (open, close, read, write, lseek, fstat, ftruncate, mmap, page_in).
+//   An empty slot answers ENOSYS. Handlers run on a server thread that has adopted the sender's
+//   activity; a read handler writes straight into the client's buffer through
+//   ctx.rcv.with_reply_data()/write_reply_data(), a write handler reads through with_payload().
+// - `server`: owns a channel (shared with the clients' fd tables, so a client holding an fd to a stopped
+//   server gets ESHUTDOWN, never a dangling pointer) and a thread pool.
+//
+// Thread pool (QNX thread_pool lo/hi water): starts `min_threads` threads; when a thread takes a
+// message and thereby leaves no thread idle (all busy serving), it starts one more, up to
+// `max_threads`. Threads do not shrink back (a server that needed N threads once keeps them).
+// min_threads == max_threads == 1 pins the server to exactly one thread (io_pkt).
+//
+// Stop: stop() (also run by the destructor) fails pending and future sends with ESHUTDOWN, detaches the
+// path, lets messages being served finish, and joins every pool thread. Requires: not called from one
+// of this server's own threads (throws std::system_error(EDEADLK) then) and every handler returns.
+//
+// Thread-safety: all members may be called from any thread. Lock order: the namespace mutex, the OCB
+// table mutex and the pool mutex are leaves (never held while calling a handler, sending or waiting);
+// handlers run with no server-internal lock held.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "../activity/activity.hpp"
+#include "../detail/thread_record.hpp"
+#include "../ipc/channel.hpp"
+
+namespace faultsafe {
+
+// ---------------------------------------------------------------------------------------------------
+// Path namespace
+
+/// Maps path prefixes to server channels. Thread-safety: any thread; one leaf mutex.
+class path_namespace {
+ public:
+  /// The process-wide namespace that servers and processes use by default.
+  static path_namespace& global() {
+    static path_namespace* ns = new path_namespace;  // leaked on purpose: servers may outlive statics
+    return *ns;
+  }
+
+  /// Effects: `prefix` (absolute, normalized: starts with '/', no trailing '/' except "/" itself) now
+  /// resolves to `ch`. Returns EINVAL for a malformed prefix or null channel, EEXIST if taken.
+  [[nodiscard]] std::error_code attach(std::string prefix, std::shared_ptr<channel> ch) {
+    if (!ch || prefix.empty() || prefix[0] != '/' || (prefix.size() > 1 && prefix.back() == '/'))
+      return std::make_error_code(std::errc::invalid_argument);
+    std::lock_guard<std::mutex> g(mu_);
+    auto [it, inserted] = map_.emplace(std::move(prefix), std::move(ch));
+    (void)it;
+    return inserted ? std::error_code{} : std::make_error_code(std::errc::file_exists);
+  }
+
+  /// Effects: removes `prefix` if it still maps to `ch`. Returns whether it did.
+  bool detach(const std::string& prefix, const channel* ch) {
+    std::lock_guard<std::mutex> g(mu_);
+    auto it = map_.find(prefix);
+    if (it == map_.end() || it->second.get() != ch) return false;
+    map_.erase(it);
+    return true;
+  }
+
+  struct resolution {
+    std::shared_ptr<channel> ch;
+    std::string prefix;
+    std::string rest;  ///< the path below the prefix, without a leading '/' ("" = the prefix itself)
+  };
+
+  /// Returns the server of the longest attached prefix of `path`, or ENOENT (none, or not absolute).
+  [[nodiscard]] std::optional<resolution> resolve(std::string_view path, std::error_code& ec) const {
+    ec = {};
+    if (path.empty() || path[0] != '/') {
+      ec = std::make_error_code(std::errc::no_such_file_or_directory);
+      return std::nullopt;
+    }
+    std::lock_guard<std::mutex> g(mu_);
+    const std::pair<const std::string, std::shared_ptr<channel>>* best = nullptr;
+    for (const auto& e : map_) {  // few prefixes: a linear scan is fine
+      const std::string& p = e.first;
+      const bool match = p == "/" ? true
+                                  : path.size() >= p.size() && path.compare(0, p.size(), p) == 0 &&
+                                        (path.size() == p.size() || path[p.size()] == '/');
+      if (match && (best == nullptr || p.size() > best->first.size())) best = &e;
+    }
+    if (best == nullptr) {
+      ec = std::make_error_code(std::errc::no_such_file_or_directory);
+      return std::nullopt;
+    }
+    std::string_view rest = path.substr(best->first == "/" ? 0 : best->first.size());
+    while (!rest.empty() && rest.front() == '/') rest.remove_prefix(1);
+    return resolution{best->second, best->first, std::string(rest)};
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<channel>> map_;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Protocol
+
+/// Message types (channel send_buffers::type).
+enum class io_msg : std::uint32_t {
+  open = 1,
+  close,
+  read,
+  write,
+  lseek,
+  fstat,
+  ftruncate,
+  mmap,     ///< filled by the pager work: map a range of the file
+  page_in,  ///< generic pager request: bring a range of the file in
+};
+
+/// Who sends: every request header starts with this.
+struct client_info {
+  std::uint64_t pid = 0;  ///< logical process id (faultsafe::process::pid())
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+};
+
+/// io_msg::open. Payload: the path below the server's prefix (not NUL-terminated). Reply status: the
+/// new OCB handle.
+struct io_open_request {
+  client_info client;
+  std::int32_t flags = 0;  ///< O_RDONLY/O_WRONLY/O_RDWR | O_CREAT | O_EXCL | O_TRUNC | O_APPEND
+  std::uint32_t mode = 0;  ///< permission bits for O_CREAT
+};
+/// io_msg::close and io_msg::fstat (reply header: struct stat).
+struct io_handle_request {
+  client_info client;
+  std::uint64_t handle = 0;
+};
+/// io_msg::read (reply data: the client's buffer) and io_msg::write (payload: the client's buffer).
+/// Reply status: bytes transferred.
+struct io_rw_request {
+  client_info client;
+  std::uint64_t handle = 0;
+  std::uint64_t nbytes = 0;
+  std::int64_t offset = 0;      ///< used when use_offset (pread/pwrite); else the OCB's offset
+  std::uint32_t use_offset = 0;
+};
+/// io_msg::lseek. Reply status: the new offset.
+struct io_lseek_request {
+  client_info client;
+  std::uint64_t handle = 0;
+  std::int64_t offset = 0;
+  std::int32_t whence = 0;
+};
+/// io_msg::ftruncate.
+struct io_ftruncate_request {
+  client_info client;
+  std::uint64_t handle = 0;
+  std::int64_t length = 0;
+};
+/// io_msg::mmap: the client wants [offset, offset+length) of the file mapped with prot/flags.
+struct io_mmap_request {
+  client_info client;
+  std::uint64_t handle = 0;
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+  std::int32_t prot = 0;
+  std::int32_t flags = 0;
+};
+/// io_msg::mmap reply header: what backs the mapping (e.g. the file's memfd and the offset in it).
+/// The fd stays owned by the server; it is valid while the OCB is open.
+struct io_mmap_reply {
+  std::int32_t memfd = -1;
+  std::uint32_t flags = 0;
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+  std::uint64_t cookie = 0;  ///< server-defined (e.g. an attr id for page_in)
+};
+/// io_msg::page_in: generic pager request for [offset, offset+length) of the file behind `handle` (or
+/// `cookie`). Reply header and data are pager-defined (io_page_in_reply, and reply data if any).
+struct io_page_in_request {
+  client_info client;
+  std::uint64_t handle = 0;
+  std::uint64_t cookie = 0;
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+  std::uint32_t flags = 0;
+};
+struct io_page_in_reply {
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+  std::uint64_t cookie = 0;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Server
+
+class server;
+
+/// Per-open state kept by a server. Derive from it.
+struct ocb_base {
+  virtual ~ocb_base() = default;
+  std::uint64_t owner_pid = 0;  ///< set by the server: only this process may use the handle
+};
+
+/// What a handler gets: the server, the receiver holding the message (for in-place copies), the
+/// client's identity and activity (already adopted by the calling thread).
+struct request_context {
+  server& srv;
+  channel::receiver& rcv;
+  client_info client;
+  activity_id activity = 0;
+};
+
+/// A handler's answer: `value` (bytes, offset, handle...) or `error`.
+struct io_result {
+  std::int64_t value = 0;
+  std::error_code error;
+  static io_result ok(std::int64_t v = 0) noexcept { return {v, {}}; }
+  static io_result fail(int e) noexcept { return {0, std::error_code(e, std::generic_category())}; }
+  static io_result fail(std::error_code e) noexcept { return {0, e}; }
+};
+
+/// The dispatch table. Empty slots answer ENOSYS. Handlers may throw std::system_error (its code is
+/// replied), std::bad_alloc (ENOMEM); anything else is replied as EIO.
+struct io_funcs {
+  /// Must set `out` on success; the server assigns the handle.
+  std::function<io_result(request_context&, const io_open_request&, std::string_view path, std::shared_ptr<ocb_base>& out)> open;
+  /// Called once when the handle is closed (the OCB is already out of the table).
+  std::function<io_result(request_context&, ocb_base&)> close;
+  std::function<io_result(request_context&, ocb_base&, const io_rw_request&)> read;
+  std::function<io_result(request_context&, ocb_base&, const io_rw_request&)> write;
+  std::function<io_result(request_context&, ocb_base&, const io_lseek_request&)> lseek;
+  std::function<io_result(request_context&, ocb_base&, struct ::stat&)> fstat;
+  std::function<io_result(request_context&, ocb_base&, const io_ftruncate_request&)> ftruncate;
+  /// The pager work fills this one: map a range of the file (reply: what backs it).
+  std::function<io_result(request_context&, ocb_base&, const io_mmap_request&, io_mmap_reply&)> mmap;
+  /// Generic page-in slot for the pager. The handler may write reply data itself (ctx.rcv).
+  std::function<io_result(request_context&, ocb_base*, const io_page_in_request&, io_page_in_reply&)> page_in;
+};
+
+struct thread_pool_options {
+  unsigned min_threads = 1;  ///< started at once (>= 1)
+  unsigned max_threads = 4;  ///< upper bound of growth (>= min_threads)
+};
+
+struct server_options {
+  std::string name = "server";
+  thread_pool_options pool{};
+  channel_options channel{};
+  path_namespace* ns = nullptr;  ///< nullptr = path_namespace::global()
+};
+
+class server {
+ public:
+  /// Effects: makes the channel; threads start with start(). Throws: std::invalid_argument for a bad
+  /// pool (min 0 or max < min).
+  server(server_options opts, io_funcs funcs)
+      : opts_(std::move(opts)), funcs_(std::move(funcs)) {
+    if (opts_.pool.min_threads == 0 || opts_.pool.max_threads < opts_.pool.min_threads)
+      throw std::invalid_argument("faultsafe::server: need 1 <= min_threads <= max_threads");
+    opts_.channel.name = opts_.name.c_str();
+    ch_ = std::make_shared<channel>(opts_.channel);
+  }
+  ~server() { stop(); }
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  [[nodiscard]] const std::string& name() const noexcept { return opts_.name; }
+  [[nodiscard]] const std::shared_ptr<channel>& chan() const noexcept { return ch_; }
+  [[nodiscard]] path_namespace& ns() const noexcept { return opts_.ns ? *opts_.ns : path_namespace::global(); }
+
+  /// Effects: attaches `prefix` to this server's channel. Returns EINVAL/EEXIST as path_namespace.
+  [[nodiscard]] std::error_code attach(std::string prefix) {
+    std::error_code ec = ns().attach(prefix, ch_);
+    if (!ec) {
+      std::lock_guard<std::mutex> g(pool_mu_);
+      prefixes_.push_back(std::move(prefix));
+    }
+    return ec;
+  }
+
+  /// Effects: starts min_threads pool threads (once). Throws: std::system_error if a thread cannot start.
+  void start() {
+    std::lock_guard<std::mutex> g(pool_mu_);
+    if (started_ || stopping_) return;
+    started_ = true;
+    for (unsigned i = 0; i < opts_.pool.min_threads; ++i) spawn_locked();
+  }
+
+  /// Effects: see the header comment. Idempotent.
+  void stop() {
+    std::vector<std::thread> threads;
+    std::vector<std::string> prefixes;
+    {
+      std::lock_guard<std::mutex> g(pool_mu_);
+      for (const std::thread& t : threads_)
+        if (t.get_id() == std::this_thread::get_id())
+          throw std::system_error(std::make_error_code(std::errc::resource_deadlock_would_occur),
+                                  "faultsafe::server::stop() called from the server's own thread");
+      stopping_ = true;
+      threads.swap(threads_);
+      prefixes.swap(prefixes_);
+    }
+    for (const auto& p : prefixes) ns().detach(p, ch_.get());
+    ch_->stop();
+    for (auto& t : threads) t.join();
+    std::lock_guard<std::mutex> g(ocb_mu_);
+    ocbs_.clear();
+  }
+
+  /// Pool statistics (racy snapshots): threads started, threads idle (waiting for work), the most
+  /// threads ever busy at once.
+  [[nodiscard]] unsigned threads() const noexcept { return started_threads_.load(std::memory_order_relaxed); }
+  [[nodiscard]] unsigned idle_threads() const noexcept { return idle_.load(std::memory_order_relaxed); }
+  [[nodiscard]] unsigned peak_busy() const noexcept { return peak_busy_.load(std::memory_order_relaxed); }
+  [[nodiscard]] std::size_t open_ocbs() const {
+    std::lock_guard<std::mutex> g(ocb_mu_);
+    return ocbs_.size();
+  }
+
+ private:
+  void spawn_locked() {
+    const unsigned idx = started_threads_.fetch_add(1, std::memory_order_relaxed);
+    idle_.fetch_add(1, std::memory_order_relaxed);
+    try {
+      threads_.emplace_back([this, idx] { thread_main(idx); });
+    } catch (...) {
+      started_threads_.fetch_sub(1, std::memory_order_relaxed);
+      idle_.fetch_sub(1, std::memory_order_relaxed);
+      throw;
+    }
+  }
+
+  void maybe_grow() noexcept {
+    std::lock_guard<std::mutex> g(pool_mu_);
+    if (stopping_ || started_threads_.load(std::memory_order_relaxed) >= opts_.pool.max_threads) return;
+    try {
+      spawn_locked();
+    } catch (...) {  // could not start a thread: keep serving with what we have
+    }
+  }
+
+  void thread_main(unsigned idx) {
+    set_this_thread_name(opts_.name + "/" + std::to_string(idx));
+    channel::receiver& r = ch_->attach();
+    while (!r.receive()) {
+      const unsigned busy_now = started_threads_.load(std::memory_order_relaxed) -
+                                (idle_.fetch_sub(1, std::memory_order_acq_rel) - 1);
+      unsigned peak = peak_busy_.load(std::memory_order_relaxed);
+      while (busy_now > peak && !peak_busy_.compare_exchange_weak(peak, busy_now, std::memory_order_relaxed)) {
+      }
+      if (idle_.load(std::memory_order_acquire) == 0) maybe_grow();  // every thread is busy: add one
+      dispatch(r);
+      idle_.fetch_add(1, std::memory_order_acq_rel);
+    }
+    ch_->detach(r);
+  }
+
+  std::shared_ptr<ocb_base> find_ocb(std::uint64_t handle, std::uint64_t pid) const {
+    std::lock_guard<std::mutex> g(ocb_mu_);
+    auto it = ocbs_.find(handle);
+    if (it == ocbs_.end() || it->second->owner_pid != pid) return nullptr;
+    return it->second;
+  }
+
+  template <class Req>
+  static bool decode(channel::receiver& r, Req& q) {
+    if (r.header_as(q)) {
+      (void)r.reply_error(std::make_error_code(std::errc::bad_message));
+      return false;
+    }
+    return true;
+  }
+
+  static void finish(channel::receiver& r, const io_result& res, const void* hdr = nullptr, std::size_t len = 0) {
+    if (!r.holding()) return;  // the handler replied itself
+    if (res.error)
+      (void)r.reply_error(res.error);
+    else
+      (void)r.reply(res.value, hdr, len);
+  }
+
+  // Runs a handler-calling function, turning exceptions into error replies.
+  template <class F>
+  static io_result guarded(F&& f) noexcept {
+    try {
+      return f();
+    } catch (const std::system_error& e) {
+      return io_result::fail(e.code());
+    } catch (const std::bad_alloc&) {
+      return io_result::fail(ENOMEM);
+    } catch (...) {
+      return io_result::fail(EIO);
+    }
+  }
+
+  template <class Req, class F>
+  void with_ocb(channel::receiver& r, F&& f) {
+    Req q;
+    if (!decode(r, q)) return;
+    std::shared_ptr<ocb_base> o = find_ocb(q.handle, q.client.pid);
+    if (!o) {
+      (void)r.reply_error(std::make_error_code(std::errc::bad_file_descriptor));
+      return;
+    }
+    request_context ctx{*this, r, q.client, r.activity()};
+    f(ctx, q, *o);
+  }
+
+  void dispatch(channel::receiver& r) {
+    activity_scope adopt(r.activity());
+    const auto enosys = io_result::fail(ENOSYS);
+    switch (static_cast<io_msg>(r.type())) {
+      case io_msg::open: {
+        io_open_request q;
+        if (!decode(r, q)) return;
+        if (!funcs_.open) return finish(r, enosys);
+        std::string path(r.payload_len(), '\0');
+        if (auto ec = r.read_payload(0, path.data(), path.size())) return finish(r, io_result::fail(ec));
+        request_context ctx{*this, r, q.client, r.activity()};
+        std::shared_ptr<ocb_base> o;
+        io_result res = guarded([&] { return funcs_.open(ctx, q, path, o); });
+        if (!res.error && !o) res = io_result::fail(EIO);
+        if (!res.error) {
+          o->owner_pid = q.client.pid;
+          std::lock_guard<std::mutex> g(ocb_mu_);
+          const std::uint64_t h = next_handle_++;
+          ocbs_.emplace(h, o);
+          res.value = static_cast<std::int64_t>(h);
+        }
+        if (!res.error && r.holding() && r.reply(res.value)) {
+          // The client gave up (timeout): nobody will ever close this handle.
+          std::lock_guard<std::mutex> g(ocb_mu_);
+          ocbs_.erase(static_cast<std::uint64_t>(res.value));
+        }
+        return finish(r, res);
+      }
+      case io_msg::close: {
+        io_handle_request q;
+        if (!decode(r, q)) return;
+        std::shared_ptr<ocb_base> o;
+        {
+          std::lock_guard<std::mutex> g(ocb_mu_);
+          auto it = ocbs_.find(q.handle);
+          if (it != ocbs_.end() && it->second->owner_pid == q.client.pid) {
+            o = std::move(it->second);
+            ocbs_.erase(it);
+          }
+        }
+        if (!o) return finish(r, io_result::fail(EBADF));
+        request_context ctx{*this, r, q.client, r.activity()};
+        return finish(r, funcs_.close ? guarded([&] { return funcs_.close(ctx, *o); }) : io_result::ok());
+      }
+      case io_msg::read:
+        return with_ocb<io_rw_request>(r, [&](request_context& ctx, const io_rw_request& q, ocb_base& o) {
+          finish(r, funcs_.read ? guarded([&] { return funcs_.read(ctx, o, q); }) : enosys);
+        });
+      case io_msg::write:
+        return with_ocb<io_rw_request>(r, [&](request_context& ctx, const io_rw_request& q, ocb_base& o) {
+          finish(r, funcs_.write ? guarded([&] { return funcs_.write(ctx, o, q); }) : enosys);
+        });
+      case io_msg::lseek:
+        return with_ocb<io_lseek_request>(r, [&](request_context& ctx, const io_lseek_request& q, ocb_base& o) {
+          finish(r, funcs_.lseek ? guarded([&] { return funcs_.lseek(ctx, o, q); }) : enosys);
+        });
+      case io_msg::fstat:
+        return with_ocb<io_handle_request>(r, [&](request_context& ctx, const io_handle_request&, ocb_base& o) {
+          struct ::stat st {};
+          io_result res = funcs_.fstat ? guarded([&] { return funcs_.fstat(ctx, o, st); }) : enosys;
+          finish(r, res, &st, sizeof st);
+        });
+      case io_msg::ftruncate:
+        return with_ocb<io_ftruncate_request>(r, [&](request_context& ctx, const io_ftruncate_request& q, ocb_base& o) {
+          finish(r, funcs_.ftruncate ? guarded([&] { return funcs_.ftruncate(ctx, o, q); }) : enosys);
+        });
+      case io_msg::mmap:
+        return with_ocb<io_mmap_request>(r, [&](request_context& ctx, const io_mmap_request& q, ocb_base& o) {
+          io_mmap_reply rep{};
+          io_result res = funcs_.mmap ? guarded([&] { return funcs_.mmap(ctx, o, q, rep); }) : enosys;
+          finish(r, res, &rep, sizeof rep);
+        });
+      case io_msg::page_in: {
+        io_page_in_request q;
+        if (!decode(r, q)) return;
+        std::shared_ptr<ocb_base> o = q.handle ? find_ocb(q.handle, q.client.pid) : nullptr;
+        if (q.handle && !o) return finish(r, io_result::fail(EBADF));
+        request_context ctx{*this, r, q.client, r.activity()};
+        io_page_in_reply rep{};
+        io_result res = funcs_.page_in ? guarded([&] { return funcs_.page_in(ctx, o.get(), q, rep); }) : enosys;
+        return finish(r, res, &rep, sizeof rep);
+      }
+    }
+    finish(r, enosys);
+  }
+
+  server_options opts_;
+  io_funcs funcs_;
+  std::shared_ptr<channel> ch_;
+
+  mutable std::mutex ocb_mu_;  // leaf: ocbs_, next_handle_
+  std::unordered_map<std::uint64_t, std::shared_ptr<ocb_base>> ocbs_;
+  std::uint64_t next_handle_ = 1;
+
+  std::mutex pool_mu_;  // leaf: threads_, prefixes_, started_, stopping_
+  std::vector<std::thread> threads_;
+  std::vector<std::string> prefixes_;
+  bool started_ = false;
+  bool stopping_ = false;
+  std::atomic<unsigned> started_threads_{0};
+  std::atomic<unsigned> idle_{0};
+  std::atomic<unsigned> peak_busy_{0};
+};
+
+}  // namespace faultsafe
