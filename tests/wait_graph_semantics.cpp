@@ -1,0 +1,160 @@
+// The wait-for graph's stuck rules (ALL / ANY / can_grow / hand-off), reporting exactly once, the
+// disabled switch and a throwing handler, on fake resources and waits recorded on behalf of made-up
+// thread ids (deterministic: no threads, no timing).
+#include <doctest/doctest.h>
+
+#include <stdexcept>
+
+#include "wait_graph_support.hpp"
+
+using namespace wgtest;
+using faultsafe::on_behalf;
+
+namespace {
+
+struct fake final : faultsafe::waitable {
+  fake(std::string n, std::vector<std::uint32_t> h, bool any = false, bool grow = false)
+      : name(std::move(n)), holders(std::move(h)), any(any), grow(grow) {}
+  std::string name;
+  std::vector<std::uint32_t> holders;
+  bool any, grow;
+  void wait_holders(std::vector<std::uint32_t>& t) const override { t.insert(t.end(), holders.begin(), holders.end()); }
+  bool any_of() const override { return any; }
+  bool can_grow() const override { return grow; }
+  std::string wait_name() const override { return name; }
+};
+
+constexpr std::uint32_t T1 = 900001, T2 = 900002, T3 = 900003, T4 = 900004;
+
+}  // namespace
+
+TEST_CASE("ALL 2-cycle is reported once, naming every hop, and again only for new wait instances") {
+  graph_fixture fx;
+  fake ra("lock A", {T2}), rb("lock B", {T1});
+  const auto before = wait_graph::stats();
+  {
+    wait_scope w1(on_behalf, T1, ra, wait_kind::lock);
+    CHECK(fx.count() == 0);
+    {
+      wait_scope w2(on_behalf, T2, rb, wait_kind::lock, "in test");
+      REQUIRE(fx.count() == 1);
+      const auto v = fx.reports().front();
+      CHECK(v.kind == faultsafe::violation_kind::wait_cycle);
+      REQUIRE(!v.details.empty());
+      // the finder (T2) first, then every hop in order
+      CHECK(v.details[0] ==
+            "thread-900002 -lock wait-> lock B [in test] -held by-> thread-900001 -lock wait-> lock A -held by-> thread-900002");
+      CHECK(contains(v.involved, "thread-900001"));
+      CHECK(contains(v.involved, "thread-900002"));
+      CHECK(contains(v.involved, "lock A"));
+      CHECK(contains(v.involved, "lock B"));
+      // on-behalf waits are not breakable
+      CHECK_FALSE(w1.deadlocked());
+      CHECK_FALSE(w2.deadlocked());
+      CHECK(v.summary.find("not broken") != std::string::npos);
+      // rescans do not report it again
+      for (int i = 0; i < 3; ++i) CHECK(wait_graph::check_now() == 0);
+      CHECK(fx.count() == 1);
+    }
+    // a new wait instance closes a new cycle: a new report
+    wait_scope w2b(on_behalf, T2, rb, wait_kind::lock);
+    CHECK(fx.count() == 2);
+  }
+  const auto after = wait_graph::stats();
+  CHECK(after.active_waits == before.active_waits);
+  CHECK(after.reports - before.reports == 2);
+}
+
+TEST_CASE("ANY: stuck only when every server is stuck") {
+  graph_fixture fx;
+  fake chan("channel 'c'", {T2, T3}, /*any=*/true);
+  fake lock_by_t1("lock L", {T1});
+  wait_scope w1(on_behalf, T1, chan, wait_kind::send);
+  wait_scope w2(on_behalf, T2, lock_by_t1, wait_kind::lock);
+  CHECK(fx.count() == 0);  // T3 is not blocked: it will serve T1
+  CHECK(wait_graph::check_now() == 0);
+  CHECK(wait_graph::dump().find("STUCK") == std::string::npos);
+  {
+    wait_scope w3(on_behalf, T3, lock_by_t1, wait_kind::lock);
+    REQUIRE(fx.count() == 1);  // now both servers wait on T1
+    const auto v = fx.reports().front();
+    CHECK(v.details[0].find("-send wait-> channel 'c' -served by->") != std::string::npos);
+  }
+}
+
+TEST_CASE("ANY that can grow is never stuck; ANY with no server that cannot grow is a dead end, not a cycle") {
+  graph_fixture fx;
+  fake pool("pool p", {T2}, true, /*grow=*/true);
+  fake lock_by_t1("lock L", {T1});
+  {
+    wait_scope w1(on_behalf, T1, pool, wait_kind::pool);
+    wait_scope w2(on_behalf, T2, lock_by_t1, wait_kind::lock);
+    CHECK(fx.count() == 0);
+  }
+  fake empty("channel 'nobody'", {}, true, false);
+  fake lock_by_t3("lock M", {T3});
+  wait_scope w3(on_behalf, T3, empty, wait_kind::send);
+  wait_scope w4(on_behalf, T4, lock_by_t3, wait_kind::lock);
+  CHECK(fx.count() == 0);
+  const auto d = wait_graph::dump();
+  CHECK(d.find("thread-900003 -send wait-> channel 'nobody' (any of:) STUCK") != std::string::npos);
+  CHECK(d.find("thread-900004 -lock wait-> lock M (all of: thread-900003) STUCK") != std::string::npos);
+}
+
+TEST_CASE("ALL: a resource already handed to its waiter is not stuck; an empty holder list is free") {
+  graph_fixture fx;
+  fake handed("lock H", {T1, T2});  // T1 waits on H but is listed: handed over, waking
+  fake lock_by_t1("lock L", {T1});
+  fake free_lock("lock F", {});
+  wait_scope w1(on_behalf, T1, handed, wait_kind::lock);
+  wait_scope w2(on_behalf, T2, lock_by_t1, wait_kind::lock);
+  wait_scope w3(on_behalf, T3, free_lock, wait_kind::lock);
+  CHECK(fx.count() == 0);
+  CHECK(wait_graph::dump().find("STUCK") == std::string::npos);
+}
+
+TEST_CASE("ANY self-loop: a single-threaded server sending to its own channel") {
+  graph_fixture fx;
+  fake own("channel 'self'", {T1}, true);
+  wait_scope w1(on_behalf, T1, own, wait_kind::send);
+  REQUIRE(fx.count() == 1);
+  CHECK(fx.reports().front().details[0] ==
+        "thread-900001 -send wait-> channel 'self' -served by-> thread-900001");
+}
+
+TEST_CASE("disabled: nothing is recorded, nothing reported") {
+  graph_fixture fx;
+  wait_graph::set_enabled(false);
+  CHECK_FALSE(wait_graph::enabled());
+  const auto before = wait_graph::stats();
+  fake ra("lock A", {T2}), rb("lock B", {T1});
+  {
+    wait_scope w1(on_behalf, T1, ra, wait_kind::lock);
+    wait_scope w2(on_behalf, T2, rb, wait_kind::lock);
+    CHECK_FALSE(w1.recorded());
+    CHECK_FALSE(w2.poll());
+    CHECK(w1.sequence() == 0);
+  }
+  CHECK(fx.count() == 0);
+  CHECK(wait_graph::stats().waits_recorded == before.waits_recorded);
+}
+
+TEST_CASE("a throwing handler: the exception leaves the constructor and the wait is not recorded") {
+  faultsafe::scoped_violation_handler h([](const faultsafe::violation&) { throw std::runtime_error("cycle"); });
+  wait_graph::set_enabled(true);
+  fake ra("lock A", {T2}), rb("lock B", {T1});
+  const auto before = wait_graph::stats().active_waits;
+  wait_scope w1(on_behalf, T1, ra, wait_kind::lock);
+  CHECK_THROWS_AS(wait_scope(on_behalf, T2, rb, wait_kind::lock), std::runtime_error);
+  CHECK(wait_graph::stats().active_waits == before + 1);
+}
+
+TEST_CASE("options are clamped and readable") {
+  graph_fixture fx;
+  faultsafe::wait_graph_options o;
+  o.recheck_interval = std::chrono::nanoseconds(0);
+  o.policy = faultsafe::wait_cycle_policy::report_only;
+  wait_graph::set_options(o);
+  CHECK(wait_graph::recheck_interval() == std::chrono::microseconds(1));
+  CHECK(wait_graph::options().policy == faultsafe::wait_cycle_policy::report_only);
+}
