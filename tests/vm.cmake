@@ -1,3 +1,5 @@
 # vm/: address spaces and the userfaultfd pager (issue 5). Each test exits 77 (skipped, with the reason
 # printed) when the kernel refuses userfaultfd.
 faultsafe_test(vm_pager_test SOURCES vm_pager_test.cpp TIMEOUT 60 LABELS vm)
+faultsafe_test(vm_aspace_test SOURCES vm_aspace_test.cpp TIMEOUT 60 LABELS vm)
+faultsafe_test(vm_bounce_test SOURCES vm_bounce_test.cpp TIMEOUT 120 LABELS vm)

@@ -105,16 +105,14 @@ inline void probe_handler(int sig, siginfo_t*, void*) {
   }
   signal(sig, SIG_DFL);  // not a probe: die as usual
 }
+// Installed on every probe: doctest replaces SIGSEGV/SIGBUS handlers at the start of each test case.
 inline void install_probe_handlers() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    struct sigaction sa {};
-    sa.sa_sigaction = &probe_handler;
-    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGBUS, &sa, nullptr);
-    sigaction(SIGSEGV, &sa, nullptr);
-  });
+  struct sigaction sa {};
+  sa.sa_sigaction = &probe_handler;
+  sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGBUS, &sa, nullptr);
+  sigaction(SIGSEGV, &sa, nullptr);
 }
 
 /// Reads *p. Returns 0 (value in out) or the signal that the access raised (SIGBUS/SIGSEGV).
