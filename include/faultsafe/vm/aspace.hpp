@@ -433,12 +433,12 @@ class aspace {
   }
 
   // Requires: map lock exclusive. Effects: unlinks `r` and drops the tree's reference.
-  void unlink_locked(region& r) noexcept {
+  void unlink_locked(region& r) noexcept FAULTSAFE_REQUIRES(map_lock_) {
     tree_.erase(tree_.iterator_to(r));
     release(&r);
   }
 
-  void unlink_overlapping_dead_locked(std::uintptr_t a, std::uintptr_t e) noexcept {
+  void unlink_overlapping_dead_locked(std::uintptr_t a, std::uintptr_t e) noexcept FAULTSAFE_REQUIRES(map_lock_) {
     auto it = tree_.upper_bound(a);
     if (it != tree_.begin()) {
       auto prev = std::prev(it);
