@@ -31,7 +31,7 @@
 // Thread-safety: every function may be called from any thread. Lock order: the graph mutex is an
 // internal leaf; it is never held while a handler runs or while a user lock is acquired (it is
 // held while a thread-name lookup takes the thread registry's leaf mutex).
-// Memory ordering: see the numbered comments on `graph::generation`.
+// Memory ordering: see the numbered comments on `lock_graph_generation` (1)-(3).
 // Lifetime: a lock_class must outlive every tracked_mutex of it, and must not be destroyed while one
 // of its locks is held. An acquisition racing with forget() of its class may record its edge in the
 // old graph (as if it happened before forget()).
@@ -63,6 +63,10 @@ namespace faultsafe {
 class lock_class;
 
 namespace detail {
+
+/// The graph's generation: bumped by every forget(); a cached edge is valid only while it is unchanged.
+/// A namespace-scope constant-initialised atomic, so the fast path reads it without a static guard.
+inline std::atomic<std::uint64_t> lock_graph_generation{1};
 
 /// One recorded dependency, with where it was first seen.
 struct lock_edge_info {
@@ -115,13 +119,7 @@ class lock_graph {
     }
     if (remove_node) nodes_.erase(it);
     // (1) release, pairs with (2): a thread that sees the new generation sees the edges removed.
-    generation_.fetch_add(1, std::memory_order_release);
-  }
-
-  /// The current generation; cached edges are valid only while it is unchanged.
-  std::uint64_t generation() const noexcept {
-    // (2) acquire, pairs with (1) and (3).
-    return generation_.load(std::memory_order_acquire);
+    lock_graph_generation.fetch_add(1, std::memory_order_release);
   }
 
   [[nodiscard]] bool has_edge(std::uint32_t from, std::uint32_t to) const {
@@ -137,8 +135,8 @@ class lock_graph {
                 const source_location& where, std::uint64_t& gen, violation& v, bool& report) {
     report = false;
     std::lock_guard<std::mutex> g(m_);
-    // (3) relaxed suffices under m_: forget() bumps the counter while holding m_.
-    gen = generation_.load(std::memory_order_relaxed);
+    // (3) relaxed suffices under m_: forget() bumps the counter only while holding m_.
+    gen = lock_graph_generation.load(std::memory_order_relaxed);
     auto fit = nodes_.find(from);
     auto tit = nodes_.find(to);
     if (fit == nodes_.end() || tit == nodes_.end()) return false;  // class destroyed: nothing to learn
@@ -217,7 +215,6 @@ class lock_graph {
 
   mutable std::mutex m_;  // leaf
   std::atomic<std::uint32_t> next_id_{1};
-  std::atomic<std::uint64_t> generation_{1};
   std::unordered_map<std::uint32_t, lock_class_node> nodes_;
   std::unordered_set<std::uint64_t> reported_;
 };
@@ -281,8 +278,8 @@ inline void record_class_edges(const acquire_request& r, const source_location& 
   const held_stack& s = this_thread_held();
   if (s.depth == 0) return;
   edge_cache& cache = this_thread_edge_cache();
-  lock_graph& graph = lock_graph::instance();
-  const std::uint64_t gen = graph.generation();
+  // (2) acquire, pairs with (1): after a forget() the stale cache entries stop matching.
+  const std::uint64_t gen = lock_graph_generation.load(std::memory_order_acquire);
   const std::uint32_t to = r.cls->id();
   for (unsigned i = 0; i < s.depth; ++i) {
     const held_lock& h = s.e[i];
@@ -296,7 +293,7 @@ inline void record_class_edges(const acquire_request& r, const source_location& 
     violation v;
     bool report = false;
     std::uint64_t known_gen = 0;
-    if (graph.add_edge(from, to, h, r, where, known_gen, v, report)) {
+    if (lock_graph::instance().add_edge(from, to, h, r, where, known_gen, v, report)) {
       slot.key = key;
       slot.generation = known_gen;
     } else if (report) {
@@ -331,7 +328,7 @@ class FAULTSAFE_CAPABILITY("mutex") tracked_mutex {
   void lock(source_location where = source_location::current()) FAULTSAFE_ACQUIRE()
       FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
     const detail::acquire_request r = request(detail::hold_mode::exclusive);
-    detail::check_acquire(r, where);
+    detail::check_acquire_fast(r, where);
     detail::record_class_edges(r, where);
     m_.lock();
     detail::push_held_or_release(r, where, [this] { m_.unlock(); });
@@ -341,7 +338,7 @@ class FAULTSAFE_CAPABILITY("mutex") tracked_mutex {
   [[nodiscard]] bool try_lock(source_location where = source_location::current()) FAULTSAFE_TRY_ACQUIRE(true)
       FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
     const detail::acquire_request r = request(detail::hold_mode::exclusive);
-    detail::check_acquire(detail::without_rank(r), where);
+    detail::check_acquire_fast(detail::without_rank(r), where);
     if (!m_.try_lock()) return false;
     detail::push_held_or_release(r, where, [this] { m_.unlock(); });
     return true;
@@ -351,13 +348,13 @@ class FAULTSAFE_CAPABILITY("mutex") tracked_mutex {
   /// the handler returns.
   void unlock(source_location where = source_location::current()) FAULTSAFE_RELEASE()
       FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    if (detail::pop_held(this, cls_->name().c_str(), where)) m_.unlock();
+    if (detail::pop_held_fast(this, cls_->name().c_str(), where)) m_.unlock();
   }
 
   void lock_shared(source_location where = source_location::current())
     requires shared_lockable_mutex<Mutex> FAULTSAFE_ACQUIRE_SHARED() FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
     const detail::acquire_request r = request(detail::hold_mode::shared);
-    detail::check_acquire(r, where);
+    detail::check_acquire_fast(r, where);
     detail::record_class_edges(r, where);
     m_.lock_shared();
     detail::push_held_or_release(r, where, [this] { m_.unlock_shared(); });
@@ -366,7 +363,7 @@ class FAULTSAFE_CAPABILITY("mutex") tracked_mutex {
   [[nodiscard]] bool try_lock_shared(source_location where = source_location::current())
     requires shared_lockable_mutex<Mutex> FAULTSAFE_TRY_ACQUIRE_SHARED(true) FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
     const detail::acquire_request r = request(detail::hold_mode::shared);
-    detail::check_acquire(detail::without_rank(r), where);
+    detail::check_acquire_fast(detail::without_rank(r), where);
     if (!m_.try_lock_shared()) return false;
     detail::push_held_or_release(r, where, [this] { m_.unlock_shared(); });
     return true;
@@ -374,7 +371,7 @@ class FAULTSAFE_CAPABILITY("mutex") tracked_mutex {
 
   void unlock_shared(source_location where = source_location::current())
     requires shared_lockable_mutex<Mutex> FAULTSAFE_RELEASE_SHARED() FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    if (detail::pop_held(this, cls_->name().c_str(), where)) m_.unlock_shared();
+    if (detail::pop_held_fast(this, cls_->name().c_str(), where)) m_.unlock_shared();
   }
 
   [[nodiscard]] lock_class& cls() const noexcept { return *cls_; }

@@ -89,16 +89,48 @@ struct default_rank_name {
   static constexpr std::array<char, 32> value = make();
 };
 
-/// Effects: push_held(r, where); if that throws (held-stack overflow and a throwing handler),
-/// calls release() first, so the caller ends holding nothing.
+/// Effects: check_acquire(r, where), but first a tight scan that skips it when nothing held can
+/// conflict (the common case): no hold of the same object and, for a ranked request, no held rank at
+/// or above r.rank. Same results and exceptions as check_acquire.
+inline void check_acquire_fast(const acquire_request& r, const source_location& where) {
+  const held_stack& s = this_thread_held();
+  for (unsigned i = 0; i < s.depth; ++i) {
+    const acquire_request& h = s.e[i].req;
+    if (h.object == r.object || (r.rank != 0 && h.rank >= r.rank)) {
+      check_acquire(r, where);
+      return;
+    }
+  }
+}
+
+/// Effects: push_held(r, where), with the common case (room on the stack) inline; if push_held throws
+/// (held-stack overflow and a throwing handler), calls release() first, so the caller holds nothing.
 template <class Release>
 inline void push_held_or_release(const acquire_request& r, const source_location& where, Release release) {
+  held_stack& s = this_thread_held();
+  if (s.depth < FAULTSAFE_MAX_HELD_LOCKS) [[likely]] {
+    held_lock& h = s.e[s.depth++];
+    h.req = r;
+    h.where = where;
+    h.batch = s.batch;
+    return;
+  }
   try {
     push_held(r, where);
   } catch (...) {
     release();
     throw;
   }
+}
+
+/// Effects: pop_held(token, name, where), with the common case (token on top of the stack) inline.
+inline bool pop_held_fast(const void* token, const char* name, const source_location& where) {
+  held_stack& s = this_thread_held();
+  if (s.depth != 0 && s.e[s.depth - 1].req.token == token) [[likely]] {
+    --s.depth;
+    return true;
+  }
+  return pop_held(token, name, where);
 }
 
 /// The request a try_lock checks: recursion only (a try_lock cannot wait, so it cannot invert).
@@ -136,7 +168,7 @@ class FAULTSAFE_CAPABILITY("mutex") ranked_mutex {
   void lock(source_location where = source_location::current()) FAULTSAFE_ACQUIRE()
       FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
     const detail::acquire_request r = request(detail::hold_mode::exclusive);
-    detail::check_acquire(r, where);
+    detail::check_acquire_fast(r, where);
     m_.lock();
     detail::push_held_or_release(r, where, [this] { m_.unlock(); });
   }
@@ -145,7 +177,7 @@ class FAULTSAFE_CAPABILITY("mutex") ranked_mutex {
   [[nodiscard]] bool try_lock(source_location where = source_location::current()) FAULTSAFE_TRY_ACQUIRE(true)
       FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
     const detail::acquire_request r = request(detail::hold_mode::exclusive);
-    detail::check_acquire(detail::without_rank(r), where);
+    detail::check_acquire_fast(detail::without_rank(r), where);
     if (!m_.try_lock()) return false;
     detail::push_held_or_release(r, where, [this] { m_.unlock(); });
     return true;
@@ -156,7 +188,7 @@ class FAULTSAFE_CAPABILITY("mutex") ranked_mutex {
   /// (unlocking a mutex one does not own is undefined behaviour). Throws: what the handler throws.
   void unlock(source_location where = source_location::current()) FAULTSAFE_RELEASE()
       FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    if (detail::pop_held(this, name_, where)) m_.unlock();
+    if (detail::pop_held_fast(this, name_, where)) m_.unlock();
   }
 
   /// Shared (reader) variants, when Mutex has them. A second read lock by the same thread is
@@ -164,7 +196,7 @@ class FAULTSAFE_CAPABILITY("mutex") ranked_mutex {
   void lock_shared(source_location where = source_location::current())
     requires shared_lockable_mutex<Mutex> FAULTSAFE_ACQUIRE_SHARED() FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
     const detail::acquire_request r = request(detail::hold_mode::shared);
-    detail::check_acquire(r, where);
+    detail::check_acquire_fast(r, where);
     m_.lock_shared();
     detail::push_held_or_release(r, where, [this] { m_.unlock_shared(); });
   }
@@ -172,7 +204,7 @@ class FAULTSAFE_CAPABILITY("mutex") ranked_mutex {
   [[nodiscard]] bool try_lock_shared(source_location where = source_location::current())
     requires shared_lockable_mutex<Mutex> FAULTSAFE_TRY_ACQUIRE_SHARED(true) FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
     const detail::acquire_request r = request(detail::hold_mode::shared);
-    detail::check_acquire(detail::without_rank(r), where);
+    detail::check_acquire_fast(detail::without_rank(r), where);
     if (!m_.try_lock_shared()) return false;
     detail::push_held_or_release(r, where, [this] { m_.unlock_shared(); });
     return true;
@@ -180,7 +212,7 @@ class FAULTSAFE_CAPABILITY("mutex") ranked_mutex {
 
   void unlock_shared(source_location where = source_location::current())
     requires shared_lockable_mutex<Mutex> FAULTSAFE_RELEASE_SHARED() FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    if (detail::pop_held(this, name_, where)) m_.unlock_shared();
+    if (detail::pop_held_fast(this, name_, where)) m_.unlock_shared();
   }
 
   /// The name used in reports.
