@@ -398,11 +398,11 @@ class test_pager {
       }
       const auto r = it.job();
       {
-        std::lock_guard<std::mutex> g(it.f->m_);
-        it.f->result_ = r;
+        std::lock_guard<std::mutex> g(it.f->m_);  // notify under the lock: the fault may die once the
+        it.f->result_ = r;                        // faulting thread sees done_
         it.f->done_ = true;
+        it.f->cv_.notify_all();
       }
-      it.f->cv_.notify_all();
     }
   }
 

@@ -332,7 +332,8 @@ class wait_graph {
     bool stuck = true;
   };
   struct snapshot {
-    std::vector<node> nodes;                                     // sorted by waiter
+    std::vector<node> nodes;                 // sorted by waiter
+    std::vector<detail::wait_record*> recs;  // scratch
     [[nodiscard]] std::size_t find(std::uint32_t tid) const {
       auto it = std::lower_bound(nodes.begin(), nodes.end(), tid,
                                  [](const node& n, std::uint32_t t) { return n.waiter < t; });
@@ -345,32 +346,38 @@ class wait_graph {
   /// Requires: s.m held. One node per waiting thread (its newest wait). If `stable` is given, only
   /// waits whose (waiter, seq) appear in it may start as stuck (confirmation scan).
   static void take_snapshot(state_t& s, snapshot& snap, const std::vector<std::pair<std::uint32_t, std::uint64_t>>* stable) {
-    snap.nodes.clear();
-    snap.nodes.reserve(s.waits.size());
-    for (auto& r : s.waits) {
-      node n;
-      n.waiter = r.waiter;
-      n.seq = r.seq;
-      n.rec = &r;
-      snap.nodes.push_back(std::move(n));
-    }
-    std::sort(snap.nodes.begin(), snap.nodes.end(), [](const node& a, const node& b) {
-      return a.waiter != b.waiter ? a.waiter < b.waiter : a.seq > b.seq;
+    // Storage is reused between scans (thread_local scratch): no allocation in the steady state.
+    auto& recs = snap.recs;
+    recs.clear();
+    for (auto& r : s.waits) recs.push_back(&r);
+    std::sort(recs.begin(), recs.end(), [](const detail::wait_record* a, const detail::wait_record* b) {
+      return a->waiter != b->waiter ? a->waiter < b->waiter : a->seq > b->seq;
     });
     // keep the newest wait per thread
-    snap.nodes.erase(std::unique(snap.nodes.begin(), snap.nodes.end(),
-                                 [](const node& a, const node& b) { return a.waiter == b.waiter; }),
-                     snap.nodes.end());
-    for (auto& n : snap.nodes) {
+    recs.erase(std::unique(recs.begin(), recs.end(),
+                           [](const detail::wait_record* a, const detail::wait_record* b) { return a->waiter == b->waiter; }),
+               recs.end());
+    snap.nodes.resize(recs.size());
+    for (std::size_t i = 0; i < recs.size(); ++i) {
+      auto& n = snap.nodes[i];
+      n.rec = recs[i];
+      n.waiter = n.rec->waiter;
+      n.seq = n.rec->seq;
+      n.holders.clear();
       n.rec->on->wait_holders(n.holders);
       n.any = n.rec->on->any_of();
       n.can_grow = n.any && n.rec->on->can_grow();
+      n.stuck = true;
       if (stable) {
         const auto key = std::make_pair(n.waiter, n.seq);
         n.stuck = std::binary_search(stable->begin(), stable->end(), key);
       }
     }
     ++s.stats.scans;
+  }
+  static snapshot& scratch() {
+    thread_local snapshot snap;
+    return snap;
   }
 
   /// Greatest fixpoint of the stuck rules (header comment), then the stuck-successor lists.
@@ -562,7 +569,7 @@ class wait_graph {
       if (!force && gen == s.scanned_generation.load(std::memory_order_relaxed) &&
           now_ns() - s.last_full_scan_ns.load(std::memory_order_relaxed) < s.opts.full_rescan_interval.count())
         return 0;  // someone scanned this state already
-      snapshot snap;
+      snapshot& snap = scratch();
       take_snapshot(s, snap, nullptr);
       compute_stuck(snap);
       std::vector<std::size_t> cycle;
@@ -582,7 +589,7 @@ class wait_graph {
     violation v;
     {
       std::unique_lock<std::mutex> g(s.m);
-      snapshot snap;
+      snapshot& snap = scratch();
       take_snapshot(s, snap, &stable);
       compute_stuck(snap);
       std::vector<std::size_t> cycle;
