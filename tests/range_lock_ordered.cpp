@@ -106,3 +106,42 @@ TEST_CASE("three locks, three threads, every rotation of the request order") {
   t2.join();
   CHECK(bad.load() == 0);
 }
+
+TEST_CASE("the ranges of one helper on one lock queue together: a spanning request cannot split them") {
+  // T1's helper waits for [0,10) behind a holder while its [20,10) is already queued; a request for
+  // [5,25) arriving meanwhile queues behind both. Enqueued one by one, T1 would hold [0,10) and then
+  // queue [20,10) behind the spanning request, which waits for T1: a deadlock (the watchdog).
+  range_lock l("file");
+  rl_test::watchdog wd("helper atomic enqueue", std::chrono::seconds(30));
+  rl_test::event held, release;
+  std::thread holder([&] {
+    range_guard g(l, 0, 10, lock_mode::exclusive);
+    held.set();
+    release.wait();
+  });
+  REQUIRE(held.wait());
+  std::atomic<bool> t1_done{false}, t2_done{false};
+  std::thread t1([&] {
+    std::array<range_request, 2> r{{{&l, 20, 10, lock_mode::exclusive}, {&l, 0, 10, lock_mode::exclusive}}};
+    ordered_range_guards<2> o(r);
+    CHECK_FALSE(t2_done.load());
+    t1_done = true;
+  });
+  REQUIRE(rl_test::wait_until_waiting(l, 0, lock_mode::exclusive));
+  bool queued_together = false;
+  for (const auto& h : l.holders())
+    if (h.offset == 20) queued_together = true;
+  CHECK(queued_together);
+  std::thread t2([&] {
+    range_guard g(l, 5, 20, lock_mode::exclusive);
+    CHECK(t1_done.load());  // FIFO: T1's ranges came first
+    t2_done = true;
+  });
+  REQUIRE(rl_test::wait_until_waiting(l, 5, lock_mode::exclusive));
+  release.set();
+  holder.join();
+  t1.join();
+  t2.join();
+  CHECK(t2_done.load());
+  CHECK(l.holders().empty());
+}

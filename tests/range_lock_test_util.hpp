@@ -14,10 +14,10 @@
 namespace rl_test {
 
 #if defined(__SANITIZE_THREAD__)
-inline constexpr int slow = 8;
+inline constexpr int slow = 2;
 #elif defined(__has_feature)
 #  if __has_feature(thread_sanitizer)
-inline constexpr int slow = 8;
+inline constexpr int slow = 2;
 #  else
 inline constexpr int slow = 1;
 #  endif

@@ -404,11 +404,23 @@ class range_lock {
   void insert_locked(node& n) noexcept {
     n.seq = ++next_seq_;
     n.left = n.right = nullptr;
+    if (!header_.parent) {  // the only node: link it as the (black) root directly
+      n.parent = &header_;
+      n.color = detail::rl::range_node_traits::black();
+      header_.parent = header_.left = header_.right = &n;
+      recompute(&n);
+      return;
+    }
     algo::insert_equal_upper_bound(&header_, &n, [](const node* a, const node* b) { return a->off < b->off; });
     fix_path(&n);
   }
 
   void erase_locked(node& z) noexcept {
+    if (z.parent == &header_ && !z.left && !z.right) {  // the only node
+      algo::init_header(&header_);
+      z.parent = nullptr;
+      return;
+    }
     node* deepest;
     if (!z.left || !z.right) {
       deepest = z.parent;
