@@ -278,10 +278,11 @@ TEST_CASE("a process io timeout turns a stuck server into ETIMEDOUT") {
     out = std::make_shared<ocb_base>();
     return io_result::ok();
   };
-  std::atomic<int> late{0};
+  std::atomic<int> late{0}, delivered{0};
   f.read = [&](request_context& ctx, ocb_base&, const io_rw_request&) {
     g.wait();
-    if (ctx.rcv.write_reply_data(0, "late", 4)) ++late;  // the client is gone: ECANCELED
+    if (is(ctx.rcv.write_reply_data(0, "late", 4), ECANCELED)) ++late;  // the client is gone
+    else ++delivered;
     return io_result::ok(4);
   };
   server s({.name = "stuck", .pool = {1, 1}, .ns = &ns}, f);
@@ -290,12 +291,15 @@ TEST_CASE("a process io timeout turns a stuck server into ETIMEDOUT") {
   process p("p", {}, &ns);
   auto fd = p.open("/stuck/x", O_RDONLY);
   REQUIRE(fd);
-  p.set_io_timeout(30ms);
+  p.set_io_timeout(50ms);
   char buf[8] = {};
   CHECK(is(p.read(*fd, buf, 8).error(), ETIMEDOUT));
   g.release();
   s.stop();
-  CHECK(late.load() == 1);
+  // The handler ran (late reply dropped) or, on a loaded machine, the read timed out still queued.
+  CHECK(late.load() <= 1);
+  CHECK(delivered.load() == 0);
+  CHECK(s.chan()->queued() == 0u);
   CHECK(buf[0] == 0);
 }
 
@@ -417,7 +421,7 @@ TEST_CASE("the thread pool grows while every thread is busy, up to max_threads")
       if (p.pread(*fd, b, 1, 0)) ++ok;
     });
   REQUIRE(g.wait_for_waiters(3));  // three threads serve at once: the pool grew from 1 to 3
-  std::this_thread::sleep_for(20ms);
+  for (int i = 0; i < 20000 && s.chan()->queued() < 2; ++i) std::this_thread::sleep_for(1ms);
   CHECK(s.threads() == 3u);  // and no further
   CHECK(s.peak_busy() == 3u);
   CHECK(s.chan()->queued() == 2u);
