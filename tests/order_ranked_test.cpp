@@ -1,5 +1,7 @@
 // ranked_mutex: rank checks, the ordered helpers, the standard guards, the held-lock stack's limit,
 // throwing handlers, and the checks_off policy (same size, no thread_local on the code path).
+// Cases that run a deliberate inversion to completion use order_test::spin_mutex (invisible to
+// ThreadSanitizer's own lock-order detector); the standard-guard case uses std::mutex/shared_mutex.
 #include "order_test_support.hpp"
 
 #include <memory>
@@ -76,16 +78,16 @@ void refuse(const faultsafe::violation&) { throw refused{}; }
 }  // namespace
 
 TEST_CASE("default names say the rank") {
-  ranked_mutex<20, std::mutex, checks_on> m;
+  ranked_mutex<20, order_test::spin_mutex, checks_on> m;
   CHECK(std::string(m.name()) == "ranked_mutex<20>");
-  ranked_mutex<7, std::mutex, checks_on> n("seven");
+  ranked_mutex<7, order_test::spin_mutex, checks_on> n("seven");
   CHECK(std::string(n.name()) == "seven");
 }
 
 TEST_CASE("rank inversion is reported with both locks and where they were taken") {
   recording r;
-  ranked_mutex<faultsafe::rank::attr_range, std::mutex, checks_on> range("attr range");
-  ranked_mutex<faultsafe::rank::region, std::mutex, checks_on> region("region");
+  ranked_mutex<faultsafe::rank::attr_range, order_test::spin_mutex, checks_on> range("attr range");
+  ranked_mutex<faultsafe::rank::region, order_test::spin_mutex, checks_on> region("region");
   range.lock();
   region.lock();
   const auto v = expect_one(r.rec, violation_kind::rank_inversion, {"attr range", "region"});
@@ -103,7 +105,7 @@ TEST_CASE("rank inversion is reported with both locks and where they were taken"
 
 TEST_CASE("equal ranks without the helper are an inversion") {
   recording r;
-  ranked_mutex<20, std::mutex, checks_on> a("a"), b("b");
+  ranked_mutex<20, order_test::spin_mutex, checks_on> a("a"), b("b");
   a.lock();
   b.lock();
   const auto v = expect_one(r.rec, violation_kind::rank_inversion, {"a", "b"});
@@ -114,8 +116,8 @@ TEST_CASE("equal ranks without the helper are an inversion") {
 
 TEST_CASE("lock_in_order takes one-rank and mixed-rank sets in a global order") {
   recording r;
-  ranked_mutex<20, std::mutex, checks_on> a("a"), b("b"), c("c");
-  ranked_mutex<10, std::mutex, checks_on> low("low");
+  ranked_mutex<20, order_test::spin_mutex, checks_on> a("a"), b("b"), c("c");
+  ranked_mutex<10, order_test::spin_mutex, checks_on> low("low");
   faultsafe::lock_in_order(c, a, low, b);
   CHECK(held_depth() == 4);
   expect_none(r.rec);
@@ -133,7 +135,7 @@ TEST_CASE("lock_in_order takes one-rank and mixed-rank sets in a global order") 
   }
   expect_none(r.rec);
   // ... but a lock of that rank held from before still forbids it
-  ranked_mutex<20, std::mutex, checks_on> before("before");
+  ranked_mutex<20, order_test::spin_mutex, checks_on> before("before");
   before.lock();
   faultsafe::lock_in_order_at(faultsafe::source_location::current(), a, b);
   auto seen = r.rec.take();
@@ -146,8 +148,8 @@ TEST_CASE("lock_in_order takes one-rank and mixed-rank sets in a global order") 
 
 TEST_CASE("lock_in_order releases what it took when a lock throws") {
   recording r;
-  ranked_mutex<20, std::mutex, checks_on> a("a"), b("b");
-  ranked_mutex<30, std::mutex, checks_on> held("held");
+  ranked_mutex<20, order_test::spin_mutex, checks_on> a("a"), b("b");
+  ranked_mutex<30, order_test::spin_mutex, checks_on> held("held");
   held.lock();
   faultsafe::scoped_violation_handler thrower{&refuse};
   CHECK_THROWS_AS(faultsafe::lock_in_order(a, b), refused);
@@ -193,7 +195,7 @@ TEST_CASE("std::lock_guard, unique_lock, scoped_lock and shared_lock work") {
 
 TEST_CASE("try_lock of a held lock is recursive_acquire") {
   recording r;
-  ranked_mutex<10, std::mutex, checks_on> a("a");
+  ranked_mutex<10, order_test::spin_mutex, checks_on> a("a");
   a.lock();
   CHECK_THROWS_AS((void)a.try_lock(), std::system_error);
   expect_one(r.rec, violation_kind::recursive_acquire, {"a"});
@@ -201,8 +203,8 @@ TEST_CASE("try_lock of a held lock is recursive_acquire") {
 }
 
 TEST_CASE("a throwing handler: the inverted lock is not taken") {
-  ranked_mutex<20, std::mutex, checks_on> high("high");
-  ranked_mutex<10, std::mutex, checks_on> low("low");
+  ranked_mutex<20, order_test::spin_mutex, checks_on> high("high");
+  ranked_mutex<10, order_test::spin_mutex, checks_on> low("low");
   faultsafe::scoped_violation_handler thrower{&refuse};
   high.lock();
   CHECK_THROWS_AS(low.lock(), refused);
@@ -216,8 +218,8 @@ TEST_CASE("a throwing handler: the inverted lock is not taken") {
 TEST_CASE("the held-lock stack's limit is reported, never overrun") {
   recording r;
   constexpr unsigned cap = FAULTSAFE_MAX_HELD_LOCKS;
-  std::vector<std::unique_ptr<ranked_mutex<0, std::mutex, checks_on>>> locks;
-  for (unsigned i = 0; i < cap + 3; ++i) locks.push_back(std::make_unique<ranked_mutex<0, std::mutex, checks_on>>("many"));
+  std::vector<std::unique_ptr<ranked_mutex<0, order_test::spin_mutex, checks_on>>> locks;
+  for (unsigned i = 0; i < cap + 3; ++i) locks.push_back(std::make_unique<ranked_mutex<0, order_test::spin_mutex, checks_on>>("many"));
   for (auto& l : locks) l->lock();
   CHECK(held_depth() == cap);
   CHECK(r.rec.count(violation_kind::held_stack_overflow) == 3);
@@ -247,8 +249,8 @@ TEST_CASE("the held-lock stack's limit is reported, never overrun") {
 
 TEST_CASE("checks_off at run time: inversions go unseen and nothing is recorded") {
   recording r;
-  ranked_mutex<20, std::mutex, checks_off> high;
-  ranked_mutex<10, std::mutex, checks_off> low;
+  ranked_mutex<20, order_test::spin_mutex, checks_off> high;
+  ranked_mutex<10, order_test::spin_mutex, checks_off> low;
   high.lock();
   low.lock();
   CHECK(held_depth() == 0);
@@ -262,8 +264,8 @@ TEST_CASE("checks_off at run time: inversions go unseen and nothing is recorded"
 
 TEST_CASE("exclusive_guard and shared_guard record the caller's location") {
   recording r;
-  ranked_mutex<20, std::shared_mutex, checks_on> s("s");
-  ranked_mutex<10, std::mutex, checks_on> low("low");
+  ranked_mutex<20, order_test::spin_shared_mutex, checks_on> s("s");
+  ranked_mutex<10, order_test::spin_mutex, checks_on> low("low");
   {
     faultsafe::shared_guard g(s);
     CHECK(faultsafe::detail::this_thread_held().e[0].req.mode == faultsafe::detail::hold_mode::shared);
