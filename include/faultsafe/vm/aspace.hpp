@@ -147,6 +147,8 @@ class region {
   bool dead_ = false;                             // guarded by lock_ (single_lock: by the map lock)
   // Fault-around state (a heuristic: relaxed, races only cost a window size).
   std::atomic<std::uintptr_t> next_expected_{0};
+  std::atomic<std::uintptr_t> stream_start_{0};
+  std::atomic<std::uintptr_t> stream_end_{0};
   std::atomic<std::size_t> window_{0};
 };
 

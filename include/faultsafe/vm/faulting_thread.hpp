@@ -22,6 +22,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <unordered_map>
@@ -49,14 +50,19 @@ class faulting_thread_registry {
   void add(pid_t tid, thread_record* rec) {
     std::lock_guard<std::mutex> g(m_);
     map_[tid] = rec;
+    count_.store(map_.size(), std::memory_order_release);  // (1) release, pairs with (2)
   }
   void remove(pid_t tid) {
     std::lock_guard<std::mutex> g(m_);
     map_.erase(tid);
+    count_.store(map_.size(), std::memory_order_release);
   }
   [[nodiscard]] faulting_thread_info lookup(pid_t tid) {
     faulting_thread_info out;
     out.tid = tid;
+    // Nobody announced: skip the mutex. A thread announcing concurrently with its own fault is not
+    // possible (it announces before it touches pager memory), so this misses nothing.
+    if (count_.load(std::memory_order_acquire) == 0) return out;  // (2) acquire
     std::lock_guard<std::mutex> g(m_);
     auto it = map_.find(tid);
     if (it != map_.end()) {
@@ -78,6 +84,7 @@ class faulting_thread_registry {
 
   std::mutex m_;
   std::unordered_map<pid_t, thread_record*> map_;
+  std::atomic<std::size_t> count_{0};
 };
 
 struct faulting_thread_announcement {

@@ -15,6 +15,9 @@
 // - Private mappings (req.buffer != nullptr, req.length bytes): fill the buffer's first out.length
 //   bytes with the file's data from req.offset (zeros past end-of-file within the last page), same
 //   bounds on out.length. The pager then UFFDIO_COPYs them: later writes stay private.
+// - Read-ahead requests (req.readahead: the pager maps ahead of a sequential reader; fault_offset is
+//   then the window start and no thread waits) are best effort: any out.length <= req.length, and an
+//   error only cancels the read-ahead.
 // - An error (any non-zero error_code) fails the fault: the faulting thread gets SIGBUS at the
 //   faulting access (UFFDIO_POISON), never a hang. A fault past end-of-file must fail (kernel mmap
 //   semantics: SIGBUS); ENXIO is the conventional code.
@@ -54,6 +57,7 @@ struct page_in_request {
   std::uintptr_t fault_address = 0;  ///< the faulting address (exact, page aligned by the kernel)
   bool write = false;                ///< the access was a write
   bool minor = false;                ///< shared: the faulting page is already in the page cache
+  bool readahead = false;            ///< no thread waits: best effort, any out.length <= length is fine
   void* buffer = nullptr;            ///< private mappings: destination of `length` bytes; else nullptr
   faulting_thread_info thread;       ///< the faulting thread (tid always; id/activity when announced)
 };
@@ -95,7 +99,7 @@ class memfd_page_source final : public page_source {
       // The kernel saw the faulting page cached (MINOR): map what is there; UFFDIO_CONTINUE stops at
       // the first hole, which faults again later as MISSING. Otherwise allocate the holes (zeros),
       // keeping existing data: fallocate never overwrites.
-      if (!req.minor && ::fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(req.offset), static_cast<off_t>(len)) != 0)
+      if (!req.minor && !req.readahead && ::fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(req.offset), static_cast<off_t>(len)) != 0)
         return {errno, std::generic_category()};
       out.length = len;
       return {};

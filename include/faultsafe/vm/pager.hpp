@@ -6,7 +6,9 @@
 //   2. hold the region lock shared (single_lock mode: the map lock exclusively) while serving;
 //   3. choose the fault-around window: per region, a fault just past the previous window is sequential
 //      and doubles the window (up to max_window); any other fault resets it to min_window (one page by
-//      default: random access maps one page); windows never leave the region;
+//      default: random access maps one page); windows never leave the region. At max_window, with
+//      `readahead`, the next window is mapped too, all but its first page (a marker whose fault
+//      triggers the next read-ahead), so a sequential reader overlaps with the pager;
 //   4. anonymous: UFFDIO_ZEROPAGE. File: page_source::page_in on behalf of the faulting thread (its tid
 //      from UFFD_FEATURE_THREAD_ID, resolved to its faultsafe id and activity when it announced itself;
 //      vm/faulting_thread.hpp), then UFFDIO_CONTINUE (shared: the page-cache pages, zero copy) or
@@ -31,7 +33,7 @@
 // one vm lock (rank 20, or rank 10 in single_lock mode) while it calls page_in.
 #pragma once
 
-#include <poll.h>
+#include <sys/epoll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -62,6 +64,9 @@ struct pager_options {
   std::size_t min_window = vm_page_size;         ///< window of a random fault (page multiple, power of 2)
   std::size_t max_window = std::size_t{2} << 20; ///< largest sequential window (>= min_window, power of 2)
   const char* name = "proc";                     ///< thread name prefix; must outlive the pager
+  /// Sequential read-ahead: once the window reaches max_window, each sequential fault also maps the
+  /// next window except its first page, so the reader works while the pager maps ahead.
+  bool readahead = true;
 };
 
 /// Counters (relaxed snapshots).
@@ -148,16 +153,35 @@ class pager {
     ::pthread_setname_np(::pthread_self(), nm.substr(0, 15).c_str());
     fill_buffer buf(opts_.max_window);
     const int ufd = as_.userfault().fd();
-    pollfd fds[2] = {{ufd, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+    // One epoll set per fault thread; EPOLLEXCLUSIVE on the shared userfaultfd wakes one idle fault
+    // thread per fault instead of all of them (no thundering herd); the stop eventfd wakes every one.
+    const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) return;  // the other threads serve; stop() still works
+    struct ep_closer {
+      int fd;
+      ~ep_closer() { ::close(fd); }
+    } closer{ep};
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+    ev.data.fd = ufd;
+    if (::epoll_ctl(ep, EPOLL_CTL_ADD, ufd, &ev) != 0) return;
+    ev.events = EPOLLIN;
+    ev.data.fd = stop_fd_;
+    if (::epoll_ctl(ep, EPOLL_CTL_ADD, stop_fd_, &ev) != 0) return;
     uffd_msg msgs[8];
+    epoll_event ready[2];
     for (;;) {
-      const int n = ::poll(fds, 2, -1);
+      const int n = ::epoll_wait(ep, ready, 2, -1);
       if (n < 0) {
         if (errno == EINTR) continue;
         return;
       }
-      if (fds[1].revents != 0) return;
-      if ((fds[0].revents & (POLLERR | POLLNVAL)) != 0) return;
+      bool stop = false, err = false;
+      for (int i = 0; i < n; ++i) {
+        if (ready[i].data.fd == stop_fd_) stop = true;
+        else if ((ready[i].events & (EPOLLERR | EPOLLHUP)) != 0) err = true;
+      }
+      if (stop || err) return;
       const ssize_t r = ::read(ufd, msgs, sizeof msgs);
       if (r < 0) {
         if (errno == EAGAIN || errno == EINTR) continue;  // another fault thread took it
@@ -201,23 +225,51 @@ class pager {
 
   // Requires: r held shared (single_lock: the map lock exclusively) and not dead.
   void serve_region(region& r, const fault& f, fill_buffer& buf) {
-    // (3) fault-around window.
-    std::size_t win = opts_.min_window;
+    // (3) fault-around window. The region's stream state: the last window started at stream_start_,
+    // the next sequential fault is expected at next_expected_, and everything up to stream_end_ is
+    // mapped or being mapped (read-ahead included).
+    const std::size_t minw = opts_.min_window, maxw = opts_.max_window;
     const std::uintptr_t expected = r.next_expected_.load(std::memory_order_relaxed);
-    if (f.page == expected) win = std::min(std::max(r.window_.load(std::memory_order_relaxed) * 2, opts_.min_window), opts_.max_window);
-    std::uintptr_t w0 = win > opts_.min_window ? f.page : (f.page & ~std::uintptr_t{opts_.min_window - 1});
+    const std::uintptr_t sstart = r.stream_start_.load(std::memory_order_relaxed);
+    const std::uintptr_t send = r.stream_end_.load(std::memory_order_relaxed);
+    const std::size_t cur = r.window_.load(std::memory_order_relaxed);
+    const bool sequential = f.page == expected;
+    const bool inside = !sequential && f.page >= sstart && f.page < send;  // being mapped, or a stale message
+    std::size_t win = sequential ? std::min(std::max(cur * 2, minw), maxw) : inside ? std::max(cur, minw) : minw;
+    std::uintptr_t w0 = win > minw || inside ? f.page : (f.page & ~std::uintptr_t{minw - 1});
     if (w0 < r.start_) w0 = r.start_;
     std::size_t wl = std::min<std::size_t>(win, r.end() - w0);
     if (f.page >= w0 + wl) {  // the aligned window ends before the page (region edge): start at the page
       w0 = f.page;
       wl = std::min<std::size_t>(win, r.end() - w0);
     }
-    r.window_.store(win, std::memory_order_relaxed);
-    r.next_expected_.store(w0 + wl, std::memory_order_relaxed);
+    // Read-ahead at full speed: also map the next window except its first page (the marker), so the
+    // reader's next fault comes when it reaches the marker, while the rest is already mapped. The
+    // marker fault maps one page (the window fill stops at the first mapped page) and reads ahead again.
+    std::uintptr_t ra0 = 0;
+    std::size_t ral = 0;
+    if (opts_.readahead && sequential && win == maxw && w0 + wl + vm_page_size < r.end()) {
+      ra0 = w0 + wl + vm_page_size;
+      ral = std::min<std::size_t>(wl - vm_page_size, r.end() - ra0);
+    }
+    if (!inside) {
+      r.window_.store(win, std::memory_order_relaxed);
+      r.stream_start_.store(w0, std::memory_order_relaxed);
+      r.next_expected_.store(w0 + wl, std::memory_order_relaxed);
+      r.stream_end_.store(ral != 0 ? ra0 + ral : w0 + wl, std::memory_order_relaxed);
+    }
+    fill(r, f, w0, wl, buf, true);
+    if (ral != 0) fill(r, f, ra0, ral, buf, false);
+  }
 
+  // Effects: makes [w0, w0+wl) of r valid and mapped. demand: the fill serves fault f (the thread is
+  // woken, or gets SIGBUS); else it is read-ahead (best effort, errors ignored).
+  void fill(region& r, const fault& f, std::uintptr_t w0, std::size_t wl, fill_buffer& buf, bool demand) {
     const detail::uffd& u = as_.uffd_;
     if (!r.file_) {  // anonymous: zero-fill
-      finish(f, w0, u.zeropage(w0, wl), [&](std::uintptr_t p) { return u.zeropage(p, vm_page_size); });
+      const auto res = u.zeropage(w0, wl);
+      if (demand) finish(f, w0, res, [&](std::uintptr_t p) { return u.zeropage(p, vm_page_size); });
+      else pages_.fetch_add(res.done / vm_page_size, std::memory_order_relaxed);
       return;
     }
     const file_backing& fb = *r.file_;
@@ -226,10 +278,11 @@ class pager {
     req.memfd = fb.memfd;
     req.offset = fb.offset + (w0 - r.start_);
     req.length = wl;
-    req.fault_offset = fb.offset + (f.page - r.start_);
+    req.fault_offset = demand ? fb.offset + (f.page - r.start_) : req.offset;
     req.fault_address = f.page;
     req.write = f.write;
-    req.minor = f.minor;
+    req.minor = demand && f.minor;
+    req.readahead = !demand;
     req.buffer = r.shared_ ? nullptr : buf.data;
     req.thread = lookup_faulting_thread(f.tid);
     page_in_result out;
@@ -243,6 +296,13 @@ class pager {
       } catch (...) {
         ec = std::make_error_code(std::errc::io_error);
       }
+    }
+    if (!demand) {
+      if (ec || out.length == 0 || out.length > wl) return;
+      const std::size_t len = (out.length + vm_page_size - 1) & ~(vm_page_size - 1);
+      const auto res = r.shared_ ? u.continue_range(w0, len) : u.copy(w0, buf.data, len);
+      pages_.fetch_add(res.done / vm_page_size, std::memory_order_relaxed);
+      return;
     }
     const std::size_t need = f.page + vm_page_size - w0;
     if (!ec && (out.length < need || out.length > wl)) ec = std::make_error_code(std::errc::io_error);
