@@ -122,6 +122,45 @@ TEST_CASE("ANY self-loop: a single-threaded server sending to its own channel") 
         "thread-900001 -send wait-> channel 'self' -served by-> thread-900001");
 }
 
+TEST_CASE("a cycle closed without a new edge is found by poll(): at once after note_change(), else by the full rescan") {
+  graph_fixture fx;
+  auto o = wait_graph::options();
+  o.full_rescan_interval = std::chrono::milliseconds(20);
+  wait_graph::set_options(o);
+  fake pool("pool p", {T2}, /*any=*/true, /*grow=*/true);
+  fake lock_by_t1("lock L", {T1});
+  wait_scope w1(on_behalf, T1, pool, wait_kind::pool);
+  wait_scope w2(on_behalf, T2, lock_by_t1, wait_kind::lock);
+  fake behind("lock Z", {T1});
+  wait_scope me(behind, wait_kind::lock);  // this thread waits behind T1 and polls
+  CHECK(fx.count() == 0);
+  CHECK_FALSE(me.poll());
+  pool.grow = false;  // the pool reached its maximum: a deadlock with no new edge and no signal
+  CHECK(eventually([&] { return me.poll() || fx.count() == 1; }, std::chrono::milliseconds(3000)));
+  REQUIRE(fx.count() == 1);
+  CHECK(fx.reports().front().details[0] ==
+        "thread-900001 -pool wait-> pool p -served by-> thread-900002 -lock wait-> lock L -held by-> thread-900001");
+  CHECK_FALSE(me.deadlocked());  // not on the cycle; the cycle's waits are not breakable
+  // the same again, signalled: found by the very next poll
+  fake pool2("pool q", {T4}, true, true);
+  fake lock_by_t3("lock M", {T3});
+  wait_scope w3(on_behalf, T3, pool2, wait_kind::pool);
+  wait_scope w4(on_behalf, T4, lock_by_t3, wait_kind::lock);
+  CHECK_FALSE(me.poll());
+  CHECK(fx.count() == 1);
+  pool2.grow = false;
+  wait_graph::note_change();
+  CHECK_FALSE(me.poll());
+  CHECK(fx.count() == 2);
+  // a standing reported deadlock does not make every poll rescan (safety net pushed out of the way)
+  o.full_rescan_interval = std::chrono::seconds(60);
+  wait_graph::set_options(o);
+  const auto scans = wait_graph::stats().scans;
+  for (int i = 0; i < 5; ++i) CHECK_FALSE(me.poll());
+  CHECK(wait_graph::stats().scans == scans);
+  CHECK(fx.count() == 2);
+}
+
 TEST_CASE("disabled: nothing is recorded, nothing reported") {
   graph_fixture fx;
   wait_graph::set_enabled(false);

@@ -105,6 +105,7 @@
 #include <chrono>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -330,10 +331,12 @@ class wait_graph {
     bool any = false;
     bool can_grow = false;
     bool stuck = true;
+    bool visited = false;  // holders read in this scan
   };
   struct snapshot {
     std::vector<node> nodes;                 // sorted by waiter
     std::vector<detail::wait_record*> recs;  // scratch
+    std::vector<std::size_t> todo;           // scratch
     [[nodiscard]] std::size_t find(std::uint32_t tid) const {
       auto it = std::lower_bound(nodes.begin(), nodes.end(), tid,
                                  [](const node& n, std::uint32_t t) { return n.waiter < t; });
@@ -345,7 +348,12 @@ class wait_graph {
 
   /// Requires: s.m held. One node per waiting thread (its newest wait). If `stable` is given, only
   /// waits whose (waiter, seq) appear in it may start as stuck (confirmation scan).
-  static void take_snapshot(state_t& s, snapshot& snap, const std::vector<std::pair<std::uint32_t, std::uint64_t>>* stable) {
+  /// Requires: s.m held. One node per waiting thread (its newest wait). If `stable` is given, only
+  /// waits whose (waiter, seq) appear in it may start as stuck (confirmation scan). If `root` is given,
+  /// only the waits reachable from it through holder lists are read (the others cannot change whether
+  /// the root is stuck); the others stay not stuck with no holders.
+  static void take_snapshot(state_t& s, snapshot& snap, const std::vector<std::pair<std::uint32_t, std::uint64_t>>* stable,
+                            const detail::wait_record* root = nullptr) {
     // Storage is reused between scans (thread_local scratch): no allocation in the steady state.
     auto& recs = snap.recs;
     recs.clear();
@@ -364,6 +372,14 @@ class wait_graph {
       n.waiter = n.rec->waiter;
       n.seq = n.rec->seq;
       n.holders.clear();
+      n.stuck = false;
+      n.any = false;
+      n.can_grow = false;
+      n.visited = false;
+    }
+    auto read = [&](std::size_t i) {
+      auto& n = snap.nodes[i];
+      n.visited = true;
       n.rec->on->wait_holders(n.holders);
       n.any = n.rec->on->any_of();
       n.can_grow = n.any && n.rec->on->can_grow();
@@ -371,6 +387,28 @@ class wait_graph {
       if (stable) {
         const auto key = std::make_pair(n.waiter, n.seq);
         n.stuck = std::binary_search(stable->begin(), stable->end(), key);
+      }
+    };
+    if (root == nullptr) {
+      for (std::size_t i = 0; i < snap.nodes.size(); ++i) read(i);
+    } else {
+      auto& todo = snap.todo;
+      todo.clear();
+      const auto r = snap.find(root->waiter);
+      if (r != npos && snap.nodes[r].rec == root) {
+        read(r);
+        todo.push_back(r);
+      }
+      while (!todo.empty()) {
+        const auto i = todo.back();
+        todo.pop_back();
+        for (auto h : snap.nodes[i].holders) {
+          const auto j = snap.find(h);
+          if (j != npos && !snap.nodes[j].visited) {
+            read(j);
+            todo.push_back(j);
+          }
+        }
       }
     }
     ++s.stats.scans;
@@ -558,7 +596,9 @@ class wait_graph {
 
   /// The detection routine shared by wait_scope's constructor, poll() and check_now().
   /// Requires: no resource-internal lock held, graph mutex not held. Returns reports made.
-  static std::size_t detect(const detail::wait_record* finder, bool force) {
+  /// `rooted`: a new edge from `finder`: only waits reachable from it are read (a new edge can only
+  /// make its own waiter, and what waits behind it, stuck). Otherwise a full scan.
+  static std::size_t detect(const detail::wait_record* finder, bool force, bool rooted = false) {
     auto& s = state();
     const std::uint32_t me = this_thread_id();
     std::vector<std::pair<std::uint32_t, std::uint64_t>> stable;
@@ -570,12 +610,15 @@ class wait_graph {
           now_ns() - s.last_full_scan_ns.load(std::memory_order_relaxed) < s.opts.full_rescan_interval.count())
         return 0;  // someone scanned this state already
       snapshot& snap = scratch();
-      take_snapshot(s, snap, nullptr);
+      take_snapshot(s, snap, nullptr, rooted ? finder : nullptr);
       compute_stuck(snap);
       std::vector<std::size_t> cycle;
-      s.last_full_scan_ns.store(now_ns(), std::memory_order_relaxed);
+      if (!rooted) s.last_full_scan_ns.store(now_ns(), std::memory_order_relaxed);
       if (!pick_candidate(snap, finder, cycle)) {
-        s.scanned_generation.store(gen, std::memory_order_relaxed);
+        // A rooted scan covers the only new way to be stuck since the previous scanned generation
+        // when nothing else changed meanwhile.
+        if (!rooted || s.scanned_generation.load(std::memory_order_relaxed) + 1 == gen)
+          s.scanned_generation.store(gen, std::memory_order_relaxed);
         return 0;
       }
       ++s.stats.candidates;
@@ -589,8 +632,9 @@ class wait_graph {
     violation v;
     {
       std::unique_lock<std::mutex> g(s.m);
+      const std::uint64_t gen2 = s.generation.load(std::memory_order_acquire);  // (2)
       snapshot& snap = scratch();
-      take_snapshot(s, snap, &stable);
+      take_snapshot(s, snap, &stable, rooted ? finder : nullptr);
       compute_stuck(snap);
       std::vector<std::size_t> cycle;
       if (!pick_candidate(snap, finder, cycle)) {
@@ -600,6 +644,11 @@ class wait_graph {
         return 0;
       }
       v = make_report(s, snap, cycle, finder, me);
+      // A standing, reported deadlock must not make every blocked thread rescan at every poll:
+      // mark this state scanned unless another unreported cycle is visible in the same snapshot.
+      std::vector<std::size_t> more;
+      if (!rooted && !pick_candidate(snap, nullptr, more))
+        s.scanned_generation.store(gen2, std::memory_order_relaxed);
     }
     report_violation(v);  // no graph lock held: the handler may do anything
     return 1;
@@ -617,14 +666,14 @@ class wait_graph {
 class wait_scope {
  public:
   /// The calling thread waits on `on`. Breakable.
-  wait_scope(const waitable& on, wait_kind kind, std::string_view detail = {})
-      : wait_scope(on_behalf, this_thread_id(), on, kind, detail, true) {}
+  wait_scope(const waitable& on, wait_kind kind, std::string_view detail = {}) { init(0, on, kind, detail, true); }
 
   /// Thread `waiter` (a faultsafe id) waits on `on`, recorded by another thread (a pager records the
   /// page wait of the thread whose fault it serves). Not breakable: the waiter cannot poll. The
   /// recording thread may poll() (it scans), but deadlocked() stays false.
-  wait_scope(on_behalf_t, std::uint32_t waiter, const waitable& on, wait_kind kind, std::string_view detail = {})
-      : wait_scope(on_behalf, waiter, on, kind, detail, false) {}
+  wait_scope(on_behalf_t, std::uint32_t waiter, const waitable& on, wait_kind kind, std::string_view detail = {}) {
+    init(waiter, on, kind, detail, false);
+  }
 
   ~wait_scope() { unregister(); }
   wait_scope(const wait_scope&) = delete;
@@ -633,7 +682,7 @@ class wait_scope {
   /// True if the graph chose this wait to break a reported cycle: fail the wait with EDEADLK.
   /// Complexity: one acquire load.
   [[nodiscard]] bool deadlocked() const noexcept {
-    return registered_ && rec_.broken.load(std::memory_order_acquire);  // (5) acquire, pairs with (4)
+    return registered_ && rec_->broken.load(std::memory_order_acquire);  // (5) acquire, pairs with (4)
   }
 
   /// Effects: re-checks for a cycle if the graph changed since the last scan anyone made (or the
@@ -642,42 +691,42 @@ class wait_scope {
   /// Returns: deadlocked(). Throws: what the violation handler throws.
   [[nodiscard]] bool poll() {
     if (!registered_) return false;
-    if (rec_.broken.load(std::memory_order_acquire)) return true;  // (5)
+    if (rec_->broken.load(std::memory_order_acquire)) return true;  // (5)
     auto& s = wait_graph::state();
     const auto gen = s.generation.load(std::memory_order_acquire);  // (2) acquire, pairs with (1)
     if (gen != s.scanned_generation.load(std::memory_order_relaxed) ||
         wait_graph::now_ns() - s.last_full_scan_ns.load(std::memory_order_relaxed) >=
             s.full_rescan_ns.load(std::memory_order_relaxed))
-      wait_graph::detect(&rec_, false);
-    return rec_.broken.load(std::memory_order_acquire);  // (5)
+      wait_graph::detect(&*rec_, false);
+    return rec_->broken.load(std::memory_order_acquire);  // (5)
   }
 
   /// True if the wait was recorded (the graph was enabled when the scope was made).
   [[nodiscard]] bool recorded() const noexcept { return registered_; }
   /// The wait instance's sequence number (0 if not recorded).
-  [[nodiscard]] std::uint64_t sequence() const noexcept { return registered_ ? rec_.seq : 0; }
+  [[nodiscard]] std::uint64_t sequence() const noexcept { return registered_ ? rec_->seq : 0; }
 
  private:
-  wait_scope(on_behalf_t, std::uint32_t waiter, const waitable& on, wait_kind kind, std::string_view detail,
-             bool breakable) {
+  void init(std::uint32_t waiter, const waitable& on, wait_kind kind, std::string_view detail, bool breakable) {
     auto& s = wait_graph::state();
     if (!s.enabled.load(std::memory_order_relaxed)) return;  // the whole cost when disabled
-    rec_.waiter = waiter;
-    rec_.on = &on;
-    rec_.kind = kind;
-    rec_.breakable = breakable;
-    rec_.detail.assign(detail.data(), detail.size());
-    rec_.since = std::chrono::steady_clock::now();
+    auto& r = rec_.emplace();
+    r.waiter = waiter != 0 ? waiter : this_thread_id();
+    r.on = &on;
+    r.kind = kind;
+    r.breakable = breakable;
+    r.detail.assign(detail.data(), detail.size());
+    r.since = std::chrono::steady_clock::now();
     {
       std::lock_guard<std::mutex> g(s.m);
-      rec_.seq = s.next_seq++;
-      s.waits.push_back(rec_);
+      r.seq = s.next_seq++;
+      s.waits.push_back(r);
       ++s.stats.waits_recorded;
       s.generation.fetch_add(1, std::memory_order_release);  // (1) release, pairs with (2)
     }
     registered_ = true;
     try {
-      wait_graph::detect(&rec_, false);
+      wait_graph::detect(&r, false, /*rooted=*/true);
     } catch (...) {
       unregister();
       throw;
@@ -688,12 +737,12 @@ class wait_scope {
     if (!registered_) return;
     auto& s = wait_graph::state();
     std::lock_guard<std::mutex> g(s.m);
-    s.waits.erase(s.waits.iterator_to(rec_));
+    s.waits.erase(s.waits.iterator_to(*rec_));
     registered_ = false;
     // Removing an edge cannot create a deadlock: the generation is not bumped.
   }
 
-  detail::wait_record rec_;
+  std::optional<detail::wait_record> rec_;  // engaged only when recorded: nothing to build when disabled
   bool registered_ = false;
 };
 
