@@ -188,6 +188,21 @@ TEST_CASE("bad inputs get clear errors") {
   CHECK(is(p.open("/b/d/x", O_RDWR | O_CREAT, 0644).error(), ENOENT));
   CHECK(is(p.open("/b/" + std::string(300, 'n'), O_RDWR | O_CREAT, 0644).error(), ENAMETOOLONG));
   CHECK(is(p.open(std::string(5000, '/'), O_RDONLY).error(), ENAMETOOLONG));
+  // forged messages: another process's handle, a malformed header, an unknown type
+  {
+    std::shared_ptr<channel> ch;
+    std::uint64_t handle = 0;
+    int flags = 0;
+    REQUIRE_FALSE(p.fd_target(*fd, ch, handle, flags));
+    process thief("thief", {0, 0}, &ns);
+    io_rw_request q{thief.client(), handle, 4, 0, 1};
+    char out[4];
+    CHECK(is(thief.send(*ch, {static_cast<std::uint32_t>(io_msg::read), &q, sizeof q, nullptr, 0, nullptr, 0, out, 4}).error, EBADF));
+    CHECK(is(thief.send(*ch, {static_cast<std::uint32_t>(io_msg::read), &q, sizeof q - 1}).error, EBADMSG));
+    CHECK(is(thief.send(*ch, {999, &q, sizeof q}).error, ENOSYS));
+    q.client = p.client();  // the owner's own handle works through the raw channel too
+    CHECK(thief.send(*ch, {static_cast<std::uint32_t>(io_msg::read), &q, sizeof q, nullptr, 0, nullptr, 0, out, 4}).status == 0);
+  }
   // closed fd
   CHECK_FALSE(p.close(*ro));
   CHECK(is(p.read(*ro, buf, 1).error(), EBADF));
