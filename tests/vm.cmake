@@ -3,3 +3,4 @@
 faultsafe_test(vm_pager_test SOURCES vm_pager_test.cpp TIMEOUT 60 LABELS vm)
 faultsafe_test(vm_aspace_test SOURCES vm_aspace_test.cpp TIMEOUT 60 LABELS vm)
 faultsafe_test(vm_bounce_test SOURCES vm_bounce_test.cpp TIMEOUT 120 LABELS vm)
+faultsafe_test(vm_process_test SOURCES vm_process_test.cpp TIMEOUT 90 LABELS vm)

@@ -3,7 +3,7 @@
 // Defines `attr_options`, `iofunc_attr` (one file: mode, owner, size, times, its data store, the data
 // range lock and the short meta lock), `iofunc_ocb` (one open: attr, offset, flags, access),
 // `iofunc_check_access()`, and the default handlers iofunc_open_default / read / write / lseek / fstat /
-// ftruncate / mmap, which a server plugs into its io_funcs (resmgr/ramfs.hpp does).
+// ftruncate / mmap / page_in (the pager's page-in, vm/process_memory.hpp), which a server plugs into its io_funcs (resmgr/ramfs.hpp does).
 //
 // Data store: each file's bytes live in a memfd (memfd_create, MFD_CLOEXEC) whose length is always the
 // file size. The server maps the whole reservation (attr_options::max_size bytes, MAP_SHARED |
@@ -366,6 +366,48 @@ inline io_result iofunc_mmap_default(request_context&, ocb_base& base, const io_
   return io_result::ok(0);
 }
 
+// ---- page-in for the pager (vm/process_memory.hpp) ----------------------------------------------------
+
+/// io_page_in_request::flags bits, set by vm's server_page_source.
+inline constexpr std::uint32_t page_in_private = 1;    ///< copy the data into the reply data buffer
+inline constexpr std::uint32_t page_in_minor = 2;      ///< the faulting page is already in the page cache
+inline constexpr std::uint32_t page_in_readahead = 4;  ///< best effort; nobody waits
+inline constexpr std::uint32_t page_in_write = 8;      ///< the faulting access was a write
+
+/// Default page-in: under a shared range lock over [offset, offset + length) (clipped to the file, in
+/// whole pages), either copies the file's bytes into the pager's buffer (page_in_private: reply data;
+/// zeros past the end are the pager's to add) or makes the pages present in the memfd's page cache
+/// (fallocate KEEP_SIZE allocates holes as zeros and never overwrites data), so the pager can map them
+/// with UFFDIO_CONTINUE. Reply status and rep.length: the valid bytes from offset (pages, or for
+/// page_in_private the data bytes). ENXIO when offset is at or past the end of the file (the faulting
+/// access then gets SIGBUS, as with the kernel's mmap); EBADF without an open.
+inline io_result iofunc_page_in_default(request_context& ctx, ocb_base* base, const io_page_in_request& q,
+                                        io_page_in_reply& rep) {
+  if (base == nullptr) return detail::errc_result(std::errc::bad_file_descriptor);
+  auto& o = static_cast<iofunc_ocb&>(*base);
+  iofunc_attr& a = *o.attr;
+  constexpr std::uint64_t page = 4096;
+  if ((q.offset % page) != 0 || q.length == 0) return detail::errc_result(std::errc::invalid_argument);
+  std::uint64_t size = a.size();
+  if (q.offset >= size) return detail::errc_result(std::errc::no_such_device_or_address);
+  const std::uint64_t len = std::min(q.length, ((size + page - 1) & ~(page - 1)) - q.offset);
+  range_guard g(a.data_lock, q.offset, len, lock_mode::shared);
+  size = a.size();  // a truncate may have completed before we got the range
+  if (q.offset >= size) return detail::errc_result(std::errc::no_such_device_or_address);
+  std::uint64_t valid = std::min(len, ((size + page - 1) & ~(page - 1)) - q.offset);
+  if (q.flags & page_in_private) {
+    valid = std::min<std::uint64_t>({valid, size - q.offset, ctx.rcv.reply_data_len()});
+    if (auto ec = ctx.rcv.write_reply_data(0, a.data() + q.offset, valid)) return io_result::fail(ec);
+  } else if (!(q.flags & (page_in_minor | page_in_readahead))) {
+    if (::fallocate(a.memfd(), FALLOC_FL_KEEP_SIZE, static_cast<off_t>(q.offset), static_cast<off_t>(valid)) != 0)
+      return io_result::fail(std::error_code(errno, std::generic_category()));
+  }
+  rep.offset = q.offset;
+  rep.length = valid;
+  rep.cookie = a.ino();
+  return io_result::ok(static_cast<std::int64_t>(valid));
+}
+
 /// The default handlers in an io_funcs (open is left empty: it needs a file lookup, see ramfs).
 [[nodiscard]] inline io_funcs iofunc_defaults() {
   io_funcs f;
@@ -375,6 +417,7 @@ inline io_result iofunc_mmap_default(request_context&, ocb_base& base, const io_
   f.fstat = iofunc_fstat_default;
   f.ftruncate = iofunc_ftruncate_default;
   f.mmap = iofunc_mmap_default;
+  f.page_in = iofunc_page_in_default;
   return f;
 }
 

@@ -45,6 +45,8 @@
 
 namespace faultsafe {
 
+class process_memory;  // vm/process_memory.hpp
+
 /// A value or an error. `ok()`/`operator bool`: holds a value. value() throws std::system_error when it
 /// holds an error. Thread-safety: a plain value type.
 template <class T>
@@ -129,6 +131,7 @@ class process {
       e = std::move(fds_[fd]);
       fds_[fd] = fd_entry{};
     }
+    if (defer_close_if_mapped(e.ch, e.handle)) return {};  // a mapping keeps the open (vm/process_memory.hpp)
     io_handle_request q{client(), e.handle};
     return send(*e.ch, {static_cast<std::uint32_t>(io_msg::close), &q, sizeof q}).error;
   }
@@ -177,10 +180,23 @@ class process {
     return send(*e.ch, {static_cast<std::uint32_t>(io_msg::ftruncate), &q, sizeof q}).error;
   }
 
-  // ---- memory ---------------------------------------------------------------------------------------
-  // Reserved for the address-space work (vm/aspace.hpp): an `aspace` member and mmap / munmap /
-  // mprotect / msync, which send io_msg::mmap to the fd's server (see mmap_request() below) and let the
-  // pager serve faults. Nothing here yet.
+  // ---- memory (defined in vm/process_memory.hpp, included at the end of this header) -------------------
+  // The process's address space (an aspace + pager, made on first use): mmap(2)-like calls for server
+  // files (the server's mmap handler checks access and bounds; faults page in through the server) and
+  // anonymous memory. See vm/process_memory.hpp for the contract.
+
+  /// mmap(2): MAP_SHARED or MAP_PRIVATE, optionally MAP_ANONYMOUS (fd ignored) and MAP_FIXED (fails with
+  /// EEXIST instead of replacing what is there). Errors: EINVAL, EBADF, EACCES (server), ENOTSUP/EPERM
+  /// (userfaultfd refused), and the errno of the mapping.
+  [[nodiscard]] result<void*> mmap(void* addr, std::size_t len, int prot, int flags, int fd, off_t off);
+  /// munmap(2) of whole mappings (EINVAL for part of one).
+  std::error_code munmap(void* addr, std::size_t len);
+  /// mprotect(2) of whole mappings; PROT_WRITE on a MAP_SHARED file mapping needs a writable open (EACCES).
+  std::error_code mprotect(void* addr, std::size_t len, int prot);
+  /// msync(2): shared mappings are the file's own pages; validates the range.
+  std::error_code msync(void* addr, std::size_t len, int flags);
+  /// The address space behind mmap (made on first use). Throws std::system_error if userfaultfd is refused.
+  process_memory& memory();
 
   /// Sends io_msg::mmap for `fd` and returns what backs the range (the building block for mmap()).
   [[nodiscard]] result<io_mmap_reply> mmap_request(int fd, std::uint64_t offset, std::uint64_t length, int prot, int flags) {
@@ -258,6 +274,8 @@ class process {
     return static_cast<std::size_t>(sr.status);
   }
 
+  bool defer_close_if_mapped(const std::shared_ptr<channel>& ch, std::uint64_t handle);  // vm/process_memory.hpp
+
   std::string name_;
   credentials creds_;
   path_namespace* ns_;
@@ -265,6 +283,11 @@ class process {
   std::atomic<std::int64_t> timeout_ns_{0};
   mutable std::mutex mu_;  // leaf: fds_
   std::vector<fd_entry> fds_;
+  // Last member: destroyed first, while the rest of the process is alive (it sends deferred closes).
+  std::mutex mem_mu_;  // leaf: mem_
+  std::shared_ptr<process_memory> mem_;
 };
 
 }  // namespace faultsafe
+
+#include "../vm/process_memory.hpp"  // defines process_memory and process::mmap/munmap/mprotect/msync

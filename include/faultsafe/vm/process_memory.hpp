@@ -1,0 +1,309 @@
+// faultsafe/vm/process_memory.hpp: mmap of server files (and anonymous memory) for a logical process.
+//
+// Defines `server_page_source` (a page_source that sends io_msg::page_in to the file's server) and
+// `process_memory` (one process's aspace + pager and its mappings), and the definitions of
+// process::mmap / munmap / mprotect / msync / memory() declared in resmgr/process.hpp (which includes
+// this header at its end).
+//
+// mmap of a server file: the process sends io_msg::mmap on the fd's channel; the server's mmap handler
+// checks access and bounds (iofunc_mmap_default: PROT_WRITE on MAP_SHARED needs an open for writing,
+// else EACCES; PROT_READ needs a readable open; a page-aligned offset) and replies with the file's memfd.
+// The region is then registered with the process's pager. Every fault in it sends io_msg::page_in to the
+// same server on behalf of the faulting thread's activity (the fault thread adopts it for the send), so
+// the server's range lock (iofunc_page_in_default: shared over the page-in window) and its handlers are on
+// the fault path, exactly as in the seed's scenarios. Shared mappings: the server makes the pages present
+// in the memfd, the pager maps them with UFFDIO_CONTINUE (zero copy; writes land in the file and read()
+// sees them). Private mappings: the server copies the data into the pager's buffer (in place, as a
+// MsgWrite), the pager UFFDIO_COPYs it.
+// A mapping keeps its open alive (like a kernel mapping keeps its file): process::close() of an fd that
+// is still mapped defers the server's close until the last mapping of that open goes.
+// A page-in that fails (the server replies an error, the file ends before the page, the server stopped:
+// ESHUTDOWN, the process's io timeout passed) ends in SIGBUS at the faulting access, never a hang.
+//
+// Thread-safety: all members may be called from any thread. Lock order: the mapping table mutex is a
+// leaf (never held across a send or an aspace call); aspace locks as in vm/aspace.hpp.
+// Lifetime: a process_memory lives inside its process (destroyed first among its members); its pager is
+// stopped before its regions are unmapped.
+#pragma once
+
+#include <sys/mman.h>
+
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "../resmgr/iofunc.hpp"
+#include "../resmgr/process.hpp"
+#include "aspace.hpp"
+#include "faulting_thread.hpp"
+#include "page_source.hpp"
+#include "pager.hpp"
+
+namespace faultsafe {
+
+/// A page source that asks the file's server (io_msg::page_in on `ch`, for open `handle`).
+/// Thread-safety: page_in may be called concurrently (one send each).
+class server_page_source final : public page_source {
+ public:
+  server_page_source(process& p, std::shared_ptr<channel> ch, std::uint64_t handle, std::uint64_t cookie) noexcept
+      : p_(p), ch_(std::move(ch)), handle_(handle), cookie_(cookie) {}
+
+  [[nodiscard]] std::error_code page_in(const page_in_request& req, page_in_result& out) override {
+    io_page_in_request q{p_.client(), handle_, cookie_, req.offset, req.length, 0};
+    if (req.buffer != nullptr) q.flags |= page_in_private;
+    if (req.minor) q.flags |= page_in_minor;
+    if (req.readahead) q.flags |= page_in_readahead;
+    if (req.write) q.flags |= page_in_write;
+    io_page_in_reply rep{};
+    send_buffers b{static_cast<std::uint32_t>(io_msg::page_in), &q, sizeof q, nullptr, 0, &rep, sizeof rep,
+                   req.buffer, req.buffer != nullptr ? req.length : 0};
+    send_result sr;
+    {
+      // On behalf of the faulting thread: the server adopts this activity while it pages in.
+      activity_scope behalf(req.thread.activity);
+      sr = p_.send(*ch_, b);
+    }
+    if (sr.error) return sr.error;
+    if (sr.reply_header_len != sizeof rep || rep.length > req.length) return std::make_error_code(std::errc::bad_message);
+    std::size_t valid = static_cast<std::size_t>(rep.length);
+    if (req.buffer != nullptr) {  // zeros after the end of the file, to the end of its last page
+      const std::size_t rounded = std::min(req.length, (valid + vm_page_size - 1) & ~(vm_page_size - 1));
+      std::memset(static_cast<char*>(req.buffer) + valid, 0, rounded - valid);
+      valid = rounded;
+    }
+    out.length = valid;
+    return {};
+  }
+
+ private:
+  process& p_;
+  std::shared_ptr<channel> ch_;
+  std::uint64_t handle_;
+  std::uint64_t cookie_;
+};
+
+/// One logical process's address space: aspace + pager + the table of its file mappings.
+class process_memory {
+ public:
+  /// Throws: std::system_error when userfaultfd is refused (the message names vm.unprivileged_userfaultfd).
+  explicit process_memory(process& p, aspace_options ao = {}, pager_options po = {})
+      : p_(p), as_(ao), pg_(as_, po) {}
+  process_memory(const process_memory&) = delete;
+  process_memory& operator=(const process_memory&) = delete;
+
+  /// Effects: stops the pager (no fault hangs afterwards, see pager.hpp), sends the closes that
+  /// mappings deferred, then (members) unmaps every region.
+  ~process_memory() {
+    pg_.stop();
+    std::vector<std::pair<std::shared_ptr<channel>, std::uint64_t>> closes;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      for (auto& [key, ref] : opens_)
+        if (ref.close_pending) closes.emplace_back(ref.ch, key.second);
+      opens_.clear();
+    }
+    for (auto& [ch, h] : closes) send_close(*ch, h);
+  }
+
+  [[nodiscard]] aspace& space() noexcept { return as_; }
+  [[nodiscard]] pager& fault_pager() noexcept { return pg_; }
+
+  /// See process::mmap.
+  [[nodiscard]] result<void*> mmap(void* addr, std::size_t len, int prot, int flags, int fd, off_t off) {
+    const int type = flags & (MAP_SHARED | MAP_PRIVATE);
+    if (len == 0 || (type != MAP_SHARED && type != MAP_PRIVATE) || off < 0 || (static_cast<std::uint64_t>(off) % vm_page_size) != 0)
+      return std::make_error_code(std::errc::invalid_argument);
+    if ((flags & ~(MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE | MAP_POPULATE)) != 0)
+      return std::make_error_code(std::errc::invalid_argument);
+    announce_faulting_thread();  // the mapping thread is the likeliest to touch it
+    map_request rq;
+    rq.addr_hint = addr;
+    rq.length = len;
+    rq.prot = prot;
+    rq.shared = type == MAP_SHARED;
+    rq.fixed = (flags & MAP_FIXED) != 0;
+    if (flags & MAP_ANONYMOUS) {
+      void* out = nullptr;
+      if (auto ec = as_.try_map(rq, out)) return ec;
+      return out;
+    }
+    std::shared_ptr<channel> ch;
+    std::uint64_t handle = 0;
+    int fdflags = 0;
+    if (auto ec = p_.fd_target(fd, ch, handle, fdflags)) return ec;
+    auto answer = p_.mmap_request(fd, static_cast<std::uint64_t>(off), len, prot, type);  // the server checks access
+    if (!answer) return answer.error();
+    const io_mmap_reply* rep = &answer.value();
+    if (rep->memfd < 0) return std::make_error_code(std::errc::no_such_device);
+    auto src = std::make_unique<server_page_source>(p_, ch, handle, rep->cookie);
+    rq.file = file_backing{rep->memfd, rep->offset, reinterpret_cast<const void*>(static_cast<std::uintptr_t>(rep->cookie)), src.get()};
+    {
+      std::lock_guard<std::mutex> g(mu_);  // count the open before the region exists: close() defers
+      auto& ref = opens_[{ch.get(), handle}];
+      if (!ref.ch) ref.ch = ch;
+      ++ref.mappings;
+    }
+    void* out = nullptr;
+    if (auto ec = as_.try_map(rq, out)) {
+      drop_open(ch.get(), handle);
+      return ec;
+    }
+    std::lock_guard<std::mutex> g(mu_);
+    maps_.emplace(reinterpret_cast<std::uintptr_t>(out),
+                  mapping{std::move(src), ch.get(), handle, (len + vm_page_size - 1) & ~(vm_page_size - 1),
+                          type == MAP_SHARED, (fdflags & O_ACCMODE) != O_RDONLY});
+    return out;
+  }
+
+  /// See process::munmap.
+  std::error_code munmap(void* addr, std::size_t len) {
+    if (auto ec = as_.munmap(addr, len)) return ec;
+    // The regions are gone and no fault thread uses their sources any more (munmap waited).
+    const auto a = reinterpret_cast<std::uintptr_t>(addr);
+    const std::uintptr_t e = a + ((len + vm_page_size - 1) & ~(vm_page_size - 1));
+    std::vector<std::pair<channel*, std::uint64_t>> dropped;
+    std::vector<std::unique_ptr<server_page_source>> dead;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      for (auto it = maps_.lower_bound(a); it != maps_.end() && it->first < e;) {
+        dropped.emplace_back(it->second.ch, it->second.handle);
+        dead.push_back(std::move(it->second.src));
+        it = maps_.erase(it);
+      }
+    }
+    for (auto& [ch, h] : dropped) drop_open(ch, h);
+    return {};
+  }
+
+  /// See process::mprotect.
+  std::error_code mprotect(void* addr, std::size_t len, int prot) {
+    if (prot & PROT_WRITE) {  // a shared file mapping may become writable only through a writable open
+      const auto a = reinterpret_cast<std::uintptr_t>(addr);
+      const std::uintptr_t e = a + len;
+      std::lock_guard<std::mutex> g(mu_);
+      for (auto it = maps_.lower_bound(a); it != maps_.end() && it->first < e; ++it)
+        if (it->second.shared && !it->second.writable_open) return std::make_error_code(std::errc::permission_denied);
+    }
+    return as_.mprotect(addr, len, prot);
+  }
+
+  /// See process::msync.
+  std::error_code msync(void* addr, std::size_t len, int flags) { return as_.msync(addr, len, flags); }
+
+  /// Effects: if open (ch, handle) is still mapped, remembers to close it with its last mapping and
+  /// returns true; else false (the caller closes now).
+  bool defer_close(const std::shared_ptr<channel>& ch, std::uint64_t handle) {
+    std::lock_guard<std::mutex> g(mu_);
+    auto it = opens_.find({ch.get(), handle});
+    if (it == opens_.end() || it->second.mappings == 0) return false;
+    it->second.close_pending = true;
+    return true;
+  }
+
+ private:
+  struct mapping {
+    std::unique_ptr<server_page_source> src;
+    channel* ch;
+    std::uint64_t handle;
+    std::size_t length;
+    bool shared;
+    bool writable_open;
+  };
+  struct open_ref {
+    std::shared_ptr<channel> ch;
+    std::size_t mappings = 0;
+    bool close_pending = false;
+  };
+
+  void drop_open(channel* ch, std::uint64_t handle) {
+    std::shared_ptr<channel> to_close;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      auto it = opens_.find({ch, handle});
+      if (it == opens_.end()) return;
+      if (--it->second.mappings == 0) {
+        if (it->second.close_pending) to_close = it->second.ch;
+        opens_.erase(it);
+      }
+    }
+    if (to_close) send_close(*to_close, handle);
+  }
+
+  void send_close(channel& ch, std::uint64_t handle) {
+    io_handle_request q{p_.client(), handle};
+    (void)p_.send(ch, {static_cast<std::uint32_t>(io_msg::close), &q, sizeof q});
+  }
+
+  process& p_;
+  std::mutex mu_;  // leaf: maps_, opens_
+  std::map<std::uintptr_t, mapping> maps_;                          // by start address
+  std::map<std::pair<channel*, std::uint64_t>, open_ref> opens_;    // opens kept by mappings
+  aspace as_;   // after the tables: destroyed before them (its regions use the sources)
+  pager pg_;    // destroyed first (stops the fault threads)
+};
+
+// ---- process members declared in resmgr/process.hpp ----------------------------------------------------
+
+inline process_memory& process::memory() {
+  std::lock_guard<std::mutex> g(mem_mu_);
+  if (!mem_) mem_ = std::make_shared<process_memory>(*this, aspace_options{false, "aspace"});
+  return *mem_;
+}
+
+inline result<void*> process::mmap(void* addr, std::size_t len, int prot, int flags, int fd, off_t off) {
+  process_memory* m = nullptr;
+  try {
+    m = &memory();
+  } catch (const std::system_error& e) {
+    return e.code();
+  }
+  return m->mmap(addr, len, prot, flags, fd, off);
+}
+
+inline std::error_code process::munmap(void* addr, std::size_t len) {
+  std::shared_ptr<process_memory> m;
+  {
+    std::lock_guard<std::mutex> g(mem_mu_);
+    m = mem_;
+  }
+  if (!m) return (reinterpret_cast<std::uintptr_t>(addr) % vm_page_size) != 0 || len == 0
+                     ? std::make_error_code(std::errc::invalid_argument)
+                     : std::error_code{};
+  return m->munmap(addr, len);
+}
+
+inline std::error_code process::mprotect(void* addr, std::size_t len, int prot) {
+  std::shared_ptr<process_memory> m;
+  {
+    std::lock_guard<std::mutex> g(mem_mu_);
+    m = mem_;
+  }
+  if (!m) return std::make_error_code(std::errc::not_enough_memory);
+  return m->mprotect(addr, len, prot);
+}
+
+inline std::error_code process::msync(void* addr, std::size_t len, int flags) {
+  std::shared_ptr<process_memory> m;
+  {
+    std::lock_guard<std::mutex> g(mem_mu_);
+    m = mem_;
+  }
+  if (!m) return std::make_error_code(std::errc::not_enough_memory);
+  return m->msync(addr, len, flags);
+}
+
+inline bool process::defer_close_if_mapped(const std::shared_ptr<channel>& ch, std::uint64_t handle) {
+  std::shared_ptr<process_memory> m;
+  {
+    std::lock_guard<std::mutex> g(mem_mu_);
+    m = mem_;
+  }
+  return m && m->defer_close(ch, handle);
+}
+
+}  // namespace faultsafe

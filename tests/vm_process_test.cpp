@@ -1,0 +1,211 @@
+// mmap of ramfs files through the process API: reads through the mapping from several threads (each
+// fault pages in through the server), writes through MAP_SHARED seen by process.read(), MAP_PRIVATE
+// isolation, EACCES for PROT_WRITE|MAP_SHARED on a read-only open, bad input, a mapping that outlives
+// close(), page-in past the end (SIGBUS), a stopped server (SIGBUS, no hang), anonymous memory.
+#include <doctest/doctest.h>
+
+#include <faultsafe/resmgr/process.hpp>
+#include <faultsafe/resmgr/ramfs.hpp>
+#include <thread>
+#include <vector>
+
+#include "vm_support.hpp"
+
+using namespace faultsafe;
+using vmtest::pattern;
+
+namespace {
+
+// Creates /ram/<name> with `size` pattern bytes through the process API.
+int make_file(process& p, const char* path, std::size_t size, int flags = O_RDWR) {
+  auto fd = p.open(path, O_CREAT | O_RDWR, 0644);
+  REQUIRE(fd.ok());
+  std::string chunk(1 << 16, '\0');
+  for (std::size_t off = 0; off < size; off += chunk.size()) {
+    const std::size_t n = std::min(chunk.size(), size - off);
+    for (std::size_t i = 0; i < n; ++i) chunk[i] = static_cast<char>(pattern(off + i));
+    REQUIRE(p.pwrite(*fd, chunk.data(), n, static_cast<off_t>(off)).value() == n);
+  }
+  if ((flags & O_ACCMODE) == O_RDWR) return *fd;
+  REQUIRE(!p.close(*fd));
+  auto fd2 = p.open(path, flags);
+  REQUIRE(fd2.ok());
+  return *fd2;
+}
+
+}  // namespace
+
+TEST_CASE("map a ramfs file and read it through the mapping from several threads") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(40, "ramfs mapped read");
+  path_namespace ns;
+  ramfs fs({.name = "ram", .prefix = "/ram", .ns = &ns});
+  process bob("bob", {1000, 100}, &ns);
+  const std::size_t size = 4 << 20;
+  const int fd = make_file(bob, "/ram/data", size, O_RDONLY);
+  auto m = bob.mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  REQUIRE(m.ok());
+  auto* p = static_cast<const std::uint8_t*>(*m);
+  std::atomic<int> bad{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 3; ++t)
+    ts.emplace_back([&, t] {
+      announce_faulting_thread();
+      activity_scope act(new_activity());
+      const std::size_t pages = size / vm_page_size;
+      for (std::size_t k = 0; k < pages; ++k) {
+        const std::size_t pg_i = (k * (2 * t + 1) + static_cast<std::size_t>(t) * 97) % pages;  // different orders
+        const std::size_t off = pg_i * vm_page_size + (pg_i % 4000);
+        if (p[off] != pattern(off)) bad.fetch_add(1);
+      }
+    });
+  for (auto& t : ts) t.join();
+  CHECK(bad.load() == 0);
+  const auto st = bob.memory().fault_pager().stats();
+  CHECK(st.faults > 0);
+  CHECK(st.page_in_errors == 0);
+  CHECK(!bob.munmap(*m, size));
+  CHECK(!bob.close(fd));
+}
+
+TEST_CASE("write through MAP_SHARED, read it back with process.read(); MAP_PRIVATE stays private") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(30, "ramfs mapped write");
+  path_namespace ns;
+  ramfs fs({.name = "ram", .prefix = "/ram", .ns = &ns});
+  process bob("bob", {1000, 100}, &ns);
+  const std::size_t size = 256 << 10;
+  const int fd = make_file(bob, "/ram/w", size);
+  auto shared = bob.mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  auto priv = bob.mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  REQUIRE(shared.ok());
+  REQUIRE(priv.ok());
+  auto* s = static_cast<std::uint8_t*>(*shared);
+  auto* q = static_cast<std::uint8_t*>(*priv);
+  CHECK(q[100] == pattern(100));
+  q[100] = static_cast<std::uint8_t>(~pattern(100));  // private write: file unchanged
+  for (std::size_t i = 0; i < size; i += 1000) s[i] = static_cast<std::uint8_t>(i / 1000 + 1);
+  std::vector<std::uint8_t> buf(size);
+  REQUIRE(bob.pread(fd, buf.data(), size, 0).value() == size);
+  for (std::size_t i = 0; i < size; ++i) {
+    const std::uint8_t want = (i % 1000 == 0) ? static_cast<std::uint8_t>(i / 1000 + 1) : pattern(i);
+    if (buf[i] != want) {
+      FAIL("byte " << i << " is " << int(buf[i]) << ", want " << int(want));
+      break;
+    }
+  }
+  // A write() through the server is seen through the shared mapping (same pages).
+  const std::uint8_t v = 0xEE;
+  REQUIRE(bob.pwrite(fd, &v, 1, 5001).value() == 1);
+  CHECK(s[5001] == 0xEE);
+  CHECK(q[100] == static_cast<std::uint8_t>(~pattern(100)));
+  CHECK(q[2000] == pattern(2000));
+  // read() into a private anonymous mapping of the same process: the server thread takes that fault.
+  auto anon = bob.mmap(nullptr, 64 << 10, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(anon.ok());
+  REQUIRE(bob.pread(fd, *anon, 64 << 10, 0).value() == (64u << 10));
+  CHECK(static_cast<std::uint8_t*>(*anon)[1000] == 2);
+  CHECK(static_cast<std::uint8_t*>(*anon)[1001] == pattern(1001));
+  CHECK(!bob.msync(*shared, size, MS_SYNC));
+  CHECK(!bob.munmap(*shared, size));
+  CHECK(!bob.munmap(*priv, size));
+  CHECK(!bob.munmap(*anon, 64 << 10));
+}
+
+TEST_CASE("the server's mmap handler checks access: EACCES, and bad input is EINVAL/EBADF") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(20, "eacces");
+  path_namespace ns;
+  ramfs fs({.name = "ram", .prefix = "/ram", .ns = &ns});
+  process bob("bob", {1000, 100}, &ns);
+  const int ro = make_file(bob, "/ram/ro", 64 << 10, O_RDONLY);
+  CHECK(bob.mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, ro, 0).error() == std::errc::permission_denied);
+  auto privw = bob.mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE, ro, 0);  // private: fine
+  REQUIRE(privw.ok());
+  static_cast<std::uint8_t*>(*privw)[0] = 1;
+  auto sh = bob.mmap(nullptr, 4096, PROT_READ, MAP_SHARED, ro, 0);
+  REQUIRE(sh.ok());
+  CHECK(bob.mprotect(*sh, 4096, PROT_READ | PROT_WRITE) == std::errc::permission_denied);
+  auto wo = bob.open("/ram/ro", O_WRONLY);
+  REQUIRE(wo.ok());
+  CHECK(bob.mmap(nullptr, 4096, PROT_READ, MAP_SHARED, *wo, 0).error() == std::errc::permission_denied);
+  CHECK(bob.mmap(nullptr, 4096, PROT_READ, MAP_SHARED, 99, 0).error() == std::errc::bad_file_descriptor);
+  CHECK(bob.mmap(nullptr, 4096, PROT_READ, MAP_SHARED, ro, 100).error() == std::errc::invalid_argument);
+  CHECK(bob.mmap(nullptr, 0, PROT_READ, MAP_SHARED, ro, 0).error() == std::errc::invalid_argument);
+  CHECK(bob.mmap(nullptr, 4096, PROT_READ, MAP_SHARED | MAP_PRIVATE, ro, 0).error() == std::errc::invalid_argument);
+  // Another user may not map a file it may not open: open fails first.
+  process eve("eve", {2000, 200}, &ns);
+  auto f = bob.open("/ram/secret", O_CREAT | O_RDWR, 0600);
+  REQUIRE(f.ok());
+  CHECK(eve.open("/ram/secret", O_RDONLY).error() == std::errc::permission_denied);
+}
+
+TEST_CASE("a mapping outlives close(); past the end is SIGBUS; a stopped server is SIGBUS, not a hang") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(30, "close/eof/stop");
+  path_namespace ns;
+  auto fs = std::make_unique<ramfs>(ramfs_options{.name = "ram", .prefix = "/ram", .ns = &ns});
+  process bob("bob", {1000, 100}, &ns);
+  const int fd = make_file(bob, "/ram/c", 3 * vm_page_size + 10, O_RDONLY);
+  auto m = bob.mmap(nullptr, 8 * vm_page_size, PROT_READ, MAP_PRIVATE, fd, 0);
+  REQUIRE(m.ok());
+  auto* p = static_cast<const std::uint8_t*>(*m);
+  CHECK(!bob.close(fd));  // the server's close is deferred: the mapping still pages in
+  std::uint8_t v = 0;
+  CHECK(vmtest::probe_read(p + vm_page_size + 7, v) == 0);
+  CHECK(v == pattern(vm_page_size + 7));
+  CHECK(vmtest::probe_read(p + 3 * vm_page_size + 9, v) == 0);
+  CHECK(v == pattern(3 * vm_page_size + 9));
+  CHECK(vmtest::probe_read(p + 3 * vm_page_size + 11, v) == 0);  // rest of the last page: zeros
+  CHECK(v == 0);
+  CHECK(vmtest::probe_read(p + 5 * vm_page_size, v) == SIGBUS);  // past the end of the file
+  fs->stop();  // the server stops: the next page-in fails with ESHUTDOWN
+  CHECK(vmtest::probe_read(p + 2 * vm_page_size, v) == SIGBUS);
+  CHECK(vmtest::probe_read(p + vm_page_size + 8, v) == 0);  // pages already in stay
+  CHECK(!bob.munmap(*m, 8 * vm_page_size));
+  CHECK(bob.memory().fault_pager().stats().page_in_errors == 2);
+}
+
+TEST_CASE("page-ins are sent on behalf of the faulting thread's activity") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(20, "activity");
+  path_namespace ns;
+  std::mutex mu;
+  std::vector<activity_id> seen;
+  io_funcs funcs = iofunc_defaults();
+  auto attr = std::make_shared<iofunc_attr>(0644, 0, 0);
+  funcs.open = [&](request_context& ctx, const io_open_request& q, std::string_view, std::shared_ptr<ocb_base>& out) {
+    return iofunc_open_default(ctx, q, attr, out);
+  };
+  funcs.page_in = [&](request_context& ctx, ocb_base* o, const io_page_in_request& q, io_page_in_reply& rep) {
+    {
+      std::lock_guard<std::mutex> g(mu);
+      seen.push_back(current_activity());
+    }
+    return iofunc_page_in_default(ctx, o, q, rep);
+  };
+  server srv(server_options{"spy", {1, 2}, {}, &ns}, funcs);
+  REQUIRE(!srv.attach("/spy"));
+  srv.start();
+  process bob("bob", {}, &ns);
+  auto fd = bob.open("/spy", O_RDWR);
+  REQUIRE(fd.ok());
+  REQUIRE(!bob.ftruncate(*fd, 64 << 10));
+  auto m = bob.mmap(nullptr, 64 << 10, PROT_READ, MAP_SHARED, *fd, 0);
+  REQUIRE(m.ok());
+  const activity_id a = new_activity();
+  std::thread t([&] {
+    announce_faulting_thread();
+    activity_scope s(a);
+    CHECK(static_cast<const std::uint8_t*>(*m)[10] == 0);
+  });
+  t.join();
+  {
+    std::lock_guard<std::mutex> g(mu);
+    REQUIRE(seen.size() >= 1);
+    CHECK(seen[0] == a);
+  }
+  CHECK(!bob.munmap(*m, 64 << 10));
+  CHECK(!bob.close(*fd));
+  srv.stop();
+}
