@@ -7,3 +7,11 @@ if(FAULTSAFE_BUILD_EXAMPLES)
   add_test(NAME example_ramfs COMMAND $<TARGET_FILE:ramfs> --threads 4 --files 3 --rounds 30)
   set_tests_properties(example_ramfs PROPERTIES TIMEOUT 60 LABELS resmgr)
 endif()
+# The channel/resmgr headers under clang's -Wthread-safety (where clang++ exists).
+find_program(FAULTSAFE_RESMGR_CLANGXX NAMES clang++ clang++-16 clang++-15 clang++-14)
+if(FAULTSAFE_RESMGR_CLANGXX)
+  add_test(NAME resmgr_clang_thread_safety
+           COMMAND ${FAULTSAFE_RESMGR_CLANGXX} -std=c++20 -Wall -Wextra -Wthread-safety -Werror -fsyntax-only
+                   -I${PROJECT_SOURCE_DIR}/include ${CMAKE_CURRENT_SOURCE_DIR}/resmgr_headers.cpp)
+  set_tests_properties(resmgr_clang_thread_safety PROPERTIES TIMEOUT 120 LABELS resmgr)
+endif()
