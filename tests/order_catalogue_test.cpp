@@ -353,3 +353,23 @@ TEST_CASE("ranked tracked locks: the rank rule and the graph both apply") {
   r.unlock();
   a.unlock();
 }
+
+TEST_CASE("releasing in the wrong mode is unlock_not_held and leaves the mutex alone") {
+  faultsafe::violation_recorder rec;
+  faultsafe::scoped_violation_handler h{rec.handler()};
+  lock_class cA{"rwA"};
+  rw_lock_t A{cA};
+  A.lock();
+  A.unlock_shared();
+  expect_one(rec, violation_kind::unlock_not_held, {"rwA"});
+  CHECK(A.underlying().state() == -1);  // still write-locked
+  CHECK(order_test::held_depth() == 1);
+  A.unlock();
+  A.lock_shared();
+  A.unlock();
+  expect_one(rec, violation_kind::unlock_not_held, {"rwA"});
+  CHECK(A.underlying().state() == 1);
+  A.unlock_shared();
+  expect_none(rec);
+  CHECK(order_test::held_depth() == 0);
+}

@@ -355,11 +355,11 @@ class FAULTSAFE_CAPABILITY("mutex") tracked_mutex {
     return true;
   }
 
-  /// Effects: releases (any order). Not held: reports unlock_not_held, and leaves Mutex untouched if
+  /// Effects: releases (any order). Not held (or held only shared): reports unlock_not_held, and leaves Mutex untouched if
   /// the handler returns.
   void unlock(source_location where = source_location::current()) FAULTSAFE_RELEASE()
       FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    if (detail::pop_held_fast(this, cls_->name().c_str(), where)) m_.unlock();
+    if (detail::pop_held_fast(this, detail::hold_mode::exclusive, cls_->name().c_str(), where)) m_.unlock();
   }
 
   void lock_shared(source_location where = source_location::current())
@@ -382,7 +382,7 @@ class FAULTSAFE_CAPABILITY("mutex") tracked_mutex {
 
   void unlock_shared(source_location where = source_location::current())
     requires shared_lockable_mutex<Mutex> FAULTSAFE_RELEASE_SHARED() FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    if (detail::pop_held_fast(this, cls_->name().c_str(), where)) m_.unlock_shared();
+    if (detail::pop_held_fast(this, detail::hold_mode::shared, cls_->name().c_str(), where)) m_.unlock_shared();
   }
 
   [[nodiscard]] lock_class& cls() const noexcept { return *cls_; }

@@ -123,12 +123,27 @@ inline void push_held_or_release(const acquire_request& r, const source_location
   }
 }
 
-/// Effects: pop_held(token, name, where), with the common case (token on top of the stack) inline.
-inline bool pop_held_fast(const void* token, const char* name, const source_location& where) {
+/// Effects: pop_held(token, name, where), with the common case (token on top of the stack, held in
+/// `mode`) inline. Releasing in the wrong mode (unlock_shared() of a lock held exclusively, or the
+/// reverse) is unlock_not_held too: the hold stays recorded and the caller must leave the mutex alone.
+inline bool pop_held_fast(const void* token, hold_mode mode, const char* name, const source_location& where) {
   held_stack& s = this_thread_held();
-  if (s.depth != 0 && s.e[s.depth - 1].req.token == token) [[likely]] {
+  if (s.depth != 0 && s.e[s.depth - 1].req.token == token && s.e[s.depth - 1].req.mode == mode) [[likely]] {
     --s.depth;
     return true;
+  }
+  for (unsigned i = s.depth; i-- > 0;) {
+    if (s.e[i].req.token != token) continue;
+    if (s.e[i].req.mode == mode) break;
+    violation v;
+    v.kind = violation_kind::unlock_not_held;
+    v.summary = "thread '" + thread_name(this_thread_id()) + "' releases '" + name + "' " +
+                (mode == hold_mode::shared ? "shared" : "exclusive") + " at " + describe_site(where) +
+                " but holds it " + (mode == hold_mode::shared ? "exclusively" : "shared");
+    v.details.push_back("held: " + describe_held(s.e[i]));
+    v.involved.emplace_back(name);
+    report_violation(v);
+    return false;
   }
   return pop_held(token, name, where);
 }
@@ -184,11 +199,11 @@ class FAULTSAFE_CAPABILITY("mutex") ranked_mutex {
   }
 
   /// Effects: releases the lock (any order relative to other held locks). If the calling thread
-  /// does not hold it, reports unlock_not_held and, if the handler returns, leaves Mutex untouched
+  /// does not hold it (or holds it only shared), reports unlock_not_held and, if the handler returns, leaves Mutex untouched
   /// (unlocking a mutex one does not own is undefined behaviour). Throws: what the handler throws.
   void unlock(source_location where = source_location::current()) FAULTSAFE_RELEASE()
       FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    if (detail::pop_held_fast(this, name_, where)) m_.unlock();
+    if (detail::pop_held_fast(this, detail::hold_mode::exclusive, name_, where)) m_.unlock();
   }
 
   /// Shared (reader) variants, when Mutex has them. A second read lock by the same thread is
@@ -212,7 +227,7 @@ class FAULTSAFE_CAPABILITY("mutex") ranked_mutex {
 
   void unlock_shared(source_location where = source_location::current())
     requires shared_lockable_mutex<Mutex> FAULTSAFE_RELEASE_SHARED() FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    if (detail::pop_held_fast(this, name_, where)) m_.unlock_shared();
+    if (detail::pop_held_fast(this, detail::hold_mode::shared, name_, where)) m_.unlock_shared();
   }
 
   /// The name used in reports.
