@@ -446,3 +446,24 @@ TEST_CASE("the thread pool grows while every thread is busy, up to max_threads")
   CHECK(ok.load() == 5);
   CHECK(s.threads() == 3u);
 }
+
+#include <faultsafe/resmgr/process_thread.hpp>
+
+TEST_CASE("process threads are named after their process") {
+  faultsafe_test::watchdog wd("process_thread");
+  process bob("Bob");
+  std::uint32_t id1 = 0, id2 = 0;
+  {
+    process_thread bob1(bob, "bob1", [&] { id1 = this_thread_id(); });
+    process_thread bob2(bob, "bob2", [&](int k) { id2 = this_thread_id() + static_cast<std::uint32_t>(k) * 0; }, 5);
+    CHECK(bob1.name() == "Bob/bob1");
+    bob1.join();
+    CHECK(thread_name(id1) != "Bob/bob1");  // the thread has exited: its name is forgotten
+  }
+  CHECK(id1 != 0u);
+  CHECK(id2 != 0u);
+  std::atomic<bool> checked{false};
+  process_thread t(bob, "probe", [&] { checked = thread_name(this_thread_id()) == "Bob/probe"; });
+  t.join();
+  CHECK(checked.load());
+}

@@ -4,6 +4,7 @@
 #include <faultsafe/ipc/channel.hpp>
 #include <faultsafe/resmgr/iofunc.hpp>
 #include <faultsafe/resmgr/process.hpp>
+#include <faultsafe/resmgr/process_thread.hpp>
 #include <faultsafe/resmgr/ramfs.hpp>
 #include <faultsafe/resmgr/server.hpp>
 
