@@ -366,3 +366,45 @@ TEST_CASE("stress: many senders, two receivers, random deadlines; no late write 
   CHECK(ok.load() + timed_out.load() == clients * per_client);
   CHECK(ok.load() > 0);
 }
+
+TEST_CASE("stop racing with senders, give-ups and receivers: everyone returns") {
+  faultsafe_test::watchdog wd("stop race", std::chrono::seconds(50));
+  for (int round = 0; round < 20; ++round) {
+    channel ch;
+    std::vector<std::thread> servers;
+    for (int s = 0; s < 2; ++s)
+      servers.emplace_back([&] {
+        channel::receiver& r = ch.attach();
+        while (!r.receive()) {
+          char b[64];
+          (void)r.read_payload(0, b, sizeof b);
+          (void)r.write_reply_data(0, b, std::min<std::size_t>(sizeof b, r.reply_data_len()));
+          (void)r.reply(1);
+        }
+        ch.detach(r);
+      });
+    std::atomic<int> ok{0}, shut{0}, gave_up{0}, other{0};
+    std::vector<std::thread> clients;
+    for (int c = 0; c < 4; ++c)
+      clients.emplace_back([&, c] {
+        std::mt19937 rng(round * 10 + c);
+        for (int i = 0; i < 200; ++i) {
+          char in_b[64] = {}, out_b[64];
+          send_options o;
+          if (rng() % 4 == 0) o.deadline = in(std::chrono::milliseconds(rng() % 2));
+          send_result r = ch.send({1, nullptr, 0, in_b, sizeof in_b, nullptr, 0, out_b, sizeof out_b}, o);
+          if (!r.error) ++ok;
+          else if (r.error.value() == ESHUTDOWN) ++shut;
+          else if (r.error == std::errc::timed_out) ++gave_up;
+          else ++other;
+        }
+      });
+    std::this_thread::sleep_for(std::chrono::microseconds(200 + 300 * (round % 5)));
+    ch.stop();
+    for (auto& t : clients) t.join();
+    for (auto& t : servers) t.join();
+    CHECK(other.load() == 0);
+    CHECK(ok + shut + gave_up == 800);
+    CHECK(ch.queued() == 0u);
+  }
+}
