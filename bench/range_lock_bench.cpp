@@ -2,7 +2,7 @@
 // run; the ratios are printed at the end.
 //
 //   uncontended/*          one thread, lock + unlock, nothing else
-//   disjoint/*             each thread copies 4 KiB into its own part of a file buffer under a lock:
+//   disjoint/*/<bytes>     each thread copies 4 or 16 KiB into its own half of a file buffer under a lock:
 //                          range_lock on the copied range vs one std::mutex around every copy
 //   overlap_readers/*      every thread reads (copies out) the same 4 KiB: range_lock shared vs
 //                          std::shared_mutex shared
@@ -87,35 +87,38 @@ BENCHMARK(uncontended_range_exclusive);
 BENCHMARK(uncontended_range_shared);
 
 // ---- disjoint ranges, 1 and 2 threads ------------------------------------------------------------
-// Work: copy 4 KiB from a private source into page (i % 16) of the thread's own 64 KiB part.
+// Work: copy 4 KiB (or 16 KiB) from a private source into the next slot of the thread's own half
+// of the file.
 range_lock g_disjoint_lock("disjoint");
 std::mutex g_disjoint_mutex;
 
 template <int Kind>  // 0 = no lock, 1 = std::mutex, 2 = range_lock
 void disjoint(benchmark::State& s) {
   auto& f = the_file();
-  std::vector<unsigned char> src(page, static_cast<unsigned char>(s.thread_index()));
-  const std::size_t base = static_cast<std::size_t>(s.thread_index()) * 16 * page;
+  const auto n = static_cast<std::size_t>(s.range(0));  // bytes copied per operation
+  std::vector<unsigned char> src(n, static_cast<unsigned char>(s.thread_index()));
+  const std::size_t base = static_cast<std::size_t>(s.thread_index()) * (file_size / 2);
+  const std::size_t slots = (file_size / 2) / n;
   std::size_t i = 0;
   for (auto _ : s) {
-    const std::size_t off = base + (i++ % 16) * page;
+    const std::size_t off = base + (i++ % slots) * n;
     if constexpr (Kind == 0) {
-      std::memcpy(&f.bytes[off], src.data(), page);
+      std::memcpy(&f.bytes[off], src.data(), n);
     } else if constexpr (Kind == 1) {
       std::lock_guard<std::mutex> g(g_disjoint_mutex);
-      std::memcpy(&f.bytes[off], src.data(), page);
+      std::memcpy(&f.bytes[off], src.data(), n);
     } else {
-      range_guard g(g_disjoint_lock, off, page, lock_mode::exclusive);
-      std::memcpy(&f.bytes[off], src.data(), page);
+      range_guard g(g_disjoint_lock, off, n, lock_mode::exclusive);
+      std::memcpy(&f.bytes[off], src.data(), n);
     }
     benchmark::ClobberMemory();
   }
   s.SetItemsProcessed(s.iterations());
-  s.SetBytesProcessed(s.iterations() * static_cast<std::int64_t>(page));
+  s.SetBytesProcessed(s.iterations() * static_cast<std::int64_t>(n));
 }
-BENCHMARK_TEMPLATE(disjoint, 0)->Name("disjoint/no_lock")->Threads(1)->Threads(2)->UseRealTime();
-BENCHMARK_TEMPLATE(disjoint, 1)->Name("disjoint/std_mutex")->Threads(1)->Threads(2)->UseRealTime();
-BENCHMARK_TEMPLATE(disjoint, 2)->Name("disjoint/range_lock")->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK_TEMPLATE(disjoint, 0)->Name("disjoint/no_lock")->Arg(4096)->Arg(16384)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK_TEMPLATE(disjoint, 1)->Name("disjoint/std_mutex")->Arg(4096)->Arg(16384)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK_TEMPLATE(disjoint, 2)->Name("disjoint/range_lock")->Arg(4096)->Arg(16384)->Threads(1)->Threads(2)->UseRealTime();
 
 // ---- readers on one overlapping range -----------------------------------------------------------
 range_lock g_read_lock("readers");
@@ -251,14 +254,18 @@ int main(int argc, char** argv) {
   std::printf("uncontended range shared / shared_mutex shared  : %.2fx\n",
               ratio(get(t, "uncontended_range_shared"), get(t, "uncontended_shared_mutex_shared")));
   const std::string rt = "/real_time/threads:";
-  std::printf("disjoint range_lock 2 threads / 1 thread        : %.2fx (goal >= 1.7x)\n",
-              ratio(get(r, "disjoint/range_lock" + rt + "2"), get(r, "disjoint/range_lock" + rt + "1")));
-  std::printf("disjoint std::mutex 2 threads / 1 thread        : %.2fx\n",
-              ratio(get(r, "disjoint/std_mutex" + rt + "2"), get(r, "disjoint/std_mutex" + rt + "1")));
-  std::printf("disjoint no lock 2 threads / 1 thread           : %.2fx (hardware ceiling)\n",
-              ratio(get(r, "disjoint/no_lock" + rt + "2"), get(r, "disjoint/no_lock" + rt + "1")));
-  std::printf("disjoint 2 threads range_lock / std::mutex      : %.2fx\n",
-              ratio(get(r, "disjoint/range_lock" + rt + "2"), get(r, "disjoint/std_mutex" + rt + "2")));
+  for (const char* sz : {"4096", "16384"}) {
+    auto d = [&](const char* kind, const char* thr) {
+      return get(r, std::string("disjoint/") + kind + "/" + sz + rt + thr);
+    };
+    std::printf("disjoint %5s B: range_lock 2 thr / 1 thr       : %.2fx (goal >= 1.7x)\n", sz,
+                ratio(d("range_lock", "2"), d("range_lock", "1")));
+    std::printf("disjoint %5s B: std::mutex 2 thr / 1 thr       : %.2fx\n", sz, ratio(d("std_mutex", "2"), d("std_mutex", "1")));
+    std::printf("disjoint %5s B: no lock 2 thr / 1 thr          : %.2fx (what the machine gives)\n", sz,
+                ratio(d("no_lock", "2"), d("no_lock", "1")));
+    std::printf("disjoint %5s B: 2 thr range_lock / std::mutex  : %.2fx\n", sz, ratio(d("range_lock", "2"), d("std_mutex", "2")));
+    std::printf("disjoint %5s B: 1 thr range_lock / no lock     : %.2fx\n", sz, ratio(d("range_lock", "1"), d("no_lock", "1")));
+  }
   std::printf("overlap readers 2 thr: range_lock / shared_mutex: %.2fx\n",
               ratio(get(r, "overlap_readers/range_lock" + rt + "2"), get(r, "overlap_readers/shared_mutex" + rt + "2")));
   std::printf("overlap readers range_lock 2 thr / 1 thr        : %.2fx\n",
