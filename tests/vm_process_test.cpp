@@ -204,7 +204,25 @@ TEST_CASE("page-ins are sent on behalf of the faulting thread's activity") {
     std::lock_guard<std::mutex> g(mu);
     REQUIRE(seen.size() >= 1);
     CHECK(seen[0] == a);
+    seen.clear();
   }
+  // A server thread copying read() data into a mapped buffer takes the fault itself; the page-in it
+  // causes is sent on behalf of the activity that server thread adopted (the reader's): the chain
+  // client -> server thread -> fault -> pager -> page-in keeps one activity.
+  auto buf = bob.mmap(nullptr, 16 << 10, PROT_READ | PROT_WRITE, MAP_PRIVATE, *fd, 32 << 10);
+  REQUIRE(buf.ok());
+  const activity_id b = new_activity();
+  std::thread r([&] {
+    activity_scope s(b);
+    CHECK(bob.pread(*fd, *buf, 4096, 0).value() == 4096u);
+  });
+  r.join();
+  {
+    std::lock_guard<std::mutex> g(mu);
+    REQUIRE(seen.size() >= 1);
+    CHECK(seen[0] == b);
+  }
+  CHECK(!bob.munmap(*buf, 16 << 10));
   CHECK(!bob.munmap(*m, 64 << 10));
   CHECK(!bob.close(*fd));
   srv.stop();

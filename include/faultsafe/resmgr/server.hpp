@@ -52,6 +52,7 @@
 #include "../activity/activity.hpp"
 #include "../detail/thread_record.hpp"
 #include "../ipc/channel.hpp"
+#include "../vm/faulting_thread.hpp"
 
 namespace faultsafe {
 
@@ -365,6 +366,7 @@ class server {
 
   void thread_main(unsigned idx) {
     set_this_thread_name(opts_.name + "/" + std::to_string(idx));
+    announce_faulting_thread();  // its faults on client memory name this thread and its adopted activity (vm/)
     channel::receiver& r = ch_->attach();
     while (!r.receive()) {
       const unsigned busy_now = started_threads_.load(std::memory_order_relaxed) -

@@ -33,6 +33,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <string_view>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -91,8 +93,10 @@ class server_page_source final : public page_source {
 class process_memory {
  public:
   /// Throws: std::system_error when userfaultfd is refused (the message names vm.unprivileged_userfaultfd).
+  /// `ao.name` and `po.name` default to the process's name and "proc:<name>" (thread names
+  /// "proc:<name>/0", ...).
   explicit process_memory(process& p, aspace_options ao = {}, pager_options po = {})
-      : p_(p), as_(ao), pg_(as_, po) {}
+      : p_(p), pager_name_("proc:" + p.name()), as_(with_name(ao, p)), pg_(as_, with_name(po, pager_name_)) {}
   process_memory(const process_memory&) = delete;
   process_memory& operator=(const process_memory&) = delete;
 
@@ -239,7 +243,17 @@ class process_memory {
     (void)p_.send(ch, {static_cast<std::uint32_t>(io_msg::close), &q, sizeof q});
   }
 
+  static aspace_options with_name(aspace_options o, const process& p) {
+    if (std::string_view(o.name) == "aspace") o.name = p.name().c_str();
+    return o;
+  }
+  static pager_options with_name(pager_options o, const std::string& n) {
+    if (std::string_view(o.name) == "proc") o.name = n.c_str();
+    return o;
+  }
+
   process& p_;
+  std::string pager_name_;
   std::mutex mu_;  // leaf: maps_, opens_
   std::map<std::uintptr_t, mapping> maps_;                          // by start address
   std::map<std::pair<channel*, std::uint64_t>, open_ref> opens_;    // opens kept by mappings
@@ -251,7 +265,7 @@ class process_memory {
 
 inline process_memory& process::memory() {
   std::lock_guard<std::mutex> g(mem_mu_);
-  if (!mem_) mem_ = std::make_shared<process_memory>(*this, aspace_options{false, "aspace"});
+  if (!mem_) mem_ = std::make_shared<process_memory>(*this);
   return *mem_;
 }
 
