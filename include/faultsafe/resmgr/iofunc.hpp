@@ -97,11 +97,9 @@ class iofunc_attr {
   [[nodiscard]] std::uint64_t max_size() const noexcept { return max_size_; }
   [[nodiscard]] std::uint64_t ino() const noexcept { return ino_; }
 
-  /// Current size (meta lock taken briefly).
-  [[nodiscard]] std::uint64_t size() {
-    exclusive_guard<meta_mutex> g(meta_);
-    return size_;
-  }
+  /// Current size. Lock-free: written under the meta lock, read with (1) acquire, pairs with (2); a
+  /// reader that sees a size also sees the memfd grown to it.
+  [[nodiscard]] std::uint64_t size() const noexcept { return size_.load(std::memory_order_acquire); }
   [[nodiscard]] mode_t mode() {
     exclusive_guard<meta_mutex> g(meta_);
     return mode_;
@@ -121,9 +119,9 @@ class iofunc_attr {
   [[nodiscard]] std::error_code grow_to(std::uint64_t end) {
     if (end > max_size_) return std::make_error_code(std::errc::file_too_large);
     exclusive_guard<meta_mutex> g(meta_);
-    if (end <= size_) return {};
+    if (end <= size_.load(std::memory_order_relaxed)) return {};
     if (::ftruncate(memfd_, static_cast<off_t>(end)) != 0) return {errno, std::generic_category()};
-    size_ = end;
+    size_.store(end, std::memory_order_release);  // (2) release, pairs with (1)
     return {};
   }
   /// Effects: size = len (shrinks or zero-extends the memfd). Requires: the caller holds the range lock
@@ -132,12 +130,15 @@ class iofunc_attr {
     if (len > max_size_) return std::make_error_code(std::errc::file_too_large);
     exclusive_guard<meta_mutex> g(meta_);
     if (::ftruncate(memfd_, static_cast<off_t>(len)) != 0) return {errno, std::generic_category()};
-    size_ = len;
+    size_.store(len, std::memory_order_release);  // (2)
     stamp_locked(false, true);
     return {};
   }
-  /// Effects: updates the access time (read) or the modification+change times (write).
+  /// Effects: updates the access time (read) or the modification+change times (write). Access times
+  /// follow "relatime": a read updates atime only if the file was modified since atime was last set
+  /// (so a stream of reads takes no lock and no clock reading).
   void touch(bool accessed, bool modified) {
+    if (accessed && !modified && !atime_stale_.load(std::memory_order_relaxed)) return;
     exclusive_guard<meta_mutex> g(meta_);
     stamp_locked(accessed, modified);
   }
@@ -150,9 +151,10 @@ class iofunc_attr {
     st.st_nlink = 1;
     st.st_uid = uid_;
     st.st_gid = gid_;
-    st.st_size = static_cast<off_t>(size_);
+    const std::uint64_t size = size_.load(std::memory_order_relaxed);
+    st.st_size = static_cast<off_t>(size);
     st.st_blksize = 4096;
-    st.st_blocks = static_cast<blkcnt_t>((size_ + 511) / 512);
+    st.st_blocks = static_cast<blkcnt_t>((size + 511) / 512);
     st.st_atim = atime_;
     st.st_mtim = mtime_;
     st.st_ctim = ctime_;
@@ -168,14 +170,21 @@ class iofunc_attr {
   void stamp_locked(bool accessed, bool modified) noexcept {
     timespec now{};
     ::clock_gettime(CLOCK_REALTIME, &now);
-    if (accessed) atime_ = now;
-    if (modified) mtime_ = ctime_ = now;
+    if (accessed) {
+      atime_ = now;
+      atime_stale_.store(false, std::memory_order_relaxed);
+    }
+    if (modified) {
+      mtime_ = ctime_ = now;
+      atime_stale_.store(true, std::memory_order_relaxed);
+    }
   }
 
   meta_mutex meta_{"attr meta"};
   mode_t mode_;
   std::uint32_t uid_, gid_;
-  std::uint64_t size_ = 0;
+  std::atomic<std::uint64_t> size_{0};     // written under meta_
+  std::atomic<bool> atime_stale_{false};   // written under meta_: modified since atime was set
   timespec atime_{}, mtime_{}, ctime_{};
   int memfd_ = -1;
   unsigned char* data_ = nullptr;
