@@ -126,12 +126,9 @@ inline void push_held_or_release(const acquire_request& r, const source_location
 /// Effects: pop_held(token, name, where), with the common case (token on top of the stack, held in
 /// `mode`) inline. Releasing in the wrong mode (unlock_shared() of a lock held exclusively, or the
 /// reverse) is unlock_not_held too: the hold stays recorded and the caller must leave the mutex alone.
-inline bool pop_held_fast(const void* token, hold_mode mode, const char* name, const source_location& where) {
+[[gnu::noinline, gnu::cold]] inline bool pop_held_slow(const void* token, hold_mode mode, const char* name,
+                                                       const source_location& where) {
   held_stack& s = this_thread_held();
-  if (s.depth != 0 && s.e[s.depth - 1].req.token == token && s.e[s.depth - 1].req.mode == mode) [[likely]] {
-    --s.depth;
-    return true;
-  }
   for (unsigned i = s.depth; i-- > 0;) {
     if (s.e[i].req.token != token) continue;
     if (s.e[i].req.mode == mode) break;
@@ -146,6 +143,15 @@ inline bool pop_held_fast(const void* token, hold_mode mode, const char* name, c
     return false;
   }
   return pop_held(token, name, where);
+}
+
+inline bool pop_held_fast(const void* token, hold_mode mode, const char* name, const source_location& where) {
+  held_stack& s = this_thread_held();
+  if (s.depth != 0 && s.e[s.depth - 1].req.token == token && s.e[s.depth - 1].req.mode == mode) [[likely]] {
+    --s.depth;
+    return true;
+  }
+  return pop_held_slow(token, mode, name, where);
 }
 
 /// The request a try_lock checks: recursion only (a try_lock cannot wait, so it cannot invert).
