@@ -467,3 +467,26 @@ TEST_CASE("process threads are named after their process") {
   t.join();
   CHECK(checked.load());
 }
+
+TEST_CASE("times: writes set mtime, the next read sets atime (relatime)") {
+  path_namespace ns;
+  ramfs fs({.name = "ram", .prefix = "/t", .ns = &ns});
+  process p("p", {}, &ns);
+  auto fd = p.open("/t/f", O_RDWR | O_CREAT, 0644);
+  REQUIRE(fd);
+  auto ts = [](const timespec& t) { return t.tv_sec * 1000000000LL + t.tv_nsec; };
+  std::this_thread::sleep_for(2ms);
+  REQUIRE(*p.write(*fd, "abc", 3) == 3u);
+  auto st1 = *p.fstat(*fd);
+  CHECK(ts(st1.st_mtim) > ts(st1.st_atim));  // modified after the last access
+  std::this_thread::sleep_for(2ms);
+  char b[3];
+  REQUIRE(*p.pread(*fd, b, 3, 0) == 3u);
+  auto st2 = *p.fstat(*fd);
+  CHECK(ts(st2.st_atim) >= ts(st2.st_mtim));  // the read after a change set atime
+  CHECK(ts(st2.st_mtim) == ts(st1.st_mtim));  // and left mtime alone
+  REQUIRE_FALSE(p.ftruncate(*fd, 1));
+  auto st3 = *p.fstat(*fd);
+  CHECK(ts(st3.st_mtim) >= ts(st2.st_mtim));
+  CHECK(ts(st3.st_ctim) == ts(st3.st_mtim));
+}
