@@ -152,6 +152,9 @@ struct channel_message {
   // Written by the receiver under the channel mutex, before (2) publishes msg_received.
   void* slot = nullptr;
   std::uint64_t seq = 0;
+  /// this_thread_id() of the server thread serving this message (0 while queued): the target of the
+  /// sender's "reply wait -> server thread" edge in a wait-for graph. Relaxed: a report hint.
+  std::atomic<std::uint32_t> served_by{0};
   // Written by the completer before (4) publishes msg_done.
   std::int64_t status = 0;
   int error = 0;
@@ -386,6 +389,7 @@ class channel::receiver {
           slot_.store((seq << 8) | detail::slot_copying, std::memory_order_relaxed);
           m->slot = this;
           m->seq = seq;
+          m->served_by.store(thread_.load(std::memory_order_relaxed), std::memory_order_relaxed);
           msg_ = m;
           buf_ = m->buf;
           // (2) release (under the mutex too): the sender's abandon() sees slot/seq.
