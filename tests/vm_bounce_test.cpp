@@ -63,10 +63,14 @@ void run_bounce(bool single_lock, int readers, int reads_each, int bounces) {
         std::uint8_t v = 0;
         const int sig = vmtest::probe_read(b + off, v);
         const bool moved = s.gen.load(std::memory_order_acquire) != g1;
+        const bool wrong = sig == 0 && v != (kind == 0 ? 0 : pattern(off));
         if (sig == SIGBUS) bus.fetch_add(1);
-        else if (sig == SIGSEGV) (moved ? segv : bad).fetch_add(1);
-        else if (v != (kind == 0 ? 0 : pattern(off))) (moved ? segv : bad).fetch_add(1);
-        else ok.fetch_add(1);
+        else if ((sig == SIGSEGV || wrong) && moved) segv.fetch_add(1);
+        else if (sig == SIGSEGV || wrong) {
+          if (bad.fetch_add(1) < 5)
+            std::fprintf(stderr, "bad read: kind %d off %zu sig %d value %d want %d gen %llu\n", kind, off, sig, v,
+                         kind == 0 ? 0 : pattern(off), static_cast<unsigned long long>(g1));
+        } else ok.fetch_add(1);
       }
     });
   std::thread bouncer([&] {

@@ -227,9 +227,11 @@ class aspace {
       if (owned_memfd >= 0) ::close(owned_memfd);
       return std::make_error_code(std::errc::not_supported);
     }
-    void* p = minor ? ::mmap(req.addr_hint, len, req.prot, MAP_SHARED | fixed_flag, file->memfd,
+    // Mapped PROT_NONE until registered: a stale pointer of another thread touching the new range in
+    // between gets SIGSEGV instead of a page the kernel fills on its own (zeros in place of file data).
+    void* p = minor ? ::mmap(req.addr_hint, len, PROT_NONE, MAP_SHARED | fixed_flag, file->memfd,
                              static_cast<off_t>(file->offset))
-                    : ::mmap(req.addr_hint, len, req.prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | fixed_flag, -1, 0);
+                    : ::mmap(req.addr_hint, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | fixed_flag, -1, 0);
     if (p == MAP_FAILED) {
       const int e = errno;
       if (owned_memfd >= 0) ::close(owned_memfd);
@@ -244,6 +246,12 @@ class aspace {
       ::munmap(p, len);
       if (owned_memfd >= 0) ::close(owned_memfd);
       return ec == std::errc::invalid_argument ? std::make_error_code(std::errc::not_supported) : ec;
+    }
+    if (req.prot != PROT_NONE && ::mprotect(p, len, req.prot) != 0) {
+      const int e = errno;
+      ::munmap(p, len);
+      if (owned_memfd >= 0) ::close(owned_memfd);
+      return {e, std::generic_category()};
     }
     auto* r = new region(reinterpret_cast<std::uintptr_t>(p), len, req.prot, req.shared, file);
     r->owned_memfd_ = owned_memfd;
