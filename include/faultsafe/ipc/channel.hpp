@@ -351,13 +351,16 @@ class channel {
     return rc != ETIMEDOUT;
   }
 
-  channel_options opts_;
-  mutable std::mutex mu_;                 // leaf: queue_, stopped_, receivers_
+  // The hot cache line: everything a send and a receive both touch (40 + 16 + 4 + 4 bytes with
+  // libstdc++), so one hand-off moves one line each way instead of two or three.
+  alignas(64) mutable std::mutex mu_;     // leaf: queue_, stopped_, receivers_
   queue_type queue_;                      // guarded by mu_
-  bool stopped_ = false;                  // guarded by mu_
-  std::list<receiver> receivers_;         // guarded by mu_ (stable addresses)
   std::atomic<std::uint32_t> queue_seq_{0};
   std::atomic<std::uint32_t> sleeping_receivers_{0};
+  // Read-mostly: stays shared in every cache.
+  alignas(64) channel_options opts_;
+  bool stopped_ = false;                  // guarded by mu_
+  std::list<receiver> receivers_;         // guarded by mu_ (stable addresses)
 };
 
 /// The server side of one server thread: receive a message, work on the sender's buffers, reply.
