@@ -380,9 +380,9 @@ class alignas(64) range_lock {
   // children changed (including by rebalancing rotations) is on the path from n to the root or a
   // child of a node on it, and its own children's subtrees are then already correct.
   void fix_path(node* n) noexcept {
-    for (; n != &header_; n = n->parent) {
-      if (n->left) recompute(n->left);
-      if (n->right) recompute(n->right);
+    for (node* below = nullptr; n != &header_; below = n, n = n->parent) {
+      if (n->left && n->left != below) recompute(n->left);  // `below` was just recomputed
+      if (n->right && n->right != below) recompute(n->right);
       recompute(n);
     }
   }
