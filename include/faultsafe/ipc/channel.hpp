@@ -25,6 +25,7 @@
 //
 // Errors (std::error_code, generic_category errno values)
 // - ETIMEDOUT: the send's deadline passed.  ECANCELED: the send's stop_token was triggered.
+// - EDEADLK: the wait-for graph reported a cycle through this send and broke it here (see below).
 // - ESHUTDOWN: the channel was stopped before a server thread received the message (pending sends) or
 //   before the send started (future sends). receive() on a stopped channel also returns ESHUTDOWN.
 // - EMSGSIZE: header_len > channel::max_header.  EFAULT: a null buffer with a non-zero length, or the
@@ -45,6 +46,13 @@
 // Memory ordering: see the numbered comments; the message state word is the sender's futex word.
 // Blocking happens only in the private functions block_in_send_or_reply(), await_phase() and
 // block_in_receive(), the hook points for a wait-for graph (send wait / reply wait / receive wait).
+// Wait-for graph (activity/wait_graph.hpp): a sender that has spun and is about to park records a
+// "send wait" on the channel (ANY of its attached server threads; can_grow while fewer receivers are
+// attached than options().pool_capacity, i.e. while a server pool may still start a thread), which
+// becomes a "reply wait" on the serving thread once a server received the message. Parked senders
+// wake every wait_graph::recheck_interval() to poll(); when the graph breaks a reported cycle at this
+// wait, the send gives up like a timeout and fails with EDEADLK. Idle receivers record nothing (an
+// idle server thread waits for nobody). The spin phase and the uncontended paths never touch the graph.
 #pragma once
 
 #include <algorithm>
@@ -65,6 +73,7 @@
 #include <vector>
 
 #include "../activity/activity.hpp"
+#include "../activity/wait_graph.hpp"
 #include "../detail/futex.hpp"
 #include "../detail/guarded_copy.hpp"
 #include "../detail/thread_record.hpp"
@@ -84,6 +93,10 @@ struct channel_options {
   /// for the server instead of killing the process). Plain memcpy when false (faster, but a bad client
   /// pointer crashes the server thread).
   bool guard_copies = true;
+  /// How many server threads may ever serve this channel (a pool's max_threads; resmgr::server sets
+  /// it). 0: exactly the receivers attached now. For the wait-for graph only: a send wait is not
+  /// stuck while fewer receivers are attached than this (a pool may still start a thread).
+  unsigned pool_capacity = 0;
 };
 
 /// What one send carries. Pointers refer to the sender's memory and must stay valid for the call.
@@ -134,6 +147,7 @@ inline constexpr std::uint32_t msg_dropped = 3;   // the sender's abandonment wa
 inline constexpr std::uint32_t msg_phase_mask = 0xf;
 inline constexpr std::uint32_t msg_sleeping = 0x10;   // the sender is (about to be) parked on the futex
 inline constexpr std::uint32_t msg_cancelled = 0x20;  // the stop_token fired
+inline constexpr std::uint32_t msg_graph_broken = 0x40;  // never stored: await_phase's "the wait-for graph broke this wait"
 
 // Receiver slot states (low 8 bits of receiver::slot_), the rest is the sequence number of the message.
 inline constexpr std::uint64_t slot_free = 0;
@@ -307,24 +321,113 @@ class channel {
         if ((++n & 3) == 0 && std::chrono::steady_clock::now() >= spin_end) break;
       }
     }
-    // Park phase.
+    // Park phase. Senders (interruptible) record their wait in the wait-for graph while parked.
+    std::optional<graph_wait> gw;
     for (;;) {
       s = m.state.load(std::memory_order_acquire);  // (5)
       if (done(s)) return s;
-      if (interruptible && std::chrono::steady_clock::now() >= deadline) return s;
+      const auto now = std::chrono::steady_clock::now();
+      if (interruptible && now >= deadline) return s;
+      auto until = interruptible ? deadline : std::chrono::steady_clock::time_point::max();
+      if (interruptible && (gw || wait_graph::enabled())) {
+        if (!gw) gw.emplace(*this, m);
+        if (gw->update(s)) return s | detail::msg_graph_broken;  // no lock held here
+        until = std::min(until, now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                          wait_graph::recheck_interval()));
+      }
       if (!(s & detail::msg_sleeping)) {
         if (!m.state.compare_exchange_weak(s, s | detail::msg_sleeping, std::memory_order_acq_rel)) continue;
         s |= detail::msg_sleeping;
       }
-      detail::futex_wait_until(&m.state, s, interruptible ? deadline : std::chrono::steady_clock::time_point::max());
+      detail::futex_wait_until(&m.state, s, until);
     }
   }
+
+  // The wait-for graph's view of one message: before it is received, a send wait on the channel's
+  // server threads (any of them); after, a reply wait on the thread serving it.
+  class reply_waitable final : public waitable {
+   public:
+    reply_waitable(const channel& c, const message& m) noexcept : ch_(c), m_(m) {}
+    void wait_holders(std::vector<std::uint32_t>& t) const override {
+      if ((m_.state.load(std::memory_order_acquire) & detail::msg_phase_mask) != detail::msg_received) return;
+      const std::uint32_t by = m_.served_by.load(std::memory_order_relaxed);
+      if (by != 0) t.push_back(by);
+    }
+    [[nodiscard]] bool any_of() const override { return true; }
+    [[nodiscard]] bool can_grow() const override {  // done/dropped: satisfied, the sender is waking
+      const std::uint32_t ph = m_.state.load(std::memory_order_acquire) & detail::msg_phase_mask;
+      return ph == detail::msg_done || ph == detail::msg_dropped;
+    }
+    [[nodiscard]] std::string wait_name() const override { return std::string("reply on channel '") + ch_.name() + "'"; }
+
+   private:
+    const channel& ch_;
+    const message& m_;
+  };
+
+  // The channel as a send-wait resource: ANY of the attached server threads.
+  class server_set final : public waitable {
+   public:
+    explicit server_set(const channel& c) noexcept : ch_(c) {}
+    void wait_holders(std::vector<std::uint32_t>& t) const override {
+      std::lock_guard<std::mutex> g(ch_.mu_);
+      for (const receiver& r : ch_.receivers_) {
+        const std::uint32_t id = receiver_thread(r);
+        if (id != 0) t.push_back(id);
+      }
+    }
+    [[nodiscard]] bool any_of() const override { return true; }
+    [[nodiscard]] bool can_grow() const override {
+      std::lock_guard<std::mutex> g(ch_.mu_);
+      if (ch_.stopped_) return true;  // queued sends fail with ESHUTDOWN: not stuck
+      unsigned attached = 0;
+      for (const receiver& r : ch_.receivers_) attached += receiver_thread(r) != 0 ? 1u : 0u;
+      return attached < ch_.opts_.pool_capacity;
+    }
+    [[nodiscard]] std::string wait_name() const override { return std::string("channel '") + ch_.name() + "'"; }
+
+   private:
+    const channel& ch_;
+  };
+  // Requires: mu_ held. The thread of an attached receiver that has called receive(), else 0.
+  static std::uint32_t receiver_thread(const receiver& r) noexcept;
+
+  // A sender's current edge. Not copyable; lives in await_phase's frame while the sender is parked.
+  class graph_wait {
+   public:
+    graph_wait(const channel& c, const message& m) noexcept : reply_(c, m), ch_(c) {}
+    // Effects: (re)records the edge for the message's phase `s`, then polls. Returns true if the graph
+    // broke this wait (or the violation handler threw: the program wants out of this wait).
+    bool update(std::uint32_t s) noexcept {
+      const std::uint32_t ph = s & detail::msg_phase_mask;
+      try {
+        if (ph != phase_ || !scope_) {
+          scope_.reset();
+          phase_ = ph;
+          if (ph == detail::msg_queued) scope_.emplace(ch_.servers_, wait_kind::send);
+          else if (ph == detail::msg_received) scope_.emplace(reply_, wait_kind::reply);
+          else return false;
+          if (scope_->deadlocked()) return true;
+        }
+        return scope_->poll();
+      } catch (...) {
+        scope_.reset();
+        return true;
+      }
+    }
+
+   private:
+    reply_waitable reply_;
+    const channel& ch_;
+    std::uint32_t phase_ = detail::msg_phase_mask;
+    std::optional<wait_scope> scope_;  // last: destroyed before reply_
+  };
 
   // Send wait (phase queued) and reply wait (phase received). The one place a sender blocks.
   send_result block_in_send_or_reply(message& m, std::chrono::steady_clock::time_point deadline) noexcept {
     const std::uint32_t s = await_phase(m, 1u << detail::msg_done, true, deadline);
     if ((s & detail::msg_phase_mask) == detail::msg_done) return result_of(m);
-    return abandon(m, (s & detail::msg_cancelled) ? ECANCELED : ETIMEDOUT);
+    return abandon(m, (s & detail::msg_graph_broken) ? EDEADLK : (s & detail::msg_cancelled) ? ECANCELED : ETIMEDOUT);
   }
 
   // The sender gives up. Returns only when the server can no longer touch m or its buffers.
@@ -361,6 +464,7 @@ class channel {
   alignas(64) channel_options opts_;
   bool stopped_ = false;                  // guarded by mu_
   std::list<receiver> receivers_;         // guarded by mu_ (stable addresses)
+  server_set servers_{*this};             // the send-wait resource of the wait-for graph
 };
 
 /// The server side of one server thread: receive a message, work on the sender's buffers, reply.
@@ -601,6 +705,10 @@ class channel::receiver {
   alignas(std::max_align_t) unsigned char header_[max_header];
 };
 
+inline std::uint32_t channel::receiver_thread(const receiver& r) noexcept {
+  return r.in_use_ ? r.thread_.load(std::memory_order_relaxed) : 0;
+}
+
 inline channel::receiver& channel::attach() {
   std::lock_guard<std::mutex> g(mu_);
   for (receiver& r : receivers_) {
@@ -616,8 +724,12 @@ inline channel::receiver& channel::attach() {
 
 inline void channel::detach(receiver& r) noexcept {
   if (r.holding()) (void)r.reply_error(std::error_code(EIO, std::generic_category()));
-  std::lock_guard<std::mutex> g(mu_);
-  r.in_use_ = false;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    r.in_use_ = false;
+    r.thread_.store(0, std::memory_order_relaxed);
+  }
+  wait_graph::note_change();  // a server thread left: senders waiting on the channel may now be stuck
 }
 
 inline std::vector<serving_entry> channel::snapshot() const {

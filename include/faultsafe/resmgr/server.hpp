@@ -283,6 +283,7 @@ class server {
     if (opts_.pool.min_threads == 0 || opts_.pool.max_threads < opts_.pool.min_threads)
       throw std::invalid_argument("faultsafe::server: need 1 <= min_threads <= max_threads");
     opts_.channel.name = opts_.name.c_str();
+    opts_.channel.pool_capacity = opts_.pool.max_threads;  // wait-for graph: the pool may still grow
     ch_ = std::make_shared<channel>(opts_.channel);
   }
   ~server() { stop(); }
