@@ -58,11 +58,23 @@
 // by one ordered_range_guards, which sorts them by (lock address, offset) and enqueues the ranges of
 // each lock atomically; a second range taken any other way is reported as rank_inversion. Internally
 // each range_lock has one leaf lock (a futex mutex, rank "leaf" in spirit) held for the tree work
-// only; no user code, allocation-free path or report runs under it except the diagnostics copies.
+// only; no user code, violation handler or blocking wait runs under it (the diagnostics calls copy
+// into a vector under it, which may allocate).
+//
+// Blocking: every wait for a range happens in one private function (range_guard::wait_for_grant, the
+// place for a wait-for-graph hook): a short spin on the waiter's own futex word, then a park on it.
+// Releasers grant under the leaf lock and wake parked waiters after dropping it. The uncontended path
+// is one leaf-lock hold per acquire and per release plus the tree operations; lock-order checks are a
+// compile-time switch (default_checks, from FAULTSAFE_CHECKS) and cost nothing when off.
+//
+// The self-conflict rule also covers try-locks (a grant/fail verdict is not "busy"). It applies to a
+// second request of the holder's own thread too, but with checks on that is first reported as a
+// rank_inversion (a second range outside ordered_range_guards).
 //
 // Memory ordering: everything a holder wrote inside its range happens-before what the next
-// conflicting holder reads there: the release takes the leaf lock, (1) the grant stores the waiter's
-// word with release under that lock, and (2) the waiter loads it with acquire.
+// conflicting holder reads there: the release takes the leaf lock ((3) acquire, (4) release), (1) the
+// grant stores the waiter's word with release under that lock, and (2) the waiter loads it with
+// acquire; an immediate grant is made under the leaf lock, after the previous holder's release (4).
 #pragma once
 
 #include <linux/futex.h>
