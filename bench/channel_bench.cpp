@@ -19,6 +19,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
+#include <map>
+#include <string>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -221,6 +224,58 @@ void BM_RamfsPread4K_2x2(benchmark::State& state) {
 }
 BENCHMARK(BM_RamfsPread4K_2x2)->Threads(1)->Threads(2)->UseRealTime();
 
+// Prints every result as usual, then the ratios of the round trips to their baselines, on the mean
+// (Google Benchmark's time) and on the per-iteration medians (p50_ns), which preemption on a shared
+// machine disturbs much less.
+class ratio_reporter : public benchmark::ConsoleReporter {
+ public:
+  ratio_reporter() : ConsoleReporter(OO_Tabular) {}
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& r : runs) {
+      if (r.run_type != Run::RT_Iteration && r.aggregate_name != "median") continue;
+      const std::string name = r.run_name.str();
+      mean_[name] = r.GetAdjustedRealTime();
+      auto it = r.counters.find("p50_ns");
+      if (it != r.counters.end()) p50_[name] = it->second.value;
+      it = r.counters.find("items_per_second");
+      if (it != r.counters.end()) items_[name] = it->second.value;
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+  void Finalize() override {
+    ConsoleReporter::Finalize();
+    auto find = [](const std::map<std::string, double>& m, const std::string& prefix) {
+      for (const auto& [k, v] : m)
+        if (k.rfind(prefix, 0) == 0) return v;
+      return 0.0;
+    };
+    std::printf("\nratios (mean | p50):\n");
+    const std::string spin = "BM_SpinPingPong/copy4k:0", spin_copy = "BM_SpinPingPong/copy4k:1";
+    auto line = [&](const char* what, const std::string& a, const std::string& b) {
+      const double ma = find(mean_, a), mb = find(mean_, b), pa = find(p50_, a), pb = find(p50_, b);
+      if (mb > 0 && pb > 0) std::printf("  %-48s %8.2fx | %6.2fx\n", what, ma / mb, pa / pb);
+    };
+    line("channel 4K round trip / spin ping-pong", "BM_ChannelRoundTrip4K/guarded:1", spin);
+    line("ramfs pread 4K / spin ping-pong (goal <= 4x)", "BM_RamfsPread4K/", spin);
+    line("ramfs pread 4K / spin ping-pong + 4K copy", "BM_RamfsPread4K/", spin_copy);
+    line("ramfs pread 4K / condvar hand-off", "BM_RamfsPread4K/", "BM_CondvarHandoff");
+    line("ramfs pread 4K / direct call 4K", "BM_RamfsPread4K/", "BM_DirectCall4K");
+    line("channel guarded / unguarded copies", "BM_ChannelRoundTrip4K/guarded:1", "BM_ChannelRoundTrip4K/guarded:0");
+    const double t1 = find(items_, "BM_RamfsPread4K_2x2/real_time/threads:1"), t2 = find(items_, "BM_RamfsPread4K_2x2/real_time/threads:2");
+    if (t1 > 0) std::printf("  %-48s %8.2fx\n", "ramfs throughput 2 clients / 1 client (2 srv thr)", t2 / t1);
+  }
+
+ private:
+  std::map<std::string, double> mean_, p50_, items_;
+};
+
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  ratio_reporter rep;
+  benchmark::RunSpecifiedBenchmarks(&rep);
+  benchmark::Shutdown();
+  return 0;
+}
