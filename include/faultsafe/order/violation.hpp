@@ -2,7 +2,8 @@
 //
 // Defines `violation_kind`, `violation` (a kind plus a human-readable report naming every lock,
 // thread, channel and fault involved), `violation_handler`, `set_violation_handler()` and
-// `report_violation()`.
+// `report_violation()`, and `violation_context` (RAII lines a thread adds to every violation it reports
+// while the context lives: which request it was serving when it found the violation).
 //
 // Contract
 // - The default handler prints `violation::report()` to stderr and calls std::abort().
@@ -119,14 +120,55 @@ inline violation_handler set_violation_handler(violation_handler h) {
   return *prev;
 }
 
-/// Effects: calls the installed handler with `v`. Returns if the handler returns; propagates what it
-/// throws. Thread-safety: any thread.
+class violation_context;
+namespace detail {
+inline const violation_context*& this_thread_violation_context() noexcept {
+  thread_local const violation_context* top = nullptr;
+  return top;
+}
+}  // namespace detail
+
+/// RAII: while it lives, every violation reported on the calling thread gets the lines `describe`
+/// appends to its details (and names to `involved`), innermost context first; e.g. a page-in handler
+/// adds "while serving the page-in of [x, y) for the fault at 0x... of thread T". Contexts nest.
+/// Costs two thread-local stores; `describe` runs (and allocates) only when a violation is reported.
+/// Requires: destroyed on the thread that made it, in LIFO order; `arg` outlives it.
+class violation_context {
+ public:
+  using describe_fn = void (*)(const void* arg, violation& v);
+  violation_context(describe_fn describe, const void* arg) noexcept
+      : describe_(describe), arg_(arg), prev_(detail::this_thread_violation_context()) {
+    detail::this_thread_violation_context() = this;
+  }
+  ~violation_context() { detail::this_thread_violation_context() = prev_; }
+  violation_context(const violation_context&) = delete;
+  violation_context& operator=(const violation_context&) = delete;
+
+  /// Effects: appends this context's lines, then the enclosing contexts' lines, to v.
+  void describe(violation& v) const {
+    for (const violation_context* c = this; c != nullptr; c = c->prev_) c->describe_(c->arg_, v);
+  }
+
+ private:
+  describe_fn describe_;
+  const void* arg_;
+  const violation_context* prev_;
+};
+
+/// Effects: calls the installed handler with `v`, extended by the calling thread's violation_context
+/// lines if any. Returns if the handler returns; propagates what it throws. Thread-safety: any thread.
 inline void report_violation(const violation& v) {
   auto& slot = detail::the_handler_slot();
   std::shared_ptr<const violation_handler> h;
   {
     std::lock_guard<std::mutex> g(slot.m);
     h = slot.h;
+  }
+  if (const violation_context* c = detail::this_thread_violation_context()) {
+    violation extended = v;
+    c->describe(extended);
+    (*h)(extended);
+    return;
   }
   (*h)(v);
 }
