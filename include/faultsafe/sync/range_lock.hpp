@@ -37,13 +37,22 @@
 // overlaps it is released, so one whose other conflicts go away while same-owner ones remain is then
 // reported and granted or failed (it does not hang).
 //
+// Wait-for graph (activity/wait_graph.hpp): a request that has spun and parks records a lock wait
+// on ALL of the threads of the conflicting ranges it waits for (granted ones and earlier waiting
+// ones), named "'<lock>' (rank R) range [a, b) mode"; while parked it wakes every
+// wait_graph::recheck_interval() to poll(). When the graph reports a cycle through the request and
+// breaks it there, the request leaves the queue and the guard's constructor throws
+// std::system_error(EDEADLK), nothing held (a grant that raced with the break wins). Uncontended and
+// spinning requests never touch the graph.
+//
 // Thread-safety: all members of range_lock may be called concurrently from any thread. A range_guard
 // is owned by one thread at a time; it may be released on a thread other than the one that took it
 // only if lock-order checks are off (the held-lock stack is per thread).
 //
 // Lifetime: the tree node of a range lives inside its range_guard (on the caller's stack): locking
 // and unlocking allocate nothing (only the diagnostics paths allocate: holders(),
-// conflicting_holders() and self-conflict reports). A range_lock must outlive its guards; destroying
+// conflicting_holders() and self-conflict reports, and a parked request's wait-for-graph edge while
+// the graph is enabled). A range_lock must outlive its guards; destroying
 // it while ranges are held or waited for is undefined (checked builds abort with a message).
 //
 // Complexity: a lock or unlock is O(log n + k) where n counts held plus waiting ranges and k the
@@ -93,6 +102,7 @@
 #include <ctime>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <span>
 #include <string>
 #include <system_error>
@@ -101,6 +111,7 @@
 #include <boost/intrusive/rbtree_algorithms.hpp>
 
 #include "../activity/activity.hpp"
+#include "../activity/wait_graph.hpp"
 #include "../config.hpp"
 #include "../detail/held_locks.hpp"
 #include "../detail/thread_record.hpp"
@@ -579,7 +590,8 @@ class range_guard {
   /// Effects: blocks until [off, off + len) is locked in mode m (see the state table and the
   /// self-conflict rules in the file comment). Throws: std::system_error(EINVAL) if len == 0,
   /// (EOVERFLOW) if off + len exceeds 2^64 (len == to_end is fine), (EDEADLK) for a self-conflict with
-  /// self_conflict::fail; what the violation handler throws. On a throw nothing is held.
+  /// self_conflict::fail or when the wait-for graph breaks a reported cycle at this wait; what the
+  /// violation handler throws. On a throw nothing is held.
   /// Complexity: O(log n + k) plus waiting. Lock order: rank lock.rank(); see the file comment.
   range_guard(range_lock& lock, std::uint64_t off, std::uint64_t len, lock_mode m, range_options opt = {},
               source_location where = source_location::current())
@@ -736,6 +748,9 @@ class range_guard {
     using clock = std::chrono::steady_clock;
     const bool forever = deadline == clock::time_point::max();
     bool spun = false;
+    // Wait-for graph edge, made only once the request parks (never on the spin or uncontended path).
+    std::optional<request_waitable> rw;
+    std::optional<wait_scope> ws;  // after rw: destroyed first
     for (;;) {
       // (2) acquire, pairs with (1).
       const std::uint32_t w = node_.word.load(std::memory_order_acquire);
@@ -771,14 +786,87 @@ class range_guard {
       if (w == detail::rl::w_waiting &&
           !node_.word.compare_exchange_strong(expected, detail::rl::w_parked, std::memory_order_relaxed))
         continue;
-      if (forever) {
+      if (!ws && wait_graph::enabled()) {  // no leaf lock held: the graph may scan our holders
+        rw.emplace(*this);
+        try {
+          ws.emplace(*rw, wait_kind::lock);
+        } catch (...) {  // the violation handler threw: leave with nothing held
+          unlink();
+          throw;
+        }
+        if (ws->deadlocked() && broken_by_graph()) throw_broken();
+      }
+      if (forever && !ws) {
         detail::rl::futex_wait(&node_.word, detail::rl::w_parked, nullptr);
       } else {
-        const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now).count();
-        timespec ts{static_cast<time_t>(left / 1000000000), static_cast<long>(left % 1000000000)};
+        auto left = forever ? std::chrono::nanoseconds::max()
+                            : std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - (ws ? clock::now() : now));
+        if (ws) left = std::min(left, wait_graph::recheck_interval());
+        if (left.count() < 0) left = std::chrono::nanoseconds::zero();
+        timespec ts{static_cast<time_t>(left.count() / 1000000000), static_cast<long>(left.count() % 1000000000)};
         detail::rl::futex_wait(&node_.word, detail::rl::w_parked, &ts);
       }
+      if (ws) {
+        bool dead;
+        try {
+          dead = ws->poll();
+        } catch (...) {
+          unlink();
+          throw;
+        }
+        if (dead && broken_by_graph()) throw_broken();
+      }
     }
+  }
+
+  // The wait-for graph's view of this waiting request: ALL of the threads of the conflicting ranges
+  // it waits for (granted ones, and earlier waiting ones: FIFO).
+  class request_waitable final : public waitable {
+   public:
+    explicit request_waitable(const range_guard& g) noexcept : g_(g) {}
+    void wait_holders(std::vector<std::uint32_t>& t) const override { g_.conflicting_threads(t); }
+    [[nodiscard]] std::string wait_name() const override {
+      return std::string("'") + g_.lock_->name_ + "' (rank " + std::to_string(g_.lock_->rank_) + ") range " +
+             detail::rl::describe_range(g_.node_.off, g_.node_.last, g_.node_.mode);
+    }
+
+   private:
+    const range_guard& g_;
+  };
+
+  // Effects: appends the threads of the ranges this waiting request waits for. Takes the leaf lock.
+  void conflicting_threads(std::vector<std::uint32_t>& t) const {
+    range_lock& l = *lock_;
+    l.m_.lock();
+    if (!node_.granted) {
+      range_lock::for_each_overlap(l.root(), node_.off, node_.last, node_.mode == lock_mode::shared, [&](node* o) {
+        if (o != &node_ && (o->granted || o->seq < node_.seq) &&
+            (o->mode == lock_mode::exclusive || node_.mode == lock_mode::exclusive))
+          t.push_back(o->thread_id);
+        return true;
+      });
+    }
+    l.m_.unlock();
+  }
+
+  // The graph broke this wait: leave the queue unless granted meanwhile. Returns true if left.
+  bool broken_by_graph() noexcept {
+    detail::rl::wake_list wl;
+    lock_->m_.lock();
+    if (node_.granted) {
+      lock_->m_.unlock();
+      return false;  // the grant won: take it
+    }
+    unlink_locked(wl);
+    lock_->m_.unlock();
+    wl.run();
+    return true;
+  }
+  [[noreturn]] void throw_broken() const {
+    throw std::system_error(EDEADLK, std::generic_category(),
+                            std::string("range_lock '") + lock_->name_ + "': wait for " +
+                                detail::rl::describe_range(node_.off, node_.last, node_.mode) +
+                                " broken by the wait-for graph (reported wait cycle)");
   }
 
   // The word said "attention": only same-owner granted conflicts remained when last evaluated.
@@ -877,6 +965,8 @@ struct range_request {
 /// each other in a cycle), and locks are visited in address order. Non-copyable, non-movable.
 template <std::size_t N>
 class ordered_range_guards {
+  static_assert(N > 0, "ordered_range_guards<N>: N must be at least 1");
+
  public:
   /// Effects: blocks until every (merged) range is held. Throws: std::system_error(EINVAL) if
   /// reqs.size() > N, a lock is null or a length is 0; (EOVERFLOW) for a range past 2^64; (EDEADLK) /
