@@ -215,3 +215,30 @@ TEST_CASE("a throwing handler leaves nothing taken") {
   CHECK(threw);
   CHECK(l.holders().size() == 1);
 }
+
+TEST_CASE("fail while waiting: EDEADLK once only same-activity conflicts remain") {
+  violation_recorder rec;
+  scoped_violation_handler h(rec.handler());
+  rl_test::watchdog wd("re-evaluate fail", std::chrono::seconds(30));
+  range_lock l;
+  const activity_id a = new_activity();
+  holder_thread hold(l, a, lock_mode::shared, 0, 10, "holder");
+  std::optional<holder_thread> stranger;
+  stranger.emplace(l, new_activity(), lock_mode::exclusive, 50, 10, "stranger");
+  std::error_code ec;
+  std::thread pager([&] {
+    activity_scope s(a);
+    try {
+      range_guard g(l, 5, 50, lock_mode::exclusive, range_options{0, self_conflict::fail});
+    } catch (const std::system_error& e) {
+      ec = e.code();
+    }
+  });
+  REQUIRE(rl_test::wait_until_waiting(l, 5, lock_mode::exclusive));
+  CHECK(rec.count() == 0);
+  stranger.reset();
+  pager.join();
+  CHECK(ec == std::errc::resource_deadlock_would_occur);
+  CHECK(rec.count(violation_kind::self_deadlock) == 1);
+  CHECK(l.holders().size() == 1);  // the holder's range only: the failed request left the queue
+}
