@@ -46,6 +46,8 @@
 namespace faultsafe {
 
 class process_memory;  // vm/process_memory.hpp
+struct aspace_options;  // vm/aspace.hpp
+struct pager_options;   // vm/pager.hpp
 
 /// A value or an error. `ok()`/`operator bool`: holds a value. value() throws std::system_error when it
 /// holds an error. Thread-safety: a plain value type.
@@ -197,6 +199,9 @@ class process {
   std::error_code msync(void* addr, std::size_t len, int flags);
   /// The address space behind mmap (made on first use). Throws std::system_error if userfaultfd is refused.
   process_memory& memory();
+  /// As memory(), but made with these options if it does not exist yet (e.g. aspace_options::single_lock
+  /// for the Colin example); if it exists already, the options are ignored. Throws: as memory().
+  process_memory& memory(const aspace_options& ao, const pager_options& po);
 
   /// Sends io_msg::mmap for `fd` and returns what backs the range (the building block for mmap()).
   [[nodiscard]] result<io_mmap_reply> mmap_request(int fd, std::uint64_t offset, std::uint64_t length, int prot, int flags) {

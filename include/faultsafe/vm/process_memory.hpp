@@ -269,6 +269,12 @@ inline process_memory& process::memory() {
   return *mem_;
 }
 
+inline process_memory& process::memory(const aspace_options& ao, const pager_options& po) {
+  std::lock_guard<std::mutex> g(mem_mu_);
+  if (!mem_) mem_ = std::make_shared<process_memory>(*this, ao, po);
+  return *mem_;
+}
+
 inline result<void*> process::mmap(void* addr, std::size_t len, int prot, int flags, int fd, off_t off) {
   process_memory* m = nullptr;
   try {
