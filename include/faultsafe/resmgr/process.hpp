@@ -23,6 +23,8 @@
 // Lifetime: the servers may die before the process: their channels are shared, so a send then fails with
 // ESHUTDOWN.
 #pragma once
+#ifndef FAULTSAFE_RESMGR_PROCESS_HPP  // also guarded classically: vm/process_memory.hpp and this header
+#define FAULTSAFE_RESMGR_PROCESS_HPP  // include each other (see the end of this file)
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -296,3 +298,5 @@ class process {
 }  // namespace faultsafe
 
 #include "../vm/process_memory.hpp"  // defines process_memory and process::mmap/munmap/mprotect/msync
+
+#endif  // FAULTSAFE_RESMGR_PROCESS_HPP

@@ -256,7 +256,7 @@ class aspace {
     auto* r = new region(reinterpret_cast<std::uintptr_t>(p), len, req.prot, req.shared, file);
     r->owned_memfd_ = owned_memfd;
     r->owned_source_ = std::move(owned_source);
-    {
+    try {
       detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
       if (stopped_.load(std::memory_order_relaxed)) {  // the pager stopped meanwhile: nobody would serve it
         (void)uffd_.unregister_range(p, len);
@@ -268,6 +268,11 @@ class aspace {
       // addresses, so it is dead; unlink it here (its munmap then finds it unlinked).
       unlink_overlapping_dead_locked(r->start_, r->end());
       tree_.insert_unique(*r);
+    } catch (const std::system_error& e) {  // EDEADLK from the wait-for graph: undo
+      (void)uffd_.unregister_range(p, len);
+      ::munmap(p, len);
+      delete r;
+      return e.code();
     }
     out = p;
     return {};
@@ -289,23 +294,28 @@ class aspace {
   [[nodiscard]] std::error_code munmap(void* addr, std::size_t len) {
     std::vector<region*> victims;
     if (auto ec = collect(addr, len, victims)) return ec;
-    if (opts_.single_lock) {
-      detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
-      for (region* r : victims) {
-        if (!r->dead_) kill_locked(*r);
-        if (r->hook_.is_linked()) unlink_locked(*r);
+    std::error_code result;
+    try {
+      if (opts_.single_lock) {
+        detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
+        for (region* r : victims) {
+          if (!r->dead_) kill_locked(*r);
+          if (r->hook_.is_linked()) unlink_locked(*r);
+        }
+      } else {
+        for (region* r : victims) {
+          detail::vm_exclusive_hold<region_lock_type> g(r->lock_);  // waits for in-flight fault service
+          if (!r->dead_) kill_locked(*r);
+        }
+        detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
+        for (region* r : victims)
+          if (r->hook_.is_linked()) unlink_locked(*r);
       }
-    } else {
-      for (region* r : victims) {
-        detail::vm_exclusive_hold<region_lock_type> g(r->lock_);  // waits for in-flight fault service
-        if (!r->dead_) kill_locked(*r);
-      }
-      detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
-      for (region* r : victims)
-        if (r->hook_.is_linked()) unlink_locked(*r);
+    } catch (const std::system_error& e) {  // EDEADLK: the wait-for graph broke a cycle at our wait
+      result = e.code();                      // regions killed so far stay dead; unlinked later
     }
     for (region* r : victims) release(r);
-    return {};
+    return result;
   }
 
   /// Effects: changes the protection of every region inside [addr, addr+len), after fault service in
@@ -325,14 +335,18 @@ class aspace {
       }
       r.prot_ = prot;
     };
-    if (opts_.single_lock) {
-      detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
-      for (region* r : victims) apply(*r);
-    } else {
-      for (region* r : victims) {
-        detail::vm_exclusive_hold<region_lock_type> g(r->lock_);
-        apply(*r);
+    try {
+      if (opts_.single_lock) {
+        detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
+        for (region* r : victims) apply(*r);
+      } else {
+        for (region* r : victims) {
+          detail::vm_exclusive_hold<region_lock_type> g(r->lock_);
+          apply(*r);
+        }
       }
+    } catch (const std::system_error& e) {  // EDEADLK from the wait-for graph
+      result = e.code();
     }
     for (region* r : victims) release(r);
     return result;
@@ -467,7 +481,13 @@ class aspace {
   // blocked on a fault: shared file regions are then served by the kernel from the memfd (the file's
   // own pages: same data, but without the server's page-in), anonymous regions are zero-filled,
   // poisoned pages raise SIGBUS. Later try_map calls fail with ESHUTDOWN.
-  void pager_stopped() {
+  void pager_stopped() noexcept {
+    try {
+      pager_stopped_impl();
+    } catch (...) {  // a lock wait broken by the wait-for graph: leave the rest registered
+    }
+  }
+  void pager_stopped_impl() {
     std::vector<region*> live;
     {
       detail::vm_exclusive_hold<map_lock_type> g(map_lock_);

@@ -27,6 +27,12 @@
 //
 // Blocking points (each reported to the vm_wait_hook, vm/detail/wait_hooks.hpp): the region or map
 // lock wait (detail::vm_rw_lock) and the page-in call (vm_wait_kind::page_source).
+// Wait-for graph (activity/wait_graph.hpp): while a fault thread serves the fault of an announced
+// thread, that thread is recorded as waiting ("page" wait, on its behalf) on the fault, served by the
+// fault thread; the fault thread's own lock waits are recorded by the vm locks (which know their
+// holders) and its page-in send by the channel. When the graph breaks a cycle at one of the fault
+// thread's lock waits (EDEADLK), the fault fails: the faulting access gets SIGBUS (a server copying
+// into client memory turns that into EFAULT), which ends the lock-up.
 //
 // Thread-safety: stats() and stop() may be called from any thread (not from a fault thread).
 // Lifetime: the aspace must outlive the pager. Lock order: see aspace.hpp; a fault thread holds at most
@@ -45,12 +51,16 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <optional>
+#include <string_view>
 #include <exception>
 #include <string>
 #include <system_error>
 #include <thread>
 #include <vector>
 
+#include "../activity/wait_graph.hpp"
 #include "../detail/thread_record.hpp"
 #include "aspace.hpp"
 #include "faulting_thread.hpp"
@@ -131,6 +141,26 @@ class pager {
     bool write;
     bool minor;
     pid_t tid;
+    faulting_thread_info who{};
+  };
+
+  // The wait-for graph's view of a fault being served: the faulting thread waits for this pager thread.
+  class fault_waitable final : public waitable {
+   public:
+    fault_waitable(std::uint32_t server, std::uintptr_t page, const char* space) noexcept
+        : server_(server), page_(page), space_(space) {}
+    void wait_holders(std::vector<std::uint32_t>& threads) const override { threads.push_back(server_); }
+    [[nodiscard]] std::string wait_name() const override {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "fault 0x%llx in aspace '%s'", static_cast<unsigned long long>(page_), space_);
+      return buf;
+    }
+    [[nodiscard]] std::string_view holder_relation() const override { return "served by"; }
+
+   private:
+    std::uint32_t server_;
+    std::uintptr_t page_;
+    const char* space_;
   };
 
   // A page-aligned buffer for private fills (UFFDIO_COPY needs a page-aligned source).
@@ -193,14 +223,33 @@ class pager {
         const auto& pf = msgs[i].arg.pagefault;
         fault f{static_cast<std::uintptr_t>(pf.address) & ~std::uintptr_t{vm_page_size - 1},
                 (pf.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0, (pf.flags & UFFD_PAGEFAULT_FLAG_MINOR) != 0,
-                static_cast<pid_t>(pf.feat.ptid)};
+                static_cast<pid_t>(pf.feat.ptid), {}};
         serve(f, buf);
       }
     }
   }
 
-  void serve(const fault& f, fill_buffer& buf) {
+  void serve(fault& f, fill_buffer& buf) {
     faults_.fetch_add(1, std::memory_order_relaxed);
+    f.who = lookup_faulting_thread(f.tid);
+    // Wait-for graph: while this thread serves the fault, the faulting thread (if it announced itself)
+    // waits on it ("page" wait, recorded on its behalf).
+    std::optional<fault_waitable> fw;
+    std::optional<wait_scope> ws;
+    if (f.who.thread_id != 0 && wait_graph::enabled()) {
+      fw.emplace(this_thread_id(), f.page, as_.name());
+      ws.emplace(on_behalf, f.who.thread_id, *fw, wait_kind::page);
+    }
+    try {
+      serve_locked(f, buf);
+    } catch (const std::system_error&) {
+      fail(f);  // e.g. EDEADLK: the wait-for graph broke a cycle at one of our lock waits
+    } catch (...) {
+      fail(f);
+    }
+  }
+
+  void serve_locked(const fault& f, fill_buffer& buf) {
     if (as_.opts_.single_lock) {
       detail::vm_exclusive_hold<aspace::map_lock_type> g(as_.map_lock_);  // the whole space, during I/O
       region* r = as_.find_locked(f.page);
@@ -210,12 +259,13 @@ class pager {
     }
     region* r = as_.acquire_region(f.page);
     if (r == nullptr) return gone(f);
-    {
-      detail::vm_shared_hold<aspace::region_lock_type> g(r->lock_);
-      if (r->dead_) gone(f);
-      else serve_region(*r, f, buf);
-    }
-    aspace::release(r);
+    struct ref_guard {
+      region* r;
+      ~ref_guard() { aspace::release(r); }
+    } ref{r};
+    detail::vm_shared_hold<aspace::region_lock_type> g(r->lock_);
+    if (r->dead_) gone(f);
+    else serve_region(*r, f, buf);
   }
 
   void gone(const fault& f) {
@@ -284,7 +334,7 @@ class pager {
     req.minor = demand && f.minor;
     req.readahead = !demand;
     req.buffer = r.shared_ ? nullptr : buf.data;
-    req.thread = lookup_faulting_thread(f.tid);
+    req.thread = f.who;
     page_in_result out;
     std::error_code ec;
     {

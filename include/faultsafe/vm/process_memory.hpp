@@ -25,6 +25,11 @@
 // Lifetime: a process_memory lives inside its process (destroyed first among its members); its pager is
 // stopped before its regions are unmapped.
 #pragma once
+// Also a classic guard: resmgr/process.hpp includes this header at its end, and this header includes
+// process.hpp; the guard keeps that cycle finite even where #pragma once does not apply (a header
+// compiled as the main file, as the clang thread-safety check does).
+#ifndef FAULTSAFE_VM_PROCESS_MEMORY_HPP
+#define FAULTSAFE_VM_PROCESS_MEMORY_HPP
 
 #include <sys/mman.h>
 
@@ -327,3 +332,5 @@ inline bool process::defer_close_if_mapped(const std::shared_ptr<channel>& ch, s
 }
 
 }  // namespace faultsafe
+
+#endif  // FAULTSAFE_VM_PROCESS_MEMORY_HPP
