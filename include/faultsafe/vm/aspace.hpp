@@ -24,6 +24,9 @@
 //   - aspace_options::single_lock = true keeps the QNX behaviour of the seed instead: one lock for the
 //     whole space (the map lock) held exclusively during fault service, munmap and mprotect. It exists
 //     for the Colin example and for comparison; it is not the default.
+//   - Both locks are wait-for-graph resources (vm/detail/rw_lock.hpp): they know their holders, a
+//     contended acquisition records a lock wait, and if the graph breaks a reported cycle at that wait
+//     the call fails with EDEADLK (munmap/mprotect/try_map return it; fault service fails the fault).
 // Region lifetime: reference counted. The tree holds one reference; fault service holds one while it
 // works (taken under the map lock). munmap marks the region dead under its exclusive lock, unmaps it,
 // wakes any thread still blocked on a fault in it (the thread then retries and gets SIGSEGV, as on a
