@@ -1,0 +1,563 @@
+// The sequence-fuzzing harness shared by the libFuzzer target (process_fuzzer.cpp) and the plain
+// corpus replayer (process_fuzz_replay.cpp, part of the normal test build).
+//
+// run_process_sequence(data, size) decodes the bytes into a sequence of calls on the public process
+// API (open, close, read, write, pread, pwrite, lseek, ftruncate, fstat, mmap, munmap, mprotect, and
+// loads/stores through the mappings) with fuzzer-chosen fds, offsets, lengths, flags and protections,
+// runs them against a fresh ramfs server in a private namespace, and checks every result against a
+// model of the files, fds and mappings:
+//   - every call's error (EBADF, EACCES, ENOENT, EEXIST, EINVAL, EOVERFLOW, EFBIG, EFAULT, ...) or value
+//     (fd number, byte count, offset, size) equals the model's;
+//   - every byte read (read/pread, loads through shared, private and anonymous mappings) equals the
+//     model's. Private file mappings are copy-on-write snapshots whose pages are filled at a time the
+//     model cannot see (fault-around, read-ahead), so a private page is checked exactly while the
+//     file's page is unchanged since the mmap, and after its first observation otherwise;
+//   - at the end every file's bytes equal the model's, read back through a fresh open.
+// A mismatch prints the operation log and aborts (a libFuzzer crash; a failing replay test).
+// Accesses through mappings touch only pages that cannot raise SIGBUS/SIGSEGV by the model (inside the
+// file's size for file pages, with the right protection).
+#pragma once
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <faultsafe/resmgr/process.hpp>
+#include <faultsafe/resmgr/ramfs.hpp>
+
+namespace fuzzharness {
+
+using namespace faultsafe;
+
+inline constexpr std::size_t page = 4096;
+inline constexpr std::uint64_t max_file = 64 * 1024;  // ramfs attr max_size (EFBIG past it)
+inline constexpr int file_count = 3;
+inline constexpr std::uint32_t uid = 1000, gid = 100;
+
+/// Bytes -> numbers; zeros once the input is exhausted.
+class byte_reader {
+ public:
+  byte_reader(const std::uint8_t* d, std::size_t n) : d_(d), n_(n) {}
+  [[nodiscard]] bool empty() const { return i_ >= n_; }
+  std::uint8_t u8() { return i_ < n_ ? d_[i_++] : 0; }
+  std::uint16_t u16() { return static_cast<std::uint16_t>(u8() | (u8() << 8)); }
+  std::uint32_t u32() { return u16() | (static_cast<std::uint32_t>(u16()) << 16); }
+
+ private:
+  const std::uint8_t* d_;
+  std::size_t n_, i_ = 0;
+};
+
+struct model_file {
+  bool exists = false;
+  mode_t mode = 0;
+  std::vector<std::uint8_t> data;
+  std::vector<std::uint64_t> version = std::vector<std::uint64_t>(64, 0);  // pages (mappings reach page 24)
+  void bump(std::uint64_t off, std::uint64_t len) {
+    if (len == 0) return;
+    for (std::uint64_t p = off / page; p <= (off + len - 1) / page && p < version.size(); ++p) ++version[p];
+  }
+  void resize(std::uint64_t n) {
+    const std::uint64_t old = data.size();
+    if (n == old) return;
+    bump(std::min(old, n), std::max(old, n) - std::min(old, n));
+    data.resize(n, 0);
+  }
+};
+
+struct model_fd {
+  int file;
+  int flags;
+  std::int64_t offset = 0;
+  [[nodiscard]] bool readable() const { return (flags & O_ACCMODE) != O_WRONLY; }
+  [[nodiscard]] bool writable() const { return (flags & O_ACCMODE) != O_RDONLY; }
+};
+
+struct model_map {
+  std::uint8_t* addr = nullptr;
+  std::size_t len = 0;  // rounded to pages
+  int prot = 0;
+  bool shared = false;
+  int file = -1;        // -1: anonymous
+  std::uint64_t off = 0;
+  bool writable_open = false;
+  std::vector<std::uint64_t> ver_at_map;                      // private file: page versions at mmap
+  std::vector<std::uint8_t> snapshot;                         // private file: bytes at mmap (zeros past EOF)
+  std::vector<std::optional<std::vector<std::uint8_t>>> known;  // private file / anonymous: page contents
+};
+
+class harness {
+ public:
+  harness()
+      : fs_(ramfs_options{.name = "fuzzfs", .prefix = "/fz", .pool = {1, 2}, .ns = &ns_, .file = {max_file, "fuzz file"}}),
+        proc_("fuzzer", {uid, gid}, &ns_) {}
+
+  void run(byte_reader& in) {
+    int steps = 0;
+    while (!in.empty() && steps++ < 64) step(in);
+    final_check();
+    if (std::getenv("FAULTSAFE_FUZZ_TRACE") != nullptr)
+      for (const auto& l : log_) std::fprintf(stderr, "  %s\n", l.c_str());
+  }
+
+  ~harness() {
+    for (auto& m : maps_) (void)proc_.munmap(m.addr, m.len);
+  }
+
+ private:
+  [[noreturn]] void fail(const char* fmt, ...) {
+    std::fprintf(stderr, "process_fuzzer: MODEL MISMATCH after %zu ops:\n", log_.size());
+    for (const auto& l : log_) std::fprintf(stderr, "  %s\n", l.c_str());
+    va_list ap;
+    va_start(ap, fmt);
+    std::vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    std::fprintf(stderr, "\n");
+    std::fflush(stderr);
+    std::abort();
+  }
+  void note(const char* fmt, ...) {
+    char b[256];
+    va_list ap;
+    va_start(ap, fmt);
+    std::vsnprintf(b, sizeof b, fmt, ap);
+    va_end(ap);
+    log_.emplace_back(b);
+  }
+  static std::error_code err(int e) { return e ? std::error_code(e, std::generic_category()) : std::error_code{}; }
+  void expect_ec(const std::error_code& got, int want, const char* what) {
+    if (got != err(want))
+      fail("%s: got error '%s' (%d), model expects errno %d", what, got.message().c_str(), got.value(), want);
+  }
+  static std::string path(int f) { return std::string("/fz/") + static_cast<char>('a' + f); }
+
+  static bool may(mode_t mode, int want) {  // owner bits (every file is owned by `uid`)
+    const unsigned bits = (mode >> 6) & 7;
+    return (bits & static_cast<unsigned>(want)) == static_cast<unsigned>(want);
+  }
+  int lowest_free_fd() const {
+    int fd = 0;
+    while (fds_.count(fd)) ++fd;
+    return fd;
+  }
+  static void fill_pattern(std::uint8_t* p, std::size_t n, std::uint8_t seed) {
+    for (std::size_t i = 0; i < n; ++i) p[i] = static_cast<std::uint8_t>(seed + i * 31 + (i >> 8));
+  }
+  int pick_fd(byte_reader& in) {
+    const std::uint8_t b = in.u8();
+    if (b >= 250) return static_cast<int>(b) - 256;  // negative fds: EBADF
+    return b % 8;                                   // 0..7: often open, sometimes not
+  }
+
+  // ---- ops ------------------------------------------------------------------------------------------
+  void step(byte_reader& in) {
+    switch (in.u8() % 14) {
+      case 0: case 1: return op_open(in);
+      case 2: return op_close(in);
+      case 3: return op_rw(in, false, false);
+      case 4: return op_rw(in, true, false);
+      case 5: return op_rw(in, false, true);
+      case 6: return op_rw(in, true, true);
+      case 7: return op_lseek(in);
+      case 8: return op_ftruncate(in);
+      case 9: return op_mmap(in);
+      case 10: return op_munmap(in);
+      case 11: return op_mprotect(in);
+      case 12: return op_mem(in, false);
+      default: return op_mem(in, true);
+    }
+  }
+
+  void op_open(byte_reader& in) {
+    const int f = in.u8() % file_count;
+    const std::uint8_t b = in.u8();
+    static constexpr int acc[4] = {O_RDONLY, O_WRONLY, O_RDWR, O_ACCMODE};
+    int flags = acc[b & 3];
+    if (b & 4) flags |= O_CREAT;
+    if (b & 8) flags |= O_EXCL;
+    if (b & 16) flags |= O_TRUNC;
+    if (b & 32) flags |= O_APPEND;
+    static constexpr mode_t modes[4] = {0644, 0444, 0200, 0600};
+    const mode_t mode = modes[(b >> 6) & 3];
+    note("open(%s, 0x%x, 0%o)", path(f).c_str(), flags, mode);
+    auto r = proc_.open(path(f), flags, mode);
+    model_file& mf = files_[f];
+    int want = 0;
+    bool created = false;
+    const int am = flags & O_ACCMODE;
+    const int need = am == O_RDONLY ? access_read : am == O_WRONLY ? access_write : access_read | access_write;
+    if (mf.exists) {
+      if ((flags & O_CREAT) && (flags & O_EXCL)) want = EEXIST;
+      else if (am == O_ACCMODE) want = EINVAL;
+      else if ((flags & O_TRUNC) && am == O_RDONLY) want = EACCES;
+      else if (!may(mf.mode, need)) want = EACCES;
+    } else if (!(flags & O_CREAT)) {
+      want = ENOENT;
+    } else {
+      created = true;  // the file is created even if the access mode is then refused
+      if (am == O_ACCMODE) want = EINVAL;
+    }
+    if (created) {
+      mf.exists = true;
+      mf.mode = mode;
+      mf.data.clear();
+    }
+    expect_ec(r.error(), want, "open");
+    if (want) return;
+    if (*r != lowest_free_fd()) fail("open: got fd %d, model expects %d", *r, lowest_free_fd());
+    if ((flags & O_TRUNC) && !created) mf.resize(0);
+    fds_[*r] = model_fd{f, flags, 0};
+  }
+
+  void op_close(byte_reader& in) {
+    const int fd = pick_fd(in);
+    note("close(%d)", fd);
+    expect_ec(proc_.close(fd), fds_.count(fd) ? 0 : EBADF, "close");
+    fds_.erase(fd);
+  }
+
+  // read/write/pread/pwrite; the buffer is heap memory or one of the anonymous mappings.
+  void op_rw(byte_reader& in, bool is_write, bool positional) {
+    const int fd = pick_fd(in);
+    const std::uint8_t kind = in.u8();
+    std::size_t n = in.u16() % 9000;
+    std::int64_t off = 0;
+    if (positional) {
+      const std::uint8_t o = in.u8();
+      off = o == 255 ? -1 : o == 254 ? std::numeric_limits<std::int64_t>::max() - 10 : static_cast<std::int64_t>(in.u16()) + (o & 1 ? 65536 - 4096 : 0);
+    }
+    const std::uint8_t seed = in.u8();
+    // Buffer: heap, or an anonymous mapping (its protection decides EFAULT).
+    model_map* anon = nullptr;
+    if ((kind & 1) && !maps_.empty()) {
+      model_map& m = maps_[(kind >> 1) % maps_.size()];
+      if (m.file < 0) anon = &m;
+    }
+    std::vector<std::uint8_t> heap;
+    std::uint8_t* buf;
+    if (anon) {
+      n = std::min(n, anon->len);
+      buf = anon->addr;
+    } else {
+      heap.resize(n + 1);
+      buf = heap.data();
+    }
+    const bool buf_readable = !anon || (anon->prot & (PROT_READ | PROT_WRITE)) != 0;
+    const bool buf_writable = !anon || (anon->prot & PROT_WRITE) != 0;
+    if (is_write) {  // the source bytes
+      if (!anon) fill_pattern(buf, n, seed);
+      else if (buf_writable) store(*anon, 0, n, seed);
+    }
+    note("%s%s(%d, %s%zu, off %lld)", positional ? "p" : "", is_write ? "write" : "read", fd, anon ? "anon " : "", n,
+         static_cast<long long>(off));
+    result<std::size_t> r = is_write ? (positional ? proc_.pwrite(fd, buf, n, off) : proc_.write(fd, buf, n))
+                                     : (positional ? proc_.pread(fd, buf, n, off) : proc_.read(fd, buf, n));
+    // The model.
+    auto it = fds_.find(fd);
+    int want = 0;
+    if (it == fds_.end()) want = EBADF;
+    else if (positional && off < 0) want = EINVAL;
+    else if (positional && static_cast<std::uint64_t>(off) + n > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+      want = EOVERFLOW;
+    else if (is_write ? !it->second.writable() : !it->second.readable()) want = EBADF;
+    if (want) {
+      expect_ec(r.error(), want, is_write ? "write" : "read");
+      return;
+    }
+    model_fd& mfd = it->second;
+    model_file& mf = files_[mfd.file];
+    if (!is_write) {
+      const std::uint64_t start = positional ? static_cast<std::uint64_t>(off) : static_cast<std::uint64_t>(mfd.offset);
+      const std::uint64_t got = n == 0 || start >= mf.data.size() ? 0 : std::min<std::uint64_t>(n, mf.data.size() - start);
+      if (got > 0 && !buf_writable) {
+        expect_ec(r.error(), EFAULT, "read into a read-only buffer");
+        return;
+      }
+      expect_ec(r.error(), 0, "read");
+      if (*r != got) fail("read: got %zu bytes, model expects %llu", *r, static_cast<unsigned long long>(got));
+      if (got && std::memcmp(buf, mf.data.data() + start, got) != 0) fail("read: data differs from the model");
+      if (anon && got) absorb(*anon, 0, got);
+      if (!positional) mfd.offset = static_cast<std::int64_t>(start + got);
+      return;
+    }
+    const bool append = (mfd.flags & O_APPEND) && !positional;
+    if (n == 0) {
+      expect_ec(r.error(), 0, "write of 0 bytes");
+      if (*r != 0) fail("write of 0 bytes returned %zu", *r);
+      return;
+    }
+    const std::uint64_t start = append ? mf.data.size() : positional ? static_cast<std::uint64_t>(off) : static_cast<std::uint64_t>(mfd.offset);
+    if (start + n > max_file) {
+      expect_ec(r.error(), EFBIG, "write past max_size");
+      return;
+    }
+    if (!buf_readable) {
+      // The server grows the file before it reads the client's buffer: a write whose source faults
+      // fails with EFAULT and leaves the file grown with zeros (documented in the report).
+      expect_ec(r.error(), EFAULT, "write from an unreadable buffer");
+      if (mf.data.size() < start + n) mf.resize(start + n);
+      return;
+    }
+    expect_ec(r.error(), 0, "write");
+    if (*r != n) fail("write: wrote %zu, model expects %zu", *r, n);
+    if (mf.data.size() < start + n) mf.resize(start + n);
+    std::memcpy(mf.data.data() + start, buf, n);
+    mf.bump(start, n);
+    if (!positional) mfd.offset = static_cast<std::int64_t>(start + n);
+  }
+
+  void op_lseek(byte_reader& in) {
+    const int fd = pick_fd(in);
+    const std::uint8_t w = in.u8();
+    const int whence = w % 4 == 3 ? 7 : w % 4;  // SEEK_SET, SEEK_CUR, SEEK_END, bad
+    const std::int64_t off = static_cast<std::int64_t>(static_cast<std::int16_t>(in.u16()));
+    note("lseek(%d, %lld, %d)", fd, static_cast<long long>(off), whence);
+    auto r = proc_.lseek(fd, off, whence);
+    auto it = fds_.find(fd);
+    if (it == fds_.end()) return expect_ec(r.error(), EBADF, "lseek");
+    if (whence > 2) return expect_ec(r.error(), EINVAL, "lseek");
+    const std::int64_t base = whence == SEEK_SET ? 0 : whence == SEEK_CUR ? it->second.offset : static_cast<std::int64_t>(files_[it->second.file].data.size());
+    if (base + off < 0) return expect_ec(r.error(), EINVAL, "lseek");
+    expect_ec(r.error(), 0, "lseek");
+    if (*r != base + off) fail("lseek: got %lld, model %lld", static_cast<long long>(*r), static_cast<long long>(base + off));
+    it->second.offset = base + off;
+  }
+
+  void op_ftruncate(byte_reader& in) {
+    const int fd = pick_fd(in);
+    const std::uint8_t k = in.u8();
+    const std::int64_t len = k == 255 ? -1 : k == 254 ? static_cast<std::int64_t>(max_file) + 1 : static_cast<std::int64_t>(in.u16()) % (max_file + 1);
+    note("ftruncate(%d, %lld)", fd, static_cast<long long>(len));
+    auto ec = proc_.ftruncate(fd, len);
+    auto it = fds_.find(fd);
+    if (it == fds_.end()) return expect_ec(ec, EBADF, "ftruncate");
+    if (len < 0) return expect_ec(ec, EINVAL, "ftruncate");
+    if (!it->second.writable()) return expect_ec(ec, EBADF, "ftruncate");
+    if (static_cast<std::uint64_t>(len) > max_file) return expect_ec(ec, EFBIG, "ftruncate");
+    expect_ec(ec, 0, "ftruncate");
+    files_[it->second.file].resize(static_cast<std::uint64_t>(len));
+    // fstat agrees.
+    auto st = proc_.fstat(fd);
+    if (!st || static_cast<std::uint64_t>(st.value().st_size) != files_[it->second.file].data.size()) fail("fstat after ftruncate");
+  }
+
+  void op_mmap(byte_reader& in) {
+    if (!uffd_ok()) return;
+    const std::uint8_t b = in.u8();
+    const int fd = pick_fd(in);
+    std::size_t len = (in.u8() % 6) * page;  // 0 (EINVAL) .. 5 pages
+    if (b & 0x80) len = len ? len - 100 : 0;  // not a page multiple (rounded up)
+    const int prot = b & 3;                    // NONE, READ, WRITE, READ|WRITE
+    const int type = (b >> 2) & 3;             // 0 bad, 1 shared, 2 private, 3 both (bad)
+    int flags = type == 1 ? MAP_SHARED : type == 2 ? MAP_PRIVATE : type == 3 ? (MAP_SHARED | MAP_PRIVATE) : 0;
+    const bool anon = (b & 0x10) != 0;
+    if (anon) flags |= MAP_ANONYMOUS;
+    const std::uint8_t o = in.u8();
+    const off_t off = anon ? 0 : static_cast<off_t>((o & 0x7f) % 20) * static_cast<off_t>(page) + ((o & 0x80) ? 100 : 0);
+    note("mmap(%zu, prot %d, flags 0x%x, fd %d, off %lld)", len, prot, flags, fd, static_cast<long long>(off));
+    if (maps_.size() >= 6) return;
+    auto r = proc_.mmap(nullptr, len, prot, flags, fd, off);
+    int want = 0;
+    if (len == 0 || (type != 1 && type != 2) || (off % static_cast<off_t>(page)) != 0) want = EINVAL;
+    else if (!anon && !fds_.count(fd)) want = EBADF;
+    else if (!anon) {
+      const model_fd& mfd = fds_.at(fd);
+      if ((prot & PROT_READ) && !mfd.readable()) want = EACCES;
+      else if ((prot & PROT_WRITE) && type == 1 && !mfd.writable()) want = EACCES;
+    }
+    expect_ec(r.error(), want, "mmap");
+    if (want) return;
+    model_map m;
+    m.addr = static_cast<std::uint8_t*>(*r);
+    m.len = (len + page - 1) & ~(page - 1);
+    m.prot = prot;
+    m.shared = type == 1;
+    const std::size_t pages = m.len / page;
+    if (anon) {
+      m.known.assign(pages, std::vector<std::uint8_t>(page, 0));
+    } else {
+      const model_fd& mfd = fds_.at(fd);
+      m.file = mfd.file;
+      m.off = static_cast<std::uint64_t>(off);
+      m.writable_open = mfd.writable();
+      if (!m.shared) {
+        const model_file& mf = files_[m.file];
+        m.known.assign(pages, std::nullopt);
+        m.snapshot.assign(m.len, 0);
+        for (std::size_t i = 0; i < m.len && m.off + i < mf.data.size(); ++i) m.snapshot[i] = mf.data[m.off + i];
+        for (std::size_t p = 0; p < pages; ++p) m.ver_at_map.push_back(mf.version[m.off / page + p]);
+      }
+    }
+    maps_.push_back(std::move(m));
+  }
+
+  void op_munmap(byte_reader& in) {
+    if (!uffd_ok()) return;
+    const std::uint8_t b = in.u8();
+    if (maps_.empty() || (b & 0xc0) == 0xc0) {  // bad arguments
+      std::uint8_t* a = maps_.empty() ? reinterpret_cast<std::uint8_t*>(page * 16) : maps_[b % maps_.size()].addr;
+      const bool unaligned = b & 1;
+      note("munmap(bad: %s)", unaligned ? "unaligned" : "zero length");
+      expect_ec(proc_.munmap(a + (unaligned ? 1 : 0), unaligned ? page : 0), EINVAL, "munmap with bad arguments");
+      return;
+    }
+    const std::size_t i = b % maps_.size();
+    const bool partial = (b & 0x20) && maps_[i].len > page;
+    note("munmap(map %zu%s)", i, partial ? ", partial" : "");
+    if (partial) return expect_ec(proc_.munmap(maps_[i].addr, page), EINVAL, "partial munmap");
+    expect_ec(proc_.munmap(maps_[i].addr, maps_[i].len), 0, "munmap");
+    maps_.erase(maps_.begin() + static_cast<std::ptrdiff_t>(i));
+  }
+
+  void op_mprotect(byte_reader& in) {
+    if (!uffd_ok() || maps_.empty()) return;
+    const std::uint8_t b = in.u8();
+    model_map& m = maps_[b % maps_.size()];
+    const int prot = (b >> 4) & 3;
+    note("mprotect(map %u, %d)", static_cast<unsigned>(b % maps_.size()), prot);
+    const int want = (prot & PROT_WRITE) && m.file >= 0 && m.shared && !m.writable_open ? EACCES : 0;
+    expect_ec(proc_.mprotect(m.addr, m.len, prot), want, "mprotect");
+    if (!want) m.prot = prot;
+  }
+
+  // Loads (check) or stores (update the model) through a mapping, only where the model says no signal.
+  void op_mem(byte_reader& in, bool write) {
+    if (maps_.empty()) return;
+    const std::uint8_t b = in.u8();
+    model_map& m = maps_[b % maps_.size()];
+    const std::size_t at = in.u16() % m.len;
+    const std::size_t n = std::min<std::size_t>(in.u16() % (2 * page) + 1, m.len - at);
+    const std::uint8_t seed = in.u8();
+    note("%s(map %u, +%zu, %zu)", write ? "store" : "load", static_cast<unsigned>(b % maps_.size()), at, n);
+    if (write ? !(m.prot & PROT_WRITE) : !(m.prot & PROT_READ)) return;
+    // Clip to accessible pages.
+    std::size_t end = at + n;
+    for (std::size_t p = at / page; p * page < end; ++p)
+      if (!accessible(m, p)) {
+        end = p * page;
+        break;
+      }
+    if (end <= at) return;
+    if (write) store(m, at, end - at, seed);
+    else check_load(m, at, end - at);
+  }
+
+  bool accessible(const model_map& m, std::size_t p) const {
+    if (m.file < 0) return true;
+    if (!m.shared && m.known[p]) return true;
+    return m.off + p * page < files_[m.file].data.size();
+  }
+
+  // Private file page p: make sure the model knows its contents (faulting it in by reading it).
+  void settle_private(model_map& m, std::size_t p) {
+    if (m.file < 0 || m.shared || m.known[p]) return;
+    std::vector<std::uint8_t> seen(m.addr + p * page, m.addr + (p + 1) * page);
+    if (files_[m.file].version[m.off / page + p] == m.ver_at_map[p] &&
+        std::memcmp(seen.data(), m.snapshot.data() + p * page, page) != 0)
+      fail("private mapping page %zu differs from the file at mmap time (file page unchanged since)", p);
+    m.known[p] = std::move(seen);
+  }
+
+  void check_load(model_map& m, std::size_t at, std::size_t n) {
+    for (std::size_t p = at / page; p * page < at + n; ++p) settle_private(m, p);
+    for (std::size_t i = at; i < at + n; ++i) {
+      std::uint8_t want;
+      if (m.file >= 0 && m.shared) {
+        const model_file& mf = files_[m.file];
+        if (m.off + i >= mf.data.size()) continue;  // the tail of the last page
+        want = mf.data[m.off + i];
+      } else {
+        want = (*m.known[i / page])[i % page];
+      }
+      if (m.addr[i] != want) fail("load at +%zu: got %u, model %u", i, m.addr[i], want);
+    }
+  }
+
+  void store(model_map& m, std::size_t at, std::size_t n, std::uint8_t seed) {
+    if (n == 0) return;
+    std::vector<std::uint8_t> src(n);
+    fill_pattern(src.data(), n, seed);
+    for (std::size_t p = at / page; p * page < at + n; ++p) settle_private(m, p);
+    if (m.file >= 0 && m.shared) {
+      model_file& mf = files_[m.file];
+      const std::size_t lim = std::min<std::size_t>(n, mf.data.size() > m.off + at ? mf.data.size() - m.off - at : 0);
+      if (lim == 0) return;
+      std::memcpy(m.addr + at, src.data(), lim);  // never past the end of the file
+      std::memcpy(mf.data.data() + m.off + at, src.data(), lim);
+      mf.bump(m.off + at, lim);
+      return;
+    }
+    std::memcpy(m.addr + at, src.data(), n);
+    absorb(m, at, n);
+  }
+
+  // Records what is now in [at, at+n) of an anonymous/private mapping as its model contents.
+  void absorb(model_map& m, std::size_t at, std::size_t n) {
+    for (std::size_t i = at; i < at + n; ++i) (*m.known[i / page])[i % page] = m.addr[i];
+  }
+
+  void final_check() {
+    for (int f = 0; f < file_count; ++f) {
+      const model_file& mf = files_[f];
+      auto fd = proc_.open(path(f), O_RDONLY);
+      if (!mf.exists) {
+        expect_ec(fd.error(), ENOENT, "final open of a missing file");
+        continue;
+      }
+      if (!may(mf.mode, access_read)) {
+        expect_ec(fd.error(), EACCES, "final open of an unreadable file");
+        auto a = fs_.lookup(std::string(1, static_cast<char>('a' + f)));
+        if (!a || a->size() != mf.data.size() || (mf.data.size() && std::memcmp(a->data(), mf.data.data(), mf.data.size()) != 0))
+          fail("final: file %d (unreadable) differs from the model in the store", f);
+        continue;
+      }
+      expect_ec(fd.error(), 0, "final open");
+      std::vector<std::uint8_t> got(mf.data.size() + 10);
+      auto r = proc_.pread(*fd, got.data(), got.size(), 0);
+      if (!r || *r != mf.data.size() || (!mf.data.empty() && std::memcmp(got.data(), mf.data.data(), mf.data.size()) != 0))
+        fail("final: file %d differs from the model (size %zu vs %zu)", f, r ? *r : 0, mf.data.size());
+      (void)proc_.close(*fd);
+    }
+  }
+
+  static bool uffd_ok() {
+    static const bool ok = [] {
+      std::string why;
+      if (auto ec = probe_userfaultfd(why)) {
+        std::fprintf(stderr, "process_fuzzer: userfaultfd refused (%s): mmap operations skipped\n", why.c_str());
+        return false;
+      }
+      return true;
+    }();
+    return ok;
+  }
+
+  path_namespace ns_;
+  ramfs fs_;
+  process proc_;
+  model_file files_[file_count];
+  std::map<int, model_fd> fds_;
+  std::vector<model_map> maps_;
+  std::vector<std::string> log_;
+};
+
+/// Runs one input. Aborts (after printing the operation log) on any mismatch with the model.
+inline void run_process_sequence(const std::uint8_t* data, std::size_t size) {
+  byte_reader in(data, size);
+  harness h;
+  h.run(in);
+}
+
+}  // namespace fuzzharness

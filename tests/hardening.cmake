@@ -1,0 +1,38 @@
+# Hardening (issue 7): fault injection, the process-API sequence fuzzer, isolation, a bounded soak.
+#
+# Tests that need FAULTSAFE_INJECT compiled in define FAULTSAFE_FAULT_INJECTION=1 for their whole
+# executable (the macro must have one value per program), in any build type.
+function(faultsafe_hardening_injection target)
+  target_compile_definitions(${target} PRIVATE FAULTSAFE_FAULT_INJECTION=1 FAULTSAFE_FAULT_INJECTION_IN_RELEASE=1)
+endfunction()
+
+# The hook compiles to nothing when the switch is off (static_asserts), and an armed schedule is
+# never hit by the library then.
+faultsafe_test(fault_injection_off_test SOURCES fault_injection_off_test.cpp TIMEOUT 60 LABELS hardening)
+
+# The fuzzing harness, always built: replays the checked-in corpus plus 200 seeded random inputs.
+faultsafe_test(process_fuzz_replay SOURCES fuzz/process_fuzz_replay.cpp NO_MAIN TIMEOUT 180 LABELS hardening
+               ARGS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus 200 1)
+
+# libFuzzer target (clang only): cmake -DCMAKE_CXX_COMPILER=clang++-14 -DFAULTSAFE_BUILD_FUZZERS=ON ...
+# ctest -L fuzz runs it for FAULTSAFE_FUZZ_SECONDS (default 60) over a build-dir copy of the corpus.
+option(FAULTSAFE_BUILD_FUZZERS "Build the libFuzzer targets (clang only)" OFF)
+set(FAULTSAFE_FUZZ_SECONDS 60 CACHE STRING "How long the CTest fuzz run lasts (seconds)")
+if(FAULTSAFE_BUILD_FUZZERS)
+  if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "FAULTSAFE_BUILD_FUZZERS needs clang (e.g. -DCMAKE_CXX_COMPILER=clang++-14)")
+  endif()
+  add_executable(process_fuzzer fuzz/process_fuzzer.cpp)
+  target_link_libraries(process_fuzzer PRIVATE faultsafe::faultsafe)
+  target_include_directories(process_fuzzer PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+  target_compile_options(process_fuzzer PRIVATE -g -O1 -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer
+                         -fno-sanitize-recover=all -Wall -Wextra -Werror)
+  target_link_options(process_fuzzer PRIVATE -fsanitize=fuzzer,address,undefined)
+  set(_fz_work ${CMAKE_CURRENT_BINARY_DIR}/fuzz_corpus_work)
+  file(MAKE_DIRECTORY ${_fz_work})
+  add_test(NAME process_fuzzer_run
+           COMMAND process_fuzzer -max_total_time=${FAULTSAFE_FUZZ_SECONDS} -timeout=30 -rss_limit_mb=4096
+                   -print_final_stats=1 ${_fz_work} ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus)
+  math(EXPR _fz_timeout "${FAULTSAFE_FUZZ_SECONDS} + 120")
+  set_tests_properties(process_fuzzer_run PROPERTIES TIMEOUT ${_fz_timeout} LABELS fuzz)
+endif()
