@@ -36,3 +36,7 @@ if(FAULTSAFE_BUILD_FUZZERS)
   math(EXPR _fz_timeout "${FAULTSAFE_FUZZ_SECONDS} + 120")
   set_tests_properties(process_fuzzer_run PROPERTIES TIMEOUT ${_fz_timeout} LABELS fuzz)
 endif()
+
+# Isolation: credentials, handles, PROT_READ (forked child), buffer bounds, range locks held on
+# behalf of a stuck client.
+faultsafe_test(isolation_test SOURCES isolation_test.cpp TIMEOUT 90 LABELS hardening)
