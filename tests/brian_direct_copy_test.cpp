@@ -1,0 +1,281 @@
+// The direct copy path (resmgr/direct_copy.hpp): read/pread/readv into mappings of the same file and
+// write from one, served without a fault: MAP_SHARED store to store, MAP_PRIVATE by UFFDIO_COPY,
+// memmove semantics for overlap, destinations spanning several mappings or partly unmapped, a
+// single-threaded server. Every case checks the bytes against a model of the file and checks the
+// direct path's counters (so a silent fall-back to the fault path fails the test).
+#include <sys/uio.h>
+
+#include "brian_support.hpp"
+
+using namespace faultsafe;
+using briantest::first_diff;
+using briantest::make_file;
+using vmtest::pattern;
+
+namespace {
+
+struct fixture {
+  explicit fixture(thread_pool_options pool = {1, 4}) : fs({.name = "ram", .prefix = "/ram", .pool = pool, .ns = &ns}) {}
+  path_namespace ns;
+  briantest::recording rec;  // the direct path must report nothing
+  ramfs fs;
+  process bob{"bob", {1000, 100}, &ns};
+};
+
+// Reserves `pages` pages of address space (PROT_NONE, never touched), for MAP_FIXED mappings side by side.
+struct reservation {
+  explicit reservation(std::size_t pages) : len(pages * vm_page_size) {
+    void* p = ::mmap(nullptr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    REQUIRE(p != MAP_FAILED);
+    base = static_cast<std::uint8_t*>(p);
+  }
+  // Frees [page, page + n) of the reservation so that a MAP_FIXED mapping can take it.
+  std::uint8_t* release(std::size_t page, std::size_t n) {
+    REQUIRE(::munmap(base + page * vm_page_size, n * vm_page_size) == 0);
+    return base + page * vm_page_size;
+  }
+  ~reservation() { ::munmap(base, len); }  // what is left of it (mappings made in it are unmapped first)
+  std::size_t len;
+  std::uint8_t* base;
+};
+
+}  // namespace
+
+TEST_CASE("Brian: read(fd) into a MAP_SHARED mapping of the same file, same offset, served store to store") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(20, "brian shared read");
+  fixture f;
+  std::vector<std::uint8_t> model;
+  const std::size_t size = 256 << 10;
+  const int fd = make_file(f.bob, "/ram/a", size, model);
+  auto m = f.bob.mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  REQUIRE(m.ok());
+  auto* p = static_cast<std::uint8_t*>(*m);
+  const auto before = direct_copy_stats();
+  REQUIRE(f.bob.lseek(fd, 0, SEEK_SET).ok());
+  auto r = f.bob.read(fd, p, size);  // the seed's read(fd, ..., ptr): every destination page is absent
+  REQUIRE(r.ok());
+  CHECK(*r == size);
+  const auto after = direct_copy_stats();
+  CHECK(after.reads == before.reads + 1);
+  CHECK(after.store_bytes - before.store_bytes == size);
+  CHECK(first_diff(p, model.data(), size) == -1);  // through the mapping (MINOR faults now, no lock held)
+  CHECK(f.bob.lseek(fd, 0, SEEK_CUR).value() == static_cast<off_t>(size));
+  CHECK(f.rec.rec.count() == 0);
+}
+
+TEST_CASE("pread at unaligned offsets into an overlapping MAP_SHARED destination has memmove semantics") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(20, "overlap");
+  fixture f;
+  std::vector<std::uint8_t> model;
+  const std::size_t size = 64 << 10;
+  const int fd = make_file(f.bob, "/ram/o", size, model);
+  auto m = f.bob.mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  REQUIRE(m.ok());
+  auto* p = static_cast<std::uint8_t*>(*m);
+  struct step {
+    std::size_t dst, src, n;
+  };
+  // Destination after the source (a forward memcpy would smear), before it, unaligned, across pages.
+  for (const step s : {step{5000, 100, 9000}, step{123, 777, 10000}, step{4095, 4097, 20001}, step{1, 0, 40000}}) {
+    CAPTURE(s.dst);
+    CAPTURE(s.src);
+    auto r = f.bob.pread(fd, p + s.dst, s.n, static_cast<off_t>(s.src));
+    REQUIRE(r.ok());
+    CHECK(*r == s.n);
+    std::memmove(model.data() + s.dst, model.data() + s.src, s.n);
+    CHECK(first_diff(briantest::file_bytes(f.bob, fd).data(), model.data(), size) == -1);
+    CHECK(first_diff(p, model.data(), size) == -1);
+  }
+  CHECK(f.rec.rec.count() == 0);
+}
+
+TEST_CASE("a destination mapping at a different offset of the same file, and a read past the end of the file") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(20, "offset mapping");
+  fixture f;
+  std::vector<std::uint8_t> model;
+  const std::size_t size = 256 << 10;
+  const int fd = make_file(f.bob, "/ram/b", size, model);
+  const std::size_t moff = 128 << 10, mlen = 64 << 10;
+  auto m = f.bob.mmap(nullptr, mlen, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(moff));
+  REQUIRE(m.ok());
+  auto* p = static_cast<std::uint8_t*>(*m);
+  const auto before = direct_copy_stats();
+  auto r = f.bob.pread(fd, p + 10, 50000, 3);
+  REQUIRE(r.ok());
+  CHECK(*r == 50000);
+  std::memmove(model.data() + moff + 10, model.data() + 3, 50000);
+  CHECK(direct_copy_stats().store_bytes - before.store_bytes == 50000);
+  CHECK(first_diff(briantest::file_bytes(f.bob, fd).data(), model.data(), size) == -1);
+  CHECK(first_diff(p, model.data() + moff, mlen) == -1);
+  // Reading near the end returns only what the file has.
+  r = f.bob.pread(fd, p, 4096, static_cast<off_t>(size - 100));
+  REQUIRE(r.ok());
+  CHECK(*r == 100);
+  std::memmove(model.data() + moff, model.data() + size - 100, 100);
+  CHECK(first_diff(p, model.data() + moff, mlen) == -1);
+  CHECK(f.rec.rec.count() == 0);
+}
+
+TEST_CASE("MAP_PRIVATE destination: UFFDIO_COPY for absent pages, a plain copy into present ones, the file untouched") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(20, "private");
+  fixture f;
+  std::vector<std::uint8_t> model;
+  const std::size_t size = 64 << 10;
+  const int fd = make_file(f.bob, "/ram/c", size, model);
+  auto m = f.bob.mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  REQUIRE(m.ok());
+  auto* p = static_cast<std::uint8_t*>(*m);
+  std::vector<std::uint8_t> mem = model;  // the private memory's model
+  p[3 * vm_page_size + 5] = 0xAB;          // page 3 present (faulted in, privately modified)
+  mem[3 * vm_page_size + 5] = 0xAB;
+  const auto before = direct_copy_stats();
+  const std::size_t dst = 100, src = 9000, n = 4 * vm_page_size + 50;  // pages 0..4, partial at both ends
+  auto r = f.bob.pread(fd, p + dst, n, src);
+  REQUIRE(r.ok());
+  CHECK(*r == n);
+  std::memcpy(mem.data() + dst, model.data() + src, n);
+  const auto after = direct_copy_stats();
+  CHECK(after.reads == before.reads + 1);
+  CHECK(after.uffd_bytes > before.uffd_bytes);
+  CHECK(after.present_bytes - before.present_bytes == vm_page_size);
+  CHECK(first_diff(p, mem.data(), size) == -1);
+  CHECK(first_diff(briantest::file_bytes(f.bob, fd).data(), model.data(), size) == -1);  // private: file unchanged
+  CHECK(f.rec.rec.count() == 0);
+}
+
+TEST_CASE("readv across two mappings of the same file (one MAP_SHARED, one MAP_PRIVATE)") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(20, "readv");
+  fixture f;
+  std::vector<std::uint8_t> model;
+  const std::size_t size = 256 << 10;
+  const int fd = make_file(f.bob, "/ram/v", size, model);
+  auto a = f.bob.mmap(nullptr, 64 << 10, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  auto b = f.bob.mmap(nullptr, 64 << 10, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 192 << 10);
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  auto* pa = static_cast<std::uint8_t*>(*a);
+  auto* pb = static_cast<std::uint8_t*>(*b);
+  std::vector<std::uint8_t> bmem(model.begin() + (192 << 10), model.begin() + (256 << 10));
+  REQUIRE(f.bob.lseek(fd, 50000, SEEK_SET).ok());
+  iovec iov[2] = {{pa + 100, 5000}, {pb + 7, 6000}};
+  const auto before = direct_copy_stats();
+  auto r = f.bob.readv(fd, iov, 2);
+  REQUIRE(r.ok());
+  CHECK(*r == 11000);
+  std::memmove(model.data() + 100, model.data() + 50000, 5000);
+  std::memcpy(bmem.data() + 7, model.data() + 55000, 6000);
+  CHECK(direct_copy_stats().reads == before.reads + 2);
+  CHECK(first_diff(pa, model.data(), 64 << 10) == -1);
+  CHECK(first_diff(pb, bmem.data(), bmem.size()) == -1);
+  CHECK(first_diff(briantest::file_bytes(f.bob, fd).data(), model.data(), size) == -1);
+  CHECK(f.bob.lseek(fd, 0, SEEK_CUR).value() == 61000);
+  CHECK(f.rec.rec.count() == 0);
+}
+
+TEST_CASE("one read spanning two adjacent mappings and then unmapped memory: EFAULT after the bytes before it") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(20, "spanning");
+  briantest::restore_guarded_copy_handler();
+  fixture f;
+  std::vector<std::uint8_t> model;
+  const std::size_t size = 64 << 10;
+  const int fd = make_file(f.bob, "/ram/s", size, model);
+  reservation res(6);
+  // [0,2): MAP_SHARED of file pages 4..5; [2,4): MAP_PRIVATE of file pages 0..1; [4,6): PROT_NONE hole.
+  auto a = f.bob.mmap(res.release(0, 2), 2 * vm_page_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 4 * vm_page_size);
+  REQUIRE(a.ok());
+  auto b = f.bob.mmap(res.release(2, 2), 2 * vm_page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, 0);
+  REQUIRE(b.ok());
+  REQUIRE(*a == res.base);
+  REQUIRE(*b == res.base + 2 * vm_page_size);
+  std::vector<std::uint8_t> bmem(model.begin(), model.begin() + 2 * vm_page_size);
+  const auto before = direct_copy_stats();
+  // Fits in both mappings: one call, two parts (shared then private), source [30000, 30000 + n).
+  const std::size_t n = 3 * vm_page_size;
+  auto r = f.bob.pread(fd, res.base + 1000, n, 30000);
+  REQUIRE(r.ok());
+  CHECK(*r == n);
+  std::vector<std::uint8_t> src(model.begin() + 30000, model.begin() + 30000 + n);
+  std::memcpy(model.data() + 4 * vm_page_size + 1000, src.data(), 2 * vm_page_size - 1000);
+  std::memcpy(bmem.data(), src.data() + (2 * vm_page_size - 1000), n - (2 * vm_page_size - 1000));
+  CHECK(direct_copy_stats().reads == before.reads + 1);
+  CHECK(first_diff(res.base, model.data() + 4 * vm_page_size, 2 * vm_page_size) == -1);
+  CHECK(first_diff(res.base + 2 * vm_page_size, bmem.data(), bmem.size()) == -1);
+  CHECK(first_diff(briantest::file_bytes(f.bob, fd).data(), model.data(), size) == -1);
+  // Into the private mapping and on into the PROT_NONE hole: the private bytes land, then EFAULT.
+  r = f.bob.pread(fd, res.base + 3 * vm_page_size + 96, 2 * vm_page_size, 100);
+  REQUIRE(!r.ok());
+  CHECK(r.error() == std::errc::bad_address);
+  std::memcpy(bmem.data() + vm_page_size + 96, model.data() + 100, vm_page_size - 96);
+  CHECK(first_diff(res.base + 2 * vm_page_size, bmem.data(), bmem.size()) == -1);
+  CHECK(f.bob.munmap(*a, 2 * vm_page_size) == std::error_code{});
+  CHECK(f.bob.munmap(*b, 2 * vm_page_size) == std::error_code{});
+  CHECK(f.rec.rec.count() == 0);
+}
+
+TEST_CASE("write(fd) from a mapping of the same fd: MAP_SHARED overlapping (memmove), MAP_PRIVATE modified, growing") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(20, "write from mapping");
+  fixture f;
+  std::vector<std::uint8_t> model;
+  const std::size_t size = 64 << 10;
+  const int fd = make_file(f.bob, "/ram/w", size, model);
+  auto s = f.bob.mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  auto pr = f.bob.mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  REQUIRE(s.ok());
+  REQUIRE(pr.ok());
+  auto* ps = static_cast<std::uint8_t*>(*s);
+  auto* pp = static_cast<std::uint8_t*>(*pr);
+  const auto before = direct_copy_stats();
+  auto w = f.bob.pwrite(fd, ps + 1000, 20000, 5000);  // target after source, overlapping
+  REQUIRE(w.ok());
+  CHECK(*w == 20000);
+  std::memmove(model.data() + 5000, model.data() + 1000, 20000);
+  CHECK(first_diff(briantest::file_bytes(f.bob, fd).data(), model.data(), size) == -1);
+  // Private: page 0 modified privately (present), pages 1..2 absent (their image is the file's now).
+  for (int i = 0; i < 10; ++i) pp[i] = static_cast<std::uint8_t>(0xC0 + i);
+  std::vector<std::uint8_t> src(model.begin(), model.begin() + 2 * vm_page_size + 100);
+  for (int i = 0; i < 10; ++i) src[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(0xC0 + i);
+  REQUIRE(f.bob.lseek(fd, 0, SEEK_END).ok());  // write(2) at the end: grows the file
+  w = f.bob.write(fd, pp, src.size());
+  REQUIRE(w.ok());
+  CHECK(*w == src.size());
+  model.insert(model.end(), src.begin(), src.end());
+  const auto after = direct_copy_stats();
+  CHECK(after.writes == before.writes + 2);
+  CHECK(after.store_bytes - before.store_bytes == 20000);
+  CHECK(first_diff(briantest::file_bytes(f.bob, fd).data(), model.data(), model.size()) == -1);
+  CHECK(briantest::file_bytes(f.bob, fd).size() == model.size());
+  CHECK(f.rec.rec.count() == 0);
+}
+
+TEST_CASE("a single-threaded server serves Brian's read by the direct path (no second thread needed)") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(20, "single-threaded");
+  fixture f({1, 1});
+  std::vector<std::uint8_t> model;
+  const std::size_t size = 128 << 10;
+  const int fd = make_file(f.bob, "/ram/one", size, model);
+  auto m = f.bob.mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  auto q = f.bob.mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  REQUIRE(m.ok());
+  REQUIRE(q.ok());
+  auto* p = static_cast<std::uint8_t*>(*m);
+  auto* pq = static_cast<std::uint8_t*>(*q);
+  auto r = f.bob.pread(fd, p + 8192, size - 8192, 0);
+  REQUIRE(r.ok());
+  CHECK(*r == size - 8192);
+  std::memmove(model.data() + 8192, model.data(), size - 8192);
+  r = f.bob.pread(fd, pq, size, 0);
+  REQUIRE(r.ok());
+  CHECK(*r == size);
+  CHECK(first_diff(p, model.data(), size) == -1);
+  CHECK(first_diff(pq, model.data(), size) == -1);
+  CHECK(f.fs.srv().threads() == 1);
+  CHECK(f.rec.rec.count() == 0);
+}

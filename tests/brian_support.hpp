@@ -1,0 +1,79 @@
+// Shared helpers of the brian_* tests (Brian's lock-up: read(fd) into a mapping of the same file):
+// pattern files in a ramfs, a byte model of the file, a recording violation handler, a watchdog.
+#pragma once
+
+#include <doctest/doctest.h>
+#include <sys/mman.h>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "faultsafe/resmgr/direct_copy.hpp"
+#include "faultsafe/resmgr/process.hpp"
+#include "faultsafe/resmgr/ramfs.hpp"
+#include "vm_support.hpp"
+
+namespace briantest {
+
+using vmtest::pattern;
+
+/// Creates `path` with `size` pattern bytes through `p` and returns an O_RDWR fd; `model` gets the bytes.
+inline int make_file(faultsafe::process& p, const char* path, std::size_t size, std::vector<std::uint8_t>& model) {
+  auto fd = p.open(path, O_CREAT | O_RDWR, 0644);
+  REQUIRE(fd.ok());
+  model.resize(size);
+  for (std::size_t i = 0; i < size; ++i) model[i] = pattern(i);
+  std::size_t off = 0;
+  while (off < size) {
+    const std::size_t n = std::min<std::size_t>(1 << 16, size - off);
+    REQUIRE(p.pwrite(*fd, model.data() + off, n, static_cast<off_t>(off)).value() == n);
+    off += n;
+  }
+  return *fd;
+}
+
+/// The whole file, read with pread into ordinary memory.
+inline std::vector<std::uint8_t> file_bytes(faultsafe::process& p, int fd) {
+  auto st = p.fstat(fd);
+  REQUIRE(st.ok());
+  std::vector<std::uint8_t> out(static_cast<std::size_t>(st.value().st_size));
+  std::size_t off = 0;
+  while (off < out.size()) {
+    auto r = p.pread(fd, out.data() + off, out.size() - off, static_cast<off_t>(off));
+    REQUIRE(r.ok());
+    REQUIRE(*r > 0);
+    off += *r;
+  }
+  return out;
+}
+
+/// Index of the first difference, or -1.
+inline long first_diff(const std::uint8_t* a, const std::uint8_t* b, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i)
+    if (a[i] != b[i]) return static_cast<long>(i);
+  return -1;
+}
+
+/// doctest installs its own SIGSEGV/SIGBUS handlers at the start of each test case: put the guarded
+/// copy's handler back (a server copy into a bad client page must become EFAULT, not a test crash).
+inline void restore_guarded_copy_handler() {
+  faultsafe::detail::install_guarded_copy_handler();
+  struct sigaction sa {};
+  sa.sa_sigaction = &faultsafe::detail::guarded_copy_signal;
+  sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGSEGV, &sa, nullptr);
+  sigaction(SIGBUS, &sa, nullptr);
+}
+
+/// Records every violation (the default handler aborts): installed for a test's scope.
+struct recording {
+  faultsafe::violation_recorder rec;
+  faultsafe::scoped_violation_handler h{rec.handler()};
+};
+
+inline bool contains(const std::string& s, const char* what) { return s.find(what) != std::string::npos; }
+
+}  // namespace briantest
