@@ -142,6 +142,13 @@ bool check(const unsigned char* d, char tag, std::size_t off, std::size_t len) {
   return true;
 }
 
+/// COLIN_TRACE=1 in the environment: print each step with its time (stderr).
+void trace(const char* what) {
+  static const bool on = std::getenv("COLIN_TRACE") != nullptr;
+  static const auto t0 = clk::now();
+  if (on) std::fprintf(stderr, "[%8.3f ms] %s\n", std::chrono::duration<double, std::milli>(clk::now() - t0).count(), what);
+}
+
 std::string errstr(const std::error_code& ec) { return ec ? ec.message() + " (" + std::to_string(ec.value()) + ")" : "ok"; }
 
 int usage() {
@@ -194,7 +201,7 @@ int main(int argc, char** argv) {
   });
 
   fs::process bob("Bob"), nfs_client("nfs"), init("init");
-  latch page_in_started, io_pkt_serving_bob2;
+  latch page_in_started, io_pkt_serving_bob2, nfs_read_done;
   std::atomic<bool> armed{true};
   std::atomic<clk::rep> cycle_closed_at{0};
   std::error_code nfs_read_error;
@@ -205,15 +212,23 @@ int main(int argc, char** argv) {
   // client's buffer, so it takes the client's page fault itself.
   file_server io_pkt("io_pkt", "/io_pkt", fs::thread_pool_options{1, 1},
                      [&](fs::request_context& ctx) {
-                       if (ctx.client.pid == bob.pid()) io_pkt_serving_bob2.set();
+                       if (ctx.client.pid == bob.pid()) {
+                         trace("io_pkt: serving bob2's read (step 8)");
+                         io_pkt_serving_bob2.set();
+                       }
                      },
                      nullptr);
   // nfs: its page-in handler reads io_pkt first (step 11), once, for bob1's fault.
   file_server nfs("nfs", "/nfs", fs::thread_pool_options{1, 4}, nullptr,
                   [&](fs::request_context& ctx, const fs::io_page_in_request&) -> std::error_code {
+                    trace("nfs: page-in request");
                     if (ctx.client.pid != bob.pid() || !armed.exchange(false)) return {};
+                    trace("nfs: page-in for bob1's fault (step 10)");
                     page_in_started.set();  // proc holds Bob's aspace (single_lock) or bob1's region lock
-                    if (!io_pkt_serving_bob2.wait(5000ms)) return std::make_error_code(std::errc::timed_out);
+                    if (!io_pkt_serving_bob2.wait(5000ms)) {
+                      trace("nfs: io_pkt never served bob2");
+                      return std::make_error_code(std::errc::timed_out);
+                    }
                     if (naive) {
                       // Let io_pkt/0's fault reach proc:Bob/1's lock wait first (the seed's order): the
                       // waits of bob1, proc:Bob/0, bob2, io_pkt/0 and proc:Bob/1 are then recorded.
@@ -221,10 +236,14 @@ int main(int argc, char** argv) {
                       while (fs::wait_graph::stats().active_waits < 5 && clk::now() < until)
                         std::this_thread::sleep_for(100us);
                     }
+                    trace("nfs: sends to io_pkt (step 11)");
                     cycle_closed_at.store(clk::now().time_since_epoch().count());
                     auto r = nfs_client.pread(nfs_io_fd, nfs_got.data(), page, 0);  // send to io_pkt
+                    trace("nfs: send to io_pkt returned");
                     if (!r) nfs_read_error = r.error();
                     else if (*r != page) nfs_read_error = std::make_error_code(std::errc::io_error);
+                    nfs_read_done.set();  // orders nfs's results before main's checks (the uffd wake is
+                                          // an edge ThreadSanitizer cannot see)
                     return nfs_read_error;  // an error fails the page-in: bob1's access gets SIGBUS
                   });
   io_pkt.add("b");
@@ -273,7 +292,7 @@ int main(int argc, char** argv) {
   bool bob1_data_ok = false, bob2_data_ok = false;
   const auto t0 = clk::now();
   {
-    latch mapped;
+    latch mapped, bob2_ready;
     fs::process_thread bob1(bob, "bob1", [&] {
       fs::announce_faulting_thread();
       auto fd = bob.open("/nfs/a", O_RDONLY);  // step 1
@@ -289,14 +308,22 @@ int main(int argc, char** argv) {
         return;
       }
       const auto* mp = static_cast<const unsigned char*>(*p);
+      // bob2 has opened io_pkt and mapped its buffer: from now on proc may hold Bob's aspace.
+      if (!bob2_ready.wait(5000ms)) {
+        bob1_error = std::make_error_code(std::errc::timed_out);
+        return;
+      }
       std::vector<unsigned char> got(page);
+      trace("bob1: touches its nfs mapping (step 5)");
       bob1_error = fs::detail::guarded_memcpy(got.data(), mp + page, page);  // step 5: faults (file offset 4096)
+      trace("bob1: fault resolved");
       if (!bob1_error) bob1_data_ok = check(got.data(), 'a', page, page);
     });
     fs::process_thread bob2(bob, "bob2", [&] {
       fs::announce_faulting_thread();
       auto fd = bob.open("/io_pkt/b", O_RDONLY);  // step 2
       auto buf = bob.mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      bob2_ready.set();
       if (!fd || !buf) {
         bob2_error = !fd ? fd.error() : buf.error();
         return;
@@ -305,12 +332,15 @@ int main(int argc, char** argv) {
         bob2_error = std::make_error_code(std::errc::timed_out);
         return;
       }
+      trace("bob2: reads io_pkt (step 7)");
       auto r = bob.read(*fd, *buf, page);  // step 7/8: io_pkt/0 faults on this buffer
+      trace("bob2: read returned");
       if (!r) bob2_error = r.error();
       else bob2_data_ok = *r == page && check(static_cast<const unsigned char*>(*buf), 'b', 0, page);
     });
   }  // joins bob1 and bob2
   const auto t_done = clk::now();
+  if (!nfs_read_done.wait(5000ms)) nfs_read_error = std::make_error_code(std::errc::timed_out);
   const bool nfs_ok = !nfs_read_error && check(nfs_got.data(), 'c', 0, page);
   const auto st = bob.memory().fault_pager().stats();
 
