@@ -99,6 +99,7 @@ class ratio_reporter : public benchmark::ConsoleReporter {
       const bool real = r.benchmark_name().find("real_time") != std::string::npos;
       const double ns = real ? r.GetAdjustedRealTime() : r.GetAdjustedCPUTime();
       std::string name = r.benchmark_name();
+      if (auto p = name.find("/repeats:"); p != std::string::npos) name.erase(p);
       if (auto p = name.find("/real_time"); p != std::string::npos) name.erase(p);
       auto [it, fresh] = best.emplace(name, ns);
       if (!fresh && ns < it->second) it->second = ns;
