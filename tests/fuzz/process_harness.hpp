@@ -34,6 +34,7 @@
 #include <system_error>
 #include <vector>
 
+#include <faultsafe/detail/guarded_copy.hpp>
 #include <faultsafe/resmgr/process.hpp>
 #include <faultsafe/resmgr/ramfs.hpp>
 
@@ -96,17 +97,47 @@ struct model_map {
   std::vector<std::uint64_t> ver_at_map;                      // private file: page versions at mmap
   std::vector<std::uint8_t> snapshot;                         // private file: bytes at mmap (zeros past EOF)
   std::vector<std::optional<std::vector<std::uint8_t>>> known;  // private file / anonymous: page contents
+  std::vector<bool> poisoned;                                 // tolerant mode: a page-in failed (SIGBUS)
+};
+
+/// The server side of a self-contained run (the fuzzer's): a private namespace and one ramfs at /fz.
+struct world {
+  path_namespace ns;
+  ramfs fs{ramfs_options{.name = "fuzzfs", .prefix = "/fz", .pool = {1, 2}, .ns = &ns, .file = {max_file, "fuzz file"}}};
+};
+
+/// Where a harness runs and how strict it is.
+struct harness_options {
+  path_namespace* ns = nullptr;
+  ramfs* fs = nullptr;          ///< its files must have attr max_size == max_file
+  std::string tag;              ///< file names: <prefix>/<tag>a, <tag>b, <tag>c
+  std::string process_name = "fuzzer";
+  model_file* files = nullptr;  ///< file_count models kept across harnesses (nullptr: the harness's own)
+  /// Tolerant (soak with injected faults): EIO from a server call means "the request failed and did
+  /// nothing" (the injected handler exception fires before the handler), and a load or store through
+  /// a mapping may fault (an injected page-in error poisons the page: SIGBUS); such pages are skipped
+  /// afterwards. Everything else is checked exactly.
+  bool tolerant = false;
+};
+
+/// Counters of one harness (tolerant mode).
+struct harness_stats {
+  std::uint64_t ops = 0, injected_eio = 0, poisoned_pages = 0, bytes_checked = 0;
 };
 
 class harness {
  public:
-  harness()
-      : fs_(ramfs_options{.name = "fuzzfs", .prefix = "/fz", .pool = {1, 2}, .ns = &ns_, .file = {max_file, "fuzz file"}}),
-        proc_("fuzzer", {uid, gid}, &ns_) {}
+  explicit harness(const harness_options& o)
+      : fs_(*o.fs), prefix_(o.fs->prefix() + "/" + o.tag), tag_(o.tag), tolerant_(o.tolerant),
+        files_(o.files ? o.files : own_files_), proc_(o.process_name, {uid, gid}, o.ns) {}
+  [[nodiscard]] const harness_stats& stats() const { return stats_; }
 
   void run(byte_reader& in) {
     int steps = 0;
-    while (!in.empty() && steps++ < 64) step(in);
+    while (!in.empty() && steps++ < 64) {
+      step(in);
+      ++stats_.ops;
+    }
     final_check();
     if (std::getenv("FAULTSAFE_FUZZ_TRACE") != nullptr)
       for (const auto& l : log_) std::fprintf(stderr, "  %s\n", l.c_str());
@@ -141,7 +172,13 @@ class harness {
     if (got != err(want))
       fail("%s: got error '%s' (%d), model expects errno %d", what, got.message().c_str(), got.value(), want);
   }
-  static std::string path(int f) { return std::string("/fz/") + static_cast<char>('a' + f); }
+  std::string path(int f) const { return prefix_ + static_cast<char>('a' + f); }
+  // Tolerant mode: an EIO reply is an injected failure of a request that did nothing.
+  bool injected(const std::error_code& ec) {
+    if (!tolerant_ || ec != err(EIO)) return false;
+    ++stats_.injected_eio;
+    return true;
+  }
 
   static bool may(mode_t mode, int want) {  // owner bits (every file is owned by `uid`)
     const unsigned bits = (mode >> 6) & 7;
@@ -193,6 +230,7 @@ class harness {
     const mode_t mode = modes[(b >> 6) & 3];
     note("open(%s, 0x%x, 0%o)", path(f).c_str(), flags, mode);
     auto r = proc_.open(path(f), flags, mode);
+    if (injected(r.error())) return;
     model_file& mf = files_[f];
     int want = 0;
     bool created = false;
@@ -224,7 +262,8 @@ class harness {
   void op_close(byte_reader& in) {
     const int fd = pick_fd(in);
     note("close(%d)", fd);
-    expect_ec(proc_.close(fd), fds_.count(fd) ? 0 : EBADF, "close");
+    const auto ec = proc_.close(fd);
+    if (!injected(ec)) expect_ec(ec, fds_.count(fd) ? 0 : EBADF, "close");
     fds_.erase(fd);
   }
 
@@ -264,6 +303,7 @@ class harness {
          static_cast<long long>(off));
     result<std::size_t> r = is_write ? (positional ? proc_.pwrite(fd, buf, n, off) : proc_.write(fd, buf, n))
                                      : (positional ? proc_.pread(fd, buf, n, off) : proc_.read(fd, buf, n));
+    if (injected(r.error())) return;
     // The model.
     auto it = fds_.find(fd);
     int want = 0;
@@ -325,6 +365,7 @@ class harness {
     const std::int64_t off = static_cast<std::int64_t>(static_cast<std::int16_t>(in.u16()));
     note("lseek(%d, %lld, %d)", fd, static_cast<long long>(off), whence);
     auto r = proc_.lseek(fd, off, whence);
+    if (injected(r.error())) return;
     auto it = fds_.find(fd);
     if (it == fds_.end()) return expect_ec(r.error(), EBADF, "lseek");
     if (whence > 2) return expect_ec(r.error(), EINVAL, "lseek");
@@ -341,6 +382,7 @@ class harness {
     const std::int64_t len = k == 255 ? -1 : k == 254 ? static_cast<std::int64_t>(max_file) + 1 : static_cast<std::int64_t>(in.u16()) % (max_file + 1);
     note("ftruncate(%d, %lld)", fd, static_cast<long long>(len));
     auto ec = proc_.ftruncate(fd, len);
+    if (injected(ec)) return;
     auto it = fds_.find(fd);
     if (it == fds_.end()) return expect_ec(ec, EBADF, "ftruncate");
     if (len < 0) return expect_ec(ec, EINVAL, "ftruncate");
@@ -349,7 +391,8 @@ class harness {
     expect_ec(ec, 0, "ftruncate");
     files_[it->second.file].resize(static_cast<std::uint64_t>(len));
     // fstat agrees.
-    auto st = proc_.fstat(fd);
+ auto st = proc_.fstat(fd);
+    if (injected(st.error())) return;
     if (!st || static_cast<std::uint64_t>(st.value().st_size) != files_[it->second.file].data.size()) fail("fstat after ftruncate");
   }
 
@@ -369,6 +412,7 @@ class harness {
     note("mmap(%zu, prot %d, flags 0x%x, fd %d, off %lld)", len, prot, flags, fd, static_cast<long long>(off));
     if (maps_.size() >= 6) return;
     auto r = proc_.mmap(nullptr, len, prot, flags, fd, off);
+    if (injected(r.error())) return;
     int want = 0;
     if (len == 0 || (type != 1 && type != 2) || (off % static_cast<off_t>(page)) != 0) want = EINVAL;
     else if (!anon && !fds_.count(fd)) want = EBADF;
@@ -385,6 +429,7 @@ class harness {
     m.prot = prot;
     m.shared = type == 1;
     const std::size_t pages = m.len / page;
+    m.poisoned.assign(pages, false);
     if (anon) {
       m.known.assign(pages, std::vector<std::uint8_t>(page, 0));
     } else {
@@ -455,33 +500,53 @@ class harness {
   }
 
   bool accessible(const model_map& m, std::size_t p) const {
+    if (m.poisoned[p]) return false;
     if (m.file < 0) return true;
     if (!m.shared && m.known[p]) return true;
     return m.off + p * page < files_[m.file].data.size();
   }
 
+  // Copies len bytes within page p of mapping m with a guarded copy: a SIGBUS/SIGSEGV becomes a
+  // return of false (tolerant mode: the page is marked poisoned) or a model mismatch (strict mode).
+  bool guarded(model_map& m, std::size_t p, void* dst, const void* src, std::size_t len) {
+    if (!faultsafe::detail::guarded_memcpy(dst, src, len)) return true;
+    if (!tolerant_) fail("unexpected SIGBUS/SIGSEGV on page %zu of a mapping (prot %d, shared %d, file %d)", p, m.prot, m.shared, m.file);
+    m.poisoned[p] = true;
+    ++stats_.poisoned_pages;
+    return false;
+  }
+
   // Private file page p: make sure the model knows its contents (faulting it in by reading it).
-  void settle_private(model_map& m, std::size_t p) {
-    if (m.file < 0 || m.shared || m.known[p]) return;
-    std::vector<std::uint8_t> seen(m.addr + p * page, m.addr + (p + 1) * page);
+  bool settle_private(model_map& m, std::size_t p) {
+    if (m.file < 0 || m.shared || m.known[p]) return true;
+    std::vector<std::uint8_t> seen(page);
+    if (!guarded(m, p, seen.data(), m.addr + p * page, page)) return false;
     if (files_[m.file].version[m.off / page + p] == m.ver_at_map[p] &&
         std::memcmp(seen.data(), m.snapshot.data() + p * page, page) != 0)
       fail("private mapping page %zu differs from the file at mmap time (file page unchanged since)", p);
     m.known[p] = std::move(seen);
+    return true;
   }
 
   void check_load(model_map& m, std::size_t at, std::size_t n) {
-    for (std::size_t p = at / page; p * page < at + n; ++p) settle_private(m, p);
-    for (std::size_t i = at; i < at + n; ++i) {
-      std::uint8_t want;
-      if (m.file >= 0 && m.shared) {
-        const model_file& mf = files_[m.file];
-        if (m.off + i >= mf.data.size()) continue;  // the tail of the last page
-        want = mf.data[m.off + i];
-      } else {
-        want = (*m.known[i / page])[i % page];
+    std::uint8_t tmp[page];
+    for (std::size_t a = at; a < at + n;) {
+      const std::size_t p = a / page, b = std::min(at + n, (p + 1) * page);
+      if (settle_private(m, p) && guarded(m, p, tmp, m.addr + a, b - a)) {
+        for (std::size_t i = a; i < b; ++i) {
+          std::uint8_t want;
+          if (m.file >= 0 && m.shared) {
+            const model_file& mf = files_[m.file];
+            if (m.off + i >= mf.data.size()) continue;  // the tail of the last page
+            want = mf.data[m.off + i];
+          } else {
+            want = (*m.known[p])[i % page];
+          }
+          if (tmp[i - a] != want) fail("load at +%zu: got %u, model %u", i, tmp[i - a], want);
+        }
+        stats_.bytes_checked += b - a;
       }
-      if (m.addr[i] != want) fail("load at +%zu: got %u, model %u", i, m.addr[i], want);
+      a = b;
     }
   }
 
@@ -489,18 +554,25 @@ class harness {
     if (n == 0) return;
     std::vector<std::uint8_t> src(n);
     fill_pattern(src.data(), n, seed);
-    for (std::size_t p = at / page; p * page < at + n; ++p) settle_private(m, p);
-    if (m.file >= 0 && m.shared) {
-      model_file& mf = files_[m.file];
-      const std::size_t lim = std::min<std::size_t>(n, mf.data.size() > m.off + at ? mf.data.size() - m.off - at : 0);
-      if (lim == 0) return;
-      std::memcpy(m.addr + at, src.data(), lim);  // never past the end of the file
-      std::memcpy(mf.data.data() + m.off + at, src.data(), lim);
-      mf.bump(m.off + at, lim);
-      return;
+    for (std::size_t a = at; a < at + n;) {
+      const std::size_t p = a / page, b = std::min(at + n, (p + 1) * page);
+      const std::uint8_t* s = src.data() + (a - at);
+      if (!settle_private(m, p)) {
+        a = b;
+        continue;
+      }
+      if (m.file >= 0 && m.shared) {
+        model_file& mf = files_[m.file];
+        const std::size_t lim = std::min<std::size_t>(b - a, mf.data.size() > m.off + a ? mf.data.size() - m.off - a : 0);
+        if (lim > 0 && guarded(m, p, m.addr + a, s, lim)) {  // never past the end of the file
+          std::memcpy(mf.data.data() + m.off + a, s, lim);
+          mf.bump(m.off + a, lim);
+        }
+      } else if (guarded(m, p, m.addr + a, s, b - a)) {
+        std::memcpy(m.known[p]->data() + a % page, s, b - a);
+      }
+      a = b;
     }
-    std::memcpy(m.addr + at, src.data(), n);
-    absorb(m, at, n);
   }
 
   // Records what is now in [at, at+n) of an anonymous/private mapping as its model contents.
@@ -512,13 +584,14 @@ class harness {
     for (int f = 0; f < file_count; ++f) {
       const model_file& mf = files_[f];
       auto fd = proc_.open(path(f), O_RDONLY);
+      for (int retry = 0; retry < 50 && injected(fd.error()); ++retry) fd = proc_.open(path(f), O_RDONLY);
       if (!mf.exists) {
         expect_ec(fd.error(), ENOENT, "final open of a missing file");
         continue;
       }
       if (!may(mf.mode, access_read)) {
         expect_ec(fd.error(), EACCES, "final open of an unreadable file");
-        auto a = fs_.lookup(std::string(1, static_cast<char>('a' + f)));
+        auto a = fs_.lookup(tag_ + static_cast<char>('a' + f));
         if (!a || a->size() != mf.data.size() || (mf.data.size() && std::memcmp(a->data(), mf.data.data(), mf.data.size()) != 0))
           fail("final: file %d (unreadable) differs from the model in the store", f);
         continue;
@@ -526,6 +599,7 @@ class harness {
       expect_ec(fd.error(), 0, "final open");
       std::vector<std::uint8_t> got(mf.data.size() + 10);
       auto r = proc_.pread(*fd, got.data(), got.size(), 0);
+      for (int retry = 0; retry < 50 && injected(r.error()); ++retry) r = proc_.pread(*fd, got.data(), got.size(), 0);
       if (!r || *r != mf.data.size() || (!mf.data.empty() && std::memcmp(got.data(), mf.data.data(), mf.data.size()) != 0))
         fail("final: file %d differs from the model (size %zu vs %zu)", f, r ? *r : 0, mf.data.size());
       (void)proc_.close(*fd);
@@ -544,10 +618,13 @@ class harness {
     return ok;
   }
 
-  path_namespace ns_;
-  ramfs fs_;
-  process proc_;
-  model_file files_[file_count];
+  ramfs& fs_;
+  std::string prefix_, tag_;
+  bool tolerant_;
+  model_file own_files_[file_count];
+  model_file* files_;
+  harness_stats stats_;
+  process proc_;  // after the models; destroyed before them
   std::map<int, model_fd> fds_;
   std::vector<model_map> maps_;
   std::vector<std::string> log_;
@@ -556,7 +633,11 @@ class harness {
 /// Runs one input. Aborts (after printing the operation log) on any mismatch with the model.
 inline void run_process_sequence(const std::uint8_t* data, std::size_t size) {
   byte_reader in(data, size);
-  harness h;
+  world w;
+  harness_options o;
+  o.ns = &w.ns;
+  o.fs = &w.fs;
+  harness h(o);
   h.run(in);
 }
 
