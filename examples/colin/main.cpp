@@ -195,7 +195,12 @@ int main(int argc, char** argv) {
     std::lock_guard<std::mutex> g(rep_mu);
     std::printf("---- faultsafe report ----\n%s\n--------------------------\n", v.report().c_str());
     if (v.kind == fs::violation_kind::wait_cycle) {
-      if (cycles.empty()) first_report = now;
+      if (cycles.empty()) {
+        first_report = now;
+        // Every recorded wait at that moment, including those behind the cycle (bob1's fault, bob2).
+        std::printf("---- wait graph at the report ----\n%s----------------------------------\n",
+                    fs::wait_graph::dump().c_str());
+      }
       cycles.push_back(v);
     }
   });

@@ -122,6 +122,8 @@ class process {
     while (fd < fds_.size() && fds_[fd].ch) ++fd;
     if (fd == fds_.size()) fds_.emplace_back();
     fds_[fd] = fd_entry{res->ch, static_cast<std::uint64_t>(sr.status), flags};
+    if (paths_.size() < fds_.size()) paths_.resize(fds_.size());
+    paths_[fd].assign(path.data(), path.size());
     return static_cast<int>(fd);
   }
 
@@ -220,6 +222,13 @@ class process {
   // ---- plumbing for extensions ----------------------------------------------------------------------
 
   /// The channel and server handle behind `fd` (EBADF if not open): for extensions (mmap, pager).
+  /// The path `fd` was opened with (for reports), or "" for a bad fd.
+  [[nodiscard]] std::string fd_path(int fd) const {
+    std::lock_guard<std::mutex> g(mu_);
+    if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size() || !fds_[static_cast<std::size_t>(fd)].ch) return {};
+    return static_cast<std::size_t>(fd) < paths_.size() ? paths_[static_cast<std::size_t>(fd)] : std::string();
+  }
+
   [[nodiscard]] std::error_code fd_target(int fd, std::shared_ptr<channel>& ch, std::uint64_t& handle, int& flags) const {
     fd_entry e;
     if (auto ec = lookup(fd, e)) return ec;
@@ -290,6 +299,7 @@ class process {
   std::atomic<std::int64_t> timeout_ns_{0};
   mutable std::mutex mu_;  // leaf: fds_
   std::vector<fd_entry> fds_;
+  std::vector<std::string> paths_;  // guarded by mu_: the path of each fd (reports only; not copied on I/O)
   // Last member: destroyed first, while the rest of the process is alive (it sends deferred closes).
   std::mutex mem_mu_;  // leaf: mem_
   std::shared_ptr<process_memory> mem_;

@@ -38,6 +38,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <system_error>
 
 #include "faulting_thread.hpp"
@@ -73,6 +74,9 @@ class page_source {
   virtual ~page_source() = default;
   /// Effects: see header. Returns: {} on success (with out.length set), else the reason the fault fails.
   [[nodiscard]] virtual std::error_code page_in(const page_in_request& req, page_in_result& out) = 0;
+  /// The file's name for reports (wait-for graph: "fault 0x... (file nfs:/nfs/a offset 4096)"); empty
+  /// if unknown. Called by fault threads; must not block. Throws: std::bad_alloc.
+  [[nodiscard]] virtual std::string describe() const { return {}; }
 };
 
 /// A file kept in a memfd, read directly (no server). Size changes: the cached size is refreshed with

@@ -52,6 +52,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <mutex>
 #include <optional>
 #include <string_view>
 #include <exception>
@@ -153,14 +154,31 @@ class pager {
     [[nodiscard]] std::string wait_name() const override {
       char buf[96];
       std::snprintf(buf, sizeof buf, "fault 0x%llx in aspace '%s'", static_cast<unsigned long long>(page_), space_);
-      return buf;
+      std::lock_guard<std::mutex> g(mu_);
+      return buf + where_;
     }
     [[nodiscard]] std::string_view holder_relation() const override { return "served by"; }
+    // Effects: what the fault is on, once the region is known: " (file nfs:/nfs/a offset 4096)" or
+    // " (anonymous memory)". Takes only this object's leaf mutex.
+    void describe(const region& r, std::uintptr_t page) {
+      std::string w;
+      if (!r.file_ || r.owned_memfd_ >= 0) {
+        w = " (anonymous memory)";
+      } else {
+        std::string name = r.file_->source != nullptr ? r.file_->source->describe() : std::string();
+        w = " (file " + (name.empty() ? std::string("?") : name) + " offset " +
+            std::to_string(r.file_->offset + (page - r.start_)) + ")";
+      }
+      std::lock_guard<std::mutex> g(mu_);
+      where_ = std::move(w);
+    }
 
    private:
     std::uint32_t server_;
     std::uintptr_t page_;
     const char* space_;
+    mutable std::mutex mu_;  // leaf: where_
+    std::string where_;
   };
 
   // A page-aligned buffer for private fills (UFFDIO_COPY needs a page-aligned source).
@@ -241,7 +259,7 @@ class pager {
       ws.emplace(on_behalf, f.who.thread_id, *fw, wait_kind::page);
     }
     try {
-      serve_locked(f, buf);
+      serve_locked(f, buf, fw ? &*fw : nullptr);
     } catch (const std::system_error&) {
       fail(f);  // e.g. EDEADLK: the wait-for graph broke a cycle at one of our lock waits
     } catch (...) {
@@ -249,16 +267,18 @@ class pager {
     }
   }
 
-  void serve_locked(const fault& f, fill_buffer& buf) {
+  void serve_locked(const fault& f, fill_buffer& buf, fault_waitable* fw) {
     if (as_.opts_.single_lock) {
       detail::vm_exclusive_hold<aspace::map_lock_type> g(as_.map_lock_);  // the whole space, during I/O
       region* r = as_.find_locked(f.page);
       if (r == nullptr || r->dead_) return gone(f);
+      if (fw != nullptr) fw->describe(*r, f.page);
       serve_region(*r, f, buf);
       return;
     }
     region* r = as_.acquire_region(f.page);
     if (r == nullptr) return gone(f);
+    if (fw != nullptr) fw->describe(*r, f.page);  // before the region lock wait: reports name the file
     struct ref_guard {
       region* r;
       ~ref_guard() { aspace::release(r); }

@@ -57,8 +57,12 @@ namespace faultsafe {
 /// Thread-safety: page_in may be called concurrently (one send each).
 class server_page_source final : public page_source {
  public:
-  server_page_source(process& p, std::shared_ptr<channel> ch, std::uint64_t handle, std::uint64_t cookie) noexcept
-      : p_(p), ch_(std::move(ch)), handle_(handle), cookie_(cookie) {}
+  server_page_source(process& p, std::shared_ptr<channel> ch, std::uint64_t handle, std::uint64_t cookie,
+                     std::string name = {}) noexcept
+      : p_(p), ch_(std::move(ch)), handle_(handle), cookie_(cookie), name_(std::move(name)) {}
+
+  /// "<server>:<path>" (e.g. "nfs:/nfs/a"), for wait-for-graph reports.
+  [[nodiscard]] std::string describe() const override { return name_; }
 
   [[nodiscard]] std::error_code page_in(const page_in_request& req, page_in_result& out) override {
     io_page_in_request q{p_.client(), handle_, cookie_, req.offset, req.length, 0};
@@ -92,6 +96,7 @@ class server_page_source final : public page_source {
   std::shared_ptr<channel> ch_;
   std::uint64_t handle_;
   std::uint64_t cookie_;
+  std::string name_;
 };
 
 /// One logical process's address space: aspace + pager + the table of its file mappings.
@@ -149,7 +154,7 @@ class process_memory {
     if (!answer) return answer.error();
     const io_mmap_reply* rep = &answer.value();
     if (rep->memfd < 0) return std::make_error_code(std::errc::no_such_device);
-    auto src = std::make_unique<server_page_source>(p_, ch, handle, rep->cookie);
+    auto src = std::make_unique<server_page_source>(p_, ch, handle, rep->cookie, std::string(ch->name()) + ":" + p_.fd_path(fd));
     rq.file = file_backing{rep->memfd, rep->offset, reinterpret_cast<const void*>(static_cast<std::uintptr_t>(rep->cookie)), src.get()};
     {
       std::lock_guard<std::mutex> g(mu_);  // count the open before the region exists: close() defers
