@@ -27,10 +27,13 @@
 //
 // Blocking points (each reported to the vm_wait_hook, vm/detail/wait_hooks.hpp): the region or map
 // lock wait (detail::vm_rw_lock) and the page-in call (vm_wait_kind::page_source).
-// Wait-for graph (activity/wait_graph.hpp): while a fault thread serves the fault of an announced
-// thread, that thread is recorded as waiting ("page" wait, on its behalf) on the fault, served by the
-// fault thread; the fault thread's own lock waits are recorded by the vm locks (which know their
-// holders) and its page-in send by the channel. When the graph breaks a cycle at one of the fault
+// Wait-for graph (activity/wait_graph.hpp): from the moment a fault thread reads the fault of an
+// announced thread (with the rest of its batch) until it is resolved, that thread is recorded as
+// waiting ("page" wait, on its behalf) on the fault, served by the fault thread; the report names the
+// fault's address and, once the region is known, its file and file offset (or anonymous memory).
+// The fault thread's own lock waits are recorded by the vm locks (which know their holders) and its
+// page-in send by the channel. Not seen: a fault no fault thread has read yet (all of them busy): it
+// waits in the kernel's queue, so a cycle through it is only found once a thread reads it. When the graph breaks a cycle at one of the fault
 // thread's lock waits (EDEADLK), the fault fails: the faulting access gets SIGBUS (a server copying
 // into client memory turns that into EFAULT), which ends the lock-up.
 //
@@ -236,30 +239,43 @@ class pager {
         return;
       }
       const std::size_t count = static_cast<std::size_t>(r) / sizeof(uffd_msg);
+      // Every fault of the batch is this thread's from now on: its faulting thread's page wait is
+      // recorded at once (a fault queued behind one that blocks is part of any cycle through it).
+      fault batch[8];
+      std::optional<fault_waitable> fws[8];
+      std::optional<wait_scope> wss[8];  // destroyed before fws (reverse order of declaration)
+      std::size_t nb = 0;
       for (std::size_t i = 0; i < count; ++i) {
         if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
         const auto& pf = msgs[i].arg.pagefault;
-        fault f{static_cast<std::uintptr_t>(pf.address) & ~std::uintptr_t{vm_page_size - 1},
-                (pf.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0, (pf.flags & UFFD_PAGEFAULT_FLAG_MINOR) != 0,
-                static_cast<pid_t>(pf.feat.ptid), {}};
-        serve(f, buf);
+        fault& f = batch[nb];
+        f = fault{static_cast<std::uintptr_t>(pf.address) & ~std::uintptr_t{vm_page_size - 1},
+                  (pf.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0, (pf.flags & UFFD_PAGEFAULT_FLAG_MINOR) != 0,
+                  static_cast<pid_t>(pf.feat.ptid), {}};
+        f.who = lookup_faulting_thread(f.tid);
+        if (f.who.thread_id != 0 && wait_graph::enabled()) {
+          fws[nb].emplace(this_thread_id(), f.page, as_.name());
+          try {
+            wss[nb].emplace(on_behalf, f.who.thread_id, *fws[nb], wait_kind::page);
+          } catch (...) {  // the violation handler threw: serve the fault anyway, unrecorded
+          }
+        }
+        ++nb;
+      }
+      for (std::size_t i = 0; i < nb; ++i) {
+        serve(batch[i], buf, fws[i] ? &*fws[i] : nullptr);
+        wss[i].reset();  // resolved: the faulting thread's page wait ends
+        fws[i].reset();
       }
     }
   }
 
-  void serve(fault& f, fill_buffer& buf) {
+  // Wait-for graph: while this thread serves the fault (from the moment it read it), the faulting
+  // thread (if it announced itself) waits on it: a "page" wait recorded on its behalf by run(), `fw`.
+  void serve(const fault& f, fill_buffer& buf, fault_waitable* fw) {
     faults_.fetch_add(1, std::memory_order_relaxed);
-    f.who = lookup_faulting_thread(f.tid);
-    // Wait-for graph: while this thread serves the fault, the faulting thread (if it announced itself)
-    // waits on it ("page" wait, recorded on its behalf).
-    std::optional<fault_waitable> fw;
-    std::optional<wait_scope> ws;
-    if (f.who.thread_id != 0 && wait_graph::enabled()) {
-      fw.emplace(this_thread_id(), f.page, as_.name());
-      ws.emplace(on_behalf, f.who.thread_id, *fw, wait_kind::page);
-    }
     try {
-      serve_locked(f, buf, fw ? &*fw : nullptr);
+      serve_locked(f, buf, fw);
     } catch (const std::system_error&) {
       fail(f);  // e.g. EDEADLK: the wait-for graph broke a cycle at one of our lock waits
     } catch (...) {
