@@ -107,7 +107,7 @@ TEST_CASE("soak: processes, servers and mappings under random load with injected
   const auto start = std::chrono::steady_clock::now();
   const auto end = start + std::chrono::seconds(seconds);
   const auto steady = start + std::chrono::seconds(seconds) / 5;
-  std::atomic<std::uint64_t> sessions{0}, ops{0}, eio{0}, poisoned{0}, checked{0};
+  std::atomic<std::uint64_t> sessions{0}, ops{0}, eio{0}, efault{0}, resyncs{0}, poisoned{0}, checked{0};
   std::atomic<long> rss_steady{-1};
   std::atomic<bool> done{false};
 
@@ -159,6 +159,8 @@ TEST_CASE("soak: processes, servers and mappings under random load with injected
           h.run(in);
           ops += h.stats().ops;
           eio += h.stats().injected_eio;
+          efault += h.stats().injected_efault;
+          resyncs += h.stats().resyncs;
           poisoned += h.stats().poisoned_pages;
           checked += h.stats().bytes_checked;
         }
@@ -200,8 +202,10 @@ TEST_CASE("soak: processes, servers and mappings under random load with injected
   std::printf("soak: faults injected:");
   for (std::size_t i = 0; i < fi::point_count; ++i)
     std::printf(" %s=%llu", fi::name(static_cast<fi::point>(i)), static_cast<unsigned long long>(fires[i]));
-  std::printf("\nsoak: requests failed by injection (EIO) %llu, pages poisoned by failed page-ins %llu\n",
-              static_cast<unsigned long long>(eio.load()), static_cast<unsigned long long>(poisoned.load()));
+  std::printf("\nsoak: requests failed by injection: EIO %llu, EFAULT on a buffer whose page-in failed %llu (file "
+              "re-read after %llu unacknowledged writes); mapping pages poisoned by failed page-ins %llu\n",
+              static_cast<unsigned long long>(eio.load()), static_cast<unsigned long long>(efault.load()),
+              static_cast<unsigned long long>(resyncs.load()), static_cast<unsigned long long>(poisoned.load()));
   std::printf("soak: wait graph: %llu waits recorded, %llu scans, %llu candidates, %llu reports; violations recorded: %zu\n",
               static_cast<unsigned long long>(wg1.waits_recorded - wg0.waits_recorded),
               static_cast<unsigned long long>(wg1.scans - wg0.scans),

@@ -122,7 +122,7 @@ struct harness_options {
 
 /// Counters of one harness (tolerant mode).
 struct harness_stats {
-  std::uint64_t ops = 0, injected_eio = 0, poisoned_pages = 0, bytes_checked = 0;
+  std::uint64_t ops = 0, injected_eio = 0, injected_efault = 0, poisoned_pages = 0, bytes_checked = 0, resyncs = 0;
 };
 
 class harness {
@@ -304,6 +304,15 @@ class harness {
     result<std::size_t> r = is_write ? (positional ? proc_.pwrite(fd, buf, n, off) : proc_.write(fd, buf, n))
                                      : (positional ? proc_.pread(fd, buf, n, off) : proc_.read(fd, buf, n));
     if (injected(r.error())) return;
+    if (tolerant_ && anon && r.error() == err(EFAULT) && fds_.count(fd)) {
+      // An injected pager failure on the buffer (a shared anonymous mapping pages in through the
+      // pager): the server's copy stopped at a poisoned page. The request was not acknowledged: learn
+      // what the buffer and (for a write, which may have stored a prefix) the file now hold.
+      ++stats_.injected_efault;
+      rescan(*anon, n);
+      if (is_write) resync(fds_.at(fd).file);
+      return;
+    }
     // The model.
     auto it = fds_.find(fd);
     int want = 0;
@@ -573,6 +582,32 @@ class harness {
       }
       a = b;
     }
+  }
+
+  // Tolerant mode: re-reads every page of [0, n) of an anonymous mapping into its model, marking the
+  // pages that fault as poisoned.
+  void rescan(model_map& m, std::size_t n) {
+    std::vector<std::uint8_t> tmp(page);
+    for (std::size_t p = 0; p * page < n; ++p) {
+      if (m.poisoned[p] || !(m.prot & (PROT_READ | PROT_WRITE))) continue;
+      if (guarded(m, p, tmp.data(), m.addr + p * page, page)) *m.known[p] = tmp;
+    }
+  }
+  // Tolerant mode: the model of file f takes the server's current contents (after an unacknowledged
+  // request that may have changed them); changed pages count as modified.
+  void resync(int f) {
+    model_file& mf = files_[f];
+    auto a = fs_.lookup(tag_ + static_cast<char>('a' + f));
+    if (!a) fail("resync: file %d is gone", f);
+    const std::size_t size = static_cast<std::size_t>(a->size());
+    std::vector<std::uint8_t> now(a->data(), a->data() + size);
+    mf.resize(size);
+    for (std::size_t p = 0; p * page < size; ++p) {
+      const std::size_t len = std::min(page, size - p * page);
+      if (std::memcmp(now.data() + p * page, mf.data.data() + p * page, len) != 0) mf.bump(p * page, len);
+    }
+    mf.data = std::move(now);
+    ++stats_.resyncs;
   }
 
   // Records what is now in [at, at+n) of an anonymous/private mapping as its model contents.

@@ -35,6 +35,9 @@
 //   given seed and hit number, whichever thread makes the hit).   Rules combine with OR.
 //   max_fires: stop firing after that many fires.   stall: when the point fires, the hitting thread
 //   blocks until release(point) or until `stall` has passed, whichever comes first.
+//   only_activity a != 0: only hits made on behalf of activity a count (current_activity() == a; a
+//   server thread has adopted its client's activity, a page-in server thread the faulting thread's),
+//   so a test can aim a fault at one client while others run through the same code.
 //
 // Thread-safety: every function may be called from any thread. should_fail() of a point that is not
 // armed costs one relaxed atomic load. arm()/disarm() while other threads hit the point are safe; a
@@ -49,6 +52,8 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+
+#include "../activity/activity.hpp"
 
 #ifndef FAULTSAFE_FAULT_INJECTION
 #  define FAULTSAFE_FAULT_INJECTION 0
@@ -96,6 +101,7 @@ struct schedule {
   std::uint64_t seed = 1;          ///< PRNG seed for `probability`
   std::uint64_t max_fires = ~std::uint64_t{0};  ///< stop firing after this many fires
   std::chrono::nanoseconds stall{0};  ///< on fire: block up to this long (release() ends it early)
+  activity_id only_activity = 0;      ///< != 0: only hits on behalf of this activity count
 };
 
 namespace detail {
@@ -105,6 +111,7 @@ struct point_state {
   std::atomic<std::uint64_t> hits{0}, fires{0};
   std::atomic<std::uint64_t> nth{0}, every{0}, threshold{0}, seed{0}, max_fires{0};
   std::atomic<std::int64_t> stall_ns{0};
+  std::atomic<activity_id> only_activity{0};
   std::atomic<std::uint64_t> release_gen{0};  // bumped by release(): ends the stalls in progress
   std::atomic<std::uint32_t> stalled{0};      // threads stalled right now
   std::atomic<std::uint64_t> total_fires{0};  // fires since the program started (never reset)
@@ -147,6 +154,8 @@ inline void stall(point_state& s, std::chrono::nanoseconds d) {
 [[nodiscard]] inline bool should_fail(point p) noexcept {
   detail::point_state& s = detail::state(p);
   if (!s.armed.load(std::memory_order_acquire)) return false;  // (2) acquire, pairs with (1)
+  const activity_id only = s.only_activity.load(std::memory_order_relaxed);
+  if (only != 0 && current_activity() != only) return false;
   const std::uint64_t n = s.hits.fetch_add(1, std::memory_order_relaxed) + 1;
   const std::uint64_t nth = s.nth.load(std::memory_order_relaxed);
   const std::uint64_t every = s.every.load(std::memory_order_relaxed);
@@ -179,6 +188,7 @@ inline void arm(point p, const schedule& sch) noexcept {
   s.seed.store(sch.seed, std::memory_order_relaxed);
   s.max_fires.store(sch.max_fires, std::memory_order_relaxed);
   s.stall_ns.store(sch.stall.count(), std::memory_order_relaxed);
+  s.only_activity.store(sch.only_activity, std::memory_order_relaxed);
   s.armed.store(true, std::memory_order_release);  // (1) release, pairs with (2)
 }
 
