@@ -113,14 +113,14 @@ class ratio_reporter : public benchmark::ConsoleReporter {
 
 int main(int argc, char** argv) {
   std::memset(g_store, 0x5a, sizeof g_store);
-  benchmark::RegisterBenchmark("base/std_mutex", base_std_mutex)->Repetitions(5);
+  benchmark::RegisterBenchmark("base/std_mutex", base_std_mutex)->Repetitions(9);
   // on/off interleaved so that machine noise hits both alike
   for (bool on : {false, true}) {
     const std::string s = on ? "on" : "off";
-    benchmark::RegisterBenchmark(("range_guard/" + s).c_str(), range_guard_cost, on)->Repetitions(5);
-    benchmark::RegisterBenchmark(("aspace_lock/" + s).c_str(), aspace_lock_cost, on, false)->Repetitions(5);
-    benchmark::RegisterBenchmark(("aspace_shared/" + s).c_str(), aspace_lock_cost, on, true)->Repetitions(5);
-    benchmark::RegisterBenchmark(("channel_4k/" + s).c_str(), channel_cost, on)->UseRealTime()->Repetitions(5);
+    benchmark::RegisterBenchmark(("range_guard/" + s).c_str(), range_guard_cost, on)->Repetitions(9);
+    benchmark::RegisterBenchmark(("aspace_lock/" + s).c_str(), aspace_lock_cost, on, false)->Repetitions(9);
+    benchmark::RegisterBenchmark(("aspace_shared/" + s).c_str(), aspace_lock_cost, on, true)->Repetitions(9);
+    benchmark::RegisterBenchmark(("channel_4k/" + s).c_str(), channel_cost, on)->UseRealTime()->Repetitions(9);
   }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
@@ -131,7 +131,7 @@ int main(int argc, char** argv) {
     return it == rep.best.end() ? -1.0 : it->second;
   };
   const double mu = get("base/std_mutex");
-  std::printf("\nwait graph on vs off (fastest of 5 repetitions)\n");
+  std::printf("\nwait graph on vs off (fastest of 9 repetitions)\n");
   for (const char* n : {"range_guard", "aspace_lock", "aspace_shared", "channel_4k"}) {
     const double on = get(std::string(n) + "/on"), off = get(std::string(n) + "/off");
     if (on <= 0 || off <= 0) continue;
