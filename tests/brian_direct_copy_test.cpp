@@ -5,6 +5,8 @@
 // direct path's counters (so a silent fall-back to the fault path fails the test).
 #include <sys/uio.h>
 
+#include <memory>
+
 #include "brian_support.hpp"
 
 using namespace faultsafe;
@@ -22,20 +24,26 @@ struct fixture {
   process bob{"bob", {1000, 100}, &ns};
 };
 
-// Reserves `pages` pages of address space (PROT_NONE, never touched), for MAP_FIXED mappings side by side.
+// Reserves `pages` pages of address space (PROT_NONE, never touched), for MAP_FIXED mappings side by
+// side. Pages handed out with release() are no longer the reservation's (the destructor leaves them).
 struct reservation {
-  explicit reservation(std::size_t pages) : len(pages * vm_page_size) {
-    void* p = ::mmap(nullptr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  explicit reservation(std::size_t pages) : pages(pages), released(pages, false) {
+    void* p = ::mmap(nullptr, pages * vm_page_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     REQUIRE(p != MAP_FAILED);
     base = static_cast<std::uint8_t*>(p);
   }
   // Frees [page, page + n) of the reservation so that a MAP_FIXED mapping can take it.
   std::uint8_t* release(std::size_t page, std::size_t n) {
     REQUIRE(::munmap(base + page * vm_page_size, n * vm_page_size) == 0);
+    for (std::size_t i = page; i < page + n; ++i) released[i] = true;
     return base + page * vm_page_size;
   }
-  ~reservation() { ::munmap(base, len); }  // what is left of it (mappings made in it are unmapped first)
-  std::size_t len;
+  ~reservation() {
+    for (std::size_t i = 0; i < pages; ++i)
+      if (!released[i]) ::munmap(base + i * vm_page_size, vm_page_size);
+  }
+  std::size_t pages;
+  std::vector<bool> released;
   std::uint8_t* base;
 };
 
@@ -185,12 +193,21 @@ TEST_CASE("one read spanning two adjacent mappings and then unmapped memory: EFA
   std::vector<std::uint8_t> model;
   const std::size_t size = 64 << 10;
   const int fd = make_file(f.bob, "/ram/s", size, model);
-  reservation res(6);
   // [0,2): MAP_SHARED of file pages 4..5; [2,4): MAP_PRIVATE of file pages 0..1; [4,6): PROT_NONE hole.
-  auto a = f.bob.mmap(res.release(0, 2), 2 * vm_page_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 4 * vm_page_size);
+  // Another thread (a server's allocation) may take a released hole before our MAP_FIXED: retry.
+  std::unique_ptr<reservation> resv;
+  result<void*> a{std::error_code{}}, b{std::error_code{}};
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    resv = std::make_unique<reservation>(6);
+    a = f.bob.mmap(resv->release(0, 2), 2 * vm_page_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 4 * vm_page_size);
+    if (!a) continue;
+    b = f.bob.mmap(resv->release(2, 2), 2 * vm_page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, 0);
+    if (b) break;
+    REQUIRE(f.bob.munmap(*a, 2 * vm_page_size) == std::error_code{});
+  }
   REQUIRE(a.ok());
-  auto b = f.bob.mmap(res.release(2, 2), 2 * vm_page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, 0);
   REQUIRE(b.ok());
+  reservation& res = *resv;
   REQUIRE(*a == res.base);
   REQUIRE(*b == res.base + 2 * vm_page_size);
   std::vector<std::uint8_t> bmem(model.begin(), model.begin() + 2 * vm_page_size);

@@ -148,12 +148,13 @@ TEST_CASE("guard, single-threaded server with the EDEADLK pool policy: the send 
   CHECK(contains(vs[0].report(), "failed with EDEADLK"));
 }
 
-TEST_CASE("randomized stress: many activities, reads and writes through the direct path and mappings, no report") {
+namespace {
+void stress(thread_pool_options pool) {
   vmtest::require_userfaultfd();
   vmtest::watchdog wd(50, "stress");
   path_namespace ns;
   briantest::recording rec;
-  ramfs fs({.name = "ram", .prefix = "/ram", .pool = {2, 6}, .ns = &ns});
+  ramfs fs({.name = "ram", .prefix = "/ram", .pool = pool, .ns = &ns});
   process bob("bob", {1000, 100}, &ns);
   constexpr int threads = 4, files = 2;
   constexpr std::size_t slice = 16 << 10, size = slice * threads;
@@ -231,4 +232,13 @@ TEST_CASE("randomized stress: many activities, reads and writes through the dire
   const auto vs = rec.rec.take();
   CHECK(all_reports(vs) == "");
   CHECK(direct_copy_stats().reads > 0);
+}
+}  // namespace
+
+TEST_CASE("randomized stress: many activities, reads and writes through the direct path and mappings, no report") {
+  stress({2, 6});
+}
+
+TEST_CASE("randomized stress on a single-threaded server: other activities wait their turn, no report") {
+  stress({1, 1});
 }

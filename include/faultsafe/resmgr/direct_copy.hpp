@@ -187,47 +187,67 @@ inline void file_page_image(const iofunc_attr& a, std::uint64_t pfo, std::uint64
 }
 
 // Effects: places len bytes of src at the private part's addresses [pt.addr, pt.addr + len).
+// Which pages are present is asked once per chunk of up to 256 pages (mincore): runs of present pages
+// get one plain copy each, runs of absent pages one UFFDIO_COPY each (an absent page only partly
+// covered is completed from the file first). A page whose state changed meanwhile is handled either
+// way: UFFDIO_COPY onto a present page says EEXIST (then it is copied normally); a page that vanished
+// under a plain copy faults and is paged in like any fault (only shared ranges cover private parts).
 // Returns the bytes placed (== len unless a hole: a page past `size`, or the region went away).
 inline std::size_t fill_private(const aspace& as, const iofunc_attr& a, const part& pt, const unsigned char* src,
                                 std::size_t len, std::uint64_t size) {
   const detail::uffd& u = as.userfault();
   counters_t& c = counters();
   alignas(64) unsigned char img[page];
+  constexpr std::size_t chunk_pages = 256;
+  unsigned char present[chunk_pages];
   const std::uintptr_t end = pt.addr + len;
   std::uintptr_t p = pt.addr;
   while (p < end) {
-    const std::uintptr_t pg = p & ~std::uintptr_t{page - 1};
-    const std::uint64_t pfo = pt.file_at(pg);
-    if (pfo >= size) break;  // the client's own access would be SIGBUS
-    const unsigned char* from = src + (p - pt.addr);
-    if (p == pg && end - p >= page) {  // a run of whole pages, up to the file's last page
-      const std::uint64_t file_pages_left = (size - pfo + page - 1) / page;
-      const std::size_t run = static_cast<std::size_t>(std::min<std::uint64_t>((end - p) / page, file_pages_left)) * page;
-      const detail::uffd_fill_result r = u.copy(p, from, run);
-      add(c.uffd_bytes, r.done);
-      p += r.done;
-      if (!r.error) continue;
+    const std::uintptr_t pg0 = p & ~std::uintptr_t{page - 1};
+    const std::size_t npages = std::min<std::size_t>(chunk_pages, (end - pg0 + page - 1) / page);
+    if (::mincore(reinterpret_cast<void*>(pg0), npages * page, present) != 0) std::memset(present, 0, npages);
+    const std::uintptr_t chunk_end = std::min<std::uintptr_t>(end, pg0 + npages * page);
+    while (p < chunk_end) {
+      const std::uintptr_t pg = p & ~std::uintptr_t{page - 1};
+      const std::uint64_t pfo = pt.file_at(pg);
+      if (pfo >= size) return p - pt.addr;  // the client's own access would be SIGBUS
+      // The run of pages with the same presence as this one (and still inside the file).
+      const bool here = (present[(pg - pg0) / page] & 1) != 0;
+      std::uintptr_t run_end = pg + page;
+      while (run_end < chunk_end && ((present[(run_end - pg0) / page] & 1) != 0) == here && pt.file_at(run_end) < size)
+        run_end += page;
+      run_end = std::min(run_end, chunk_end);
+      const unsigned char* from = src + (p - pt.addr);
+      if (here) {  // present: a plain copy cannot take a uffd fault (unless unmapped meanwhile)
+        if (detail::guarded_memcpy(reinterpret_cast<void*>(p), from, run_end - p)) return p - pt.addr;
+        add(c.present_bytes, run_end - p);
+        p = run_end;
+        continue;
+      }
+      if (p == pg && run_end - p >= page) {  // absent whole pages: one UFFDIO_COPY
+        const std::size_t whole = ((run_end - p) / page) * page;
+        const detail::uffd_fill_result r = u.copy(p, from, whole);
+        add(c.uffd_bytes, r.done);
+        p += r.done;
+        if (!r.error || r.error == std::errc::resource_unavailable_try_again) continue;
+        if (r.error != std::errc::file_exists) return p - pt.addr;  // ENOENT/ESRCH: unmapped meanwhile
+        present[(p - pg0) / page] = 1;  // someone filled it meanwhile: copy it normally next round
+        continue;
+      }
+      // An absent page only partly covered: its image is the file's page with our bytes over it.
+      const std::size_t part_len = std::min<std::uintptr_t>(end, pg + page) - p;
+      file_page_image(a, pfo, size, img);
+      std::memcpy(img + (p - pg), from, part_len);
+      const detail::uffd_fill_result r = u.copy(pg, img, page);
       if (r.error == std::errc::resource_unavailable_try_again) continue;
-      if (r.error != std::errc::file_exists) break;  // ENOENT/ESRCH: unmapped meanwhile
-      if (detail::guarded_memcpy(reinterpret_cast<void*>(p), src + (p - pt.addr), page)) break;  // present: plain copy
-      add(c.present_bytes, page);
-      p += page;
-      continue;
-    }
-    const std::size_t part_len = std::min<std::uintptr_t>(end, pg + page) - p;  // a partial page
-    file_page_image(a, pfo, size, img);
-    std::memcpy(img + (p - pg), from, part_len);
-    const detail::uffd_fill_result r = u.copy(pg, img, page);
-    if (!r.error) {
+      if (r.error == std::errc::file_exists) {
+        present[(pg - pg0) / page] = 1;
+        continue;
+      }
+      if (r.error) return p - pt.addr;
       add(c.uffd_bytes, part_len);
       p += part_len;
-      continue;
     }
-    if (r.error == std::errc::resource_unavailable_try_again) continue;
-    if (r.error != std::errc::file_exists) break;
-    if (detail::guarded_memcpy(reinterpret_cast<void*>(p), from, part_len)) break;
-    add(c.present_bytes, part_len);
-    p += part_len;
   }
   return p - pt.addr;
 }
