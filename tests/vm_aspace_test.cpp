@@ -232,5 +232,8 @@ TEST_CASE("mprotect waits for fault service and changes what the mapping allows"
   CHECK(as.mprotect(p, rq.length, PROT_NONE) == std::error_code{});
   std::uint8_t v = 0;
   CHECK(vmtest::probe_read(p + 4096 * 3, v) == SIGSEGV);
-  CHECK(as.mprotect(p + 4096, 4096, PROT_READ) == std::errc::invalid_argument);  // part of a region
+  CHECK(as.mprotect(p + 4096, 4096, PROT_READ) == std::error_code{});  // part of a region: it splits
+  CHECK(as.find(p + 4096)->prot == PROT_READ);
+  CHECK(as.find(p)->prot == PROT_NONE);
+  CHECK(as.region_count() == 3);
 }

@@ -219,13 +219,17 @@ TEST_CASE("bad input gets a clear error") {
   rq.length = 3 * vm_page_size;
   void* p = as.map(rq);
   CHECK(as.munmap(static_cast<char*>(p) + 1, 4096) == std::errc::invalid_argument);
-  CHECK(as.munmap(static_cast<char*>(p) + 4096, 4096) == std::errc::invalid_argument);  // part of a region
+  CHECK(as.munmap(p, 0) == std::errc::invalid_argument);
   rq.fixed = true;
   rq.addr_hint = p;
   CHECK(as.try_map(rq, out) == std::errc::file_exists);
   CHECK(as.mprotect(p, 3 * vm_page_size, PROT_READ | PROT_WRITE) == std::error_code{});
   static_cast<char*>(p)[5] = 1;
   CHECK(as.msync(p, 4096, MS_SYNC | MS_ASYNC) == std::errc::invalid_argument);
+  CHECK(as.munmap(static_cast<char*>(p) + 4096, 4096) == std::error_code{});  // the middle: the region splits
+  CHECK(as.region_count() == 2);
+  CHECK(as.mprotect(p, 3 * vm_page_size, PROT_READ) == std::errc::not_enough_memory);  // over the hole
+  CHECK(as.msync(p, 3 * vm_page_size, MS_SYNC) == std::errc::not_enough_memory);
   CHECK(as.munmap(p, 3 * vm_page_size) == std::error_code{});
   CHECK(as.munmap(p, 3 * vm_page_size) == std::error_code{});  // nothing there: fine, like munmap(2)
   CHECK_THROWS_AS(pager(as, pager_options{0}), std::system_error);

@@ -191,13 +191,15 @@ class process {
   // files (the server's mmap handler checks access and bounds; faults page in through the server) and
   // anonymous memory. See vm/process_memory.hpp for the contract.
 
-  /// mmap(2): MAP_SHARED or MAP_PRIVATE, optionally MAP_ANONYMOUS (fd ignored) and MAP_FIXED (fails with
-  /// EEXIST instead of replacing what is there). Errors: EINVAL, EBADF, EACCES (server), ENOTSUP/EPERM
-  /// (userfaultfd refused), and the errno of the mapping.
+  /// mmap(2): MAP_SHARED or MAP_PRIVATE, optionally MAP_ANONYMOUS (fd ignored), MAP_FIXED (replaces this
+  /// process's mappings in the range; EEXIST if other memory is there) or MAP_FIXED_NOREPLACE (EEXIST if
+  /// anything is there). Errors: EINVAL, EBADF, EACCES (server), ENOTSUP/EPERM (userfaultfd refused),
+  /// and the errno of the mapping.
   [[nodiscard]] result<void*> mmap(void* addr, std::size_t len, int prot, int flags, int fd, off_t off);
-  /// munmap(2) of whole mappings (EINVAL for part of one).
+  /// munmap(2) of any page range (parts of mappings, several mappings, holes).
   std::error_code munmap(void* addr, std::size_t len);
-  /// mprotect(2) of whole mappings; PROT_WRITE on a MAP_SHARED file mapping needs a writable open (EACCES).
+  /// mprotect(2) of any mapped page range (ENOMEM over a hole); PROT_WRITE on a MAP_SHARED file mapping
+  /// needs a writable open (EACCES).
   std::error_code mprotect(void* addr, std::size_t len, int prot);
   /// msync(2): shared mappings are the file's own pages; validates the range.
   std::error_code msync(void* addr, std::size_t len, int flags);

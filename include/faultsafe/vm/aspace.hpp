@@ -31,9 +31,21 @@
 // works (taken under the map lock). munmap marks the region dead under its exclusive lock, unmaps it,
 // wakes any thread still blocked on a fault in it (the thread then retries and gets SIGSEGV, as on a
 // kernel after munmap), unlinks it, and the last reference frees it.
+// Region splitting: munmap and mprotect take any page range. A region only partly inside the range is
+// replaced: under its exclusive lock (in-flight fault service on it finishes first) it is marked dead
+// and "pending", the system call is made on the affected part only (the kernel splits the VMA; the
+// userfaultfd registration of the remaining parts stays, munmap drops exactly the removed range), and
+// new regions are built for the remaining parts (same backing with the file offset moved, protection,
+// sharing, page source; each with its own region lock). Then, under the map lock (briefly), the old
+// region is unlinked and the parts are linked. A fault that finds the old region dead in between is
+// woken and retried (it then finds its part); a concurrent munmap/mprotect that meets a pending region
+// waits (yielding) until its parts are linked, then looks the range up again.
+// MAP_FIXED (map_request::replace): the range's existing regions of this aspace are unmapped first (an
+// implicit munmap, as Linux does), then the new mapping is made with MAP_FIXED_NOREPLACE. Memory in the
+// range that is not this aspace's (the OS process's own heap, another aspace) is never clobbered: EEXIST.
 //
-// Errors: std::error_code with errno values; bad input (unaligned address, zero length, a memfd of -1,
-// a range that covers part of a region) is EINVAL, never a crash.
+// Errors: std::error_code with errno values; bad input (unaligned address, zero length, a memfd of -1)
+// is EINVAL, never a crash.
 //
 // Thread-safety: every public member function may be called concurrently from any thread.
 // Lifetime: destroy the pager (vm/pager.hpp) before its aspace; the destructor unmaps every region.
@@ -43,13 +55,16 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <algorithm>
 #include <boost/intrusive/set.hpp>
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "../config.hpp"
@@ -87,6 +102,10 @@ struct map_request {
   int prot = PROT_READ | PROT_WRITE;
   bool shared = false;        ///< MAP_SHARED (true) or MAP_PRIVATE
   bool fixed = false;         ///< map exactly at addr_hint, failing with EEXIST if anything is there
+  /// With `fixed`: MAP_FIXED semantics, i.e. this aspace's mappings in the range are unmapped first
+  /// (replaced). Without it `fixed` is MAP_FIXED_NOREPLACE (EEXIST). Memory not of this aspace is never
+  /// replaced (EEXIST).
+  bool replace = false;
   std::optional<file_backing> file;
 };
 
@@ -125,9 +144,7 @@ class region {
 
   region(const region&) = delete;
   region& operator=(const region&) = delete;
-  ~region() {
-    if (owned_memfd_ >= 0) ::close(owned_memfd_);
-  }
+  ~region() = default;
 
  private:
   friend class aspace;
@@ -137,17 +154,43 @@ class region {
   region(std::uintptr_t start, std::size_t length, int prot, bool shared, std::optional<file_backing> file)
       : start_(start), length_(length), prot_(prot), shared_(shared), file_(std::move(file)) {}
 
+  // The memfd and page source of shared anonymous memory, shared by the parts of a split region.
+  struct owned_anon {
+    int memfd = -1;
+    std::unique_ptr<page_source> source;
+    owned_anon(int fd, std::unique_ptr<page_source> src) noexcept : memfd(fd), source(std::move(src)) {}
+    ~owned_anon() {
+      if (memfd >= 0) ::close(memfd);
+    }
+    owned_anon(const owned_anon&) = delete;
+    owned_anon& operator=(const owned_anon&) = delete;
+  };
+
+  // Effects: a new region for [s, e) of this one (s, e inside it, page aligned): same backing with the
+  // file offset moved, sharing, anonymous owner; protection `prot`. Throws: std::bad_alloc.
+  [[nodiscard]] region* part(std::uintptr_t s, std::uintptr_t e, int prot) const {
+    std::optional<file_backing> f = file_;
+    if (f) f->offset += s - start_;
+    auto* r = new region(s, e - s, prot, shared_, f);
+    r->owned_memfd_ = owned_memfd_;
+    r->owned_ = owned_;
+    return r;
+  }
+
   boost::intrusive::set_member_hook<> hook_;
   const std::uintptr_t start_;
   const std::size_t length_;
   int prot_;
   const bool shared_;
   std::optional<file_backing> file_;
-  int owned_memfd_ = -1;                          // shared anonymous memory
-  std::unique_ptr<page_source> owned_source_;     // its source
+  int owned_memfd_ = -1;                          // shared anonymous memory: owned_->memfd
+  std::shared_ptr<owned_anon> owned_;             // its memfd and source (shared with split parts)
   detail::vm_rw_lock<rank::region> lock_{"region"};
   std::atomic<std::uint32_t> refs_{1};            // the tree's reference
   bool dead_ = false;                             // guarded by lock_ (single_lock: by the map lock)
+  // Split: dead, and its remaining parts are not linked yet. (5) release store (parts linked), pairs
+  // with (6). Set under lock_ before the lock is released; cleared under the map lock.
+  std::atomic<bool> pending_{false};
   // Fault-around state (a heuristic: relaxed, races only cost a window size).
   std::atomic<std::uintptr_t> next_expected_{0};
   std::atomic<std::uintptr_t> stream_start_{0};
@@ -192,8 +235,11 @@ class aspace {
   [[nodiscard]] const char* name() const noexcept { return opts_.name; }
 
   /// Effects: creates a mapping as described by `req` and registers it for fault service; `out`
-  /// receives its address. Returns: EINVAL (zero length, unaligned hint with `fixed`, bad prot, a file
-  /// backing without memfd or source, an unaligned file offset), EEXIST (`fixed` and occupied),
+  /// receives its address. With `fixed` and `replace`, this aspace's mappings in the range are unmapped
+  /// first (MAP_FIXED; threads blocked on faults there get SIGSEGV), waiting for fault service on them.
+  /// Returns: EINVAL (zero length, unaligned hint with `fixed`, bad prot, a file
+  /// backing without memfd or source, an unaligned file offset), EEXIST (`fixed` and occupied: without
+  /// `replace` by anything, with it by memory that is not this aspace's),
   /// ENOTSUP (the kernel lacks the userfaultfd mode needed), ESHUTDOWN (the pager has stopped),
   /// or the errno of mmap/UFFDIO_REGISTER. Nothing is left mapped on failure.
   /// Lock order: takes the map lock briefly; must not be called holding a region lock of this aspace.
@@ -232,18 +278,29 @@ class aspace {
     }
     // Mapped PROT_NONE until registered: a stale pointer of another thread touching the new range in
     // between gets SIGSEGV instead of a page the kernel fills on its own (zeros in place of file data).
-    void* p = minor ? ::mmap(req.addr_hint, len, PROT_NONE, MAP_SHARED | fixed_flag, file->memfd,
-                             static_cast<off_t>(file->offset))
-                    : ::mmap(req.addr_hint, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | fixed_flag, -1, 0);
-    if (p == MAP_FAILED) {
-      const int e = errno;
+    void* p = nullptr;
+    for (int attempt = 0;; ++attempt) {
+      if (req.fixed && req.replace) {  // MAP_FIXED: the implicit munmap of this aspace's mappings
+        if (auto ec = munmap(req.addr_hint, len)) {
+          if (owned_memfd >= 0) ::close(owned_memfd);
+          return ec;
+        }
+      }
+      p = minor ? ::mmap(req.addr_hint, len, PROT_NONE, MAP_SHARED | fixed_flag, file->memfd, static_cast<off_t>(file->offset))
+                : ::mmap(req.addr_hint, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | fixed_flag, -1, 0);
+      int e = 0;
+      if (p == MAP_FAILED) {
+        e = errno;
+      } else if (req.fixed && p != req.addr_hint) {  // kernels before 4.17 ignore MAP_FIXED_NOREPLACE
+        ::munmap(p, len);
+        e = EEXIST;
+      } else {
+        break;
+      }
+      // Another thread mapped into the range between our munmap and mmap: unmap again (bounded).
+      if (e == EEXIST && req.fixed && req.replace && attempt < 8 && overlaps_any(req.addr_hint, len)) continue;
       if (owned_memfd >= 0) ::close(owned_memfd);
       return {e, std::generic_category()};
-    }
-    if (req.fixed && p != req.addr_hint) {  // kernels before 4.17 ignore MAP_FIXED_NOREPLACE
-      ::munmap(p, len);
-      if (owned_memfd >= 0) ::close(owned_memfd);
-      return std::make_error_code(std::errc::file_exists);
     }
     if (auto ec = uffd_.register_range(p, len, minor ? detail::uffd_mode::missing_and_minor : detail::uffd_mode::missing)) {
       ::munmap(p, len);
@@ -258,7 +315,7 @@ class aspace {
     }
     auto* r = new region(reinterpret_cast<std::uintptr_t>(p), len, req.prot, req.shared, file);
     r->owned_memfd_ = owned_memfd;
-    r->owned_source_ = std::move(owned_source);
+    if (owned_memfd >= 0) r->owned_ = std::make_shared<region::owned_anon>(owned_memfd, std::move(owned_source));
     try {
       detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
       if (stopped_.load(std::memory_order_relaxed)) {  // the pager stopped meanwhile: nobody would serve it
@@ -288,84 +345,41 @@ class aspace {
     return p;
   }
 
-  /// Effects: unmaps every region inside [addr, addr+len) after any fault service in progress on it
-  /// finishes; threads blocked on faults there are woken (and then get SIGSEGV, as after a kernel
-  /// munmap). Returns: EINVAL if addr is unaligned, len is 0, or the range covers only part of a
-  /// region (splitting is not supported); {} if nothing is mapped there (as munmap(2)).
+  /// Effects: unmaps [addr, addr+len) (len rounded up to pages), which may cover parts of regions,
+  /// several regions and holes. Each affected region is changed under its exclusive lock, after any
+  /// fault service in progress on it finishes; a region only partly inside is split (see header).
+  /// Threads blocked on faults in the removed range are woken (and then get SIGSEGV, as after a kernel
+  /// munmap). Returns: EINVAL if addr is unaligned, len is 0 or the range wraps; {} if nothing is mapped
+  /// there (as munmap(2)); EDEADLK if the wait-for graph broke a cycle at one of its lock waits (the
+  /// regions done before stay done).
   /// Lock order: map lock (short), then each region lock exclusively, never both at once (single_lock:
   /// the map lock for the whole call). Must not be called by a thread holding a region lock.
-  [[nodiscard]] std::error_code munmap(void* addr, std::size_t len) {
-    std::vector<region*> victims;
-    if (auto ec = collect(addr, len, victims)) return ec;
-    std::error_code result;
-    try {
-      if (opts_.single_lock) {
-        detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
-        for (region* r : victims) {
-          if (!r->dead_) kill_locked(*r);
-          if (r->hook_.is_linked()) unlink_locked(*r);
-        }
-      } else {
-        for (region* r : victims) {
-          detail::vm_exclusive_hold<region_lock_type> g(r->lock_);  // waits for in-flight fault service
-          if (!r->dead_) kill_locked(*r);
-        }
-        detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
-        for (region* r : victims)
-          if (r->hook_.is_linked()) unlink_locked(*r);
-      }
-    } catch (const std::system_error& e) {  // EDEADLK: the wait-for graph broke a cycle at our wait
-      result = e.code();                      // regions killed so far stay dead; unlinked later
-    }
-    for (region* r : victims) release(r);
-    return result;
-  }
+  /// Complexity: O(regions in the range * log regions) plus the system calls.
+  [[nodiscard]] std::error_code munmap(void* addr, std::size_t len) { return change_range(addr, len, true, 0); }
 
-  /// Effects: changes the protection of every region inside [addr, addr+len), after fault service in
-  /// progress on it finishes. Returns: EINVAL as munmap, ENOMEM if nothing is mapped there, or the
-  /// errno of mprotect(2).
+  /// Effects: sets the protection of [addr, addr+len) (len rounded up to pages), which may cover parts
+  /// of regions and several regions; splits regions only partly inside (see header), after fault
+  /// service in progress on each finishes. Returns: EINVAL (bad prot, unaligned addr, len 0), ENOMEM if
+  /// part of the range is not mapped by this aspace (then nothing is changed; as mprotect(2), a hole
+  /// appearing concurrently may leave the part before it changed), EDEADLK as munmap, or the errno of
+  /// mprotect(2). Lock order: as munmap.
   [[nodiscard]] std::error_code mprotect(void* addr, std::size_t len, int prot) {
     if ((prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) != 0) return std::make_error_code(std::errc::invalid_argument);
-    std::vector<region*> victims;
-    if (auto ec = collect(addr, len, victims)) return ec;
-    if (victims.empty()) return std::make_error_code(std::errc::not_enough_memory);
-    std::error_code result;
-    auto apply = [&](region& r) {
-      if (r.dead_) return;
-      if (::mprotect(reinterpret_cast<void*>(r.start_), r.length_, prot) != 0) {
-        result = std::error_code(errno, std::generic_category());
-        return;
-      }
-      r.prot_ = prot;
-    };
-    try {
-      if (opts_.single_lock) {
-        detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
-        for (region* r : victims) apply(*r);
-      } else {
-        for (region* r : victims) {
-          detail::vm_exclusive_hold<region_lock_type> g(r->lock_);
-          apply(*r);
-        }
-      }
-    } catch (const std::system_error& e) {  // EDEADLK from the wait-for graph
-      result = e.code();
-    }
-    for (region* r : victims) release(r);
-    return result;
+    return change_range(addr, len, false, prot);
   }
 
-  /// Effects: msync(2) over every region inside the range. Shared file regions are the memfd's page
-  /// cache, so their data is already in the file; this validates the range and returns.
-  /// Returns: EINVAL as munmap, ENOMEM if nothing is mapped there.
+  /// Effects: msync(2) over the range. Shared file regions are the memfd's page cache, so their data
+  /// is already in the file; this validates the range and returns.
+  /// Returns: EINVAL (bad flags, unaligned addr, len 0), ENOMEM if part of the range is not mapped.
   [[nodiscard]] std::error_code msync(void* addr, std::size_t len, int flags) {
     if ((flags & ~(MS_ASYNC | MS_SYNC | MS_INVALIDATE)) != 0 || ((flags & MS_ASYNC) && (flags & MS_SYNC)))
       return std::make_error_code(std::errc::invalid_argument);
+    std::uintptr_t a = 0, e = 0;
+    if (auto ec = check_range(addr, len, a, e)) return ec;
     std::vector<region*> victims;
-    if (auto ec = collect(addr, len, victims)) return ec;
-    const bool none = victims.empty();
+    const bool covered = collect(a, e, victims);
     for (region* r : victims) release(r);
-    if (none) return std::make_error_code(std::errc::not_enough_memory);
+    if (!covered) return std::make_error_code(std::errc::not_enough_memory);
     return {};
   }
 
@@ -426,37 +440,177 @@ class aspace {
     if (r->refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete r;  // (2) acq_rel: last user frees
   }
 
-  // Effects: references to the regions inside [addr, addr+len); EINVAL if one is only partly inside.
-  std::error_code collect(void* addr, std::size_t len, std::vector<region*>& out) {
-    const auto a = reinterpret_cast<std::uintptr_t>(addr);
-    if (len == 0 || (a % vm_page_size) != 0) return std::make_error_code(std::errc::invalid_argument);
-    const std::uintptr_t e = a + round_up(len);
+  static std::error_code check_range(void* addr, std::size_t len, std::uintptr_t& a, std::uintptr_t& e) noexcept {
+    a = reinterpret_cast<std::uintptr_t>(addr);
+    if (len == 0 || (a % vm_page_size) != 0 || len > SIZE_MAX - vm_page_size) return std::make_error_code(std::errc::invalid_argument);
+    e = a + round_up(len);
     if (e < a) return std::make_error_code(std::errc::invalid_argument);
+    return {};
+  }
+
+  // Effects: references to the linked regions overlapping [a, e) (dead ones included), in address
+  // order. Returns: whether they cover [a, e) without a hole. Map lock shared, briefly.
+  bool collect(std::uintptr_t a, std::uintptr_t e, std::vector<region*>& out) {
     detail::vm_shared_hold<map_lock_type> g(map_lock_);
     auto it = tree_.upper_bound(a);
     if (it != tree_.begin()) {
       auto prev = std::prev(it);
       if (prev->end() > a) it = prev;
     }
+    std::uintptr_t covered_to = a;
+    bool covered = true;
     for (; it != tree_.end() && it->start_ < e; ++it) {
-      if (it->start_ < a || it->end() > e) {
-        for (region* r : out) release(r);
-        out.clear();
-        return std::make_error_code(std::errc::invalid_argument);
-      }
       region& r = const_cast<region&>(*it);
-      r.refs_.fetch_add(1, std::memory_order_relaxed);
+      if (r.start_ > covered_to) covered = false;
+      covered_to = std::max(covered_to, r.end());
+      r.refs_.fetch_add(1, std::memory_order_relaxed);  // (1) relaxed: the map lock orders it
       out.push_back(&r);
     }
+    return covered && covered_to >= e;
+  }
+
+  [[nodiscard]] bool overlaps_any(void* addr, std::size_t len) {
+    std::uintptr_t a = 0, e = 0;
+    if (check_range(addr, len, a, e)) return false;
+    std::vector<region*> v;
+    (void)collect(a, e, v);
+    const bool any = !v.empty();
+    for (region* r : v) release(r);
+    return any;
+  }
+
+  // munmap (unmap) or mprotect (prot) of [addr, addr+len): see their contracts.
+  std::error_code change_range(void* addr, std::size_t len, bool unmap, int prot) {
+    std::uintptr_t a = 0, e = 0;
+    if (auto ec = check_range(addr, len, a, e)) return ec;
+    for (bool first = true;; first = false) {
+      std::vector<region*> victims;
+      const bool covered = collect(a, e, victims);
+      if (!unmap && !covered && first) {
+        for (region* r : victims) release(r);
+        return std::make_error_code(std::errc::not_enough_memory);
+      }
+      std::error_code result;
+      std::vector<region*> pending;  // split by another call, parts not linked yet: look again after
+      try {
+        if (opts_.single_lock) {
+          detail::vm_exclusive_hold<map_lock_type> g(map_lock_);  // the whole space: fault service too
+          for (region* r : victims) {
+            if (r->dead_) continue;
+            std::vector<region*> parts;
+            bool replaced = false;
+            if (auto ec = apply_locked(*r, a, e, unmap, prot, parts, replaced)) {
+              if (!result) result = ec;
+              continue;
+            }
+            if (replaced) link_parts_locked(*r, parts);
+          }
+        } else {
+          for (region* r : victims) {
+            std::vector<region*> parts;
+            bool replaced = false;
+            {
+              detail::vm_exclusive_hold<region_lock_type> g(r->lock_);  // waits for in-flight fault service
+              if (r->dead_) {
+                if (r->pending_.load(std::memory_order_acquire)) pending.push_back(r);  // (6) pairs with (5)
+                continue;
+              }
+              if (auto ec = apply_locked(*r, a, e, unmap, prot, parts, replaced)) {
+                if (!result) result = ec;
+                continue;
+              }
+              if (replaced) r->pending_.store(true, std::memory_order_relaxed);  // under lock_: seen with dead_
+            }
+            if (replaced) link_parts(*r, parts);
+          }
+        }
+      } catch (const std::system_error& ex) {  // EDEADLK: the wait-for graph broke a cycle at our wait
+        result = ex.code();                    // regions done so far stay done
+      }
+      // Wait for the other call to link the parts (it holds no lock meanwhile: a short, bounded wait).
+      for (region* r : pending)
+        while (r->pending_.load(std::memory_order_acquire)) std::this_thread::yield();  // (6) pairs with (5)
+      for (region* r : victims) release(r);
+      if (result || pending.empty()) return result;
+    }
+  }
+
+  // Requires: r exclusively held (single_lock: the map lock), not dead. Effects: munmap or mprotect of
+  // [a, e) ∩ r. `replaced` = r is now dead and `parts` (maybe empty) replace it in the tree.
+  // Throws: std::bad_alloc (before any system call).
+  std::error_code apply_locked(region& r, std::uintptr_t a, std::uintptr_t e, bool unmap, int prot,
+                               std::vector<region*>& parts, bool& replaced) {
+    const std::uintptr_t s = std::max(a, r.start_), t = std::min(e, r.end());
+    replaced = false;
+    if (s >= t) return {};
+    struct parts_guard {  // frees the parts if a later step fails
+      std::vector<region*>& v;
+      bool keep = false;
+      ~parts_guard() {
+        if (!keep)
+          for (region* p : v) delete p;
+        if (!keep) v.clear();
+      }
+    } guard{parts};
+    if (unmap) {
+      if (s > r.start_) parts.push_back(r.part(r.start_, s, r.prot_));
+      if (t < r.end()) parts.push_back(r.part(t, r.end(), r.prot_));
+      r.dead_ = true;
+      replaced = true;
+      // The kernel unmaps [s, t) only (and its userfaultfd registration with it); the parts stay
+      // mapped and registered. Threads blocked on faults in [s, t) wake and get SIGSEGV.
+      ::munmap(reinterpret_cast<void*>(s), t - s);
+      (void)uffd_.wake(s, t - s);
+      guard.keep = true;
+      return {};
+    }
+    if (prot == r.prot_) return {};
+    if (s == r.start_ && t == r.end()) {  // the whole region: no split
+      if (::mprotect(reinterpret_cast<void*>(s), t - s, prot) != 0) return {errno, std::generic_category()};
+      r.prot_ = prot;
+      return {};
+    }
+    if (s > r.start_) parts.push_back(r.part(r.start_, s, r.prot_));
+    parts.push_back(r.part(s, t, prot));
+    if (t < r.end()) parts.push_back(r.part(t, r.end(), r.prot_));
+    if (::mprotect(reinterpret_cast<void*>(s), t - s, prot) != 0) return {errno, std::generic_category()};
+    r.dead_ = true;  // faults that find it dead are woken and retried: they then find their part
+    replaced = true;
+    guard.keep = true;
     return {};
   }
 
-  // Requires: the region held exclusively (single_lock: the map lock). Effects: no more fault service;
-  // the memory goes; blocked faulting threads wake and retry (SIGSEGV).
-  void kill_locked(region& r) noexcept {
-    r.dead_ = true;
-    ::munmap(reinterpret_cast<void*>(r.start_), r.length_);
-    (void)uffd_.wake(r.start_, r.length_);
+  // Requires: map lock exclusive. Effects: r (dead) leaves the tree, its parts enter it; if the pager
+  // has stopped, the parts are stopped as the others were.
+  void link_parts_locked(region& r, std::vector<region*>& parts) noexcept FAULTSAFE_REQUIRES(map_lock_) {
+    if (r.hook_.is_linked()) unlink_locked(r);  // try_map may have unlinked it (its range was reused)
+    for (region* p : parts) {
+      tree_.insert_unique(*p);
+      if (stopped_.load(std::memory_order_relaxed)) stop_region(*p);
+    }
+    parts.clear();
+    r.pending_.store(false, std::memory_order_release);  // (5) release, pairs with (6)
+  }
+
+  // Effects: link_parts_locked under the map lock. The map lock is never held across a wait, so its
+  // acquisition only fails if a violation handler throws; after many tries the parts are given up
+  // (unregistered: the kernel then serves them as plain memory) rather than leaving `r` pending.
+  void link_parts(region& r, std::vector<region*>& parts) noexcept {
+    for (int tries = 0; tries < 1000; ++tries) {
+      try {
+        detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
+        link_parts_locked(r, parts);
+        return;
+      } catch (...) {
+        std::this_thread::yield();
+      }
+    }
+    for (region* p : parts) {
+      (void)uffd_.unregister_range(reinterpret_cast<void*>(p->start_), p->length_);
+      delete p;
+    }
+    parts.clear();
+    r.pending_.store(false, std::memory_order_release);  // (5) release, pairs with (6)
   }
 
   // Requires: map lock exclusive. Effects: unlinks `r` and drops the tree's reference.
@@ -507,22 +661,25 @@ class aspace {
         std::optional<detail::vm_exclusive_hold<region_lock_type>> gr;
         if (opts_.single_lock) gm.emplace(map_lock_);
         else gr.emplace(r->lock_);
-        if (!r->dead_) {
-          if (r->file_ && !r->shared_ && uffd_.has(UFFD_FEATURE_POISON)) {
-            std::uintptr_t a = r->start_;
-            while (a < r->end()) {
-              const auto res = uffd_.poison(a, r->end() - a, /*dont_wake=*/true);
-              a += res.done;
-              if (!res.error) break;
-              if (res.error == std::errc::file_exists) a += vm_page_size;  // a filled page: keep it
-              else if (res.error != std::errc::resource_unavailable_try_again) break;
-            }
-          }
-          (void)uffd_.unregister_range(reinterpret_cast<void*>(r->start_), r->length_);
-        }
+        if (!r->dead_) stop_region(*r);
       }
       release(r);
     }
+  }
+
+  // Requires: r held exclusively, or not yet visible to fault service. Effects: see pager_stopped.
+  void stop_region(region& r) noexcept {
+    if (r.file_ && !r.shared_ && uffd_.has(UFFD_FEATURE_POISON)) {
+      std::uintptr_t a = r.start_;
+      while (a < r.end()) {
+        const auto res = uffd_.poison(a, r.end() - a, /*dont_wake=*/true);
+        a += res.done;
+        if (!res.error) break;
+        if (res.error == std::errc::file_exists) a += vm_page_size;  // a filled page: keep it
+        else if (res.error != std::errc::resource_unavailable_try_again) break;
+      }
+    }
+    (void)uffd_.unregister_range(reinterpret_cast<void*>(r.start_), r.length_);
   }
 
   aspace_options opts_;

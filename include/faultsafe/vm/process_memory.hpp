@@ -35,6 +35,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -132,7 +133,7 @@ class process_memory {
     const int type = flags & (MAP_SHARED | MAP_PRIVATE);
     if (len == 0 || (type != MAP_SHARED && type != MAP_PRIVATE) || off < 0 || (static_cast<std::uint64_t>(off) % vm_page_size) != 0)
       return std::make_error_code(std::errc::invalid_argument);
-    if ((flags & ~(MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE | MAP_POPULATE)) != 0)
+    if ((flags & ~(MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_FIXED_NOREPLACE | MAP_NORESERVE | MAP_POPULATE)) != 0)
       return std::make_error_code(std::errc::invalid_argument);
     announce_faulting_thread();  // the mapping thread is the likeliest to touch it
     map_request rq;
@@ -140,10 +141,17 @@ class process_memory {
     rq.length = len;
     rq.prot = prot;
     rq.shared = type == MAP_SHARED;
-    rq.fixed = (flags & MAP_FIXED) != 0;
+    rq.fixed = (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) != 0;
+    // MAP_FIXED replaces this process's mappings in the range (after an implicit munmap, here: the
+    // mapping table follows); MAP_FIXED_NOREPLACE (alone or with MAP_FIXED) fails with EEXIST.
+    const bool replace = (flags & MAP_FIXED) != 0 && (flags & MAP_FIXED_NOREPLACE) == 0;
+    if (rq.fixed && (reinterpret_cast<std::uintptr_t>(addr) % vm_page_size) != 0)
+      return std::make_error_code(std::errc::invalid_argument);
     if (flags & MAP_ANONYMOUS) {
+      if (replace)
+        if (auto ec = munmap(addr, len)) return ec;
       void* out = nullptr;
-      if (auto ec = as_.try_map(rq, out)) return ec;
+      if (auto ec = try_map_fixed(rq, replace, out)) return ec;
       return out;
     }
     std::shared_ptr<channel> ch;
@@ -154,7 +162,7 @@ class process_memory {
     if (!answer) return answer.error();
     const io_mmap_reply* rep = &answer.value();
     if (rep->memfd < 0) return std::make_error_code(std::errc::no_such_device);
-    auto src = std::make_unique<server_page_source>(p_, ch, handle, rep->cookie, std::string(ch->name()) + ":" + p_.fd_path(fd));
+    auto src = std::make_shared<server_page_source>(p_, ch, handle, rep->cookie, std::string(ch->name()) + ":" + p_.fd_path(fd));
     rq.file = file_backing{rep->memfd, rep->offset, reinterpret_cast<const void*>(static_cast<std::uintptr_t>(rep->cookie)), src.get()};
     {
       std::lock_guard<std::mutex> g(mu_);  // count the open before the region exists: close() defers
@@ -163,7 +171,10 @@ class process_memory {
       ++ref.mappings;
     }
     void* out = nullptr;
-    if (auto ec = as_.try_map(rq, out)) {
+    std::error_code ec;
+    if (replace) ec = munmap(addr, len);  // after the server's checks: a refused mmap leaves the old one
+    if (!ec) ec = try_map_fixed(rq, replace, out);
+    if (ec) {
       drop_open(ch.get(), handle);
       return ec;
     }
@@ -174,20 +185,39 @@ class process_memory {
     return out;
   }
 
-  /// See process::munmap.
+  /// See process::munmap. Any page range: mappings only partly inside keep their other parts (each
+  /// part keeps the open and the page source alive).
   std::error_code munmap(void* addr, std::size_t len) {
     if (auto ec = as_.munmap(addr, len)) return ec;
-    // The regions are gone and no fault thread uses their sources any more (munmap waited).
+    // The range is gone and no fault thread uses it any more (munmap waited). The table follows: every
+    // entry overlapping [a, e) loses that part; the parts left each hold a mapping count of the open.
     const auto a = reinterpret_cast<std::uintptr_t>(addr);
     const std::uintptr_t e = a + ((len + vm_page_size - 1) & ~(vm_page_size - 1));
     std::vector<std::pair<channel*, std::uint64_t>> dropped;
-    std::vector<std::unique_ptr<server_page_source>> dead;
+    std::vector<std::shared_ptr<server_page_source>> dead;  // destroyed after the table mutex
     {
       std::lock_guard<std::mutex> g(mu_);
-      for (auto it = maps_.lower_bound(a); it != maps_.end() && it->first < e;) {
-        dropped.emplace_back(it->second.ch, it->second.handle);
-        dead.push_back(std::move(it->second.src));
+      for (auto it = first_overlapping(a); it != maps_.end() && it->first < e;) {
+        const std::uintptr_t s = it->first, t = s + it->second.length;
+        mapping m = std::move(it->second);
         it = maps_.erase(it);
+        int kept = 0;
+        if (s < a) {
+          mapping left = m;
+          left.length = a - s;
+          maps_.emplace(s, std::move(left));
+          ++kept;
+        }
+        if (t > e) {
+          mapping right = m;
+          right.length = t - e;
+          it = maps_.emplace(e, std::move(right)).first;
+          ++it;
+          ++kept;
+        }
+        if (kept == 0) dropped.emplace_back(m.ch, m.handle);
+        else if (kept == 2) ++opens_[{m.ch, m.handle}].mappings;  // one mapping became two
+        dead.push_back(std::move(m.src));
       }
     }
     for (auto& [ch, h] : dropped) drop_open(ch, h);
@@ -200,7 +230,7 @@ class process_memory {
       const auto a = reinterpret_cast<std::uintptr_t>(addr);
       const std::uintptr_t e = a + len;
       std::lock_guard<std::mutex> g(mu_);
-      for (auto it = maps_.lower_bound(a); it != maps_.end() && it->first < e; ++it)
+      for (auto it = first_overlapping(a); it != maps_.end() && it->first < e; ++it)
         if (it->second.shared && !it->second.writable_open) return std::make_error_code(std::errc::permission_denied);
     }
     return as_.mprotect(addr, len, prot);
@@ -221,7 +251,7 @@ class process_memory {
 
  private:
   struct mapping {
-    std::unique_ptr<server_page_source> src;
+    std::shared_ptr<server_page_source> src;  // shared by the parts of a partly unmapped mapping
     channel* ch;
     std::uint64_t handle;
     std::size_t length;
@@ -233,6 +263,24 @@ class process_memory {
     std::size_t mappings = 0;
     bool close_pending = false;
   };
+
+  // Requires: mu_. The first table entry that may overlap [a, ...).
+  std::map<std::uintptr_t, mapping>::iterator first_overlapping(std::uintptr_t a) {
+    auto it = maps_.upper_bound(a);
+    if (it != maps_.begin()) {
+      auto prev = std::prev(it);
+      if (prev->first + prev->second.length > a) return prev;
+    }
+    return it;
+  }
+
+  // MAP_FIXED after the caller's munmap: another thread may map into the hole meanwhile (the aspace
+  // then unmaps it again, see aspace::try_map); the table entries of what it unmapped stay until a
+  // munmap over them (a harmless, bounded leak of that race).
+  std::error_code try_map_fixed(map_request rq, bool replace, void*& out) {
+    rq.replace = replace;
+    return as_.try_map(rq, out);
+  }
 
   void drop_open(channel* ch, std::uint64_t handle) {
     std::shared_ptr<channel> to_close;
