@@ -10,12 +10,17 @@
 //                          range_lock vs std::shared_mutex vs std::mutex over the whole file
 //   held/<n>               uncontended acquire + release of one range while n - 1 others are held
 //
-// Run with --benchmark_repetitions=5 on a shared machine: the ratios use the best repetition (CPU
-// time per operation for one-thread figures; wall-clock items/s for threaded ones).
+// Run with --benchmark_repetitions=5 --benchmark_enable_random_interleaving=true on a shared machine:
+// the ratios use the best repetition (CPU time per operation for one-thread figures; wall-clock
+// items/s, i.e. UseRealTime + SetItemsProcessed, for everything run on 1 and 2 threads, so that a
+// 2-thread figure is the combined throughput of both threads); the disjoint scaling ratios are also
+// printed from the medians of the repetitions, and divided by the no-lock ratio of the same run (the
+// scaling the machine itself gave at that moment: memory bandwidth, the other load on the cores).
 #include <benchmark/benchmark.h>
 
 #include <faultsafe/sync/range_lock.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -221,11 +226,23 @@ class ratio_reporter : public benchmark::ConsoleReporter {
       auto t = time_ns.find(name);
       if (t == time_ns.end() || cpu < t->second) time_ns[name] = cpu;
       auto it = r.counters.find("items_per_second");
-      if (it != r.counters.end() && it->second.value > rate[name]) rate[name] = it->second.value;
+      if (it != r.counters.end()) {
+        if (it->second.value > rate[name]) rate[name] = it->second.value;
+        rates[name].push_back(it->second.value);
+      }
     }
     ConsoleReporter::ReportRuns(runs);
   }
   std::map<std::string, double> time_ns, rate;
+  std::map<std::string, std::vector<double>> rates;  // every repetition's items/s
+
+  [[nodiscard]] double median_rate(const std::string& name) const {
+    auto it = rates.find(name);
+    if (it == rates.end() || it->second.empty()) return 0.0;
+    std::vector<double> v = it->second;
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  }
 };
 
 double get(const std::map<std::string, double>& m, const std::string& k) {
@@ -264,6 +281,15 @@ int main(int argc, char** argv) {
     std::printf("disjoint %5s B: no lock 2 thr / 1 thr          : %.2fx (what the machine gives)\n", sz,
                 ratio(d("no_lock", "2"), d("no_lock", "1")));
     std::printf("disjoint %5s B: 2 thr range_lock / std::mutex  : %.2fx\n", sz, ratio(d("range_lock", "2"), d("std_mutex", "2")));
+    auto m = [&](const char* kind, const char* thr) {
+      return rep.median_rate(std::string("disjoint/") + kind + "/" + sz + rt + thr);
+    };
+    const double range_scale = ratio(m("range_lock", "2"), m("range_lock", "1"));
+    const double machine_scale = ratio(m("no_lock", "2"), m("no_lock", "1"));
+    std::printf("disjoint %5s B: medians: range_lock 2/1 %.2fx, std::mutex 2/1 %.2fx, no lock 2/1 %.2fx; "
+                "range_lock scaling / machine scaling %.2f\n",
+                sz, range_scale, ratio(m("std_mutex", "2"), m("std_mutex", "1")), machine_scale,
+                ratio(range_scale, machine_scale));
     std::printf("disjoint %5s B: 1 thr range_lock / no lock     : %.2fx\n", sz, ratio(d("range_lock", "1"), d("no_lock", "1")));
   }
   std::printf("overlap readers 2 thr: range_lock / shared_mutex: %.2fx\n",

@@ -150,6 +150,53 @@ TEST_CASE("a bad sender pointer becomes EFAULT for the server, not a crash") {
   sigaction(SIGSEGV, &old_segv, nullptr);
 }
 
+TEST_CASE("headers up to and past the inline size arrive intact; a bad small header is EFAULT") {
+  faultsafe_test::watchdog wd("inline header");
+  for (bool guarded : {true, false}) {
+    faultsafe::channel_options o;
+    o.guard_copies = guarded;
+    channel ch(o);
+    std::thread server([&] {
+      channel::receiver& r = ch.attach();
+      while (!r.receive()) {
+        // Reply with a checksum of what arrived, so the sender can check every byte.
+        std::uint64_t sum = r.header_len();
+        for (std::size_t i = 0; i < r.header_len(); ++i)
+          sum = sum * 131 + static_cast<const unsigned char*>(r.header())[i];
+        (void)r.reply(static_cast<std::int64_t>(sum & 0x7fffffffffffffff));
+      }
+      ch.detach(r);
+    });
+    for (std::size_t len : {std::size_t{1}, std::size_t{40}, std::size_t{63}, std::size_t{64}, std::size_t{65},
+                            std::size_t{200}, channel::max_header}) {
+      std::vector<unsigned char> h(len);
+      for (std::size_t i = 0; i < len; ++i) h[i] = static_cast<unsigned char>(i * 7 + len);
+      std::uint64_t want = len;
+      for (unsigned char c : h) want = want * 131 + c;
+      send_result res = ch.send({1, h.data(), len});
+      REQUIRE_FALSE(res.error);
+      CHECK(static_cast<std::uint64_t>(res.status) == (want & 0x7fffffffffffffff));
+    }
+    if (guarded) {  // a bad small header: copied by the sender (guarded) -> EFAULT, the server never sees it
+      faultsafe::detail::install_guarded_copy_handler();
+      struct sigaction sa {}, old_segv {};
+      sa.sa_sigaction = &faultsafe::detail::guarded_copy_signal;
+      sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+      sigemptyset(&sa.sa_mask);
+      sigaction(SIGSEGV, &sa, &old_segv);
+      void* page = ::mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      REQUIRE(page != MAP_FAILED);
+      CHECK(ch.send({1, page, 16}).error == std::errc::bad_address);
+      CHECK(ch.send({1, page, channel::max_header}).error == std::errc::bad_address);  // copied by the server
+      ::munmap(page, 4096);
+      sigaction(SIGSEGV, &old_segv, nullptr);
+      CHECK_FALSE(ch.send({1, "ok", 2}).error);  // the channel still works
+    }
+    ch.stop();
+    server.join();
+  }
+}
+
 TEST_CASE("send times out while queued, and the queue forgets it") {
   faultsafe_test::watchdog wd("queued timeout");
   channel ch;
