@@ -61,6 +61,7 @@
 #include <cstdint>
 #include <iterator>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -526,6 +527,8 @@ class aspace {
         }
       } catch (const std::system_error& ex) {  // EDEADLK: the wait-for graph broke a cycle at our wait
         result = ex.code();                    // regions done so far stay done
+      } catch (const std::bad_alloc&) {        // building the parts (before the region's system call)
+        result = std::make_error_code(std::errc::not_enough_memory);
       }
       // Wait for the other call to link the parts (it holds no lock meanwhile: a short, bounded wait).
       for (region* r : pending)
