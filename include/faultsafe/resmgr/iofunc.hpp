@@ -18,8 +18,11 @@
 // - write: exclusive on [off, off + n); O_APPEND: exclusive on [size, end), re-checked after grant.
 // - ftruncate: exclusive on [min(old, new), end), re-checked after grant.
 // The copy to/from the client's buffer runs while the range is held: a fault on that buffer is taken by
-// the server thread holding the range (Brian's lock-up when the buffer maps the same file; the guard
-// against it lives in the direct-copy and pager work).
+// the server thread holding the range (Brian's lock-up when the buffer maps the same file). Two cures:
+// resmgr/direct_copy.hpp serves such reads/writes without the fault (ramfs uses it by default), and
+// the fault-reentrancy guard of iofunc_page_in_default (attr_options::page_in_self_conflict) serves the
+// page-in of a fault that conflicts only with its own activity under that activity (or fails it with
+// EDEADLK), reporting a self_deadlock with the fault and the page-in (violation_context).
 //
 // Errors: EACCES (open without permission), EBADF (read on O_WRONLY, write/ftruncate on O_RDONLY),
 // EINVAL (negative offset or length, bad whence, bad access mode), EOVERFLOW (offset + length or a seek
@@ -58,6 +61,13 @@ struct attr_options {
   /// beyond it fail with EFBIG.
   std::uint64_t max_size = std::uint64_t{256} << 20;
   const char* name = "ramfs file";  ///< memfd name (visible in /proc/self/fd)
+  /// The fault-reentrancy guard (DESIGN.md section 2): what a page-in does when its range conflicts
+  /// ONLY with ranges its own activity holds (Brian: the server thread holding the range faulted on a
+  /// mapping of this file and waits for this very page-in). grant (default): served at once under the
+  /// owning activity; fail: EDEADLK (the faulting access gets SIGBUS, so the holder's copy fails with
+  /// EFAULT); wait: the naive behaviour (a lock-up that only the wait-for graph can end). grant and fail
+  /// report a self_deadlock violation naming the holders, the fault and the page-in.
+  self_conflict page_in_self_conflict = self_conflict::grant;
 };
 
 /// One file. See the header comment.
@@ -66,7 +76,8 @@ class iofunc_attr {
   /// Effects: creates the memfd and the store mapping. Throws: std::system_error with the errno of
   /// memfd_create/mmap.
   iofunc_attr(mode_t mode, std::uint32_t uid, std::uint32_t gid, attr_options opts = {})
-      : mode_(S_IFREG | (mode & 07777)), uid_(uid), gid_(gid), max_size_(opts.max_size), ino_(next_ino()) {
+      : mode_(S_IFREG | (mode & 07777)), uid_(uid), gid_(gid), max_size_(opts.max_size), ino_(next_ino()),
+        page_in_policy_(opts.page_in_self_conflict) {
     memfd_ = ::memfd_create(opts.name, MFD_CLOEXEC);
     if (memfd_ < 0) throw std::system_error(errno, std::generic_category(), "memfd_create");
     void* p = ::mmap(nullptr, max_size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, memfd_, 0);
@@ -96,6 +107,8 @@ class iofunc_attr {
   [[nodiscard]] unsigned char* data() const noexcept { return data_; }
   [[nodiscard]] std::uint64_t max_size() const noexcept { return max_size_; }
   [[nodiscard]] std::uint64_t ino() const noexcept { return ino_; }
+  /// The page-in self-conflict policy (attr_options::page_in_self_conflict).
+  [[nodiscard]] self_conflict page_in_self_conflict() const noexcept { return page_in_policy_; }
 
   /// Current size. Lock-free: written under the meta lock, read with (1) acquire, pairs with (2); a
   /// reader that sees a size also sees the memfd grown to it.
@@ -190,6 +203,7 @@ class iofunc_attr {
   unsigned char* data_ = nullptr;
   std::uint64_t max_size_;
   std::uint64_t ino_;
+  self_conflict page_in_policy_;
 };
 
 /// One open of a file.
@@ -383,6 +397,38 @@ inline constexpr std::uint32_t page_in_minor = 2;      ///< the faulting page is
 inline constexpr std::uint32_t page_in_readahead = 4;  ///< best effort; nobody waits
 inline constexpr std::uint32_t page_in_write = 8;      ///< the faulting access was a write
 
+namespace detail {
+struct page_in_context {
+  const io_page_in_request* q;
+  const request_context* ctx;
+  std::uint64_t ino;
+  std::uint32_t sender;
+};
+// The page-in half of a self_deadlock (or any) report made while serving a page-in: which fault of
+// which thread, which page-in, on whose behalf.
+inline void describe_page_in(const void* arg, violation& v) {
+  const auto& c = *static_cast<const page_in_context*>(arg);
+  const io_page_in_request& q = *c.q;
+  char buf[96];
+  std::string line = "while serving the page-in of file offsets [" + std::to_string(q.offset) + ", " +
+                     std::to_string(q.offset + q.length) + ") of file ino " + std::to_string(c.ino) + " for process " +
+                     std::to_string(q.client.pid) + " on behalf of " + detail::rl::describe_activity(c.ctx->activity);
+  if (c.sender != 0) line += ", sent by pager thread '" + thread_name(c.sender) + "'";
+  v.details.push_back(std::move(line));
+  if (q.fault_address != 0) {
+    std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(q.fault_address));
+    std::string f = std::string("for the ") + ((q.flags & 8u) ? "write" : "read") + " fault at " + buf + " (file offset " +
+                    std::to_string(q.fault_offset) + ")";
+    if (q.fault_thread != 0) {
+      f += " taken by thread '" + thread_name(q.fault_thread) + "'";
+      v.involved.push_back(thread_name(q.fault_thread));
+    }
+    v.details.push_back(std::move(f));
+  }
+  if (c.sender != 0) v.involved.push_back(thread_name(c.sender));
+}
+}  // namespace detail
+
 /// Default page-in: under a shared range lock over [offset, offset + length) (clipped to the file, in
 /// whole pages), either copies the file's bytes into the pager's buffer (page_in_private: reply data;
 /// zeros past the end are the pager's to add) or makes the pages present in the memfd's page cache
@@ -400,7 +446,12 @@ inline io_result iofunc_page_in_default(request_context& ctx, ocb_base* base, co
   std::uint64_t size = a.size();
   if (q.offset >= size) return detail::errc_result(std::errc::no_such_device_or_address);
   const std::uint64_t len = std::min(q.length, ((size + page - 1) & ~(page - 1)) - q.offset);
-  range_guard g(a.data_lock, q.offset, len, lock_mode::shared);
+  // The fault-reentrancy guard: a range held only by this page-in's own activity (the faulting server
+  // thread's) is Brian's self-deadlock; the attr's policy resolves it at once, and the report names the
+  // fault and this page-in (violation_context).
+  const detail::page_in_context pctx{&q, &ctx, a.ino(), ctx.rcv.sender_thread()};
+  const violation_context vc(&detail::describe_page_in, &pctx);
+  range_guard g(a.data_lock, q.offset, len, lock_mode::shared, range_options{0, a.page_in_self_conflict()});
   size = a.size();  // a truncate may have completed before we got the range
   if (q.offset >= size) return detail::errc_result(std::errc::no_such_device_or_address);
   std::uint64_t valid = std::min(len, ((size + page - 1) & ~(page - 1)) - q.offset);

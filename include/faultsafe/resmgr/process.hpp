@@ -21,7 +21,10 @@
 // pread()/pwrite() from several threads. Lock order: the fd table mutex is a leaf held only to look up
 // or change an entry, never across a send.
 // Lifetime: the servers may die before the process: their channels are shared, so a send then fails with
-// ESHUTDOWN.
+// ESHUTDOWN. A process registers itself under its pid for its lifetime (detail::client_registry), so a
+// server can ask the sending process's address space about a client buffer (resmgr/direct_copy.hpp).
+// Sends go through server::route_for (the pool self-deadlock guard, resmgr/server.hpp): one relaxed
+// load unless some server's pool has been full.
 #pragma once
 #ifndef FAULTSAFE_RESMGR_PROCESS_HPP  // also guarded classically: vm/process_memory.hpp and this header
 #define FAULTSAFE_RESMGR_PROCESS_HPP  // include each other (see the end of this file)
@@ -29,6 +32,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <atomic>
 #include <cerrno>
@@ -43,6 +47,7 @@
 #include <utility>
 #include <vector>
 
+#include "client_registry.hpp"
 #include "server.hpp"
 
 namespace faultsafe {
@@ -82,9 +87,12 @@ class process {
  public:
   /// Effects: a new logical process with a fresh pid. `ns` (nullptr = global) resolves its paths.
   explicit process(std::string name, credentials creds = {}, path_namespace* ns = nullptr)
-      : name_(std::move(name)), creds_(creds), ns_(ns ? ns : &path_namespace::global()), pid_(next_pid()) {}
+      : name_(std::move(name)), creds_(creds), ns_(ns ? ns : &path_namespace::global()), pid_(next_pid()) {
+    detail::client_registry::instance().add(pid_, this);  // servers may ask about its memory (direct copy)
+  }
   /// Effects: closes every open fd (best effort; errors ignored).
   ~process() {
+    detail::client_registry::instance().remove(pid_);
     std::vector<int> fds;
     {
       std::lock_guard<std::mutex> g(mu_);
@@ -154,6 +162,16 @@ class process {
     return rw(io_msg::write, fd, const_cast<void*>(buf), n, off, true);
   }
 
+  /// readv(2) / preadv(2): fills the buffers in order, one read message per buffer (each served like
+  /// read(), so a buffer that maps the file is served by the direct path), stopping at a short read.
+  /// Returns the total; an error only if nothing was read (else the bytes before it, as readv(2) on a
+  /// partial transfer). EINVAL for a negative count or more than IOV_MAX buffers. Not atomic against
+  /// concurrent readers of the same fd offset (use preadv for that).
+  [[nodiscard]] result<std::size_t> readv(int fd, const struct ::iovec* iov, int iovcnt) { return rwv(fd, iov, iovcnt, 0, false); }
+  [[nodiscard]] result<std::size_t> preadv(int fd, const struct ::iovec* iov, int iovcnt, off_t off) {
+    return rwv(fd, iov, iovcnt, off, true);
+  }
+
   /// lseek(2): SEEK_SET/SEEK_CUR/SEEK_END. EINVAL for another whence or a negative result.
   [[nodiscard]] result<off_t> lseek(int fd, off_t off, int whence) {
     fd_entry e;
@@ -205,6 +223,12 @@ class process {
   std::error_code msync(void* addr, std::size_t len, int flags);
   /// The address space behind mmap (made on first use). Throws std::system_error if userfaultfd is refused.
   process_memory& memory();
+  /// The address space if one was made, else nullptr (never makes one; for servers asking about a
+  /// client's buffer, resmgr/direct_copy.hpp). Thread-safety: any thread.
+  [[nodiscard]] std::shared_ptr<process_memory> memory_if_made() {
+    std::lock_guard<std::mutex> g(mem_mu_);
+    return mem_;
+  }
   /// As memory(), but made with these options if it does not exist yet (e.g. aspace_options::single_lock
   /// for the Colin example); if it exists already, the options are ignored. Throws: as memory().
   process_memory& memory(const aspace_options& ao, const pager_options& po);
@@ -245,7 +269,11 @@ class process {
     send_options o;
     const auto t = timeout_ns_.load(std::memory_order_relaxed);
     if (t > 0) o.deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(t);
-    return ch.send(b, o);
+    // Pool self-deadlock guard: a server whose every thread serves this very activity cannot receive
+    // the message (see thread_pool_options::on_self_deadlock); one relaxed load unless a pool was full.
+    send_route route = server::route_for(ch, current_activity(), b);
+    if (route.error) return send_result{0, route.error, 0};
+    return (route.ch ? *route.ch : ch).send(b, o);
   }
 
  private:
@@ -290,6 +318,23 @@ class process {
     send_result sr = send(*e.ch, b);
     if (sr.error) return sr.error;
     return static_cast<std::size_t>(sr.status);
+  }
+
+  result<std::size_t> rwv(int fd, const struct ::iovec* iov, int iovcnt, off_t off, bool use_offset) {
+    if (iovcnt < 0 || iovcnt > 1024 || (iov == nullptr && iovcnt > 0)) return std::make_error_code(std::errc::invalid_argument);
+    std::size_t total = 0;
+    for (int i = 0; i < iovcnt; ++i) {
+      if (iov[i].iov_len == 0) continue;
+      auto r = use_offset ? pread(fd, iov[i].iov_base, iov[i].iov_len, off + static_cast<off_t>(total))
+                          : read(fd, iov[i].iov_base, iov[i].iov_len);
+      if (!r) {
+        if (total > 0) return total;
+        return r.error();
+      }
+      total += *r;
+      if (*r < iov[i].iov_len) break;
+    }
+    return total;
   }
 
   bool defer_close_if_mapped(const std::shared_ptr<channel>& ch, std::uint64_t handle);  // vm/process_memory.hpp

@@ -23,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "direct_copy.hpp"
 #include "iofunc.hpp"
 #include "server.hpp"
 
@@ -37,6 +38,8 @@ struct ramfs_options {
   mode_t dir_mode = 0777;           ///< who may create files
   std::uint32_t dir_uid = 0, dir_gid = 0;
   attr_options file{};
+  /// Serve read(fd)/write(fd) into/from mappings of the same file without a fault (resmgr/direct_copy.hpp).
+  bool direct_copy = true;
 };
 
 class ramfs {
@@ -73,7 +76,7 @@ class ramfs {
 
  private:
   io_funcs make_funcs() {
-    io_funcs f = iofunc_defaults();
+    io_funcs f = opts_.direct_copy ? iofunc_direct_defaults() : iofunc_defaults();
     f.open = [this](request_context& ctx, const io_open_request& q, std::string_view path, std::shared_ptr<ocb_base>& out) {
       return open_file(ctx, q, path, out);
     };

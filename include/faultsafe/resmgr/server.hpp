@@ -19,6 +19,22 @@
 // message and thereby leaves no thread idle (all busy serving), it starts one more, up to
 // `max_threads`. Threads do not shrink back (a server that needed N threads once keeps them).
 // min_threads == max_threads == 1 pins the server to exactly one thread (io_pkt).
+// Pool self-deadlock guard (thread_pool_options::on_self_deadlock, DESIGN.md section 2): when every
+// pool thread serves ONE activity A and the pool is at its maximum, a further message on behalf of A
+// (the pager's page-in for a fault one of those threads took: A's own chain waits for it) could never
+// be received. process::send asks server::route_for before it blocks: detected at once, deterministic
+// (no timeout), reported as self_deadlock naming the threads and the message (for a page-in: the fault
+// address, file offset and faulting thread), and resolved by policy: grant (default) hands it to the
+// server's reserve thread "<name>/reserve", which receives only such messages (so the pool's bound
+// holds for everything else, and a single-threaded server stays single-threaded for ordinary work);
+// fail replies EDEADLK at once; wait keeps the naive pool (the wait-for graph then names the cycle).
+// Why a reserve thread and not EDEADLK by default: the blocked threads are the request's own chain;
+// serving its page-in is the only way for that request to complete, and doing it on a thread that
+// never serves anything else cannot starve or reorder other clients. Why the sender checks: the
+// message must not enter the pool's queue at all (no receive could ever take it), and the sender is
+// the one thread that knows the activity and is about to block. "One activity" is one synchronous
+// chain (activity/activity.hpp): two threads that adopt the same id on purpose defeat the check's
+// premise (it would then report a lock-up that is only contention and serve on the reserve thread).
 //
 // Stop: stop() (also run by the destructor) fails pending and future sends with ESHUTDOWN, detaches the
 // path, lets messages being served finish, and joins every pool thread. Requires: not called from one
@@ -49,9 +65,15 @@
 #include <unordered_map>
 #include <vector>
 
+#include <cstdio>
+#include <cstring>
+#include <shared_mutex>
+
 #include "../activity/activity.hpp"
 #include "../detail/thread_record.hpp"
 #include "../ipc/channel.hpp"
+#include "../order/violation.hpp"
+#include "../sync/range_lock.hpp"
 #include "../vm/faulting_thread.hpp"
 
 namespace faultsafe {
@@ -208,6 +230,9 @@ struct io_page_in_request {
   std::uint64_t offset = 0;
   std::uint64_t length = 0;
   std::uint32_t flags = 0;
+  std::uint32_t fault_thread = 0;   ///< faultsafe id of the faulting thread (0: unknown)
+  std::uint64_t fault_address = 0;  ///< the faulting address (0: unknown, or read-ahead)
+  std::uint64_t fault_offset = 0;   ///< file offset of the faulting page
 };
 struct io_page_in_reply {
   std::uint64_t offset = 0;
@@ -219,6 +244,28 @@ struct io_page_in_reply {
 // Server
 
 class server;
+
+namespace detail {
+/// channel -> server, for process::send's pool self-deadlock check (server::route_for).
+/// `ever_full` counts servers whose pool has ever been at its maximum with no idle thread: while it is
+/// zero, a send skips the check with one relaxed load.
+struct server_registry {
+  std::shared_mutex m;
+  std::unordered_map<const channel*, server*> map;
+  std::atomic<unsigned> ever_full{0};
+  static server_registry& instance() {
+    static server_registry* r = new server_registry;  // leaked: servers may outlive statics
+    return *r;
+  }
+};
+}  // namespace detail
+
+/// Where process::send should send a message (server::route_for): `ch` (nullptr: the channel asked
+/// for) or `error` (EDEADLK: the pool is self-deadlocked and the policy is fail).
+struct send_route {
+  std::shared_ptr<channel> ch;
+  std::error_code error;
+};
 
 /// Per-open state kept by a server. Derive from it.
 struct ocb_base {
@@ -265,6 +312,14 @@ struct io_funcs {
 struct thread_pool_options {
   unsigned min_threads = 1;  ///< started at once (>= 1)
   unsigned max_threads = 4;  ///< upper bound of growth (>= min_threads)
+  /// The pool's fault-reentrancy guard (DESIGN.md section 2). When every pool thread is busy serving
+  /// ONE activity A and the pool cannot grow, a message sent on behalf of A (typically the pager's
+  /// page-in for a fault one of those threads took) could never be received: A's own chain waits for
+  /// it. process::send detects that before it blocks, reports a self_deadlock violation naming the
+  /// threads, and: grant (default) sends the message to the server's reserve thread "<name>/reserve",
+  /// which serves only such messages (one at a time); fail: the send fails with EDEADLK; wait: no check
+  /// (the naive pool, which only the wait-for graph can unlock). See server::route_for.
+  self_conflict on_self_deadlock = self_conflict::grant;
 };
 
 struct server_options {
@@ -285,6 +340,17 @@ class server {
     opts_.channel.name = opts_.name.c_str();
     opts_.channel.pool_capacity = opts_.pool.max_threads;  // wait-for graph: the pool may still grow
     ch_ = std::make_shared<channel>(opts_.channel);
+    serving_ = std::make_unique<pool_slot[]>(opts_.pool.max_threads);
+    if (opts_.pool.on_self_deadlock == self_conflict::grant) {
+      reserve_name_ = opts_.name + "/reserve";
+      channel_options ro = opts_.channel;
+      ro.name = reserve_name_.c_str();
+      ro.pool_capacity = 1;
+      reserve_ch_ = std::make_shared<channel>(ro);
+    }
+    auto& reg = detail::server_registry::instance();
+    std::unique_lock<std::shared_mutex> g(reg.m);
+    reg.map[ch_.get()] = this;
   }
   ~server() { stop(); }
   server(const server&) = delete;
@@ -310,10 +376,16 @@ class server {
     if (started_ || stopping_) return;
     started_ = true;
     for (unsigned i = 0; i < opts_.pool.min_threads; ++i) spawn_locked();
+    if (reserve_ch_) reserve_thread_ = std::thread([this] { reserve_main(); });
   }
 
   /// Effects: see the header comment. Idempotent.
   void stop() {
+    {
+      auto& reg = detail::server_registry::instance();
+      std::unique_lock<std::shared_mutex> g(reg.m);  // waits for route_for calls on this server
+      reg.map.erase(ch_.get());
+    }
     std::vector<std::thread> threads;
     std::vector<std::string> prefixes;
     {
@@ -325,9 +397,11 @@ class server {
       stopping_ = true;
       threads.swap(threads_);
       prefixes.swap(prefixes_);
+      if (reserve_thread_.joinable()) threads.push_back(std::move(reserve_thread_));
     }
     for (const auto& p : prefixes) ns().detach(p, ch_.get());
     ch_->stop();
+    if (reserve_ch_) reserve_ch_->stop();
     for (auto& t : threads) t.join();
     std::lock_guard<std::mutex> g(ocb_mu_);
     ocbs_.clear();
@@ -338,6 +412,26 @@ class server {
   [[nodiscard]] unsigned threads() const noexcept { return started_threads_.load(std::memory_order_relaxed); }
   [[nodiscard]] unsigned idle_threads() const noexcept { return idle_.load(std::memory_order_relaxed); }
   [[nodiscard]] unsigned peak_busy() const noexcept { return peak_busy_.load(std::memory_order_relaxed); }
+  /// Messages served by the reserve thread (pool self-deadlocks resolved by grant).
+  [[nodiscard]] std::uint64_t reserve_served() const noexcept { return reserve_served_.load(std::memory_order_relaxed); }
+
+  /// Effects: for a message about to be sent on `ch` by the calling thread on behalf of `a`: if `ch` is
+  /// a server's channel whose every pool thread is busy serving `a` and whose pool cannot grow (the
+  /// message could never be received: see thread_pool_options::on_self_deadlock), reports a
+  /// self_deadlock violation and returns the reserve channel (grant) or EDEADLK (fail, or the reserve
+  /// thread is itself serving `a`). Otherwise returns an empty route (send on `ch`).
+  /// Cost: one relaxed load unless some server's pool has been full. Throws: what the violation
+  /// handler throws; std::bad_alloc. Thread-safety: any thread. Lock order: the registry's leaf lock
+  /// (shared), then nothing; the report runs under it (the handler must not stop servers).
+  [[nodiscard]] static send_route route_for(const channel& ch, activity_id a, const send_buffers& b) {
+    auto& reg = detail::server_registry::instance();
+    if (reg.ever_full.load(std::memory_order_relaxed) == 0) return {};
+    std::shared_lock<std::shared_mutex> g(reg.m);
+    auto it = reg.map.find(&ch);
+    if (it == reg.map.end()) return {};
+    return it->second->route_locked(a, b);
+  }
+
   [[nodiscard]] std::size_t open_ocbs() const {
     std::lock_guard<std::mutex> g(ocb_mu_);
     return ocbs_.size();
@@ -365,20 +459,96 @@ class server {
     }
   }
 
+  // One pool thread's state for route_for: its faultsafe id and its receiver, whose activity() names
+  // the activity of the message it holds, from receive until the moment it replies (cleared before the
+  // sender wakes, so a sender never sees its own finished message as still being served).
+  struct pool_slot {
+    std::atomic<std::uint32_t> thread{0};
+    std::atomic<channel::receiver*> rcv{nullptr};
+  };
+
+  // Requires: the registry held shared. See route_for.
+  send_route route_locked(activity_id a, const send_buffers& b) {
+    if (opts_.pool.on_self_deadlock == self_conflict::wait) return {};
+    const unsigned started = started_threads_.load(std::memory_order_acquire);
+    if (started < opts_.pool.max_threads) return {};
+    for (unsigned i = 0; i < started; ++i) {
+      channel::receiver* r = serving_[i].rcv.load(std::memory_order_acquire);
+      if (r == nullptr || r->activity() != a) return {};
+    }
+    // Every thread serves `a` and none can be added: `a`'s chain is blocked on its own message.
+    // The reserve thread is itself busy for `a` (a second-level re-entry): its receiver names the
+    // activity of the message it holds until the moment it replies (cleared before the sender wakes).
+    channel::receiver* rr = reserve_rcv_.load(std::memory_order_acquire);
+    const bool reserve_busy_with_a = rr != nullptr && rr->activity() == a;
+    const bool grant = opts_.pool.on_self_deadlock == self_conflict::grant && reserve_ch_ && !reserve_busy_with_a;
+    violation v;
+    v.kind = violation_kind::self_deadlock;
+    const std::string me = thread_name(this_thread_id());
+    v.summary = "thread '" + me + "' (" + detail::rl::describe_activity(a) + ") sends a message of type " +
+                std::to_string(b.type) + " to server '" + opts_.name + "', whose every thread (" +
+                std::to_string(started) + ", the pool's maximum) is busy serving that same activity: waiting would self-deadlock; " +
+                (grant ? "served by the reserve thread '" + reserve_name_ + "'"
+                       : std::string(reserve_busy_with_a ? "the reserve thread serves it too: " : "") + "failed with EDEADLK");
+    v.involved.push_back(opts_.name);
+    v.involved.push_back(me);
+    for (unsigned i = 0; i < started; ++i) {
+      const std::string tn = thread_name(serving_[i].thread.load(std::memory_order_relaxed));
+      v.details.push_back("server thread '" + tn + "' serves " + detail::rl::describe_activity(a) +
+                          " (blocked: in page wait or waiting on this very chain)");
+      v.involved.push_back(tn);
+    }
+    if (b.type == static_cast<std::uint32_t>(io_msg::page_in) && b.header_len == sizeof(io_page_in_request) && b.header) {
+      io_page_in_request q;
+      std::memcpy(&q, b.header, sizeof q);
+      char addr[40];
+      std::snprintf(addr, sizeof addr, "0x%llx", static_cast<unsigned long long>(q.fault_address));
+      std::string line = "the message is the page-in of file offsets [" + std::to_string(q.offset) + ", " +
+                         std::to_string(q.offset + q.length) + ") for process " + std::to_string(q.client.pid);
+      if (q.fault_address != 0) line += std::string(", for the fault at ") + addr + " (file offset " + std::to_string(q.fault_offset) + ")";
+      if (q.fault_thread != 0) line += " taken by thread '" + thread_name(q.fault_thread) + "'";
+      v.details.push_back(std::move(line));
+    }
+    report_violation(v);
+    if (!grant) return send_route{nullptr, std::make_error_code(std::errc::resource_deadlock_would_occur)};
+    return send_route{reserve_ch_, {}};
+  }
+
+  // The reserve thread: serves only messages that route_for sent to the reserve channel.
+  void reserve_main() {
+    set_this_thread_name(reserve_name_);
+    announce_faulting_thread();
+    channel::receiver& r = reserve_ch_->attach();
+    reserve_rcv_.store(&r, std::memory_order_release);
+    while (!r.receive()) {
+      dispatch(r);
+      reserve_served_.fetch_add(1, std::memory_order_relaxed);
+    }
+    reserve_rcv_.store(nullptr, std::memory_order_release);
+    reserve_ch_->detach(r);
+  }
+
   void thread_main(unsigned idx) {
     set_this_thread_name(opts_.name + "/" + std::to_string(idx));
     announce_faulting_thread();  // its faults on client memory name this thread and its adopted activity (vm/)
+    serving_[idx].thread.store(this_thread_id(), std::memory_order_relaxed);
     channel::receiver& r = ch_->attach();
+    serving_[idx].rcv.store(&r, std::memory_order_release);
     while (!r.receive()) {
       const unsigned busy_now = started_threads_.load(std::memory_order_relaxed) -
                                 (idle_.fetch_sub(1, std::memory_order_acq_rel) - 1);
       unsigned peak = peak_busy_.load(std::memory_order_relaxed);
       while (busy_now > peak && !peak_busy_.compare_exchange_weak(peak, busy_now, std::memory_order_relaxed)) {
       }
-      if (idle_.load(std::memory_order_acquire) == 0) maybe_grow();  // every thread is busy: add one
+      if (idle_.load(std::memory_order_acquire) == 0) {  // every thread is busy: add one
+        maybe_grow();
+        if (started_threads_.load(std::memory_order_relaxed) >= opts_.pool.max_threads && !ever_full_.exchange(true))
+          detail::server_registry::instance().ever_full.fetch_add(1, std::memory_order_relaxed);
+      }
       dispatch(r);
       idle_.fetch_add(1, std::memory_order_acq_rel);
     }
+    serving_[idx].rcv.store(nullptr, std::memory_order_release);
     ch_->detach(r);
   }
 
@@ -535,6 +705,14 @@ class server {
   std::atomic<unsigned> started_threads_{0};
   std::atomic<unsigned> idle_{0};
   std::atomic<unsigned> peak_busy_{0};
+  // Pool self-deadlock guard (route_for).
+  std::unique_ptr<pool_slot[]> serving_;
+  std::atomic<bool> ever_full_{false};
+  std::string reserve_name_;
+  std::shared_ptr<channel> reserve_ch_;
+  std::thread reserve_thread_;
+  std::atomic<channel::receiver*> reserve_rcv_{nullptr};
+  std::atomic<std::uint64_t> reserve_served_{0};
 };
 
 }  // namespace faultsafe

@@ -71,6 +71,11 @@ class server_page_source final : public page_source {
     if (req.minor) q.flags |= page_in_minor;
     if (req.readahead) q.flags |= page_in_readahead;
     if (req.write) q.flags |= page_in_write;
+    q.fault_thread = req.thread.thread_id;  // for reports: which fault this page-in serves
+    if (!req.readahead) {
+      q.fault_address = req.fault_address;
+      q.fault_offset = req.fault_offset;
+    }
     io_page_in_reply rep{};
     send_buffers b{static_cast<std::uint32_t>(io_msg::page_in), &q, sizeof q, nullptr, 0, &rep, sizeof rep,
                    req.buffer, req.buffer != nullptr ? req.length : 0};

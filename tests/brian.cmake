@@ -1,0 +1,11 @@
+# Brian's lock-up (issue 6): the direct copy path, the fault-reentrancy guard (range self-conflicts
+# and pool self-deadlocks), and the brian example in both modes. userfaultfd tests exit 77 (skipped,
+# reason printed) when the kernel refuses userfaultfd.
+faultsafe_test(brian_direct_copy_test SOURCES brian_direct_copy_test.cpp TIMEOUT 60 LABELS brian vm)
+faultsafe_test(brian_guard_test SOURCES brian_guard_test.cpp TIMEOUT 90 LABELS brian vm)
+# The example checks itself: exit 0 only when the mode's expectation holds (77: userfaultfd refused).
+if(FAULTSAFE_BUILD_EXAMPLES)
+  add_test(NAME example_brian_naive COMMAND $<TARGET_FILE:brian> --naive)
+  add_test(NAME example_brian_faultsafe COMMAND $<TARGET_FILE:brian> --faultsafe)
+  set_tests_properties(example_brian_naive example_brian_faultsafe PROPERTIES TIMEOUT 60 LABELS "brian;vm" SKIP_RETURN_CODE 77)
+endif()
