@@ -470,9 +470,23 @@ class harness {
     const std::size_t i = b % maps_.size();
     const bool partial = (b & 0x20) && maps_[i].len > page;
     note("munmap(map %zu%s)", i, partial ? ", partial" : "");
-    if (partial) return expect_ec(proc_.munmap(maps_[i].addr, page), EINVAL, "partial munmap");
+    if (partial) {  // the mapping splits (vm/aspace.hpp): it loses its first page
+      expect_ec(proc_.munmap(maps_[i].addr, page), 0, "partial munmap");
+      drop_first_page(maps_[i]);
+      return;
+    }
     expect_ec(proc_.munmap(maps_[i].addr, maps_[i].len), 0, "munmap");
     maps_.erase(maps_.begin() + static_cast<std::ptrdiff_t>(i));
+  }
+
+  static void drop_first_page(model_map& m) {
+    m.addr += page;
+    m.len -= page;
+    m.off += page;
+    if (!m.ver_at_map.empty()) m.ver_at_map.erase(m.ver_at_map.begin());
+    if (!m.known.empty()) m.known.erase(m.known.begin());
+    if (!m.poisoned.empty()) m.poisoned.erase(m.poisoned.begin());
+    if (m.snapshot.size() >= page) m.snapshot.erase(m.snapshot.begin(), m.snapshot.begin() + page);
   }
 
   void op_mprotect(byte_reader& in) {
