@@ -40,3 +40,6 @@ endif()
 # Isolation: credentials, handles, PROT_READ (forked child), buffer bounds, range locks held on
 # behalf of a stuck client.
 faultsafe_test(isolation_test SOURCES isolation_test.cpp TIMEOUT 90 LABELS hardening)
+
+# Limits: fds per process (EMFILE), opens per client on a server (EMFILE), queued sends (EAGAIN).
+faultsafe_test(isolation_limits_test SOURCES isolation_limits_test.cpp TIMEOUT 60 LABELS hardening)

@@ -50,6 +50,7 @@
 #include <system_error>
 
 #include "../config.hpp"
+#include "../detail/fault_injection.hpp"
 #include "../order/ranked_mutex.hpp"
 #include "../sync/range_lock.hpp"
 #include "server.hpp"
@@ -290,6 +291,7 @@ inline io_result iofunc_read_default(request_context& ctx, ocb_base& base, const
   range_guard g(a.data_lock, off, n, lock_mode::shared);
   size = a.size();  // a truncate may have completed before we got the range
   n = off >= size ? 0 : std::min(n, size - off);
+  (void)FAULTSAFE_INJECT(range_hold_stall);  // fault injection: stall holding the range (detail/fault_injection.hpp)
   if (n > 0) {
     if (auto ec = ctx.rcv.write_reply_data(0, a.data() + off, n)) return io_result::fail(ec);
   }
@@ -322,6 +324,7 @@ inline io_result iofunc_write_default(request_context& ctx, ocb_base& base, cons
     if (off + n > a.max_size()) return detail::errc_result(std::errc::file_too_large);
     g.emplace(a.data_lock, off, n, lock_mode::exclusive);
   }
+  (void)FAULTSAFE_INJECT(range_hold_stall);  // fault injection: stall holding the range
   if (auto ec = a.grow_to(off + n)) return io_result::fail(ec);
   std::size_t got = 0;
   if (auto ec = ctx.rcv.read_payload(0, a.data() + off, n, &got)) return io_result::fail(ec);
@@ -454,6 +457,9 @@ inline io_result iofunc_page_in_default(request_context& ctx, ocb_base* base, co
   range_guard g(a.data_lock, q.offset, len, lock_mode::shared, range_options{0, a.page_in_self_conflict()});
   size = a.size();  // a truncate may have completed before we got the range
   if (q.offset >= size) return detail::errc_result(std::errc::no_such_device_or_address);
+  // Fault injection (detail/fault_injection.hpp): a stall holding the range, a failed page-in (SIGBUS).
+  (void)FAULTSAFE_INJECT(page_in_stall);
+  if (FAULTSAFE_INJECT(page_in_error)) return detail::errc_result(std::errc::io_error);
   std::uint64_t valid = std::min(len, ((size + page - 1) & ~(page - 1)) - q.offset);
   if (q.flags & page_in_private) {
     valid = std::min<std::uint64_t>({valid, size - q.offset, ctx.rcv.reply_data_len()});

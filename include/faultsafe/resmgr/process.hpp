@@ -109,30 +109,42 @@ class process {
   [[nodiscard]] credentials creds() const noexcept { return creds_; }
   [[nodiscard]] client_info client() const noexcept { return {pid_, creds_.uid, creds_.gid}; }
 
+  /// At most `n` fds open at once (default 1024, like RLIMIT_NOFILE); open() beyond fails with EMFILE.
+  void set_max_fds(std::size_t n) noexcept { max_fds_.store(n, std::memory_order_relaxed); }
+
   /// Every send from this process gives up after `t` (0 = wait for ever, the default).
   void set_io_timeout(std::chrono::nanoseconds t) noexcept { timeout_ns_.store(t.count(), std::memory_order_relaxed); }
 
   // ---- files ----------------------------------------------------------------------------------------
 
   /// open(2): resolves `path` in the namespace (ENOENT if no server owns it) and asks the server.
-  /// Returns the lowest free fd. Errors: ENOENT, EACCES, EEXIST, EINVAL, ENAMETOOLONG (> 4096), and
-  /// what the server replies.
+  /// Returns the lowest free fd. Errors: ENOENT, EACCES, EEXIST, EINVAL, ENAMETOOLONG (> 4096), EMFILE
+  /// (set_max_fds() fds open), and what the server replies (EMFILE: its per-client limit).
   [[nodiscard]] result<int> open(std::string_view path, int flags, mode_t mode = 0) {
     if (path.size() > 4096) return std::make_error_code(std::errc::filename_too_long);
+    if (lowest_free_fd() >= max_fds_.load(std::memory_order_relaxed)) return std::make_error_code(std::errc::too_many_files_open);
     std::error_code ec;
     auto res = ns_->resolve(path, ec);
     if (!res) return ec;
     io_open_request q{client(), flags, static_cast<std::uint32_t>(mode)};
     send_result sr = send(*res->ch, {static_cast<std::uint32_t>(io_msg::open), &q, sizeof q, res->rest.data(), res->rest.size()});
     if (sr.error) return sr.error;
-    std::lock_guard<std::mutex> g(mu_);
-    std::size_t fd = 0;
-    while (fd < fds_.size() && fds_[fd].ch) ++fd;
-    if (fd == fds_.size()) fds_.emplace_back();
-    fds_[fd] = fd_entry{res->ch, static_cast<std::uint64_t>(sr.status), flags};
-    if (paths_.size() < fds_.size()) paths_.resize(fds_.size());
-    paths_[fd].assign(path.data(), path.size());
-    return static_cast<int>(fd);
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      std::size_t fd = 0;
+      while (fd < fds_.size() && fds_[fd].ch) ++fd;
+      if (fd < max_fds_.load(std::memory_order_relaxed)) {
+        if (fd == fds_.size()) fds_.emplace_back();
+        fds_[fd] = fd_entry{res->ch, static_cast<std::uint64_t>(sr.status), flags};
+        if (paths_.size() < fds_.size()) paths_.resize(fds_.size());
+        paths_[fd].assign(path.data(), path.size());
+        return static_cast<int>(fd);
+      }
+    }
+    // Other threads took the last fds meanwhile: give the open back.
+    io_handle_request cq{client(), static_cast<std::uint64_t>(sr.status)};
+    (void)send(*res->ch, {static_cast<std::uint32_t>(io_msg::close), &cq, sizeof cq});
+    return std::make_error_code(std::errc::too_many_files_open);
   }
 
   /// close(2): the fd is free afterwards even if the server failed (ESHUTDOWN...). EBADF if not open.
@@ -288,6 +300,13 @@ class process {
     return next.fetch_add(1, std::memory_order_relaxed);
   }
 
+  std::size_t lowest_free_fd() const {
+    std::lock_guard<std::mutex> g(mu_);
+    std::size_t fd = 0;
+    while (fd < fds_.size() && fds_[fd].ch) ++fd;
+    return fd;
+  }
+
   std::error_code lookup(int fd, fd_entry& out) const {
     std::lock_guard<std::mutex> g(mu_);
     if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size() || !fds_[fd].ch)
@@ -344,6 +363,7 @@ class process {
   path_namespace* ns_;
   std::uint64_t pid_;
   std::atomic<std::int64_t> timeout_ns_{0};
+  std::atomic<std::size_t> max_fds_{1024};
   mutable std::mutex mu_;  // leaf: fds_
   std::vector<fd_entry> fds_;
   std::vector<std::string> paths_;  // guarded by mu_: the path of each fd (reports only; not copied on I/O)

@@ -58,6 +58,7 @@
 #include <mutex>
 #include <new>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -70,6 +71,7 @@
 #include <shared_mutex>
 
 #include "../activity/activity.hpp"
+#include "../detail/fault_injection.hpp"
 #include "../detail/thread_record.hpp"
 #include "../ipc/channel.hpp"
 #include "../order/violation.hpp"
@@ -327,6 +329,9 @@ struct server_options {
   thread_pool_options pool{};
   channel_options channel{};
   path_namespace* ns = nullptr;  ///< nullptr = path_namespace::global()
+  /// Most handles one client process may hold open on this server; more opens fail with EMFILE
+  /// (0 = no limit). Keeps one client from exhausting the server's OCB table.
+  std::size_t max_opens_per_client = 1024;
 };
 
 class server {
@@ -405,6 +410,7 @@ class server {
     for (auto& t : threads) t.join();
     std::lock_guard<std::mutex> g(ocb_mu_);
     ocbs_.clear();
+    opens_by_pid_.clear();
   }
 
   /// Pool statistics (racy snapshots): threads started, threads idle (waiting for work), the most
@@ -552,6 +558,20 @@ class server {
     ch_->detach(r);
   }
 
+  // Per-client open accounting (server_options::max_opens_per_client): a slot is reserved before the
+  // open handler runs and given back when the open fails or the handle is closed.
+  bool reserve_open(std::uint64_t pid) {
+    std::lock_guard<std::mutex> g(ocb_mu_);
+    std::size_t& n = opens_by_pid_[pid];
+    if (opts_.max_opens_per_client != 0 && n >= opts_.max_opens_per_client) return false;
+    ++n;
+    return true;
+  }
+  void unreserve_open_locked(std::uint64_t pid) {
+    auto it = opens_by_pid_.find(pid);
+    if (it != opens_by_pid_.end() && --it->second == 0) opens_by_pid_.erase(it);
+  }
+
   std::shared_ptr<ocb_base> find_ocb(std::uint64_t handle, std::uint64_t pid) const {
     std::lock_guard<std::mutex> g(ocb_mu_);
     auto it = ocbs_.find(handle);
@@ -580,6 +600,8 @@ class server {
   template <class F>
   static io_result guarded(F&& f) noexcept {
     try {
+      // Fault injection (detail/fault_injection.hpp): the handler throws before doing anything.
+      if (FAULTSAFE_INJECT(handler_exception)) throw std::runtime_error("faultsafe: injected handler exception");
       return f();
     } catch (const std::system_error& e) {
       return io_result::fail(e.code());
@@ -605,6 +627,11 @@ class server {
 
   void dispatch(channel::receiver& r) {
     activity_scope adopt(r.activity());
+    if (FAULTSAFE_INJECT(server_abort)) {  // injected: the server stops in the middle of this request
+      ch_->stop();
+      (void)r.reply_error(std::error_code(ESHUTDOWN, std::generic_category()));
+      return;
+    }
     const auto enosys = io_result::fail(ENOSYS);
     switch (static_cast<io_msg>(r.type())) {
       case io_msg::open: {
@@ -613,11 +640,15 @@ class server {
         if (!funcs_.open) return finish(r, enosys);
         std::string path(r.payload_len(), '\0');
         if (auto ec = r.read_payload(0, path.data(), path.size())) return finish(r, io_result::fail(ec));
+        if (!reserve_open(q.client.pid)) return finish(r, io_result::fail(EMFILE));
         request_context ctx{*this, r, q.client, r.activity()};
         std::shared_ptr<ocb_base> o;
         io_result res = guarded([&] { return funcs_.open(ctx, q, path, o); });
         if (!res.error && !o) res = io_result::fail(EIO);
-        if (!res.error) {
+        if (res.error) {
+          std::lock_guard<std::mutex> g(ocb_mu_);
+          unreserve_open_locked(q.client.pid);
+        } else {
           o->owner_pid = q.client.pid;
           std::lock_guard<std::mutex> g(ocb_mu_);
           const std::uint64_t h = next_handle_++;
@@ -628,6 +659,7 @@ class server {
           // The client gave up (timeout): nobody will ever close this handle.
           std::lock_guard<std::mutex> g(ocb_mu_);
           ocbs_.erase(static_cast<std::uint64_t>(res.value));
+          unreserve_open_locked(q.client.pid);
         }
         return finish(r, res);
       }
@@ -641,6 +673,7 @@ class server {
           if (it != ocbs_.end() && it->second->owner_pid == q.client.pid) {
             o = std::move(it->second);
             ocbs_.erase(it);
+            unreserve_open_locked(q.client.pid);
           }
         }
         if (!o) return finish(r, io_result::fail(EBADF));
@@ -695,6 +728,7 @@ class server {
 
   mutable std::mutex ocb_mu_;  // leaf: ocbs_, next_handle_
   std::unordered_map<std::uint64_t, std::shared_ptr<ocb_base>> ocbs_;
+  std::unordered_map<std::uint64_t, std::size_t> opens_by_pid_;  // open handles (and opens in progress) per client pid
   std::uint64_t next_handle_ = 1;
 
   std::mutex pool_mu_;  // leaf: threads_, prefixes_, started_, stopping_
