@@ -12,8 +12,7 @@
 //   from the sender's buffer, write_reply_data()/with_reply_data() write straight into the sender's reply
 //   buffer. Nothing is staged through an intermediate buffer, so the *server* thread takes any page fault
 //   on client memory (the point of this library). Only the small typed header (<= max_header bytes) is
-//   copied into the receiver at receive time (a header of <= 64 bytes is first copied by the sender into
-//   its message record, so the receiver reads it from the record it already pulls in). Finally reply() (MsgReply) or reply_error() (MsgError)
+//   copied into the receiver at receive time. Finally reply() (MsgReply) or reply_error() (MsgError)
 //   completes the send.
 // - Every message carries the sender's activity (current_activity() at send) and faultsafe thread id.
 //   The receiver exposes both; the server adopts the activity (activity_scope) while serving.
@@ -29,10 +28,8 @@
 // - EDEADLK: the wait-for graph reported a cycle through this send and broke it here (see below).
 // - ESHUTDOWN: the channel was stopped before a server thread received the message (pending sends) or
 //   before the send started (future sends). receive() on a stopped channel also returns ESHUTDOWN.
-// - EAGAIN: channel_options::max_queued messages are already queued (not yet received).
 // - EMSGSIZE: header_len > channel::max_header.  EFAULT: a null buffer with a non-zero length, or the
-//   server faulted (SIGSEGV/SIGBUS) copying sender memory (for a header of <= 64 bytes: the sender's own
-//   guarded copy faulted; the message was then never queued).
+//   server faulted (SIGSEGV/SIGBUS) copying sender memory.
 // - Whatever the server passes to reply_error().
 // Late replies: a sender that gives up (timeout / cancel) returns only when no server copy into or out
 // of its buffers is in progress, and no server copy starts after it returned: the server's copies and
@@ -100,9 +97,6 @@ struct channel_options {
   /// it). 0: exactly the receivers attached now. For the wait-for graph only: a send wait is not
   /// stuck while fewer receivers are attached than this (a pool may still start a thread).
   unsigned pool_capacity = 0;
-  /// Most messages that may wait in the queue (sent, not yet received); a send beyond that fails at
-  /// once with EAGAIN (0 = no limit). Bounds what clients can pile up on a server that falls behind.
-  std::size_t max_queued = 1024;
 };
 
 /// What one send carries. Pointers refer to the sender's memory and must stay valid for the call.
@@ -179,12 +173,6 @@ struct channel_message {
   std::int64_t status = 0;
   int error = 0;
   std::size_t reply_header_written = 0;
-  /// A header of at most inline_header_max bytes, copied here by the sender (from its own memory, at
-  /// send) so that the receiver reads it from the message record it already pulls in, instead of
-  /// reaching into one more line of the sender's memory with a guarded copy.
-  static constexpr std::size_t inline_header_max = 64;
-  bool header_inline = false;
-  alignas(8) unsigned char inline_header[inline_header_max];
 };
 
 }  // namespace detail
@@ -219,22 +207,11 @@ class channel {
     if (o.stop.stop_requested()) return fail(r, ECANCELED);
     detail::channel_message m;
     m.buf = b;
-    if (b.header_len > 0 && b.header_len <= detail::channel_message::inline_header_max) {
-      // The sender's own memory, copied by the sender: a bad pointer is still EFAULT (guarded), and a
-      // page fault on it is taken by the sender, not by a server thread.
-      if (opts_.guard_copies) {
-        if (detail::guarded_memcpy(m.inline_header, b.header, b.header_len)) return fail(r, EFAULT);
-      } else {
-        std::memcpy(m.inline_header, b.header, b.header_len);
-      }
-      m.header_inline = true;
-    }
     m.activity = current_activity();
     m.sender_thread = this_thread_id();
     {
       std::lock_guard<std::mutex> g(mu_);
       if (stopped_) return fail(r, ESHUTDOWN);
-      if (opts_.max_queued != 0 && queue_.size() >= opts_.max_queued) return fail(r, EAGAIN);
       queue_.push_back(m);
     }
     // (1) seq_cst, pairs with (6): either a parked receiver is counted here or it sees the new seq.
@@ -535,11 +512,7 @@ class channel::receiver {
         type_.store(m->buf.type, std::memory_order_relaxed);
         header_len_ = buf_.header_len;
         // The header copy runs in "copying" state entered above, so the sender cannot leave under it.
-        std::error_code ec;
-        if (m->header_inline)
-          std::memcpy(header_, m->inline_header, header_len_);  // in the record: no guard needed
-        else
-          ec = copy(header_, buf_.header, header_len_);
+        const std::error_code ec = copy(header_, buf_.header, header_len_);
         if (end_copy()) {
           if (ec) {  // a bad header pointer: fail this send, look for the next one
             (void)reply_error(ec);
