@@ -31,7 +31,7 @@
 //
 // Schedule semantics (per point; hits are counted from arm(), 1-based, across all threads):
 //   fail_nth  N > 0: fire on hit N only.   every K > 0: fire on hits K, 2K, ...
-//   probability p in (0, 1]: fire on hit n when splitmix64(seed + n) < p * 2^64 (deterministic for a
+//   probability p in (0, 1]: fire on hit n when splitmix64(splitmix64(seed) + n) < p * 2^64 (deterministic for a
 //   given seed and hit number, whichever thread makes the hit).   Rules combine with OR.
 //   max_fires: stop firing after that many fires.   stall: when the point fires, the hitting thread
 //   blocks until release(point) or until `stall` has passed, whichever comes first.
@@ -161,7 +161,7 @@ inline void stall(point_state& s, std::chrono::nanoseconds d) {
   const std::uint64_t every = s.every.load(std::memory_order_relaxed);
   const std::uint64_t thr = s.threshold.load(std::memory_order_relaxed);
   bool fire = (nth != 0 && n == nth) || (every != 0 && n % every == 0) ||
-              (thr != 0 && detail::splitmix64(s.seed.load(std::memory_order_relaxed) + n) <= thr);
+              (thr != 0 && detail::splitmix64(detail::splitmix64(s.seed.load(std::memory_order_relaxed)) + n) <= thr);
   if (!fire) return false;
   if (s.fires.fetch_add(1, std::memory_order_relaxed) >= s.max_fires.load(std::memory_order_relaxed)) {
     s.fires.fetch_sub(1, std::memory_order_relaxed);
