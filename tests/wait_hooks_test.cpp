@@ -150,7 +150,7 @@ TEST_CASE("a single-threaded server sending to itself is reported; a pool that c
     fs::process client("client"), self("solo-self"), init("init");
     int self_fd = -1;
     const std::string prefix = "/whsolo" + std::to_string(max_threads);
-    hook_server solo("solo" + std::to_string(max_threads), prefix, fs::thread_pool_options{1, max_threads},
+    hook_server solo("solo" + std::to_string(max_threads), prefix, fs::thread_pool_options{1, max_threads, fs::self_conflict::wait},  // naive pool: no pool guard
                      [&](fs::request_context& ctx, fs::ocb_base& o, const fs::io_rw_request& q) -> fs::io_result {
                        if (ctx.client.pid == client.pid()) {
                          char buf[8];
@@ -192,7 +192,7 @@ TEST_CASE("disabled graph: a server lock-up records nothing and reports nothing 
   fs::process client("client"), self("off-self"), init("init");
   self.set_io_timeout(300ms);
   int self_fd = -1;
-  hook_server solo("off", "/whoff", fs::thread_pool_options{1, 1},
+  hook_server solo("off", "/whoff", fs::thread_pool_options{1, 1, fs::self_conflict::wait},  // naive pool: no pool guard
                    [&](fs::request_context& ctx, fs::ocb_base& o, const fs::io_rw_request& q) -> fs::io_result {
                      if (ctx.client.pid == client.pid()) {
                        char b[8];
