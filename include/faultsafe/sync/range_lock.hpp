@@ -988,10 +988,18 @@ class ordered_range_guards {
       if (!r.lock) throw std::system_error(EINVAL, std::generic_category(), "ordered_range_guards: null lock");
       it[k++] = item{r.lock, r.offset, detail::rl::checked_last(r.offset, r.length), r.mode};
     }
-    std::sort(it.begin(), it.begin() + static_cast<std::ptrdiff_t>(k), [](const item& a, const item& b) {
+    // Insertion sort: N is small, and GCC 12 at -O2 reports a false -Warray-bounds inside std::sort's
+    // heap fallback for a runtime k <= N.
+    const auto before = [](const item& a, const item& b) {
       const auto al = reinterpret_cast<std::uintptr_t>(a.lock), bl = reinterpret_cast<std::uintptr_t>(b.lock);
       return al < bl || (al == bl && a.off < b.off);
-    });
+    };
+    for (std::size_t i = 1; i < k; ++i) {
+      const item x = it[i];
+      std::size_t j = i;
+      for (; j > 0 && before(x, it[j - 1]); --j) it[j] = it[j - 1];
+      it[j] = x;
+    }
     std::size_t m = 0;  // merge
     for (std::size_t i = 0; i < k; ++i) {
       if (m > 0 && it[m - 1].lock == it[i].lock &&
