@@ -28,6 +28,7 @@
 // - EDEADLK: the wait-for graph reported a cycle through this send and broke it here (see below).
 // - ESHUTDOWN: the channel was stopped before a server thread received the message (pending sends) or
 //   before the send started (future sends). receive() on a stopped channel also returns ESHUTDOWN.
+// - EAGAIN: channel_options::max_queued messages are already queued (not yet received).
 // - EMSGSIZE: header_len > channel::max_header.  EFAULT: a null buffer with a non-zero length, or the
 //   server faulted (SIGSEGV/SIGBUS) copying sender memory.
 // - Whatever the server passes to reply_error().
@@ -97,6 +98,9 @@ struct channel_options {
   /// it). 0: exactly the receivers attached now. For the wait-for graph only: a send wait is not
   /// stuck while fewer receivers are attached than this (a pool may still start a thread).
   unsigned pool_capacity = 0;
+  /// Most messages that may wait in the queue (sent, not yet received); a send beyond that fails at
+  /// once with EAGAIN (0 = no limit). Bounds what clients can pile up on a server that falls behind.
+  std::size_t max_queued = 1024;
 };
 
 /// What one send carries. Pointers refer to the sender's memory and must stay valid for the call.
@@ -212,6 +216,7 @@ class channel {
     {
       std::lock_guard<std::mutex> g(mu_);
       if (stopped_) return fail(r, ESHUTDOWN);
+      if (opts_.max_queued != 0 && queue_.size() >= opts_.max_queued) return fail(r, EAGAIN);
       queue_.push_back(m);
     }
     // (1) seq_cst, pairs with (6): either a parked receiver is counted here or it sees the new seq.
