@@ -43,3 +43,15 @@ faultsafe_test(isolation_test SOURCES isolation_test.cpp TIMEOUT 90 LABELS harde
 
 # Limits: fds per process (EMFILE), opens per client on a server (EMFILE), queued sends (EAGAIN).
 faultsafe_test(isolation_limits_test SOURCES isolation_limits_test.cpp TIMEOUT 60 LABELS hardening)
+
+# One test per injected fault (FAULTSAFE_FAULT_INJECTION=1 for the whole executable).
+faultsafe_test(fault_injection_test SOURCES fault_injection_test.cpp TIMEOUT 120 LABELS hardening)
+faultsafe_hardening_injection(fault_injection_test)
+
+# Bounded soak with injected faults: FAULTSAFE_SOAK_SECONDS (default 60) of random load, run alone
+# (RUN_SERIAL: it keeps both cores busy). Labels "soak" and "nosan": plain build only (the sanitizer
+# presets exclude "nosan"; ctest -L soak runs it alone; FAULTSAFE_SOAK_SECONDS=600 for a longer run).
+faultsafe_test(soak_test SOURCES soak_test.cpp TIMEOUT 300 LABELS soak nosan)
+faultsafe_hardening_injection(soak_test)
+target_compile_definitions(soak_test PRIVATE FAULTSAFE_SOAK_CORPUS="${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus")
+set_tests_properties(soak_test PROPERTIES RUN_SERIAL TRUE)

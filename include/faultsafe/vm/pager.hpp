@@ -59,12 +59,14 @@
 #include <optional>
 #include <string_view>
 #include <exception>
+#include <new>
 #include <string>
 #include <system_error>
 #include <thread>
 #include <vector>
 
 #include "../activity/wait_graph.hpp"
+#include "../detail/fault_injection.hpp"
 #include "../detail/thread_record.hpp"
 #include "aspace.hpp"
 #include "faulting_thread.hpp"
@@ -376,13 +378,18 @@ class pager {
     {
       detail::vm_wait_scope w(vm_wait_kind::page_source, &r, "page-in");
       try {
+        // Fault injection (detail/fault_injection.hpp): the pager cannot allocate for this fault.
+        if (FAULTSAFE_INJECT(pager_alloc)) throw std::bad_alloc();
         ec = fb.source->page_in(req, out);
       } catch (const std::system_error& e) {
         ec = e.code();
+      } catch (const std::bad_alloc&) {
+        ec = std::make_error_code(std::errc::not_enough_memory);
       } catch (...) {
         ec = std::make_error_code(std::errc::io_error);
       }
     }
+    if (demand) (void)FAULTSAFE_INJECT(munmap_race);  // fault injection: stall between page-in and map
     if (!demand) {
       if (ec || out.length == 0 || out.length > wl) return;
       const std::size_t len = (out.length + vm_page_size - 1) & ~(vm_page_size - 1);
