@@ -355,7 +355,7 @@ TEST_CASE("allocation failure in the pager: that fault gets SIGBUS, the pager go
   fx.check_after();
 }
 
-TEST_CASE("munmap during a fault: munmap waits for the fault service; the access completes or gets SIGSEGV; later ones SIGSEGV") {
+TEST_CASE("munmap during a fault: munmap waits for the fault service; the access completes or gets SIGSEGV") {
   REQUIRE(fi::enabled);
   vmtest::require_userfaultfd();
   vmtest::watchdog wd(60, "munmap_race");
@@ -366,15 +366,13 @@ TEST_CASE("munmap during a fault: munmap waits for the fault service; the access
   auto m = bob.mmap(nullptr, file_size, PROT_READ, MAP_SHARED, *fd, 0);
   REQUIRE(m.ok());
   auto* p = static_cast<std::uint8_t*>(*m);
-  int first = -1, second = -1;
-  std::uint8_t v = 0, w = 0;
+  int first = -1;
+  std::uint8_t v = 0;
   std::atomic<bool> unmapped{false};
   {
     fi::scoped_schedule s(fi::point::munmap_race, {.fail_nth = 1, .stall = 30s});
     std::thread toucher([&] {
       first = probe_read(p + 4 * 4096 + 9, v);
-      while (!unmapped.load()) std::this_thread::sleep_for(1ms);
-      second = probe_read(p + 4 * 4096 + 9, w);
     });
     REQUIRE(fi::wait_stalled(fi::point::munmap_race, 1, 20s));  // paged in, not yet mapped
     std::error_code unmap_ec;
@@ -394,7 +392,10 @@ TEST_CASE("munmap during a fault: munmap waits for the fault service; the access
   // never a hang or wrong data.
   CHECK((first == 0 || first == SIGSEGV));
   if (first == 0) CHECK(v == pat(4 * 4096 + 9));
-  CHECK(second == SIGSEGV);
+  // The mapping is gone (a later access would get SIGSEGV, unless another mmap in this OS process has
+  // reused the addresses meanwhile, which sanitizer runtimes do: so check the address space instead).
+  CHECK(!bob.memory().space().find(p).has_value());
+  CHECK(bob.memory().space().region_count() == 0u);
   fx.check_after();
 }
 
