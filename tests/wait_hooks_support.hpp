@@ -20,62 +20,16 @@
 #include "faultsafe/resmgr/iofunc.hpp"
 #include "faultsafe/resmgr/process.hpp"
 #include "faultsafe/resmgr/server.hpp"
+#include "wait_graph_support.hpp"
 
 namespace whtest {
 
 using namespace std::chrono_literals;
 namespace fs = faultsafe;
 
-/// Fails the whole executable (exit 1, with the graph's dump) if not disarmed in time.
-class watchdog {
- public:
-  watchdog(std::chrono::milliseconds limit, std::string what) : what_(std::move(what)) {
-    t_ = std::thread([this, limit] {
-      std::unique_lock<std::mutex> lk(m_);
-      if (!cv_.wait_for(lk, limit, [this] { return done_; })) {
-        std::fprintf(stderr, "WATCHDOG: '%s' hung; wait graph:\n%s\n", what_.c_str(), fs::wait_graph::dump().c_str());
-        std::fflush(stderr);
-        std::_Exit(1);
-      }
-    });
-  }
-  ~watchdog() {
-    {
-      std::lock_guard<std::mutex> g(m_);
-      done_ = true;
-    }
-    cv_.notify_all();
-    t_.join();
-  }
-
- private:
-  std::string what_;
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::thread t_;
-};
-
-/// A barrier with a timeout.
-class gate {
- public:
-  explicit gate(int n) : n_(n) {}
-  bool arrive_and_wait(std::chrono::milliseconds limit = 5000ms) {
-    std::unique_lock<std::mutex> lk(m_);
-    if (++arrived_ >= n_) {
-      cv_.notify_all();
-      return true;
-    }
-    return cv_.wait_for(lk, limit, [this] { return arrived_ >= n_; });
-  }
-
- private:
-  int n_;
-  int arrived_ = 0;
-  std::mutex m_;
-  std::condition_variable cv_;
-};
-
+// The watchdog and the timed barrier are the wait-graph tests' own (tests/wait_graph_support.hpp).
+using wgtest::gate;
+using wgtest::watchdog;
 /// Records every violation (wait cycles separately) for one test; default graph options.
 struct recorder {
   mutable std::mutex m;
