@@ -3,7 +3,12 @@
 //
 //   uncontended/*          one thread, lock + unlock, nothing else
 //   disjoint/*/<bytes>     each thread copies 4 or 16 KiB into its own half of a file buffer under a lock:
-//                          range_lock on the copied range vs one std::mutex around every copy
+//                          range_lock on the copied range vs one std::mutex around every copy. With the
+//                          default 64 KiB segments the halves of the 1 MiB file fall into different
+//                          shards of the range_lock, so the two threads share no written cache line.
+//   disjoint/range_lock_same_segment/4096
+//                          the limit of sharding: both threads copy into alternate 4 KiB pages of ONE
+//                          64 KiB segment (disjoint ranges, same shard: one leaf lock and tree)
 //   overlap_readers/*      every thread reads (copies out) the same 4 KiB: range_lock shared vs
 //                          std::shared_mutex shared
 //   mix90/*                90% reads / 10% writes of random 4 KiB pages of a 1 MiB file, 2 threads:
@@ -97,16 +102,19 @@ BENCHMARK(uncontended_range_shared);
 range_lock g_disjoint_lock("disjoint");
 std::mutex g_disjoint_mutex;
 
-template <int Kind>  // 0 = no lock, 1 = std::mutex, 2 = range_lock
+template <int Kind>  // 0 = no lock, 1 = std::mutex, 2 = range_lock, 3 = range_lock, one shared segment
 void disjoint(benchmark::State& s) {
   auto& f = the_file();
   const auto n = static_cast<std::size_t>(s.range(0));  // bytes copied per operation
   std::vector<unsigned char> src(n, static_cast<unsigned char>(s.thread_index()));
-  const std::size_t base = static_cast<std::size_t>(s.thread_index()) * (file_size / 2);
-  const std::size_t slots = (file_size / 2) / n;
+  const auto t = static_cast<std::size_t>(s.thread_index());
+  const std::size_t base = Kind == 3 ? t * n : t * (file_size / 2);
+  const std::size_t stride = Kind == 3 ? 2 * n : n;  // same segment: thread t takes every other page
+  const std::size_t slots = Kind == 3 ? (std::size_t{1} << range_lock::default_segment_shift) / stride
+                                      : (file_size / 2) / n;
   std::size_t i = 0;
   for (auto _ : s) {
-    const std::size_t off = base + (i++ % slots) * n;
+    const std::size_t off = base + (i++ % slots) * stride;
     if constexpr (Kind == 0) {
       std::memcpy(&f.bytes[off], src.data(), n);
     } else if constexpr (Kind == 1) {
@@ -124,6 +132,7 @@ void disjoint(benchmark::State& s) {
 BENCHMARK_TEMPLATE(disjoint, 0)->Name("disjoint/no_lock")->Arg(4096)->Arg(16384)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK_TEMPLATE(disjoint, 1)->Name("disjoint/std_mutex")->Arg(4096)->Arg(16384)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK_TEMPLATE(disjoint, 2)->Name("disjoint/range_lock")->Arg(4096)->Arg(16384)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK_TEMPLATE(disjoint, 3)->Name("disjoint/range_lock_same_segment")->Arg(4096)->Threads(1)->Threads(2)->UseRealTime();
 
 // ---- readers on one overlapping range -----------------------------------------------------------
 range_lock g_read_lock("readers");
@@ -291,6 +300,13 @@ int main(int argc, char** argv) {
                 sz, range_scale, ratio(m("std_mutex", "2"), m("std_mutex", "1")), machine_scale,
                 ratio(range_scale, machine_scale));
     std::printf("disjoint %5s B: 1 thr range_lock / no lock     : %.2fx\n", sz, ratio(d("range_lock", "1"), d("no_lock", "1")));
+  }
+  {
+    auto m = [&](const char* thr) {
+      return rep.median_rate(std::string("disjoint/range_lock_same_segment/4096") + rt + thr);
+    };
+    std::printf("disjoint  4096 B, one segment (same shard): range_lock medians 2 thr / 1 thr: %.2fx\n",
+                ratio(m("2"), m("1")));
   }
   std::printf("overlap readers 2 thr: range_lock / shared_mutex: %.2fx\n",
               ratio(get(r, "overlap_readers/range_lock" + rt + "2"), get(r, "overlap_readers/shared_mutex" + rt + "2")));

@@ -1,6 +1,6 @@
 // faultsafe/sync/range_lock.hpp: per-offset reader/writer range locks over a 64-bit offset space.
 //
-// Defines `range_lock` (one per file's attr), `range_guard` (RAII: one locked byte range), the
+// Defines `range_lock` (one per file's attr, sharded by offset), `range_guard` (RAII: one locked byte range), the
 // deadlock-free multi-range helper `ordered_range_guards<N>`, and their vocabulary: `lock_mode`,
 // `self_conflict`, `range_options`, `range_holder`, `range_request`, `to_end`.
 //
@@ -55,20 +55,37 @@
 // the graph is enabled). A range_lock must outlive its guards; destroying
 // it while ranges are held or waited for is undefined (checked builds abort with a message).
 //
-// Complexity: a lock or unlock is O(log n + k) where n counts held plus waiting ranges and k the
-// overlapping ones examined (an interval tree: Boost.Intrusive red-black tree algorithms over nodes
-// augmented with the subtree's maximum end, overall and among exclusive nodes, so a shared request
-// visits only exclusive neighbours). A release re-examines only waiting nodes that overlap it, and
-// skips that entirely when nothing waits.
+// Sharding (so that threads working on disjoint parts of one file share no written cache line). The
+// offset space is cut into segments of 2^segment_shift bytes (default 64 KiB); segment s belongs to
+// shard s % shard_count (16). Each shard has its own leaf lock and interval tree. A NARROW range (one
+// that lies inside one segment: every page-aligned read or write of up to 64 KiB by default) is kept
+// in its shard's tree and takes only that shard's leaf lock; it also reads the lock's WIDE tree,
+// which holds every range spanning segments and is written only under all 16 shard locks (taken in
+// index order), so any one shard lock makes it stable to read. Two overlapping ranges always meet
+// under a common leaf lock: two narrow ones lie in one segment, hence one shard; a wide one holds
+// every shard lock. FIFO order across shards comes from Lamport clocks: each shard counts arrivals,
+// and a section that holds every shard lock first raises all counters to their maximum, so a request
+// always has a larger arrival number than every earlier request it can overlap. A narrow release
+// cannot grant a waiting wide range (that needs every shard lock): it flags it, and the wide waiter
+// re-evaluates itself under all shard locks. Cost: a wide range pays 16 leaf-lock round trips per
+// acquire and per release (noise beside the copy of a range longer than a segment); disjoint narrow
+// ranges in one shard (same segment, or segments 16 apart) still share that shard's lock.
+//
+// Complexity: a lock or unlock is O(log n + k) where n counts the held plus waiting ranges of the
+// trees it examines (a narrow range: its shard's and the wide tree; a wide range: all of them, plus
+// O(shard_count)) and k the overlapping ones examined (interval trees: Boost.Intrusive red-black tree
+// algorithms over nodes augmented with the subtree's maximum end, overall and among exclusive nodes,
+// so a shared request visits only exclusive neighbours). A release re-examines only waiting nodes
+// that overlap it, and skips that entirely when nothing waits.
 //
 // Lock order: a range is a lock of rank `rank::attr_range` (30, DESIGN.md section 2) in the held-lock
 // stack (when FAULTSAFE_CHECKS / default_checks is on): it must be taken with no lock of rank >= 30
 // held. Several ranges of one rank (of one or several range_locks) may be held together only if taken
 // by one ordered_range_guards, which sorts them by (lock address, offset) and enqueues the ranges of
 // each lock atomically; a second range taken any other way is reported as rank_inversion. Internally
-// each range_lock has one leaf lock (a futex mutex, rank "leaf" in spirit) held for the tree work
-// only; no user code, violation handler or blocking wait runs under it (the diagnostics calls copy
-// into a vector under it, which may allocate).
+// each range_lock has one leaf lock per shard (futex mutexes, rank "leaf" in spirit; several are taken
+// only in shard-index order) held for the tree work only; no user code, violation handler or blocking
+// wait runs under them (the diagnostics calls copy into a vector under them, which may allocate).
 //
 // Blocking: every wait for a range happens in one private function (range_guard::wait_for_grant, the
 // place for a wait-for-graph hook): a short spin on the waiter's own futex word, then a park on it.
@@ -81,9 +98,10 @@
 // rank_inversion (a second range outside ordered_range_guards).
 //
 // Memory ordering: everything a holder wrote inside its range happens-before what the next
-// conflicting holder reads there: the release takes the leaf lock ((3) acquire, (4) release), (1) the
-// grant stores the waiter's word with release under that lock, and (2) the waiter loads it with
-// acquire; an immediate grant is made under the leaf lock, after the previous holder's release (4).
+// conflicting holder reads there: the release takes a leaf lock the next conflicting request also
+// takes (see Sharding; (3) acquire, (4) release), (1) the grant stores the waiter's word with release
+// under that lock, and (2) the waiter loads it with acquire; an immediate grant is made under the leaf
+// lock, after the previous holder's release (4).
 #pragma once
 
 #include <linux/futex.h>
@@ -117,6 +135,10 @@
 #include "../detail/thread_record.hpp"
 #include "../order/violation.hpp"
 #include "../source_location.hpp"
+
+#ifndef FAULTSAFE_RANGE_LOCK_SEGMENT_SHIFT
+#  define FAULTSAFE_RANGE_LOCK_SEGMENT_SHIFT 16
+#endif
 
 namespace faultsafe {
 
@@ -205,6 +227,8 @@ inline constexpr std::uint32_t w_parked = 1;     // queued, thread asleep on the
 inline constexpr std::uint32_t w_granted = 2;    // granted
 inline constexpr std::uint32_t w_attention = 3;  // only same-owner conflicts remain: re-evaluate
 
+struct range_tree;
+
 /// One range, granted or waiting. Lives inside a range_guard.
 struct range_node {
   // Red-black tree links (Boost.Intrusive rbtree_algorithms over range_node_traits).
@@ -217,13 +241,15 @@ struct range_node {
   std::uint64_t max_last = 0;    // max `last` in this subtree
   std::uint64_t max_last_x = 0;  // max `last` among exclusive nodes in this subtree (valid if has_x)
   bool has_x = false;
-  // Bookkeeping, written under the lock's leaf mutex.
+  // Bookkeeping, written under the leaf lock(s) of the node's domain (range_lock::lock_domain).
   bool granted = false;
   bool reported = false;  // a self-deadlock report was made for this request
   lock_mode mode = lock_mode::shared;
   self_conflict policy = self_conflict::wait;
+  std::uint8_t domain = 0;  // its shard (narrow range) or range_lock::shard_count (wide range)
+  range_tree* home = nullptr;  // the tree of its domain (a shard's, or the wide tree)
   std::uint32_t thread_id = 0;
-  std::uint64_t seq = 0;  // arrival order within the lock
+  std::uint64_t seq = 0;  // arrival order (Lamport clock of the lock's shards: range_lock::take_seq)
   activity_id owner = 0;
   source_location where{};
   std::atomic<std::uint32_t> word{w_waiting};  // see w_*; futex word of the waiting thread
@@ -298,96 +324,24 @@ inline std::string describe_activity(activity_id a) {
   return "activity " + std::to_string(a);
 }
 
-struct deferred_t {};
+/// One interval tree: a Boost.Intrusive red-black tree of range_nodes ordered by offset, augmented
+/// with the subtree's maximum `last`, overall and among exclusive nodes; with the leaf lock and the
+/// arrival counter of a range_lock shard (unused in the wide tree). Everything the uncontended path
+/// touches sits in the first cache line: the leaf lock, the counters and the header's links.
+struct alignas(64) range_tree {
+  mutable leaf_mutex m;        // a shard's leaf lock (the wide tree is guarded by every shard's)
+  std::uint64_t next_seq = 0;  // a shard's Lamport clock: see range_lock::take_seq
+  std::size_t waiting = 0;     // nodes in the tree that are not granted
+  range_node header;           // Boost.Intrusive header: only its links and color are used
 
-}  // namespace rl
-}  // namespace detail
+  void init() noexcept { tree_algo::init_header(&header); }
+  [[nodiscard]] range_node* root() const noexcept { return header.parent; }
 
-/// A reader/writer lock over byte ranges of a 64-bit offset space (one per file attr).
-/// Non-copyable, non-movable.
-class alignas(64) range_lock {
- public:
-  /// Effects: an empty lock named `name` (for reports) at lock-order rank `rank`.
-  /// Requires: `name` outlives the lock. Complexity: O(1). Throws: nothing.
-  explicit range_lock(const char* name = "attr range", unsigned rank = rank::attr_range) noexcept
-      : name_(name), rank_(rank) {
-    detail::rl::tree_algo::init_header(&header_);
-  }
-  /// Requires: no range held or waited for.
-  ~range_lock() {
-    if constexpr (default_checks::enabled) {
-      if (header_.parent != nullptr) {
-        std::fprintf(stderr, "faultsafe: range_lock '%s' destroyed while ranges are held or waited for\n", name_);
-        std::abort();
-      }
-    }
-  }
-  range_lock(const range_lock&) = delete;
-  range_lock& operator=(const range_lock&) = delete;
-
-  /// Effects: a snapshot of the ranges (granted or waiting) that overlap [off, off + len) and conflict
-  /// with `m`, in offset order. Never blocks on ranges (only the leaf lock, briefly).
-  /// Throws: std::system_error(EINVAL/EOVERFLOW) for a bad range; std::bad_alloc.
-  /// Complexity: O(log n + k). Thread-safety: any thread. Diagnostics only: allocates.
-  [[nodiscard]] std::vector<range_holder> conflicting_holders(std::uint64_t off, std::uint64_t len, lock_mode m) const {
-    const std::uint64_t last = detail::rl::checked_last(off, len);
-    std::vector<range_holder> out;
-    std::lock_guard<detail::rl::leaf_mutex> g(m_);
-    for_each_overlap(root(), off, last, m == lock_mode::shared, [&](const node* o) {
-      out.push_back(holder_of(*o));
-      return true;
-    });
-    return out;
-  }
-
-  /// Effects: a snapshot of every range in the lock (granted and waiting), in offset order.
-  /// Throws: std::bad_alloc. Complexity: O(n). Thread-safety: any thread. Diagnostics only.
-  [[nodiscard]] std::vector<range_holder> holders() const {
-    std::vector<range_holder> out;
-    std::lock_guard<detail::rl::leaf_mutex> g(m_);
-    in_order(root(), [&](const node* n) { out.push_back(holder_of(*n)); });
-    return out;
-  }
-
-  [[nodiscard]] const char* name() const noexcept { return name_; }
-  [[nodiscard]] unsigned rank() const noexcept { return rank_; }
-
-  /// Testing aid: verifies the tree order and augmentation. Complexity: O(n).
-  [[nodiscard]] bool check_invariants() const {
-    std::lock_guard<detail::rl::leaf_mutex> g(m_);
-    bool ok = true;
-    std::size_t waiting = 0;
-    check_subtree(root(), ok, waiting);
-    return ok && waiting == waiting_;
-  }
-
- private:
-  friend class range_guard;
-  template <std::size_t>
-  friend class ordered_range_guards;
-  using node = detail::rl::range_node;
-  using algo = detail::rl::tree_algo;
-  enum class verdict { grantable, self_only, blocked };
-
-  node* root() const noexcept { return header_.parent; }
-
-  static range_holder holder_of(const node& n) noexcept {
-    return range_holder{n.off, detail::rl::length_of(n.off, n.last), n.mode, n.owner, n.thread_id, n.granted};
-  }
-
-  template <class F>
-  static void in_order(const node* n, F&& f) {
-    for (; n; n = n->right) {
-      in_order(n->left, f);
-      f(n);
-    }
-  }
-
-  static void recompute(node* n) noexcept {
+  static void recompute(range_node* n) noexcept {
     std::uint64_t m = n->last;
     bool hx = n->mode == lock_mode::exclusive;
     std::uint64_t mx = hx ? n->last : 0;
-    for (node* c : {n->left, n->right}) {
+    for (range_node* c : {n->left, n->right}) {
       if (!c) continue;
       m = std::max(m, c->max_last);
       if (c->has_x) {
@@ -402,20 +356,85 @@ class alignas(64) range_lock {
   // After an insertion or erasure whose deepest structural change is at `n`: every node whose
   // children changed (including by rebalancing rotations) is on the path from n to the root or a
   // child of a node on it, and its own children's subtrees are then already correct.
-  void fix_path(node* n) noexcept {
-    for (node* below = nullptr; n != &header_; below = n, n = n->parent) {
+  void fix_path(range_node* n) noexcept {
+    for (range_node* below = nullptr; n != &header; below = n, n = n->parent) {
       if (n->left && n->left != below) recompute(n->left);  // `below` was just recomputed
       if (n->right && n->right != below) recompute(n->right);
       recompute(n);
     }
   }
 
-  void check_subtree(const node* n, bool& ok, std::size_t& waiting) const {
+  // insert and erase handle the uncontended case (the only node) inline, the rest out of line.
+  void insert(range_node& n, std::uint64_t seq) noexcept {
+    n.seq = seq;
+    n.left = n.right = nullptr;
+    if (!header.parent) {  // the only node: link it as the (black) root directly
+      n.parent = &header;
+      n.color = range_node_traits::black();
+      header.parent = header.left = header.right = &n;
+      n.max_last = n.last;
+      n.has_x = n.mode == lock_mode::exclusive;
+      n.max_last_x = n.has_x ? n.last : 0;
+      return;
+    }
+    insert_general(n);
+  }
+  void insert_general(range_node& n) noexcept {
+    tree_algo::insert_equal_upper_bound(&header, &n, [](const range_node* a, const range_node* b) { return a->off < b->off; });
+    fix_path(&n);
+  }
+
+  void erase(range_node& z) noexcept {
+    if (z.parent == &header && !z.left && !z.right) {  // the only node
+      tree_algo::init_header(&header);
+      z.parent = nullptr;
+      return;
+    }
+    erase_general(z);
+  }
+  void erase_general(range_node& z) noexcept {
+    range_node* deepest;
+    if (!z.left || !z.right) {
+      deepest = z.parent;
+    } else {
+      range_node* y = z.right;
+      while (y->left) y = y->left;
+      deepest = (y == z.right) ? y : y->parent;
+    }
+    tree_algo::erase(&header, &z);
+    if (deepest != &header) fix_path(deepest);
+    z.parent = z.left = z.right = nullptr;
+  }
+
+  /// Calls f(node*) for every node overlapping [off, last] (only exclusive ones if excl_only), in
+  /// offset order, until f returns false. Returns false if stopped. O(log n + visited).
+  template <class F>
+  static bool for_each_overlap(range_node* n, std::uint64_t off, std::uint64_t last, bool excl_only, F&& f) {
+    while (n) {
+      if (excl_only ? (!n->has_x || n->max_last_x < off) : n->max_last < off) return true;
+      if (!for_each_overlap(n->left, off, last, excl_only, f)) return false;
+      if (n->off > last) return true;
+      if (n->last >= off && (!excl_only || n->mode == lock_mode::exclusive))
+        if (!f(n)) return false;
+      n = n->right;  // tail position
+    }
+    return true;
+  }
+
+  template <class F>
+  static void in_order(const range_node* n, F&& f) {
+    for (; n; n = n->right) {
+      in_order(n->left, f);
+      f(n);
+    }
+  }
+
+  static void check_subtree(const range_node* n, bool& ok, std::size_t& waiting) {
     if (!n) return;
     waiting += !n->granted;
     std::uint64_t m = n->last, mx = n->mode == lock_mode::exclusive ? n->last : 0;
     bool hx = n->mode == lock_mode::exclusive;
-    for (const node* c : {n->left, n->right}) {
+    for (const range_node* c : {n->left, n->right}) {
       if (!c) continue;
       if (c->parent != n) ok = false;
       check_subtree(c, ok, waiting);
@@ -429,61 +448,211 @@ class alignas(64) range_lock {
     if (n->right && n->right->off < n->off) ok = false;
     if (n->max_last != m || n->has_x != hx || (hx && n->max_last_x != mx)) ok = false;
   }
+};
 
-  void insert_locked(node& n) noexcept {
-    n.seq = ++next_seq_;
-    n.left = n.right = nullptr;
-    if (!header_.parent) {  // the only node: link it as the (black) root directly
-      n.parent = &header_;
-      n.color = detail::rl::range_node_traits::black();
-      header_.parent = header_.left = header_.right = &n;
-      recompute(&n);
-      return;
+struct deferred_t {};
+
+}  // namespace rl
+}  // namespace detail
+
+/// A reader/writer lock over byte ranges of a 64-bit offset space (one per file attr).
+/// Non-copyable, non-movable. Size: about 3 KiB (shard_count cache-line-aligned shards).
+class alignas(64) range_lock {
+ public:
+  /// The number of independently locked shards (see "Sharding" in the file comment).
+  static constexpr unsigned shard_count = 16;
+  /// Default segment size 2^16 = 64 KiB: 16 segments (1 MiB of a file) map to 16 distinct shards,
+  /// and page-sized and page-aligned ranges up to 64 KiB are always narrow. The macro
+  /// FAULTSAFE_RANGE_LOCK_SEGMENT_SHIFT overrides it (the same value in every translation unit; the
+  /// test suite builds the range_lock tests a second time with 32-byte segments so that their small
+  /// offsets exercise every shard, the wide tree and their interplay).
+  static constexpr unsigned default_segment_shift = FAULTSAFE_RANGE_LOCK_SEGMENT_SHIFT;
+  static constexpr unsigned max_segment_shift = 63;
+  static_assert(default_segment_shift <= max_segment_shift, "FAULTSAFE_RANGE_LOCK_SEGMENT_SHIFT must be <= 63");
+
+  /// Effects: an empty lock named `name` (for reports) at lock-order rank `rank`, with 64 KiB segments.
+  /// Requires: `name` outlives the lock. Complexity: O(shard_count). Throws: nothing.
+  explicit range_lock(const char* name = "attr range", unsigned rank = rank::attr_range) noexcept
+      : name_(name), rank_(rank), shift_(default_segment_shift) {
+    for (auto& s : shards_) s.init();
+    wide_.init();
+  }
+  /// Effects: as above with segments of 2^segment_shift bytes.
+  /// Any shift is correct; it only decides which ranges are narrow (inside one segment: one shard
+  /// lock) and which are wide (every shard lock). Throws: std::system_error(EINVAL) if segment_shift
+  /// > max_segment_shift.
+  range_lock(const char* name, unsigned rank, unsigned segment_shift) : range_lock(name, rank) {
+    if (segment_shift > max_segment_shift)
+      throw std::system_error(EINVAL, std::generic_category(), "range_lock: segment_shift > 63");
+    shift_ = segment_shift;
+  }
+  /// Requires: no range held or waited for.
+  ~range_lock() {
+    if constexpr (default_checks::enabled) {
+      bool busy = wide_.root() != nullptr;
+      for (const auto& s : shards_) busy = busy || s.root() != nullptr;
+      if (busy) {
+        std::fprintf(stderr, "faultsafe: range_lock '%s' destroyed while ranges are held or waited for\n", name_);
+        std::abort();
+      }
     }
-    algo::insert_equal_upper_bound(&header_, &n, [](const node* a, const node* b) { return a->off < b->off; });
-    fix_path(&n);
+  }
+  range_lock(const range_lock&) = delete;
+  range_lock& operator=(const range_lock&) = delete;
+
+  /// Effects: a snapshot of the ranges (granted or waiting) that overlap [off, off + len) and conflict
+  /// with `m`, in offset order. Never blocks on ranges (only on leaf locks, briefly).
+  /// Throws: std::system_error(EINVAL/EOVERFLOW) for a bad range; std::bad_alloc.
+  /// Complexity: O(log n + k) (plus O(shard_count) for a range spanning segments).
+  /// Thread-safety: any thread. Diagnostics only: allocates.
+  [[nodiscard]] std::vector<range_holder> conflicting_holders(std::uint64_t off, std::uint64_t len, lock_mode m) const {
+    const std::uint64_t last = detail::rl::checked_last(off, len);
+    const unsigned d = domain_of(off, last);
+    std::vector<range_holder> out;
+    lock_domain(d);
+    try {
+      for_each_overlap_in(d, off, last, m == lock_mode::shared, [&](const node* o) {
+        out.push_back(holder_of(*o));
+        return true;
+      });
+    } catch (...) {
+      unlock_domain(d);
+      throw;
+    }
+    unlock_domain(d);
+    sort_by_offset(out);
+    return out;
   }
 
-  void erase_locked(node& z) noexcept {
-    if (z.parent == &header_ && !z.left && !z.right) {  // the only node
-      algo::init_header(&header_);
-      z.parent = nullptr;
-      return;
+  /// Effects: a snapshot of every range in the lock (granted and waiting), in offset order.
+  /// Throws: std::bad_alloc. Complexity: O(n). Thread-safety: any thread. Diagnostics only.
+  [[nodiscard]] std::vector<range_holder> holders() const {
+    std::vector<range_holder> out;
+    lock_domain(all);
+    try {
+      for (const auto& s : shards_) tree::in_order(s.root(), [&](const node* n) { out.push_back(holder_of(*n)); });
+      tree::in_order(wide_.root(), [&](const node* n) { out.push_back(holder_of(*n)); });
+    } catch (...) {
+      unlock_domain(all);
+      throw;
     }
-    node* deepest;
-    if (!z.left || !z.right) {
-      deepest = z.parent;
-    } else {
-      node* y = z.right;
-      while (y->left) y = y->left;
-      deepest = (y == z.right) ? y : y->parent;
-    }
-    algo::erase(&header_, &z);
-    if (deepest != &header_) fix_path(deepest);
-    z.parent = z.left = z.right = nullptr;
+    unlock_domain(all);
+    sort_by_offset(out);
+    return out;
   }
 
-  /// Calls f(node*) for every node overlapping [off, last] (only exclusive ones if excl_only), in
-  /// offset order, until f returns false. Returns false if stopped. O(log n + visited).
+  [[nodiscard]] const char* name() const noexcept { return name_; }
+  [[nodiscard]] unsigned rank() const noexcept { return rank_; }
+  /// log2 of the segment size.
+  [[nodiscard]] unsigned segment_shift() const noexcept { return shift_; }
+
+  /// Testing aid: verifies every tree's order and augmentation, the waiting counts, and that each
+  /// range sits in the tree its extent selects. Complexity: O(n).
+  [[nodiscard]] bool check_invariants() const {
+    lock_domain(all);
+    bool ok = true;
+    for (unsigned i = 0; i < shard_count; ++i) {
+      std::size_t waiting = 0;
+      tree::check_subtree(shards_[i].root(), ok, waiting);
+      ok = ok && waiting == shards_[i].waiting;
+      tree::in_order(shards_[i].root(), [&](const node* n) { ok = ok && n->domain == i && domain_of(n->off, n->last) == i; });
+    }
+    std::size_t waiting = 0;
+    tree::check_subtree(wide_.root(), ok, waiting);
+    ok = ok && waiting == wide_.waiting;
+    tree::in_order(wide_.root(), [&](const node* n) { ok = ok && n->domain == all && domain_of(n->off, n->last) == all; });
+    unlock_domain(all);
+    return ok;
+  }
+
+ private:
+  friend class range_guard;
+  template <std::size_t>
+  friend class ordered_range_guards;
+  using node = detail::rl::range_node;
+  using tree = detail::rl::range_tree;
+  enum class verdict { grantable, self_only, blocked };
+
+  /// The domain of a wide range: every shard's leaf lock (taken in index order).
+  static constexpr unsigned all = shard_count;
+
+  /// The shard of a range inside one segment, or `all` for a range spanning segments.
+  [[nodiscard]] unsigned domain_of(std::uint64_t off, std::uint64_t last) const noexcept {
+    const std::uint64_t a = off >> shift_, b = last >> shift_;
+    return a == b ? static_cast<unsigned>(a & (shard_count - 1)) : all;
+  }
+  tree& tree_of(const node& n) noexcept { return *n.home; }
+  tree* home_of(unsigned d) noexcept { return d == all ? &wide_ : &shards_[d]; }
+  /// The leaf lock(s) of n's domain.
+  void lock_node(const node& n) const noexcept {
+    if (n.domain != all)
+      n.home->m.lock();
+    else
+      lock_domain(all);
+  }
+  void unlock_node(const node& n) const noexcept {
+    if (n.domain != all)
+      n.home->m.unlock();
+    else
+      unlock_domain(all);
+  }
+
+  /// Lock order inside a range_lock: shard leaf locks in index order; all of them for `all`.
+  void lock_domain(unsigned d) const noexcept {
+    if (d != all) {
+      shards_[d].m.lock();
+      return;
+    }
+    for (const auto& s : shards_) s.m.lock();
+  }
+  void unlock_domain(unsigned d) const noexcept {
+    if (d != all) {
+      shards_[d].m.unlock();
+      return;
+    }
+    for (unsigned i = shard_count; i-- > 0;) shards_[i].m.unlock();
+  }
+
+  /// Requires: domain d locked. Returns the arrival number of a request enqueued now. The shards'
+  /// counters are Lamport clocks: a narrow request counts in its shard; a section holding every shard
+  /// lock first raises every shard's counter to the maximum. Hence a request enqueued after another
+  /// that it can overlap (so the two were serialized by a common leaf lock) has the larger number.
+  std::uint64_t take_seq(unsigned d) noexcept {
+    if (d != all) return ++shards_[d].next_seq;
+    std::uint64_t g = 0;
+    for (const auto& s : shards_) g = std::max(g, s.next_seq);
+    ++g;
+    for (auto& s : shards_) s.next_seq = g;
+    return g;
+  }
+
+  static range_holder holder_of(const node& n) noexcept {
+    return range_holder{n.off, detail::rl::length_of(n.off, n.last), n.mode, n.owner, n.thread_id, n.granted};
+  }
+  static void sort_by_offset(std::vector<range_holder>& v) {
+    std::stable_sort(v.begin(), v.end(), [](const range_holder& a, const range_holder& b) { return a.offset < b.offset; });
+  }
+
+  /// Requires: domain d locked. Calls f(node*) for every node that may conflict with a request of
+  /// domain d overlapping [off, last] (only exclusive ones if excl_only): narrow: its shard's tree and
+  /// the wide tree; all: every tree. Stops when f returns false; returns false if stopped.
   template <class F>
-  static bool for_each_overlap(node* n, std::uint64_t off, std::uint64_t last, bool excl_only, F&& f) {
-    while (n) {
-      if (excl_only ? (!n->has_x || n->max_last_x < off) : n->max_last < off) return true;
-      if (!for_each_overlap(n->left, off, last, excl_only, f)) return false;
-      if (n->off > last) return true;
-      if (n->last >= off && (!excl_only || n->mode == lock_mode::exclusive))
-        if (!f(n)) return false;
-      n = n->right;  // tail position
+  bool for_each_overlap_in(unsigned d, std::uint64_t off, std::uint64_t last, bool excl_only, F&& f) const {
+    if (d != all) {
+      if (!tree::for_each_overlap(shards_[d].root(), off, last, excl_only, f)) return false;
+    } else {
+      for (const auto& s : shards_)
+        if (!tree::for_each_overlap(s.root(), off, last, excl_only, f)) return false;
     }
-    return true;
+    return tree::for_each_overlap(wide_.root(), off, last, excl_only, f);
   }
 
-  /// Requires: leaf lock held; r in the tree, not granted. See the state table.
+  /// Requires: r's domain locked; r in its tree, not granted. See the state table.
   verdict classify_locked(node& r) const noexcept {
     const bool self_matters = r.policy != self_conflict::wait;
     bool other_granted = false, earlier_waiting = false;
     unsigned self = 0;
-    for_each_overlap(root(), r.off, r.last, r.mode == lock_mode::shared, [&](node* o) {
+    for_each_overlap_in(r.domain, r.off, r.last, r.mode == lock_mode::shared, [&](node* o) {
       if (o == &r) return true;
       if (o->granted) {
         if (self_matters && o->owner == r.owner) {
@@ -511,22 +680,23 @@ class alignas(64) range_lock {
 
   void grant_locked(node& n, detail::rl::wake_list& wl) noexcept {
     n.granted = true;
-    --waiting_;
+    --tree_of(n).waiting;
     set_word(n, detail::rl::w_granted, wl);
   }
 
-  /// Requires: leaf lock held. Effects: inserts n; grants it if nothing blocks it. If it is blocked and
-  /// !may_wait and no self-conflict handling applies, removes it again and returns false.
-  /// Returns: whether n is now in the tree (granted or waiting).
-  bool enqueue_locked(node& n, bool may_wait) noexcept {
-    if (!root()) {  // fast path: empty lock
-      insert_locked(n);
+  /// Requires: n's domain locked (or `all`); seq from take_seq under that hold. Effects: inserts n;
+  /// grants it if nothing blocks it. If it is blocked and !may_wait and no self-conflict handling
+  /// applies, removes it again and returns false. Returns: whether n is now in its tree.
+  bool enqueue_locked(node& n, bool may_wait, std::uint64_t seq) noexcept {
+    tree& t = tree_of(n);
+    if (n.domain != all && !t.root() && !wide_.root()) {  // fast path: nothing can conflict
+      t.insert(n, seq);
       n.granted = true;
       n.word.store(detail::rl::w_granted, std::memory_order_relaxed);
       return true;
     }
-    insert_locked(n);
-    ++waiting_;
+    t.insert(n, seq);
+    ++t.waiting;
     detail::rl::wake_list none;
     switch (classify_locked(n)) {
       case verdict::grantable:
@@ -537,22 +707,35 @@ class alignas(64) range_lock {
         return true;
       case verdict::blocked:
         if (may_wait) return true;
-        --waiting_;
-        erase_locked(n);
+        --t.waiting;
+        t.erase(n);
         return false;
     }
     return true;
   }
 
-  /// Requires: leaf lock held, n in the tree. Effects: removes n (granted or waiting) and grants, or
-  /// flags for self-conflict handling, every waiting node it was holding up.
+  /// Requires: n's domain locked, n in its tree. Effects: removes n (granted or waiting) and grants,
+  /// or flags for self-conflict handling, every waiting node it was holding up. A narrow n cannot
+  /// grant a waiting wide node (that needs every shard lock): it flags it (w_attention) and the
+  /// waiter re-evaluates itself under all shard locks.
   void remove_locked(node& n, detail::rl::wake_list& wl) noexcept {
-    if (!n.granted) --waiting_;
-    erase_locked(n);
+    tree& t = tree_of(n);
+    if (!n.granted) --t.waiting;
+    t.erase(n);
     n.granted = false;
-    if (waiting_ == 0) return;
-    for_each_overlap(root(), n.off, n.last, n.mode == lock_mode::shared, [&](node* w) {
+    if (n.domain != all) {
+      if (t.waiting == 0 && wide_.waiting == 0) return;
+    } else {
+      std::size_t w = wide_.waiting;
+      for (const auto& s : shards_) w += s.waiting;
+      if (w == 0) return;
+    }
+    for_each_overlap_in(n.domain, n.off, n.last, n.mode == lock_mode::shared, [&](node* w) {
       if (w->granted) return true;
+      if (w->domain == all && n.domain != all) {
+        set_word(*w, detail::rl::w_attention, wl);
+        return true;
+      }
       switch (classify_locked(*w)) {
         case verdict::grantable: grant_locked(*w, wl); break;
         case verdict::self_only: set_word(*w, detail::rl::w_attention, wl); break;
@@ -564,7 +747,7 @@ class alignas(64) range_lock {
 
   void collect_conflicts_locked(node& r, std::vector<range_holder>& out,
                                 std::vector<source_location>& where) const {
-    for_each_overlap(root(), r.off, r.last, r.mode == lock_mode::shared, [&](node* o) {
+    for_each_overlap_in(r.domain, r.off, r.last, r.mode == lock_mode::shared, [&](node* o) {
       if (o != &r && o->granted) {
         out.push_back(holder_of(*o));
         where.push_back(o->where);
@@ -573,14 +756,11 @@ class alignas(64) range_lock {
     });
   }
 
-  // Everything the uncontended path touches shares the first cache line: the leaf lock, the counters
-  // and the header's links (parent = root, left/right = leftmost/rightmost).
-  mutable detail::rl::leaf_mutex m_;
-  std::size_t waiting_ = 0;  // nodes in the tree that are not granted
-  std::uint64_t next_seq_ = 0;
-  node header_;              // Boost.Intrusive header: only its links and color are used
+  tree shards_[shard_count];
+  tree wide_;  // ranges spanning segments: written under every shard lock, read under any one
   const char* name_;
   unsigned rank_;
+  unsigned shift_;
 };
 
 /// RAII holder of one range of a range_lock. Holds its tree node inside itself. Non-copyable,
@@ -672,6 +852,9 @@ class range_guard {
     node_.owner = opt.owner != 0 ? opt.owner : current_activity();
     node_.thread_id = this_thread_id();
     node_.where = where;
+    const unsigned d = lock_->domain_of(off, last);
+    node_.domain = static_cast<std::uint8_t>(d);
+    node_.home = lock_->home_of(d);
   }
 
   detail::acquire_request request() const noexcept {
@@ -688,10 +871,13 @@ class range_guard {
 
   void acquire(bool may_fail, std::chrono::steady_clock::time_point deadline) {
     if constexpr (default_checks::enabled) detail::check_acquire(request(), node_.where);  // may throw: nothing taken
-    lock_->m_.lock();
-    const bool in = lock_->enqueue_locked(node_, !may_fail || deadline != std::chrono::steady_clock::time_point::min() ||
-                                                     node_.policy != self_conflict::wait);
-    lock_->m_.unlock();
+    lock_->lock_node(node_);
+    const std::uint64_t seq = node_.domain != range_lock::all ? ++node_.home->next_seq : lock_->take_seq(range_lock::all);
+    const bool in = lock_->enqueue_locked(node_,
+                                          !may_fail || deadline != std::chrono::steady_clock::time_point::min() ||
+                                              node_.policy != self_conflict::wait,
+                                          seq);
+    lock_->unlock_node(node_);
     if (!in) return;
     linked_ = true;
     if (node_.word.load(std::memory_order_acquire) != detail::rl::w_granted && !wait_for_grant(deadline)) return;
@@ -720,9 +906,9 @@ class range_guard {
   }
   void unlink() noexcept {
     detail::rl::wake_list wl;
-    lock_->m_.lock();
+    lock_->lock_node(node_);
     unlink_locked(wl);
-    lock_->m_.unlock();
+    lock_->unlock_node(node_);
     wl.run();
   }
 
@@ -761,18 +947,18 @@ class range_guard {
       }
       const auto now = forever ? clock::time_point{} : clock::now();
       if (!forever && now >= deadline) {
-        lock_->m_.lock();
+        lock_->lock_node(node_);
         if (node_.granted) {
-          lock_->m_.unlock();
+          lock_->unlock_node(node_);
           continue;  // the word says granted
         }
         if (node_.word.load(std::memory_order_relaxed) == detail::rl::w_attention) {
-          lock_->m_.unlock();
+          lock_->unlock_node(node_);
           continue;
         }
         detail::rl::wake_list wl;
         unlink_locked(wl);
-        lock_->m_.unlock();
+        lock_->unlock_node(node_);
         wl.run();
         return false;
       }
@@ -837,28 +1023,33 @@ class range_guard {
   // Effects: appends the threads of the ranges this waiting request waits for. Takes the leaf lock.
   void conflicting_threads(std::vector<std::uint32_t>& t) const {
     range_lock& l = *lock_;
-    l.m_.lock();
-    if (!node_.granted) {
-      range_lock::for_each_overlap(l.root(), node_.off, node_.last, node_.mode == lock_mode::shared, [&](node* o) {
-        if (o != &node_ && (o->granted || o->seq < node_.seq) &&
-            (o->mode == lock_mode::exclusive || node_.mode == lock_mode::exclusive))
-          t.push_back(o->thread_id);
-        return true;
-      });
+    l.lock_node(node_);
+    try {
+      if (!node_.granted) {
+        l.for_each_overlap_in(node_.domain, node_.off, node_.last, node_.mode == lock_mode::shared, [&](node* o) {
+          if (o != &node_ && (o->granted || o->seq < node_.seq) &&
+              (o->mode == lock_mode::exclusive || node_.mode == lock_mode::exclusive))
+            t.push_back(o->thread_id);
+          return true;
+        });
+      }
+    } catch (...) {  // std::bad_alloc from push_back: never leave a leaf lock held
+      l.unlock_node(node_);
+      throw;
     }
-    l.m_.unlock();
+    l.unlock_node(node_);
   }
 
   // The graph broke this wait: leave the queue unless granted meanwhile. Returns true if left.
   bool broken_by_graph() noexcept {
     detail::rl::wake_list wl;
-    lock_->m_.lock();
+    lock_->lock_node(node_);
     if (node_.granted) {
-      lock_->m_.unlock();
+      lock_->unlock_node(node_);
       return false;  // the grant won: take it
     }
     unlink_locked(wl);
-    lock_->m_.unlock();
+    lock_->unlock_node(node_);
     wl.run();
     return true;
   }
@@ -873,7 +1064,7 @@ class range_guard {
   void handle_self_conflict() {
     range_lock& l = *lock_;
     detail::rl::wake_list wl;
-    l.m_.lock();
+    l.lock_node(node_);
     for (;;) {
       if (node_.granted) break;
       node_.word.store(detail::rl::w_waiting, std::memory_order_relaxed);
@@ -890,7 +1081,7 @@ class range_guard {
           break;
         }
         unlink_locked(wl);
-        l.m_.unlock();
+        l.unlock_node(node_);
         wl.run();
         throw std::system_error(EDEADLK, std::generic_category(),
                                 std::string("range_lock '") + l.name_ + "': request " +
@@ -904,20 +1095,20 @@ class range_guard {
         l.collect_conflicts_locked(node_, hs, ws);
       } catch (...) {
         unlink_locked(wl);
-        l.m_.unlock();
+        l.unlock_node(node_);
         wl.run();
         throw;
       }
-      l.m_.unlock();
+      l.unlock_node(node_);
       try {
         report_self_deadlock(hs, ws);
       } catch (...) {
         unlink();
         throw;
       }
-      l.m_.lock();
+      l.lock_node(node_);
     }
-    l.m_.unlock();
+    l.unlock_node(node_);
     wl.run();
   }
 
@@ -1021,12 +1212,17 @@ class ordered_range_guards {
           n_ = x + 1;
           if constexpr (default_checks::enabled) detail::check_acquire(at(x).request(), where);
         }
-        l.m_.lock();
+        // One leaf-lock section for the whole group: its shard if every range is narrow in one
+        // shard, else every shard lock.
+        unsigned d = at(i).node_.domain;
+        for (std::size_t x = i + 1; x < j; ++x)
+          if (at(x).node_.domain != d) d = range_lock::all;
+        l.lock_domain(d);
         for (std::size_t x = i; x < j; ++x) {
-          l.enqueue_locked(at(x).node_, true);
+          l.enqueue_locked(at(x).node_, true, l.take_seq(d));
           at(x).linked_ = true;
         }
-        l.m_.unlock();
+        l.unlock_domain(d);
         for (std::size_t x = i; x < j; ++x) {
           range_guard& g = at(x);
           if (g.node_.word.load(std::memory_order_acquire) != detail::rl::w_granted) g.wait_for_grant(max_time());
