@@ -9,3 +9,6 @@ if(FAULTSAFE_BUILD_EXAMPLES)
   add_test(NAME example_brian_faultsafe COMMAND $<TARGET_FILE:brian> --faultsafe)
   set_tests_properties(example_brian_naive example_brian_faultsafe PROPERTIES TIMEOUT 60 LABELS "brian;vm" SKIP_RETURN_CODE 77)
 endif()
+# The channel's spin/park policy for long handlers (size-aware sender spin, adaptive receiver spin,
+# same-CPU rule): deadlines, cancel, stop, blocked servers, one shared core, a stress; all watchdogged.
+faultsafe_test(brian_spin_test SOURCES brian_spin_test.cpp TIMEOUT 120 LABELS brian channel)
