@@ -3,8 +3,9 @@
 //   BM_SpinPingPong         a bare two-thread spin ping-pong (round trip), and with a 4 KiB copy
 //   BM_CondvarHandoff       a mutex + condition-variable round trip between two threads
 //   BM_ChannelRoundTrip4K   channel send -> receive -> write_reply_data(4 KiB) -> reply
-//   BM_RamfsPread4K         process::pread(4 KiB) through a ramfs server (fd table, OCB lookup, range
-//                           lock, meta lock, copy straight into the client's buffer)
+//   BM_RamfsPread4K         process::pread(4 KiB) through a ramfs server (lock-free fd table pin, send,
+//                           lock-free OCB pin, direct-copy hint, range lock, copy straight into the
+//                           client's buffer, reply)
 //   ..._2x2                 2 client threads on 2 server threads: throughput (items/s)
 // Goal (DESIGN.md): the 4 KiB read round trip within 4x of the bare spin ping-pong.
 //

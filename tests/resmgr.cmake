@@ -15,3 +15,7 @@ if(FAULTSAFE_RESMGR_CLANGXX)
                    -I${PROJECT_SOURCE_DIR}/include ${CMAKE_CURRENT_SOURCE_DIR}/resmgr_headers.cpp)
   set_tests_properties(resmgr_clang_thread_safety PROPERTIES TIMEOUT 120 LABELS resmgr)
 endif()
+# The lock-free fd and OCB tables (pinned slots), stale handles, close racing with I/O; and the
+# allocation-free pread round trip (a counting operator new: its own executable).
+faultsafe_test(resmgr_tables SOURCES resmgr_tables.cpp TIMEOUT 120 LABELS resmgr)
+faultsafe_test(resmgr_noalloc SOURCES resmgr_noalloc.cpp TIMEOUT 60 LABELS resmgr)

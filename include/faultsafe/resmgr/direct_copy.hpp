@@ -39,7 +39,9 @@
 // with EFAULT (as the ordinary path does when its copy faults).
 // Not handled here (the functions return false and the ordinary path runs, where the fault-reentrancy
 // guard of iofunc_page_in_default resolves a self-conflict): no same-file part at all (the common
-// case), more than 8 same-file parts or 16 parts in all, a client whose pid is not registered.
+// case), more than 8 same-file parts or 16 parts in all, a client whose pid is not registered, a
+// request whose hints say the client has no address space (io_rw_request::hints: rw_hint_no_client_memory,
+// set by process::rw: then nothing is looked up at all).
 //
 // Thread-safety: the handlers are safe for concurrent use (one call per server thread).
 // Lock order: aspace map lock (rank 10, shared, per lookup, released) before the range locks (rank
@@ -293,7 +295,7 @@ inline bool shared_overlap(const plan& pl, std::uint64_t off, std::uint64_t n) n
 /// Thread-safety: any server thread. Lock order: see the header.
 [[nodiscard]] inline bool try_direct_read(request_context& ctx, iofunc_ocb& o, const io_rw_request& q, io_result& res) {
   namespace dc = detail::dc;
-  if (!o.readable) return false;
+  if (!o.readable || (q.hints & rw_hint_no_client_memory)) return false;  // no aspace: no mapping of the file
   const std::shared_ptr<process_memory> mem = dc::client_memory(ctx.client.pid);
   if (!mem) return false;
   const aspace& as = mem->space();
@@ -377,7 +379,7 @@ inline bool shared_overlap(const plan& pl, std::uint64_t off, std::uint64_t n) n
 /// written, the file has grown to the requested end, as on the ordinary path). Throws: as try_direct_read.
 [[nodiscard]] inline bool try_direct_write(request_context& ctx, iofunc_ocb& o, const io_rw_request& q, io_result& res) {
   namespace dc = detail::dc;
-  if (!o.writable) return false;
+  if (!o.writable || (q.hints & rw_hint_no_client_memory)) return false;  // no aspace: no mapping of the file
   const std::shared_ptr<process_memory> mem = dc::client_memory(ctx.client.pid);
   if (!mem) return false;
   const aspace& as = mem->space();

@@ -18,8 +18,15 @@
 // Thread-safety: every member may be called from any thread. Concurrent read()/write() on one fd use
 // the fd's shared offset without serialising against each other (as on QNX without O_SYNC locking): the
 // transfers are each atomic against the file, but two concurrent read()s may see the same offset; use
-// pread()/pwrite() from several threads. Lock order: the fd table mutex is a leaf held only to look up
-// or change an entry, never across a send.
+// pread()/pwrite() from several threads. Lock order: the fd table mutex is a leaf held only by open()
+// and close() to change an entry, never across a send; I/O calls take no lock at all.
+// The fd table (resmgr/pinned_table.hpp): an I/O call pins its fd's slot with one atomic increment and
+// unpins it after the reply with one decrement (no mutex, no shared_ptr copy, no allocation). The pin
+// keeps the entry (the server's channel and handle) alive for the call even if another thread closes
+// the fd meanwhile: close() makes the fd EBADF for every call that starts after it (and for open()
+// it is free again) at once, and the entry's channel reference goes with the last pin. Deviation from
+// POSIX's "lowest free fd": a closed fd that a call started before the close still uses is skipped by
+// open() until that call returns (Linux would reuse the number while the old call holds the file).
 // Lifetime: the servers may die before the process: their channels are shared, so a send then fails with
 // ESHUTDOWN. A process registers itself under its pid for its lifetime (detail::client_registry), so a
 // server can ask the sending process's address space about a client buffer (resmgr/direct_copy.hpp).
@@ -34,6 +41,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -48,6 +56,7 @@
 #include <vector>
 
 #include "client_registry.hpp"
+#include "pinned_table.hpp"
 #include "server.hpp"
 
 namespace faultsafe {
@@ -93,13 +102,9 @@ class process {
   /// Effects: closes every open fd (best effort; errors ignored).
   ~process() {
     detail::client_registry::instance().remove(pid_);
-    std::vector<int> fds;
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      for (std::size_t i = 0; i < fds_.size(); ++i)
-        if (fds_[i].ch) fds.push_back(static_cast<int>(i));
-    }
-    for (int fd : fds) (void)close(fd);
+    const std::size_t n = std::min<std::size_t>(fds_.capacity(), std::numeric_limits<int>::max());
+    for (std::size_t i = 0; i < n; ++i)
+      if (pin_fd(static_cast<int>(i))) (void)close(static_cast<int>(i));
   }
   process(const process&) = delete;
   process& operator=(const process&) = delete;
@@ -122,40 +127,42 @@ class process {
   /// (set_max_fds() fds open), and what the server replies (EMFILE: its per-client limit).
   [[nodiscard]] result<int> open(std::string_view path, int flags, mode_t mode = 0) {
     if (path.size() > 4096) return std::make_error_code(std::errc::filename_too_long);
-    if (lowest_free_fd() >= max_fds_.load(std::memory_order_relaxed)) return std::make_error_code(std::errc::too_many_files_open);
+    if (lowest_free_fd() >= fd_limit()) return std::make_error_code(std::errc::too_many_files_open);
     std::error_code ec;
     auto res = ns_->resolve(path, ec);
     if (!res) return ec;
     io_open_request q{client(), flags, static_cast<std::uint32_t>(mode)};
     send_result sr = send(*res->ch, {static_cast<std::uint32_t>(io_msg::open), &q, sizeof q, res->rest.data(), res->rest.size()});
     if (sr.error) return sr.error;
-    {
+    std::error_code err = std::make_error_code(std::errc::too_many_files_open);
+    try {
       std::lock_guard<std::mutex> g(mu_);
-      std::size_t fd = 0;
-      while (fd < fds_.size() && fds_[fd].ch) ++fd;
-      if (fd < max_fds_.load(std::memory_order_relaxed)) {
-        if (fd == fds_.size()) fds_.emplace_back();
-        fds_[fd] = fd_entry{res->ch, static_cast<std::uint64_t>(sr.status), flags};
-        if (paths_.size() < fds_.size()) paths_.resize(fds_.size());
+      fd_entry e{res->ch, static_cast<std::uint64_t>(sr.status), flags};
+      const std::size_t max = fd_limit();
+      for (std::size_t fd = 0; fd < max; ++fd) {
+        if (fd >= fds_.capacity()) fds_.ensure_capacity(fd + 1);
+        if (!fds_.looks_free(fd)) continue;
+        if (paths_.size() <= fd) paths_.resize(fd + 1);
         paths_[fd].assign(path.data(), path.size());
-        return static_cast<int>(fd);
+        if (fds_.install(fd, std::move(e))) return static_cast<int>(fd);  // moves e only on success
       }
+    } catch (const std::bad_alloc&) {
+      err = std::make_error_code(std::errc::not_enough_memory);
     }
-    // Other threads took the last fds meanwhile: give the open back.
+    // Other threads took the last fds meanwhile (or no memory for the table): give the open back.
     io_handle_request cq{client(), static_cast<std::uint64_t>(sr.status)};
     (void)send(*res->ch, {static_cast<std::uint32_t>(io_msg::close), &cq, sizeof cq});
-    return std::make_error_code(std::errc::too_many_files_open);
+    return err;
   }
 
   /// close(2): the fd is free afterwards even if the server failed (ESHUTDOWN...). EBADF if not open.
   std::error_code close(int fd) {
     fd_entry e;
     {
-      std::lock_guard<std::mutex> g(mu_);
-      if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size() || !fds_[fd].ch)
-        return std::make_error_code(std::errc::bad_file_descriptor);
-      e = std::move(fds_[fd]);
-      fds_[fd] = fd_entry{};
+      std::lock_guard<std::mutex> g(mu_);  // keeps paths_ in step with the table
+      fd_pin p = pin_fd(fd);
+      if (!p || !p.close()) return std::make_error_code(std::errc::bad_file_descriptor);
+      e = *p;  // our own reference: the slot's goes with its last pin (maybe p's, right here)
     }
     if (defer_close_if_mapped(e.ch, e.handle)) return {};  // a mapping keeps the open (vm/process_memory.hpp)
     io_handle_request q{client(), e.handle};
@@ -186,22 +193,22 @@ class process {
 
   /// lseek(2): SEEK_SET/SEEK_CUR/SEEK_END. EINVAL for another whence or a negative result.
   [[nodiscard]] result<off_t> lseek(int fd, off_t off, int whence) {
-    fd_entry e;
-    if (auto ec = lookup(fd, e)) return ec;
+    const fd_pin e = pin_fd(fd);
+    if (!e) return std::make_error_code(std::errc::bad_file_descriptor);
     if (whence != SEEK_SET && whence != SEEK_CUR && whence != SEEK_END) return std::make_error_code(std::errc::invalid_argument);
-    io_lseek_request q{client(), e.handle, static_cast<std::int64_t>(off), whence};
-    send_result sr = send(*e.ch, {static_cast<std::uint32_t>(io_msg::lseek), &q, sizeof q});
+    io_lseek_request q{client(), e->handle, static_cast<std::int64_t>(off), whence};
+    send_result sr = send(*e->ch, {static_cast<std::uint32_t>(io_msg::lseek), &q, sizeof q});
     if (sr.error) return sr.error;
     return static_cast<off_t>(sr.status);
   }
 
   /// fstat(2).
   [[nodiscard]] result<struct ::stat> fstat(int fd) {
-    fd_entry e;
-    if (auto ec = lookup(fd, e)) return ec;
-    io_handle_request q{client(), e.handle};
+    const fd_pin e = pin_fd(fd);
+    if (!e) return std::make_error_code(std::errc::bad_file_descriptor);
+    io_handle_request q{client(), e->handle};
     struct ::stat st {};
-    send_result sr = send(*e.ch, {static_cast<std::uint32_t>(io_msg::fstat), &q, sizeof q, nullptr, 0, &st, sizeof st});
+    send_result sr = send(*e->ch, {static_cast<std::uint32_t>(io_msg::fstat), &q, sizeof q, nullptr, 0, &st, sizeof st});
     if (sr.error) return sr.error;
     if (sr.reply_header_len != sizeof st) return std::make_error_code(std::errc::bad_message);
     return st;
@@ -209,11 +216,11 @@ class process {
 
   /// ftruncate(2): EINVAL for a negative length; EBADF/EINVAL if not open for writing (server).
   std::error_code ftruncate(int fd, off_t length) {
-    fd_entry e;
-    if (auto ec = lookup(fd, e)) return ec;
+    const fd_pin e = pin_fd(fd);
+    if (!e) return std::make_error_code(std::errc::bad_file_descriptor);
     if (length < 0) return std::make_error_code(std::errc::invalid_argument);
-    io_ftruncate_request q{client(), e.handle, static_cast<std::int64_t>(length)};
-    return send(*e.ch, {static_cast<std::uint32_t>(io_msg::ftruncate), &q, sizeof q}).error;
+    io_ftruncate_request q{client(), e->handle, static_cast<std::int64_t>(length)};
+    return send(*e->ch, {static_cast<std::uint32_t>(io_msg::ftruncate), &q, sizeof q}).error;
   }
 
   // ---- memory (defined in vm/process_memory.hpp, included at the end of this header) -------------------
@@ -241,17 +248,19 @@ class process {
     std::lock_guard<std::mutex> g(mem_mu_);
     return mem_;
   }
+  /// Whether memory() has made the address space (lock-free; a snapshot: it may be made right after).
+  [[nodiscard]] bool memory_made() const noexcept { return mem_.made(); }
   /// As memory(), but made with these options if it does not exist yet (e.g. aspace_options::single_lock
   /// for the Colin example); if it exists already, the options are ignored. Throws: as memory().
   process_memory& memory(const aspace_options& ao, const pager_options& po);
 
   /// Sends io_msg::mmap for `fd` and returns what backs the range (the building block for mmap()).
   [[nodiscard]] result<io_mmap_reply> mmap_request(int fd, std::uint64_t offset, std::uint64_t length, int prot, int flags) {
-    fd_entry e;
-    if (auto ec = lookup(fd, e)) return ec;
-    io_mmap_request q{client(), e.handle, offset, length, prot, flags};
+    const fd_pin e = pin_fd(fd);
+    if (!e) return std::make_error_code(std::errc::bad_file_descriptor);
+    io_mmap_request q{client(), e->handle, offset, length, prot, flags};
     io_mmap_reply rep{};
-    send_result sr = send(*e.ch, {static_cast<std::uint32_t>(io_msg::mmap), &q, sizeof q, nullptr, 0, &rep, sizeof rep});
+    send_result sr = send(*e->ch, {static_cast<std::uint32_t>(io_msg::mmap), &q, sizeof q, nullptr, 0, &rep, sizeof rep});
     if (sr.error) return sr.error;
     if (sr.reply_header_len != sizeof rep) return std::make_error_code(std::errc::bad_message);
     return rep;
@@ -263,16 +272,16 @@ class process {
   /// The path `fd` was opened with (for reports), or "" for a bad fd.
   [[nodiscard]] std::string fd_path(int fd) const {
     std::lock_guard<std::mutex> g(mu_);
-    if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size() || !fds_[static_cast<std::size_t>(fd)].ch) return {};
+    if (!pin_fd(fd)) return {};
     return static_cast<std::size_t>(fd) < paths_.size() ? paths_[static_cast<std::size_t>(fd)] : std::string();
   }
 
   [[nodiscard]] std::error_code fd_target(int fd, std::shared_ptr<channel>& ch, std::uint64_t& handle, int& flags) const {
-    fd_entry e;
-    if (auto ec = lookup(fd, e)) return ec;
-    ch = std::move(e.ch);
-    handle = e.handle;
-    flags = e.flags;
+    const fd_pin e = pin_fd(fd);
+    if (!e) return std::make_error_code(std::errc::bad_file_descriptor);
+    ch = e->ch;
+    handle = e->handle;
+    flags = e->flags;
     return {};
   }
 
@@ -282,7 +291,13 @@ class process {
     const auto t = timeout_ns_.load(std::memory_order_relaxed);
     if (t > 0) o.deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(t);
     // Pool self-deadlock guard: a server whose every thread serves this very activity cannot receive
-    // the message (see thread_pool_options::on_self_deadlock); one relaxed load unless a pool was full.
+    // the message (see thread_pool_options::on_self_deadlock). Only a thread that has ADOPTED an
+    // activity (a server thread serving a message, a pager thread serving a fault) can find a pool
+    // busy with its own chain: a thread working for its own implicit activity is blocked while any
+    // message of its is served, so pool threads still busy with that activity serve messages it
+    // abandoned (timeout, cancel), which it does not wait for. Such a send skips the check (one
+    // thread-local load); otherwise the check costs one relaxed load unless some pool was full.
+    if (detail::this_thread_record().activity == 0) return ch.send(b, o);
     send_route route = server::route_for(ch, current_activity(), b);
     if (route.error) return send_result{0, route.error, 0};
     return (route.ch ? *route.ch : ch).send(b, o);
@@ -290,9 +305,29 @@ class process {
 
  private:
   struct fd_entry {
-    std::shared_ptr<channel> ch;  // null = free slot
+    std::shared_ptr<channel> ch;
     std::uint64_t handle = 0;
     int flags = 0;
+  };
+  using fd_pin = detail::pinned_table<fd_entry>::pin;
+
+  // mem_ with a lock-free "made" flag (memory_made()): vm/process_memory.hpp assigns it under mem_mu_
+  // (if (!mem_) mem_ = make_shared<...>; return *mem_; m = mem_;), which this type keeps working.
+  class memory_ref {
+   public:
+    memory_ref& operator=(std::shared_ptr<process_memory> p) noexcept {
+      p_ = std::move(p);
+      made_.store(p_ != nullptr, std::memory_order_release);  // a hint for rw(): see io_rw_request::hints
+      return *this;
+    }
+    [[nodiscard]] explicit operator bool() const noexcept { return p_ != nullptr; }
+    [[nodiscard]] process_memory& operator*() const noexcept { return *p_; }
+    operator std::shared_ptr<process_memory>() const noexcept { return p_; }  // NOLINT: m = mem_;
+    [[nodiscard]] bool made() const noexcept { return made_.load(std::memory_order_acquire); }
+
+   private:
+    std::shared_ptr<process_memory> p_;
+    std::atomic<bool> made_{false};
   };
 
   static std::uint64_t next_pid() noexcept {
@@ -300,24 +335,26 @@ class process {
     return next.fetch_add(1, std::memory_order_relaxed);
   }
 
+  std::size_t fd_limit() const noexcept {
+    return std::min<std::size_t>({max_fds_.load(std::memory_order_relaxed), decltype(fds_)::max_slots,
+                                  static_cast<std::size_t>(std::numeric_limits<int>::max())});
+  }
+
+  // The lowest fd that open() could use now (racy; open() decides under mu_).
   std::size_t lowest_free_fd() const {
     std::lock_guard<std::mutex> g(mu_);
+    const std::size_t cap = fds_.capacity();
     std::size_t fd = 0;
-    while (fd < fds_.size() && fds_[fd].ch) ++fd;
+    while (fd < cap && !fds_.looks_free(fd)) ++fd;
     return fd;
   }
 
-  std::error_code lookup(int fd, fd_entry& out) const {
-    std::lock_guard<std::mutex> g(mu_);
-    if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size() || !fds_[fd].ch)
-      return std::make_error_code(std::errc::bad_file_descriptor);
-    out = fds_[fd];
-    return {};
-  }
+  // The open fd, pinned (see the header comment), or an empty pin: EBADF.
+  fd_pin pin_fd(int fd) const noexcept { return fd < 0 ? fd_pin{} : fds_.find(static_cast<std::size_t>(fd)); }
 
   result<std::size_t> rw(io_msg type, int fd, void* buf, std::size_t n, off_t off, bool use_offset) {
-    fd_entry e;
-    if (auto ec = lookup(fd, e)) return ec;
+    const fd_pin e = pin_fd(fd);
+    if (!e) return std::make_error_code(std::errc::bad_file_descriptor);
     if (buf == nullptr && n != 0) return std::make_error_code(std::errc::bad_address);
     if (n > static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max())) return std::make_error_code(std::errc::invalid_argument);
     if (use_offset) {
@@ -325,7 +362,8 @@ class process {
       if (static_cast<std::uint64_t>(off) + n > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
         return std::make_error_code(std::errc::value_too_large);
     }
-    io_rw_request q{client(), e.handle, n, static_cast<std::int64_t>(off), use_offset ? 1u : 0u};
+    io_rw_request q{client(), e->handle, n, static_cast<std::int64_t>(off), use_offset ? 1u : 0u,
+                    memory_made() ? 0u : rw_hint_no_client_memory};
     send_buffers b{static_cast<std::uint32_t>(type), &q, sizeof q};
     if (type == io_msg::read) {
       b.reply_data = buf;
@@ -334,7 +372,7 @@ class process {
       b.payload = buf;
       b.payload_len = n;
     }
-    send_result sr = send(*e.ch, b);
+    send_result sr = send(*e->ch, b);
     if (sr.error) return sr.error;
     return static_cast<std::size_t>(sr.status);
   }
@@ -364,12 +402,12 @@ class process {
   std::uint64_t pid_;
   std::atomic<std::int64_t> timeout_ns_{0};
   std::atomic<std::size_t> max_fds_{1024};
-  mutable std::mutex mu_;  // leaf: fds_
-  std::vector<fd_entry> fds_;
+  mutable std::mutex mu_;  // leaf: open()/close() changing fds_ (lookups take no lock), paths_
+  detail::pinned_table<fd_entry> fds_;
   std::vector<std::string> paths_;  // guarded by mu_: the path of each fd (reports only; not copied on I/O)
   // Last member: destroyed first, while the rest of the process is alive (it sends deferred closes).
-  std::mutex mem_mu_;  // leaf: mem_
-  std::shared_ptr<process_memory> mem_;
+  std::mutex mem_mu_;  // leaf: mem_ (its made() flag reads without it)
+  memory_ref mem_;
 };
 
 }  // namespace faultsafe

@@ -40,6 +40,14 @@
 // path, lets messages being served finish, and joins every pool thread. Requires: not called from one
 // of this server's own threads (throws std::system_error(EDEADLK) then) and every handler returns.
 //
+// OCB table (resmgr/pinned_table.hpp): a handle names a slot and a generation (a closed handle never
+// comes back, even when its slot is reused). Serving a message pins the OCB's slot with one atomic
+// increment and unpins it after the reply: no mutex, no shared_ptr copy. A close makes the handle
+// EBADF for every message received after it; the OCB itself lives until the last message still using
+// it is served (then its last owner, maybe that server thread, destroys it). Open and close serialise
+// on the OCB table mutex (per-client accounting, slot choice). At most 2^24 handles open at once per
+// server (more opens fail with ENFILE).
+//
 // Thread-safety: all members may be called from any thread. Lock order: the namespace mutex, the OCB
 // table mutex and the pool mutex are leaves (never held while calling a handler, sending or waiting);
 // handlers run with no server-internal lock held.
@@ -77,6 +85,7 @@
 #include "../order/violation.hpp"
 #include "../sync/range_lock.hpp"
 #include "../vm/faulting_thread.hpp"
+#include "pinned_table.hpp"
 
 namespace faultsafe {
 
@@ -191,7 +200,13 @@ struct io_rw_request {
   std::uint64_t nbytes = 0;
   std::int64_t offset = 0;      ///< used when use_offset (pread/pwrite); else the OCB's offset
   std::uint32_t use_offset = 0;
+  std::uint32_t hints = 0;      ///< rw_hint_* bits (0: no hint); a wrong hint costs speed, never safety
 };
+/// io_rw_request::hints: the client process has no address space (process::memory() was never made),
+/// so its buffer cannot lie in a mapping of the file and the direct-copy path (resmgr/direct_copy.hpp)
+/// is skipped without asking for the process. A stale hint (memory made meanwhile) only means the
+/// ordinary path runs, where the page-in guard of iofunc_page_in_default still resolves a self-conflict.
+inline constexpr std::uint32_t rw_hint_no_client_memory = 1;
 /// io_msg::lseek. Reply status: the new offset.
 struct io_lseek_request {
   client_info client;
@@ -408,8 +423,19 @@ class server {
     ch_->stop();
     if (reserve_ch_) reserve_ch_->stop();
     for (auto& t : threads) t.join();
+    std::vector<std::shared_ptr<ocb_base>> dead;  // destroyed after the lock
     std::lock_guard<std::mutex> g(ocb_mu_);
-    ocbs_.clear();
+    for (std::uint32_t i = 0; i < next_index_; ++i) {
+      ocb_pin p = ocbs_.find(i);
+      if (p && p.close()) {
+        free_slots_.push_back(i);  // capacity reserved by install
+        try {
+          dead.push_back(p->ocb);
+        } catch (const std::bad_alloc&) {  // then destroyed right here (at the pin's reset)
+        }
+      }
+    }
+    open_count_ = 0;
     opens_by_pid_.clear();
   }
 
@@ -440,7 +466,7 @@ class server {
 
   [[nodiscard]] std::size_t open_ocbs() const {
     std::lock_guard<std::mutex> g(ocb_mu_);
-    return ocbs_.size();
+    return open_count_;
   }
 
  private:
@@ -572,11 +598,66 @@ class server {
     if (it != opens_by_pid_.end() && --it->second == 0) opens_by_pid_.erase(it);
   }
 
-  std::shared_ptr<ocb_base> find_ocb(std::uint64_t handle, std::uint64_t pid) const {
-    std::lock_guard<std::mutex> g(ocb_mu_);
-    auto it = ocbs_.find(handle);
-    if (it == ocbs_.end() || it->second->owner_pid != pid) return nullptr;
-    return it->second;
+  // One open: the OCB and the full handle (slot index + 1 in the low 24 bits, generation above).
+  struct ocb_entry {
+    std::shared_ptr<ocb_base> ocb;
+    std::uint64_t handle = 0;
+  };
+  using ocb_pin = detail::pinned_table<ocb_entry>::pin;
+  static constexpr unsigned handle_index_bits = 24;
+  static constexpr std::uint64_t handle_index_mask = (std::uint64_t{1} << handle_index_bits) - 1;
+
+  // The open OCB `handle` of client `pid`, pinned, or an empty pin (EBADF). No lock.
+  ocb_pin find_ocb(std::uint64_t handle, std::uint64_t pid) const noexcept {
+    const std::uint64_t idx1 = handle & handle_index_mask;
+    if (idx1 == 0) return {};
+    ocb_pin p = ocbs_.find(static_cast<std::size_t>(idx1 - 1));
+    if (!p || p->handle != handle || p->ocb->owner_pid != pid) return {};
+    return p;
+  }
+
+  // Effects: puts `o` into a free slot and returns its new handle, or 0 (ENFILE: 2^24 open).
+  // Requires: ocb_mu_. Throws: std::bad_alloc (the table or the free list could not grow).
+  std::uint64_t install_ocb_locked(std::shared_ptr<ocb_base> o) {
+    ocb_entry e{std::move(o), 0};
+    // Closed slots first (newest first); one still pinned by a message being served is skipped.
+    for (std::size_t t = free_slots_.size(), tries = 0; t-- > 0 && tries < 8; ++tries) {
+      const std::uint32_t idx = free_slots_[t];
+      if (!ocbs_.looks_free(idx)) continue;
+      e.handle = (next_gen_ << handle_index_bits) | (std::uint64_t{idx} + 1);
+      const std::uint64_t h = e.handle;
+      if (!ocbs_.install(idx, std::move(e))) continue;  // moves e only on success
+      free_slots_[t] = free_slots_.back();
+      free_slots_.pop_back();
+      ++next_gen_;
+      ++open_count_;
+      return h;
+    }
+    if (next_index_ >= handle_index_mask) return 0;
+    // Every slot ever used may sit in free_slots_ at once: reserve now, so close never allocates.
+    if (free_slots_.capacity() < std::size_t{next_index_} + 1)
+      free_slots_.reserve(std::max<std::size_t>(64, 2 * free_slots_.capacity()));
+    ocbs_.ensure_capacity(std::size_t{next_index_} + 1);
+    const std::uint32_t idx = next_index_;
+    e.handle = (next_gen_ << handle_index_bits) | (std::uint64_t{idx} + 1);
+    const std::uint64_t h = e.handle;
+    if (!ocbs_.install(idx, std::move(e))) return 0;  // cannot happen: a never-used slot has no pin
+    ++next_index_;
+    ++next_gen_;
+    ++open_count_;
+    return h;
+  }
+
+  // Effects: closes `handle` if `pid` owns it; returns its OCB (nullptr: EBADF). Requires: ocb_mu_.
+  std::shared_ptr<ocb_base> remove_ocb_locked(std::uint64_t handle, std::uint64_t pid) noexcept {
+    ocb_pin p = find_ocb(handle, pid);
+    if (!p || !p.close()) return nullptr;
+    std::shared_ptr<ocb_base> o = p->ocb;  // ours: the slot's reference goes with its last pin
+    --open_count_;
+    unreserve_open_locked(pid);
+    if (free_slots_.size() < free_slots_.capacity())  // reserved by install: no allocation here
+      free_slots_.push_back(static_cast<std::uint32_t>((handle & handle_index_mask) - 1));
+    return o;
   }
 
   template <class Req>
@@ -616,13 +697,13 @@ class server {
   void with_ocb(channel::receiver& r, F&& f) {
     Req q;
     if (!decode(r, q)) return;
-    std::shared_ptr<ocb_base> o = find_ocb(q.handle, q.client.pid);
+    const ocb_pin o = find_ocb(q.handle, q.client.pid);  // held until the handler returned
     if (!o) {
       (void)r.reply_error(std::make_error_code(std::errc::bad_file_descriptor));
       return;
     }
     request_context ctx{*this, r, q.client, r.activity()};
-    f(ctx, q, *o);
+    f(ctx, q, *o->ocb);
   }
 
   void dispatch(channel::receiver& r) {
@@ -645,21 +726,31 @@ class server {
         std::shared_ptr<ocb_base> o;
         io_result res = guarded([&] { return funcs_.open(ctx, q, path, o); });
         if (!res.error && !o) res = io_result::fail(EIO);
+        if (!res.error) {
+          o->owner_pid = q.client.pid;
+          std::uint64_t h = 0;
+          {
+            std::lock_guard<std::mutex> g(ocb_mu_);
+            try {
+              h = install_ocb_locked(o);
+              if (h == 0) res = io_result::fail(ENFILE);
+            } catch (const std::bad_alloc&) {
+              res = io_result::fail(ENOMEM);
+            }
+          }
+          if (h != 0) res.value = static_cast<std::int64_t>(h);  // else the OCB dies with `o` (no handle: no close)
+        }
         if (res.error) {
           std::lock_guard<std::mutex> g(ocb_mu_);
           unreserve_open_locked(q.client.pid);
-        } else {
-          o->owner_pid = q.client.pid;
-          std::lock_guard<std::mutex> g(ocb_mu_);
-          const std::uint64_t h = next_handle_++;
-          ocbs_.emplace(h, o);
-          res.value = static_cast<std::int64_t>(h);
         }
         if (!res.error && r.holding() && r.reply(res.value)) {
           // The client gave up (timeout): nobody will ever close this handle.
-          std::lock_guard<std::mutex> g(ocb_mu_);
-          ocbs_.erase(static_cast<std::uint64_t>(res.value));
-          unreserve_open_locked(q.client.pid);
+          std::shared_ptr<ocb_base> dead;
+          {
+            std::lock_guard<std::mutex> g(ocb_mu_);
+            dead = remove_ocb_locked(static_cast<std::uint64_t>(res.value), q.client.pid);
+          }
         }
         return finish(r, res);
       }
@@ -669,12 +760,7 @@ class server {
         std::shared_ptr<ocb_base> o;
         {
           std::lock_guard<std::mutex> g(ocb_mu_);
-          auto it = ocbs_.find(q.handle);
-          if (it != ocbs_.end() && it->second->owner_pid == q.client.pid) {
-            o = std::move(it->second);
-            ocbs_.erase(it);
-            unreserve_open_locked(q.client.pid);
-          }
+          o = remove_ocb_locked(q.handle, q.client.pid);
         }
         if (!o) return finish(r, io_result::fail(EBADF));
         request_context ctx{*this, r, q.client, r.activity()};
@@ -711,11 +797,12 @@ class server {
       case io_msg::page_in: {
         io_page_in_request q;
         if (!decode(r, q)) return;
-        std::shared_ptr<ocb_base> o = q.handle ? find_ocb(q.handle, q.client.pid) : nullptr;
+        const ocb_pin o = q.handle ? find_ocb(q.handle, q.client.pid) : ocb_pin{};
         if (q.handle && !o) return finish(r, io_result::fail(EBADF));
         request_context ctx{*this, r, q.client, r.activity()};
         io_page_in_reply rep{};
-        io_result res = funcs_.page_in ? guarded([&] { return funcs_.page_in(ctx, o.get(), q, rep); }) : enosys;
+        ocb_base* ob = o ? o->ocb.get() : nullptr;
+        io_result res = funcs_.page_in ? guarded([&] { return funcs_.page_in(ctx, ob, q, rep); }) : enosys;
         return finish(r, res, &rep, sizeof rep);
       }
     }
@@ -726,10 +813,13 @@ class server {
   io_funcs funcs_;
   std::shared_ptr<channel> ch_;
 
-  mutable std::mutex ocb_mu_;  // leaf: ocbs_, next_handle_
-  std::unordered_map<std::uint64_t, std::shared_ptr<ocb_base>> ocbs_;
+  mutable std::mutex ocb_mu_;  // leaf: installing/closing in ocbs_ (lookups take no lock), the fields below
+  detail::pinned_table<ocb_entry> ocbs_;
   std::unordered_map<std::uint64_t, std::size_t> opens_by_pid_;  // open handles (and opens in progress) per client pid
-  std::uint64_t next_handle_ = 1;
+  std::vector<std::uint32_t> free_slots_;  // closed slot indices (maybe still pinned); capacity >= next_index_
+  std::uint32_t next_index_ = 0;           // slots [0, next_index_) have been used
+  std::uint64_t next_gen_ = 1;             // generation of the next handle (never 0)
+  std::size_t open_count_ = 0;
 
   std::mutex pool_mu_;  // leaf: threads_, prefixes_, started_, stopping_
   std::vector<std::thread> threads_;

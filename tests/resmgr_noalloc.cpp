@@ -1,0 +1,61 @@
+// The pread/pwrite round trip through a ramfs server allocates nothing once warm: fd table lookup,
+// send, OCB lookup, the read handler (direct-copy hint, range lock), the reply (a counting global
+// operator new sees every C++ allocation of every thread).
+#include <doctest/doctest.h>
+
+#include <faultsafe/resmgr/process.hpp>
+#include <faultsafe/resmgr/ramfs.hpp>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+#include "resmgr_test_util.hpp"
+
+namespace {
+std::atomic<long> g_allocs{0};
+}
+
+void* operator new(std::size_t n) {
+  g_allocs.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) { return operator new(n); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+
+namespace fs = faultsafe;
+
+TEST_CASE("pread/pwrite/lseek/fstat through a ramfs server: no allocation per call once warm") {
+  faultsafe_test::watchdog wd("noalloc");
+  fs::path_namespace ns;
+  fs::ramfs fsrv({.name = "noalloc", .prefix = "/na", .pool = {1, 1}, .ns = &ns});
+  fs::process p("client", {0, 0}, &ns);
+  const int fd = *p.open("/na/f", O_RDWR | O_CREAT, 0644);
+  std::vector<unsigned char> data(4096, 0x11), buf(4096);
+  for (int i = 0; i < 50; ++i) {  // warm up: thread records, lazily built tables, the signal handler
+    REQUIRE(p.pwrite(fd, data.data(), data.size(), 0).value() == data.size());
+    REQUIRE(p.pread(fd, buf.data(), buf.size(), 0).value() == buf.size());
+    REQUIRE(p.lseek(fd, 0, SEEK_SET));
+    REQUIRE(p.fstat(fd));
+  }
+  const long before = g_allocs.load();
+  for (int i = 0; i < 500; ++i) {
+    REQUIRE(p.pread(fd, buf.data(), buf.size(), 0).value() == buf.size());
+    REQUIRE(p.pwrite(fd, data.data(), data.size(), 0).value() == data.size());
+  }
+  CHECK(g_allocs.load() - before == 0);
+  const long before2 = g_allocs.load();
+  for (int i = 0; i < 200; ++i) {
+    REQUIRE(p.lseek(fd, 4, SEEK_SET).value() == 4);
+    REQUIRE(p.fstat(fd).value().st_size == 4096);
+    REQUIRE(p.read(fd, buf.data(), 8).value() == 8);
+  }
+  CHECK(g_allocs.load() - before2 == 0);
+  CHECK(buf[0] == 0x11);
+  CHECK(g_allocs.load() > 0);  // the counter does see allocations (open, the server's threads...)
+}
