@@ -42,9 +42,9 @@
 //
 // OCB table (resmgr/pinned_table.hpp): a handle names a slot and a generation (a closed handle never
 // comes back, even when its slot is reused). Serving a message pins the OCB's slot with one atomic
-// increment and unpins it after the reply: no mutex, no shared_ptr copy. A close makes the handle
-// EBADF for every message received after it; the OCB itself lives until the last message still using
-// it is served (then its last owner, maybe that server thread, destroys it). Open and close serialise
+// increment while its handler runs and unpins it just before the reply: no mutex, no shared_ptr copy.
+// A close makes the handle EBADF for every message received after it; the OCB itself lives until the
+// last handler still using it returned (then its last owner, maybe that server thread, destroys it). Open and close serialise
 // on the OCB table mutex (per-client accounting, slot choice). At most 2^24 handles open at once per
 // server (more opens fail with ENFILE).
 //
@@ -59,6 +59,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -71,6 +72,7 @@
 #include <string_view>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -693,17 +695,27 @@ class server {
     }
   }
 
-  template <class Req, class F>
+  // Decodes a Req naming an OCB, runs f(ctx, q, ocb, reply_header) -> io_result with the OCB pinned,
+  // unpins, then replies (with the Rep reply header unless Rep is std::nullptr_t). The pin goes before
+  // the reply, so when the client sends its next message (a close, then an open) the slot is no
+  // longer pinned by this one and can be reused at once.
+  template <class Req, class Rep = std::nullptr_t, class F>
   void with_ocb(channel::receiver& r, F&& f) {
     Req q;
     if (!decode(r, q)) return;
-    const ocb_pin o = find_ocb(q.handle, q.client.pid);  // held until the handler returned
+    ocb_pin o = find_ocb(q.handle, q.client.pid);
     if (!o) {
       (void)r.reply_error(std::make_error_code(std::errc::bad_file_descriptor));
       return;
     }
     request_context ctx{*this, r, q.client, r.activity()};
-    f(ctx, q, *o->ocb);
+    Rep rep{};
+    const io_result res = f(ctx, q, *o->ocb, rep);
+    o.reset();  // a close that raced with this message may destroy the OCB right here
+    if constexpr (std::is_same_v<Rep, std::nullptr_t>)
+      finish(r, res);
+    else
+      finish(r, res, &rep, sizeof rep);
   }
 
   void dispatch(channel::receiver& r) {
@@ -767,42 +779,41 @@ class server {
         return finish(r, funcs_.close ? guarded([&] { return funcs_.close(ctx, *o); }) : io_result::ok());
       }
       case io_msg::read:
-        return with_ocb<io_rw_request>(r, [&](request_context& ctx, const io_rw_request& q, ocb_base& o) {
-          finish(r, funcs_.read ? guarded([&] { return funcs_.read(ctx, o, q); }) : enosys);
+        return with_ocb<io_rw_request>(r, [&](request_context& ctx, const io_rw_request& q, ocb_base& o, std::nullptr_t) {
+          return funcs_.read ? guarded([&] { return funcs_.read(ctx, o, q); }) : enosys;
         });
       case io_msg::write:
-        return with_ocb<io_rw_request>(r, [&](request_context& ctx, const io_rw_request& q, ocb_base& o) {
-          finish(r, funcs_.write ? guarded([&] { return funcs_.write(ctx, o, q); }) : enosys);
+        return with_ocb<io_rw_request>(r, [&](request_context& ctx, const io_rw_request& q, ocb_base& o, std::nullptr_t) {
+          return funcs_.write ? guarded([&] { return funcs_.write(ctx, o, q); }) : enosys;
         });
       case io_msg::lseek:
-        return with_ocb<io_lseek_request>(r, [&](request_context& ctx, const io_lseek_request& q, ocb_base& o) {
-          finish(r, funcs_.lseek ? guarded([&] { return funcs_.lseek(ctx, o, q); }) : enosys);
+        return with_ocb<io_lseek_request>(r, [&](request_context& ctx, const io_lseek_request& q, ocb_base& o, std::nullptr_t) {
+          return funcs_.lseek ? guarded([&] { return funcs_.lseek(ctx, o, q); }) : enosys;
         });
       case io_msg::fstat:
-        return with_ocb<io_handle_request>(r, [&](request_context& ctx, const io_handle_request&, ocb_base& o) {
-          struct ::stat st {};
-          io_result res = funcs_.fstat ? guarded([&] { return funcs_.fstat(ctx, o, st); }) : enosys;
-          finish(r, res, &st, sizeof st);
-        });
+        return with_ocb<io_handle_request, struct ::stat>(
+            r, [&](request_context& ctx, const io_handle_request&, ocb_base& o, struct ::stat& st) {
+              return funcs_.fstat ? guarded([&] { return funcs_.fstat(ctx, o, st); }) : enosys;
+            });
       case io_msg::ftruncate:
-        return with_ocb<io_ftruncate_request>(r, [&](request_context& ctx, const io_ftruncate_request& q, ocb_base& o) {
-          finish(r, funcs_.ftruncate ? guarded([&] { return funcs_.ftruncate(ctx, o, q); }) : enosys);
+        return with_ocb<io_ftruncate_request>(r, [&](request_context& ctx, const io_ftruncate_request& q, ocb_base& o, std::nullptr_t) {
+          return funcs_.ftruncate ? guarded([&] { return funcs_.ftruncate(ctx, o, q); }) : enosys;
         });
       case io_msg::mmap:
-        return with_ocb<io_mmap_request>(r, [&](request_context& ctx, const io_mmap_request& q, ocb_base& o) {
-          io_mmap_reply rep{};
-          io_result res = funcs_.mmap ? guarded([&] { return funcs_.mmap(ctx, o, q, rep); }) : enosys;
-          finish(r, res, &rep, sizeof rep);
-        });
+        return with_ocb<io_mmap_request, io_mmap_reply>(
+            r, [&](request_context& ctx, const io_mmap_request& q, ocb_base& o, io_mmap_reply& rep) {
+              return funcs_.mmap ? guarded([&] { return funcs_.mmap(ctx, o, q, rep); }) : enosys;
+            });
       case io_msg::page_in: {
         io_page_in_request q;
         if (!decode(r, q)) return;
-        const ocb_pin o = q.handle ? find_ocb(q.handle, q.client.pid) : ocb_pin{};
+        ocb_pin o = q.handle ? find_ocb(q.handle, q.client.pid) : ocb_pin{};
         if (q.handle && !o) return finish(r, io_result::fail(EBADF));
         request_context ctx{*this, r, q.client, r.activity()};
         io_page_in_reply rep{};
         ocb_base* ob = o ? o->ocb.get() : nullptr;
         io_result res = funcs_.page_in ? guarded([&] { return funcs_.page_in(ctx, ob, q, rep); }) : enosys;
+        o.reset();  // before the reply, as in with_ocb
         return finish(r, res, &rep, sizeof rep);
       }
     }
