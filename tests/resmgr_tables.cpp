@@ -1,10 +1,10 @@
-// The lock-free fd and OCB tables (resmgr/pinned_table.hpp, process.hpp, server.hpp): pin/close/clean
+// The lock-free fd and OCB tables (resmgr/detail/pinned_table.hpp, process.hpp, server.hpp): pin/close/clean
 // semantics, chunk growth, stale handles after slot reuse, close racing with I/O on the same fd, and
 // the io_rw_request hint that lets the direct-copy path skip the client lookup.
 #include <doctest/doctest.h>
 
 #include <faultsafe/resmgr/direct_copy.hpp>
-#include <faultsafe/resmgr/pinned_table.hpp>
+#include <faultsafe/resmgr/detail/pinned_table.hpp>
 #include <faultsafe/resmgr/process.hpp>
 #include <faultsafe/resmgr/ramfs.hpp>
 

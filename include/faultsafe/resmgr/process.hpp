@@ -20,7 +20,7 @@
 // transfers are each atomic against the file, but two concurrent read()s may see the same offset; use
 // pread()/pwrite() from several threads. Lock order: the fd table mutex is a leaf held only by open()
 // and close() to change an entry, never across a send; I/O calls take no lock at all.
-// The fd table (resmgr/pinned_table.hpp): an I/O call pins its fd's slot with one atomic increment and
+// The fd table (resmgr/detail/pinned_table.hpp): an I/O call pins its fd's slot with one atomic increment and
 // unpins it after the reply with one decrement (no mutex, no shared_ptr copy, no allocation). The pin
 // keeps the entry (the server's channel and handle) alive for the call even if another thread closes
 // the fd meanwhile: close() makes the fd EBADF for every call that starts after it (and for open()
@@ -56,7 +56,7 @@
 #include <vector>
 
 #include "client_registry.hpp"
-#include "pinned_table.hpp"
+#include "detail/pinned_table.hpp"
 #include "server.hpp"
 
 namespace faultsafe {

@@ -40,7 +40,7 @@
 // path, lets messages being served finish, and joins every pool thread. Requires: not called from one
 // of this server's own threads (throws std::system_error(EDEADLK) then) and every handler returns.
 //
-// OCB table (resmgr/pinned_table.hpp): a handle names a slot and a generation (a closed handle never
+// OCB table (resmgr/detail/pinned_table.hpp): a handle names a slot and a generation (a closed handle never
 // comes back, even when its slot is reused). Serving a message pins the OCB's slot with one atomic
 // increment while its handler runs and unpins it just before the reply: no mutex, no shared_ptr copy.
 // A close makes the handle EBADF for every message received after it; the OCB itself lives until the
@@ -87,7 +87,7 @@
 #include "../order/violation.hpp"
 #include "../sync/range_lock.hpp"
 #include "../vm/faulting_thread.hpp"
-#include "pinned_table.hpp"
+#include "detail/pinned_table.hpp"
 
 namespace faultsafe {
 

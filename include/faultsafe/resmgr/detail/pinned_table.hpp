@@ -1,4 +1,4 @@
-// faultsafe/resmgr/pinned_table.hpp: an index -> entry table whose lookups take no lock (internal).
+// faultsafe/resmgr/detail/pinned_table.hpp: an index -> entry table whose lookups take no lock (internal).
 //
 // Defines `detail::pinned_table<Entry>`: the storage behind a process's fd table (resmgr/process.hpp)
 // and a server's OCB table (resmgr/server.hpp). A lookup pins one slot with one atomic increment and
