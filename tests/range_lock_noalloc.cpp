@@ -2,6 +2,8 @@
 // global operator new in the process during windows that do only range-lock work.
 #include <doctest/doctest.h>
 
+#include "counting_new.hpp"
+
 #include <array>
 #include <atomic>
 #include <cstdlib>
@@ -10,50 +12,23 @@
 
 #include "range_lock_test_util.hpp"
 
-namespace {
-std::atomic<long> g_news{0};
-}
-
-// The replacements pair malloc with free, which is correct; GCC 12 at -O2 sees free() reached from
-// inlined `new` expressions elsewhere and reports -Wmismatched-new-delete anyway (a false positive).
-#if defined(__GNUC__) && !defined(__clang__)
-#  pragma GCC diagnostic push
-#  pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-void* operator new(std::size_t n) {
-  g_news.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) {
-  g_news.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-#if defined(__GNUC__) && !defined(__clang__)
-#  pragma GCC diagnostic pop
-#endif
 
 using namespace faultsafe;
 using namespace std::chrono_literals;
 
 TEST_CASE("the counter sees allocations (self-test)") {
-  const long before = g_news.load();
+  const long before = counting_new::allocations();
   static std::array<char, 100>* volatile sink;  // volatile: the new/delete pair cannot be elided
   sink = new std::array<char, 100>;
   delete sink;
-  CHECK(g_news.load() == before + 1);
+  CHECK(counting_new::allocations() == before + 1);
 }
 
 TEST_CASE("uncontended, shared-overlapping, try-fail, timed and ordered paths do not allocate") {
   range_lock l, m, u("unranked", 0);  // u: two ranges in one thread without rank reports
   { range_guard warm(l, 0, 1, lock_mode::shared); }  // thread record, held stack: first-use setup
   bool b_owned = true;
-  const long before = g_news.load();
+  const long before = counting_new::allocations();
   for (int i = 0; i < 1000; ++i) {
     range_guard g(l, static_cast<std::uint64_t>(i) * 64, 64, i % 2 ? lock_mode::shared : lock_mode::exclusive);
   }
@@ -69,7 +44,7 @@ TEST_CASE("uncontended, shared-overlapping, try-fail, timed and ordered paths do
     b_owned = b.owns_lock();
     a.unlock();
   }
-  const long after = g_news.load();
+  const long after = counting_new::allocations();
   CHECK(after == before);
   CHECK_FALSE(b_owned);
 }
@@ -95,7 +70,7 @@ TEST_CASE("contended lock (wait, park, wake, grant) does not allocate") {
   });
   while (go.load() != 1) std::this_thread::yield();
   { range_guard warm(l, 2000, 1, lock_mode::shared); }
-  const long before = g_news.load();
+  const long before = counting_new::allocations();
   {
     range_guard g(l, 50, 10, lock_mode::shared);
     go.store(2);
@@ -105,7 +80,7 @@ TEST_CASE("contended lock (wait, park, wake, grant) does not allocate") {
     range_guard g(l, 10, 10, lock_mode::shared);
   }
   while (done.load() != 1) std::this_thread::yield();
-  const long after = g_news.load();
+  const long after = counting_new::allocations();
   t.join();
   CHECK(after == before);
 }

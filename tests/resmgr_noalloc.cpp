@@ -3,6 +3,8 @@
 // operator new sees every C++ allocation of every thread).
 #include <doctest/doctest.h>
 
+#include "counting_new.hpp"
+
 #include <faultsafe/resmgr/process.hpp>
 #include <faultsafe/resmgr/ramfs.hpp>
 
@@ -13,29 +15,6 @@
 
 #include "resmgr_test_util.hpp"
 
-namespace {
-std::atomic<long> g_allocs{0};
-}
-
-// The replacements pair malloc with free, which is correct; GCC 12 at -O2 sees free() reached from
-// inlined `new` expressions elsewhere and reports -Wmismatched-new-delete anyway (a false positive).
-#if defined(__GNUC__) && !defined(__clang__)
-#  pragma GCC diagnostic push
-#  pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-void* operator new(std::size_t n) {
-  g_allocs.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) { return operator new(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-#if defined(__GNUC__) && !defined(__clang__)
-#  pragma GCC diagnostic pop
-#endif
 
 namespace fs = faultsafe;
 
@@ -52,19 +31,19 @@ TEST_CASE("pread/pwrite/lseek/fstat through a ramfs server: no allocation per ca
     REQUIRE(p.lseek(fd, 0, SEEK_SET));
     REQUIRE(p.fstat(fd));
   }
-  const long before = g_allocs.load();
+  const long before = counting_new::allocations();
   for (int i = 0; i < 500; ++i) {
     REQUIRE(p.pread(fd, buf.data(), buf.size(), 0).value() == buf.size());
     REQUIRE(p.pwrite(fd, data.data(), data.size(), 0).value() == data.size());
   }
-  CHECK(g_allocs.load() - before == 0);
-  const long before2 = g_allocs.load();
+  CHECK(counting_new::allocations() - before == 0);
+  const long before2 = counting_new::allocations();
   for (int i = 0; i < 200; ++i) {
     REQUIRE(p.lseek(fd, 4, SEEK_SET).value() == 4);
     REQUIRE(p.fstat(fd).value().st_size == 4096);
     REQUIRE(p.read(fd, buf.data(), 8).value() == 8);
   }
-  CHECK(g_allocs.load() - before2 == 0);
+  CHECK(counting_new::allocations() - before2 == 0);
   CHECK(buf[0] == 0x11);
-  CHECK(g_allocs.load() > 0);  // the counter does see allocations (open, the server's threads...)
+  CHECK(counting_new::allocations() > 0);  // the counter does see allocations (open, the server's threads...)
 }
