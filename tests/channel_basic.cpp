@@ -118,18 +118,35 @@ TEST_CASE("reply_error reaches the sender; bad inputs are refused") {
   CHECK(ch.queued() == 0u);
 }
 
+namespace {
+// doctest installs its own SIGSEGV handler per test case, displacing the guarded-copy handler that was
+// installed once earlier: this puts it back for the scope, and maps an inaccessible page to point at.
+struct guarded_segv_scope {
+  struct sigaction old_segv {};
+  void* page = MAP_FAILED;
+  guarded_segv_scope() {
+    faultsafe::detail::install_guarded_copy_handler();
+    struct sigaction sa {};
+    sa.sa_sigaction = &faultsafe::detail::guarded_copy_signal;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &old_segv);
+    page = ::mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(page != MAP_FAILED);
+  }
+  ~guarded_segv_scope() {
+    if (page != MAP_FAILED) ::munmap(page, 4096);
+    sigaction(SIGSEGV, &old_segv, nullptr);
+  }
+  guarded_segv_scope(const guarded_segv_scope&) = delete;
+  guarded_segv_scope& operator=(const guarded_segv_scope&) = delete;
+};
+}  // namespace
+
 TEST_CASE("a bad sender pointer becomes EFAULT for the server, not a crash") {
   faultsafe_test::watchdog wd("bad pointer");
-  // doctest installs its own SIGSEGV handler per test case, displacing the guarded-copy handler that
-  // was installed once earlier: put it back for this test case.
-  faultsafe::detail::install_guarded_copy_handler();
-  struct sigaction sa {}, old_segv {};
-  sa.sa_sigaction = &faultsafe::detail::guarded_copy_signal;
-  sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGSEGV, &sa, &old_segv);
-  void* page = ::mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  REQUIRE(page != MAP_FAILED);
+  guarded_segv_scope bad;
+  void* page = bad.page;
   channel ch;
   std::error_code server_saw;
   std::thread server([&] {
@@ -146,8 +163,6 @@ TEST_CASE("a bad sender pointer becomes EFAULT for the server, not a crash") {
   server.join();
   CHECK(server_saw == std::errc::bad_address);
   CHECK(res.error == std::errc::bad_address);
-  ::munmap(page, 4096);
-  sigaction(SIGSEGV, &old_segv, nullptr);
 }
 
 TEST_CASE("headers up to and past the inline size arrive intact; a bad small header is EFAULT") {
@@ -178,18 +193,10 @@ TEST_CASE("headers up to and past the inline size arrive intact; a bad small hea
       CHECK(static_cast<std::uint64_t>(res.status) == (want & 0x7fffffffffffffff));
     }
     if (guarded) {  // a bad small header: copied by the sender (guarded) -> EFAULT, the server never sees it
-      faultsafe::detail::install_guarded_copy_handler();
-      struct sigaction sa {}, old_segv {};
-      sa.sa_sigaction = &faultsafe::detail::guarded_copy_signal;
-      sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-      sigemptyset(&sa.sa_mask);
-      sigaction(SIGSEGV, &sa, &old_segv);
-      void* page = ::mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      REQUIRE(page != MAP_FAILED);
+      guarded_segv_scope bad;
+      void* page = bad.page;
       CHECK(ch.send({1, page, 16}).error == std::errc::bad_address);
       CHECK(ch.send({1, page, channel::max_header}).error == std::errc::bad_address);  // copied by the server
-      ::munmap(page, 4096);
-      sigaction(SIGSEGV, &old_segv, nullptr);
       CHECK_FALSE(ch.send({1, "ok", 2}).error);  // the channel still works
     }
     ch.stop();
