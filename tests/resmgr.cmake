@@ -19,3 +19,5 @@ endif()
 # allocation-free pread round trip (a counting operator new: its own executable).
 faultsafe_test(resmgr_tables SOURCES resmgr_tables.cpp TIMEOUT 120 LABELS resmgr)
 faultsafe_test(resmgr_noalloc SOURCES resmgr_noalloc.cpp TIMEOUT 60 LABELS resmgr)
+# Chaining of the guarded-copy SIGBUS/SIGSEGV handler to program handlers (forked scenarios).
+faultsafe_test(resmgr_signal_chain SOURCES resmgr_signal_chain.cpp TIMEOUT 120 LABELS resmgr)

@@ -1,24 +1,47 @@
 // faultsafe/detail/guarded_copy.hpp: copy to or from client memory without dying on a bad page
-// (internal).
+// (internal), and the process-wide SIGBUS/SIGSEGV handler that makes it work.
 //
 // A server copies reply data straight into a client's buffer (MsgReply/MsgWrite semantics), so the copy
 // can fault: the page may be served by the pager, poisoned after a failed page-in (SIGBUS), or not mapped
 // at all (SIGSEGV). guarded_memcpy() turns such a signal into EFAULT for the copy, the way the kernel's
-// copy_to_user fixups do, so one bad client cannot kill its server.
+// copy_to_user fixups do, so one bad client cannot kill its server. guarded_copy_prefix() is the
+// copy_from_user flavour: it copies front to back and says how many bytes it copied before the fault.
 //
-// Mechanism: a process-wide SIGBUS/SIGSEGV handler (installed once, on first use, SA_ONSTACK|SA_SIGINFO)
-// siglongjmp()s back into the copy when the faulting thread is inside a guarded copy; otherwise it restores
-// the previous disposition and returns, so the signal is redelivered to the program's own handler (or the
-// default action) exactly as if faultsafe were not there.
+// The handler (installed on first use; SA_SIGINFO | SA_NODEFER | SA_ONSTACK) siglongjmp()s back into
+// the copy when the faulting thread is inside a guarded copy. Any other SIGBUS/SIGSEGV is CHAINED to the
+// action that was installed before faultsafe's (as libsigsegv and the JVM's signal chaining do), and
+// faultsafe's handler stays installed:
+//   - an SA_SIGINFO handler is called with (sig, info, ucontext), a plain one with (sig); while it runs
+//     its sa_mask is blocked, plus the signal itself unless it has SA_NODEFER (as the kernel would);
+//     SA_RESETHAND makes it one-shot: later signals chain to SIG_DFL. When it returns, faultsafe's
+//     handler returns (a fault is re-executed); it may also siglongjmp() out, as it would if alone;
+//   - SIG_DFL: the default action (terminate with a core dump) is taken at once: the disposition is
+//     reset to SIG_DFL, the signal unblocked and re-raised;
+//   - SIG_IGN: a signal sent by a process (si_code <= 0: kill, raise, sigqueue) is ignored; a fault
+//     raised by the kernel cannot be ignored (the kernel would kill the process), so it is SIG_DFL.
+// A program that installs its own SIGBUS/SIGSEGV handler AFTER faultsafe's (faultsafe installs on the
+// first guarded copy, e.g. the first server reply) sees every such signal first, guarded-copy faults
+// included. It must either chain to the action sigaction() returned as the old one (a well-behaved
+// handler does: for a guarded-copy fault that call does not return), or call
+// faultsafe::reinstall_guarded_copy_handler() after installing its own, which puts faultsafe's handler
+// back in front and chains to the program's. Otherwise a server copy from or into a bad client buffer
+// reaches the program's handler instead of becoming EFAULT.
 //
 // Thread-safety: any thread; the "inside a guarded copy" mark is thread_local. Async-signal-safety: the
-// handler touches only thread_local state and sigaction. Lock order: none taken.
+// handler touches only thread_local state, lock-free atomics, sigaction, pthread_sigmask and raise.
+// reinstall_guarded_copy_handler() must not run concurrently with a chained signal on another thread
+// that it replaces the target of (the chained action is double-buffered, not locked). Lock order: none
+// taken by copies and the handler; the installers take one leaf mutex.
 #pragma once
 
+#include <pthread.h>
+
+#include <algorithm>
+#include <atomic>
 #include <csetjmp>
 #include <csignal>
-#include <pthread.h>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <mutex>
 #include <system_error>
@@ -33,43 +56,127 @@ inline guarded_copy_state& this_thread_guard() noexcept {
   return s;
 }
 
-struct previous_fault_actions {
-  struct sigaction bus {};
-  struct sigaction segv {};
+// The action a signal chains to. Double-buffered: the installer writes the slot not in use and then
+// publishes it with (1) release, pairing with the handler's (2) acquire. `spent`: an SA_RESETHAND
+// action ran once, later signals take SIG_DFL.
+struct chained_action {
+  struct chain_slot {
+    struct sigaction act {};
+    std::atomic<bool> spent{false};
+  };
+  chain_slot slot[2];
+  std::atomic<int> current{0};
+  [[nodiscard]] chain_slot& get() noexcept { return slot[current.load(std::memory_order_acquire)]; }  // (2)
+  void set(const struct sigaction& a) noexcept {
+    const int next = 1 - current.load(std::memory_order_relaxed);
+    slot[next].act = a;
+    slot[next].spent.store(false, std::memory_order_relaxed);
+    current.store(next, std::memory_order_release);  // (1) release, pairs with (2)
+  }
 };
-inline previous_fault_actions& fault_actions() noexcept {
-  static previous_fault_actions p;
+struct chained_fault_actions {
+  chained_action bus, segv;
+  std::mutex installer;  // leaf: serialises the installers
+  [[nodiscard]] chained_action& of(int sig) noexcept { return sig == SIGBUS ? bus : segv; }
+};
+inline chained_fault_actions& fault_actions() noexcept {
+  static chained_fault_actions p;
   return p;
 }
 
-inline void guarded_copy_signal(int sig, siginfo_t*, void*) {
+inline void guarded_copy_signal(int sig, siginfo_t* info, void* uc);
+
+// The default action, now: reset to SIG_DFL, unblock and re-raise (terminates with a core dump). If
+// the process survives (it cannot for SIGBUS/SIGSEGV), faultsafe's handler is put back.
+inline void take_default_action(int sig) noexcept {
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  struct sigaction ours {};
+  sigaction(sig, &dfl, &ours);
+  sigset_t s;
+  sigemptyset(&s);
+  sigaddset(&s, sig);
+  pthread_sigmask(SIG_UNBLOCK, &s, nullptr);
+  raise(sig);
+  if (ours.sa_sigaction == &guarded_copy_signal) sigaction(sig, &ours, nullptr);
+}
+
+// Effects: delivers (sig, info, uc) to the chained action (see the header comment).
+inline void chain_fault_signal(int sig, siginfo_t* info, void* uc) noexcept {
+  chained_action::chain_slot& c = fault_actions().of(sig).get();
+  const struct sigaction& a = c.act;
+  const bool siginfo = (a.sa_flags & SA_SIGINFO) != 0;
+  const bool ours = siginfo && a.sa_sigaction == &guarded_copy_signal;
+  if (ours || c.spent.load(std::memory_order_relaxed) || (!siginfo && a.sa_handler == SIG_DFL)) {
+    take_default_action(sig);
+    return;
+  }
+  if (!siginfo && a.sa_handler == SIG_IGN) {
+    if (info != nullptr && info->si_code <= 0) return;  // sent by a process: ignored
+    take_default_action(sig);                           // a fault cannot be ignored
+    return;
+  }
+  if (a.sa_flags & SA_RESETHAND) c.spent.store(true, std::memory_order_relaxed);
+  sigset_t block = a.sa_mask, old;
+  if (!(a.sa_flags & SA_NODEFER)) sigaddset(&block, sig);
+  pthread_sigmask(SIG_BLOCK, &block, &old);
+  if (siginfo)
+    a.sa_sigaction(sig, info, uc);
+  else
+    a.sa_handler(sig);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
+
+inline void guarded_copy_signal(int sig, siginfo_t* info, void* uc) {
   guarded_copy_state& s = this_thread_guard();
   if (s.jump != nullptr) {
     sigjmp_buf* j = s.jump;
     s.jump = nullptr;
     siglongjmp(*j, sig);
   }
-  // Not ours: put the program's previous handler back; returning re-executes the faulting access, which
-  // now reaches that handler (or the default action).
-  const previous_fault_actions& p = fault_actions();
-  sigaction(sig, sig == SIGBUS ? &p.bus : &p.segv, nullptr);
+  chain_fault_signal(sig, info, uc);
 }
 
+// Effects: for SIGBUS and SIGSEGV, unless faultsafe's handler is already the installed one, installs it
+// and chains to the action it replaces. Requires: the installer mutex held.
+inline void install_guarded_copy_handler_locked() noexcept {
+  struct sigaction sa {};
+  sa.sa_sigaction = &guarded_copy_signal;
+  sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGBUS, SIGSEGV}) {
+    struct sigaction cur {};
+    sigaction(sig, nullptr, &cur);
+    if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == &guarded_copy_signal) continue;
+    fault_actions().of(sig).set(cur);
+    sigaction(sig, &sa, nullptr);
+  }
+}
+
+/// Effects: installs the guarded-copy handler once per process (chaining to the actions found).
+/// Thread-safety: any thread. Complexity: O(1) after the first call.
 inline void install_guarded_copy_handler() {
   static std::once_flag once;
   std::call_once(once, [] {
-    struct sigaction sa {};
-    sa.sa_sigaction = &guarded_copy_signal;
-    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGBUS, &sa, &fault_actions().bus);
-    sigaction(SIGSEGV, &sa, &fault_actions().segv);
+    std::lock_guard<std::mutex> g(fault_actions().installer);
+    install_guarded_copy_handler_locked();
   });
 }
 
+// The fault path of a guarded copy (sigsetjmp without a saved mask, see guarded_memcpy): SIGBUS and
+// SIGSEGV unblocked again.
+inline void unblock_fault_signals() noexcept {
+  sigset_t faults;
+  sigemptyset(&faults);
+  sigaddset(&faults, SIGBUS);
+  sigaddset(&faults, SIGSEGV);
+  pthread_sigmask(SIG_UNBLOCK, &faults, nullptr);
+}
+
 /// Effects: copies n bytes from src to dst (memmove semantics). If an access raises SIGBUS or SIGSEGV,
-/// the copy stops and EFAULT is returned; bytes before the bad page may have been copied.
-/// Complexity: O(n). Throws: nothing.
+/// the copy stops and EFAULT is returned; which bytes were copied then is unspecified (memmove copies
+/// in no particular order). Complexity: O(n). Throws: nothing.
 [[nodiscard]] inline std::error_code guarded_memcpy(void* dst, const void* src, std::size_t n) noexcept {
   if (n == 0) return {};
   install_guarded_copy_handler();
@@ -82,11 +189,7 @@ inline void install_guarded_copy_handler() {
   // reached us with both unblocked, so unblocking restores the mask of this call.
   if (sigsetjmp(jb, 0) != 0) {
     s.jump = nullptr;
-    sigset_t faults;
-    sigemptyset(&faults);
-    sigaddset(&faults, SIGBUS);
-    sigaddset(&faults, SIGSEGV);
-    pthread_sigmask(SIG_UNBLOCK, &faults, nullptr);
+    unblock_fault_signals();
     return std::make_error_code(std::errc::bad_address);
   }
   s.jump = &jb;
@@ -95,4 +198,58 @@ inline void install_guarded_copy_handler() {
   return {};
 }
 
+/// Effects: copies n bytes from src to dst front to back, in pieces that cross no page boundary of
+/// either buffer, and stops at the first piece whose access raises SIGBUS or SIGSEGV. Afterwards exactly
+/// [dst, dst + returned) holds the source bytes and nothing at or past dst + returned was written
+/// (a page is readable or writable as a whole; only a page unmapped during the copy can leave part of
+/// its piece written). Returns: the bytes copied (n unless a fault; *ec = EFAULT then, else cleared).
+/// Requires: the buffers do not overlap. Complexity: O(n), one memmove per piece, one sigsetjmp.
+/// Throws: nothing.
+[[nodiscard]] inline std::size_t guarded_copy_prefix(void* dst, const void* src, std::size_t n,
+                                                     std::error_code* ec = nullptr) noexcept {
+  if (ec != nullptr) ec->clear();
+  if (n == 0) return 0;
+  install_guarded_copy_handler();
+  constexpr std::uintptr_t page = 4096;
+  sigjmp_buf jb;
+  guarded_copy_state& s = this_thread_guard();
+  volatile std::size_t done = 0;  // read after siglongjmp: volatile
+  if (sigsetjmp(jb, 0) != 0) {     // savemask 0: see guarded_memcpy
+    s.jump = nullptr;
+    unblock_fault_signals();
+    if (ec != nullptr) *ec = std::make_error_code(std::errc::bad_address);
+    return done;
+  }
+  s.jump = &jb;
+  auto* d = static_cast<unsigned char*>(dst);
+  const auto* from = static_cast<const unsigned char*>(src);
+  std::size_t at = 0;
+  while (at < n) {
+    const auto da = reinterpret_cast<std::uintptr_t>(d + at), sa = reinterpret_cast<std::uintptr_t>(from + at);
+    std::size_t piece = static_cast<std::size_t>(std::min(page - (da & (page - 1)), page - (sa & (page - 1))));
+    if (piece > n - at) piece = n - at;
+    std::memcpy(d + at, from + at, piece);
+    at += piece;
+    done = at;
+  }
+  s.jump = nullptr;
+  return n;
+}
+
 }  // namespace faultsafe::detail
+
+namespace faultsafe {
+
+/// Effects: puts faultsafe's SIGBUS/SIGSEGV handler back in front of whatever handler the program
+/// installed after it, chaining to that handler (see the chaining rules in the header comment); does
+/// nothing if faultsafe's handler is the installed one. Call it after installing your own SIGBUS or
+/// SIGSEGV handler if that handler does not chain to the previous action.
+/// Thread-safety: any thread; not concurrently with a fault it re-targets (see the header comment).
+/// Complexity: four sigaction calls. Throws: nothing.
+inline void reinstall_guarded_copy_handler() noexcept {
+  detail::install_guarded_copy_handler();
+  std::lock_guard<std::mutex> g(detail::fault_actions().installer);
+  detail::install_guarded_copy_handler_locked();
+}
+
+}  // namespace faultsafe
