@@ -139,12 +139,14 @@ TEST_CASE("soak: processes, servers and mappings under random load with injected
       while (std::chrono::steady_clock::now() < end) {
         const int s = static_cast<int>(rng() % servers);
         std::vector<std::uint8_t> input;
+        fuzzharness::encoding enc = fuzzharness::encoding::stable;
         if (!corpus.empty() && rng() % 2) {
           input = corpus[rng() % corpus.size()];
           for (int k = 0; k < 4 && !input.empty(); ++k) input[rng() % input.size()] = static_cast<std::uint8_t>(rng());
         } else {
           input.resize(100 + rng() % 300);
           for (auto& b : input) b = static_cast<std::uint8_t>(rng());
+          enc = fuzzharness::encoding::dense;  // random bytes: every byte an operation
         }
         fuzzharness::harness_options o;
         o.ns = &ns;
@@ -153,6 +155,7 @@ TEST_CASE("soak: processes, servers and mappings under random load with injected
         o.process_name = "soak-w" + std::to_string(w) + "-" + std::to_string(n++);
         o.files = models[static_cast<std::size_t>(w)][static_cast<std::size_t>(s)].data();
         o.tolerant = true;
+        o.ops = enc;
         fuzzharness::byte_reader in(input.data(), input.size());
         {
           fuzzharness::harness h(o);

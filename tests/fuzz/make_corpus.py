@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes the seed corpus of process_fuzzer (tests/fuzz/corpus/) from readable op scripts.
 
-The byte encoding is the one process_harness.hpp decodes (one opcode byte, then its operands).
+The byte encoding is the one process_harness.hpp decodes (one opcode byte, then its operands). Opcodes are
+stable (harness::op_table): a new operation takes a new code; a code without an operation is skipped.
 Run from anywhere: python3 tests/fuzz/make_corpus.py
 """
 import os

@@ -1,7 +1,8 @@
 // Plain driver for the process fuzzing harness (always built, no libFuzzer needed): replays every file
 // of the checked-in corpus (tests/fuzz/corpus, the first argument), then `extra` inputs generated from
-// a fixed seed, through the same harness and model as the libFuzzer target. Any model mismatch aborts
-// (the test fails); a watchdog turns a hang into a failure.
+// a fixed seed (dense operation codes: every byte is an operation), through the same harness and model
+// as the libFuzzer target. Any model mismatch aborts (the test fails); a watchdog turns a hang into a
+// failure.
 //
 // Usage: process_fuzz_replay <corpus dir> [extra random inputs = 200] [seed = 1]
 #include <cstdio>
@@ -43,7 +44,7 @@ int main(int argc, char** argv) {
   for (int i = 0; i < extra; ++i) {
     std::vector<std::uint8_t> data(64 + rng() % 512);
     for (auto& b : data) b = static_cast<std::uint8_t>(rng());
-    fuzzharness::run_process_sequence(data.data(), data.size());
+    fuzzharness::run_process_sequence(data.data(), data.size(), fuzzharness::encoding::dense);
   }
   std::printf("process_fuzz_replay: %zu corpus inputs (%zu bytes) and %d generated inputs matched the model\n",
               files.size(), bytes, extra);

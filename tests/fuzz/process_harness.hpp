@@ -106,6 +106,9 @@ struct world {
   ramfs fs{ramfs_options{.name = "fuzzfs", .prefix = "/fz", .pool = {1, 2}, .ns = &ns, .file = {max_file, "fuzz file"}}};
 };
 
+/// How operation bytes are read (see harness::op_table).
+enum class encoding { stable, dense };
+
 /// Where a harness runs and how strict it is.
 struct harness_options {
   path_namespace* ns = nullptr;
@@ -118,6 +121,9 @@ struct harness_options {
   /// a mapping may fault (an injected page-in error poisons the page: SIGBUS); such pages are skipped
   /// afterwards. Everything else is checked exactly.
   bool tolerant = false;
+  /// Operation codes: stable (the corpus and libFuzzer: unknown codes are skipped) or dense (every
+  /// byte is an operation: generated random inputs).
+  encoding ops = encoding::stable;
 };
 
 /// Counters of one harness (tolerant mode).
@@ -128,7 +134,7 @@ struct harness_stats {
 class harness {
  public:
   explicit harness(const harness_options& o)
-      : fs_(*o.fs), prefix_(o.fs->prefix() + "/" + o.tag), tag_(o.tag), tolerant_(o.tolerant),
+      : fs_(*o.fs), prefix_(o.fs->prefix() + "/" + o.tag), tag_(o.tag), tolerant_(o.tolerant), dense_(o.ops == encoding::dense),
         files_(o.files ? o.files : own_files_), proc_(o.process_name, {uid, gid}, o.ns) {}
   [[nodiscard]] const harness_stats& stats() const { return stats_; }
 
@@ -199,22 +205,16 @@ class harness {
   }
 
   // ---- ops ------------------------------------------------------------------------------------------
+  // Operation codes: the first byte of an operation indexes op_table; a code without an operation is
+  // skipped (only its byte is consumed). Codes are stable: a new operation takes a code no entry has
+  // had, so a checked-in corpus input keeps its meaning when operations are added.
+  // encoding::dense (generated inputs) maps every byte onto a defined code instead. The table is at
+  // the end of the class (after the operations it names).
+
   void step(byte_reader& in) {
-    switch (in.u8() % 14) {
-      case 0: case 1: return op_open(in);
-      case 2: return op_close(in);
-      case 3: return op_rw(in, false, false);
-      case 4: return op_rw(in, true, false);
-      case 5: return op_rw(in, false, true);
-      case 6: return op_rw(in, true, true);
-      case 7: return op_lseek(in);
-      case 8: return op_ftruncate(in);
-      case 9: return op_mmap(in);
-      case 10: return op_munmap(in);
-      case 11: return op_mprotect(in);
-      case 12: return op_mem(in, false);
-      default: return op_mem(in, true);
-    }
+    const std::uint8_t b = in.u8();
+    const std::size_t code = dense_ ? b % op_codes : b;
+    if (code < op_codes) op_table[code](*this, in);
   }
 
   void op_open(byte_reader& in) {
@@ -667,9 +667,29 @@ class harness {
     return ok;
   }
 
+  using op_fn = void (*)(harness&, byte_reader&);
+  static constexpr op_fn op_table[] = {
+      /*  0 */ [](harness& h, byte_reader& in) { h.op_open(in); },
+      /*  1 */ [](harness& h, byte_reader& in) { h.op_open(in); },
+      /*  2 */ [](harness& h, byte_reader& in) { h.op_close(in); },
+      /*  3 */ [](harness& h, byte_reader& in) { h.op_rw(in, false, false); },
+      /*  4 */ [](harness& h, byte_reader& in) { h.op_rw(in, true, false); },
+      /*  5 */ [](harness& h, byte_reader& in) { h.op_rw(in, false, true); },
+      /*  6 */ [](harness& h, byte_reader& in) { h.op_rw(in, true, true); },
+      /*  7 */ [](harness& h, byte_reader& in) { h.op_lseek(in); },
+      /*  8 */ [](harness& h, byte_reader& in) { h.op_ftruncate(in); },
+      /*  9 */ [](harness& h, byte_reader& in) { h.op_mmap(in); },
+      /* 10 */ [](harness& h, byte_reader& in) { h.op_munmap(in); },
+      /* 11 */ [](harness& h, byte_reader& in) { h.op_mprotect(in); },
+      /* 12 */ [](harness& h, byte_reader& in) { h.op_mem(in, false); },
+      /* 13 */ [](harness& h, byte_reader& in) { h.op_mem(in, true); },
+  };
+  static constexpr std::size_t op_codes = sizeof op_table / sizeof op_table[0];
+
   ramfs& fs_;
   std::string prefix_, tag_;
   bool tolerant_;
+  bool dense_;
   model_file own_files_[file_count];
   model_file* files_;
   harness_stats stats_;
@@ -680,12 +700,13 @@ class harness {
 };
 
 /// Runs one input. Aborts (after printing the operation log) on any mismatch with the model.
-inline void run_process_sequence(const std::uint8_t* data, std::size_t size) {
+inline void run_process_sequence(const std::uint8_t* data, std::size_t size, encoding ops = encoding::stable) {
   byte_reader in(data, size);
   world w;
   harness_options o;
   o.ns = &w.ns;
   o.fs = &w.fs;
+  o.ops = ops;
   harness h(o);
   h.run(in);
 }
