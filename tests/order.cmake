@@ -1,6 +1,7 @@
 # Lock-order core: ranked_mutex, lock_in_order, tracked_mutex / lock_class graph (issue 2).
 faultsafe_test(order_catalogue SOURCES order_catalogue_test.cpp TIMEOUT 60 LABELS order)
 faultsafe_test(order_ranked SOURCES order_ranked_test.cpp TIMEOUT 60 LABELS order)
+faultsafe_test(order_core SOURCES order_core_test.cpp TIMEOUT 60 LABELS order)
 faultsafe_test(order_threads SOURCES order_threads_test.cpp TIMEOUT 120 LABELS order)
 
 # Death tests for the default handler (prints the report, aborts): one CTest test per kind. The

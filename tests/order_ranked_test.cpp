@@ -19,6 +19,9 @@ using faultsafe::violation_kind;
 using order_test::expect_none;
 using order_test::expect_one;
 using order_test::held_depth;
+using order_test::recording;
+using order_test::refuse;
+using order_test::refused;
 
 namespace {
 
@@ -65,15 +68,6 @@ static_assert(sizeof(ranked_mutex<10, std::shared_mutex, checks_off>) == sizeof(
 static_assert(sizeof(ranked_mutex<10, std::recursive_mutex, checks_off>) == sizeof(std::recursive_mutex));
 static_assert(sizeof(ranked_mutex<10, constexpr_mutex, checks_off>) == sizeof(constexpr_mutex));
 static_assert(std::is_standard_layout_v<ranked_mutex<10, std::mutex, checks_off>>);
-
-struct recording {
-  faultsafe::violation_recorder rec;
-  faultsafe::scoped_violation_handler handler{rec.handler()};
-  ~recording() { CHECK(held_depth() == 0); }
-};
-
-struct refused {};
-void refuse(const faultsafe::violation&) { throw refused{}; }
 
 }  // namespace
 

@@ -84,4 +84,15 @@ inline void expect_none(faultsafe::violation_recorder& rec) {
   CHECK(seen.empty());
 }
 
+/// Records every violation for a test's scope; at its end the thread must hold no checked lock.
+struct recording {
+  faultsafe::violation_recorder rec;
+  faultsafe::scoped_violation_handler handler{rec.handler()};
+  ~recording() { CHECK(held_depth() == 0); }
+};
+
+/// A violation handler that refuses (throws `refused`).
+struct refused {};
+inline void refuse(const faultsafe::violation&) { throw refused{}; }
+
 }  // namespace order_test

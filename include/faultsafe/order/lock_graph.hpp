@@ -313,13 +313,20 @@ inline void record_class_edges(const acquire_request& r, const source_location& 
   }
 }
 
+/// The Edges policy of tracked_mutex (order/detail/lock_core.hpp): the lock-class graph's edges.
+struct class_edges {
+  static void record(const acquire_request& r, const source_location& where) { record_class_edges(r, where); }
+};
+
 }  // namespace detail
 
 /// A mutex in a lock class (see header). Thread-safety: as Mutex. Lock order: the lock graph's
 /// (plus rank order if it has a rank).
 template <class Mutex = std::mutex, class Checks = default_checks>
-class FAULTSAFE_CAPABILITY("mutex") tracked_mutex {
+class FAULTSAFE_CAPABILITY("mutex") tracked_mutex
+    : public detail::checked_mutex<tracked_mutex<Mutex, Checks>, Mutex, Checks, detail::class_edges> {
   static_assert(Checks::enabled, "checks_off is the partial specialization below");
+  friend class detail::checked_mutex<tracked_mutex, Mutex, Checks, detail::class_edges>;
 
  public:
   using mutex_type = Mutex;
@@ -329,61 +336,11 @@ class FAULTSAFE_CAPABILITY("mutex") tracked_mutex {
   /// Requires: `cls` outlives *this. Effects: a lock of class `cls`, of rank `rank` (0 = unranked).
   explicit tracked_mutex(lock_class& cls, unsigned rank = 0) noexcept(std::is_nothrow_default_constructible_v<Mutex>)
       : cls_(&cls), rank_(rank) {}
-  tracked_mutex(const tracked_mutex&) = delete;
-  tracked_mutex& operator=(const tracked_mutex&) = delete;
 
-  /// Effects: checks recursion and rank, records class edges (reporting order_cycle), then blocks
-  /// until held. Throws: what the handler throws; std::system_error(resource_deadlock_would_occur)
-  /// on AA when the handler returns; nothing is then acquired. Complexity: O(held) cache probes
-  /// after warm-up.
-  void lock(source_location where = source_location::current()) FAULTSAFE_ACQUIRE()
-      FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    const detail::acquire_request r = request(detail::hold_mode::exclusive);
-    detail::check_acquire_fast(r, where);
-    detail::record_class_edges(r, where);
-    m_.lock();
-    detail::push_held_or_release(r, where, [this] { m_.unlock(); });
-  }
-
-  /// Effects: as lock() without blocking, without the rank check and without recording an edge.
-  [[nodiscard]] bool try_lock(source_location where = source_location::current()) FAULTSAFE_TRY_ACQUIRE(true)
-      FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    const detail::acquire_request r = request(detail::hold_mode::exclusive);
-    detail::check_acquire_fast(detail::without_rank(r), where);
-    if (!m_.try_lock()) return false;
-    detail::push_held_or_release(r, where, [this] { m_.unlock(); });
-    return true;
-  }
-
-  /// Effects: releases (any order). Not held (or held only shared): reports unlock_not_held, and leaves Mutex untouched if
-  /// the handler returns.
-  void unlock(source_location where = source_location::current()) FAULTSAFE_RELEASE()
-      FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    if (detail::pop_held_fast(this, detail::hold_mode::exclusive, cls_->name().c_str(), where)) m_.unlock();
-  }
-
-  void lock_shared(source_location where = source_location::current())
-    requires shared_lockable_mutex<Mutex> FAULTSAFE_ACQUIRE_SHARED() FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    const detail::acquire_request r = request(detail::hold_mode::shared);
-    detail::check_acquire_fast(r, where);
-    detail::record_class_edges(r, where);
-    m_.lock_shared();
-    detail::push_held_or_release(r, where, [this] { m_.unlock_shared(); });
-  }
-
-  [[nodiscard]] bool try_lock_shared(source_location where = source_location::current())
-    requires shared_lockable_mutex<Mutex> FAULTSAFE_TRY_ACQUIRE_SHARED(true) FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    const detail::acquire_request r = request(detail::hold_mode::shared);
-    detail::check_acquire_fast(detail::without_rank(r), where);
-    if (!m_.try_lock_shared()) return false;
-    detail::push_held_or_release(r, where, [this] { m_.unlock_shared(); });
-    return true;
-  }
-
-  void unlock_shared(source_location where = source_location::current())
-    requires shared_lockable_mutex<Mutex> FAULTSAFE_RELEASE_SHARED() FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    if (detail::pop_held_fast(this, detail::hold_mode::shared, cls_->name().c_str(), where)) m_.unlock_shared();
-  }
+  // lock / try_lock / unlock and the shared variants: detail::checked_mutex (order/detail/lock_core.hpp),
+  // with detail::class_edges: lock() and lock_shared() also record the class edges (reporting
+  // order_cycle) before blocking; try_lock() records no edge into the lock it tries.
+  // Complexity: O(held) cache probes after warm-up.
 
   [[nodiscard]] lock_class& cls() const noexcept { return *cls_; }
   [[nodiscard]] unsigned rank() const noexcept { return rank_; }
@@ -392,7 +349,6 @@ class FAULTSAFE_CAPABILITY("mutex") tracked_mutex {
   [[nodiscard]] lock_order_key order_key() const noexcept {
     return {rank_, rank_ == 0 ? cls_->id() : 0u, reinterpret_cast<std::uintptr_t>(this)};
   }
-  [[nodiscard]] Mutex& underlying() noexcept { return m_; }
 
  private:
   [[nodiscard]] detail::acquire_request request(detail::hold_mode mode) const noexcept {
@@ -406,7 +362,6 @@ class FAULTSAFE_CAPABILITY("mutex") tracked_mutex {
     return r;
   }
 
-  Mutex m_;
   lock_class* cls_;
   unsigned rank_;
 };

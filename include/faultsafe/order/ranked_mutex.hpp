@@ -9,7 +9,8 @@
 //   order/violation.hpp for what the handler may do). With `checks_off` it is exactly `Mutex`: same
 //   size (static_assert below), every member an inline forwarder, no thread_local touched (proved by
 //   tests/order_ranked_test.cpp, which runs the checks_off code path in a constant expression, where
-//   a thread_local access would not compile).
+//   a thread_local access would not compile). With checks on, its members are the one checking core's
+//   (detail::checked_mutex, order/detail/lock_core.hpp) and record the caller's source_location.
 // - `exclusive_guard<L>` / `shared_guard<L>`: annotated RAII guards (std::lock_guard and
 //   std::shared_lock work too, but libstdc++'s are invisible to clang's -Wthread-safety analysis).
 // - `lock_in_order(a, b, ...)`, `lock_in_order_at(where, a, b, ...)` and `ordered_lock_guard`: take
@@ -17,7 +18,8 @@
 //   may be held together only when taken this way.
 //
 // Contract
-// - Lock order: ranks strictly increase along every thread's nesting (DESIGN.md section 2); try_lock
+// - Lock order: ranks strictly increase along every thread's nesting (`faultsafe::rank` in config.hpp, the
+//   README's lock hierarchy); try_lock
 //   never blocks, so it does not check ranks (like lockdep's trylock), but the lock it takes counts
 //   for later acquisitions.
 // - Lifetime: a ranked_mutex must not be destroyed while held. Its name (constructor argument) must
@@ -39,18 +41,11 @@
 
 #include "../config.hpp"
 #include "../detail/held_locks.hpp"
+#include "detail/lock_core.hpp"
 #include "../source_location.hpp"
 #include "../thread_annotations.hpp"
 
 namespace faultsafe {
-
-/// A mutex type with lock_shared / try_lock_shared / unlock_shared (std::shared_mutex, ...).
-template <class M>
-concept shared_lockable_mutex = requires(M& m) {
-  m.lock_shared();
-  m.unlock_shared();
-  { m.try_lock_shared() } -> std::convertible_to<bool>;
-};
 
 /// Where a lock sits in the global acquisition order used by lock_in_order(): rank first, then the
 /// lock class (graph-only locks of rank 0), then the address. Smaller is taken first.
@@ -89,85 +84,16 @@ struct default_rank_name {
   static constexpr std::array<char, 32> value = make();
 };
 
-/// Effects: check_acquire(r, where), but first a tight scan that skips it when nothing held can
-/// conflict (the common case): no hold of the same object and, for a ranked request, no held rank at
-/// or above r.rank. Same results and exceptions as check_acquire.
-inline void check_acquire_fast(const acquire_request& r, const source_location& where) {
-  const held_stack& s = this_thread_held();
-  for (unsigned i = 0; i < s.depth; ++i) {
-    const acquire_request& h = s.e[i].req;
-    if (h.object == r.object || (r.rank != 0 && h.rank >= r.rank)) {
-      check_acquire(r, where);
-      return;
-    }
-  }
-}
-
-/// Effects: push_held(r, where), with the common case (room on the stack) inline; if push_held throws
-/// (held-stack overflow and a throwing handler), calls release() first, so the caller holds nothing.
-template <class Release>
-inline void push_held_or_release(const acquire_request& r, const source_location& where, Release release) {
-  held_stack& s = this_thread_held();
-  if (s.depth < FAULTSAFE_MAX_HELD_LOCKS) [[likely]] {
-    held_lock& h = s.e[s.depth++];
-    h.req = r;
-    h.where = where;
-    h.batch = s.batch;
-    return;
-  }
-  try {
-    push_held(r, where);
-  } catch (...) {
-    release();
-    throw;
-  }
-}
-
-/// Effects: pop_held(token, name, where), with the common case (token on top of the stack, held in
-/// `mode`) inline. Releasing in the wrong mode (unlock_shared() of a lock held exclusively, or the
-/// reverse) is unlock_not_held too: the hold stays recorded and the caller must leave the mutex alone.
-[[gnu::noinline, gnu::cold]] inline bool pop_held_slow(const void* token, hold_mode mode, const char* name,
-                                                       const source_location& where) {
-  held_stack& s = this_thread_held();
-  for (unsigned i = s.depth; i-- > 0;) {
-    if (s.e[i].req.token != token) continue;
-    if (s.e[i].req.mode == mode) break;
-    violation v;
-    v.kind = violation_kind::unlock_not_held;
-    v.summary = "thread '" + thread_name(this_thread_id()) + "' releases '" + name + "' " +
-                (mode == hold_mode::shared ? "shared" : "exclusive") + " at " + describe_site(where) +
-                " but holds it " + (mode == hold_mode::shared ? "exclusively" : "shared");
-    v.details.push_back("held: " + describe_held(s.e[i]));
-    v.involved.emplace_back(name);
-    report_violation(v);
-    return false;
-  }
-  return pop_held(token, name, where);
-}
-
-inline bool pop_held_fast(const void* token, hold_mode mode, const char* name, const source_location& where) {
-  held_stack& s = this_thread_held();
-  if (s.depth != 0 && s.e[s.depth - 1].req.token == token && s.e[s.depth - 1].req.mode == mode) [[likely]] {
-    --s.depth;
-    return true;
-  }
-  return pop_held_slow(token, mode, name, where);
-}
-
-/// The request a try_lock checks: recursion only (a try_lock cannot wait, so it cannot invert).
-inline acquire_request without_rank(acquire_request r) noexcept {
-  r.rank = 0;
-  return r;
-}
-
 }  // namespace detail
 
 /// A mutex with a compile-time rank; see the header comment. The primary template is the checked one.
 ///
 /// Thread-safety: as Mutex. Lock order: Rank, strictly increasing along each thread's nesting.
 template <unsigned Rank, class Mutex = std::mutex, class Checks = default_checks>
-class FAULTSAFE_CAPABILITY("mutex") ranked_mutex {
+class FAULTSAFE_CAPABILITY("mutex") ranked_mutex
+    : public detail::checked_mutex<ranked_mutex<Rank, Mutex, Checks>, Mutex, Checks> {
   static_assert(Checks::enabled, "checks_off is the partial specialization below");
+  friend class detail::checked_mutex<ranked_mutex, Mutex, Checks>;
 
  public:
   using mutex_type = Mutex;
@@ -179,62 +105,8 @@ class FAULTSAFE_CAPABILITY("mutex") ranked_mutex {
   /// Requires: `name` outlives *this (a string literal). Effects: names this lock in reports.
   explicit ranked_mutex(const char* name) noexcept(std::is_nothrow_default_constructible_v<Mutex>)
       : name_(name) {}
-  ranked_mutex(const ranked_mutex&) = delete;
-  ranked_mutex& operator=(const ranked_mutex&) = delete;
 
-  /// Effects: checks rank and recursion (see header), then blocks until the lock is held.
-  /// Throws: what the handler throws; std::system_error(resource_deadlock_would_occur) if the thread
-  /// already holds it and the handler returned; in both cases nothing is acquired.
-  /// Complexity: O(locks held) beyond Mutex::lock().
-  void lock(source_location where = source_location::current()) FAULTSAFE_ACQUIRE()
-      FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    const detail::acquire_request r = request(detail::hold_mode::exclusive);
-    detail::check_acquire_fast(r, where);
-    m_.lock();
-    detail::push_held_or_release(r, where, [this] { m_.unlock(); });
-  }
-
-  /// Effects: as lock() without blocking and without the rank check. Returns: true if acquired.
-  [[nodiscard]] bool try_lock(source_location where = source_location::current()) FAULTSAFE_TRY_ACQUIRE(true)
-      FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    const detail::acquire_request r = request(detail::hold_mode::exclusive);
-    detail::check_acquire_fast(detail::without_rank(r), where);
-    if (!m_.try_lock()) return false;
-    detail::push_held_or_release(r, where, [this] { m_.unlock(); });
-    return true;
-  }
-
-  /// Effects: releases the lock (any order relative to other held locks). If the calling thread
-  /// does not hold it (or holds it only shared), reports unlock_not_held and, if the handler returns, leaves Mutex untouched
-  /// (unlocking a mutex one does not own is undefined behaviour). Throws: what the handler throws.
-  void unlock(source_location where = source_location::current()) FAULTSAFE_RELEASE()
-      FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    if (detail::pop_held_fast(this, detail::hold_mode::exclusive, name_, where)) m_.unlock();
-  }
-
-  /// Shared (reader) variants, when Mutex has them. A second read lock by the same thread is
-  /// recursive_acquire (a writer queued between them deadlocks it); it proceeds if the handler returns.
-  void lock_shared(source_location where = source_location::current())
-    requires shared_lockable_mutex<Mutex> FAULTSAFE_ACQUIRE_SHARED() FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    const detail::acquire_request r = request(detail::hold_mode::shared);
-    detail::check_acquire_fast(r, where);
-    m_.lock_shared();
-    detail::push_held_or_release(r, where, [this] { m_.unlock_shared(); });
-  }
-
-  [[nodiscard]] bool try_lock_shared(source_location where = source_location::current())
-    requires shared_lockable_mutex<Mutex> FAULTSAFE_TRY_ACQUIRE_SHARED(true) FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    const detail::acquire_request r = request(detail::hold_mode::shared);
-    detail::check_acquire_fast(detail::without_rank(r), where);
-    if (!m_.try_lock_shared()) return false;
-    detail::push_held_or_release(r, where, [this] { m_.unlock_shared(); });
-    return true;
-  }
-
-  void unlock_shared(source_location where = source_location::current())
-    requires shared_lockable_mutex<Mutex> FAULTSAFE_RELEASE_SHARED() FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    if (detail::pop_held_fast(this, detail::hold_mode::shared, name_, where)) m_.unlock_shared();
-  }
+  // lock / try_lock / unlock and the shared variants: detail::checked_mutex (order/detail/lock_core.hpp).
 
   /// The name used in reports.
   [[nodiscard]] const char* name() const noexcept { return name_; }
@@ -242,8 +114,6 @@ class FAULTSAFE_CAPABILITY("mutex") ranked_mutex {
   [[nodiscard]] lock_order_key order_key() const noexcept {
     return {Rank, 0, reinterpret_cast<std::uintptr_t>(this)};
   }
-  /// The wrapped mutex (for condition variables and the like; bypasses the checks).
-  [[nodiscard]] Mutex& underlying() noexcept { return m_; }
 
  private:
   [[nodiscard]] detail::acquire_request request(detail::hold_mode mode) const noexcept {
@@ -256,7 +126,6 @@ class FAULTSAFE_CAPABILITY("mutex") ranked_mutex {
     return r;
   }
 
-  Mutex m_;
   const char* name_ = detail::default_rank_name<Rank>::value.data();
 };
 

@@ -132,6 +132,7 @@
 #include "../activity/wait_graph.hpp"
 #include "../config.hpp"
 #include "../detail/held_locks.hpp"
+#include "../order/detail/lock_core.hpp"
 #include "../detail/thread_record.hpp"
 #include "../order/violation.hpp"
 #include "../source_location.hpp"
@@ -835,6 +836,7 @@ class range_guard {
   template <std::size_t>
   friend class ordered_range_guards;
   using node = detail::rl::range_node;
+  using core = detail::lock_core<default_checks>;  // order/detail/lock_core.hpp
 
   // For ordered_range_guards: a validated range, not yet enqueued.
   range_guard(detail::rl::deferred_t, range_lock& lock, std::uint64_t off, std::uint64_t last, lock_mode m,
@@ -870,7 +872,7 @@ class range_guard {
   }
 
   void acquire(bool may_fail, std::chrono::steady_clock::time_point deadline) {
-    if constexpr (default_checks::enabled) detail::check_acquire(request(), node_.where);  // may throw: nothing taken
+    core::check(request(), node_.where);  // may throw: nothing taken
     lock_->lock_node(node_);
     const std::uint64_t seq = node_.domain != range_lock::all ? ++node_.home->next_seq : lock_->take_seq(range_lock::all);
     const bool in = lock_->enqueue_locked(node_,
@@ -886,14 +888,7 @@ class range_guard {
 
   // Granted and linked: record the hold. If the bookkeeping throws, release and rethrow.
   void finish_acquire() {
-    if constexpr (default_checks::enabled) {
-      try {
-        detail::push_held(request(), node_.where);
-      } catch (...) {
-        unlink();
-        throw;
-      }
-    }
+    core::record(request(), node_.where, [this] { unlink(); });
     owned_ = true;
   }
 
@@ -915,8 +910,7 @@ class range_guard {
   void release() {
     const bool was_owned = owned_;
     unlink();
-    if constexpr (default_checks::enabled)
-      if (was_owned) detail::pop_held(&node_, lock_->name_, node_.where);
+    if (was_owned) (void)core::forget(&node_, request().mode, lock_->name_, node_.where);
   }
   void release_noexcept() noexcept {
     try {
@@ -1210,7 +1204,7 @@ class ordered_range_guards {
         for (std::size_t x = i; x < j; ++x) {
           new (&slots_[x]) range_guard(detail::rl::deferred_t{}, l, it[x].off, it[x].last, it[x].mode, opt, where);
           n_ = x + 1;
-          if constexpr (default_checks::enabled) detail::check_acquire(at(x).request(), where);
+          range_guard::core::check(at(x).request(), where);
         }
         // One leaf-lock section for the whole group: its shard if every range is narrow in one
         // shard, else every shard lock.

@@ -2,8 +2,9 @@
 // (internal).
 //
 // `vm_rw_lock<Rank>` is a std::shared_timed_mutex whose acquisitions are checked against the calling
-// thread's held-lock stack (detail/held_locks.hpp) when FAULTSAFE_CHECKS is on: rank order and
-// recursion, exactly like ranked_mutex<Rank, std::shared_mutex>. It is also a `waitable` of the
+// thread's held-lock stack when FAULTSAFE_CHECKS is on, through the same checking core as
+// ranked_mutex<Rank, std::shared_mutex> (order/detail/lock_core.hpp): rank order and recursion, with
+// the caller's source_location (the holds below forward theirs). It is also a `waitable` of the
 // wait-for graph (activity/wait_graph.hpp): it keeps the faultsafe ids of its holders (exclusive holder
 // or readers), and a contended acquisition records a lock wait, polls the graph every
 // wait_graph::recheck_interval(), and gives up with std::system_error(EDEADLK) when the graph breaks a
@@ -28,6 +29,7 @@
 #include "../../activity/wait_graph.hpp"
 #include "../../config.hpp"
 #include "../../detail/held_locks.hpp"
+#include "../../order/detail/lock_core.hpp"
 #include "../../detail/thread_record.hpp"
 #include "../../source_location.hpp"
 #include "../../thread_annotations.hpp"
@@ -43,49 +45,25 @@ class FAULTSAFE_CAPABILITY("mutex") vm_rw_lock final : public waitable {
   vm_rw_lock(const vm_rw_lock&) = delete;
   vm_rw_lock& operator=(const vm_rw_lock&) = delete;
 
-  /// Throws: std::system_error(EDEADLK) if the wait-for graph breaks a cycle at this wait (nothing
-  /// is then held); what the violation handler throws.
+  /// Effects: the core's checks (order/detail/lock_core.hpp) with the caller's `where`, then blocks
+  /// until held exclusively. Throws: std::system_error(EDEADLK) if the wait-for graph breaks a cycle at
+  /// this wait (nothing is then held); what the violation handler throws (nothing is then held).
   void lock(source_location where = source_location::current()) FAULTSAFE_ACQUIRE() FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    if constexpr (default_checks::enabled) check_acquire(request(hold_mode::exclusive), where);
-    if (!m_.try_lock()) {
-      vm_wait_scope w(vm_wait_kind::lock_exclusive, this, name_);
-      wait_scope ws(*this, wait_kind::lock, name_);
-      if (ws.deadlocked()) throw_deadlock();
-      while (!m_.try_lock_for(wait_graph::recheck_interval()))
-        if (ws.poll()) throw_deadlock();
-      add_holder();
-    } else {
-      add_holder();
-    }
-    if constexpr (default_checks::enabled) push_held(request(hold_mode::exclusive), where);
+    core::lock(request(hold_mode::exclusive), where, [this] { acquire(false); }, [this] { release(false); });
   }
+  /// Effects: releases the exclusive hold. Not held so: reports unlock_not_held and leaves the lock alone.
   void unlock(source_location where = source_location::current()) FAULTSAFE_RELEASE() FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    if constexpr (default_checks::enabled) {
-      if (!pop_held(this, name_, where)) return;
-    }
-    remove_holder();
-    m_.unlock();
+    core::unlock(this, hold_mode::exclusive, name_, where, [this] { release(false); });
   }
+  /// Effects, Throws: as lock(), for a shared hold.
   void lock_shared(source_location where = source_location::current()) FAULTSAFE_ACQUIRE_SHARED()
       FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    if constexpr (default_checks::enabled) check_acquire(request(hold_mode::shared), where);
-    if (!m_.try_lock_shared()) {
-      vm_wait_scope w(vm_wait_kind::lock_shared, this, name_);
-      wait_scope ws(*this, wait_kind::lock, name_);
-      if (ws.deadlocked()) throw_deadlock();
-      while (!m_.try_lock_shared_for(wait_graph::recheck_interval()))
-        if (ws.poll()) throw_deadlock();
-    }
-    add_holder();
-    if constexpr (default_checks::enabled) push_held(request(hold_mode::shared), where);
+    core::lock(request(hold_mode::shared), where, [this] { acquire(true); }, [this] { release(true); });
   }
+  /// Effects: as unlock(), for a shared hold.
   void unlock_shared(source_location where = source_location::current()) FAULTSAFE_RELEASE_SHARED()
       FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    if constexpr (default_checks::enabled) {
-      if (!pop_held(this, name_, where)) return;
-    }
-    remove_holder();
-    m_.unlock_shared();
+    core::unlock(this, hold_mode::shared, name_, where, [this] { release(true); });
   }
   [[nodiscard]] const char* name() const noexcept { return name_; }
 
@@ -99,6 +77,29 @@ class FAULTSAFE_CAPABILITY("mutex") vm_rw_lock final : public waitable {
   }
 
  private:
+  using core = lock_core<default_checks>;
+
+  // Blocks until held (shared or exclusive), as a recorded lock wait when contended; then lists the
+  // calling thread as a holder.
+  void acquire(bool shared) {
+    const bool got = shared ? m_.try_lock_shared() : m_.try_lock();
+    if (!got) {
+      vm_wait_scope w(shared ? vm_wait_kind::lock_shared : vm_wait_kind::lock_exclusive, this, name_);
+      wait_scope ws(*this, wait_kind::lock, name_);
+      if (ws.deadlocked()) throw_deadlock();
+      while (!(shared ? m_.try_lock_shared_for(wait_graph::recheck_interval())
+                      : m_.try_lock_for(wait_graph::recheck_interval())))
+        if (ws.poll()) throw_deadlock();
+    }
+    add_holder();
+  }
+  void release(bool shared) noexcept {
+    remove_holder();
+    if (shared)
+      m_.unlock_shared();
+    else
+      m_.unlock();
+  }
   [[noreturn]] void throw_deadlock() const {
     throw std::system_error(std::make_error_code(std::errc::resource_deadlock_would_occur),
                             std::string("faultsafe: wait for '") + name_ + "' broken by the wait-for graph");
@@ -132,30 +133,39 @@ class FAULTSAFE_CAPABILITY("mutex") vm_rw_lock final : public waitable {
   std::vector<std::uint32_t> holders_;  // faultsafe ids of the threads holding m_ (any mode)
 };
 
-/// RAII shared hold of a vm_rw_lock.
+/// RAII shared hold of a vm_rw_lock. Records the caller's source_location (reports name the call
+/// site that took the hold, not this header).
 template <class L>
 class FAULTSAFE_SCOPED_CAPABILITY vm_shared_hold {
  public:
-  explicit vm_shared_hold(L& l) FAULTSAFE_ACQUIRE_SHARED(l) : l_(l) { l_.lock_shared(); }
-  ~vm_shared_hold() FAULTSAFE_RELEASE() { l_.unlock_shared(); }
+  explicit vm_shared_hold(L& l, source_location where = source_location::current()) FAULTSAFE_ACQUIRE_SHARED(l)
+      : l_(l), where_(where) {
+    l_.lock_shared(where);
+  }
+  ~vm_shared_hold() FAULTSAFE_RELEASE() { l_.unlock_shared(where_); }
   vm_shared_hold(const vm_shared_hold&) = delete;
   vm_shared_hold& operator=(const vm_shared_hold&) = delete;
 
  private:
   L& l_;
+  source_location where_;
 };
 
-/// RAII exclusive hold of a vm_rw_lock.
+/// RAII exclusive hold of a vm_rw_lock. Records the caller's source_location.
 template <class L>
 class FAULTSAFE_SCOPED_CAPABILITY vm_exclusive_hold {
  public:
-  explicit vm_exclusive_hold(L& l) FAULTSAFE_ACQUIRE(l) : l_(l) { l_.lock(); }
-  ~vm_exclusive_hold() FAULTSAFE_RELEASE() { l_.unlock(); }
+  explicit vm_exclusive_hold(L& l, source_location where = source_location::current()) FAULTSAFE_ACQUIRE(l)
+      : l_(l), where_(where) {
+    l_.lock(where);
+  }
+  ~vm_exclusive_hold() FAULTSAFE_RELEASE() { l_.unlock(where_); }
   vm_exclusive_hold(const vm_exclusive_hold&) = delete;
   vm_exclusive_hold& operator=(const vm_exclusive_hold&) = delete;
 
  private:
   L& l_;
+  source_location where_;
 };
 
 }  // namespace faultsafe::detail
