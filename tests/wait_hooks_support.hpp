@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -19,6 +18,7 @@
 #include "faultsafe/activity/wait_graph.hpp"
 #include "faultsafe/resmgr/iofunc.hpp"
 #include "faultsafe/resmgr/process.hpp"
+#include "faultsafe/resmgr/ramfs.hpp"
 #include "faultsafe/resmgr/server.hpp"
 #include "wait_graph_support.hpp"
 
@@ -53,47 +53,27 @@ struct recorder {
   }
 };
 
-/// A resource manager at `prefix` with fixed files and a replaceable read handler.
+/// A ramfs (resmgr/ramfs.hpp) at `prefix` whose read handler can be replaced.
 class hook_server {
  public:
   using read_fn = std::function<fs::io_result(fs::request_context&, fs::ocb_base&, const fs::io_rw_request&)>;
 
   hook_server(std::string name, std::string prefix, fs::thread_pool_options pool, read_fn rf = nullptr)
-      : read_(std::move(rf)), srv_(fs::server_options{std::move(name), pool, {}, nullptr}, funcs()) {
-    if (auto ec = srv_.attach(prefix)) throw std::system_error(ec, "attach " + prefix);
-  }
-  ~hook_server() { srv_.stop(); }
+      : fs_(fs::ramfs_options{.name = std::move(name),
+                              .prefix = std::move(prefix),
+                              .pool = pool,
+                              .file = {std::uint64_t{1} << 20, "wh file"},
+                              .direct_copy = false,
+                              .customize = [rf = std::move(rf)](fs::io_funcs& f) {
+                                if (rf) f.read = rf;
+                              }}) {}
   void add(const std::string& name) {
-    std::lock_guard<std::mutex> g(mu_);
-    files_[name] = std::make_shared<fs::iofunc_attr>(0666, 0, 0, fs::attr_options{std::uint64_t{1} << 20, "wh file"});
+    if (auto ec = fs_.create(name, 0666)) throw std::system_error(ec, "create " + name);
   }
-  void start() { srv_.start(); }
-  fs::server& srv() { return srv_; }
+  fs::server& srv() { return fs_.srv(); }
 
  private:
-  fs::io_funcs funcs() {
-    fs::io_funcs f = fs::iofunc_defaults();
-    f.open = [this](fs::request_context& ctx, const fs::io_open_request& q, std::string_view path,
-                    std::shared_ptr<fs::ocb_base>& out) -> fs::io_result {
-      std::shared_ptr<fs::iofunc_attr> a;
-      {
-        std::lock_guard<std::mutex> g(mu_);
-        auto it = files_.find(std::string(path));
-        if (it == files_.end()) return fs::io_result::fail(ENOENT);
-        a = it->second;
-      }
-      return fs::iofunc_open_default(ctx, q, std::move(a), out);
-    };
-    f.read = [this](fs::request_context& ctx, fs::ocb_base& o, const fs::io_rw_request& q) {
-      return read_ ? read_(ctx, o, q) : fs::iofunc_read_default(ctx, o, q);
-    };
-    return f;
-  }
-
-  read_fn read_;
-  std::mutex mu_;
-  std::map<std::string, std::shared_ptr<fs::iofunc_attr>> files_;
-  fs::server srv_;
+  fs::ramfs fs_;
 };
 
 inline bool has(const std::string& s, std::string_view what) { return s.find(what) != std::string::npos; }

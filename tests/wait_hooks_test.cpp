@@ -108,7 +108,6 @@ TEST_CASE("three servers whose handlers send to the next: the cycle is named and
           return fs::iofunc_read_default(ctx, o, q);
         }));
     srv.back()->add("f");
-    srv.back()->start();
   }
   for (int i = 0; i < 3; ++i) fill(init, "/wh3s" + std::to_string(i + 1) + "/f", static_cast<char>('x' + i), 64);
   for (int i = 0; i < 3; ++i) {
@@ -160,7 +159,6 @@ TEST_CASE("a single-threaded server sending to itself is reported; a pool that c
                        return fs::iofunc_read_default(ctx, o, q);
                      });
     solo.add("f");
-    solo.start();
     fill(init, prefix + "/f", 's', 32);
     auto sfd = self.open(prefix + "/f", O_RDONLY);
     REQUIRE(sfd.ok());
@@ -202,7 +200,6 @@ TEST_CASE("disabled graph: a server lock-up records nothing and reports nothing 
                      return fs::iofunc_read_default(ctx, o, q);
                    });
   solo.add("f");
-  solo.start();
   fill(init, "/whoff/f", 'o', 16);
   auto sfd = self.open("/whoff/f", O_RDONLY);
   REQUIRE(sfd.ok());
@@ -257,7 +254,6 @@ TEST_CASE("randomized stress with servers, mappings and range locks that never d
         }));
     srv.back()->add("ro");
     srv.back()->add("rw");
-    srv.back()->start();
     fill(init, "/whst" + std::to_string(i) + "/ro", static_cast<char>('a' + i), 4 * 4096);
     fill(init, "/whst" + std::to_string(i) + "/rw", 'w', 4 * 4096);
   }

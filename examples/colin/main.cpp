@@ -23,7 +23,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -36,6 +35,7 @@
 #include "faultsafe/resmgr/iofunc.hpp"
 #include "faultsafe/resmgr/process.hpp"
 #include "faultsafe/resmgr/process_thread.hpp"
+#include "faultsafe/resmgr/ramfs.hpp"
 #include "faultsafe/resmgr/server.hpp"
 #include "faultsafe/vm/aspace.hpp"
 #include "faultsafe/vm/pager.hpp"
@@ -70,58 +70,41 @@ class latch {
   bool set_ = false;
 };
 
-/// A resource manager with a fixed set of files (a memfd each) and hooks before read and page-in.
+/// A ramfs (resmgr/ramfs.hpp) with hooks before read and page-in (its default handlers wrapped).
 class file_server {
  public:
   using read_hook = std::function<void(fs::request_context&)>;
   using page_in_hook = std::function<std::error_code(fs::request_context&, const fs::io_page_in_request&)>;
 
   file_server(std::string name, std::string prefix, fs::thread_pool_options pool, read_hook rh, page_in_hook ph)
-      : before_read_(std::move(rh)), before_page_in_(std::move(ph)),
-        srv_(fs::server_options{std::move(name), pool, {}, nullptr}, funcs()) {
-    if (auto ec = srv_.attach(prefix)) throw std::system_error(ec, "attach " + prefix);
-  }
-  ~file_server() { srv_.stop(); }
+      : fs_(fs::ramfs_options{.name = std::move(name),
+                              .prefix = std::move(prefix),
+                              .pool = pool,
+                              .file = {std::uint64_t{1} << 20, "colin file"},
+                              .direct_copy = false,  // the server thread takes the fault on the client's buffer
+                              .customize = [rh = std::move(rh), ph = std::move(ph)](fs::io_funcs& f) {
+                                if (rh)
+                                  f.read = [rh, dflt = f.read](fs::request_context& ctx, fs::ocb_base& o,
+                                                               const fs::io_rw_request& q) {
+                                    rh(ctx);
+                                    return dflt(ctx, o, q);
+                                  };
+                                if (ph)
+                                  f.page_in = [ph, dflt = f.page_in](fs::request_context& ctx, fs::ocb_base* o,
+                                                                    const fs::io_page_in_request& q,
+                                                                    fs::io_page_in_reply& rep) -> fs::io_result {
+                                    if (auto ec = ph(ctx, q)) return fs::io_result{0, ec};
+                                    return dflt(ctx, o, q, rep);
+                                  };
+                              }}) {}
   void add(const std::string& name) {
-    std::lock_guard<std::mutex> g(mu_);
-    files_[name] = std::make_shared<fs::iofunc_attr>(0666, 0, 0, fs::attr_options{std::uint64_t{1} << 20, "colin file"});
+    if (auto ec = fs_.create(name, 0666)) throw std::system_error(ec, "create " + name);
   }
-  void start() { srv_.start(); }
-  void stop() { srv_.stop(); }
-  fs::server& srv() { return srv_; }
+  void stop() { fs_.stop(); }
+  fs::server& srv() { return fs_.srv(); }
 
  private:
-  fs::io_funcs funcs() {
-    fs::io_funcs f = fs::iofunc_defaults();
-    f.open = [this](fs::request_context& ctx, const fs::io_open_request& q, std::string_view path,
-                    std::shared_ptr<fs::ocb_base>& out) -> fs::io_result {
-      std::shared_ptr<fs::iofunc_attr> a;
-      {
-        std::lock_guard<std::mutex> g(mu_);
-        auto it = files_.find(std::string(path));
-        if (it == files_.end()) return fs::io_result::fail(ENOENT);
-        a = it->second;
-      }
-      return fs::iofunc_open_default(ctx, q, std::move(a), out);
-    };
-    f.read = [this](fs::request_context& ctx, fs::ocb_base& o, const fs::io_rw_request& q) {
-      if (before_read_) before_read_(ctx);
-      return fs::iofunc_read_default(ctx, o, q);
-    };
-    f.page_in = [this](fs::request_context& ctx, fs::ocb_base* o, const fs::io_page_in_request& q,
-                       fs::io_page_in_reply& rep) -> fs::io_result {
-      if (before_page_in_)
-        if (auto ec = before_page_in_(ctx, q)) return fs::io_result{0, ec};
-      return fs::iofunc_page_in_default(ctx, o, q, rep);
-    };
-    return f;
-  }
-
-  read_hook before_read_;
-  page_in_hook before_page_in_;
-  std::mutex mu_;
-  std::map<std::string, std::shared_ptr<fs::iofunc_attr>> files_;
-  fs::server srv_;  // last: stopped before the files die
+  fs::ramfs fs_;
 };
 
 unsigned char pattern(char file, std::size_t i) { return static_cast<unsigned char>(file * 31 + i * 7 + (i >> 12)); }
@@ -254,8 +237,6 @@ int main(int argc, char** argv) {
   io_pkt.add("b");
   io_pkt.add("c");
   nfs.add("a");
-  io_pkt.start();
-  nfs.start();
   if (!fill_file(init, "/nfs/a", 'a', 2 * page) || !fill_file(init, "/io_pkt/b", 'b', page) ||
       !fill_file(init, "/io_pkt/c", 'c', page)) {
     std::printf("RESULT: setup failed\n");

@@ -16,6 +16,7 @@
 // look up or insert a name (never during I/O or while holding a range lock).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -40,6 +41,10 @@ struct ramfs_options {
   attr_options file{};
   /// Serve read(fd)/write(fd) into/from mappings of the same file without a fault (resmgr/direct_copy.hpp).
   bool direct_copy = true;
+  /// Adjusts the handler table before the server starts: wrap a default (capture the slot's handler and
+  /// call it from the new one) or replace it. Examples and tests hook reads and page-ins this way, so
+  /// every message ramfs serves is served by them too.
+  std::function<void(io_funcs&)> customize{};
 };
 
 class ramfs {
@@ -67,6 +72,17 @@ class ramfs {
     auto it = files_.find(name);
     return it == files_.end() ? nullptr : it->second;
   }
+  /// Effects: creates the regular file `name` with `mode & 07777` owned by uid/gid, as an O_CREAT open
+  /// by that owner would, without the directory permission check (setup by the server's owner).
+  /// Returns EEXIST if it exists, ENAMETOOLONG / ENOENT / EISDIR for a name open would refuse.
+  /// Throws: what iofunc_attr's constructor throws.
+  std::error_code create(std::string_view name, mode_t mode, std::uint32_t uid = 0, std::uint32_t gid = 0) {
+    if (auto e = check_name(name)) return std::error_code(e, std::generic_category());
+    std::lock_guard<std::mutex> g(dir_mu_);
+    if (files_.count(std::string(name))) return std::make_error_code(std::errc::file_exists);
+    files_.emplace(std::string(name), std::make_shared<iofunc_attr>(mode, uid, gid, opts_.file));
+    return {};
+  }
   [[nodiscard]] std::vector<std::string> names() const {
     std::lock_guard<std::mutex> g(dir_mu_);
     std::vector<std::string> out;
@@ -80,13 +96,20 @@ class ramfs {
     f.open = [this](request_context& ctx, const io_open_request& q, std::string_view path, std::shared_ptr<ocb_base>& out) {
       return open_file(ctx, q, path, out);
     };
+    if (opts_.customize) opts_.customize(f);
     return f;
   }
 
+  // The errno for a file name this flat directory refuses, or 0.
+  static int check_name(std::string_view path) noexcept {
+    if (path.empty()) return EISDIR;
+    if (path.find('/') != std::string_view::npos) return ENOENT;
+    if (path.size() > 255) return ENAMETOOLONG;
+    return 0;
+  }
+
   io_result open_file(request_context& ctx, const io_open_request& q, std::string_view path, std::shared_ptr<ocb_base>& out) {
-    if (path.empty()) return io_result::fail(EISDIR);
-    if (path.find('/') != std::string_view::npos) return io_result::fail(ENOENT);
-    if (path.size() > 255) return io_result::fail(ENAMETOOLONG);
+    if (int e = check_name(path)) return io_result::fail(e);
     std::shared_ptr<iofunc_attr> attr;
     {
       std::lock_guard<std::mutex> g(dir_mu_);
