@@ -21,3 +21,6 @@ faultsafe_test(resmgr_tables SOURCES resmgr_tables.cpp TIMEOUT 120 LABELS resmgr
 faultsafe_test(resmgr_noalloc SOURCES resmgr_noalloc.cpp TIMEOUT 60 LABELS resmgr)
 # Chaining of the guarded-copy SIGBUS/SIGSEGV handler to program handlers (forked scenarios).
 faultsafe_test(resmgr_signal_chain SOURCES resmgr_signal_chain.cpp TIMEOUT 120 LABELS resmgr)
+# Failed calls change nothing, partial writes are short counts, own OCB types with the defaults,
+# reports name the handler's line (issues 14 and 17).
+faultsafe_test(resmgr_failed_calls SOURCES resmgr_failed_calls.cpp TIMEOUT 60 LABELS resmgr)

@@ -12,6 +12,8 @@
 //     model's. Private file mappings are copy-on-write snapshots whose pages are filled at a time the
 //     model cannot see (fault-around, read-ahead), so a private page is checked exactly while the
 //     file's page is unchanged since the mmap, and after its first observation otherwise;
+//   - every call that fails (an error reply, injected or not) leaves every file exactly as the model
+//     has it: existence, size and bytes, read in the server's store (a failed call has no side effects);
 //   - at the end every file's bytes equal the model's, read back through a fresh open.
 // A mismatch prints the operation log and aborts (a libFuzzer crash; a failing replay test).
 // Accesses through mappings touch only pages that cannot raise SIGBUS/SIGSEGV by the model (inside the
@@ -141,7 +143,9 @@ class harness {
   void run(byte_reader& in) {
     int steps = 0;
     while (!in.empty() && steps++ < 64) {
+      failed_ = false;
       step(in);
+      if (failed_) check_store("a failed call");
       ++stats_.ops;
     }
     final_check();
@@ -177,12 +181,25 @@ class harness {
   void expect_ec(const std::error_code& got, int want, const char* what) {
     if (got != err(want))
       fail("%s: got error '%s' (%d), model expects errno %d", what, got.message().c_str(), got.value(), want);
+    if (want != 0) failed_ = true;
+  }
+  // Every file in the server's store is as the model has it (existence, size, bytes).
+  void check_store(const char* when) {
+    for (int f = 0; f < file_count; ++f) {
+      const model_file& mf = files_[f];
+      auto a = fs_.lookup(tag_ + static_cast<char>('a' + f));
+      if (!a != !mf.exists) fail("after %s: file %d %s in the store, the model says %s", when, f, a ? "exists" : "is missing", mf.exists ? "it exists" : "it does not");
+      if (!a) continue;
+      if (a->size() != mf.data.size()) fail("after %s: file %d has %llu bytes, the model %zu", when, f, static_cast<unsigned long long>(a->size()), mf.data.size());
+      if (!mf.data.empty() && std::memcmp(a->data(), mf.data.data(), mf.data.size()) != 0) fail("after %s: file %d's bytes differ from the model", when, f);
+    }
   }
   std::string path(int f) const { return prefix_ + static_cast<char>('a' + f); }
   // Tolerant mode: an EIO reply is an injected failure of a request that did nothing.
   bool injected(const std::error_code& ec) {
     if (!tolerant_ || ec != err(EIO)) return false;
     ++stats_.injected_eio;
+    failed_ = true;  // the request did nothing: checked like any failed call
     return true;
   }
 
@@ -243,9 +260,10 @@ class harness {
       else if (!may(mf.mode, need)) want = EACCES;
     } else if (!(flags & O_CREAT)) {
       want = ENOENT;
+    } else if (am == O_ACCMODE) {
+      want = EINVAL;  // refused before anything is created
     } else {
-      created = true;  // the file is created even if the access mode is then refused
-      if (am == O_ACCMODE) want = EINVAL;
+      created = true;
     }
     if (created) {
       mf.exists = true;
@@ -348,18 +366,27 @@ class harness {
       return;
     }
     const std::uint64_t start = append ? mf.data.size() : positional ? static_cast<std::uint64_t>(off) : static_cast<std::uint64_t>(mfd.offset);
-    if (start + n > max_file) {
-      expect_ec(r.error(), EFBIG, "write past max_size");
+    if (start >= max_file) {
+      expect_ec(r.error(), EFBIG, "write at or past max_size");
       return;
     }
-    if (!buf_readable) {
-      // The server grows the file before it reads the client's buffer: a write whose source faults
-      // fails with EFAULT and leaves the file grown with zeros (documented in the report).
+    const std::size_t asked = n;
+    n = static_cast<std::size_t>(std::min<std::uint64_t>(n, max_file - start));  // straddling: up to the limit
+    if (!buf_readable) {  // nothing can be read from the client: EFAULT, and the file is unchanged
       expect_ec(r.error(), EFAULT, "write from an unreadable buffer");
-      if (mf.data.size() < start + n) mf.resize(start + n);
+      return;
+    }
+    if (tolerant_ && anon && r && *r < n) {
+      // A poisoned page part-way through the buffer (an injected pager failure): the bytes before it
+      // were written, a short count. Learn what the buffer and the file now hold.
+      ++stats_.injected_efault;
+      rescan(*anon, n);
+      resync(mfd.file);
+      if (!positional) mfd.offset = static_cast<std::int64_t>(start + *r);
       return;
     }
     expect_ec(r.error(), 0, "write");
+    if (n < asked) note("  (straddles max_size: %zu of %zu bytes)", n, asked);
     if (*r != n) fail("write: wrote %zu, model expects %zu", *r, n);
     if (mf.data.size() < start + n) mf.resize(start + n);
     std::memcpy(mf.data.data() + start, buf, n);
@@ -690,6 +717,7 @@ class harness {
   std::string prefix_, tag_;
   bool tolerant_;
   bool dense_;
+  bool failed_ = false;  // the current step made a call that failed (checked against the store)
   model_file own_files_[file_count];
   model_file* files_;
   harness_stats stats_;

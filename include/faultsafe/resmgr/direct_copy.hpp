@@ -35,8 +35,10 @@
 //   fault would make them (UFFDIO_COPY of the file's page; EEXIST = already present) and then read.
 // Holes: a destination (source) part that the client could not write (read): a mapping without
 // PROT_WRITE (PROT_READ), a file page at or past the end of the file (the client's access would be
-// SIGBUS), or memory that is not mapped at all: the bytes before it are transferred and the call fails
-// with EFAULT (as the ordinary path does when its copy faults).
+// SIGBUS), or memory that is not mapped at all. A read transfers the bytes before it and fails with
+// EFAULT (as the ordinary path does when its copy faults). A write, as iofunc_write_default, writes the
+// bytes before it and returns that short count (EFAULT if there are none); the file grows only by the
+// bytes written, and a write straddling max_size writes up to it.
 // Not handled here (the functions return false and the ordinary path runs, where the fault-reentrancy
 // guard of iofunc_page_in_default resolves a self-conflict): no same-file part at all (the common
 // case), more than 8 same-file parts or 16 parts in all, a client whose pid is not registered, a
@@ -375,20 +377,22 @@ inline bool shared_overlap(const plan& pl, std::uint64_t off, std::uint64_t n) n
 
 /// Effects: if the source of write request `q` on open `o` has parts that map the same file, serves the
 /// write by the direct path (see the header) and returns true with `res` set; otherwise returns false.
-/// Errors as iofunc_write_default (EFBIG, ENOSPC...) plus EFAULT at a hole (the bytes before it are
-/// written, the file has grown to the requested end, as on the ordinary path). Throws: as try_direct_read.
+/// Results as iofunc_write_default: a short count at a hole (the bytes before it are written, the file
+/// grows by those only), EFAULT if the hole is at the start, EFBIG, ENOSPC... (nothing changed then).
+/// Throws: as try_direct_read.
 [[nodiscard]] inline bool try_direct_write(request_context& ctx, iofunc_ocb& o, const io_rw_request& q, io_result& res) {
   namespace dc = detail::dc;
   if (!o.writable || (q.hints & rw_hint_no_client_memory)) return false;  // no aspace: no mapping of the file
   const std::shared_ptr<process_memory> mem = dc::client_memory(ctx.client.pid);
   if (!mem) return false;
   const aspace& as = mem->space();
-  const std::uint64_t n = std::min<std::uint64_t>(q.nbytes, ctx.rcv.payload_len());
+  std::uint64_t n = std::min<std::uint64_t>(q.nbytes, ctx.rcv.payload_len());
   if (n == 0) return false;
   iofunc_attr& a = *o.attr;
   const bool append = (o.flags & O_APPEND) && !q.use_offset;
   std::uint64_t off = 0;
-  if (!append && (detail::rw_offset(o, q, n, off) || off + n > a.max_size())) return false;
+  // Errors the ordinary path reports (before any change) are left to it.
+  if (!append && (detail::rw_offset(o, q, n, off) || detail::clip_to_max(a, off, &n))) return false;
   bool handled = false;
   std::uint64_t done = 0;
   std::error_code err;
@@ -408,18 +412,21 @@ inline bool shared_overlap(const plan& pl, std::uint64_t off, std::uint64_t n) n
         rq[k++] = dc::part_range(a, pl.parts[i], lock_mode::shared);
     std::optional<ordered_range_guards<dc::max_same_parts + 1>> held;
     for (;;) {
-      if (append) off = a.size();
-      if (off + n > a.max_size()) {
-        err = std::make_error_code(std::errc::file_too_large);
-        return {};
+      if (append) {
+        off = a.size();
+        if (auto e = detail::clip_to_max(a, off, &n)) {
+          err = e;
+          return {};
+        }
       }
       rq[0] = range_request{&a.data_lock, off, append ? to_end : n, lock_mode::exclusive};
-      held.emplace(std::span<const range_request>(rq.data(), k));
+      // source_location: this line (a default argument would name std::optional's internals)
+      held.emplace(std::span<const range_request>(rq.data(), k), range_options{}, source_location::current());
       if (!append || a.size() == off) break;  // nobody appended or truncated in between
       held.reset();
     }
     const std::uint64_t old_size = a.size();
-    if (auto e = a.grow_to(off + n)) {
+    if (auto e = a.reserve(off + n)) {  // the size is published after the copy, for the bytes copied
       err = e;
       return {};
     }
@@ -440,6 +447,7 @@ inline bool shared_overlap(const plan& pl, std::uint64_t off, std::uint64_t n) n
       readable += ok;
       if (ok < pt.len) break;
     }
+    readable = std::min(readable, n);  // an append may have been clipped to max_size after the plan
     dc::counters_t& c = dc::counters();
     unsigned char* target = a.data() + off;
     std::unique_ptr<unsigned char[]> bounce;
@@ -457,26 +465,27 @@ inline bool shared_overlap(const plan& pl, std::uint64_t off, std::uint64_t n) n
         std::memmove(to + done, a.data() + pt.file_off, len);
         moved = len;
         dc::add(c.store_bytes, len);
-      } else if (!detail::guarded_memcpy(to + done, reinterpret_cast<const void*>(pt.addr), len)) {
-        moved = len;  // other memory, or private pages made present above
-        dc::add(pt.kind == dc::part_kind::other ? c.other_bytes : c.present_bytes, len);
+      } else {  // other memory, or private pages made present above: front to back, up to a bad page
+        moved = detail::guarded_copy_prefix(to + done, reinterpret_cast<const void*>(pt.addr), len);
+        dc::add(pt.kind == dc::part_kind::other ? c.other_bytes : c.present_bytes, moved);
       }
       done += moved;
       if (moved < len) break;
     }
     if (bounce) std::memcpy(target, bounce.get(), done);
-    if (done < n) err = std::make_error_code(std::errc::bad_address);
+    if (done == 0) err = std::make_error_code(std::errc::bad_address);
+    std::optional<range_guard> none;  // the ranges are released with `held`
+    detail::finish_write(a, none, off, n, done);
     return {};
   });
   if (!handled) return false;
-  if (ec) err = ec;
   dc::add(dc::counters().writes, 1);
+  if (done > 0 && !q.use_offset) o.offset.store(static_cast<std::int64_t>(off + done), std::memory_order_relaxed);
+  if (ec) err = ec;
   if (err) {
     res = io_result::fail(err);
     return true;
   }
-  a.touch(false, true);
-  if (!q.use_offset) o.offset.store(static_cast<std::int64_t>(off + done), std::memory_order_relaxed);
   res = io_result::ok(static_cast<std::int64_t>(done));
   return true;
 }
@@ -484,14 +493,16 @@ inline bool shared_overlap(const plan& pl, std::uint64_t off, std::uint64_t n) n
 /// Read handler: the direct path when the destination maps the same file, else iofunc_read_default.
 inline io_result iofunc_read_direct(request_context& ctx, ocb_base& base, const io_rw_request& q) {
   io_result r;
-  if (try_direct_read(ctx, static_cast<iofunc_ocb&>(base), q, r)) return r;
+  iofunc_ocb* const o = iofunc_ocb_cast(base);
+  if (o != nullptr && try_direct_read(ctx, *o, q, r)) return r;
   return iofunc_read_default(ctx, base, q);
 }
 
 /// Write handler: the direct path when the source maps the same file, else iofunc_write_default.
 inline io_result iofunc_write_direct(request_context& ctx, ocb_base& base, const io_rw_request& q) {
   io_result r;
-  if (try_direct_write(ctx, static_cast<iofunc_ocb&>(base), q, r)) return r;
+  iofunc_ocb* const o = iofunc_ocb_cast(base);
+  if (o != nullptr && try_direct_write(ctx, *o, q, r)) return r;
   return iofunc_write_default(ctx, base, q);
 }
 

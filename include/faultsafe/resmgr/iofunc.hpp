@@ -5,8 +5,10 @@
 // `iofunc_check_access()`, and the default handlers iofunc_open_default / read / write / lseek / fstat /
 // ftruncate / mmap / page_in (the pager's page-in, vm/process_memory.hpp), which a server plugs into its io_funcs (resmgr/ramfs.hpp does).
 //
-// Data store: each file's bytes live in a memfd (memfd_create, MFD_CLOEXEC) whose length is always the
-// file size. The server maps the whole reservation (attr_options::max_size bytes, MAP_SHARED |
+// Data store: each file's bytes live in a memfd (memfd_create, MFD_CLOEXEC) at least as long as the
+// file: a write reserves the bytes it will fill past the size (reserve()) and publishes the new size
+// only after the copy (grow_to()), so a write that fails changes nothing. Bytes of the memfd at or past
+// the size are zero except inside a range that a writer holds. The server maps the whole reservation (attr_options::max_size bytes, MAP_SHARED |
 // MAP_NORESERVE) once, so `iofunc_attr::data()` is a stable server-side pointer to byte 0 of the file:
 // the direct-copy path can memmove store to store, and the pager can map memfd() MAP_SHARED itself.
 // Bytes at or past size are never touched through data() (they would SIGBUS).
@@ -24,10 +26,20 @@
 // page-in of a fault that conflicts only with its own activity under that activity (or fails it with
 // EDEADLK), reporting a self_deadlock with the fault and the page-in (violation_context).
 //
-// Errors: EACCES (open without permission), EBADF (read on O_WRONLY, write/ftruncate on O_RDONLY),
-// EINVAL (negative offset or length, bad whence, bad access mode), EOVERFLOW (offset + length or a seek
-// overflows off_t), EFBIG (beyond max_size), ENOSPC/errno from the memfd. Reads at or past the end
-// return 0.
+// Errors: EACCES (open without permission), EBADF (read on O_WRONLY, write/ftruncate on O_RDONLY; an
+// OCB that is not an iofunc_ocb), EINVAL (negative offset or length, bad whence, bad access mode),
+// EOVERFLOW (offset + length or a seek overflows off_t), EFBIG (a write that starts at or past max_size,
+// a truncate beyond it), EFAULT (nothing could be copied from/to the client's buffer), ENOSPC/errno from
+// the memfd. Reads at or past the end return 0.
+// Failed calls have no side effects: every handler validates everything before its first change, and a
+// call that returns an error leaves the file (existence, size, bytes, times) and the OCB's offset as
+// they were. Partial success is a short count, as on Linux: a write straddling max_size writes up to
+// it, a write whose client buffer turns bad part-way writes the bytes before the bad page.
+//
+// Own OCB types: a server that keeps these defaults but wants per-open state derives its OCB from
+// iofunc_ocb and constructs it with iofunc_open_default<MyOcb>() (a type not derived from iofunc_ocb
+// is rejected at compile time); its own handlers get it back with iofunc_ocb_cast<MyOcb>(). The
+// defaults refuse an OCB that is not an iofunc_ocb with EBADF (never a crash).
 // Thread-safety: an iofunc_attr is shared by every open of the file and safe for concurrent handlers.
 // Lifetime: an attr lives as long as a directory entry or an OCB refers to it (shared_ptr).
 #pragma once
@@ -48,9 +60,13 @@
 #include <mutex>
 #include <optional>
 #include <system_error>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
 
 #include "../config.hpp"
 #include "../detail/fault_injection.hpp"
+#include "../detail/guarded_copy.hpp"
 #include "../order/ranked_mutex.hpp"
 #include "../sync/range_lock.hpp"
 #include "server.hpp"
@@ -127,16 +143,30 @@ class iofunc_attr {
     return gid_;
   }
 
-  /// Effects: size = max(size, end), growing the memfd first. Requires: the caller holds the range
-  /// lock exclusively over [old size, end) or over the bytes it will write at end. Returns errno of
-  /// ftruncate, or EFBIG past max_size.
-  [[nodiscard]] std::error_code grow_to(std::uint64_t end) {
+  /// Effects: makes the store hold bytes up to `end` (grows the memfd; the size is unchanged), so that
+  /// data()[0, end) may be written. Requires: the caller holds the range lock exclusively over the
+  /// bytes it will write past the size. Returns errno of ftruncate, or EFBIG past max_size.
+  [[nodiscard]] std::error_code reserve(std::uint64_t end) {
     if (end > max_size_) return std::make_error_code(std::errc::file_too_large);
     exclusive_guard<meta_mutex> g(meta_);
-    if (end <= size_.load(std::memory_order_relaxed)) return {};
+    if (end <= store_len_) return {};
     if (::ftruncate(memfd_, static_cast<off_t>(end)) != 0) return {errno, std::generic_category()};
-    size_.store(end, std::memory_order_release);  // (2) release, pairs with (1)
+    store_len_ = end;
     return {};
+  }
+  /// Effects: size = max(size, end), reserving first. Requires: as reserve(). Returns: as reserve().
+  [[nodiscard]] std::error_code grow_to(std::uint64_t end) {
+    if (auto ec = reserve(end)) return ec;
+    exclusive_guard<meta_mutex> g(meta_);
+    if (end > size_.load(std::memory_order_relaxed)) size_.store(end, std::memory_order_release);  // (2) release, pairs with (1)
+    return {};
+  }
+  /// Effects: zeroes the bytes of [from, to) at or past the size (a failed write's reserved bytes, so
+  /// that a later growth shows zeros there). Requires: the range lock held exclusively over [from, to),
+  /// to <= the reserved length.
+  void discard_unpublished(std::uint64_t from, std::uint64_t to) noexcept {
+    from = std::max(from, size());
+    if (from < to) std::memset(data_ + from, 0, static_cast<std::size_t>(to - from));
   }
   /// Effects: size = len (shrinks or zero-extends the memfd). Requires: the caller holds the range lock
   /// exclusively over [min(size, len), end).
@@ -144,6 +174,7 @@ class iofunc_attr {
     if (len > max_size_) return std::make_error_code(std::errc::file_too_large);
     exclusive_guard<meta_mutex> g(meta_);
     if (::ftruncate(memfd_, static_cast<off_t>(len)) != 0) return {errno, std::generic_category()};
+    store_len_ = len;
     size_.store(len, std::memory_order_release);  // (2)
     stamp_locked(false, true);
     return {};
@@ -198,6 +229,7 @@ class iofunc_attr {
   mode_t mode_;
   std::uint32_t uid_, gid_;
   std::atomic<std::uint64_t> size_{0};     // written under meta_
+  std::uint64_t store_len_ = 0;            // under meta_: the memfd's length (>= size_)
   std::atomic<bool> atime_stale_{false};   // written under meta_: modified since atime was set
   timespec atime_{}, mtime_{}, ctime_{};
   int memfd_ = -1;
@@ -207,13 +239,22 @@ class iofunc_attr {
   self_conflict page_in_policy_;
 };
 
-/// One open of a file.
+/// One open of a file. Derive from it to keep per-open state and the default handlers (see the header).
 struct iofunc_ocb : ocb_base {
   std::shared_ptr<iofunc_attr> attr;
   std::atomic<std::int64_t> offset{0};  ///< the fd offset (read/write/lseek without explicit offset)
   int flags = 0;                        ///< open flags
   bool readable = false, writable = false;
 };
+
+/// Returns: `base` as an Ocb (an iofunc_ocb or a type derived from it), or nullptr if it is not one.
+/// Complexity: O(1) (a type comparison; a dynamic_cast for types derived from Ocb). Throws: nothing.
+template <class Ocb = iofunc_ocb>
+[[nodiscard]] inline Ocb* iofunc_ocb_cast(ocb_base& base) noexcept {
+  static_assert(std::is_base_of_v<iofunc_ocb, Ocb>, "iofunc_ocb_cast: Ocb must derive from iofunc_ocb");
+  if (typeid(base) == typeid(Ocb)) return static_cast<Ocb*>(&base);
+  return dynamic_cast<Ocb*>(&base);
+}
 
 /// Access bits for iofunc_check_access.
 inline constexpr int access_read = 4, access_write = 2;
@@ -235,27 +276,44 @@ inline constexpr int access_read = 4, access_write = 2;
 
 namespace detail {
 inline io_result errc_result(std::errc e) noexcept { return io_result::fail(std::make_error_code(e)); }
+// The answer of a default handler to an OCB that is not an iofunc_ocb.
+inline io_result not_iofunc_ocb() noexcept { return errc_result(std::errc::bad_file_descriptor); }
 }  // namespace detail
 
-/// Default open: checks the access mode against the attr's permissions (EACCES), rejects a bad
-/// O_ACCMODE (EINVAL), applies O_TRUNC (needs write access), and makes the OCB.
-inline io_result iofunc_open_default(request_context& ctx, const io_open_request& q, std::shared_ptr<iofunc_attr> attr,
-                                     std::shared_ptr<ocb_base>& out) {
-  int want = 0;
-  switch (q.flags & O_ACCMODE) {
-    case O_RDONLY: want = access_read; break;
-    case O_WRONLY: want = access_write; break;
-    case O_RDWR: want = access_read | access_write; break;
-    default: return detail::errc_result(std::errc::invalid_argument);
+/// Effects: checks open flags that need no file: the access mode (EINVAL for O_ACCMODE) and O_TRUNC
+/// without write access (EACCES). On success *want = access_read and/or access_write. Call it before
+/// creating anything (an open that fails must create nothing). Complexity: O(1). Throws: nothing.
+[[nodiscard]] inline std::error_code iofunc_open_verify(int flags, int* want) noexcept {
+  int w = 0;
+  switch (flags & O_ACCMODE) {
+    case O_RDONLY: w = access_read; break;
+    case O_WRONLY: w = access_write; break;
+    case O_RDWR: w = access_read | access_write; break;
+    default: return std::make_error_code(std::errc::invalid_argument);
   }
-  if ((q.flags & O_TRUNC) && !(want & access_write)) return detail::errc_result(std::errc::permission_denied);
+  if ((flags & O_TRUNC) && !(w & access_write)) return std::make_error_code(std::errc::permission_denied);
+  if (want != nullptr) *want = w;
+  return {};
+}
+
+/// Default open: iofunc_open_verify(), the attr's permissions (EACCES), then makes the OCB (an Ocb,
+/// constructed from `args`) and last applies O_TRUNC, so that a failed open changes nothing.
+/// Requires: Ocb derives from iofunc_ocb (checked at compile time). Throws: std::bad_alloc, what Ocb's
+/// constructor throws, what range_guard throws (nothing changed then).
+template <class Ocb = iofunc_ocb, class... Args>
+inline io_result iofunc_open_default(request_context& ctx, const io_open_request& q, std::shared_ptr<iofunc_attr> attr,
+                                     std::shared_ptr<ocb_base>& out, Args&&... args) {
+  static_assert(std::is_base_of_v<iofunc_ocb, Ocb>,
+                "iofunc_open_default<Ocb>: the default handlers need an OCB derived from iofunc_ocb");
+  int want = 0;
+  if (auto ec = iofunc_open_verify(q.flags, &want)) return io_result::fail(ec);
   if (!iofunc_check_access(attr->mode(), attr->uid(), attr->gid(), ctx.client, want))
     return detail::errc_result(std::errc::permission_denied);
+  auto o = std::make_shared<Ocb>(std::forward<Args>(args)...);
   if (q.flags & O_TRUNC) {
     range_guard g(attr->data_lock, 0, to_end, lock_mode::exclusive);
     if (auto ec = attr->set_size(0)) return io_result::fail(ec);
   }
-  auto o = std::make_shared<iofunc_ocb>();
   o->attr = std::move(attr);
   o->flags = q.flags;
   o->readable = want & access_read;
@@ -279,7 +337,9 @@ inline std::error_code rw_offset(const iofunc_ocb& o, const io_rw_request& q, st
 /// Default read: copies min(n, size - off) bytes from the store straight into the client's buffer
 /// under a shared range lock over exactly those bytes. Returns the byte count (0 at/after the end).
 inline io_result iofunc_read_default(request_context& ctx, ocb_base& base, const io_rw_request& q) {
-  auto& o = static_cast<iofunc_ocb&>(base);
+  iofunc_ocb* const op = iofunc_ocb_cast(base);
+  if (op == nullptr) return detail::not_iofunc_ocb();
+  iofunc_ocb& o = *op;
   if (!o.readable) return detail::errc_result(std::errc::bad_file_descriptor);
   const std::uint64_t want = std::min<std::uint64_t>(q.nbytes, ctx.rcv.reply_data_len());
   std::uint64_t off = 0;
@@ -301,12 +361,38 @@ inline io_result iofunc_read_default(request_context& ctx, ocb_base& base, const
   return io_result::ok(static_cast<std::int64_t>(n));
 }
 
+namespace detail {
+// A write's length clipped to the file size limit (Linux: a write straddling it writes up to it):
+// EFBIG if nothing can be written (off at or past max), else *n = min(*n, max - off). Requires: *n > 0.
+inline std::error_code clip_to_max(const iofunc_attr& a, std::uint64_t off, std::uint64_t* n) noexcept {
+  if (off >= a.max_size()) return std::make_error_code(std::errc::file_too_large);
+  *n = std::min(*n, a.max_size() - off);
+  return {};
+}
+// The end of a write of [off, off + n) of which `got` bytes were copied, the range held exclusively
+// and [off, off + n) reserved: publishes the size for the bytes copied, zeroes any bytes of the rest
+// written past the size (a page unmapped during the copy), releases the range and stamps the times.
+inline void finish_write(iofunc_attr& a, std::optional<range_guard>& g, std::uint64_t off, std::uint64_t n,
+                         std::uint64_t got) {
+  if (got > 0) (void)a.grow_to(off + got);  // reserved: cannot fail
+  if (got < n) a.discard_unpublished(off + got, std::min(off + n, off + got + 4096));
+  g.reset();
+  if (got > 0) a.touch(false, true);
+}
+}  // namespace detail
+
 /// Default write: copies the client's bytes straight into the store under an exclusive range lock over
-/// exactly those bytes (O_APPEND: from the size to the end), growing the file first if needed.
+/// exactly those bytes (O_APPEND: from the size to the end). The store is reserved first and the size
+/// published after the copy: a write that copies nothing leaves the file as it was. Returns the bytes
+/// written: fewer than asked when the write straddles max_size or the client's buffer turns bad
+/// part-way (the bytes before the bad page are written); EFBIG when it starts at or past max_size,
+/// EFAULT when not one byte could be read from the client.
 inline io_result iofunc_write_default(request_context& ctx, ocb_base& base, const io_rw_request& q) {
-  auto& o = static_cast<iofunc_ocb&>(base);
+  iofunc_ocb* const op = iofunc_ocb_cast(base);
+  if (op == nullptr) return detail::not_iofunc_ocb();
+  iofunc_ocb& o = *op;
   if (!o.writable) return detail::errc_result(std::errc::bad_file_descriptor);
-  const std::uint64_t n = std::min<std::uint64_t>(q.nbytes, ctx.rcv.payload_len());
+  std::uint64_t n = std::min<std::uint64_t>(q.nbytes, ctx.rcv.payload_len());
   iofunc_attr& a = *o.attr;
   std::uint64_t off = 0;
   std::optional<range_guard> g;
@@ -314,29 +400,40 @@ inline io_result iofunc_write_default(request_context& ctx, ocb_base& base, cons
     if (n == 0) return io_result::ok(0);
     for (;;) {
       off = a.size();
-      g.emplace(a.data_lock, off, to_end, lock_mode::exclusive);
+      if (auto ec = detail::clip_to_max(a, off, &n)) return io_result::fail(ec);
+      // source_location: the handler's line (a default argument would name std::optional's internals)
+      g.emplace(a.data_lock, off, to_end, lock_mode::exclusive, range_options{}, source_location::current());
       if (a.size() == off) break;  // nobody appended or truncated in between
       g.reset();
     }
   } else {
     if (auto ec = detail::rw_offset(o, q, n, off)) return io_result::fail(ec);
     if (n == 0) return io_result::ok(0);
-    if (off + n > a.max_size()) return detail::errc_result(std::errc::file_too_large);
-    g.emplace(a.data_lock, off, n, lock_mode::exclusive);
+    if (auto ec = detail::clip_to_max(a, off, &n)) return io_result::fail(ec);
+    g.emplace(a.data_lock, off, n, lock_mode::exclusive, range_options{}, source_location::current());
   }
   (void)FAULTSAFE_INJECT(range_hold_stall);  // fault injection: stall holding the range
-  if (auto ec = a.grow_to(off + n)) return io_result::fail(ec);
+  if (auto ec = a.reserve(off + n)) return io_result::fail(ec);
   std::size_t got = 0;
-  if (auto ec = ctx.rcv.read_payload(0, a.data() + off, n, &got)) return io_result::fail(ec);
-  g.reset();
-  a.touch(false, true);
-  if (!q.use_offset) o.offset.store(static_cast<std::int64_t>(off + n), std::memory_order_relaxed);
-  return io_result::ok(static_cast<std::int64_t>(n));
+  std::error_code copy_ec;
+  const std::error_code ec = ctx.rcv.with_payload([&](const void* p, std::size_t) -> std::error_code {
+    got = detail::guarded_copy_prefix(a.data() + off, p, static_cast<std::size_t>(n), &copy_ec);
+    return {};
+  });
+  // The bytes copied stay written even if the sender gave up meanwhile (ECANCELED: nobody gets the
+  // reply); a write that copied nothing changed nothing.
+  detail::finish_write(a, g, off, n, got);
+  if (got > 0 && !q.use_offset) o.offset.store(static_cast<std::int64_t>(off + got), std::memory_order_relaxed);
+  if (ec) return io_result::fail(ec);
+  if (got == 0) return io_result::fail(copy_ec);
+  return io_result::ok(static_cast<std::int64_t>(got));
 }
 
 /// Default ftruncate: EBADF unless open for writing, EINVAL for a negative length, EFBIG past max_size.
 inline io_result iofunc_ftruncate_default(request_context&, ocb_base& base, const io_ftruncate_request& q) {
-  auto& o = static_cast<iofunc_ocb&>(base);
+  iofunc_ocb* const op = iofunc_ocb_cast(base);
+  if (op == nullptr) return detail::not_iofunc_ocb();
+  iofunc_ocb& o = *op;
   if (!o.writable) return detail::errc_result(std::errc::bad_file_descriptor);
   if (q.length < 0) return detail::errc_result(std::errc::invalid_argument);
   iofunc_attr& a = *o.attr;
@@ -345,7 +442,7 @@ inline io_result iofunc_ftruncate_default(request_context&, ocb_base& base, cons
   std::optional<range_guard> g;
   for (;;) {
     const std::uint64_t lo = std::min(a.size(), len);
-    g.emplace(a.data_lock, lo, to_end, lock_mode::exclusive);
+    g.emplace(a.data_lock, lo, to_end, lock_mode::exclusive, range_options{}, source_location::current());
     if (std::min(a.size(), len) >= lo) break;  // everything from the new end on is ours
     g.reset();
   }
@@ -356,7 +453,9 @@ inline io_result iofunc_ftruncate_default(request_context&, ocb_base& base, cons
 /// Default lseek: SEEK_SET / SEEK_CUR / SEEK_END; EINVAL for another whence or a negative result,
 /// EOVERFLOW if the sum overflows off_t.
 inline io_result iofunc_lseek_default(request_context&, ocb_base& base, const io_lseek_request& q) {
-  auto& o = static_cast<iofunc_ocb&>(base);
+  iofunc_ocb* const op = iofunc_ocb_cast(base);
+  if (op == nullptr) return detail::not_iofunc_ocb();
+  iofunc_ocb& o = *op;
   std::int64_t basepos = 0;
   switch (q.whence) {
     case SEEK_SET: break;
@@ -373,7 +472,9 @@ inline io_result iofunc_lseek_default(request_context&, ocb_base& base, const io
 
 /// Default fstat.
 inline io_result iofunc_fstat_default(request_context&, ocb_base& base, struct ::stat& st) {
-  static_cast<iofunc_ocb&>(base).attr->stat(st);
+  iofunc_ocb* const op = iofunc_ocb_cast(base);
+  if (op == nullptr) return detail::not_iofunc_ocb();
+  op->attr->stat(st);
   return io_result::ok(0);
 }
 
@@ -381,7 +482,9 @@ inline io_result iofunc_fstat_default(request_context&, ocb_base& base, struct :
 /// reading on a write-only open, or for writing a MAP_SHARED mapping of an open without write access;
 /// EINVAL for a zero length or an offset that is not page aligned.
 inline io_result iofunc_mmap_default(request_context&, ocb_base& base, const io_mmap_request& q, io_mmap_reply& rep) {
-  auto& o = static_cast<iofunc_ocb&>(base);
+  iofunc_ocb* const op = iofunc_ocb_cast(base);
+  if (op == nullptr) return detail::not_iofunc_ocb();
+  iofunc_ocb& o = *op;
   if (q.length == 0 || (q.offset % 4096) != 0) return detail::errc_result(std::errc::invalid_argument);
   if ((q.prot & PROT_READ) && !o.readable) return detail::errc_result(std::errc::permission_denied);
   if ((q.prot & PROT_WRITE) && (q.flags & MAP_SHARED) && !o.writable) return detail::errc_result(std::errc::permission_denied);
@@ -441,8 +544,9 @@ inline void describe_page_in(const void* arg, violation& v) {
 /// access then gets SIGBUS, as with the kernel's mmap); EBADF without an open.
 inline io_result iofunc_page_in_default(request_context& ctx, ocb_base* base, const io_page_in_request& q,
                                         io_page_in_reply& rep) {
-  if (base == nullptr) return detail::errc_result(std::errc::bad_file_descriptor);
-  auto& o = static_cast<iofunc_ocb&>(*base);
+  iofunc_ocb* const op = base == nullptr ? nullptr : iofunc_ocb_cast(*base);
+  if (op == nullptr) return detail::not_iofunc_ocb();
+  iofunc_ocb& o = *op;
   iofunc_attr& a = *o.attr;
   constexpr std::uint64_t page = 4096;
   if ((q.offset % page) != 0 || q.length == 0) return detail::errc_result(std::errc::invalid_argument);

@@ -8,9 +8,10 @@
 // Names: the path below the prefix is one file name; "" (the directory itself) is EISDIR, a name with
 // '/' is ENOENT (no subdirectories), a name longer than 255 bytes is ENAMETOOLONG.
 // open: O_CREAT creates a missing file owned by the caller (uid/gid) with `mode & 07777`, if the caller
-// may write the directory (dir_mode/dir_uid/dir_gid; EACCES otherwise); O_EXCL with an existing file is
-// EEXIST; a missing file without O_CREAT is ENOENT; then iofunc_open_default checks the file's
-// permissions (EACCES) and applies O_TRUNC.
+// may write the directory (dir_mode/dir_uid/dir_gid; EACCES otherwise) and the flags are valid (EINVAL
+// for a bad access mode); O_EXCL with an existing file is EEXIST; a missing file without O_CREAT is
+// ENOENT; then iofunc_open_default checks the file's permissions (EACCES) and applies O_TRUNC. An open
+// that fails creates and changes nothing (the name is inserted last).
 //
 // Thread-safety: all members from any thread. Lock order: the directory mutex is a leaf, held only to
 // look up or insert a name (never during I/O or while holding a range lock).
@@ -119,17 +120,27 @@ class ramfs {
         attr = it->second;
       } else {
         if (!(q.flags & O_CREAT)) return io_result::fail(ENOENT);
+        // Everything that can fail comes before the name is inserted: a failed open creates nothing
+        // (POSIX: "If -1 is returned, no files shall be created or modified").
+        io_open_request creator = q;
+        creator.flags &= ~O_TRUNC;  // a new file is empty
+        if (auto ec = iofunc_open_verify(creator.flags, nullptr)) return io_result::fail(ec);
         if (!iofunc_check_access(opts_.dir_mode, opts_.dir_uid, opts_.dir_gid, ctx.client, access_write))
           return io_result::fail(EACCES);
         attr = std::make_shared<iofunc_attr>(static_cast<mode_t>(q.mode), ctx.client.uid, ctx.client.gid, opts_.file);
-        files_.emplace(std::string(path), attr);
         // A file created by this open may be opened with its own access mode even if `mode` denies it
         // (POSIX: the permission check applies to later opens).
-        io_open_request creator = q;
-        creator.flags &= ~O_TRUNC;
         request_context c = ctx;
         c.client.uid = 0;
-        return iofunc_open_default(c, creator, std::move(attr), out);
+        io_result r = iofunc_open_default(c, creator, attr, out);
+        if (r.error) return r;
+        try {
+          files_.emplace(std::string(path), std::move(attr));
+        } catch (...) {
+          out.reset();
+          throw;
+        }
+        return r;
       }
     }
     return iofunc_open_default(ctx, q, std::move(attr), out);
