@@ -9,31 +9,12 @@
 #include <thread>
 #include <vector>
 
-#include "vm_support.hpp"
+#include "vm_ramfs_support.hpp"
 
 using namespace faultsafe;
 using vmtest::pattern;
 
-namespace {
-
-// Creates /ram/<name> with `size` pattern bytes through the process API.
-int make_file(process& p, const char* path, std::size_t size, int flags = O_RDWR) {
-  auto fd = p.open(path, O_CREAT | O_RDWR, 0644);
-  REQUIRE(fd.ok());
-  std::string chunk(1 << 16, '\0');
-  for (std::size_t off = 0; off < size; off += chunk.size()) {
-    const std::size_t n = std::min(chunk.size(), size - off);
-    for (std::size_t i = 0; i < n; ++i) chunk[i] = static_cast<char>(pattern(off + i));
-    REQUIRE(p.pwrite(*fd, chunk.data(), n, static_cast<off_t>(off)).value() == n);
-  }
-  if ((flags & O_ACCMODE) == O_RDWR) return *fd;
-  REQUIRE(!p.close(*fd));
-  auto fd2 = p.open(path, flags);
-  REQUIRE(fd2.ok());
-  return *fd2;
-}
-
-}  // namespace
+using vmtest::make_ramfs_file;
 
 TEST_CASE("map a ramfs file and read it through the mapping from several threads") {
   vmtest::require_userfaultfd();
@@ -42,7 +23,7 @@ TEST_CASE("map a ramfs file and read it through the mapping from several threads
   ramfs fs({.name = "ram", .prefix = "/ram", .ns = &ns});
   process bob("bob", {1000, 100}, &ns);
   const std::size_t size = 4 << 20;
-  const int fd = make_file(bob, "/ram/data", size, O_RDONLY);
+  const int fd = make_ramfs_file(bob, "/ram/data", size, O_RDONLY);
   auto m = bob.mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
   REQUIRE(m.ok());
   auto* p = static_cast<const std::uint8_t*>(*m);
@@ -75,7 +56,7 @@ TEST_CASE("write through MAP_SHARED, read it back with process.read(); MAP_PRIVA
   ramfs fs({.name = "ram", .prefix = "/ram", .ns = &ns});
   process bob("bob", {1000, 100}, &ns);
   const std::size_t size = 256 << 10;
-  const int fd = make_file(bob, "/ram/w", size);
+  const int fd = make_ramfs_file(bob, "/ram/w", size);
   auto shared = bob.mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   auto priv = bob.mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
   REQUIRE(shared.ok());
@@ -118,7 +99,7 @@ TEST_CASE("the server's mmap handler checks access: EACCES, and bad input is EIN
   path_namespace ns;
   ramfs fs({.name = "ram", .prefix = "/ram", .ns = &ns});
   process bob("bob", {1000, 100}, &ns);
-  const int ro = make_file(bob, "/ram/ro", 64 << 10, O_RDONLY);
+  const int ro = make_ramfs_file(bob, "/ram/ro", 64 << 10, O_RDONLY);
   CHECK(bob.mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, ro, 0).error() == std::errc::permission_denied);
   auto privw = bob.mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE, ro, 0);  // private: fine
   REQUIRE(privw.ok());
@@ -146,7 +127,7 @@ TEST_CASE("a mapping outlives close(); past the end is SIGBUS; a stopped server 
   path_namespace ns;
   auto fs = std::make_unique<ramfs>(ramfs_options{.name = "ram", .prefix = "/ram", .ns = &ns});
   process bob("bob", {1000, 100}, &ns);
-  const int fd = make_file(bob, "/ram/c", 3 * vm_page_size + 10, O_RDONLY);
+  const int fd = make_ramfs_file(bob, "/ram/c", 3 * vm_page_size + 10, O_RDONLY);
   auto m = bob.mmap(nullptr, 8 * vm_page_size, PROT_READ, MAP_PRIVATE, fd, 0);
   REQUIRE(m.ok());
   auto* p = static_cast<const std::uint8_t*>(*m);

@@ -65,19 +65,6 @@ struct gated_source final : page_source {
   }
 };
 
-// probe_read for the stress: the reader's page may be remapped under it (the per-page sequence numbers
-// tell); TSan models mmap as a write of the range and would report that by-design race on raw memory.
-__attribute__((no_sanitize("thread"))) int probe_read_racy(const volatile std::uint8_t* p, std::uint8_t& out) {
-  vmtest::install_probe_handlers();
-  sigjmp_buf jb;
-  const int sig = sigsetjmp(jb, 1);
-  if (sig != 0) return sig;
-  vmtest::probe_jump = &jb;
-  out = *p;
-  vmtest::probe_jump = nullptr;
-  return 0;
-}
-
 }  // namespace
 
 TEST_CASE("munmap of the middle of a mapping: both ends keep their data, the middle is SIGSEGV") {
@@ -353,7 +340,7 @@ void run_split_bounce(bool single_lock, int readers, int reads_each, int bounces
         if ((g1 & 1) != 0 || k < 0) continue;
         const std::size_t off = i * pg + rng() % pg;
         std::uint8_t v = 0;
-        const int sig = probe_read_racy(base + off, v);
+        const int sig = vmtest::probe_read_racy(base + off, v);
         // A read-modify-write: its release half keeps the read above before it (a seqlock re-check).
         const bool moved = gen[i].fetch_add(0, std::memory_order_acq_rel) != g1;
         const bool wrong = sig == 0 && v != (k == 0 ? 0 : pattern(off));

@@ -1,5 +1,6 @@
 // Shared helpers of the vm_* tests: skip when userfaultfd is refused, memfd files, a watchdog that
-// fails the test instead of hanging, and probe reads that report SIGBUS/SIGSEGV instead of dying.
+// fails the test instead of hanging, and probe accesses that report SIGBUS/SIGSEGV instead of dying
+// and fail the test on a stray signal (one that is not the kernel's fault at the probed access).
 #pragma once
 
 #include <doctest/doctest.h>
@@ -65,6 +66,18 @@ struct memfd_file {
   std::size_t size;
 };
 
+/// Maps all of `f` (protection `prot`) through `as`, paged in by `src`, shared or private. Throws as
+/// aspace::map.
+inline void* map_file(faultsafe::aspace& as, const memfd_file& f, faultsafe::page_source& src, bool shared,
+                      int prot = PROT_READ) {
+  faultsafe::map_request rq;
+  rq.length = f.size;
+  rq.prot = prot;
+  rq.shared = shared;
+  rq.file = faultsafe::file_backing{f.fd, 0, &f, &src};
+  return as.map(rq);
+}
+
 /// Fails the test (exit 1) if not disarmed within `seconds`: a hang becomes a failure.
 class watchdog {
  public:
@@ -95,15 +108,68 @@ class watchdog {
   std::thread t_;
 };
 
-// ---- probe reads: a signal during the access becomes a return value --------------------------------
+// ---- probe accesses: a signal during the access becomes a return value --------------------------------
+// Every signal the probe handler sees is checked: a SIGBUS/SIGSEGV is expected only from the kernel
+// (si_code > 0), during a probe, at the probed page. Anything else is a stray signal: a
+// tgkill/kill/sigqueue (si_code <= 0, e.g. SI_TKILL or SI_USER from this process) or a fault at
+// another address while probing; the test process then fails at once (exit 1, with the signal's
+// si_code, si_pid and si_addr printed). A kernel fault outside any probe is a real crash: the
+// default action runs (core dump, sanitizer report).
 inline thread_local sigjmp_buf* probe_jump = nullptr;
-inline void probe_handler(int sig, siginfo_t*, void*) {
+inline thread_local std::uintptr_t probe_page = 0;
+
+// Async-signal-safe: formats into a stack buffer, one write(2).
+inline void report_stray_signal(int sig, const siginfo_t* si, const char* why) {
+  char buf[256];
+  std::size_t n = 0;
+  const auto put = [&](const char* s) {
+    while (*s != '\0' && n < sizeof buf - 1) buf[n++] = *s++;
+  };
+  const auto num = [&](unsigned long long v, unsigned base) {
+    char d[24];
+    int k = 0;
+    do {
+      d[k++] = "0123456789abcdef"[v % base];
+      v /= base;
+    } while (v != 0 && k < 24);
+    while (k > 0 && n < sizeof buf - 1) buf[n++] = d[--k];
+  };
+  put("FAIL: stray signal ");
+  num(static_cast<unsigned>(sig), 10);
+  put(" (");
+  put(why);
+  put("): si_code ");
+  if (si->si_code < 0) put("-");
+  num(static_cast<unsigned>(si->si_code < 0 ? -si->si_code : si->si_code), 10);
+  put(" si_pid ");
+  num(static_cast<unsigned>(si->si_pid), 10);
+  put(" (self ");
+  num(static_cast<unsigned>(::getpid()), 10);
+  put(") si_addr 0x");
+  num(reinterpret_cast<std::uintptr_t>(si->si_addr), 16);
+  put("\n");
+  (void)!::write(2, buf, n);
+}
+
+/// True if `si` is a fault the kernel raised at an access (not a signal sent by a process).
+inline bool signal_from_fault(const siginfo_t* si) noexcept { return si->si_code > 0; }
+
+inline void probe_handler(int sig, siginfo_t* si, void*) {
+  const std::uintptr_t page = reinterpret_cast<std::uintptr_t>(si->si_addr) & ~std::uintptr_t{4095};
+  if (!signal_from_fault(si)) {
+    report_stray_signal(sig, si, probe_jump != nullptr ? "sent by a process, during a probe" : "sent by a process");
+    ::_exit(1);
+  }
   if (probe_jump != nullptr) {
+    if (page != probe_page) {
+      report_stray_signal(sig, si, "fault at another address than the probed one");
+      ::_exit(1);
+    }
     sigjmp_buf* j = probe_jump;
     probe_jump = nullptr;
     siglongjmp(*j, sig);
   }
-  signal(sig, SIG_DFL);  // not a probe: die as usual
+  signal(sig, SIG_DFL);  // a real fault outside a probe: die as usual when the access is retried
 }
 // Installed on every probe: doctest replaces SIGSEGV/SIGBUS handlers at the start of each test case.
 inline void install_probe_handlers() {
@@ -115,28 +181,43 @@ inline void install_probe_handlers() {
   sigaction(SIGSEGV, &sa, nullptr);
 }
 
-/// Reads *p. Returns 0 (value in out) or the signal that the access raised (SIGBUS/SIGSEGV).
-inline int probe_read(const volatile std::uint8_t* p, std::uint8_t& out) {
+// The access is volatile and fenced: the compiler may neither drop it nor move it (or the stores
+// that arm and disarm the handler) across the fences, so the fault happens while probe_jump is set,
+// also at -O2.
+template <class Access>
+inline int probe_access(const volatile void* p, Access access) {
   install_probe_handlers();
   sigjmp_buf jb;
   const int sig = sigsetjmp(jb, 1);
   if (sig != 0) return sig;
+  probe_page = reinterpret_cast<std::uintptr_t>(p) & ~std::uintptr_t{4095};
   probe_jump = &jb;
-  out = *p;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  access();
+  std::atomic_signal_fence(std::memory_order_seq_cst);
   probe_jump = nullptr;
   return 0;
 }
 
+/// Reads *p. Returns 0 (value in out) or the signal that the access raised (SIGBUS/SIGSEGV).
+inline int probe_read(const volatile std::uint8_t* p, std::uint8_t& out) {
+  return probe_access(p, [&] { out = *p; });
+}
+
+// The load of probe_read_racy, outside ThreadSanitizer (never inlined into instrumented code).
+__attribute__((no_sanitize("thread"))) inline void racy_load(const volatile std::uint8_t* p, std::uint8_t& out) {
+  out = *p;
+}
+
+/// probe_read of memory that other threads map and unmap under the reader (stress tests, which check
+/// the data themselves): TSan models mmap as a write of the range and would report that by-design race.
+inline int probe_read_racy(const volatile std::uint8_t* p, std::uint8_t& out) {
+  return probe_access(p, [&] { racy_load(p, out); });
+}
+
 /// Writes *p = v. Returns 0 or the signal raised.
 inline int probe_write(volatile std::uint8_t* p, std::uint8_t v) {
-  install_probe_handlers();
-  sigjmp_buf jb;
-  const int sig = sigsetjmp(jb, 1);
-  if (sig != 0) return sig;
-  probe_jump = &jb;
-  *p = v;
-  probe_jump = nullptr;
-  return 0;
+  return probe_access(p, [&] { *p = v; });
 }
 
 }  // namespace vmtest
