@@ -31,6 +31,13 @@
 // works (taken under the map lock). munmap marks the region dead under its exclusive lock, unmaps it,
 // wakes any thread still blocked on a fault in it (the thread then retries and gets SIGSEGV, as on a
 // kernel after munmap), unlinks it, and the last reference frees it.
+// What a fault thread may touch, and what keeps it alive: the region object and what it owns (its
+// attributes, its copy of the page source's name, its lock) are kept by the thread's reference; the
+// mapping's page source, memfd and file identity (not owned) only under the region lock, after
+// checking that the region is not dead. munmap takes that lock exclusively and marks the region dead,
+// so once munmap (or the mprotect that replaced a region by parts, followed by the munmap of the parts)
+// has returned, no fault thread uses the source of the unmapped range any more: the caller may then
+// destroy it. The source's name is asked once, when the mapping is made.
 // Region splitting: munmap and mprotect take any page range. A region only partly inside the range is
 // replaced: under its exclusive lock (in-flight fault service on it finishes first) it is marked dead
 // and "pending", the system call is made on the affected part only (the kernel splits the VMA; the
@@ -88,7 +95,8 @@ struct aspace_options {
   const char* name = "aspace";
 };
 
-/// What a file mapping maps. The memfd and source are not owned and must outlive the mapping.
+/// What a file mapping maps. The memfd and source are not owned: they must stay valid until the
+/// munmap that removes the mapping's last page has returned (no fault thread uses them afterwards).
 struct file_backing {
   int memfd = -1;                 ///< the file's data
   std::uint64_t offset = 0;       ///< file offset of the mapping's first byte (page aligned)
@@ -173,6 +181,7 @@ class region {
     std::optional<file_backing> f = file_;
     if (f) f->offset += s - start_;
     auto* r = new region(s, e - s, prot, shared_, f);
+    r->source_name_ = source_name_;
     r->owned_memfd_ = owned_memfd_;
     r->owned_ = owned_;
     return r;
@@ -184,6 +193,7 @@ class region {
   int prot_;
   const bool shared_;
   std::optional<file_backing> file_;
+  std::string source_name_;                       // file_->source->describe() when mapped (reports)
   int owned_memfd_ = -1;                          // shared anonymous memory: owned_->memfd
   std::shared_ptr<owned_anon> owned_;             // its memfd and source (shared with split parts)
   detail::vm_rw_lock<rank::region> lock_{"region"};
@@ -272,6 +282,16 @@ class aspace {
       owned_source = std::make_unique<memfd_page_source>(owned_memfd);
       file = file_backing{owned_memfd, 0, nullptr, owned_source.get()};
     }
+    // The source's name, for fault reports, asked once here: a fault thread reads this copy (the region
+    // keeps it), never the source outside the region lock (see "Region lifetime").
+    std::string source_name;
+    if (file && owned_memfd < 0) {
+      try {
+        source_name = file->source->describe();
+      } catch (const std::bad_alloc&) {
+        return std::make_error_code(std::errc::not_enough_memory);
+      }
+    }
     const bool minor = file && req.shared;
     if (minor && !uffd_.has(UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM)) {
       if (owned_memfd >= 0) ::close(owned_memfd);
@@ -315,6 +335,7 @@ class aspace {
       return {e, std::generic_category()};
     }
     auto* r = new region(reinterpret_cast<std::uintptr_t>(p), len, req.prot, req.shared, file);
+    r->source_name_ = std::move(source_name);
     r->owned_memfd_ = owned_memfd;
     if (owned_memfd >= 0) r->owned_ = std::make_shared<region::owned_anon>(owned_memfd, std::move(owned_source));
     try {

@@ -75,7 +75,8 @@ class page_source {
   /// Effects: see header. Returns: {} on success (with out.length set), else the reason the fault fails.
   [[nodiscard]] virtual std::error_code page_in(const page_in_request& req, page_in_result& out) = 0;
   /// The file's name for reports (wait-for graph: "fault 0x... (file nfs:/nfs/a offset 4096)"); empty
-  /// if unknown. Called by fault threads; must not block. Throws: std::bad_alloc.
+  /// if unknown. Called once per mapping, by the thread that maps (aspace::try_map keeps a copy for
+  /// the mapping's faults); must not block. Throws: std::bad_alloc.
   [[nodiscard]] virtual std::string describe() const { return {}; }
 };
 

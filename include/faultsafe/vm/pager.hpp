@@ -14,7 +14,11 @@
 //      vm/faulting_thread.hpp), then UFFDIO_CONTINUE (shared: the page-cache pages, zero copy) or
 //      UFFDIO_COPY from the filled buffer (private);
 //   5. errors: a failed page-in poisons the faulting page (UFFDIO_POISON), so the faulting access gets
-//      SIGBUS instead of hanging (without the POISON feature: tgkill(SIGBUS) to the faulting thread);
+//      SIGBUS instead of hanging; no signal is ever sent to a thread (it may have moved on). Where the
+//      kernel refuses POISON (a shared page past the end of a file truncated meanwhile), the thread is
+//      woken and its retried access takes the kernel's own SIGBUS (or faults again if the file grew
+//      back). Without the POISON feature (Linux < 6.6): tgkill(SIGBUS) to the faulting thread, which
+//      can arrive late if another wake of the page let the thread go on (a limit of those kernels).
 //      EEXIST (another fault thread, or an earlier window, mapped the page) and a region unmapped
 //      meanwhile (ENOENT) just wake the thread, which retries.
 //
@@ -164,14 +168,15 @@ class pager {
     }
     [[nodiscard]] std::string_view holder_relation() const override { return "served by"; }
     // Effects: what the fault is on, once the region is known: " (file nfs:/nfs/a offset 4096)" or
-    // " (anonymous memory)". Takes only this object's leaf mutex.
+    // " (anonymous memory)". Requires: a reference to r. Reads only what r owns (its copy of the source's
+    // name, not the source: r may be unmapped meanwhile, see aspace.hpp "Region lifetime"). Takes only
+    // this object's leaf mutex. Throws: std::bad_alloc.
     void describe(const region& r, std::uintptr_t page) {
       std::string w;
       if (!r.file_ || r.owned_memfd_ >= 0) {
         w = " (anonymous memory)";
       } else {
-        std::string name = r.file_->source != nullptr ? r.file_->source->describe() : std::string();
-        w = " (file " + (name.empty() ? std::string("?") : name) + " offset " +
+        w = " (file " + (r.source_name_.empty() ? std::string("?") : r.source_name_) + " offset " +
             std::to_string(r.file_->offset + (page - r.start_)) + ")";
       }
       std::lock_guard<std::mutex> g(mu_);
@@ -296,11 +301,12 @@ class pager {
     }
     region* r = as_.acquire_region(f.page);
     if (r == nullptr) return gone(f);
-    if (fw != nullptr) fw->describe(*r, f.page);  // before the region lock wait: reports name the file
     struct ref_guard {
       region* r;
       ~ref_guard() { aspace::release(r); }
     } ref{r};
+    // Before the region lock wait, so that reports name the file; only what the reference keeps alive.
+    if (fw != nullptr) fw->describe(*r, f.page);
     detail::vm_shared_hold<aspace::region_lock_type> g(r->lock_);
     if (r->dead_) gone(f);
     else serve_region(*r, f, buf);
@@ -356,7 +362,7 @@ class pager {
     const detail::uffd& u = as_.uffd_;
     if (!r.file_) {  // anonymous: zero-fill
       const auto res = u.zeropage(w0, wl);
-      if (demand) finish(f, w0, res, [&](std::uintptr_t p) { return u.zeropage(p, vm_page_size); });
+      if (demand) finish(f, w0, res, [&](std::uintptr_t p) { return u.zeropage(p, vm_page_size); }, false);
       else pages_.fetch_add(res.done / vm_page_size, std::memory_order_relaxed);
       return;
     }
@@ -402,17 +408,19 @@ class pager {
     if (ec) return fail(f);
     const std::size_t len = (out.length + vm_page_size - 1) & ~(vm_page_size - 1);
     if (r.shared_)
-      finish(f, w0, u.continue_range(w0, len), [&](std::uintptr_t p) { return u.continue_range(p, vm_page_size); });
+      finish(f, w0, u.continue_range(w0, len), [&](std::uintptr_t p) { return u.continue_range(p, vm_page_size); }, true);
     else
       finish(f, w0, u.copy(w0, buf.data, len),
-             [&](std::uintptr_t p) { return u.copy(p, buf.data + (p - w0), vm_page_size); });
+             [&](std::uintptr_t p) { return u.copy(p, buf.data + (p - w0), vm_page_size); }, false);
   }
 
   // Effects: settles the faulting thread after a window fill `res` that started at w0: done if the
   // fill covered its page (the ioctl woke it); otherwise fills the page alone with `one`, and wakes
-  // (EEXIST, ENOENT) or fails (anything else) it.
+  // (EEXIST, ENOENT; EFAULT of a CONTINUE: a page left the page cache after the page-in, e.g. the
+  // file was truncated, and the retried access faults again or takes the kernel's SIGBUS past the
+  // end) or fails (anything else) it.
   template <class FillOne>
-  void finish(const fault& f, std::uintptr_t w0, detail::uffd_fill_result res, FillOne one) {
+  void finish(const fault& f, std::uintptr_t w0, detail::uffd_fill_result res, FillOne one, bool shared) {
     pages_.fetch_add(res.done / vm_page_size, std::memory_order_relaxed);
     if (f.page >= w0 && f.page < w0 + res.done) return;
     if (res.error == std::errc::resource_unavailable_try_again || (res.error == std::errc::file_exists && w0 + res.done < f.page)) {
@@ -425,7 +433,8 @@ class pager {
       (void)as_.uffd_.wake(f.page, vm_page_size);
       return;
     }
-    if (res.error == std::errc::no_such_file_or_directory || res.error == std::errc::no_such_process) {
+    if (res.error == std::errc::no_such_file_or_directory || res.error == std::errc::no_such_process ||
+        (shared && res.error == std::errc::bad_address)) {
       gone_.fetch_add(1, std::memory_order_relaxed);
       (void)as_.uffd_.wake(f.page, vm_page_size);
       return;
@@ -433,17 +442,29 @@ class pager {
     fail(f);
   }
 
-  // Effects: the faulting access gets SIGBUS (UFFDIO_POISON; without it, tgkill).
+  // Effects: the faulting access gets SIGBUS, at the access: UFFDIO_POISON marks the page and wakes
+  // the thread, whose retried access takes the kernel's SIGBUS (BUS_MCEERR_AR). No signal is ever sent
+  // to the thread (it may have been woken by another fill or wake of the page and moved on; a late
+  // signal would land anywhere). Where the kernel refuses POISON, the thread is woken and retries:
+  //   EFAULT: a shared (shmem) page past the end of the file (truncated since the fault): the retried
+  //     access takes the kernel's own SIGBUS (BUS_ADRERR), or faults again if the file has grown back;
+  //   EEXIST: another fill mapped the page: the data is there;
+  //   ENOENT, ESRCH: unmapped meanwhile: SIGSEGV, as after munmap;
+  //   EAGAIN: the mm was changing: POISON is retried;
+  //   anything else: the access faults again and is served again.
+  // Without UFFD_FEATURE_POISON (Linux < 6.6) the only way is tgkill(SIGBUS) to the faulting thread,
+  // which arrives late when the thread was woken meanwhile (a known limit of such kernels).
   void fail(const fault& f) {
     errors_.fetch_add(1, std::memory_order_relaxed);
     const detail::uffd& u = as_.uffd_;
     if (u.has(UFFD_FEATURE_POISON)) {
-      const auto res = u.poison(f.page, vm_page_size);
-      if (!res.error) return;
-      if (res.error == std::errc::file_exists) {  // someone filled it meanwhile: the data is there
-        (void)u.wake(f.page, vm_page_size);
-        return;
+      detail::uffd_fill_result res;
+      for (int tries = 0; tries < 100; ++tries) {
+        res = u.poison(f.page, vm_page_size);
+        if (res.error != std::errc::resource_unavailable_try_again) break;
       }
+      if (res.error) (void)u.wake(f.page, vm_page_size);
+      return;
     }
     ::syscall(SYS_tgkill, ::getpid(), f.tid, SIGBUS);
     (void)u.wake(f.page, vm_page_size);

@@ -1,0 +1,246 @@
+// Faults racing the calls that take their memory away, through the process API on ramfs files:
+//   - munmap (and mmap reusing the addresses) while threads touch random pages of a 1 MiB MAP_SHARED
+//     mapping: whatever a fault thread uses (region, page source, the wait-for graph's report of the
+//     fault) must stay alive until it lets go, so a use-after-free crashes here (the test is run under
+//     ASan, and in the Debug build with glibc's free perturbation, see tests/vm.cmake);
+//   - the same with mprotect splits and partial munmaps in between (mremap is not offered by the API);
+//   - ftruncate shrinking and regrowing the file under faults at its shrink point: a SIGBUS may only be
+//     the kernel's, at the faulting access (the probes fail the test on any other, vm_support.hpp).
+// Every probe checks the data it read: the mapped file never changes in the first two cases.
+#include <doctest/doctest.h>
+
+#include <faultsafe/activity/wait_graph.hpp>
+#include <faultsafe/resmgr/process.hpp>
+#include <faultsafe/resmgr/ramfs.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "vm_ramfs_support.hpp"
+
+using namespace faultsafe;
+using vmtest::pattern;
+
+namespace {
+
+constexpr std::size_t map_size = 1 << 20;
+constexpr auto race_time = std::chrono::milliseconds(1500);
+
+// What the toucher threads saw.
+struct touch_counts {
+  std::atomic<long> ok{0}, segv{0}, bus{0}, wrong{0};
+};
+
+// Threads that read random pages of whatever mapping `cur` points at (a stale pointer too: SIGSEGV
+// after munmap, or the next mapping of the same file at the same address) and check the byte.
+class touchers {
+ public:
+  touchers(int n, std::atomic<const std::uint8_t*>& cur, touch_counts& c) {
+    for (int t = 0; t < n; ++t)
+      threads_.emplace_back([this, t, &cur, &c] {
+        announce_faulting_thread();  // the pager records each fault in the wait-for graph, with its file
+        activity_scope act(new_activity());
+        std::minstd_rand rng(static_cast<unsigned>(t) * 7919u + 1);
+        while (!stop_.load(std::memory_order_relaxed)) {
+          const std::uint8_t* p = cur.load(std::memory_order_acquire);
+          if (p == nullptr) {
+            std::this_thread::yield();
+            continue;
+          }
+          const std::size_t off = rng() % map_size;
+          std::uint8_t v = 0;
+          const int sig = vmtest::probe_read_racy(p + off, v);
+          if (sig == 0) (v == pattern(off) ? c.ok : c.wrong).fetch_add(1, std::memory_order_relaxed);
+          else (sig == SIGSEGV ? c.segv : c.bus).fetch_add(1, std::memory_order_relaxed);
+          if (sig != 0) std::this_thread::yield();  // unmapped: let the mapper map the next one
+        }
+      });
+  }
+  ~touchers() { join(); }
+  void join() {
+    stop_.store(true);
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+};
+
+void pause_us(std::minstd_rand& rng) { std::this_thread::sleep_for(std::chrono::microseconds(20 + rng() % 31)); }
+
+struct race_setup {
+  race_setup() : fs({.name = "ram", .prefix = "/ram", .ns = &ns}), bob("bob", {1000, 100}, &ns) {
+    wait_graph::set_enabled(true);  // fault reports name the file: the page source is asked for it
+    fd = vmtest::make_ramfs_file(bob, "/ram/race", map_size);
+  }
+
+  // Effects: for race_time, maps the file MAP_SHARED, lets 3 toucher threads fault on it for
+  // 20-50 us, then calls unmap(p, rng), which must leave nothing mapped; then checks what they read.
+  template <class Unmap>
+  void race(Unmap unmap) {
+    std::atomic<const std::uint8_t*> cur{nullptr};
+    touch_counts c;
+    long rounds = 0;
+    {
+      touchers ts(3, cur, c);
+      std::minstd_rand rng(42);
+      const auto until = std::chrono::steady_clock::now() + race_time;
+      while (std::chrono::steady_clock::now() < until) {
+        auto m = bob.mmap(nullptr, map_size, PROT_READ, MAP_SHARED, fd, 0);
+        REQUIRE(m.ok());
+        cur.store(static_cast<const std::uint8_t*>(*m), std::memory_order_release);
+        pause_us(rng);
+        unmap(static_cast<std::uint8_t*>(*m), rng);
+        ++rounds;
+      }
+      ts.join();
+    }
+    MESSAGE("rounds " << rounds << ", reads ok " << c.ok.load() << ", SIGSEGV " << c.segv.load());
+    CHECK(c.wrong == 0);
+    CHECK(c.bus == 0);  // the file never shrinks: no page-in fails
+    CHECK(c.ok > 0);
+    CHECK(bob.memory().space().region_count() == 0);
+  }
+
+  path_namespace ns;
+  ramfs fs;
+  process bob;
+  int fd = -1;
+};
+
+// A page source that records any use after the munmap of its mapping has returned (the caller may
+// destroy a source then). Once armed, its first call (the fault's) holds on until the test has
+// unmapped, or 20 ms when munmap waits for it: either way a call made or still running after munmap
+// returned is counted.
+class watched_source final : public page_source {
+ public:
+  explicit watched_source(int fd) : inner_(fd) {}
+  std::error_code page_in(const page_in_request& req, page_in_result& out) override {
+    enter(std::chrono::milliseconds(20));
+    const auto ec = inner_.page_in(req, out);
+    leave();
+    return ec;
+  }
+  std::string describe() const override {
+    enter(std::chrono::seconds(2));
+    leave();
+    return "watched";
+  }
+  std::atomic<bool> armed{false}, unmapped{false};
+  mutable std::atomic<bool> reached{false};
+  mutable std::atomic<int> late{0};
+
+ private:
+  void enter(std::chrono::nanoseconds hold) const {
+    if (!armed.load()) return;
+    if (unmapped.load()) late.fetch_add(1);
+    if (reached.exchange(true)) return;
+    const auto until = std::chrono::steady_clock::now() + hold;
+    while (!unmapped.load() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+  }
+  void leave() const {
+    if (armed.load() && unmapped.load()) late.fetch_add(1);
+  }
+  memfd_page_source inner_;
+};
+
+}  // namespace
+
+TEST_CASE("once munmap has returned, no fault thread uses the mapping's page source") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(30, "source after munmap");
+  wait_graph::set_enabled(true);  // fault reports name the file
+  vmtest::memfd_file f(16 * vm_page_size);
+  for (bool shared : {true, false}) {
+    CAPTURE(shared);
+    watched_source src(f.fd);
+    aspace as;
+    pager pg(as);
+    auto* p = static_cast<const std::uint8_t*>(vmtest::map_file(as, f, src, shared));
+    src.armed = true;
+    int sig = -1;
+    std::uint8_t v = 0;
+    std::thread t([&] {
+      announce_faulting_thread();
+      sig = vmtest::probe_read(p + 3 * vm_page_size + 5, v);
+    });
+    while (!src.reached.load()) std::this_thread::yield();  // the fault is in the source
+    CHECK(!as.munmap(const_cast<std::uint8_t*>(p), f.size));
+    src.unmapped = true;
+    t.join();
+    pg.stop();  // the fault threads finish what they have read: every call into src has returned
+    CHECK(src.late.load() == 0);
+    // munmap waited for the page-in: the access completed (or, had it come later, got SIGSEGV).
+    CHECK((sig == SIGSEGV || (sig == 0 && v == pattern(3 * vm_page_size + 5))));
+  }
+}
+
+TEST_CASE("munmap racing faults: no fault thread uses a freed region, page source or report") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(60, "munmap vs fault");
+  race_setup s;
+  s.race([&](std::uint8_t* p, std::minstd_rand&) { REQUIRE(!s.bob.munmap(p, map_size)); });
+  CHECK(s.bob.memory().fault_pager().stats().page_in_errors == 0);
+}
+
+TEST_CASE("mprotect splits and partial munmaps racing faults") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(60, "mprotect vs fault");
+  race_setup s;
+  s.race([&](std::uint8_t* p, std::minstd_rand& rng) {
+    REQUIRE(!s.bob.mprotect(p + map_size / 4, map_size / 2, PROT_NONE));  // three parts
+    pause_us(rng);
+    REQUIRE(!s.bob.mprotect(p + map_size / 4, map_size / 4, PROT_READ));
+    REQUIRE(!s.bob.munmap(p + map_size / 2, map_size / 8));  // a hole in the PROT_NONE part
+    pause_us(rng);
+    REQUIRE(!s.bob.munmap(p, map_size));
+  });
+}
+
+TEST_CASE("ftruncate racing faults at the shrink point: SIGBUS only from the kernel, at the access") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(60, "ftruncate vs fault");
+  constexpr std::size_t pages = 64, short_pages = 16;
+  race_setup s;
+  auto m = s.bob.mmap(nullptr, pages * vm_page_size, PROT_READ, MAP_SHARED, s.fd, 0);
+  REQUIRE(m.ok());
+  const auto* p = static_cast<const std::uint8_t*>(*m);
+  std::atomic<bool> stop{false};
+  std::atomic<long> ok{0}, bus{0}, wrong{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 3; ++t)
+    ts.emplace_back([&, t] {
+      announce_faulting_thread();
+      for (unsigned k = static_cast<unsigned>(t); !stop.load(std::memory_order_relaxed); ++k) {
+        const std::size_t page = short_pages - 2 + k % 4;  // pages 14..17 around the shrink point
+        const std::size_t off = page * vm_page_size + (k * 97) % vm_page_size;
+        std::uint8_t v = 0;
+        const int sig = vmtest::probe_read_racy(p + off, v);  // a stray signal fails the test there
+        // Below the shrink point the data stays; above it, truncation leaves zeros behind.
+        if (sig == 0) (v == pattern(off) || (page >= short_pages && v == 0) ? ok : wrong).fetch_add(1);
+        else if (sig == SIGBUS && page >= short_pages) bus.fetch_add(1);
+        else wrong.fetch_add(1);
+        for (int spin = 0; spin < 2000; ++spin) std::atomic_signal_fence(std::memory_order_seq_cst);  // a stray tgkill lands here
+      }
+    });
+  const auto until = std::chrono::steady_clock::now() + race_time;
+  long rounds = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    REQUIRE(!s.bob.ftruncate(s.fd, static_cast<off_t>(short_pages * vm_page_size)));
+    REQUIRE(!s.bob.ftruncate(s.fd, static_cast<off_t>(pages * vm_page_size)));
+    ++rounds;
+  }
+  stop.store(true);
+  for (auto& t : ts) t.join();
+  MESSAGE("rounds " << rounds << ", reads ok " << ok.load() << ", SIGBUS " << bus.load() << ", page-in errors "
+                    << s.bob.memory().fault_pager().stats().page_in_errors);
+  CHECK(wrong == 0);
+  CHECK(ok > 0);
+  CHECK(bus > 0);  // the race was run: accesses past the end got the kernel's SIGBUS
+  CHECK(!s.bob.munmap(*m, pages * vm_page_size));
+}
