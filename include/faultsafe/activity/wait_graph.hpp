@@ -594,6 +594,12 @@ class wait_graph {
                 (victim ? "breaking the wait of " + thread_name(victim->waiter) + " (EDEADLK)"
                         : std::string("not broken (policy report_only or no breakable wait)"));
     v.details.insert(v.details.begin(), chain);
+    v.outcome = victim ? violation_outcome::failed : violation_outcome::unresolved;
+    // The site of a cycle: the resources on it, in a canonical order (one report per kind of lock-up).
+    std::vector<std::string> res;
+    for (auto k : c) res.push_back(snap.nodes[k].rec->on->wait_name());
+    std::sort(res.begin(), res.end());
+    for (const auto& r : res) v.site += (v.site.empty() ? "" : " | ") + r;
     for (auto k : component(snap, c.front())) snap.nodes[k].rec->covered = true;
     ++s.stats.reports;
     if (victim) {

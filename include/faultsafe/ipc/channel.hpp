@@ -40,6 +40,10 @@
 // - ESHUTDOWN: the channel was stopped before a server thread received the message (pending sends) or
 //   before the send started (future sends). receive() on a stopped channel also returns ESHUTDOWN.
 // - EAGAIN: channel_options::max_queued messages are already queued (not yet received).
+// - ENXIO: channel_options::require_server is set and no server thread serves the channel (none was
+//   ever announced with add_server(), e.g. a resource manager whose start() was never called, or the
+//   last one left with remove_server()): the send fails at once instead of waiting for ever. Like
+//   open(2) of a FIFO that no process reads.
 // - EMSGSIZE: header_len > channel::max_header.  EFAULT: a null buffer with a non-zero length, or the
 //   server faulted (SIGSEGV/SIGBUS) copying sender memory.
 // - Whatever the server passes to reply_error().
@@ -135,6 +139,10 @@ struct channel_options {
   /// Most messages that may wait in the queue (sent, not yet received); a send beyond that fails at
   /// once with EAGAIN (0 = no limit). Bounds what clients can pile up on a server that falls behind.
   std::size_t max_queued = 1024;
+  /// Fail sends at once with ENXIO while no server thread serves this channel (see add_server()).
+  /// resmgr::server sets it: a client of a server that was never started gets an error, not a hang.
+  /// false (default for a bare channel): a send waits for a receiver that may attach later.
+  bool require_server = false;
 };
 
 /// What one send carries. Pointers refer to the sender's memory and must stay valid for the call.
@@ -258,6 +266,7 @@ class channel {
     {
       std::lock_guard<std::mutex> g(mu_);
       if (stopped_) return fail(r, ESHUTDOWN);
+      if (opts_.require_server && server_threads_ == 0) return fail(r, ENXIO);
       if (opts_.max_queued != 0 && queue_.size() >= opts_.max_queued) return fail(r, EAGAIN);
       queue_.push_back(m);
     }
@@ -292,6 +301,34 @@ class channel {
   [[nodiscard]] bool stopped() const noexcept {
     std::lock_guard<std::mutex> g(mu_);
     return stopped_;
+  }
+
+  /// Effects: announces one more server thread for this channel (call it before starting the thread,
+  /// so no send in between sees none). Only counted; matters with channel_options::require_server.
+  /// Thread-safety: any thread. Lock order: the internal leaf mutex.
+  void add_server() noexcept {
+    std::lock_guard<std::mutex> g(mu_);
+    ++server_threads_;
+  }
+  /// Requires: a matching add_server(). Effects: one server thread fewer. When the last one leaves
+  /// and channel_options::require_server is set, every queued send fails with ENXIO (nobody would
+  /// ever receive it), as do later sends until add_server().
+  void remove_server() noexcept {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      if (server_threads_ == 0 || --server_threads_ != 0 || !opts_.require_server) return;
+      while (!queue_.empty()) {
+        detail::channel_message& m = queue_.front();
+        queue_.pop_front();
+        (void)complete(m, 0, ENXIO, 0);  // m may be gone after this
+      }
+    }
+    wait_graph::note_change();
+  }
+  /// Server threads announced with add_server() and not yet removed (racy, for tests and reports).
+  [[nodiscard]] unsigned servers() const noexcept {
+    std::lock_guard<std::mutex> g(mu_);
+    return server_threads_;
   }
 
   /// Effects: a receiver for the calling server thread (recycled if one was detached).
@@ -589,6 +626,7 @@ class channel {
   // Read-mostly: stays shared in every cache.
   alignas(64) channel_options opts_;
   bool stopped_ = false;                  // guarded by mu_
+  unsigned server_threads_ = 0;           // guarded by mu_: add_server() - remove_server()
   std::list<receiver> receivers_;         // guarded by mu_ (stable addresses)
   server_set servers_{*this};             // the send-wait resource of the wait-for graph
 };

@@ -1,28 +1,50 @@
 // faultsafe/order/violation.hpp: what a lock-order or lock-up violation is, and who hears of it.
 //
-// Defines `violation_kind`, `violation` (a kind plus a human-readable report naming every lock,
-// thread, channel and fault involved), `violation_handler`, `set_violation_handler()` and
-// `report_violation()`, and `violation_context` (RAII lines a thread adds to every violation it reports
-// while the context lives: which request it was serving when it found the violation).
+// Defines `violation_kind`, `violation_outcome`, `violation` (a kind, an outcome, a site and a
+// human-readable report naming every lock, thread, channel and fault involved), `violation_handler`,
+// `set_violation_handler()` and `report_violation()`, the default policy (`default_violation_handler`,
+// `strict_violation_handler`, `set_violation_sink()`, `violation_report_limits`), and
+// `violation_context` (RAII lines a thread adds to every violation it reports while the context lives:
+// which request it was serving when it found the violation).
+//
+// Two families of violation (violation::resolved(), is_programming_error())
+// - Programming errors: rank_inversion, order_cycle, recursive_acquire, unlock_not_held,
+//   held_stack_overflow. The program's lock discipline is wrong; nothing was resolved
+//   (outcome `unresolved`).
+// - Lock-ups faultsafe resolved before reporting: self_deadlock (granted under the owning activity or
+//   served by a pool's reserve thread: outcome `served`; or failed with EDEADLK: outcome `failed`) and
+//   wait_cycle (one wait broken with EDEADLK: `failed`). A wait_cycle that was not broken (policy
+//   report_only, or no breakable wait on it) is `unresolved`: the threads on it stay blocked.
 //
 // Contract
-// - The default handler prints `violation::report()` to stderr and calls std::abort().
+// - The default handler (default_violation_handler) reports a resolved violation through the sink
+//   (stderr by default, set_violation_sink()) once per (kind, site), at most
+//   violation_report_limits::burst reports per violation_report_limits::interval over all sites, and
+//   returns: the program goes on. An unresolved violation (every programming error, an unbroken wait
+//   cycle) is reported through the sink and then std::abort()s. strict_violation_handler reports
+//   every violation and aborts (the behaviour before this policy); install it, or any handler, with
+//   set_violation_handler().
 // - A handler may return: the operation that found the violation then proceeds, except where
 //   proceeding would certainly self-deadlock (re-acquiring a held non-recursive lock); that call then
 //   throws std::system_error(std::errc::resource_deadlock_would_occur) and takes nothing.
 // - A handler may throw: the exception leaves the call that found the violation, which has then
 //   acquired nothing.
 // - A handler must not acquire faultsafe locks of the caller's lock order (it runs with the caller's
-//   locks held); it may print, record, count or throw.
+//   locks held); it may print, record, count or throw. The same holds for a sink.
 //
-// Thread-safety: set_violation_handler() and report_violation() may be called from any thread at any
-// time. A handler may run concurrently on several threads; it must be thread-safe itself. Replacing the
-// handler while another thread is inside the old one is safe: the old handler object stays alive until
-// that call returns (it is held by shared_ptr).
+// Thread-safety: set_violation_handler(), set_violation_sink(), set_violation_report_limits() and
+// report_violation() may be called from any thread at any time. A handler (and a sink) may run
+// concurrently on several threads; it must be thread-safe itself. Replacing the handler or the sink
+// while another thread is inside the old one is safe: the old object stays alive until that call
+// returns (it is held by shared_ptr).
 // Lock order: report_violation() takes one internal leaf lock only for the time needed to copy the
-// handler pointer; the handler itself runs with no faultsafe-internal lock held.
+// handler pointer; the handler itself runs with no faultsafe-internal lock held. The default handler
+// takes one more leaf lock to count sites and rate-limit, and releases it before calling the sink.
 #pragma once
 
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -30,6 +52,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -60,14 +83,47 @@ enum class violation_kind {
   return "unknown";
 }
 
+/// True for the kinds that are programming errors (the lock discipline is wrong): rank_inversion,
+/// order_cycle, recursive_acquire, unlock_not_held, held_stack_overflow. Their violations are always
+/// `unresolved`.
+[[nodiscard]] constexpr bool is_programming_error(violation_kind k) noexcept {
+  return k != violation_kind::self_deadlock && k != violation_kind::wait_cycle;
+}
+
+/// What faultsafe did about a violation before reporting it.
+enum class violation_outcome {
+  unresolved,  ///< nothing: a programming error, or a wait cycle left blocked (report_only)
+  served,      ///< resolved, the operation goes on: a self-deadlock granted under its own activity,
+               ///< or a message served by a pool's reserve thread
+  failed,      ///< resolved, the operation fails with EDEADLK: a self-deadlock under policy fail, or
+               ///< the wait the wait-for graph broke to unwind a cycle
+};
+
+/// The name of an outcome, as used in reports ("unresolved", "served", "failed").
+[[nodiscard]] constexpr std::string_view to_string(violation_outcome o) noexcept {
+  switch (o) {
+    case violation_outcome::unresolved: return "unresolved";
+    case violation_outcome::served: return "served";
+    case violation_outcome::failed: return "failed";
+  }
+  return "unknown";
+}
+
 /// One violation. `summary` is one line; `details` are the lines that follow it (one per lock held,
 /// per edge of a cycle, per hop of a wait chain); `involved` names every lock/thread/channel involved,
-/// so a test can check them without parsing the text.
+/// so a test can check them without parsing the text. `outcome` says whether faultsafe resolved it;
+/// `site` names where it happened in the program (a request's call site, a server and message type,
+/// the resources of a cycle) and is what the default handler reports once.
 struct violation {
   violation_kind kind{};
   std::string summary;
   std::vector<std::string> details;
   std::vector<std::string> involved;
+  violation_outcome outcome = violation_outcome::unresolved;
+  std::string site;
+
+  /// True if faultsafe resolved it (outcome served or failed): the program may go on.
+  [[nodiscard]] bool resolved() const noexcept { return outcome != violation_outcome::unresolved; }
 
   /// Effects: the whole report: "faultsafe: <kind>: <summary>" and each detail line indented.
   /// Complexity: linear in the report size. Throws: std::bad_alloc.
@@ -87,14 +143,173 @@ struct violation {
 /// A violation handler. May return, throw, or not return (abort).
 using violation_handler = std::function<void(const violation&)>;
 
+/// Where the default handlers write their reports: one call per report, the whole text (several
+/// lines, no trailing newline). Default: stderr.
+using violation_sink = std::function<void(std::string_view report)>;
+
+/// Rate limit of the default handler's reports of resolved violations (over all sites): at most
+/// `burst` reports per `interval`; the others are counted, and the next report says how many were
+/// suppressed. `max_sites`: how many distinct sites it remembers for "once per site" (beyond that,
+/// only the rate limit applies).
+struct violation_report_limits {
+  unsigned burst = 10;
+  std::chrono::milliseconds interval{1000};
+  std::size_t max_sites = 4096;
+};
+
+/// Counters of the default handlers (racy snapshot).
+struct violation_report_stats {
+  std::uint64_t resolved = 0;          ///< resolved violations seen
+  std::uint64_t reported = 0;          ///< reports written to the sink (resolved and unresolved)
+  std::uint64_t repeated_site = 0;     ///< resolved ones not reported: their site was reported already
+  std::uint64_t rate_limited = 0;      ///< resolved ones not reported: over the rate limit
+};
+
 namespace detail {
-inline void default_violation_handler(const violation& v) {
-  const std::string text = v.report();
-  std::fprintf(stderr, "%s\n", text.c_str());
+inline void write_to_stderr(std::string_view text) {
+  std::fprintf(stderr, "%.*s\n", static_cast<int>(text.size()), text.data());
   std::fflush(stderr);
+}
+
+// The default policy's state: the sink, the limits, the sites seen, the rate window.
+struct report_policy_state {
+  std::mutex m;  // leaf: never held while calling the sink
+  std::shared_ptr<const violation_sink> sink = std::make_shared<const violation_sink>(&write_to_stderr);
+  violation_report_limits limits{};
+  std::unordered_map<std::string, std::uint64_t> sites;  // (kind, site) -> times seen
+  std::chrono::steady_clock::time_point window_start{};
+  unsigned in_window = 0;
+  std::uint64_t suppressed_since_report = 0;
+  violation_report_stats stats{};
+};
+inline report_policy_state& the_report_policy() {
+  static report_policy_state* st = new report_policy_state;  // leaked: reports may come during exit
+  return *st;
+}
+
+// Effects: under `m`, replaces `*slot` by `f` (by `dflt` if `f` is empty); returns the previous
+// function. The previous object lives on while a caller that copied the pointer still runs it.
+template <class F, class D>
+F replace_shared(std::mutex& m, std::shared_ptr<const F>& slot, F f, D dflt) {
+  if (!f) f = dflt;
+  auto next = std::make_shared<const F>(std::move(f));
+  std::shared_ptr<const F> prev;
+  {
+    std::lock_guard<std::mutex> g(m);
+    prev = std::exchange(slot, std::move(next));
+  }
+  return *prev;
+}
+
+inline std::shared_ptr<const violation_sink> current_sink() {
+  auto& st = the_report_policy();
+  std::lock_guard<std::mutex> g(st.m);
+  return st.sink;
+}
+
+// Effects: decides whether the resolved violation `v` is reported now; if so returns the text (with a
+// trailer), else an empty string.
+inline std::string admit_resolved(const violation& v) {
+  auto& st = the_report_policy();
+  std::string key(to_string(v.kind));
+  key += '|';
+  key += v.site.empty() ? v.summary : v.site;
+  std::lock_guard<std::mutex> g(st.m);
+  ++st.stats.resolved;
+  auto it = st.sites.find(key);
+  if (it != st.sites.end()) {
+    ++it->second;
+    ++st.stats.repeated_site;
+    return {};
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (now - st.window_start >= st.limits.interval) {
+    st.window_start = now;
+    st.in_window = 0;
+  }
+  if (st.in_window >= st.limits.burst) {
+    ++st.stats.rate_limited;
+    ++st.suppressed_since_report;
+    return {};  // not remembered as seen: it may be reported once the window has passed
+  }
+  ++st.in_window;
+  if (st.sites.size() < st.limits.max_sites) st.sites.emplace(std::move(key), 1);
+  std::string text = v.report();
+  text += "\n    (";
+  text += to_string(v.outcome);
+  text += " by faultsafe: the program goes on; further reports from this site are not printed";
+  if (st.suppressed_since_report != 0) {
+    text += "; " + std::to_string(st.suppressed_since_report) + " earlier report(s) suppressed by the rate limit";
+    st.suppressed_since_report = 0;
+  }
+  text += ')';
+  ++st.stats.reported;
+  return text;
+}
+
+inline void count_reported() {
+  auto& st = the_report_policy();
+  std::lock_guard<std::mutex> g(st.m);
+  ++st.stats.reported;
+}
+}  // namespace detail
+
+/// The default handler. A resolved violation (violation::resolved()) goes to the sink once per
+/// (kind, site) within the rate limit, and the call returns. An unresolved one (a programming error, an
+/// unbroken wait cycle) goes to the sink and then std::abort().
+/// Throws: std::bad_alloc (building the report); what the sink throws.
+inline void default_violation_handler(const violation& v) {
+  if (v.resolved()) {
+    std::string text = detail::admit_resolved(v);
+    if (!text.empty()) (*detail::current_sink())(text);
+    return;
+  }
+  detail::count_reported();
+  (*detail::current_sink())(v.report());
   std::abort();
 }
 
+/// A handler for programs that want every violation to stop them: reports it through the sink and
+/// calls std::abort(), resolved or not.
+inline void strict_violation_handler(const violation& v) {
+  detail::count_reported();
+  (*detail::current_sink())(v.report());
+  std::abort();
+}
+
+/// Effects: the default handlers write their reports to `s` (an empty function restores stderr);
+/// returns the previous sink. Thread-safety: any thread. Throws: std::bad_alloc.
+inline violation_sink set_violation_sink(violation_sink s) {
+  auto& st = detail::the_report_policy();
+  return detail::replace_shared(st.m, st.sink, std::move(s), &detail::write_to_stderr);
+}
+
+/// Effects: replaces the default handler's rate limit; returns the previous one. Thread-safety: any
+/// thread.
+inline violation_report_limits set_violation_report_limits(violation_report_limits l) {
+  auto& st = detail::the_report_policy();
+  std::lock_guard<std::mutex> g(st.m);
+  return std::exchange(st.limits, l);
+}
+
+/// The default handlers' counters. Thread-safety: any thread.
+[[nodiscard]] inline violation_report_stats violation_report_counters() {
+  auto& st = detail::the_report_policy();
+  std::lock_guard<std::mutex> g(st.m);
+  return st.stats;
+}
+
+/// Effects: forgets the sites already reported (each is reported again once) and resets the rate
+/// window. Thread-safety: any thread.
+inline void reset_violation_report_sites() {
+  auto& st = detail::the_report_policy();
+  std::lock_guard<std::mutex> g(st.m);
+  st.sites.clear();
+  st.in_window = 0;
+  st.window_start = {};
+}
+
+namespace detail {
 struct handler_slot {
   std::mutex m;  // leaf: held only to copy or swap the pointer
   std::shared_ptr<const violation_handler> h =
@@ -109,15 +324,8 @@ inline handler_slot& the_handler_slot() {
 /// Effects: installs `h` (an empty function restores the default handler); returns the previous one.
 /// Thread-safety: any thread. Complexity: O(1). Throws: std::bad_alloc.
 inline violation_handler set_violation_handler(violation_handler h) {
-  if (!h) h = &detail::default_violation_handler;
-  auto next = std::make_shared<const violation_handler>(std::move(h));
   auto& slot = detail::the_handler_slot();
-  std::shared_ptr<const violation_handler> prev;
-  {
-    std::lock_guard<std::mutex> g(slot.m);
-    prev = std::exchange(slot.h, std::move(next));
-  }
-  return *prev;
+  return detail::replace_shared(slot.m, slot.h, std::move(h), &default_violation_handler);
 }
 
 class violation_context;

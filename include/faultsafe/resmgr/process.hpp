@@ -13,7 +13,8 @@
 // reply. The server's read handler copies straight into the caller's buffer, its write handler reads
 // straight from it: a fault on the buffer is taken by the *server* thread. Errors from the server
 // (EACCES, EBADF for writing an O_RDONLY open, ...) and from the channel (ESHUTDOWN when the server
-// stopped, ETIMEDOUT when io_timeout passed) come back as the result's error.
+// stopped, ENXIO when it was never started, ETIMEDOUT when io_timeout passed) come back as the
+// result's error.
 //
 // Thread-safety: every member may be called from any thread. Concurrent read()/write() on one fd use
 // the fd's shared offset without serialising against each other (as on QNX without O_SYNC locking): the

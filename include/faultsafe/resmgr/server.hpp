@@ -36,6 +36,10 @@
 // chain (activity/activity.hpp): two threads that adopt the same id on purpose defeat the check's
 // premise (it would then report a lock-up that is only contention and serve on the reserve thread).
 //
+// Not started: the channel requires a server (channel_options::require_server): until start() has
+// announced the pool's threads, every send (a client's open, a pager's page-in) fails at once with
+// ENXIO instead of waiting for a thread that never comes.
+//
 // Stop: stop() (also run by the destructor) fails pending and future sends with ESHUTDOWN, detaches the
 // path, lets messages being served finish, and joins every pool thread. Requires: not called from one
 // of this server's own threads (throws std::system_error(EDEADLK) then) and every handler returns.
@@ -361,6 +365,7 @@ class server {
       throw std::invalid_argument("faultsafe::server: need 1 <= min_threads <= max_threads");
     opts_.channel.name = opts_.name.c_str();
     opts_.channel.pool_capacity = opts_.pool.max_threads;  // wait-for graph: the pool may still grow
+    opts_.channel.require_server = true;                   // ENXIO until start(): never a silent hang
     ch_ = std::make_shared<channel>(opts_.channel);
     serving_ = std::make_unique<pool_slot[]>(opts_.pool.max_threads);
     if (opts_.pool.on_self_deadlock == self_conflict::grant) {
@@ -398,7 +403,15 @@ class server {
     if (started_ || stopping_) return;
     started_ = true;
     for (unsigned i = 0; i < opts_.pool.min_threads; ++i) spawn_locked();
-    if (reserve_ch_) reserve_thread_ = std::thread([this] { reserve_main(); });
+    if (reserve_ch_) {
+      reserve_ch_->add_server();
+      try {
+        reserve_thread_ = std::thread([this] { reserve_main(); });
+      } catch (...) {
+        reserve_ch_->remove_server();
+        throw;
+      }
+    }
   }
 
   /// Effects: see the header comment. Idempotent.
@@ -475,9 +488,11 @@ class server {
   void spawn_locked() {
     const unsigned idx = started_threads_.fetch_add(1, std::memory_order_relaxed);
     idle_.fetch_add(1, std::memory_order_relaxed);
+    ch_->add_server();  // before the thread exists: a send meanwhile waits for it instead of ENXIO
     try {
       threads_.emplace_back([this, idx] { thread_main(idx); });
     } catch (...) {
+      ch_->remove_server();
       started_threads_.fetch_sub(1, std::memory_order_relaxed);
       idle_.fetch_sub(1, std::memory_order_relaxed);
       throw;
@@ -518,6 +533,8 @@ class server {
     const bool grant = opts_.pool.on_self_deadlock == self_conflict::grant && reserve_ch_ && !reserve_busy_with_a;
     violation v;
     v.kind = violation_kind::self_deadlock;
+    v.outcome = grant ? violation_outcome::served : violation_outcome::failed;
+    v.site = "server '" + opts_.name + "', message type " + std::to_string(b.type);
     const std::string me = thread_name(this_thread_id());
     v.summary = "thread '" + me + "' (" + detail::rl::describe_activity(a) + ") sends a message of type " +
                 std::to_string(b.type) + " to server '" + opts_.name + "', whose every thread (" +
@@ -560,6 +577,7 @@ class server {
     }
     reserve_rcv_.store(nullptr, std::memory_order_release);
     reserve_ch_->detach(r);
+    reserve_ch_->remove_server();
   }
 
   void thread_main(unsigned idx) {
@@ -584,6 +602,7 @@ class server {
     }
     serving_[idx].rcv.store(nullptr, std::memory_order_release);
     ch_->detach(r);
+    ch_->remove_server();
   }
 
   // Per-client open accounting (server_options::max_opens_per_client): a slot is reserved before the

@@ -1109,6 +1109,8 @@ class range_guard {
   void report_self_deadlock(const std::vector<range_holder>& hs, const std::vector<source_location>& ws) const {
     violation v;
     v.kind = violation_kind::self_deadlock;
+    v.outcome = node_.policy == self_conflict::grant ? violation_outcome::served : violation_outcome::failed;
+    v.site = std::string("range_lock '") + lock_->name_ + "' at " + detail::describe_site(node_.where);
     const std::string me = thread_name(node_.thread_id);
     v.summary = "thread '" + me + "' (" + detail::rl::describe_activity(node_.owner) + ") requests " +
                 detail::rl::describe_range(node_.off, node_.last, node_.mode) + " of '" + lock_->name_ + "' at " +
