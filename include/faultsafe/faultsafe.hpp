@@ -16,6 +16,7 @@
 #include <faultsafe/resmgr/client_registry.hpp>
 #include <faultsafe/resmgr/direct_copy.hpp>
 #include <faultsafe/resmgr/iofunc.hpp>
+#include <faultsafe/resmgr/iofunc_helpers.hpp>
 #include <faultsafe/resmgr/process.hpp>
 #include <faultsafe/resmgr/process_thread.hpp>
 #include <faultsafe/resmgr/ramfs.hpp>

@@ -314,21 +314,83 @@ struct io_result {
   static io_result fail(std::error_code e) noexcept { return {0, e}; }
 };
 
-/// The dispatch table. Empty slots answer ENOSYS. Handlers may throw std::system_error (its code is
-/// replied), std::bad_alloc (ENOMEM); anything else is replied as EIO.
+/// The dispatch table: one handler per message type (the QNX connect/io funcs). Write your own, or
+/// take iofunc_defaults() (resmgr/iofunc.hpp) and override a slot; resmgr/iofunc_helpers.hpp has the
+/// verify and reply helpers the contract below refers to.
+///
+/// Common contract (every slot)
+/// - Empty slot: the client gets ENOSYS. Answer: return io_result::ok(value) or io_result::fail(errno);
+///   the server replies it (a handler that replied itself through ctx.rcv.reply()/reply_error() has
+///   its return value ignored). Throwing std::system_error replies its code, std::bad_alloc ENOMEM,
+///   anything else EIO; the handler must then have released what it took (RAII).
+/// - Thread: a pool thread of this server that has adopted the client's activity (ctx.activity); the
+///   client's thread is blocked in its call until the reply, so never wait for the client to do
+///   something else. Several handlers (of one client or many, of one OCB or many) run concurrently:
+///   shared state needs its own locking; an OCB's offset is shared like a POSIX fd offset.
+/// - Locks held when called: none of the server's (the namespace, OCB-table and pool locks are leaves,
+///   never held across a handler). The OCB is pinned (it lives until the handler returns, even if the
+///   client closes it meanwhile).
+/// - What a handler may block on: faultsafe locks in rank order (an iofunc_attr's range lock, rank 30,
+///   then its meta lock, rank 40, for a few instructions); the client's memory (copying faults are
+///   taken by this thread and served by the pager, never a lock-up: see resmgr/direct_copy.hpp and the
+///   page-in guard); sends to OTHER servers through a `process` the server owns (the send carries the
+///   client's activity, so the wait-for graph and the pool guard see the whole chain). It must not
+///   hold the meta lock (or any non-faultsafe lock) while touching client memory or sending, call
+///   server::stop() on its own server (EDEADLK), or block on anything the client must do.
+/// - Client memory: read the payload with ctx.rcv.read_payload()/with_payload() and write the reply
+///   data with write_reply_data()/with_reply_data() (MsgRead/MsgWrite: in place, no staging). The
+///   client may change its payload while the handler runs: read it once into server memory before
+///   validating it (iofunc_read_payload / iofunc_write_validated).
 struct io_funcs {
-  /// Must set `out` on success; the server assigns the handle.
+  /// open(2). `path` is the part below the attached prefix ("" = the prefix itself); q.flags are the
+  /// open flags (O_ACCMODE, O_CREAT, O_EXCL, O_TRUNC, O_APPEND), q.mode the permission bits for
+  /// O_CREAT, q.client the caller's pid/uid/gid. Check permissions (iofunc_open_verify), then set `out`
+  /// to a new OCB (ocb_base or a type derived from it, e.g. iofunc_ocb) and return ok(0); the server
+  /// assigns the handle and records the owner pid (a handle used by another process is EBADF). The
+  /// per-client limit (server_options::max_opens_per_client, EMFILE) was checked before the call.
+  /// Returning ok without setting `out` is replied as EIO.
   std::function<io_result(request_context&, const io_open_request&, std::string_view path, std::shared_ptr<ocb_base>& out)> open;
-  /// Called once when the handle is closed (the OCB is already out of the table).
+  /// close(2): called exactly once per handle, after the handle left the table (new messages on it
+  /// get EBADF); handlers already running on the OCB may still be running. The OCB is destroyed when
+  /// its last user lets go. The client's fd is freed whatever this returns. Optional.
   std::function<io_result(request_context&, ocb_base&)> close;
+  /// read(2)/pread(2). Offset: q.use_offset ? q.offset (pread; leave the OCB's offset alone) : the
+  /// OCB's offset (read; advance it by the bytes returned). Size: transfer at most min(q.nbytes,
+  /// ctx.rcv.reply_data_len()) bytes into the client's buffer (write_reply_data at offset 0 on) and
+  /// return ok(count); 0 at or past the end. EBADF if the open has no read access, EINVAL for a
+  /// negative offset, EOVERFLOW if offset + nbytes overflows (iofunc_read_verify does all of it;
+  /// iofunc_reply_bytes replies from a buffer and advances). The default (iofunc_read_default) holds
+  /// the file's range lock shared over the bytes it copies.
   std::function<io_result(request_context&, ocb_base&, const io_rw_request&)> read;
+  /// write(2)/pwrite(2). Offset as for read; with O_APPEND and no use_offset the bytes go at the end
+  /// of the file as seen under the handler's exclusive lock. Size: min(q.nbytes,
+  /// ctx.rcv.payload_len()) bytes of the client's payload; return ok(count written); EBADF without
+  /// write access, EFBIG for a write starting at or past the file's limit, a short count for one
+  /// straddling it (iofunc_write_verify). A write that fails must change nothing. The default holds the range
+  /// lock exclusive over the bytes it stores and grows the file first.
   std::function<io_result(request_context&, ocb_base&, const io_rw_request&)> write;
+  /// lseek(2): q.whence SEEK_SET/SEEK_CUR/SEEK_END (the process already rejected others); set the
+  /// OCB's offset and return ok(new offset); EINVAL for a negative result, EOVERFLOW on overflow.
   std::function<io_result(request_context&, ocb_base&, const io_lseek_request&)> lseek;
+  /// fstat(2): fill `st` (zeroed by the server; iofunc_stat_fill for a file without an attr) and
+  /// return ok(0). Must not block for long: it answers ls-like tools.
   std::function<io_result(request_context&, ocb_base&, struct ::stat&)> fstat;
+  /// ftruncate(2): q.length >= 0 (the process checked). EBADF without write access, EFBIG past the
+  /// limit. The default holds the range lock exclusive from min(old, new size) to the end.
   std::function<io_result(request_context&, ocb_base&, const io_ftruncate_request&)> ftruncate;
-  /// The pager work fills this one: map a range of the file (reply: what backs it).
+  /// mmap(2), asked by the client's address space (vm/process_memory.hpp): check q.prot/q.flags
+  /// against the open's access (EACCES: PROT_READ without read access, PROT_WRITE on MAP_SHARED
+  /// without write access), then fill `rep` with what backs [q.offset, q.offset + q.length): a memfd
+  /// the server keeps open while the OCB is open, its offset, and a cookie for page_in. Without this
+  /// slot files cannot be mapped (ENOSYS).
   std::function<io_result(request_context&, ocb_base&, const io_mmap_request&, io_mmap_reply&)> mmap;
-  /// Generic page-in slot for the pager. The handler may write reply data itself (ctx.rcv).
+  /// Page-in, sent by the client's pager thread for a fault on a mapping (q.fault_thread faulted at
+  /// q.fault_address): make [q.offset, q.offset + q.length) of the memfd present (or, with
+  /// page_in_private, copy it into the reply data) and return ok(valid bytes); ENXIO at or past the
+  /// end of the file (the access gets SIGBUS). `ocb` is null when the request names only a cookie.
+  /// The faulting thread may be one of this server's own threads holding a range of this very file
+  /// (Brian's lock-up): take the range with the attr's page_in_self_conflict policy, as
+  /// iofunc_page_in_default does, never plainly. Must not touch the client's mappings.
   std::function<io_result(request_context&, ocb_base*, const io_page_in_request&, io_page_in_reply&)> page_in;
 };
 
