@@ -26,5 +26,12 @@ if(FAULTSAFE_CLANGXX)
            COMMAND ${CMAKE_COMMAND} -DCOMPILER=${FAULTSAFE_CLANGXX} "-DFLAGS=${_ts_flags}"
                    -DFILE=${CMAKE_CURRENT_SOURCE_DIR}/thread_safety/bad.cpp -DEXPECTED_ERRORS=4
                    -P ${CMAKE_CURRENT_SOURCE_DIR}/thread_safety/expect_rejected.cmake)
-  set_tests_properties(order_thread_safety_good order_thread_safety_bad PROPERTIES TIMEOUT 120 LABELS order)
+  # faultsafe's own internal locks: channel, server, process, ramfs and the pager are annotated.
+  add_test(NAME order_thread_safety_library
+           COMMAND ${_ts_cmd} ${CMAKE_CURRENT_SOURCE_DIR}/thread_safety/library.cpp)
+  set_tests_properties(order_thread_safety_good order_thread_safety_bad order_thread_safety_library
+                       PROPERTIES TIMEOUT 120 LABELS order)
 endif()
+
+# faultsafe's own locks are ranked and checked (an internal inversion is reported).
+faultsafe_test(internal_locks SOURCES internal_locks_test.cpp TIMEOUT 60 LABELS order)

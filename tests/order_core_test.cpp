@@ -47,21 +47,25 @@ TEST_CASE("vm holds report the caller's location, not rw_lock.hpp") {
 TEST_CASE("vm lock: a hold that does not fit the stack is released when the handler throws") {
   recording r;
   constexpr unsigned cap = FAULTSAFE_MAX_HELD_LOCKS;
-  std::vector<std::unique_ptr<faultsafe::ranked_mutex<0, order_test::spin_mutex, faultsafe::checks_on>>> fill;
+  std::vector<std::unique_ptr<faultsafe::ranked_mutex<0, spin_mutex, faultsafe::checks_on>>> fill;
   for (unsigned i = 0; i < cap; ++i)
-    fill.push_back(std::make_unique<faultsafe::ranked_mutex<0, order_test::spin_mutex, faultsafe::checks_on>>("fill"));
-  for (auto& l : fill) l->lock();
+    fill.push_back(std::make_unique<faultsafe::ranked_mutex<0, spin_mutex, faultsafe::checks_on>>("fill"));
   faultsafe::detail::vm_rw_lock<faultsafe::rank::region> region("region");
-  {
-    faultsafe::scoped_violation_handler thrower{&refuse};
-    CHECK_THROWS_AS(region.lock(), refused);
-    const bool released = holders(region) == 0;  // a leaked hold would make the next call wait forever
-    CHECK(released);
-    if (released) CHECK_THROWS_AS(region.lock_shared(), refused);
+  for (const bool shared : {false, true}) {
+    CAPTURE(shared);
+    for (auto& l : fill) l->lock();  // the held-lock stack is full
+    {
+      faultsafe::scoped_violation_handler thrower{&refuse};
+      if (shared)
+        CHECK_THROWS_AS(region.lock_shared(), refused);
+      else
+        CHECK_THROWS_AS(region.lock(), refused);
+    }
+    for (auto& l : fill) l->unlock();
+    // Not listed as a holder, so not left taken (a leaked hold would make the lock() below wait forever).
+    REQUIRE(holders(region) == 0);
   }
-  for (auto& l : fill) l->unlock();
-  REQUIRE(holders(region) == 0);  // neither hold stayed listed (so neither stayed taken)
-  region.lock();                  // and the lock is free
+  region.lock();  // and the lock is free
   CHECK(holders(region) == 1);
   region.unlock();
   expect_none(r.rec);

@@ -36,14 +36,21 @@ using default_checks = checks_on;
 using default_checks = checks_off;
 #endif
 
-/// The ranks of DESIGN.md section 2. A thread may acquire a lock only if its rank is strictly above
-/// every rank it already holds (same-rank sets only through the ordered helpers).
+/// The ranks of the lock hierarchy (the README's table). A thread may acquire a lock only if its rank
+/// is strictly above every rank it already holds (same-rank sets only through the ordered helpers).
+/// Every lock inside faultsafe has one of these ranks, except the checker's own few mutexes (thread
+/// names, the violation handler, violation_recorder, the lock-class graph), which cannot check
+/// themselves and are documented where they are declared.
 namespace rank {
 inline constexpr unsigned aspace_map = 10;   ///< aspace structural lock
 inline constexpr unsigned region = 20;       ///< one mapping
+inline constexpr unsigned directory = 25;    ///< a file server's name table: held over a file's creation and first open
 inline constexpr unsigned attr_range = 30;   ///< a byte range of a file's data
 inline constexpr unsigned attr_meta = 40;    ///< a file's size/times
-inline constexpr unsigned leaf = 90;         ///< internal queues and tables
+inline constexpr unsigned registry = 70;     ///< process-wide registries (clients, servers): their callbacks take leaf locks
+inline constexpr unsigned wait_graph = 80;   ///< the wait-for graph: held while it asks resources for their holders (leaf locks)
+inline constexpr unsigned pool = 85;         ///< a server's thread pool: held while it announces threads to its channel (leaf)
+inline constexpr unsigned leaf = 90;         ///< internal queues and tables: nothing is acquired under them
 }  // namespace rank
 
 }  // namespace faultsafe

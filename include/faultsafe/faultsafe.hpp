@@ -1,6 +1,6 @@
 // faultsafe/faultsafe.hpp: the umbrella header; includes every public faultsafe header.
 //
-// Layout (DESIGN.md section 1): order/ who may lock what after what; sync/ the locks; activity/ on
+// Layout: order/ who may lock what after what; sync/ the locks; activity/ on
 // whose behalf a thread works and the wait-for graph; vm/ address spaces and the userfaultfd pager;
 // ipc/ channels; resmgr/ the resource-manager skeleton, client processes and the direct copy path.
 // Headers under detail/ are internal.

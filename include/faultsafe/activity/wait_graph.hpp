@@ -126,6 +126,7 @@
 
 #include "../detail/thread_record.hpp"
 #include "../order/violation.hpp"
+#include "../order/ranked_mutex.hpp"
 
 namespace faultsafe {
 
@@ -243,7 +244,7 @@ class wait_graph {
   /// progress see the new values at their next poll.
   static void set_options(const wait_graph_options& o) {
     auto& s = state();
-    std::lock_guard<std::mutex> g(s.m);
+    exclusive_guard g(s.m);
     s.opts = o;
     auto clamp = [](std::chrono::nanoseconds& d) { d = std::max(d, std::chrono::nanoseconds(1000)); };
     clamp(s.opts.recheck_interval);
@@ -254,7 +255,7 @@ class wait_graph {
   }
   [[nodiscard]] static wait_graph_options options() {
     auto& s = state();
-    std::lock_guard<std::mutex> g(s.m);
+    exclusive_guard g(s.m);
     return s.opts;
   }
   /// The interval a blocking site should use for its timed waits between poll() calls. Lock-free.
@@ -273,7 +274,7 @@ class wait_graph {
 
   [[nodiscard]] static wait_graph_stats stats() {
     auto& s = state();
-    std::lock_guard<std::mutex> g(s.m);
+    exclusive_guard g(s.m);
     wait_graph_stats r = s.stats;
     r.active_waits = s.waits.size();
     return r;
@@ -283,7 +284,7 @@ class wait_graph {
   /// Requires: no resource-internal lock held.
   [[nodiscard]] static std::string dump() {
     auto& s = state();
-    std::lock_guard<std::mutex> g(s.m);
+    exclusive_guard g(s.m);
     snapshot snap;
     take_snapshot(s, snap, nullptr);
     compute_stuck(snap);
@@ -316,7 +317,7 @@ class wait_graph {
     std::atomic<std::int64_t> last_full_scan_ns{0};
     std::atomic<std::int64_t> recheck_ns{std::chrono::nanoseconds(std::chrono::milliseconds(2)).count()};
     std::atomic<std::int64_t> full_rescan_ns{std::chrono::nanoseconds(std::chrono::milliseconds(50)).count()};
-    std::mutex m;  // the graph mutex; see "Lock order"
+    ranked_mutex<rank::wait_graph> m{"wait-for graph"};  // the graph mutex; see "Lock order"
     wait_list waits;             // guarded by m
     std::uint64_t next_seq = 1;  // guarded by m
     wait_graph_options opts;     // guarded by m
@@ -620,7 +621,7 @@ class wait_graph {
     std::vector<std::pair<std::uint32_t, std::uint64_t>> stable;
     std::chrono::nanoseconds delay{};
     {
-      std::unique_lock<std::mutex> g(s.m);
+      exclusive_guard g(s.m);
       const std::uint64_t gen = s.generation.load(std::memory_order_acquire);  // (2) acquire
       if (!force && gen == s.scanned_generation.load(std::memory_order_relaxed) &&
           now_ns() - s.last_full_scan_ns.load(std::memory_order_relaxed) < s.opts.full_rescan_interval.count())
@@ -647,7 +648,7 @@ class wait_graph {
     std::this_thread::sleep_for(delay);
     violation v;
     {
-      std::unique_lock<std::mutex> g(s.m);
+      exclusive_guard g(s.m);
       const std::uint64_t gen2 = s.generation.load(std::memory_order_acquire);  // (2)
       snapshot& snap = scratch();
       take_snapshot(s, snap, &stable, rooted ? finder : nullptr);
@@ -734,7 +735,7 @@ class wait_scope {
     r.detail.assign(detail.data(), detail.size());
     r.since = std::chrono::steady_clock::now();
     {
-      std::lock_guard<std::mutex> g(s.m);
+      exclusive_guard g(s.m);
       r.seq = s.next_seq++;
       s.waits.push_back(r);
       ++s.stats.waits_recorded;
@@ -752,7 +753,7 @@ class wait_scope {
   void unregister() noexcept {
     if (!registered_) return;
     auto& s = wait_graph::state();
-    std::lock_guard<std::mutex> g(s.m);
+    exclusive_guard g(s.m);
     s.waits.erase(s.waits.iterator_to(*rec_));
     registered_ = false;
     // Removing an edge cannot create a deadlock: the generation is not bumped.

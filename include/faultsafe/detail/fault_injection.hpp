@@ -54,6 +54,7 @@
 #include <mutex>
 
 #include "../activity/activity.hpp"
+#include "../order/ranked_mutex.hpp"
 
 #ifndef FAULTSAFE_FAULT_INJECTION
 #  define FAULTSAFE_FAULT_INJECTION 0
@@ -119,8 +120,8 @@ struct point_state {
 
 struct registry {
   std::array<point_state, point_count> points;
-  std::mutex stall_mu;  // leaf: stall waits only
-  std::condition_variable stall_cv;
+  ranked_mutex<rank::leaf> stall_mu{"fault injection stalls"};  // leaf: stall waits only
+  std::condition_variable_any stall_cv;  // waits on stall_mu itself, so the waits stay checked
 };
 
 inline registry& reg() noexcept {
@@ -138,7 +139,7 @@ constexpr std::uint64_t splitmix64(std::uint64_t x) noexcept {
 
 inline void stall(point_state& s, std::chrono::nanoseconds d) {
   registry& r = reg();
-  std::unique_lock<std::mutex> l(r.stall_mu);
+  std::unique_lock l(r.stall_mu);
   const std::uint64_t gen = s.release_gen.load(std::memory_order_relaxed);
   s.stalled.fetch_add(1, std::memory_order_relaxed);
   r.stall_cv.notify_all();  // waiters in wait_stalled()
@@ -199,7 +200,7 @@ inline void disarm(point p) noexcept;
 inline void release(point p) noexcept {
   detail::registry& r = detail::reg();
   {
-    std::lock_guard<std::mutex> g(r.stall_mu);
+    exclusive_guard g(r.stall_mu);
     detail::state(p).release_gen.fetch_add(1, std::memory_order_relaxed);
   }
   r.stall_cv.notify_all();
@@ -228,7 +229,7 @@ inline void disarm_all() noexcept {
 /// they are.
 [[nodiscard]] inline bool wait_stalled(point p, std::uint32_t n, std::chrono::nanoseconds timeout) {
   detail::registry& r = detail::reg();
-  std::unique_lock<std::mutex> l(r.stall_mu);
+  std::unique_lock l(r.stall_mu);
   return r.stall_cv.wait_for(l, timeout, [&] { return stalled(p) >= n; });
 }
 

@@ -46,6 +46,8 @@
 #include <mutex>
 #include <system_error>
 
+#include "../order/ranked_mutex.hpp"
+
 namespace faultsafe::detail {
 
 struct guarded_copy_state {
@@ -76,7 +78,7 @@ struct chained_action {
 };
 struct chained_fault_actions {
   chained_action bus, segv;
-  std::mutex installer;  // leaf: serialises the installers
+  ranked_mutex<rank::leaf> installer{"guarded-copy installer"};  // leaf: serialises the installers
   [[nodiscard]] chained_action& of(int sig) noexcept { return sig == SIGBUS ? bus : segv; }
 };
 inline chained_fault_actions& fault_actions() noexcept {
@@ -159,7 +161,7 @@ inline void install_guarded_copy_handler_locked() noexcept {
 inline void install_guarded_copy_handler() {
   static std::once_flag once;
   std::call_once(once, [] {
-    std::lock_guard<std::mutex> g(fault_actions().installer);
+    exclusive_guard g(fault_actions().installer);
     install_guarded_copy_handler_locked();
   });
 }
@@ -248,7 +250,7 @@ namespace faultsafe {
 /// Complexity: four sigaction calls. Throws: nothing.
 inline void reinstall_guarded_copy_handler() noexcept {
   detail::install_guarded_copy_handler();
-  std::lock_guard<std::mutex> g(detail::fault_actions().installer);
+  exclusive_guard g(detail::fault_actions().installer);
   detail::install_guarded_copy_handler_locked();
 }
 

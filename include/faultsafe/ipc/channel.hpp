@@ -94,6 +94,7 @@
 #include "../activity/activity.hpp"
 #include "../activity/wait_graph.hpp"
 #include "../detail/futex.hpp"
+#include "../order/ranked_mutex.hpp"
 #include "../detail/guarded_copy.hpp"
 #include "../detail/thread_record.hpp"
 
@@ -264,7 +265,7 @@ class channel {
     m.sender_thread = this_thread_id();
     m.sender_cpu = ::sched_getcpu();  // ~5 ns (rseq)
     {
-      std::lock_guard<std::mutex> g(mu_);
+      exclusive_guard g(mu_);
       if (stopped_) return fail(r, ESHUTDOWN);
       if (opts_.require_server && server_threads_ == 0) return fail(r, ENXIO);
       if (opts_.max_queued != 0 && queue_.size() >= opts_.max_queued) return fail(r, EAGAIN);
@@ -286,7 +287,7 @@ class channel {
   /// served complete normally. Thread-safety: any thread.
   void stop() noexcept {
     {
-      std::lock_guard<std::mutex> g(mu_);
+      exclusive_guard g(mu_);
       stopped_ = true;
       while (!queue_.empty()) {
         detail::channel_message& m = queue_.front();
@@ -299,7 +300,7 @@ class channel {
   }
 
   [[nodiscard]] bool stopped() const noexcept {
-    std::lock_guard<std::mutex> g(mu_);
+    exclusive_guard g(mu_);
     return stopped_;
   }
 
@@ -307,7 +308,7 @@ class channel {
   /// so no send in between sees none). Only counted; matters with channel_options::require_server.
   /// Thread-safety: any thread. Lock order: the internal leaf mutex.
   void add_server() noexcept {
-    std::lock_guard<std::mutex> g(mu_);
+    exclusive_guard g(mu_);
     ++server_threads_;
   }
   /// Requires: a matching add_server(). Effects: one server thread fewer. When the last one leaves
@@ -315,7 +316,7 @@ class channel {
   /// ever receive it), as do later sends until add_server().
   void remove_server() noexcept {
     {
-      std::lock_guard<std::mutex> g(mu_);
+      exclusive_guard g(mu_);
       if (server_threads_ == 0 || --server_threads_ != 0 || !opts_.require_server) return;
       while (!queue_.empty()) {
         detail::channel_message& m = queue_.front();
@@ -327,7 +328,7 @@ class channel {
   }
   /// Server threads announced with add_server() and not yet removed (racy, for tests and reports).
   [[nodiscard]] unsigned servers() const noexcept {
-    std::lock_guard<std::mutex> g(mu_);
+    exclusive_guard g(mu_);
     return server_threads_;
   }
 
@@ -343,7 +344,7 @@ class channel {
 
   /// Number of messages queued and not yet received (racy, for tests and reports).
   [[nodiscard]] std::size_t queued() const noexcept {
-    std::lock_guard<std::mutex> g(mu_);
+    exclusive_guard g(mu_);
     return queue_.size();
   }
 
@@ -386,7 +387,7 @@ class channel {
     return r;
   }
 
-  // Waits until m's phase is one of `want` (bit mask of 1 << phase), or (if stop_on_cancel_or_deadline)
+  // Waits until m's phase is one of `want` (bit mask of 1 << phase), or (if `interruptible`)
   // until the deadline passes or the cancel flag is set. Returns the last state seen.
   std::uint32_t await_phase(message& m, unsigned want, bool interruptible,
                             std::chrono::steady_clock::time_point deadline, bool woke = false) noexcept {
@@ -525,7 +526,7 @@ class channel {
    public:
     explicit server_set(const channel& c) noexcept : ch_(c) {}
     void wait_holders(std::vector<std::uint32_t>& t) const override {
-      std::lock_guard<std::mutex> g(ch_.mu_);
+      exclusive_guard g(ch_.mu_);
       for (const receiver& r : ch_.receivers_) {
         const std::uint32_t id = receiver_thread(r);
         if (id != 0) t.push_back(id);
@@ -533,7 +534,7 @@ class channel {
     }
     [[nodiscard]] bool any_of() const override { return true; }
     [[nodiscard]] bool can_grow() const override {
-      std::lock_guard<std::mutex> g(ch_.mu_);
+      exclusive_guard g(ch_.mu_);
       if (ch_.stopped_) return true;  // queued sends fail with ESHUTDOWN: not stuck
       unsigned attached = 0;
       for (const receiver& r : ch_.receivers_) attached += receiver_thread(r) != 0 ? 1u : 0u;
@@ -590,7 +591,7 @@ class channel {
   send_result abandon(message& m, int why) noexcept;
 
   // Receive wait: the one place a server thread blocks for work. Spins `spin` (0: park at once, the
-  // same-CPU rule, see receiver::finish()); past receiver_spin the spin yields the core every ~2 us.
+  // same-CPU rule, see receiver::complete_reply()); past receiver_spin the spin yields the core every ~2 us.
   bool block_in_receive(std::uint32_t seen, std::chrono::steady_clock::time_point deadline,
                         std::chrono::nanoseconds spin) noexcept {
     if (spin.count() > 0) {
@@ -617,17 +618,18 @@ class channel {
     return rc != ETIMEDOUT;
   }
 
-  // The hot cache line: everything a send and a receive both touch (40 + 16 + 4 + 4 bytes with
-  // libstdc++), so one hand-off moves one line each way instead of two or three.
-  alignas(64) mutable std::mutex mu_;     // leaf: queue_, stopped_, receivers_
-  queue_type queue_;                      // guarded by mu_
+  // The hot cache line: everything a send and a receive both touch (with checks off the lock is a
+  // bare std::mutex: 40 + 16 + 4 + 4 bytes with libstdc++), so one hand-off moves one line each way
+  // instead of two or three.
+  alignas(64) mutable ranked_mutex<rank::leaf> mu_{"channel queue"};  // leaf: queue_, stopped_, receivers_
+  queue_type queue_ FAULTSAFE_GUARDED_BY(mu_);
   std::atomic<std::uint32_t> queue_seq_{0};
   std::atomic<std::uint32_t> sleeping_receivers_{0};
   // Read-mostly: stays shared in every cache.
   alignas(64) channel_options opts_;
-  bool stopped_ = false;                  // guarded by mu_
-  unsigned server_threads_ = 0;           // guarded by mu_: add_server() - remove_server()
-  std::list<receiver> receivers_;         // guarded by mu_ (stable addresses)
+  bool stopped_ FAULTSAFE_GUARDED_BY(mu_) = false;
+  unsigned server_threads_ FAULTSAFE_GUARDED_BY(mu_) = 0;  // add_server() - remove_server()
+  std::list<receiver> receivers_ FAULTSAFE_GUARDED_BY(mu_);  // stable addresses
   server_set servers_{*this};             // the send-wait resource of the wait-for graph
 };
 
@@ -654,7 +656,7 @@ class channel::receiver {
       const std::uint32_t seen = ch_->queue_seq_.load(std::memory_order_seq_cst);
       message* m = nullptr;
       {
-        std::lock_guard<std::mutex> g(ch_->mu_);
+        exclusive_guard g(ch_->mu_);
         if (ch_->stopped_) return std::error_code(ESHUTDOWN, std::generic_category());
         if (!ch_->queue_.empty()) {
           m = &ch_->queue_.front();
@@ -793,13 +795,13 @@ class channel::receiver {
       n = std::min(len, buf_.reply_header_len);
       const std::error_code ec = copy(buf_.reply_header, hdr, n);
       if (!end_copy()) return drop();
-      if (ec) return finish(0, ec.value(), 0);
+      if (ec) return complete_reply(0, ec.value(), 0);
     }
-    return finish(status, 0, n);
+    return complete_reply(status, 0, n);
   }
 
   /// MsgError: completes the send with error `ec` (must be non-zero). Same returns as reply().
-  std::error_code reply_error(std::error_code ec) noexcept { return finish(0, ec ? ec.value() : EIO, 0); }
+  std::error_code reply_error(std::error_code ec) noexcept { return complete_reply(0, ec ? ec.value() : EIO, 0); }
 
  private:
   friend class channel;
@@ -868,7 +870,7 @@ class channel::receiver {
     release_slot();
     return std::error_code(ECANCELED, std::generic_category());
   }
-  std::error_code finish(std::int64_t status, int err, std::size_t n) noexcept {
+  std::error_code complete_reply(std::int64_t status, int err, std::size_t n) noexcept {
     std::uint64_t s = (seq_ << 8) | detail::slot_active;
     // (9) acq_rel: active -> free; from now on the sender waits for msg_done instead of abandoning.
     if (!slot_.compare_exchange_strong(s, (seq_ << 8) | detail::slot_free, std::memory_order_acq_rel)) return drop();
@@ -895,7 +897,7 @@ class channel::receiver {
   std::atomic<std::uint32_t> type_{0};
   clockid_t cpu_clock_ = 0;        // this receiver's current thread's CPU clock (set by receive())
   bool cpu_clock_valid_ = false;
-  bool yield_to_sender_ = false;   // the next receive() parks without spinning (same-CPU rule, finish())
+  bool yield_to_sender_ = false;   // the next receive() parks without spinning (same-CPU rule, complete_reply())
   std::int64_t recent_wait_ns_ = -1;  // running average of waits for a next message (-1: none yet)
   bool in_use_ = false;  // guarded by channel::mu_
   unsigned copy_depth_ = 0;
@@ -909,7 +911,7 @@ inline std::uint32_t channel::receiver_thread(const receiver& r) noexcept {
 }
 
 inline channel::receiver& channel::attach() {
-  std::lock_guard<std::mutex> g(mu_);
+  exclusive_guard g(mu_);
   for (receiver& r : receivers_) {
     if (!r.in_use_) {
       r.in_use_ = true;
@@ -924,7 +926,7 @@ inline channel::receiver& channel::attach() {
 inline void channel::detach(receiver& r) noexcept {
   if (r.holding()) (void)r.reply_error(std::error_code(EIO, std::generic_category()));
   {
-    std::lock_guard<std::mutex> g(mu_);
+    exclusive_guard g(mu_);
     r.in_use_ = false;
     r.thread_.store(0, std::memory_order_relaxed);
   }
@@ -933,7 +935,7 @@ inline void channel::detach(receiver& r) noexcept {
 
 inline std::vector<serving_entry> channel::snapshot() const {
   std::vector<serving_entry> out;
-  std::lock_guard<std::mutex> g(mu_);
+  exclusive_guard g(mu_);
   for (const receiver& r : receivers_) {
     const std::uint32_t sender = r.sender_.load(std::memory_order_relaxed);
     if (sender != 0)
@@ -947,7 +949,7 @@ inline send_result channel::abandon(message& m, int why) noexcept {
   send_result gave_up;
   gave_up.error = std::error_code(why, std::generic_category());
   {
-    std::lock_guard<std::mutex> g(mu_);
+    exclusive_guard g(mu_);
     if ((m.state.load(std::memory_order_acquire) & detail::msg_phase_mask) == detail::msg_queued) {
       queue_.erase(queue_.iterator_to(m));
       return gave_up;
@@ -968,7 +970,7 @@ inline send_result channel::abandon(message& m, int why) noexcept {
     }
     const std::uint64_t st = ss & detail::slot_state_mask;
     if (st == detail::slot_active) {
-      // (7') acq_rel: the server's next begin_copy()/finish() fails; it never touches m again.
+      // (7') acq_rel: the server's next begin_copy()/complete_reply() fails; it never touches m again.
       if (r->slot_.compare_exchange_strong(ss, (m.seq << 8) | detail::slot_abandoned, std::memory_order_acq_rel))
         return gave_up;
       continue;

@@ -213,7 +213,9 @@ class lock_graph {
     }
   }
 
-  mutable std::mutex m_;  // leaf
+  // The checker's own lock, so not a ranked_mutex (it is taken inside the checks): a leaf, never held
+  // while the handler runs or a user lock is taken; the thread registry's leaf nests inside it.
+  mutable std::mutex m_;
   std::atomic<std::uint32_t> next_id_{1};
   std::unordered_map<std::uint32_t, lock_class_node> nodes_;
   std::unordered_set<std::uint64_t> reported_;

@@ -311,7 +311,9 @@ inline void reset_violation_report_sites() {
 
 namespace detail {
 struct handler_slot {
-  std::mutex m;  // leaf: held only to copy or swap the pointer
+  // The checker's own lock (not a ranked_mutex: reporting through it would recurse into the handler):
+  // a leaf held only to copy or swap the pointer, never while the handler runs.
+  std::mutex m;
   std::shared_ptr<const violation_handler> h =
       std::make_shared<const violation_handler>(&default_violation_handler);
 };
@@ -419,7 +421,7 @@ class violation_recorder {
   }
 
  private:
-  mutable std::mutex m_;
+  mutable std::mutex m_;  // a checker-side leaf (the handler runs inside lock checks): plain std::mutex
   std::vector<violation> seen_;
 };
 

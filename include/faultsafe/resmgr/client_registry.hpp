@@ -18,6 +18,8 @@
 #include <shared_mutex>
 #include <unordered_map>
 
+#include "../order/ranked_mutex.hpp"
+
 namespace faultsafe {
 
 class process;
@@ -34,26 +36,26 @@ class client_registry {
 
   /// Effects: `pid` now names `p`. Throws: std::bad_alloc.
   void add(std::uint64_t pid, process* p) {
-    std::unique_lock<std::shared_mutex> g(m_);
+    exclusive_guard g(m_);
     map_[pid] = p;
   }
   /// Effects: `pid` names nothing; waits for callbacks on it that are running (they hold the mutex).
   void remove(std::uint64_t pid) noexcept {
-    std::unique_lock<std::shared_mutex> g(m_);
+    exclusive_guard g(m_);
     map_.erase(pid);
   }
   /// Effects: calls f(process*) (nullptr if `pid` is not registered) with the registry held shared,
   /// so the process cannot be destroyed meanwhile. Returns f's result.
   template <class F>
   decltype(auto) with_process(std::uint64_t pid, F&& f) const {
-    std::shared_lock<std::shared_mutex> g(m_);
+    shared_guard g(m_);
     auto it = map_.find(pid);
     return f(it == map_.end() ? static_cast<process*>(nullptr) : it->second);
   }
 
  private:
-  mutable std::shared_mutex m_;
-  std::unordered_map<std::uint64_t, process*> map_;
+  mutable ranked_mutex<rank::registry, std::shared_mutex> m_{"client registry"};
+  std::unordered_map<std::uint64_t, process*> map_ FAULTSAFE_GUARDED_BY(m_);
 };
 
 }  // namespace detail

@@ -1,5 +1,5 @@
 // faultsafe/resmgr/direct_copy.hpp: read(fd) into a mapping of the same file, and write(fd) from one,
-// served without a fault (DESIGN.md section 2, mechanism 1: the cure for Brian's lock-up).
+// served without a fault (mechanism 1 of the README's "Brian's lock-up").
 //
 // Defines the handlers `iofunc_read_direct` / `iofunc_write_direct` (drop-in replacements of
 // iofunc_read_default / iofunc_write_default), `iofunc_direct_defaults()` (iofunc_defaults() with them),

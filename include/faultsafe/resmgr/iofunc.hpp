@@ -13,7 +13,7 @@
 // the direct-copy path can memmove store to store, and the pager can map memfd() MAP_SHARED itself.
 // Bytes at or past size are never touched through data() (they would SIGBUS).
 //
-// Locking (DESIGN.md section 2): handlers take the range lock (rank 30) only over the bytes they touch,
+// Locking (the README's lock hierarchy): handlers take the range lock (rank 30) only over the bytes they touch,
 // then the meta lock (rank 40) for a few instructions (size, times, growing the memfd). Never the other
 // way round, and the meta lock is never held while touching client memory.
 // - read: shared on [off, off + n) clipped to the size; re-clipped after the lock is granted.
@@ -78,7 +78,7 @@ struct attr_options {
   /// beyond it fail with EFBIG.
   std::uint64_t max_size = std::uint64_t{256} << 20;
   const char* name = "ramfs file";  ///< memfd name (visible in /proc/self/fd)
-  /// The fault-reentrancy guard (DESIGN.md section 2): what a page-in does when its range conflicts
+  /// The fault-reentrancy guard (the README's "Brian's lock-up", mechanism 2): what a page-in does when its range conflicts
   /// ONLY with ranges its own activity holds (Brian: the server thread holding the range faulted on a
   /// mapping of this file and waits for this very page-in). grant (default): served at once under the
   /// owning activity; fail: EDEADLK (the faulting access gets SIGBUS, so the holder's copy fails with

@@ -57,6 +57,7 @@
 #include <vector>
 
 #include "client_registry.hpp"
+#include "../order/ranked_mutex.hpp"
 #include "detail/pinned_table.hpp"
 #include "server.hpp"
 
@@ -137,7 +138,7 @@ class process {
     if (sr.error) return sr.error;
     std::error_code err = std::make_error_code(std::errc::too_many_files_open);
     try {
-      std::lock_guard<std::mutex> g(mu_);
+      exclusive_guard g(mu_);
       fd_entry e{res->ch, static_cast<std::uint64_t>(sr.status), flags};
       const std::size_t max = fd_limit();
       for (std::size_t fd = 0; fd < max; ++fd) {
@@ -160,7 +161,7 @@ class process {
   std::error_code close(int fd) {
     fd_entry e;
     {
-      std::lock_guard<std::mutex> g(mu_);  // keeps paths_ in step with the table
+      exclusive_guard g(mu_);  // keeps paths_ in step with the table
       fd_pin p = pin_fd(fd);
       if (!p || !p.close()) return std::make_error_code(std::errc::bad_file_descriptor);
       e = *p;  // our own reference: the slot's goes with its last pin (maybe p's, right here)
@@ -246,7 +247,7 @@ class process {
   /// The address space if one was made, else nullptr (never makes one; for servers asking about a
   /// client's buffer, resmgr/direct_copy.hpp). Thread-safety: any thread.
   [[nodiscard]] std::shared_ptr<process_memory> memory_if_made() {
-    std::lock_guard<std::mutex> g(mem_mu_);
+    exclusive_guard g(mem_mu_);
     return mem_;
   }
   /// Whether memory() has made the address space (lock-free; a snapshot: it may be made right after).
@@ -272,7 +273,7 @@ class process {
   /// The channel and server handle behind `fd` (EBADF if not open): for extensions (mmap, pager).
   /// The path `fd` was opened with (for reports), or "" for a bad fd.
   [[nodiscard]] std::string fd_path(int fd) const {
-    std::lock_guard<std::mutex> g(mu_);
+    exclusive_guard g(mu_);
     if (!pin_fd(fd)) return {};
     return static_cast<std::size_t>(fd) < paths_.size() ? paths_[static_cast<std::size_t>(fd)] : std::string();
   }
@@ -343,7 +344,7 @@ class process {
 
   // The lowest fd that open() could use now (racy; open() decides under mu_).
   std::size_t lowest_free_fd() const {
-    std::lock_guard<std::mutex> g(mu_);
+    exclusive_guard g(mu_);
     const std::size_t cap = fds_.capacity();
     std::size_t fd = 0;
     while (fd < cap && !fds_.looks_free(fd)) ++fd;
@@ -403,11 +404,11 @@ class process {
   std::uint64_t pid_;
   std::atomic<std::int64_t> timeout_ns_{0};
   std::atomic<std::size_t> max_fds_{1024};
-  mutable std::mutex mu_;  // leaf: open()/close() changing fds_ (lookups take no lock), paths_
+  mutable ranked_mutex<rank::leaf> mu_{"process fds"};  // leaf: open()/close() changing fds_ (lookups take no lock), paths_
   detail::pinned_table<fd_entry> fds_;
-  std::vector<std::string> paths_;  // guarded by mu_: the path of each fd (reports only; not copied on I/O)
+  std::vector<std::string> paths_ FAULTSAFE_GUARDED_BY(mu_);  // the path of each fd (reports only; not copied on I/O)
   // Last member: destroyed first, while the rest of the process is alive (it sends deferred closes).
-  std::mutex mem_mu_;  // leaf: mem_ (its made() flag reads without it)
+  ranked_mutex<rank::leaf> mem_mu_{"process memory"};  // leaf: mem_ (its made() flag reads without it)
   memory_ref mem_;
 };
 

@@ -28,6 +28,7 @@
 #include "direct_copy.hpp"
 #include "iofunc.hpp"
 #include "server.hpp"
+#include "../order/ranked_mutex.hpp"
 
 namespace faultsafe {
 
@@ -69,7 +70,7 @@ class ramfs {
 
   /// The file called `name`, or nullptr.
   [[nodiscard]] std::shared_ptr<iofunc_attr> lookup(const std::string& name) const {
-    std::lock_guard<std::mutex> g(dir_mu_);
+    exclusive_guard g(dir_mu_);
     auto it = files_.find(name);
     return it == files_.end() ? nullptr : it->second;
   }
@@ -79,13 +80,13 @@ class ramfs {
   /// Throws: what iofunc_attr's constructor throws.
   std::error_code create(std::string_view name, mode_t mode, std::uint32_t uid = 0, std::uint32_t gid = 0) {
     if (auto e = check_name(name)) return std::error_code(e, std::generic_category());
-    std::lock_guard<std::mutex> g(dir_mu_);
+    exclusive_guard g(dir_mu_);
     if (files_.count(std::string(name))) return std::make_error_code(std::errc::file_exists);
     files_.emplace(std::string(name), std::make_shared<iofunc_attr>(mode, uid, gid, opts_.file));
     return {};
   }
   [[nodiscard]] std::vector<std::string> names() const {
-    std::lock_guard<std::mutex> g(dir_mu_);
+    exclusive_guard g(dir_mu_);
     std::vector<std::string> out;
     for (const auto& e : files_) out.push_back(e.first);
     return out;
@@ -113,7 +114,7 @@ class ramfs {
     if (int e = check_name(path)) return io_result::fail(e);
     std::shared_ptr<iofunc_attr> attr;
     {
-      std::lock_guard<std::mutex> g(dir_mu_);
+      exclusive_guard g(dir_mu_);
       auto it = files_.find(std::string(path));
       if (it != files_.end()) {
         if ((q.flags & O_CREAT) && (q.flags & O_EXCL)) return io_result::fail(EEXIST);
@@ -147,8 +148,10 @@ class ramfs {
   }
 
   ramfs_options opts_;
-  mutable std::mutex dir_mu_;  // leaf: files_
-  std::map<std::string, std::shared_ptr<iofunc_attr>> files_;
+  // rank::directory (25): held while a new file is created and first opened (its attr meta, rank 40),
+  // so that a failed open leaves no name behind; never across I/O or a send.
+  mutable ranked_mutex<rank::directory> dir_mu_{"ramfs directory"};
+  std::map<std::string, std::shared_ptr<iofunc_attr>> files_ FAULTSAFE_GUARDED_BY(dir_mu_);
   server srv_;  // last: stopped (joined) before files_ dies
 };
 

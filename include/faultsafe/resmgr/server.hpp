@@ -19,7 +19,7 @@
 // message and thereby leaves no thread idle (all busy serving), it starts one more, up to
 // `max_threads`. Threads do not shrink back (a server that needed N threads once keeps them).
 // min_threads == max_threads == 1 pins the server to exactly one thread (io_pkt).
-// Pool self-deadlock guard (thread_pool_options::on_self_deadlock, DESIGN.md section 2): when every
+// Pool self-deadlock guard (thread_pool_options::on_self_deadlock): when every
 // pool thread serves ONE activity A and the pool is at its maximum, a further message on behalf of A
 // (the pager's page-in for a fault one of those threads took: A's own chain waits for it) could never
 // be received. process::send asks server::route_for before it blocks: detected at once, deterministic
@@ -53,8 +53,12 @@
 // server (more opens fail with ENFILE).
 //
 // Thread-safety: all members may be called from any thread. Lock order: the namespace mutex, the OCB
-// table mutex and the pool mutex are leaves (never held while calling a handler, sending or waiting);
-// handlers run with no server-internal lock held.
+// table mutex are rank::leaf ranked_mutexes, the pool mutex rank::pool (it announces threads to the
+// channels under it); none is held while calling a handler, sending or waiting; the server registry is rank::registry (route_for reports under it); handlers
+// run with no server-internal lock held.
+// Memory ordering: numbered pairs (1)/(2) and (3)/(4) publish a pool thread's (and the reserve
+// thread's) attached receiver to route_for; every other atomic here is a counter, a statistic or a
+// hint and is relaxed, each with its reason at the access.
 #pragma once
 
 #include <sys/stat.h>
@@ -88,6 +92,7 @@
 #include "../detail/fault_injection.hpp"
 #include "../detail/thread_record.hpp"
 #include "../ipc/channel.hpp"
+#include "../order/ranked_mutex.hpp"
 #include "../order/violation.hpp"
 #include "../sync/range_lock.hpp"
 #include "../vm/faulting_thread.hpp"
@@ -112,7 +117,7 @@ class path_namespace {
   [[nodiscard]] std::error_code attach(std::string prefix, std::shared_ptr<channel> ch) {
     if (!ch || prefix.empty() || prefix[0] != '/' || (prefix.size() > 1 && prefix.back() == '/'))
       return std::make_error_code(std::errc::invalid_argument);
-    std::lock_guard<std::mutex> g(mu_);
+    exclusive_guard g(mu_);
     auto [it, inserted] = map_.emplace(std::move(prefix), std::move(ch));
     (void)it;
     return inserted ? std::error_code{} : std::make_error_code(std::errc::file_exists);
@@ -120,7 +125,7 @@ class path_namespace {
 
   /// Effects: removes `prefix` if it still maps to `ch`. Returns whether it did.
   bool detach(const std::string& prefix, const channel* ch) {
-    std::lock_guard<std::mutex> g(mu_);
+    exclusive_guard g(mu_);
     auto it = map_.find(prefix);
     if (it == map_.end() || it->second.get() != ch) return false;
     map_.erase(it);
@@ -140,7 +145,7 @@ class path_namespace {
       ec = std::make_error_code(std::errc::no_such_file_or_directory);
       return std::nullopt;
     }
-    std::lock_guard<std::mutex> g(mu_);
+    exclusive_guard g(mu_);
     const std::pair<const std::string, std::shared_ptr<channel>>* best = nullptr;
     for (const auto& e : map_) {  // few prefixes: a linear scan is fine
       const std::string& p = e.first;
@@ -159,8 +164,8 @@ class path_namespace {
   }
 
  private:
-  mutable std::mutex mu_;
-  std::map<std::string, std::shared_ptr<channel>> map_;
+  mutable ranked_mutex<rank::leaf> mu_{"path namespace"};
+  std::map<std::string, std::shared_ptr<channel>> map_ FAULTSAFE_GUARDED_BY(mu_);
 };
 
 // ---------------------------------------------------------------------------------------------------
@@ -273,8 +278,8 @@ namespace detail {
 /// `ever_full` counts servers whose pool has ever been at its maximum with no idle thread: while it is
 /// zero, a send skips the check with one relaxed load.
 struct server_registry {
-  std::shared_mutex m;
-  std::unordered_map<const channel*, server*> map;
+  ranked_mutex<rank::registry, std::shared_mutex> m{"server registry"};
+  std::unordered_map<const channel*, server*> map FAULTSAFE_GUARDED_BY(m);
   std::atomic<unsigned> ever_full{0};
   static server_registry& instance() {
     static server_registry* r = new server_registry;  // leaked: servers may outlive statics
@@ -397,7 +402,7 @@ struct io_funcs {
 struct thread_pool_options {
   unsigned min_threads = 1;  ///< started at once (>= 1)
   unsigned max_threads = 4;  ///< upper bound of growth (>= min_threads)
-  /// The pool's fault-reentrancy guard (DESIGN.md section 2). When every pool thread is busy serving
+  /// The pool's fault-reentrancy guard. When every pool thread is busy serving
   /// ONE activity A and the pool cannot grow, a message sent on behalf of A (typically the pager's
   /// page-in for a fault one of those threads took) could never be received: A's own chain waits for
   /// it. process::send detects that before it blocks, reports a self_deadlock violation naming the
@@ -438,7 +443,7 @@ class server {
       reserve_ch_ = std::make_shared<channel>(ro);
     }
     auto& reg = detail::server_registry::instance();
-    std::unique_lock<std::shared_mutex> g(reg.m);
+    exclusive_guard g(reg.m);
     reg.map[ch_.get()] = this;
   }
   ~server() { stop(); }
@@ -453,7 +458,7 @@ class server {
   [[nodiscard]] std::error_code attach(std::string prefix) {
     std::error_code ec = ns().attach(prefix, ch_);
     if (!ec) {
-      std::lock_guard<std::mutex> g(pool_mu_);
+      exclusive_guard g(pool_mu_);
       prefixes_.push_back(std::move(prefix));
     }
     return ec;
@@ -461,7 +466,7 @@ class server {
 
   /// Effects: starts min_threads pool threads (once). Throws: std::system_error if a thread cannot start.
   void start() {
-    std::lock_guard<std::mutex> g(pool_mu_);
+    exclusive_guard g(pool_mu_);
     if (started_ || stopping_) return;
     started_ = true;
     for (unsigned i = 0; i < opts_.pool.min_threads; ++i) spawn_locked();
@@ -480,13 +485,13 @@ class server {
   void stop() {
     {
       auto& reg = detail::server_registry::instance();
-      std::unique_lock<std::shared_mutex> g(reg.m);  // waits for route_for calls on this server
+      exclusive_guard g(reg.m);  // waits for route_for calls on this server
       reg.map.erase(ch_.get());
     }
     std::vector<std::thread> threads;
     std::vector<std::string> prefixes;
     {
-      std::lock_guard<std::mutex> g(pool_mu_);
+      exclusive_guard g(pool_mu_);
       for (const std::thread& t : threads_)
         if (t.get_id() == std::this_thread::get_id())
           throw std::system_error(std::make_error_code(std::errc::resource_deadlock_would_occur),
@@ -501,7 +506,7 @@ class server {
     if (reserve_ch_) reserve_ch_->stop();
     for (auto& t : threads) t.join();
     std::vector<std::shared_ptr<ocb_base>> dead;  // destroyed after the lock
-    std::lock_guard<std::mutex> g(ocb_mu_);
+    exclusive_guard g(ocb_mu_);
     for (std::uint32_t i = 0; i < next_index_; ++i) {
       ocb_pin p = ocbs_.find(i);
       if (p && p.close()) {
@@ -518,6 +523,7 @@ class server {
 
   /// Pool statistics (racy snapshots): threads started, threads idle (waiting for work), the most
   /// threads ever busy at once.
+  // Statistics (racy snapshots): relaxed.
   [[nodiscard]] unsigned threads() const noexcept { return started_threads_.load(std::memory_order_relaxed); }
   [[nodiscard]] unsigned idle_threads() const noexcept { return idle_.load(std::memory_order_relaxed); }
   [[nodiscard]] unsigned peak_busy() const noexcept { return peak_busy_.load(std::memory_order_relaxed); }
@@ -534,20 +540,25 @@ class server {
   /// (shared), then nothing; the report runs under it (the handler must not stop servers).
   [[nodiscard]] static send_route route_for(const channel& ch, activity_id a, const send_buffers& b) {
     auto& reg = detail::server_registry::instance();
+    // relaxed: a hint; a server thread increments it before it serves the message whose fault leads
+    // to the page-in sent here, and the fault's delivery to the pager (system calls on both sides)
+    // orders the two.
     if (reg.ever_full.load(std::memory_order_relaxed) == 0) return {};
-    std::shared_lock<std::shared_mutex> g(reg.m);
+    shared_guard g(reg.m);
     auto it = reg.map.find(&ch);
     if (it == reg.map.end()) return {};
     return it->second->route_locked(a, b);
   }
 
   [[nodiscard]] std::size_t open_ocbs() const {
-    std::lock_guard<std::mutex> g(ocb_mu_);
+    exclusive_guard g(ocb_mu_);
     return open_count_;
   }
 
  private:
-  void spawn_locked() {
+  // Requires: pool_mu_ held. The counters are relaxed: pool_mu_ orders the writers, and thread
+  // creation publishes idx to the new thread.
+  void spawn_locked() FAULTSAFE_REQUIRES(pool_mu_) {
     const unsigned idx = started_threads_.fetch_add(1, std::memory_order_relaxed);
     idle_.fetch_add(1, std::memory_order_relaxed);
     ch_->add_server();  // before the thread exists: a send meanwhile waits for it instead of ENXIO
@@ -562,7 +573,7 @@ class server {
   }
 
   void maybe_grow() noexcept {
-    std::lock_guard<std::mutex> g(pool_mu_);
+    exclusive_guard g(pool_mu_);
     if (stopping_ || started_threads_.load(std::memory_order_relaxed) >= opts_.pool.max_threads) return;
     try {
       spawn_locked();
@@ -581,15 +592,19 @@ class server {
   // Requires: the registry held shared. See route_for.
   send_route route_locked(activity_id a, const send_buffers& b) {
     if (opts_.pool.on_self_deadlock == self_conflict::wait) return {};
-    const unsigned started = started_threads_.load(std::memory_order_acquire);
+    // relaxed: serving_ exists before any thread starts; a thread counted here but not yet published
+    // in serving_ reads as nullptr below (not serving `a`), the conservative answer.
+    const unsigned started = started_threads_.load(std::memory_order_relaxed);
     if (started < opts_.pool.max_threads) return {};
     for (unsigned i = 0; i < started; ++i) {
+      // (2) acquire, pairs with (1): the receiver is attached (and its thread id stored) before use.
       channel::receiver* r = serving_[i].rcv.load(std::memory_order_acquire);
       if (r == nullptr || r->activity() != a) return {};
     }
     // Every thread serves `a` and none can be added: `a`'s chain is blocked on its own message.
     // The reserve thread is itself busy for `a` (a second-level re-entry): its receiver names the
     // activity of the message it holds until the moment it replies (cleared before the sender wakes).
+    // (4) acquire, pairs with (3).
     channel::receiver* rr = reserve_rcv_.load(std::memory_order_acquire);
     const bool reserve_busy_with_a = rr != nullptr && rr->activity() == a;
     const bool grant = opts_.pool.on_self_deadlock == self_conflict::grant && reserve_ch_ && !reserve_busy_with_a;
@@ -606,6 +621,7 @@ class server {
     v.involved.push_back(opts_.name);
     v.involved.push_back(me);
     for (unsigned i = 0; i < started; ++i) {
+      // relaxed: stored before (1), and this thread read every rcv through (2).
       const std::string tn = thread_name(serving_[i].thread.load(std::memory_order_relaxed));
       v.details.push_back("server thread '" + tn + "' serves " + detail::rl::describe_activity(a) +
                           " (blocked: in page wait or waiting on this very chain)");
@@ -632,12 +648,13 @@ class server {
     set_this_thread_name(reserve_name_);
     announce_faulting_thread();
     channel::receiver& r = reserve_ch_->attach();
-    reserve_rcv_.store(&r, std::memory_order_release);
+    reserve_rcv_.store(&r, std::memory_order_release);  // (3) release, pairs with (4): r is attached
     while (!r.receive()) {
       dispatch(r);
-      reserve_served_.fetch_add(1, std::memory_order_relaxed);
+      reserve_served_.fetch_add(1, std::memory_order_relaxed);  // a statistic
     }
-    reserve_rcv_.store(nullptr, std::memory_order_release);
+    // relaxed: clearing publishes nothing (receivers live as long as their channel).
+    reserve_rcv_.store(nullptr, std::memory_order_relaxed);
     reserve_ch_->detach(r);
     reserve_ch_->remove_server();
   }
@@ -645,24 +662,29 @@ class server {
   void thread_main(unsigned idx) {
     set_this_thread_name(opts_.name + "/" + std::to_string(idx));
     announce_faulting_thread();  // its faults on client memory name this thread and its adopted activity (vm/)
-    serving_[idx].thread.store(this_thread_id(), std::memory_order_relaxed);
+    serving_[idx].thread.store(this_thread_id(), std::memory_order_relaxed);  // published by (1)
     channel::receiver& r = ch_->attach();
-    serving_[idx].rcv.store(&r, std::memory_order_release);
+    serving_[idx].rcv.store(&r, std::memory_order_release);  // (1) release, pairs with (2): r is attached
     while (!r.receive()) {
-      const unsigned busy_now = started_threads_.load(std::memory_order_relaxed) -
-                                (idle_.fetch_sub(1, std::memory_order_acq_rel) - 1);
+      // idle_ and peak_busy_ are counters and publish nothing: relaxed. The read-modify-writes of
+      // idle_ are totally ordered, so exactly the thread that takes it to zero sees zero and grows
+      // the pool.
+      const unsigned idle_now = idle_.fetch_sub(1, std::memory_order_relaxed) - 1;
+      const unsigned busy_now = started_threads_.load(std::memory_order_relaxed) - idle_now;
       unsigned peak = peak_busy_.load(std::memory_order_relaxed);
       while (busy_now > peak && !peak_busy_.compare_exchange_weak(peak, busy_now, std::memory_order_relaxed)) {
       }
-      if (idle_.load(std::memory_order_acquire) == 0) {  // every thread is busy: add one
+      if (idle_now == 0) {  // every thread is busy: add one
         maybe_grow();
-        if (started_threads_.load(std::memory_order_relaxed) >= opts_.pool.max_threads && !ever_full_.exchange(true))
+        // relaxed: a once-only flag (the exchange's total order picks one thread); see route_for.
+        if (started_threads_.load(std::memory_order_relaxed) >= opts_.pool.max_threads &&
+            !ever_full_.exchange(true, std::memory_order_relaxed))
           detail::server_registry::instance().ever_full.fetch_add(1, std::memory_order_relaxed);
       }
       dispatch(r);
-      idle_.fetch_add(1, std::memory_order_acq_rel);
+      idle_.fetch_add(1, std::memory_order_relaxed);
     }
-    serving_[idx].rcv.store(nullptr, std::memory_order_release);
+    serving_[idx].rcv.store(nullptr, std::memory_order_relaxed);  // clearing publishes nothing
     ch_->detach(r);
     ch_->remove_server();
   }
@@ -670,13 +692,13 @@ class server {
   // Per-client open accounting (server_options::max_opens_per_client): a slot is reserved before the
   // open handler runs and given back when the open fails or the handle is closed.
   bool reserve_open(std::uint64_t pid) {
-    std::lock_guard<std::mutex> g(ocb_mu_);
+    exclusive_guard g(ocb_mu_);
     std::size_t& n = opens_by_pid_[pid];
     if (opts_.max_opens_per_client != 0 && n >= opts_.max_opens_per_client) return false;
     ++n;
     return true;
   }
-  void unreserve_open_locked(std::uint64_t pid) {
+  void unreserve_open_locked(std::uint64_t pid) FAULTSAFE_REQUIRES(ocb_mu_) {
     auto it = opens_by_pid_.find(pid);
     if (it != opens_by_pid_.end() && --it->second == 0) opens_by_pid_.erase(it);
   }
@@ -701,7 +723,7 @@ class server {
 
   // Effects: puts `o` into a free slot and returns its new handle, or 0 (ENFILE: 2^24 open).
   // Requires: ocb_mu_. Throws: std::bad_alloc (the table or the free list could not grow).
-  std::uint64_t install_ocb_locked(std::shared_ptr<ocb_base> o) {
+  std::uint64_t install_ocb_locked(std::shared_ptr<ocb_base> o) FAULTSAFE_REQUIRES(ocb_mu_) {
     ocb_entry e{std::move(o), 0};
     // Closed slots first (newest first); one still pinned by a message being served is skipped.
     for (std::size_t t = free_slots_.size(), tries = 0; t-- > 0 && tries < 8; ++tries) {
@@ -732,7 +754,7 @@ class server {
   }
 
   // Effects: closes `handle` if `pid` owns it; returns its OCB (nullptr: EBADF). Requires: ocb_mu_.
-  std::shared_ptr<ocb_base> remove_ocb_locked(std::uint64_t handle, std::uint64_t pid) noexcept {
+  std::shared_ptr<ocb_base> remove_ocb_locked(std::uint64_t handle, std::uint64_t pid) noexcept FAULTSAFE_REQUIRES(ocb_mu_) {
     ocb_pin p = find_ocb(handle, pid);
     if (!p || !p.close()) return nullptr;
     std::shared_ptr<ocb_base> o = p->ocb;  // ours: the slot's reference goes with its last pin
@@ -752,7 +774,7 @@ class server {
     return true;
   }
 
-  static void finish(channel::receiver& r, const io_result& res, const void* hdr = nullptr, std::size_t len = 0) {
+  static void reply_with(channel::receiver& r, const io_result& res, const void* hdr = nullptr, std::size_t len = 0) {
     if (!r.holding()) return;  // the handler replied itself
     if (res.error)
       (void)r.reply_error(res.error);
@@ -794,9 +816,9 @@ class server {
     const io_result res = f(ctx, q, *o->ocb, rep);
     o.reset();  // a close that raced with this message may destroy the OCB right here
     if constexpr (std::is_same_v<Rep, std::nullptr_t>)
-      finish(r, res);
+      reply_with(r, res);
     else
-      finish(r, res, &rep, sizeof rep);
+      reply_with(r, res, &rep, sizeof rep);
   }
 
   void dispatch(channel::receiver& r) {
@@ -811,10 +833,10 @@ class server {
       case io_msg::open: {
         io_open_request q;
         if (!decode(r, q)) return;
-        if (!funcs_.open) return finish(r, enosys);
+        if (!funcs_.open) return reply_with(r, enosys);
         std::string path(r.payload_len(), '\0');
-        if (auto ec = r.read_payload(0, path.data(), path.size())) return finish(r, io_result::fail(ec));
-        if (!reserve_open(q.client.pid)) return finish(r, io_result::fail(EMFILE));
+        if (auto ec = r.read_payload(0, path.data(), path.size())) return reply_with(r, io_result::fail(ec));
+        if (!reserve_open(q.client.pid)) return reply_with(r, io_result::fail(EMFILE));
         request_context ctx{*this, r, q.client, r.activity()};
         std::shared_ptr<ocb_base> o;
         io_result res = guarded([&] { return funcs_.open(ctx, q, path, o); });
@@ -823,7 +845,7 @@ class server {
           o->owner_pid = q.client.pid;
           std::uint64_t h = 0;
           {
-            std::lock_guard<std::mutex> g(ocb_mu_);
+            exclusive_guard g(ocb_mu_);
             try {
               h = install_ocb_locked(o);
               if (h == 0) res = io_result::fail(ENFILE);
@@ -834,30 +856,30 @@ class server {
           if (h != 0) res.value = static_cast<std::int64_t>(h);  // else the OCB dies with `o` (no handle: no close)
         }
         if (res.error) {
-          std::lock_guard<std::mutex> g(ocb_mu_);
+          exclusive_guard g(ocb_mu_);
           unreserve_open_locked(q.client.pid);
         }
         if (!res.error && r.holding() && r.reply(res.value)) {
           // The client gave up (timeout): nobody will ever close this handle.
           std::shared_ptr<ocb_base> dead;
           {
-            std::lock_guard<std::mutex> g(ocb_mu_);
+            exclusive_guard g(ocb_mu_);
             dead = remove_ocb_locked(static_cast<std::uint64_t>(res.value), q.client.pid);
           }
         }
-        return finish(r, res);
+        return reply_with(r, res);
       }
       case io_msg::close: {
         io_handle_request q;
         if (!decode(r, q)) return;
         std::shared_ptr<ocb_base> o;
         {
-          std::lock_guard<std::mutex> g(ocb_mu_);
+          exclusive_guard g(ocb_mu_);
           o = remove_ocb_locked(q.handle, q.client.pid);
         }
-        if (!o) return finish(r, io_result::fail(EBADF));
+        if (!o) return reply_with(r, io_result::fail(EBADF));
         request_context ctx{*this, r, q.client, r.activity()};
-        return finish(r, funcs_.close ? guarded([&] { return funcs_.close(ctx, *o); }) : io_result::ok());
+        return reply_with(r, funcs_.close ? guarded([&] { return funcs_.close(ctx, *o); }) : io_result::ok());
       }
       case io_msg::read:
         return with_ocb<io_rw_request>(r, [&](request_context& ctx, const io_rw_request& q, ocb_base& o, std::nullptr_t) {
@@ -889,35 +911,37 @@ class server {
         io_page_in_request q;
         if (!decode(r, q)) return;
         ocb_pin o = q.handle ? find_ocb(q.handle, q.client.pid) : ocb_pin{};
-        if (q.handle && !o) return finish(r, io_result::fail(EBADF));
+        if (q.handle && !o) return reply_with(r, io_result::fail(EBADF));
         request_context ctx{*this, r, q.client, r.activity()};
         io_page_in_reply rep{};
         ocb_base* ob = o ? o->ocb.get() : nullptr;
         io_result res = funcs_.page_in ? guarded([&] { return funcs_.page_in(ctx, ob, q, rep); }) : enosys;
         o.reset();  // before the reply, as in with_ocb
-        return finish(r, res, &rep, sizeof rep);
+        return reply_with(r, res, &rep, sizeof rep);
       }
     }
-    finish(r, enosys);
+    reply_with(r, enosys);
   }
 
   server_options opts_;
   io_funcs funcs_;
   std::shared_ptr<channel> ch_;
 
-  mutable std::mutex ocb_mu_;  // leaf: installing/closing in ocbs_ (lookups take no lock), the fields below
+  mutable ranked_mutex<rank::leaf> ocb_mu_{"server ocbs"};  // leaf: installing/closing in ocbs_ (lookups take no lock), the fields below
   detail::pinned_table<ocb_entry> ocbs_;
-  std::unordered_map<std::uint64_t, std::size_t> opens_by_pid_;  // open handles (and opens in progress) per client pid
-  std::vector<std::uint32_t> free_slots_;  // closed slot indices (maybe still pinned); capacity >= next_index_
-  std::uint32_t next_index_ = 0;           // slots [0, next_index_) have been used
-  std::uint64_t next_gen_ = 1;             // generation of the next handle (never 0)
-  std::size_t open_count_ = 0;
+  std::unordered_map<std::uint64_t, std::size_t> opens_by_pid_ FAULTSAFE_GUARDED_BY(ocb_mu_);  // open handles (and opens in progress) per client pid
+  std::vector<std::uint32_t> free_slots_ FAULTSAFE_GUARDED_BY(ocb_mu_);  // closed slot indices (maybe still pinned); capacity >= next_index_
+  std::uint32_t next_index_ FAULTSAFE_GUARDED_BY(ocb_mu_) = 0;  // slots [0, next_index_) have been used
+  std::uint64_t next_gen_ FAULTSAFE_GUARDED_BY(ocb_mu_) = 1;  // generation of the next handle (never 0)
+  std::size_t open_count_ FAULTSAFE_GUARDED_BY(ocb_mu_) = 0;
 
-  std::mutex pool_mu_;  // leaf: threads_, prefixes_, started_, stopping_
-  std::vector<std::thread> threads_;
-  std::vector<std::string> prefixes_;
-  bool started_ = false;
-  bool stopping_ = false;
+  // rank::pool (85): threads_, prefixes_, started_, stopping_; held while announcing threads to the
+  // channels (their queue locks are leaves), never while sending or waiting.
+  ranked_mutex<rank::pool> pool_mu_{"server pool"};
+  std::vector<std::thread> threads_ FAULTSAFE_GUARDED_BY(pool_mu_);
+  std::vector<std::string> prefixes_ FAULTSAFE_GUARDED_BY(pool_mu_);
+  bool started_ FAULTSAFE_GUARDED_BY(pool_mu_) = false;
+  bool stopping_ FAULTSAFE_GUARDED_BY(pool_mu_) = false;
   std::atomic<unsigned> started_threads_{0};
   std::atomic<unsigned> idle_{0};
   std::atomic<unsigned> peak_busy_{0};

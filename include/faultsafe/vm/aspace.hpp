@@ -14,7 +14,7 @@
 //   - anonymous region: private anonymous memory registered MISSING; UFFDIO_ZEROPAGE (zero-fill).
 //     Shared anonymous memory gets a private memfd of its own and is then a shared file region.
 //
-// Locks (DESIGN.md section 2)
+// Locks (the README's lock hierarchy)
 //   - map lock, rank 10 (rank::aspace_map): guards the tree. Held only to look up, insert or unlink;
 //     never across I/O, a send, a fault or another lock wait. Fault service takes it shared for a
 //     lookup and leaves it before taking the region lock.

@@ -29,6 +29,7 @@
 
 #include "../activity/activity.hpp"
 #include "../detail/thread_record.hpp"
+#include "../order/ranked_mutex.hpp"
 
 namespace faultsafe {
 
@@ -48,12 +49,12 @@ class faulting_thread_registry {
     return *r;
   }
   void add(pid_t tid, thread_record* rec) {
-    std::lock_guard<std::mutex> g(m_);
+    exclusive_guard g(m_);
     map_[tid] = rec;
     count_.store(map_.size(), std::memory_order_release);  // (1) release, pairs with (2)
   }
   void remove(pid_t tid) {
-    std::lock_guard<std::mutex> g(m_);
+    exclusive_guard g(m_);
     map_.erase(tid);
     count_.store(map_.size(), std::memory_order_release);
   }
@@ -63,7 +64,7 @@ class faulting_thread_registry {
     // Nobody announced: skip the mutex. A thread announcing concurrently with its own fault is not
     // possible (it announces before it touches pager memory), so this misses nothing.
     if (count_.load(std::memory_order_acquire) == 0) return out;  // (2) acquire
-    std::lock_guard<std::mutex> g(m_);
+    exclusive_guard g(m_);
     auto it = map_.find(tid);
     if (it != map_.end()) {
       out.thread_id = it->second->id;
@@ -82,8 +83,8 @@ class faulting_thread_registry {
     return a != 0 ? a : (implicit_activity_bit | rec.id);
   }
 
-  std::mutex m_;
-  std::unordered_map<pid_t, thread_record*> map_;
+  ranked_mutex<rank::leaf> m_{"faulting threads"};
+  std::unordered_map<pid_t, thread_record*> map_ FAULTSAFE_GUARDED_BY(m_);
   std::atomic<std::size_t> count_{0};
 };
 

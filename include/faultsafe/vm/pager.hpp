@@ -72,6 +72,7 @@
 #include "../activity/wait_graph.hpp"
 #include "../detail/fault_injection.hpp"
 #include "../detail/thread_record.hpp"
+#include "../order/ranked_mutex.hpp"
 #include "aspace.hpp"
 #include "faulting_thread.hpp"
 #include "page_source.hpp"
@@ -163,7 +164,7 @@ class pager {
     [[nodiscard]] std::string wait_name() const override {
       char buf[96];
       std::snprintf(buf, sizeof buf, "fault 0x%llx in aspace '%s'", static_cast<unsigned long long>(page_), space_);
-      std::lock_guard<std::mutex> g(mu_);
+      exclusive_guard g(mu_);
       return buf + where_;
     }
     [[nodiscard]] std::string_view holder_relation() const override { return "served by"; }
@@ -179,7 +180,7 @@ class pager {
         w = " (file " + (r.source_name_.empty() ? std::string("?") : r.source_name_) + " offset " +
             std::to_string(r.file_->offset + (page - r.start_)) + ")";
       }
-      std::lock_guard<std::mutex> g(mu_);
+      exclusive_guard g(mu_);
       where_ = std::move(w);
     }
 
@@ -187,8 +188,8 @@ class pager {
     std::uint32_t server_;
     std::uintptr_t page_;
     const char* space_;
-    mutable std::mutex mu_;  // leaf: where_
-    std::string where_;
+    mutable ranked_mutex<rank::leaf> mu_{"pager threads"};  // leaf: where_
+    std::string where_ FAULTSAFE_GUARDED_BY(mu_);
   };
 
   // A page-aligned buffer for private fills (UFFDIO_COPY needs a page-aligned source).
@@ -362,7 +363,7 @@ class pager {
     const detail::uffd& u = as_.uffd_;
     if (!r.file_) {  // anonymous: zero-fill
       const auto res = u.zeropage(w0, wl);
-      if (demand) finish(f, w0, res, [&](std::uintptr_t p) { return u.zeropage(p, vm_page_size); }, false);
+      if (demand) settle_fault(f, w0, res, [&](std::uintptr_t p) { return u.zeropage(p, vm_page_size); }, false);
       else pages_.fetch_add(res.done / vm_page_size, std::memory_order_relaxed);
       return;
     }
@@ -408,9 +409,9 @@ class pager {
     if (ec) return fail(f);
     const std::size_t len = (out.length + vm_page_size - 1) & ~(vm_page_size - 1);
     if (r.shared_)
-      finish(f, w0, u.continue_range(w0, len), [&](std::uintptr_t p) { return u.continue_range(p, vm_page_size); }, true);
+      settle_fault(f, w0, u.continue_range(w0, len), [&](std::uintptr_t p) { return u.continue_range(p, vm_page_size); }, true);
     else
-      finish(f, w0, u.copy(w0, buf.data, len),
+      settle_fault(f, w0, u.copy(w0, buf.data, len),
              [&](std::uintptr_t p) { return u.copy(p, buf.data + (p - w0), vm_page_size); }, false);
   }
 
@@ -420,7 +421,7 @@ class pager {
   // file was truncated, and the retried access faults again or takes the kernel's SIGBUS past the
   // end) or fails (anything else) it.
   template <class FillOne>
-  void finish(const fault& f, std::uintptr_t w0, detail::uffd_fill_result res, FillOne one, bool shared) {
+  void settle_fault(const fault& f, std::uintptr_t w0, detail::uffd_fill_result res, FillOne one, bool shared) {
     pages_.fetch_add(res.done / vm_page_size, std::memory_order_relaxed);
     if (f.page >= w0 && f.page < w0 + res.done) return;
     if (res.error == std::errc::resource_unavailable_try_again || (res.error == std::errc::file_exists && w0 + res.done < f.page)) {

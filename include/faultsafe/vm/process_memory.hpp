@@ -47,6 +47,7 @@
 
 #include "../resmgr/iofunc.hpp"
 #include "../resmgr/process.hpp"
+#include "../order/ranked_mutex.hpp"
 #include "aspace.hpp"
 #include "faulting_thread.hpp"
 #include "page_source.hpp"
@@ -122,7 +123,7 @@ class process_memory {
     pg_.stop();
     std::vector<std::pair<std::shared_ptr<channel>, std::uint64_t>> closes;
     {
-      std::lock_guard<std::mutex> g(mu_);
+      exclusive_guard g(mu_);
       for (auto& [key, ref] : opens_)
         if (ref.close_pending) closes.emplace_back(ref.ch, key.second);
       opens_.clear();
@@ -170,7 +171,7 @@ class process_memory {
     auto src = std::make_shared<server_page_source>(p_, ch, handle, rep->cookie, std::string(ch->name()) + ":" + p_.fd_path(fd));
     rq.file = file_backing{rep->memfd, rep->offset, reinterpret_cast<const void*>(static_cast<std::uintptr_t>(rep->cookie)), src.get()};
     {
-      std::lock_guard<std::mutex> g(mu_);  // count the open before the region exists: close() defers
+      exclusive_guard g(mu_);  // count the open before the region exists: close() defers
       auto& ref = opens_[{ch.get(), handle}];
       if (!ref.ch) ref.ch = ch;
       ++ref.mappings;
@@ -183,7 +184,7 @@ class process_memory {
       drop_open(ch.get(), handle);
       return ec;
     }
-    std::lock_guard<std::mutex> g(mu_);
+    exclusive_guard g(mu_);
     maps_.emplace(reinterpret_cast<std::uintptr_t>(out),
                   mapping{std::move(src), ch.get(), handle, (len + vm_page_size - 1) & ~(vm_page_size - 1),
                           type == MAP_SHARED, (fdflags & O_ACCMODE) != O_RDONLY});
@@ -201,7 +202,7 @@ class process_memory {
     std::vector<std::pair<channel*, std::uint64_t>> dropped;
     std::vector<std::shared_ptr<server_page_source>> dead;  // destroyed after the table mutex
     {
-      std::lock_guard<std::mutex> g(mu_);
+      exclusive_guard g(mu_);
       for (auto it = first_overlapping(a); it != maps_.end() && it->first < e;) {
         const std::uintptr_t s = it->first, t = s + it->second.length;
         mapping m = std::move(it->second);
@@ -234,7 +235,7 @@ class process_memory {
     if (prot & PROT_WRITE) {  // a shared file mapping may become writable only through a writable open
       const auto a = reinterpret_cast<std::uintptr_t>(addr);
       const std::uintptr_t e = a + len;
-      std::lock_guard<std::mutex> g(mu_);
+      exclusive_guard g(mu_);
       for (auto it = first_overlapping(a); it != maps_.end() && it->first < e; ++it)
         if (it->second.shared && !it->second.writable_open) return std::make_error_code(std::errc::permission_denied);
     }
@@ -247,7 +248,7 @@ class process_memory {
   /// Effects: if open (ch, handle) is still mapped, remembers to close it with its last mapping and
   /// returns true; else false (the caller closes now).
   bool defer_close(const std::shared_ptr<channel>& ch, std::uint64_t handle) {
-    std::lock_guard<std::mutex> g(mu_);
+    exclusive_guard g(mu_);
     auto it = opens_.find({ch.get(), handle});
     if (it == opens_.end() || it->second.mappings == 0) return false;
     it->second.close_pending = true;
@@ -270,7 +271,7 @@ class process_memory {
   };
 
   // Requires: mu_. The first table entry that may overlap [a, ...).
-  std::map<std::uintptr_t, mapping>::iterator first_overlapping(std::uintptr_t a) {
+  std::map<std::uintptr_t, mapping>::iterator first_overlapping(std::uintptr_t a) FAULTSAFE_REQUIRES(mu_) {
     auto it = maps_.upper_bound(a);
     if (it != maps_.begin()) {
       auto prev = std::prev(it);
@@ -290,7 +291,7 @@ class process_memory {
   void drop_open(channel* ch, std::uint64_t handle) {
     std::shared_ptr<channel> to_close;
     {
-      std::lock_guard<std::mutex> g(mu_);
+      exclusive_guard g(mu_);
       auto it = opens_.find({ch, handle});
       if (it == opens_.end()) return;
       if (--it->second.mappings == 0) {
@@ -317,9 +318,9 @@ class process_memory {
 
   process& p_;
   std::string pager_name_;
-  std::mutex mu_;  // leaf: maps_, opens_
-  std::map<std::uintptr_t, mapping> maps_;                          // by start address
-  std::map<std::pair<channel*, std::uint64_t>, open_ref> opens_;    // opens kept by mappings
+  ranked_mutex<rank::leaf> mu_{"process maps"};  // leaf: maps_, opens_
+  std::map<std::uintptr_t, mapping> maps_ FAULTSAFE_GUARDED_BY(mu_);                          // by start address
+  std::map<std::pair<channel*, std::uint64_t>, open_ref> opens_ FAULTSAFE_GUARDED_BY(mu_);    // opens kept by mappings
   aspace as_;   // after the tables: destroyed before them (its regions use the sources)
   pager pg_;    // destroyed first (stops the fault threads)
 };
@@ -327,13 +328,13 @@ class process_memory {
 // ---- process members declared in resmgr/process.hpp ----------------------------------------------------
 
 inline process_memory& process::memory() {
-  std::lock_guard<std::mutex> g(mem_mu_);
+  exclusive_guard g(mem_mu_);
   if (!mem_) mem_ = std::make_shared<process_memory>(*this);
   return *mem_;
 }
 
 inline process_memory& process::memory(const aspace_options& ao, const pager_options& po) {
-  std::lock_guard<std::mutex> g(mem_mu_);
+  exclusive_guard g(mem_mu_);
   if (!mem_) mem_ = std::make_shared<process_memory>(*this, ao, po);
   return *mem_;
 }
@@ -351,7 +352,7 @@ inline result<void*> process::mmap(void* addr, std::size_t len, int prot, int fl
 inline std::error_code process::munmap(void* addr, std::size_t len) {
   std::shared_ptr<process_memory> m;
   {
-    std::lock_guard<std::mutex> g(mem_mu_);
+    exclusive_guard g(mem_mu_);
     m = mem_;
   }
   if (!m) return (reinterpret_cast<std::uintptr_t>(addr) % vm_page_size) != 0 || len == 0
@@ -363,7 +364,7 @@ inline std::error_code process::munmap(void* addr, std::size_t len) {
 inline std::error_code process::mprotect(void* addr, std::size_t len, int prot) {
   std::shared_ptr<process_memory> m;
   {
-    std::lock_guard<std::mutex> g(mem_mu_);
+    exclusive_guard g(mem_mu_);
     m = mem_;
   }
   if (!m) return std::make_error_code(std::errc::not_enough_memory);
@@ -373,7 +374,7 @@ inline std::error_code process::mprotect(void* addr, std::size_t len, int prot) 
 inline std::error_code process::msync(void* addr, std::size_t len, int flags) {
   std::shared_ptr<process_memory> m;
   {
-    std::lock_guard<std::mutex> g(mem_mu_);
+    exclusive_guard g(mem_mu_);
     m = mem_;
   }
   if (!m) return std::make_error_code(std::errc::not_enough_memory);
@@ -383,7 +384,7 @@ inline std::error_code process::msync(void* addr, std::size_t len, int flags) {
 inline bool process::defer_close_if_mapped(const std::shared_ptr<channel>& ch, std::uint64_t handle) {
   std::shared_ptr<process_memory> m;
   {
-    std::lock_guard<std::mutex> g(mem_mu_);
+    exclusive_guard g(mem_mu_);
     m = mem_;
   }
   return m && m->defer_close(ch, handle);

@@ -30,6 +30,7 @@
 #include "../../config.hpp"
 #include "../../detail/held_locks.hpp"
 #include "../../order/detail/lock_core.hpp"
+#include "../../order/ranked_mutex.hpp"
 #include "../../detail/thread_record.hpp"
 #include "../../source_location.hpp"
 #include "../../thread_annotations.hpp"
@@ -69,7 +70,7 @@ class FAULTSAFE_CAPABILITY("mutex") vm_rw_lock final : public waitable {
 
   // ---- waitable ----
   void wait_holders(std::vector<std::uint32_t>& threads) const override {
-    std::lock_guard<std::mutex> g(holders_mu_);
+    exclusive_guard g(holders_mu_);
     threads.insert(threads.end(), holders_.begin(), holders_.end());
   }
   [[nodiscard]] std::string wait_name() const override {
@@ -80,7 +81,7 @@ class FAULTSAFE_CAPABILITY("mutex") vm_rw_lock final : public waitable {
   using core = lock_core<default_checks>;
 
   // Blocks until held (shared or exclusive), as a recorded lock wait when contended; then lists the
-  // calling thread as a holder.
+  // calling thread as a holder. Throws: as lock(); nothing is then held.
   void acquire(bool shared) {
     const bool got = shared ? m_.try_lock_shared() : m_.try_lock();
     if (!got) {
@@ -91,7 +92,15 @@ class FAULTSAFE_CAPABILITY("mutex") vm_rw_lock final : public waitable {
                       : m_.try_lock_for(wait_graph::recheck_interval())))
         if (ws.poll()) throw_deadlock();
     }
-    add_holder();
+    try {
+      add_holder();  // its leaf lock is checked too: a throwing handler (or bad_alloc) lands here
+    } catch (...) {
+      if (shared)
+        m_.unlock_shared();
+      else
+        m_.unlock();
+      throw;
+    }
   }
   void release(bool shared) noexcept {
     remove_holder();
@@ -106,12 +115,12 @@ class FAULTSAFE_CAPABILITY("mutex") vm_rw_lock final : public waitable {
   }
   void add_holder() {
     const std::uint32_t me = this_thread_id();
-    std::lock_guard<std::mutex> g(holders_mu_);
+    exclusive_guard g(holders_mu_);
     holders_.push_back(me);
   }
   void remove_holder() noexcept {
     const std::uint32_t me = this_thread_id();
-    std::lock_guard<std::mutex> g(holders_mu_);
+    exclusive_guard g(holders_mu_);
     auto it = std::find(holders_.begin(), holders_.end(), me);
     if (it != holders_.end()) {
       *it = holders_.back();
@@ -129,8 +138,8 @@ class FAULTSAFE_CAPABILITY("mutex") vm_rw_lock final : public waitable {
   }
   std::shared_timed_mutex m_;
   const char* name_;
-  mutable std::mutex holders_mu_;       // leaf: holders_
-  std::vector<std::uint32_t> holders_;  // faultsafe ids of the threads holding m_ (any mode)
+  mutable ranked_mutex<rank::leaf> holders_mu_{"vm lock holders"};  // leaf: holders_
+  std::vector<std::uint32_t> holders_ FAULTSAFE_GUARDED_BY(holders_mu_);  // faultsafe ids of the threads holding m_ (any mode)
 };
 
 /// RAII shared hold of a vm_rw_lock. Records the caller's source_location (reports name the call

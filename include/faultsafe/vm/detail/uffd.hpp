@@ -214,7 +214,7 @@ class uffd {
     c.len = len;
     c.mode = dont_wake ? UFFDIO_COPY_MODE_DONTWAKE : 0;
     const int r = ::ioctl(fd_, UFFDIO_COPY, &c);
-    return finish(r, c.copy, len);
+    return result_of_ioctl(r, c.copy, len);
   }
 
   /// Effects: UFFDIO_ZEROPAGE over the range (MISSING mode, anonymous).
@@ -224,7 +224,7 @@ class uffd {
     z.range.len = len;
     z.mode = dont_wake ? UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0;
     const int r = ::ioctl(fd_, UFFDIO_ZEROPAGE, &z);
-    return finish(r, z.zeropage, len);
+    return result_of_ioctl(r, z.zeropage, len);
   }
 
   /// Effects: UFFDIO_CONTINUE: maps the page-cache pages behind the range (MINOR mode, shmem).
@@ -235,7 +235,7 @@ class uffd {
     c.range.len = len;
     c.mode = dont_wake ? UFFDIO_CONTINUE_MODE_DONTWAKE : 0;
     const int r = ::ioctl(fd_, UFFDIO_CONTINUE, &c);
-    return finish(r, c.mapped, len);
+    return result_of_ioctl(r, c.mapped, len);
   }
 
   /// Effects: UFFDIO_POISON: later accesses to the range raise SIGBUS. Requires has(UFFD_FEATURE_POISON).
@@ -245,11 +245,11 @@ class uffd {
     p.range.len = len;
     p.mode = dont_wake ? UFFDIO_POISON_MODE_DONTWAKE : 0;
     const int r = ::ioctl(fd_, UFFDIO_POISON, &p);
-    return finish(r, p.updated, len);
+    return result_of_ioctl(r, p.updated, len);
   }
 
  private:
-  static uffd_fill_result finish(int r, std::int64_t reported, std::size_t len) noexcept {
+  static uffd_fill_result result_of_ioctl(int r, std::int64_t reported, std::size_t len) noexcept {
     uffd_fill_result out;
     if (r == 0) {
       out.done = len;

@@ -1,0 +1,16 @@
+// faultsafe's own headers under clang's -Wthread-safety analysis: the channel, the server, the client
+// process, ramfs and the pager annotate their internal locks (FAULTSAFE_GUARDED_BY, FAULTSAFE_REQUIRES)
+// and must compile cleanly with `clang++ -std=c++20 -Wthread-safety -Werror -fsyntax-only`
+// (CTest order_thread_safety_library).
+#include "faultsafe/ipc/channel.hpp"
+#include "faultsafe/resmgr/client_registry.hpp"
+#include "faultsafe/resmgr/process.hpp"
+#include "faultsafe/resmgr/ramfs.hpp"
+#include "faultsafe/resmgr/server.hpp"
+#include "faultsafe/vm/pager.hpp"
+#include "faultsafe/vm/process_memory.hpp"
+
+// Instantiates the member templates whose bodies take internal locks.
+int registry_lookup() {
+  return faultsafe::detail::client_registry::instance().with_process(1, [](faultsafe::process* p) { return p ? 1 : 0; });
+}
