@@ -113,7 +113,7 @@ rules = [
      "send(): the reserve thread already serving the activity means EDEADLK"),
     (route, r"grant\s*=\s*opts_\.pool\.on_self_deadlock\s*==\s*self_conflict::grant\s*&&\s*reserve_ch_\s*&&\s*!reserve_busy_with_a",
      "send(): grant goes to the reserve channel"),
-    (server, r"if\s*\(idle_\.load\([^)]*\)\s*==\s*0\)\s*\{[^}]*maybe_grow\(\)",
+    (server, r"if\s*\((?:idle_\.load\([^)]*\)|idle_now)\s*==\s*0\)\s*\{[^}]*maybe_grow\(\)",
      "server_thread: a receive that leaves no thread idle starts one more"),
     (server, r"started_threads_\.load\([^)]*\)\s*>=\s*opts_\.pool\.max_threads\)\s*return;",
      "server_thread: growth stops at max_threads"),
