@@ -2,14 +2,21 @@
 // operations on a few ramfs files; every read is checked against a model of the file contents.
 // - striped files: each thread owns a stripe and checks its reads exactly (concurrent disjoint-range
 //   I/O in the server, under per-range locks), plus whole-file reads checked for the stripes' shape;
-// - a shared file: every operation (pwrite, pread, ftruncate, lseek+read/write, O_APPEND write, fstat)
-//   is serialised by a test mutex and checked against one model string.
+// - a shared file: every operation (pwrite, pread, ftruncate, lseek+read/write, O_APPEND write, fstat,
+//   and calls that must fail: writes from an unreadable buffer, at or past the size limit, bad
+//   truncates, an O_CREAT open with a bad access mode) is serialised by a test mutex and checked
+//   against one model string; after every failed call the store itself must equal the model (size and
+//   bytes: a failed call has no side effects), and a write straddling the limit is a short count.
 #include <doctest/doctest.h>
+#include <faultsafe/detail/guarded_copy.hpp>
 #include <faultsafe/resmgr/process.hpp>
 #include <faultsafe/resmgr/ramfs.hpp>
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <mutex>
 #include <random>
 #include <string>
@@ -29,12 +36,16 @@ constexpr int ops_per_thread = 4000;
 constexpr int nprocs = 3, threads_per_proc = 2, nthreads = nprocs * threads_per_proc;
 constexpr std::size_t stripe = 2048;
 constexpr std::size_t striped_size = stripe * nthreads;
+constexpr std::size_t max_size = 1 << 20;
 }  // namespace
 
 TEST_CASE("randomized multi-client I/O against a model") {
   faultsafe_test::watchdog wd("random", std::chrono::seconds(100));
   path_namespace ns;
-  ramfs fs({.name = "ramfs", .prefix = "/r", .pool = {1, 3}, .ns = &ns, .dir_mode = 0777, .file = {.max_size = 1 << 20}});
+  reinstall_guarded_copy_handler();  // in front of doctest's per-test-case SIGSEGV handler
+  ramfs fs({.name = "ramfs", .prefix = "/r", .pool = {1, 3}, .ns = &ns, .dir_mode = 0777, .file = {.max_size = max_size}});
+  void* const bad = ::mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);  // unreadable buffer
+  REQUIRE(bad != MAP_FAILED);
   {
     process root("root", {0, 0}, &ns);
     for (const char* n : {"/r/s0", "/r/s1"}) {
@@ -46,10 +57,16 @@ TEST_CASE("randomized multi-client I/O against a model") {
   }
   std::mutex shared_mu;  // serialises shared-file operations with the model update
   std::string shared_model;
+  // The store equals the model (call with shared_mu held).
+  auto store_is_model = [&] {
+    auto a = fs.lookup("shared");
+    return a && a->size() == shared_model.size() &&
+           std::memcmp(a->data(), shared_model.data(), shared_model.size()) == 0;
+  };
   std::atomic<int> failures{0};
   std::atomic<long> checked_reads{0};
   auto fail = [&](const char* what, int t, int i) {
-    if (failures.fetch_add(1) < 10) MESSAGE("thread " << t << " op " << i << ": " << what);
+    if (failures.fetch_add(1) < 10) MESSAGE("thread " << t << " op " << i << ": " << std::string(what));
   };
 
   std::vector<std::unique_ptr<process>> procs;
@@ -90,7 +107,7 @@ TEST_CASE("randomized multi-client I/O against a model") {
           else ++checked_reads;
         } else {  // the shared file, serialised
           std::lock_guard<std::mutex> g(shared_mu);
-          const unsigned sop = rng() % 6;
+          const unsigned sop = rng() % 7;
           if (sop == 0) {
             const std::size_t off = rnd(8192), len = 1 + rnd(700);
             buf.resize(len);
@@ -119,14 +136,45 @@ TEST_CASE("randomized multi-client I/O against a model") {
             if (!r || *r != expect || (expect > 0 && out.compare(0, expect, shared_model, off, expect) != 0)) fail("lseek+read", t, i);
             else if (pr.lseek(shfd, 0, SEEK_CUR).value_or(-1) != static_cast<off_t>(off + expect)) fail("offset advance", t, i);
             else ++checked_reads;
-          } else if (sop == 4) {  // O_APPEND
+          } else if (sop == 4) {  // O_APPEND: up to the size limit (EFBIG at it)
             const std::size_t len = 1 + rnd(100);
             buf.assign(len, static_cast<char>('a' + t));
-            if (pr.write(apfd, buf.data(), len).value_or(0) != len) fail("append", t, i);
-            shared_model += buf;
-          } else {
+            auto r = pr.write(apfd, buf.data(), len);
+            if (shared_model.size() >= max_size) {
+              if (r.error() != std::errc::file_too_large) fail("append at the limit", t, i);
+              if (!store_is_model()) fail("a failed append changed the store", t, i);
+            } else {
+              const std::size_t n = std::min(len, max_size - shared_model.size());
+              if (r.value_or(0) != n) fail("append", t, i);
+              shared_model.append(buf, 0, n);
+            }
+          } else if (sop == 5) {
             auto st = pr.fstat(shfd);
             if (!st || static_cast<std::size_t>((*st).st_size) != shared_model.size()) fail("fstat size", t, i);
+          } else {  // calls that must fail, and leave the store exactly as the model
+            const unsigned k = rng() % 6;
+            const std::size_t off = rnd(9000), len = 1 + rnd(5000);
+            bool failed_right = false;
+            if (k == 0) failed_right = pr.pwrite(shfd, bad, len, static_cast<off_t>(off)).error() == std::errc::bad_address;
+            else if (k == 1)  // at the limit EFBIG comes first (nothing is read before the checks)
+              failed_right = pr.write(apfd, bad, len).error() ==
+                             (shared_model.size() >= max_size ? std::errc::file_too_large : std::errc::bad_address);
+            else if (k == 2) failed_right = pr.pwrite(shfd, "x", 1, static_cast<off_t>(max_size + off)).error() == std::errc::file_too_large;
+            else if (k == 3) failed_right = pr.ftruncate(shfd, rng() % 2 ? -1 : static_cast<off_t>(max_size + 1 + off)) != std::error_code{};
+            else if (k == 4) {
+              const std::string name = "/r/never" + std::to_string(t);
+              failed_right = pr.open(name, O_CREAT | O_ACCMODE, 0644).error() == std::errc::invalid_argument &&
+                             fs.lookup(name.substr(3)) == nullptr;
+            } else {  // straddling the limit: a short count up to it (a success), then the model grows
+              buf.assign(len, static_cast<char>('A' + t));
+              const std::size_t at = max_size - std::min(len, 1 + off);
+              auto r = pr.pwrite(shfd, buf.data(), len, static_cast<off_t>(at));
+              failed_right = r && *r == max_size - at;
+              if (shared_model.size() < max_size) shared_model.resize(max_size, '\0');
+              shared_model.replace(at, max_size - at, buf, 0, max_size - at);
+            }
+            if (!failed_right) fail(k == 0 ? "EFAULT pwrite" : k == 1 ? "EFAULT append" : k == 2 ? "EFBIG pwrite" : k == 3 ? "bad ftruncate" : k == 4 ? "bad open" : "straddling pwrite", t, i);
+            if (!store_is_model()) fail("a failed call changed the store", t, i);
           }
         }
       }
@@ -144,4 +192,5 @@ TEST_CASE("randomized multi-client I/O against a model") {
   REQUIRE(attr->size() == shared_model.size());
   CHECK(std::string(reinterpret_cast<const char*>(attr->data()), shared_model.size()) == shared_model);
   CHECK(fs.srv().open_ocbs() == 0u);
+  ::munmap(bad, 4096);
 }

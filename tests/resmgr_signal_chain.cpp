@@ -40,7 +40,8 @@ struct probe_state {
   volatile sig_atomic_t had_context = 0;
 };
 probe_state ps;
-unsigned char* bad_page = nullptr;  // PROT_NONE: every access faults
+unsigned char* bad_page = nullptr;  // PROT_NONE: every access is SIGSEGV
+unsigned char* bus_page = nullptr;  // a MAP_SHARED page past the end of an empty file: SIGBUS
 std::atomic<int>* progress = nullptr;  // shared with the parent (MAP_SHARED)
 
 constexpr int stray_exit = 90;
@@ -96,22 +97,22 @@ void set_plain(int sig, void (*h)(int), int flags) {
   sigaction(sig, &sa, nullptr);
 }
 
-// A probe load of the bad page (the program's own fault): returns the signal that its handler caught.
-int probe() {
+// A probe load of a bad page (the program's own fault): returns the signal that its handler caught.
+int probe(unsigned char* page = bad_page) {
   const int sig = sigsetjmp(ps.jb, 1);
   if (sig != 0) return sig;
   ps.armed = 1;
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  (void)*static_cast<volatile unsigned char*>(bad_page);
+  (void)*static_cast<volatile unsigned char*>(page);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   ps.armed = 0;
   return 0;
 }
 
-// A guarded copy from the bad page, as a server's copy of a bad client buffer: must be EFAULT.
-bool guarded_copy_is_efault() {
+// A guarded copy from a bad page, as a server's copy of a bad client buffer: must be EFAULT.
+bool guarded_copy_is_efault(unsigned char* page = bad_page) {
   unsigned char buf[64];
-  return detail::guarded_memcpy(buf, bad_page + 100, sizeof buf) == std::errc::bad_address;
+  return detail::guarded_memcpy(buf, page + 100, sizeof buf) == std::errc::bad_address;
 }
 
 // A real server: ramfs in the child, a client reading into (and writing from) the bad page.
@@ -147,6 +148,10 @@ int in_child(const std::function<int()>& body) {
     setrlimit(RLIMIT_CORE, &no_core);  // the SIG_DFL cases dump core otherwise
     bad_page = static_cast<unsigned char*>(mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
     if (bad_page == MAP_FAILED) _exit(70);
+    const int empty = memfd_create("empty", MFD_CLOEXEC);
+    if (empty < 0) _exit(71);
+    bus_page = static_cast<unsigned char*>(mmap(nullptr, 4096, PROT_READ, MAP_SHARED, empty, 0));
+    if (bus_page == MAP_FAILED) _exit(72);
     _exit(body());
   }
   int status = 0;
@@ -195,25 +200,28 @@ void check_child(int status, int sig, int stages) {
 
 }  // namespace
 
-TEST_CASE("a program SA_SIGINFO handler installed BEFORE faultsafe's keeps its faults, and guarded copies stay EFAULT") {
+TEST_CASE("a program SA_SIGINFO handler installed BEFORE faultsafe's keeps its SIGSEGVs and SIGBUSes, and guarded copies stay EFAULT") {
   shared_progress sp;
   const int st = in_child([] {
     set_action(SIGSEGV, &program_siginfo, 0, /*usr1_in_mask=*/true);
-    set_action(SIGBUS, &program_siginfo, 0);
+    set_action(SIGBUS, &program_siginfo, 0, /*usr1_in_mask=*/true);
     server_world w;  // its first reply installs faultsafe's handler over the program's
-    for (int round = 0; round < 3; ++round) {
-      if (probe() != SIGSEGV) return 10;  // the program handles one fault of its own
-      if (ps.last_addr != bad_page || !ps.had_context) return 11;
+    for (int round = 0; round < 4; ++round) {
+      // The program handles one SIGSEGV or SIGBUS of its own ...
+      const bool bus = round % 2 == 1;
+      if (probe(bus ? bus_page : bad_page) != (bus ? SIGBUS : SIGSEGV)) return 10;
+      if (ps.last_addr != (bus ? bus_page : bad_page) || !ps.had_context) return 11;
       if (ps.sig_blocked_inside != 1) return 12;   // no SA_NODEFER: the signal is blocked inside
       if (ps.usr1_blocked_inside != 1) return 13;  // its sa_mask is blocked inside
       progress->fetch_add(1);
-      if (!guarded_copy_is_efault()) return 14;     // ... and faultsafe's guarantee survives it
+      // ... and faultsafe's guarantee survives it, for both signals.
+      if (!guarded_copy_is_efault(bad_page) || !guarded_copy_is_efault(bus_page)) return 14;
       if (!w.bad_buffers_are_efault()) return 15;
       progress->fetch_add(1);
     }
-    return ps.calls == 3 ? 0 : 16;
+    return ps.calls == 4 ? 0 : 16;
   });
-  check_child(st, 0, 6);
+  check_child(st, 0, 8);
 }
 
 TEST_CASE("a plain one-shot handler (SA_RESETHAND | SA_NODEFER) before faultsafe's: called once, then the default action") {

@@ -120,9 +120,17 @@ inline void chain_fault_signal(int sig, siginfo_t* info, void* uc) noexcept {
     return;
   }
   if (a.sa_flags & SA_RESETHAND) c.spent.store(true, std::memory_order_relaxed);
-  sigset_t block = a.sa_mask, old;
-  if (!(a.sa_flags & SA_NODEFER)) sigaddset(&block, sig);
-  pthread_sigmask(SIG_BLOCK, &block, &old);
+  // The mask the kernel would give it: the mask when the signal arrived (which had `sig` unblocked: a
+  // blocked fault kills, a blocked sent signal is not delivered; a sanitizer's wrapper around our
+  // handler may have blocked it since), plus its sa_mask, plus `sig` unless SA_NODEFER.
+  sigset_t mask, old;
+  pthread_sigmask(SIG_BLOCK, nullptr, &old);
+  mask = old;
+  sigdelset(&mask, sig);
+  for (int s = 1; s < NSIG; ++s)
+    if (sigismember(&a.sa_mask, s) == 1) sigaddset(&mask, s);
+  if (!(a.sa_flags & SA_NODEFER)) sigaddset(&mask, sig);
+  pthread_sigmask(SIG_SETMASK, &mask, nullptr);
   if (siginfo)
     a.sa_sigaction(sig, info, uc);
   else
