@@ -11,3 +11,4 @@ faultsafe_test(vm_split_test SOURCES vm_split_test.cpp TIMEOUT 120 LABELS vm)
 # reports it.
 faultsafe_test(vm_race_test SOURCES vm_race_test.cpp TIMEOUT 120 LABELS vm)
 set_tests_properties(vm_race_test PROPERTIES ENVIRONMENT "GLIBC_TUNABLES=glibc.malloc.tcache_count=0;MALLOC_PERTURB_=165")
+faultsafe_test(vm_fork_test SOURCES vm_fork_test.cpp TIMEOUT 90 LABELS vm)

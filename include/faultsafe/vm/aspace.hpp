@@ -47,6 +47,13 @@
 // region is unlinked and the parts are linked. A fault that finds the old region dead in between is
 // woken and retried (it then finds its part); a concurrent munmap/mprotect that meets a pending region
 // waits (yielding) until its parts are linked, then looks the range up again.
+// fork(): every region is MADV_DONTFORK, so a child process of fork() (a popen/system, a fork-based
+// worker) has none of them: any access to one in the child is SIGSEGV, never wrong data. (Serving the
+// child instead, with UFFD_FEATURE_EVENT_FORK, would make every fork() wait until a fault thread reads
+// the event, so a fork with a lock a fault thread needs held would hang, and the parent's pager and
+// servers would have to serve the child's copy for as long as it lives; without either, the kernel
+// drops the registration in the child, where an unfilled page of a private file mapping would read
+// zeros.) Pass memory to a child through a file or an explicitly shared mapping made outside faultsafe.
 // MAP_FIXED (map_request::replace): the range's existing regions of this aspace are unmapped first (an
 // implicit munmap, as Linux does), then the new mapping is made with MAP_FIXED_NOREPLACE. Memory in the
 // range that is not this aspace's (the OS process's own heap, another aspace) is never clobbered: EEXIST.
@@ -320,6 +327,14 @@ class aspace {
       }
       // Another thread mapped into the range between our munmap and mmap: unmap again (bounded).
       if (e == EEXIST && req.fixed && req.replace && attempt < 8 && overlaps_any(req.addr_hint, len)) continue;
+      if (owned_memfd >= 0) ::close(owned_memfd);
+      return {e, std::generic_category()};
+    }
+    // Not inherited by fork() children (see header): the child has no pager, and the kernel drops the
+    // registration in its copy, so an unfilled page would read zeros there instead of the file's data.
+    if (::madvise(p, len, MADV_DONTFORK) != 0) {
+      const int e = errno;
+      ::munmap(p, len);
       if (owned_memfd >= 0) ::close(owned_memfd);
       return {e, std::generic_category()};
     }

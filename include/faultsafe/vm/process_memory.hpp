@@ -19,6 +19,8 @@
 // is still mapped defers the server's close until the last mapping of that open goes.
 // A page-in that fails (the server replies an error, the file ends before the page, the server stopped:
 // ESHUTDOWN, the process's io timeout passed) ends in SIGBUS at the faulting access, never a hang.
+// fork(): the mappings are not inherited (MADV_DONTFORK, see vm/aspace.hpp); a child of fork() that
+// touches one gets SIGSEGV.
 //
 // Thread-safety: all members may be called from any thread. Lock order: the mapping table mutex is a
 // leaf (never held across a send or an aspace call); aspace locks as in vm/aspace.hpp.
@@ -195,7 +197,8 @@ class process_memory {
   /// part keeps the open and the page source alive).
   std::error_code munmap(void* addr, std::size_t len) {
     if (auto ec = as_.munmap(addr, len)) return ec;
-    // The range is gone and no fault thread uses it any more (munmap waited). The table follows: every
+    // The range is gone and no fault thread uses its page source any more (munmap waited for those
+    // under the region lock; the others only hold the region). The table follows: every
     // entry overlapping [a, e) loses that part; the parts left each hold a mapping count of the open.
     const auto a = reinterpret_cast<std::uintptr_t>(addr);
     const std::uintptr_t e = a + ((len + vm_page_size - 1) & ~(vm_page_size - 1));
