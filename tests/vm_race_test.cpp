@@ -29,23 +29,38 @@ namespace {
 constexpr std::size_t map_size = 1 << 20;
 constexpr auto race_time = std::chrono::milliseconds(1500);
 
-// What the toucher threads saw.
+// What the toucher threads saw: reads of a mapping that stayed published throughout (ok: the right
+// byte; wrong: anything else, a signal included), reads that raced its unmapping (any outcome but
+// SIGBUS is fine: SIGSEGV, or a byte of whatever the kernel mapped at the address next), SIGBUS.
 struct touch_counts {
-  std::atomic<long> ok{0}, segv{0}, bus{0}, wrong{0};
+  std::atomic<long> ok{0}, raced{0}, bus{0}, wrong{0};
 };
 
-// Threads that read random pages of whatever mapping `cur` points at (a stale pointer too: SIGSEGV
-// after munmap, or the next mapping of the same file at the same address) and check the byte.
+// The mapping the touchers read: `gen` is even while `p` is mapped and published, odd from just
+// before the mapper starts changing it (seq_cst throughout).
+struct published {
+  std::atomic<const std::uint8_t*> p{nullptr};
+  std::atomic<unsigned> gen{1};
+  void publish(const std::uint8_t* m) {
+    p.store(m);
+    gen.fetch_add(1);
+  }
+  void retract() { gen.fetch_add(1); }
+};
+
+// Threads that read random pages of the published mapping (or of the last one, unmapped meanwhile)
+// and check the byte when the mapping stayed published during the read.
 class touchers {
  public:
-  touchers(int n, std::atomic<const std::uint8_t*>& cur, touch_counts& c) {
+  touchers(int n, const published& cur, touch_counts& c) {
     for (int t = 0; t < n; ++t)
       threads_.emplace_back([this, t, &cur, &c] {
         announce_faulting_thread();  // the pager records each fault in the wait-for graph, with its file
         activity_scope act(new_activity());
         std::minstd_rand rng(static_cast<unsigned>(t) * 7919u + 1);
         while (!stop_.load(std::memory_order_relaxed)) {
-          const std::uint8_t* p = cur.load(std::memory_order_acquire);
+          const unsigned g0 = cur.gen.load();
+          const std::uint8_t* p = cur.p.load();
           if (p == nullptr) {
             std::this_thread::yield();
             continue;
@@ -53,8 +68,10 @@ class touchers {
           const std::size_t off = rng() % map_size;
           std::uint8_t v = 0;
           const int sig = vmtest::probe_read_racy(p + off, v);
-          if (sig == 0) (v == pattern(off) ? c.ok : c.wrong).fetch_add(1, std::memory_order_relaxed);
-          else (sig == SIGSEGV ? c.segv : c.bus).fetch_add(1, std::memory_order_relaxed);
+          const bool stable = g0 % 2 == 0 && cur.gen.load() == g0;
+          if (sig == SIGBUS) c.bus.fetch_add(1);
+          else if (!stable) c.raced.fetch_add(1);
+          else (sig == 0 && v == pattern(off) ? c.ok : c.wrong).fetch_add(1);
           if (sig != 0) std::this_thread::yield();  // unmapped: let the mapper map the next one
         }
       });
@@ -80,10 +97,11 @@ struct race_setup {
   }
 
   // Effects: for race_time, maps the file MAP_SHARED, lets 3 toucher threads fault on it for
-  // 20-50 us, then calls unmap(p, rng), which must leave nothing mapped; then checks what they read.
+  // 20-50 us, then calls unmap(p, rng) while they go on, which must leave nothing mapped; then checks
+  // what they read.
   template <class Unmap>
   void race(Unmap unmap) {
-    std::atomic<const std::uint8_t*> cur{nullptr};
+    published cur;
     touch_counts c;
     long rounds = 0;
     {
@@ -93,14 +111,15 @@ struct race_setup {
       while (std::chrono::steady_clock::now() < until) {
         auto m = bob.mmap(nullptr, map_size, PROT_READ, MAP_SHARED, fd, 0);
         REQUIRE(m.ok());
-        cur.store(static_cast<const std::uint8_t*>(*m), std::memory_order_release);
+        cur.publish(static_cast<const std::uint8_t*>(*m));
         pause_us(rng);
+        cur.retract();
         unmap(static_cast<std::uint8_t*>(*m), rng);
         ++rounds;
       }
       ts.join();
     }
-    MESSAGE("rounds " << rounds << ", reads ok " << c.ok.load() << ", SIGSEGV " << c.segv.load());
+    MESSAGE("rounds " << rounds << ", reads ok " << c.ok.load() << ", raced " << c.raced.load());
     CHECK(c.wrong == 0);
     CHECK(c.bus == 0);  // the file never shrinks: no page-in fails
     CHECK(c.ok > 0);
@@ -163,11 +182,11 @@ TEST_CASE("once munmap has returned, no fault thread uses the mapping's page sou
     pager pg(as);
     auto* p = static_cast<const std::uint8_t*>(vmtest::map_file(as, f, src, shared));
     src.armed = true;
-    int sig = -1;
-    std::uint8_t v = 0;
     std::thread t([&] {
       announce_faulting_thread();
-      sig = vmtest::probe_read(p + 3 * vm_page_size + 5, v);
+      std::uint8_t v = 0;
+      // The access may end either way (munmap races its retry): the source's use is what is checked.
+      (void)vmtest::probe_read_racy(p + 3 * vm_page_size + 5, v);
     });
     while (!src.reached.load()) std::this_thread::yield();  // the fault is in the source
     CHECK(!as.munmap(const_cast<std::uint8_t*>(p), f.size));
@@ -175,8 +194,6 @@ TEST_CASE("once munmap has returned, no fault thread uses the mapping's page sou
     t.join();
     pg.stop();  // the fault threads finish what they have read: every call into src has returned
     CHECK(src.late.load() == 0);
-    // munmap waited for the page-in: the access completed (or, had it come later, got SIGSEGV).
-    CHECK((sig == SIGSEGV || (sig == 0 && v == pattern(3 * vm_page_size + 5))));
   }
 }
 
