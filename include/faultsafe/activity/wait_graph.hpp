@@ -39,8 +39,8 @@
 //   `options().recheck_interval` (default 2 ms) from their timed waits, which rescans when the graph
 //   changed (a generation counter: wait added or `note_change()`) and, as a safety net, at least every
 //   `full_rescan_interval` (default 50 ms). A cycle closed by a blocking edge or signalled by
-//   note_change() is found at once or by the first poll after it (< 10 ms with defaults; measured
-//   ~0.7 ms for Colin's cycle, most of it the confirm_delay). One found without either is found by
+//   note_change() is found at once or by the first poll after it (within recheck_interval +
+//   confirm_delay). One found without either is found by
 //   the full rescan (<= full_rescan_interval + recheck_interval).
 // - No false positives. A candidate (scan 1) is confirmed by a second scan `confirm_delay` later in
 //   which only waits present with the same wait-instance sequence number in both scans may be stuck.
@@ -58,10 +58,9 @@
 //   `poll()` / `deadlocked()` return true and the blocking site must fail its wait with EDEADLK, so the
 //   cycle unwinds. Justification: the handler returned, i.e. the program wants to go on, and
 //   proceeding would certainly hang (the rule of order/violation.hpp). `report_only` never breaks.
-// - Default: enabled. A wait_scope costs one relaxed load when disabled (~4 ns with its destructor)
-//   and two short critical sections plus one rooted scan when enabled (~130-200 ns), on a path that
-//   is about to block anyway (a blocked hand-off costs ~10-20 us here); lock-ups are what faultsafe
-//   exists to catch. What costs more than the graph is waiting with a timeout at all (an hrtimer per
+// - Default: enabled. A wait_scope costs one relaxed load when disabled and two short critical
+//   sections plus one rooted scan when enabled, on a path that is about to block anyway; lock-ups
+//   are what faultsafe exists to catch (bench/wait_graph_bench.cpp measures both). What costs more than the graph is waiting with a timeout at all (an hrtimer per
 //   futex wait): see bench/wait_graph_bench.cpp.
 // - Not detected: a thread that exits (or never releases) while holding a resource is not blocked,
 //   so nothing waiting on it is stuck: a leak, not a cycle. The graph has one global mutex: blocking

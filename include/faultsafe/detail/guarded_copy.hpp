@@ -192,8 +192,8 @@ inline void unblock_fault_signals() noexcept {
   install_guarded_copy_handler();
   sigjmp_buf jb;
   guarded_copy_state& s = this_thread_guard();
-  // savemask 0: saving the mask costs an rt_sigprocmask system call on every copy (~580 ns measured on
-  // the CI VM, 10x a 4 KiB memcpy). Instead the rare fault path unblocks SIGBUS/SIGSEGV itself: our
+  // savemask 0: saving the mask costs an rt_sigprocmask system call on every copy (several times a
+  // 4 KiB memcpy). Instead the rare fault path unblocks SIGBUS/SIGSEGV itself: our
   // handler runs with SA_NODEFER, but a wrapper around it (a sanitizer's) may have blocked the signal,
   // and a later fault with the signal blocked would kill the process. A faulting access can only have
   // reached us with both unblocked, so unblocking restores the mask of this call.

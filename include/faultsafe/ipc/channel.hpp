@@ -20,9 +20,9 @@
 //   which sender's message (the "reply wait -> server thread" edges of a wait-for graph).
 //
 // Hand-off: a waiting side spins for `*_spin` (default 4 us, see channel_options) on its atomic word,
-// then parks on a futex. A sleeping thread costs tens of microseconds to wake on these machines, a
-// spinning one ~100 ns, so a short spin keeps fast round trips fast while an idle server sleeps.
-// Long handlers (spin/park policy, measured on a 2-vCPU VM where a wake-up costs 15-20 us):
+// then parks on a futex (the protocol: ipc/detail/hand_off.hpp). Waking a parked thread costs far
+// more than a spinning hand-off (the README lists the figures behind the defaults), so a short spin
+// keeps fast round trips fast while an idle server sleeps. Long handlers:
 // - Size-aware sender spin: a send with large buffers (a 1 MiB read) spins on, past sender_spin, for
 //   about the time its handler needs (bytes / sender_spin_bytes_per_us, capped by sender_spin_max),
 //   but only while the serving thread is running (its CPU clock advances) or, before a server took
@@ -94,6 +94,7 @@
 #include "../activity/activity.hpp"
 #include "../activity/wait_graph.hpp"
 #include "../detail/futex.hpp"
+#include "detail/hand_off.hpp"
 #include "../order/ranked_mutex.hpp"
 #include "../detail/guarded_copy.hpp"
 #include "../detail/thread_record.hpp"
@@ -103,13 +104,12 @@ namespace faultsafe {
 /// Tuning and naming of one channel.
 struct channel_options {
   const char* name = "channel";
-  /// How long a sender spins waiting for its reply before parking. Default 4 us: a 4 KiB read served
-  /// by a running server thread replies in ~1 us, well inside; a sleeping-thread wake-up costs
-  /// 10-50 us here, so spinning longer than a few us only burns a core that a 2-core machine needs.
+  /// How long a sender spins waiting for its reply before parking. Default 4 us: long enough for a
+  /// small request served by a running server thread, short enough not to keep a core from other
+  /// threads (the README gives the figures behind the default).
   std::chrono::nanoseconds sender_spin = std::chrono::microseconds(4);
   /// Size-aware extension of the sender's spin (0 = off). A send whose buffers are large expects a
-  /// proportionally longer handler (a 1 MiB read copies for 30-60 us here, while parking and being
-  /// woken costs 15-20 us more): the sender keeps spinning up to sender_spin + (payload_len +
+  /// proportionally longer handler, and parking adds a wake-up to it: the sender keeps spinning up to sender_spin + (payload_len +
   /// reply_data_len) / sender_spin_bytes_per_us (capped at sender_spin_max), but only
   /// - while the message is queued, if this send woke a parked receiver for it (no receiver free: no
   ///   spin), and
@@ -127,7 +127,7 @@ struct channel_options {
   /// streaming requests with some work in between) spins up to twice its recent wait (a running
   /// average), at most this long, yielding the core (sched_yield) every ~2 us past receiver_spin, so a
   /// runnable thread on its core is never kept off it. A wait longer than this resets it to
-  /// receiver_spin. Waking a parked server costs 15-20 us here. Set it to receiver_spin to disable.
+  /// receiver_spin. Set it to receiver_spin to disable.
   std::chrono::nanoseconds receiver_spin_max = std::chrono::microseconds(64);
   /// Copy sender memory with detail::guarded_memcpy (a SIGSEGV/SIGBUS on sender memory becomes EFAULT
   /// for the server instead of killing the process). Plain memcpy when false (faster, but a bad client
@@ -263,7 +263,7 @@ class channel {
     m.buf = b;
     m.activity = current_activity();
     m.sender_thread = this_thread_id();
-    m.sender_cpu = ::sched_getcpu();  // ~5 ns (rseq)
+    m.sender_cpu = ::sched_getcpu();  // no system call (rseq / vDSO)
     {
       exclusive_guard g(mu_);
       if (stopped_) return fail(r, ESHUTDOWN);
@@ -350,6 +350,9 @@ class channel {
 
  private:
   using message = detail::channel_message;
+  // The spin-then-park hand-off's platform (ipc/detail/hand_off.hpp): tests run the same protocol on a
+  // manual clock and a scripted word.
+  using platform = detail::real_platform;
   using queue_type = boost::intrusive::list<
       message, boost::intrusive::member_hook<message, boost::intrusive::list_member_hook<>, &message::hook>>;
 
@@ -358,7 +361,7 @@ class channel {
     void operator()() const noexcept {
       // (3) release: the sender re-checks its state word and sees the flag.
       const std::uint32_t old = m->state.fetch_or(detail::msg_cancelled, std::memory_order_acq_rel);
-      if (old & detail::msg_sleeping) detail::futex_wake(&m->state, INT_MAX);
+      detail::wake_if_sleeping<platform>(m->state, old, detail::msg_sleeping);
     }
   };
 
@@ -375,8 +378,7 @@ class channel {
     m.reply_header_written = hdr;
     // (4) release, pairs with (5): status/error/reply header and all reply-data copies are visible.
     const std::uint32_t old = m.state.exchange(detail::msg_done, std::memory_order_acq_rel);
-    if (old & detail::msg_sleeping) detail::futex_wake(&m.state, INT_MAX);
-    return (old & detail::msg_sleeping) != 0;
+    return detail::wake_if_sleeping<platform>(m.state, old, detail::msg_sleeping);
   }
 
   static send_result result_of(const message& m) noexcept {
@@ -398,16 +400,8 @@ class channel {
     std::uint32_t s = m.state.load(std::memory_order_acquire);  // (5) acquire, pairs with (4)
     if (done(s)) return s;
     if (opts_.sender_spin.count() > 0) {
-      const auto spin_end = std::chrono::steady_clock::now() + opts_.sender_spin;
-      unsigned n = 0;
-      for (;;) {
-        for (int i = 0; i < 64; ++i) {
-          s = m.state.load(std::memory_order_acquire);  // (5)
-          if (done(s)) return s;
-          detail::cpu_relax();
-        }
-        if ((++n & 3) == 0 && std::chrono::steady_clock::now() >= spin_end) break;
-      }
+      s = detail::spin_until<platform>(m.state, opts_.sender_spin, done);  // its loads are (5)
+      if (done(s)) return s;
     }
     if (interruptible) {
       s = extended_sender_spin(m, woke, deadline);
@@ -427,11 +421,7 @@ class channel {
         until = std::min(until, now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                           wait_graph::recheck_interval()));
       }
-      if (!(s & detail::msg_sleeping)) {
-        if (!m.state.compare_exchange_weak(s, s | detail::msg_sleeping, std::memory_order_acq_rel)) continue;
-        s |= detail::msg_sleeping;
-      }
-      detail::futex_wait_until(&m.state, s, until);
+      detail::park_once<platform>(m.state, s, detail::msg_sleeping, until);  // (5) again on the next round
     }
   }
 
@@ -455,7 +445,7 @@ class channel {
     bool have_clock = false;
     clockid_t clock{};
     std::int64_t last_cpu = 0;
-    auto check_every = std::chrono::microseconds(4);  // then every 8 us: one clock read costs ~1.5 us here
+    auto check_every = std::chrono::microseconds(4);  // then every 8 us (a CPU-clock read is a system call)
     unsigned rounds = 0;
     for (;;) {
       if (s & detail::msg_cancelled) return s;
@@ -855,7 +845,7 @@ class channel::receiver {
         if (!cancel) return true;
         // The sender waits in abandon() for this acknowledgement; m is alive until the exchange.
         const std::uint32_t old = msg_->state.exchange(detail::msg_dropped, std::memory_order_acq_rel);
-        if (old & detail::msg_sleeping) detail::futex_wake(&msg_->state, INT_MAX);
+        detail::wake_if_sleeping<platform>(msg_->state, old, detail::msg_sleeping);
         return false;
       }
     }
@@ -880,7 +870,7 @@ class channel::receiver {
     activity_.store(0, std::memory_order_relaxed);
     // Same-CPU rule: the sender queued from the CPU this thread runs on, so it is (or, woken, will
     // most likely be) runnable right here: waiting on this core for our next message would only keep
-    // it off the core (measured 8-10 us per round trip on a loaded 2-core VM). Park at once instead.
+    // it off the core. Park at once instead.
     const bool same_cpu = m->sender_cpu >= 0 && m->sender_cpu == ::sched_getcpu();
     (void)channel::complete(*m, status, err, n);  // m may be gone after this
     yield_to_sender_ = same_cpu;
