@@ -16,12 +16,37 @@ using vmtest::pattern;
 
 namespace {
 
+// The set-up every case shares: userfaultfd (or skip), a watchdog over the whole case (set-up and
+// teardown included), the ramfs and bob, and one file `path` of `size` bytes whose contents are also in
+// `model`. The direct path must report nothing: checked when the case ends.
 struct fixture {
-  explicit fixture(thread_pool_options pool = {1, 4}) : fs({.name = "ram", .prefix = "/ram", .pool = pool, .ns = &ns}) {}
+  fixture(const char* what, const char* path, std::size_t size, thread_pool_options pool = {1, 4})
+      : wd((vmtest::require_userfaultfd(), 20), what),
+        fs({.name = "ram", .prefix = "/ram", .pool = pool, .ns = &ns}),
+        size(size),
+        fd(make_file(bob, path, size, model)) {}
+  ~fixture() { CHECK(rec.rec.count() == 0); }
+  fixture(const fixture&) = delete;
+  fixture& operator=(const fixture&) = delete;
+
+  /// Maps `len` bytes (0: the whole file) of the file from offset `off`, read-write, `flags` (MAP_SHARED
+  /// or MAP_PRIVATE).
+  std::uint8_t* map(int flags, std::size_t len = 0, std::size_t off = 0) {
+    auto m = bob.mmap(nullptr, len != 0 ? len : size, PROT_READ | PROT_WRITE, flags, fd, static_cast<off_t>(off));
+    REQUIRE(m.ok());
+    return static_cast<std::uint8_t*>(*m);
+  }
+  /// The file's bytes, read through the server.
+  std::vector<std::uint8_t> file() { return briantest::file_bytes(bob, fd); }
+
+  vmtest::watchdog wd;
   path_namespace ns;
-  briantest::recording rec;  // the direct path must report nothing
+  briantest::recording rec;
   ramfs fs;
   process bob{"bob", {1000, 100}, &ns};
+  std::vector<std::uint8_t> model;
+  std::size_t size;
+  int fd;
 };
 
 // Reserves `pages` pages of address space (PROT_NONE, never touched), for MAP_FIXED mappings side by
@@ -50,15 +75,11 @@ struct reservation {
 }  // namespace
 
 TEST_CASE("Brian: read(fd) into a MAP_SHARED mapping of the same file, same offset, served store to store") {
-  vmtest::require_userfaultfd();
-  vmtest::watchdog wd(20, "brian shared read");
-  fixture f;
-  std::vector<std::uint8_t> model;
-  const std::size_t size = 256 << 10;
-  const int fd = make_file(f.bob, "/ram/a", size, model);
-  auto m = f.bob.mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  REQUIRE(m.ok());
-  auto* p = static_cast<std::uint8_t*>(*m);
+  fixture f("brian shared read", "/ram/a", 256 << 10);
+  auto& model = f.model;
+  const std::size_t size = f.size;
+  const int fd = f.fd;
+  auto* p = f.map(MAP_SHARED);
   const auto before = direct_copy_stats();
   REQUIRE(f.bob.lseek(fd, 0, SEEK_SET).ok());
   auto r = f.bob.read(fd, p, size);  // the seed's read(fd, ..., ptr): every destination page is absent
@@ -69,19 +90,14 @@ TEST_CASE("Brian: read(fd) into a MAP_SHARED mapping of the same file, same offs
   CHECK(after.store_bytes - before.store_bytes == size);
   CHECK(first_diff(p, model.data(), size) == -1);  // through the mapping (MINOR faults now, no lock held)
   CHECK(f.bob.lseek(fd, 0, SEEK_CUR).value() == static_cast<off_t>(size));
-  CHECK(f.rec.rec.count() == 0);
 }
 
 TEST_CASE("pread at unaligned offsets into an overlapping MAP_SHARED destination has memmove semantics") {
-  vmtest::require_userfaultfd();
-  vmtest::watchdog wd(20, "overlap");
-  fixture f;
-  std::vector<std::uint8_t> model;
-  const std::size_t size = 64 << 10;
-  const int fd = make_file(f.bob, "/ram/o", size, model);
-  auto m = f.bob.mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  REQUIRE(m.ok());
-  auto* p = static_cast<std::uint8_t*>(*m);
+  fixture f("overlap", "/ram/o", 64 << 10);
+  auto& model = f.model;
+  const std::size_t size = f.size;
+  const int fd = f.fd;
+  auto* p = f.map(MAP_SHARED);
   struct step {
     std::size_t dst, src, n;
   };
@@ -93,30 +109,25 @@ TEST_CASE("pread at unaligned offsets into an overlapping MAP_SHARED destination
     REQUIRE(r.ok());
     CHECK(*r == s.n);
     std::memmove(model.data() + s.dst, model.data() + s.src, s.n);
-    CHECK(first_diff(briantest::file_bytes(f.bob, fd).data(), model.data(), size) == -1);
+    CHECK(first_diff(f.file().data(), model.data(), size) == -1);
     CHECK(first_diff(p, model.data(), size) == -1);
   }
-  CHECK(f.rec.rec.count() == 0);
 }
 
 TEST_CASE("a destination mapping at a different offset of the same file, and a read past the end of the file") {
-  vmtest::require_userfaultfd();
-  vmtest::watchdog wd(20, "offset mapping");
-  fixture f;
-  std::vector<std::uint8_t> model;
-  const std::size_t size = 256 << 10;
-  const int fd = make_file(f.bob, "/ram/b", size, model);
+  fixture f("offset mapping", "/ram/b", 256 << 10);
+  auto& model = f.model;
+  const std::size_t size = f.size;
+  const int fd = f.fd;
   const std::size_t moff = 128 << 10, mlen = 64 << 10;
-  auto m = f.bob.mmap(nullptr, mlen, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(moff));
-  REQUIRE(m.ok());
-  auto* p = static_cast<std::uint8_t*>(*m);
+  auto* p = f.map(MAP_SHARED, mlen, moff);
   const auto before = direct_copy_stats();
   auto r = f.bob.pread(fd, p + 10, 50000, 3);
   REQUIRE(r.ok());
   CHECK(*r == 50000);
   std::memmove(model.data() + moff + 10, model.data() + 3, 50000);
   CHECK(direct_copy_stats().store_bytes - before.store_bytes == 50000);
-  CHECK(first_diff(briantest::file_bytes(f.bob, fd).data(), model.data(), size) == -1);
+  CHECK(first_diff(f.file().data(), model.data(), size) == -1);
   CHECK(first_diff(p, model.data() + moff, mlen) == -1);
   // Reading near the end returns only what the file has.
   r = f.bob.pread(fd, p, 4096, static_cast<off_t>(size - 100));
@@ -124,19 +135,14 @@ TEST_CASE("a destination mapping at a different offset of the same file, and a r
   CHECK(*r == 100);
   std::memmove(model.data() + moff, model.data() + size - 100, 100);
   CHECK(first_diff(p, model.data() + moff, mlen) == -1);
-  CHECK(f.rec.rec.count() == 0);
 }
 
 TEST_CASE("MAP_PRIVATE destination: UFFDIO_COPY for absent pages, a plain copy into present ones, the file untouched") {
-  vmtest::require_userfaultfd();
-  vmtest::watchdog wd(20, "private");
-  fixture f;
-  std::vector<std::uint8_t> model;
-  const std::size_t size = 64 << 10;
-  const int fd = make_file(f.bob, "/ram/c", size, model);
-  auto m = f.bob.mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-  REQUIRE(m.ok());
-  auto* p = static_cast<std::uint8_t*>(*m);
+  fixture f("private", "/ram/c", 64 << 10);
+  auto& model = f.model;
+  const std::size_t size = f.size;
+  const int fd = f.fd;
+  auto* p = f.map(MAP_PRIVATE);
   std::vector<std::uint8_t> mem = model;  // the private memory's model
   p[3 * vm_page_size + 5] = 0xAB;          // page 3 present (faulted in, privately modified)
   mem[3 * vm_page_size + 5] = 0xAB;
@@ -151,23 +157,16 @@ TEST_CASE("MAP_PRIVATE destination: UFFDIO_COPY for absent pages, a plain copy i
   CHECK(after.uffd_bytes > before.uffd_bytes);
   CHECK(after.present_bytes - before.present_bytes == vm_page_size);
   CHECK(first_diff(p, mem.data(), size) == -1);
-  CHECK(first_diff(briantest::file_bytes(f.bob, fd).data(), model.data(), size) == -1);  // private: file unchanged
-  CHECK(f.rec.rec.count() == 0);
+  CHECK(first_diff(f.file().data(), model.data(), size) == -1);  // private: file unchanged
 }
 
 TEST_CASE("readv across two mappings of the same file (one MAP_SHARED, one MAP_PRIVATE)") {
-  vmtest::require_userfaultfd();
-  vmtest::watchdog wd(20, "readv");
-  fixture f;
-  std::vector<std::uint8_t> model;
-  const std::size_t size = 256 << 10;
-  const int fd = make_file(f.bob, "/ram/v", size, model);
-  auto a = f.bob.mmap(nullptr, 64 << 10, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  auto b = f.bob.mmap(nullptr, 64 << 10, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 192 << 10);
-  REQUIRE(a.ok());
-  REQUIRE(b.ok());
-  auto* pa = static_cast<std::uint8_t*>(*a);
-  auto* pb = static_cast<std::uint8_t*>(*b);
+  fixture f("readv", "/ram/v", 256 << 10);
+  auto& model = f.model;
+  const std::size_t size = f.size;
+  const int fd = f.fd;
+  auto* pa = f.map(MAP_SHARED, 64 << 10);
+  auto* pb = f.map(MAP_PRIVATE, 64 << 10, 192 << 10);
   std::vector<std::uint8_t> bmem(model.begin() + (192 << 10), model.begin() + (256 << 10));
   REQUIRE(f.bob.lseek(fd, 50000, SEEK_SET).ok());
   iovec iov[2] = {{pa + 100, 5000}, {pb + 7, 6000}};
@@ -180,19 +179,16 @@ TEST_CASE("readv across two mappings of the same file (one MAP_SHARED, one MAP_P
   CHECK(direct_copy_stats().reads == before.reads + 2);
   CHECK(first_diff(pa, model.data(), 64 << 10) == -1);
   CHECK(first_diff(pb, bmem.data(), bmem.size()) == -1);
-  CHECK(first_diff(briantest::file_bytes(f.bob, fd).data(), model.data(), size) == -1);
+  CHECK(first_diff(f.file().data(), model.data(), size) == -1);
   CHECK(f.bob.lseek(fd, 0, SEEK_CUR).value() == 61000);
-  CHECK(f.rec.rec.count() == 0);
 }
 
 TEST_CASE("one read spanning two adjacent mappings and then unmapped memory: EFAULT after the bytes before it") {
-  vmtest::require_userfaultfd();
-  vmtest::watchdog wd(20, "spanning");
   briantest::restore_guarded_copy_handler();
-  fixture f;
-  std::vector<std::uint8_t> model;
-  const std::size_t size = 64 << 10;
-  const int fd = make_file(f.bob, "/ram/s", size, model);
+  fixture f("spanning", "/ram/s", 64 << 10);
+  auto& model = f.model;
+  const std::size_t size = f.size;
+  const int fd = f.fd;
   // [0,2): MAP_SHARED of file pages 4..5; [2,4): MAP_PRIVATE of file pages 0..1; [4,6): PROT_NONE hole.
   // Another thread (a server's allocation) may take a released hole before our MAP_FIXED: retry.
   std::unique_ptr<reservation> resv;
@@ -223,7 +219,7 @@ TEST_CASE("one read spanning two adjacent mappings and then unmapped memory: EFA
   CHECK(direct_copy_stats().reads == before.reads + 1);
   CHECK(first_diff(res.base, model.data() + 4 * vm_page_size, 2 * vm_page_size) == -1);
   CHECK(first_diff(res.base + 2 * vm_page_size, bmem.data(), bmem.size()) == -1);
-  CHECK(first_diff(briantest::file_bytes(f.bob, fd).data(), model.data(), size) == -1);
+  CHECK(first_diff(f.file().data(), model.data(), size) == -1);
   // Into the private mapping and on into the PROT_NONE hole: the private bytes land, then EFAULT.
   r = f.bob.pread(fd, res.base + 3 * vm_page_size + 96, 2 * vm_page_size, 100);
   REQUIRE(!r.ok());
@@ -232,28 +228,21 @@ TEST_CASE("one read spanning two adjacent mappings and then unmapped memory: EFA
   CHECK(first_diff(res.base + 2 * vm_page_size, bmem.data(), bmem.size()) == -1);
   CHECK(f.bob.munmap(*a, 2 * vm_page_size) == std::error_code{});
   CHECK(f.bob.munmap(*b, 2 * vm_page_size) == std::error_code{});
-  CHECK(f.rec.rec.count() == 0);
 }
 
 TEST_CASE("write(fd) from a mapping of the same fd: MAP_SHARED overlapping (memmove), MAP_PRIVATE modified, growing") {
-  vmtest::require_userfaultfd();
-  vmtest::watchdog wd(20, "write from mapping");
-  fixture f;
-  std::vector<std::uint8_t> model;
-  const std::size_t size = 64 << 10;
-  const int fd = make_file(f.bob, "/ram/w", size, model);
-  auto s = f.bob.mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  auto pr = f.bob.mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-  REQUIRE(s.ok());
-  REQUIRE(pr.ok());
-  auto* ps = static_cast<std::uint8_t*>(*s);
-  auto* pp = static_cast<std::uint8_t*>(*pr);
+  fixture f("write from mapping", "/ram/w", 64 << 10);
+  auto& model = f.model;
+  const std::size_t size = f.size;
+  const int fd = f.fd;
+  auto* ps = f.map(MAP_SHARED);
+  auto* pp = f.map(MAP_PRIVATE);
   const auto before = direct_copy_stats();
   auto w = f.bob.pwrite(fd, ps + 1000, 20000, 5000);  // target after source, overlapping
   REQUIRE(w.ok());
   CHECK(*w == 20000);
   std::memmove(model.data() + 5000, model.data() + 1000, 20000);
-  CHECK(first_diff(briantest::file_bytes(f.bob, fd).data(), model.data(), size) == -1);
+  CHECK(first_diff(f.file().data(), model.data(), size) == -1);
   // Private: page 0 modified privately (present), pages 1..2 absent (their image is the file's now).
   for (int i = 0; i < 10; ++i) pp[i] = static_cast<std::uint8_t>(0xC0 + i);
   std::vector<std::uint8_t> src(model.begin(), model.begin() + 2 * vm_page_size + 100);
@@ -266,24 +255,17 @@ TEST_CASE("write(fd) from a mapping of the same fd: MAP_SHARED overlapping (memm
   const auto after = direct_copy_stats();
   CHECK(after.writes == before.writes + 2);
   CHECK(after.store_bytes - before.store_bytes == 20000);
-  CHECK(first_diff(briantest::file_bytes(f.bob, fd).data(), model.data(), model.size()) == -1);
-  CHECK(briantest::file_bytes(f.bob, fd).size() == model.size());
-  CHECK(f.rec.rec.count() == 0);
+  CHECK(first_diff(f.file().data(), model.data(), model.size()) == -1);
+  CHECK(f.file().size() == model.size());
 }
 
 TEST_CASE("a single-threaded server serves Brian's read by the direct path (no second thread needed)") {
-  vmtest::require_userfaultfd();
-  vmtest::watchdog wd(20, "single-threaded");
-  fixture f({1, 1});
-  std::vector<std::uint8_t> model;
-  const std::size_t size = 128 << 10;
-  const int fd = make_file(f.bob, "/ram/one", size, model);
-  auto m = f.bob.mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  auto q = f.bob.mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-  REQUIRE(m.ok());
-  REQUIRE(q.ok());
-  auto* p = static_cast<std::uint8_t*>(*m);
-  auto* pq = static_cast<std::uint8_t*>(*q);
+  fixture f("single-threaded", "/ram/one", 128 << 10, {1, 1});
+  auto& model = f.model;
+  const std::size_t size = f.size;
+  const int fd = f.fd;
+  auto* p = f.map(MAP_SHARED);
+  auto* pq = f.map(MAP_PRIVATE);
   auto r = f.bob.pread(fd, p + 8192, size - 8192, 0);
   REQUIRE(r.ok());
   CHECK(*r == size - 8192);
@@ -294,5 +276,4 @@ TEST_CASE("a single-threaded server serves Brian's read by the direct path (no s
   CHECK(first_diff(p, model.data(), size) == -1);
   CHECK(first_diff(pq, model.data(), size) == -1);
   CHECK(f.fs.srv().threads() == 1);
-  CHECK(f.rec.rec.count() == 0);
 }
