@@ -6,13 +6,15 @@ faultsafe_test(range_lock_fairness SOURCES range_lock_fairness.cpp TIMEOUT 90 LA
 faultsafe_test(range_lock_ordered SOURCES range_lock_ordered.cpp TIMEOUT 90 LABELS range_lock)
 faultsafe_test(range_lock_self SOURCES range_lock_self.cpp TIMEOUT 60 LABELS range_lock)
 faultsafe_test(range_lock_shards SOURCES range_lock_shards.cpp TIMEOUT 120 LABELS range_lock)
+# Issue 12: overlapping readers on the fast path (reader slots) against writers: exclusion, no starvation.
+faultsafe_test(range_lock_readers SOURCES range_lock_readers.cpp TIMEOUT 120 LABELS range_lock)
 
 # The same tests again with 32-byte segments: their offsets (mostly below 1 KiB) then fall into every
 # one of the 16 shards, wrap around them, and cross segments (wide ranges), so sharding, the wide tree
 # and the Lamport-ordered FIFO between them are exercised by every scenario above.
-foreach(t basic noalloc stress fairness ordered self)
+foreach(t basic noalloc stress fairness ordered self readers)
   set(_timeout 60)
-  if(t STREQUAL "stress")
+  if(t STREQUAL "stress" OR t STREQUAL "readers")
     set(_timeout 120)
   elseif(t STREQUAL "fairness" OR t STREQUAL "ordered")
     set(_timeout 90)

@@ -4,6 +4,8 @@
 // futex_wait_until() sleeps while *word == expected, until woken, until the absolute CLOCK_MONOTONIC
 // deadline (std::chrono::steady_clock on Linux) passes, or spuriously. futex_wake() wakes up to n
 // sleepers. Private futexes (FUTEX_PRIVATE_FLAG): the word must not be shared between OS processes.
+// cpu_relax() is the spin-loop hint; `futex_mutex` is the internal leaf mutex built on them (one
+// CAS to lock and one exchange to unlock when uncontended; a short spin, then a park).
 //
 // Contract: every caller re-checks its condition in a loop; a return says nothing about the word.
 // Waking an address whose owner has gone (the classic "wake after the waiter returned" race) is
@@ -68,5 +70,80 @@ inline void cpu_relax() noexcept {
   asm volatile("yield" ::: "memory");
 #endif
 }
+
+/// An internal leaf mutex on one futex word: bits 0-1 hold the state (0 free, 1 locked, 2 locked with
+/// possible sleepers), bits 2-31 a counter, the "payload", that only a holder changes, atomically with
+/// taking the lock (lock(add)), while holding it (add_payload) or with dropping it (unlock(sub)), and
+/// that any thread may read without the lock (payload()). Not recursive, not ranked: its users
+/// document it as a leaf (nothing is acquired while it is held).
+/// lock(): one CAS when free; else spins `spin_limit` rounds of cpu_relax(), then parks.
+/// unlock(): one CAS, plus a futex_wake when a sleeper may exist.
+/// Memory ordering: (1) the acquiring CAS (seq_cst, so that a payload change made with it takes part
+/// in the single total order: a lock-free reader's seq_cst load either sees it or precedes it) pairs
+/// with (2) the releasing CAS, so everything written under one hold happens-before the next hold and
+/// a payload() load with acquire that sees an unlock's payload. Throws: nothing. Size: 4 bytes.
+class futex_mutex {
+ public:
+  static constexpr int spin_limit = 64;
+  static constexpr std::uint32_t max_payload = (~std::uint32_t{0}) >> 2;
+
+  /// Effects: takes the lock and adds `add` to the payload in the same atomic step.
+  /// Requires: payload() + add <= max_payload.
+  void lock(std::uint32_t add = 0) noexcept {
+    // (r) relaxed: the expected value only; the CAS decides.
+    std::uint32_t c = s_.load(std::memory_order_relaxed) & ~state_mask;
+    // (1) seq_cst (acquire), pairs with (2).
+    if (s_.compare_exchange_strong(c, c + add * unit + 1, std::memory_order_seq_cst, std::memory_order_relaxed)) return;
+    lock_slow(add);
+  }
+  /// Effects: drops the lock and subtracts `sub` from the payload in the same atomic step.
+  /// Requires: held by the caller; sub <= payload().
+  void unlock(std::uint32_t sub = 0) noexcept {
+    // (r) relaxed: the expected value only; the CAS decides.
+    std::uint32_t c = s_.load(std::memory_order_relaxed);
+    // (2) release, pairs with (1) and with a payload() load with acquire.
+    while (!s_.compare_exchange_weak(c, (c & ~state_mask) - sub * unit, std::memory_order_release,
+                                     std::memory_order_relaxed)) {
+    }
+    if ((c & state_mask) == 2) futex_wake(&s_, 1);
+  }
+  /// Effects: adds `add` to the payload. Requires: held by the caller. (1) seq_cst, as lock(add).
+  void add_payload(std::uint32_t add) noexcept { s_.fetch_add(add * unit, std::memory_order_seq_cst); }
+  /// The payload (no lock needed).
+  [[nodiscard]] std::uint32_t payload(std::memory_order o = std::memory_order_seq_cst) const noexcept {
+    return s_.load(o) >> 2;
+  }
+
+ private:
+  static constexpr std::uint32_t state_mask = 3, unit = 4;
+  void lock_slow(std::uint32_t add) noexcept {
+    for (int i = 0; i < spin_limit; ++i) {
+      cpu_relax();
+      // (r) relaxed: the expected value only; the CAS decides.
+      std::uint32_t c = s_.load(std::memory_order_relaxed);
+      // (1) seq_cst (acquire), pairs with (2).
+      if ((c & state_mask) == 0 &&
+          s_.compare_exchange_weak(c, c + add * unit + 1, std::memory_order_seq_cst, std::memory_order_relaxed))
+        return;
+    }
+    for (;;) {
+      // (r) relaxed: the expected value only; the CASes decide.
+      std::uint32_t c = s_.load(std::memory_order_relaxed);
+      if ((c & state_mask) == 0) {
+        // Taken in state 2: other sleepers may remain, so the next unlock wakes one.
+        // (1) seq_cst (acquire), pairs with (2).
+        if (s_.compare_exchange_weak(c, c + add * unit + 2, std::memory_order_seq_cst, std::memory_order_relaxed))
+          return;
+        continue;
+      }
+      // (r) relaxed: announces a sleeper only; the unlock's CAS reads it.
+      if ((c & state_mask) == 1 &&
+          !s_.compare_exchange_weak(c, (c & ~state_mask) | 2, std::memory_order_relaxed, std::memory_order_relaxed))
+        continue;
+      futex_wait(&s_, (c & ~state_mask) | 2);
+    }
+  }
+  std::atomic<std::uint32_t> s_{0};
+};
 
 }  // namespace faultsafe::detail

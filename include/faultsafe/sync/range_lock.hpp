@@ -23,7 +23,7 @@
 //
 // R is granted when no overlapping conflicting node is granted and none earlier is waiting.
 //
-// Self-conflict (the basis of the fault-reentrancy guard, DESIGN.md: Brian's lock-up). Every node
+// Self-conflict (the basis of the fault-reentrancy guard: a fault taken while its own thread holds the range). Every node
 // records an owner activity (default: current_activity()). When the only GRANTED ranges R conflicts
 // with are held by R's own owner (the holder is then typically blocked waiting on R itself), the
 // request's `range_options::on_self_conflict` decides:
@@ -49,7 +49,7 @@
 // is owned by one thread at a time; it may be released on a thread other than the one that took it
 // only if lock-order checks are off (the held-lock stack is per thread).
 //
-// Lifetime: the tree node of a range lives inside its range_guard (on the caller's stack): locking
+// Lifetime: the node of a range lives inside its range_guard (on the caller's stack): locking
 // and unlocking allocate nothing (only the diagnostics paths allocate: holders(),
 // conflicting_holders() and self-conflict reports, and a parked request's wait-for-graph edge while
 // the graph is enabled). A range_lock must outlive its guards; destroying
@@ -71,14 +71,35 @@
 // acquire and per release (noise beside the copy of a range longer than a segment); disjoint narrow
 // ranges in one shard (same segment, or segments 16 apart) still share that shard's lock.
 //
+// Readers (so that readers of one hot range do not serialise on its shard's leaf lock). A NARROW
+// SHARED request whose shard has no "writers" (exclusive requests, granted or waiting, narrow in the
+// shard or wide) is granted without the leaf lock: it publishes its node in one of the lock's 16
+// reader slots (one cache line each; its thread id's slot or the next), then re-reads the shard's
+// writer count; release swings the slot back to 0. Such a request could not conflict with anything
+// in the lock (shared never conflicts with shared, and a shared request only ever waits for an
+// exclusive one), so this is exactly the grant the tree path would make. The writer count lives in
+// the payload of the shard's leaf lock (detail::futex_mutex): an exclusive request adds itself with
+// the CAS that takes the lock, then MIGRATES the published readers of its shards (every shard, for a
+// wide one) into their trees as granted nodes (arrival number 0), and only then evaluates itself.
+// From then on those readers are ordinary granted nodes: the writer waits for them and sees their
+// owners and threads (self-conflict, wait-for graph, holders()), and they release through the leaf
+// lock. A reader that publishes while a writer arrives either sees the writer's count (and withdraws
+// to the tree path, where FIFO puts it behind the writer) or is seen and migrated by it (a Dekker
+// handshake, (3)-(6) below). A per-shard flag (readers_seen) lets a writer skip the slot scan when no
+// fast reader used its shard since the last writer. holders() and conflicting_holders() migrate too.
+// Slot collisions (more than two threads' ids on one slot, or a thread holding two fast ranges of one
+// lock) simply take the tree path.
+//
 // Complexity: a lock or unlock is O(log n + k) where n counts the held plus waiting ranges of the
 // trees it examines (a narrow range: its shard's and the wide tree; a wide range: all of them, plus
 // O(shard_count)) and k the overlapping ones examined (interval trees: Boost.Intrusive red-black tree
 // algorithms over nodes augmented with the subtree's maximum end, overall and among exclusive nodes,
 // so a shared request visits only exclusive neighbours). A release re-examines only waiting nodes
-// that overlap it, and skips that entirely when nothing waits.
+// that overlap it, and skips that entirely when nothing waits. A fast reader's lock and unlock are
+// O(1) (one CAS each on its own slot line, and loads of its shard's leaf-lock word); an exclusive
+// request adds O(reader_slot_count) when readers used its shard since its last writer.
 //
-// Lock order: a range is a lock of rank `rank::attr_range` (30, DESIGN.md section 2) in the held-lock
+// Lock order: a range is a lock of rank `rank::attr_range` (30, config.hpp) in the held-lock
 // stack (when FAULTSAFE_CHECKS / default_checks is on): it must be taken with no lock of rank >= 30
 // held. Several ranges of one rank (of one or several range_locks) may be held together only if taken
 // by one ordered_range_guards, which sorts them by (lock address, offset) and enqueues the ranges of
@@ -88,9 +109,10 @@
 // wait runs under them (the diagnostics calls copy into a vector under them, which may allocate).
 //
 // Blocking: every wait for a range happens in one private function (range_guard::wait_for_grant, the
-// place for a wait-for-graph hook): a short spin on the waiter's own futex word, then a park on it.
-// Releasers grant under the leaf lock and wake parked waiters after dropping it. The uncontended path
-// is one leaf-lock hold per acquire and per release plus the tree operations; lock-order checks are a
+// place for a wait-for-graph hook): a short spin on the waiter's own futex word, then a park on it
+// (detail/futex.hpp: the library's one futex and CPU-pause layer). Releasers grant under the leaf lock
+// and wake parked waiters after dropping it. The uncontended path is one leaf-lock hold per acquire
+// and per release plus the tree operations (a fast reader: no leaf lock); lock-order checks are a
 // compile-time switch (default_checks, from FAULTSAFE_CHECKS) and cost nothing when off.
 //
 // The self-conflict rule also covers try-locks (a grant/fail verdict is not "busy"). It applies to a
@@ -98,15 +120,19 @@
 // rank_inversion (a second range outside ordered_range_guards).
 //
 // Memory ordering: everything a holder wrote inside its range happens-before what the next
-// conflicting holder reads there: the release takes a leaf lock the next conflicting request also
-// takes (see Sharding; (3) acquire, (4) release), (1) the grant stores the waiter's word with release
-// under that lock, and (2) the waiter loads it with acquire; an immediate grant is made under the leaf
-// lock, after the previous holder's release (4).
+// conflicting holder reads there. Tree path: the release takes a leaf lock the next conflicting
+// request also takes (see Sharding; futex_mutex's own (1) acquire / (2) release pairs), (1) the grant
+// stores the waiter's word with release under that lock, and (2) the waiter loads it with acquire; an
+// immediate grant is made under the leaf lock, after the previous holder's release. Readers' fast
+// path: (3) a reader publishes its slot and (10) flags the shard, then (4) re-reads the shard's writer
+// count, all seq_cst; (5) a writer counts itself with its locking CAS (seq_cst), (11) reads and clears
+// the flag and (6) scans the slots, seq_cst, so one of the two sees the other (either the reader
+// withdraws or the writer migrates it). (7) a fast reader's release CAS (release) pairs with the scan's
+// (6) (acquire), so what it read happens-before a writer that finds the slot empty; (8) the leaf lock's
+// unlock, which subtracts a departed writer (release), pairs with (9) the reader's first load of the
+// count (acquire), so a writer's data is visible to a reader that finds the count at 0. Explicit
+// relaxed accesses are marked (r) with the reason.
 #pragma once
-
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -131,6 +157,7 @@
 #include "../activity/activity.hpp"
 #include "../activity/wait_graph.hpp"
 #include "../config.hpp"
+#include "../detail/futex.hpp"
 #include "../detail/held_locks.hpp"
 #include "../order/detail/lock_core.hpp"
 #include "../detail/thread_record.hpp"
@@ -175,52 +202,8 @@ class ordered_range_guards;
 namespace detail {
 namespace rl {
 
-inline void cpu_pause() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
-static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
-
-/// Waits while *w == expected, at most `rel` (nullptr: forever). Spurious returns are possible.
-inline void futex_wait(std::atomic<std::uint32_t>* w, std::uint32_t expected, const timespec* rel) noexcept {
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(w), FUTEX_WAIT_PRIVATE, expected, rel, nullptr, 0);
-}
-/// Wakes up to n waiters on w. Waking an address whose waiter has already returned is harmless (every
-/// futex user tolerates spurious wake-ups), so it may follow the waiter's release of its memory.
-inline void futex_wake(std::atomic<std::uint32_t>* w, int n = 1) noexcept {
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(w), FUTEX_WAKE_PRIVATE, n, nullptr, nullptr, 0);
-}
-
-/// The internal leaf lock: a three-state futex mutex (0 free, 1 locked, 2 locked with sleepers).
-/// Uncontended: one CAS to lock, one exchange to unlock. Contended: a short spin, then sleep.
-class leaf_mutex {
- public:
-  void lock() noexcept {
-    std::uint32_t c = 0;
-    // (3) acquire, pairs with (4): the previous holder's tree writes are visible.
-    if (s_.compare_exchange_strong(c, 1, std::memory_order_acquire, std::memory_order_relaxed)) return;
-    lock_slow();
-  }
-  void unlock() noexcept {
-    // (4) release, pairs with (3).
-    if (s_.exchange(0, std::memory_order_release) == 2) futex_wake(&s_, 1);
-  }
-
- private:
-  void lock_slow() noexcept {
-    for (int i = 0; i < 64; ++i) {
-      cpu_pause();
-      std::uint32_t c = s_.load(std::memory_order_relaxed);
-      if (c == 0 && s_.compare_exchange_weak(c, 1, std::memory_order_acquire, std::memory_order_relaxed)) return;
-    }
-    while (s_.exchange(2, std::memory_order_acquire) != 0) futex_wait(&s_, 2, nullptr);
-  }
-  std::atomic<std::uint32_t> s_{0};
-};
+/// The internal leaf lock of a shard (the library's one futex mutex).
+using leaf_mutex = detail::futex_mutex;
 
 // The waiter's word.
 inline constexpr std::uint32_t w_waiting = 0;    // queued, thread running (spinning or about to park)
@@ -230,8 +213,9 @@ inline constexpr std::uint32_t w_attention = 3;  // only same-owner conflicts re
 
 struct range_tree;
 
-/// One range, granted or waiting. Lives inside a range_guard.
-struct range_node {
+/// One range, granted or waiting. Lives inside a range_guard. Aligned to 16 bytes so that a reader
+/// slot can carry the node's shard in the low 4 bits of its address (see reader_slot).
+struct alignas(16) range_node {
   // Red-black tree links (Boost.Intrusive rbtree_algorithms over range_node_traits).
   range_node* parent = nullptr;
   range_node* left = nullptr;
@@ -330,10 +314,19 @@ inline std::string describe_activity(activity_id a) {
 /// arrival counter of a range_lock shard (unused in the wide tree). Everything the uncontended path
 /// touches sits in the first cache line: the leaf lock, the counters and the header's links.
 struct alignas(64) range_tree {
-  mutable leaf_mutex m;        // a shard's leaf lock (the wide tree is guarded by every shard's)
-  std::uint64_t next_seq = 0;  // a shard's Lamport clock: see range_lock::take_seq
-  std::size_t waiting = 0;     // nodes in the tree that are not granted
-  range_node header;           // Boost.Intrusive header: only its links and color are used
+  // A shard's leaf lock (the wide tree is guarded by every shard's). Its payload counts the shard's
+  // "writers": the exclusive requests (granted or waiting) whose domain covers the shard (its narrow
+  // ones and every wide one), read without the lock by the readers' fast path
+  // (range_lock::try_fast_shared). A request adds itself as it takes the lock (one CAS); its exit is
+  // subtracted as the lock is dropped (writer_exits).
+  mutable leaf_mutex m;
+  // Set by a fast reader of the shard after it publishes (if not set yet); cleared by the next writer,
+  // which then scans the reader slots. A writer that finds it clear skips the scan.
+  std::atomic<std::uint32_t> readers_seen{0};
+  std::uint64_t next_seq = 0;     // a shard's Lamport clock: see range_lock::take_seq
+  std::size_t waiting = 0;        // nodes in the tree that are not granted
+  mutable std::uint32_t writer_exits = 0;  // writers that left under the current hold (see unlock_shard)
+  range_node header;              // Boost.Intrusive header: only its links and color are used
 
   void init() noexcept { tree_algo::init_header(&header); }
   [[nodiscard]] range_node* root() const noexcept { return header.parent; }
@@ -453,15 +446,28 @@ struct alignas(64) range_tree {
 
 struct deferred_t {};
 
+/// One slot of a range_lock's fast readers: 0, or the address of a granted shared range_node that is
+/// NOT in any tree, with its shard in the low 4 bits. The slot's thread writes it (publish, release);
+/// a writer of that shard moves the node into the shard's tree by swinging the slot to 0 (migration).
+/// One cache line per slot, so readers on different slots share no written line.
+struct alignas(64) reader_slot {
+  std::atomic<std::uintptr_t> v{0};
+};
+inline constexpr std::uintptr_t slot_shard_mask = 15;  // shard_count - 1; range_node is 16-aligned
+
 }  // namespace rl
 }  // namespace detail
 
 /// A reader/writer lock over byte ranges of a 64-bit offset space (one per file attr).
-/// Non-copyable, non-movable. Size: about 3 KiB (shard_count cache-line-aligned shards).
+/// Non-copyable, non-movable. Size: about 4.3 KiB (shard_count + 1 cache-line-aligned trees and
+/// reader_slot_count one-line reader slots).
 class alignas(64) range_lock {
  public:
   /// The number of independently locked shards (see "Sharding" in the file comment).
   static constexpr unsigned shard_count = 16;
+  /// Slots for shared ranges taken on the readers' fast path (see "Readers" in the file comment).
+  static constexpr unsigned reader_slot_count = 16;
+  static_assert(shard_count - 1 == detail::rl::slot_shard_mask, "a reader slot tags its node with the shard");
   /// Default segment size 2^16 = 64 KiB: 16 segments (1 MiB of a file) map to 16 distinct shards,
   /// and page-sized and page-aligned ranges up to 64 KiB are always narrow. The macro
   /// FAULTSAFE_RANGE_LOCK_SEGMENT_SHIFT overrides it (the same value in every translation unit; the
@@ -492,6 +498,7 @@ class alignas(64) range_lock {
     if constexpr (default_checks::enabled) {
       bool busy = wide_.root() != nullptr;
       for (const auto& s : shards_) busy = busy || s.root() != nullptr;
+      for (const auto& r : readers_) busy = busy || r.v.load(std::memory_order_relaxed) != 0;  // (r) owner's view
       if (busy) {
         std::fprintf(stderr, "faultsafe: range_lock '%s' destroyed while ranges are held or waited for\n", name_);
         std::abort();
@@ -511,6 +518,7 @@ class alignas(64) range_lock {
     const unsigned d = domain_of(off, last);
     std::vector<range_holder> out;
     lock_domain(d);
+    if (m == lock_mode::exclusive) mutable_self().migrate_readers_locked(d);  // fast readers conflict too
     try {
       for_each_overlap_in(d, off, last, m == lock_mode::shared, [&](const node* o) {
         out.push_back(holder_of(*o));
@@ -530,6 +538,7 @@ class alignas(64) range_lock {
   [[nodiscard]] std::vector<range_holder> holders() const {
     std::vector<range_holder> out;
     lock_domain(all);
+    mutable_self().migrate_readers_locked(all);  // list the fast readers too
     try {
       for (const auto& s : shards_) tree::in_order(s.root(), [&](const node* n) { out.push_back(holder_of(*n)); });
       tree::in_order(wide_.root(), [&](const node* n) { out.push_back(holder_of(*n)); });
@@ -576,6 +585,108 @@ class alignas(64) range_lock {
 
   /// The domain of a wide range: every shard's leaf lock (taken in index order).
   static constexpr unsigned all = shard_count;
+  using reader_slot = detail::rl::reader_slot;
+
+  /// The diagnostics are logically const but move fast readers into the trees (they list tree nodes).
+  range_lock& mutable_self() const noexcept { return const_cast<range_lock&>(*this); }
+
+  // ---- readers' fast path (see "Readers" in the file comment) ------------------------------------
+  enum class fast_result { none, published, migrated };
+  static std::uintptr_t slot_tag(const node& n) noexcept { return reinterpret_cast<std::uintptr_t>(&n) | n.domain; }
+
+  /// Requires: n shared, narrow (domain < all), initialised, not linked. Effects: grants n without the
+  /// leaf lock if no exclusive request covers its shard: publishes it in a free reader slot of its
+  /// thread (its id's slot or the next) and re-checks. Returns: published (granted, in *slot);
+  /// migrated (granted, and a writer that arrived meanwhile has already moved it into its tree);
+  /// none (nothing taken: use the tree). Complexity: O(1); no system call.
+  fast_result try_fast_shared(node& n, reader_slot*& slot) noexcept {
+    tree& t = *n.home;
+    // (9) acquire, pairs with (8): the range of the last writer of this shard is released before the
+    // data under the reader's range is read.
+    if (t.m.payload(std::memory_order_acquire) != 0) return fast_result::none;
+    const std::uintptr_t tag = slot_tag(n);
+    const unsigned h = n.thread_id % reader_slot_count;
+    for (unsigned i = 0; i < 2; ++i) {
+      reader_slot& sl = readers_[(h + i) % reader_slot_count];
+      // (r) relaxed: a hint only (the CAS below decides), skips a CAS on a slot in use.
+      std::uintptr_t e = sl.v.load(std::memory_order_relaxed);
+      if (e != 0) continue;
+      // (3) seq_cst, with (4): the reader's half of the Dekker handshake with a writer's (5) and (6):
+      // in the single total order either (4) sees the writer's (5), or the writer's (6) sees this
+      // publication and migrates the node. Also releases the node's fields to the migrating writer (6).
+      if (!sl.v.compare_exchange_strong(e, tag, std::memory_order_seq_cst, std::memory_order_relaxed)) continue;
+      // (10) seq_cst, pairs with (11): after (3), so that a writer that finds the flag clear at (11)
+      // has either seen a clearing writer migrate this node or comes after (4).
+      if (t.readers_seen.load(std::memory_order_seq_cst) == 0) t.readers_seen.store(1, std::memory_order_seq_cst);
+      // (4) seq_cst, see (3).
+      if (t.m.payload(std::memory_order_seq_cst) == 0) {
+        slot = &sl;
+        return fast_result::published;
+      }
+      // A writer arrived: withdraw, unless it has already migrated the node (then it is granted in the
+      // tree, before the writer). (r) relaxed: nothing was read under the withdrawn publication.
+      e = tag;
+      if (sl.v.compare_exchange_strong(e, 0, std::memory_order_relaxed, std::memory_order_relaxed))
+        return fast_result::none;
+      return fast_result::migrated;
+    }
+    return fast_result::none;
+  }
+
+  /// Releases a published fast reader. Returns false if a writer migrated it (it is then a granted
+  /// node of its tree, released through the leaf lock).
+  static bool release_fast(reader_slot& sl, const node& n) noexcept {
+    std::uintptr_t e = slot_tag(n);
+    // (7) release, pairs with (6): what the reader read happens-before the grant of a writer that
+    // finds the slot empty.
+    return sl.v.compare_exchange_strong(e, 0, std::memory_order_release, std::memory_order_relaxed);
+  }
+
+  /// Requires: domain d locked. Effects: moves every fast reader of d's shards into its tree as a
+  /// granted node (arrival number 0: before every queued request). Complexity: O(reader_slot_count).
+  void migrate_readers_locked(unsigned d) noexcept {
+    for (auto& sl : readers_) {
+      // (6) seq_cst, see (3); acquire, pairs with (3) (the node's fields) and (7) (the reader is out).
+      std::uintptr_t v = sl.v.load(std::memory_order_seq_cst);
+      if (v == 0 || (d != all && (v & detail::rl::slot_shard_mask) != d)) continue;
+      // (6) acq_rel on success: takes the node over from its reader (who then releases it through the
+      // leaf lock). A failure means the reader released or withdrew it (a node published later sees
+      // our (5) at its (4)).
+      if (!sl.v.compare_exchange_strong(v, 0, std::memory_order_acq_rel, std::memory_order_relaxed)) continue;
+      node& n = *reinterpret_cast<node*>(v & ~detail::rl::slot_shard_mask);
+      shards_[v & detail::rl::slot_shard_mask].insert(n, 0);
+      n.granted = true;
+      // (r) relaxed: the reader never reads its word while it holds the range.
+      n.word.store(detail::rl::w_granted, std::memory_order_relaxed);
+    }
+  }
+
+  /// Requires: domain d locked; an exclusive request of domain d enters the lock, already counted in
+  /// the writers of d's shards if `counted` (by the locking CAS), else counted here. Effects: then no
+  /// new fast reader enters those shards; migrates the existing ones (if a shard's readers_seen flag
+  /// says there may be some). Complexity: O(1) for a narrow request when no fast reader used its shard
+  /// since its last writer, else O(reader_slot_count); O(shard_count + reader_slot_count) for a wide one.
+  void add_writer_locked(unsigned d, bool counted) noexcept {
+    bool scan = false;
+    const unsigned first = d == all ? 0 : d, end = d == all ? shard_count : d + 1;
+    for (unsigned i = first; i < end; ++i) {
+      tree& t = shards_[i];
+      // (5) seq_cst, see (3): the count, made by the locking CAS (futex_mutex's (1)) or here.
+      if (!counted) t.m.add_payload(1);
+      // (11) seq_cst, pairs with (10).
+      if (t.readers_seen.load(std::memory_order_seq_cst) != 0) {
+        t.readers_seen.store(0, std::memory_order_seq_cst);  // (11) seq_cst: before the scan (6)
+        scan = true;
+      }
+    }
+    if (scan) migrate_readers_locked(d);
+  }
+  /// Requires: domain d locked; an exclusive request of domain d has left the lock. Effects: its count
+  /// is subtracted when each shard's lock is dropped ((8) release, pairs with (9)).
+  void remove_writer_locked(unsigned d) noexcept {
+    const unsigned first = d == all ? 0 : d, end = d == all ? shard_count : d + 1;
+    for (unsigned i = first; i < end; ++i) ++shards_[i].writer_exits;
+  }
 
   /// The shard of a range inside one segment, or `all` for a range spanning segments.
   [[nodiscard]] unsigned domain_of(std::uint64_t off, std::uint64_t last) const noexcept {
@@ -584,34 +695,41 @@ class alignas(64) range_lock {
   }
   tree& tree_of(const node& n) noexcept { return *n.home; }
   tree* home_of(unsigned d) noexcept { return d == all ? &wide_ : &shards_[d]; }
-  /// The leaf lock(s) of n's domain.
-  void lock_node(const node& n) const noexcept {
+  /// The leaf lock(s) of n's domain; `add_writer`: n is exclusive and about to be enqueued (counted in
+  /// the writers of the domain's shards by the locking CAS itself).
+  void lock_node(const node& n, bool add_writer = false) const noexcept {
     if (n.domain != all)
-      n.home->m.lock();
+      n.home->m.lock(add_writer ? 1 : 0);
     else
-      lock_domain(all);
+      lock_domain(all, add_writer);
   }
   void unlock_node(const node& n) const noexcept {
     if (n.domain != all)
-      n.home->m.unlock();
+      unlock_shard(*n.home);
     else
       unlock_domain(all);
   }
 
   /// Lock order inside a range_lock: shard leaf locks in index order; all of them for `all`.
-  void lock_domain(unsigned d) const noexcept {
+  void lock_domain(unsigned d, bool add_writer = false) const noexcept {
     if (d != all) {
-      shards_[d].m.lock();
+      shards_[d].m.lock(add_writer ? 1 : 0);
       return;
     }
-    for (const auto& s : shards_) s.m.lock();
+    for (const auto& s : shards_) s.m.lock(add_writer ? 1 : 0);
   }
   void unlock_domain(unsigned d) const noexcept {
     if (d != all) {
-      shards_[d].m.unlock();
+      unlock_shard(shards_[d]);
       return;
     }
-    for (unsigned i = shard_count; i-- > 0;) shards_[i].m.unlock();
+    for (unsigned i = shard_count; i-- > 0;) unlock_shard(shards_[i]);
+  }
+  /// Drops a shard's lock, subtracting the writers that left under this hold.
+  static void unlock_shard(const tree& t) noexcept {
+    const std::uint32_t exits = t.writer_exits;
+    t.writer_exits = 0;
+    t.m.unlock(exits);  // (8) release: see try_fast_shared
   }
 
   /// Requires: domain d locked. Returns the arrival number of a request enqueued now. The shards'
@@ -685,31 +803,38 @@ class alignas(64) range_lock {
     set_word(n, detail::rl::w_granted, wl);
   }
 
-  /// Requires: n's domain locked (or `all`); seq from take_seq under that hold. Effects: inserts n;
+  /// Requires: n's domain locked (or `all`); seq from take_seq under that hold; `counted`: an exclusive
+  /// n is already counted in its shards' writers (lock_node(n, true)). Effects: inserts n;
   /// grants it if nothing blocks it. If it is blocked and !may_wait and no self-conflict handling
   /// applies, removes it again and returns false. Returns: whether n is now in its tree.
-  bool enqueue_locked(node& n, bool may_wait, std::uint64_t seq) noexcept {
+  bool enqueue_locked(node& n, bool may_wait, std::uint64_t seq, bool counted) noexcept {
     tree& t = tree_of(n);
+    if (n.mode == lock_mode::exclusive) add_writer_locked(n.domain, counted);
     if (n.domain != all && !t.root() && !wide_.root()) {  // fast path: nothing can conflict
       t.insert(n, seq);
       n.granted = true;
+      // (r) relaxed: the requesting thread itself reads it after the leaf lock.
       n.word.store(detail::rl::w_granted, std::memory_order_relaxed);
       return true;
     }
     t.insert(n, seq);
     ++t.waiting;
-    detail::rl::wake_list none;
     switch (classify_locked(n)) {
       case verdict::grantable:
-        grant_locked(n, none);
+        n.granted = true;
+        --t.waiting;
+        // (r) relaxed: the requesting thread itself reads it after the leaf lock (nobody is parked).
+        n.word.store(detail::rl::w_granted, std::memory_order_relaxed);
         return true;
       case verdict::self_only:
+        // (r) relaxed: the requesting thread itself reads it after the leaf lock.
         n.word.store(detail::rl::w_attention, std::memory_order_relaxed);
         return true;
       case verdict::blocked:
         if (may_wait) return true;
         --t.waiting;
         t.erase(n);
+        if (n.mode == lock_mode::exclusive) remove_writer_locked(n.domain);
         return false;
     }
     return true;
@@ -724,6 +849,7 @@ class alignas(64) range_lock {
     if (!n.granted) --t.waiting;
     t.erase(n);
     n.granted = false;
+    if (n.mode == lock_mode::exclusive) remove_writer_locked(n.domain);
     if (n.domain != all) {
       if (t.waiting == 0 && wide_.waiting == 0) return;
     } else {
@@ -759,6 +885,7 @@ class alignas(64) range_lock {
 
   tree shards_[shard_count];
   tree wide_;  // ranges spanning segments: written under every shard lock, read under any one
+  reader_slot readers_[reader_slot_count];  // the readers' fast path
   const char* name_;
   unsigned rank_;
   unsigned shift_;
@@ -873,15 +1000,26 @@ class range_guard {
 
   void acquire(bool may_fail, std::chrono::steady_clock::time_point deadline) {
     core::check(request(), node_.where);  // may throw: nothing taken
-    lock_->lock_node(node_);
+    if (node_.mode == lock_mode::shared && node_.domain != range_lock::all) {
+      const auto r = lock_->try_fast_shared(node_, fast_);
+      if (r != range_lock::fast_result::none) {
+        linked_ = true;
+        if (r == range_lock::fast_result::migrated) fast_ = nullptr;  // in the tree now
+        finish_acquire();
+        return;
+      }
+    }
+    const bool writer = node_.mode == lock_mode::exclusive;
+    lock_->lock_node(node_, writer);
     const std::uint64_t seq = node_.domain != range_lock::all ? ++node_.home->next_seq : lock_->take_seq(range_lock::all);
     const bool in = lock_->enqueue_locked(node_,
                                           !may_fail || deadline != std::chrono::steady_clock::time_point::min() ||
                                               node_.policy != self_conflict::wait,
-                                          seq);
+                                          seq, writer);
     lock_->unlock_node(node_);
     if (!in) return;
     linked_ = true;
+    // (2) acquire, pairs with (1).
     if (node_.word.load(std::memory_order_acquire) != detail::rl::w_granted && !wait_for_grant(deadline)) return;
     finish_acquire();
   }
@@ -897,9 +1035,20 @@ class range_guard {
     lock_->remove_locked(node_, wl);
     linked_ = false;
     owned_ = false;
+    // (r) relaxed: the node has left the lock; only this thread reads the word again.
     node_.word.store(detail::rl::w_waiting, std::memory_order_relaxed);
   }
+  // Removes node_ from the lock: from its reader slot if still published there, else from its tree.
   void unlink() noexcept {
+    if (fast_) {
+      detail::rl::reader_slot* sl = fast_;
+      fast_ = nullptr;
+      if (range_lock::release_fast(*sl, node_)) {
+        linked_ = false;
+        owned_ = false;
+        return;
+      }  // else migrated by a writer: a granted node of its tree
+    }
     detail::rl::wake_list wl;
     lock_->lock_node(node_);
     unlink_locked(wl);
@@ -946,6 +1095,7 @@ class range_guard {
           lock_->unlock_node(node_);
           continue;  // the word says granted
         }
+        // (r) relaxed: under the leaf lock, which orders every write of the word.
         if (node_.word.load(std::memory_order_relaxed) == detail::rl::w_attention) {
           lock_->unlock_node(node_);
           continue;
@@ -958,11 +1108,14 @@ class range_guard {
       }
       if (!spun) {
         spun = true;
+        // (r) relaxed: a hint; the loop's (2) decides.
         for (int i = 0; i < 200 && node_.word.load(std::memory_order_relaxed) == detail::rl::w_waiting; ++i)
-          detail::rl::cpu_pause();
+          detail::cpu_relax();
         continue;
       }
       std::uint32_t expected = detail::rl::w_waiting;
+      // (r) relaxed: announces the park only; a grant's (1) exchange sees w_parked and wakes us, and
+      // the loop's (2) then reads the grant.
       if (w == detail::rl::w_waiting &&
           !node_.word.compare_exchange_strong(expected, detail::rl::w_parked, std::memory_order_relaxed))
         continue;
@@ -977,14 +1130,14 @@ class range_guard {
         if (ws->deadlocked() && broken_by_graph()) throw_broken();
       }
       if (forever && !ws) {
-        detail::rl::futex_wait(&node_.word, detail::rl::w_parked, nullptr);
+        detail::futex_wait(&node_.word, detail::rl::w_parked);
       } else {
-        auto left = forever ? std::chrono::nanoseconds::max()
-                            : std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - (ws ? clock::now() : now));
-        if (ws) left = std::min(left, wait_graph::recheck_interval());
-        if (left.count() < 0) left = std::chrono::nanoseconds::zero();
-        timespec ts{static_cast<time_t>(left.count() / 1000000000), static_cast<long>(left.count() % 1000000000)};
-        detail::rl::futex_wait(&node_.word, detail::rl::w_parked, &ts);
+        auto until = deadline;  // the caller's deadline, or the graph's next recheck if sooner
+        if (ws) {
+          const auto recheck = clock::now() + std::chrono::duration_cast<clock::duration>(wait_graph::recheck_interval());
+          if (forever || recheck < until) until = recheck;
+        }
+        detail::futex_wait_until(&node_.word, detail::rl::w_parked, until);
       }
       if (ws) {
         bool dead;
@@ -1061,6 +1214,7 @@ class range_guard {
     l.lock_node(node_);
     for (;;) {
       if (node_.granted) break;
+      // (r) relaxed: under the leaf lock, which orders every write of the word.
       node_.word.store(detail::rl::w_waiting, std::memory_order_relaxed);
       const auto v = l.classify_locked(node_);
       if (v == range_lock::verdict::grantable) {
@@ -1133,7 +1287,8 @@ class range_guard {
 
   range_lock* lock_;
   node node_;
-  bool linked_ = false;  // node_ is in the lock's tree (granted or waiting)
+  detail::rl::reader_slot* fast_ = nullptr;  // the reader slot node_ was published in (fast path)
+  bool linked_ = false;  // node_ is in the lock (a tree, granted or waiting, or a reader slot)
   bool owned_ = false;   // granted and recorded
 };
 
@@ -1215,12 +1370,13 @@ class ordered_range_guards {
           if (at(x).node_.domain != d) d = range_lock::all;
         l.lock_domain(d);
         for (std::size_t x = i; x < j; ++x) {
-          l.enqueue_locked(at(x).node_, true, l.take_seq(d));
+          l.enqueue_locked(at(x).node_, true, l.take_seq(d), false);
           at(x).linked_ = true;
         }
         l.unlock_domain(d);
         for (std::size_t x = i; x < j; ++x) {
           range_guard& g = at(x);
+          // (2) acquire, pairs with (1).
           if (g.node_.word.load(std::memory_order_acquire) != detail::rl::w_granted) g.wait_for_grant(max_time());
           g.finish_acquire();
         }
