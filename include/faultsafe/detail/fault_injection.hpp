@@ -42,7 +42,9 @@
 // Thread-safety: every function may be called from any thread. should_fail() of a point that is not
 // armed costs one relaxed atomic load. arm()/disarm() while other threads hit the point are safe; a
 // hit racing with arm() sees the old or the new schedule. Memory ordering: (1) release in arm(),
-// pairs with (2) acquire in should_fail(): a hit that sees `armed` sees the whole schedule.
+// pairs with (2) acquire in should_fail(): a hit that sees `armed` sees the whole schedule. The
+// counters (hits, fires, stalled) are relaxed statistics; release_gen is read and written under the
+// stall mutex (relaxed).
 // Lock order: one leaf mutex guards stalls only; should_fail() holds nothing when it returns.
 #pragma once
 
@@ -207,7 +209,7 @@ inline void release(point p) noexcept {
 }
 
 inline void disarm(point p) noexcept {
-  detail::state(p).armed.store(false, std::memory_order_release);
+  detail::state(p).armed.store(false, std::memory_order_relaxed);  // relaxed: clearing publishes nothing
   release(p);
 }
 

@@ -31,7 +31,9 @@
 // handler touches only thread_local state, lock-free atomics, sigaction, pthread_sigmask and raise.
 // reinstall_guarded_copy_handler() must not run concurrently with a chained signal on another thread
 // that it replaces the target of (the chained action is double-buffered, not locked). Lock order: none
-// taken by copies and the handler; the installers take one leaf mutex.
+// taken by copies and the handler; the installers take one leaf mutex. Memory ordering: (1)/(2) publish
+// the chained action's slot; its `spent` flag is relaxed (written and read by the signal path of the
+// thread that takes the signal, under the slot already published).
 #pragma once
 
 #include <pthread.h>

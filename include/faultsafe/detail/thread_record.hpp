@@ -7,7 +7,8 @@
 //
 // Thread-safety: a record is written only by its own thread, except `name` which is published to the
 // registry under the registry's leaf mutex. Lock order: the registry mutex is a leaf (rank 90 in
-// spirit); nothing is acquired while it is held.
+// spirit); nothing is acquired while it is held. Memory ordering: the id counter is relaxed (ids carry
+// no data).
 #pragma once
 
 #include <atomic>

@@ -295,7 +295,7 @@ class channel {
         (void)complete(m, 0, ESHUTDOWN, 0);  // m may be gone after this
       }
     }
-    queue_seq_.fetch_add(1, std::memory_order_seq_cst);
+    queue_seq_.fetch_add(1, std::memory_order_seq_cst);  // (1) as in send(): every receiver rechecks
     detail::futex_wake(&queue_seq_, INT_MAX);
   }
 
@@ -590,7 +590,8 @@ class channel {
       unsigned n = 0;
       for (;;) {
         for (int i = 0; i < 64; ++i) {
-          if (queue_seq_.load(std::memory_order_acquire) != seen) return true;
+          // relaxed: it publishes nothing (the message is taken under mu_).
+          if (queue_seq_.load(std::memory_order_relaxed) != seen) return true;
           detail::cpu_relax();
         }
         if ((++n & 3) == 0) {
@@ -603,8 +604,8 @@ class channel {
     // (6) seq_cst, pairs with (1).
     sleeping_receivers_.fetch_add(1, std::memory_order_seq_cst);
     int rc = 0;
-    if (queue_seq_.load(std::memory_order_seq_cst) == seen) rc = detail::futex_wait_until(&queue_seq_, seen, deadline);
-    sleeping_receivers_.fetch_sub(1, std::memory_order_seq_cst);
+    if (queue_seq_.load(std::memory_order_seq_cst) == seen) rc = detail::futex_wait_until(&queue_seq_, seen, deadline);  // (6)
+    sleeping_receivers_.fetch_sub(1, std::memory_order_seq_cst);  // (6) as the increment
     return rc != ETIMEDOUT;
   }
 
@@ -643,7 +644,7 @@ class channel::receiver {
     bool waited = false;  // the adaptive spin learns how long this receiver waits for a next message
     std::chrono::steady_clock::time_point wait_start;
     for (;;) {
-      const std::uint32_t seen = ch_->queue_seq_.load(std::memory_order_seq_cst);
+      const std::uint32_t seen = ch_->queue_seq_.load(std::memory_order_seq_cst);  // (6): read before the queue
       message* m = nullptr;
       {
         exclusive_guard g(ch_->mu_);

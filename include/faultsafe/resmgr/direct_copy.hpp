@@ -52,6 +52,7 @@
 // Complexity: one aspace lookup per destination page outside the file's mappings, one per mapping
 // otherwise; the copy itself is one memmove per MAP_SHARED part and one UFFDIO_COPY per run of absent
 // private pages.
+// Memory ordering: relaxed counters (direct_copy_stats) and the relaxed OCB offset (as iofunc.hpp's).
 #pragma once
 
 #include <fcntl.h>

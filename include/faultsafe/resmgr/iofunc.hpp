@@ -42,6 +42,9 @@
 // defaults refuse an OCB that is not an iofunc_ocb with EBADF (never a crash).
 // Thread-safety: an iofunc_attr is shared by every open of the file and safe for concurrent handlers.
 // Lifetime: an attr lives as long as a directory entry or an OCB refers to it (shared_ptr).
+// Memory ordering: (1)/(2) on the size (a reader that sees a size sees the memfd grown to it); the
+// atime flag and the OCB offset are relaxed (a hint; the offset is shared without serialisation, as
+// documented in resmgr/process.hpp); the inode counter is relaxed.
 #pragma once
 
 #include <fcntl.h>

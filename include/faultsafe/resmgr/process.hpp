@@ -33,6 +33,10 @@
 // server can ask the sending process's address space about a client buffer (resmgr/direct_copy.hpp).
 // Sends go through server::route_for (the pool self-deadlock guard, resmgr/server.hpp): one relaxed
 // load unless some server's pool has been full.
+// Memory ordering: relaxed settings (max fds, I/O timeout: a call sees the old or the new value),
+// relaxed pid counter, and the relaxed "memory made" hint (its readers learn of a mapping through
+// whatever gave them the pointer into it, which happens after the store); the fd table's own pairs
+// are numbered in resmgr/detail/pinned_table.hpp.
 #pragma once
 #ifndef FAULTSAFE_RESMGR_PROCESS_HPP  // also guarded classically: vm/process_memory.hpp and this header
 #define FAULTSAFE_RESMGR_PROCESS_HPP  // include each other (see the end of this file)
@@ -319,13 +323,14 @@ class process {
    public:
     memory_ref& operator=(std::shared_ptr<process_memory> p) noexcept {
       p_ = std::move(p);
-      made_.store(p_ != nullptr, std::memory_order_release);  // a hint for rw(): see io_rw_request::hints
+      // relaxed: a hint for rw() (see io_rw_request::hints); p_ itself is read under mem_mu_ only.
+      made_.store(p_ != nullptr, std::memory_order_relaxed);
       return *this;
     }
     [[nodiscard]] explicit operator bool() const noexcept { return p_ != nullptr; }
     [[nodiscard]] process_memory& operator*() const noexcept { return *p_; }
     operator std::shared_ptr<process_memory>() const noexcept { return p_; }  // NOLINT: m = mem_;
-    [[nodiscard]] bool made() const noexcept { return made_.load(std::memory_order_acquire); }
+    [[nodiscard]] bool made() const noexcept { return made_.load(std::memory_order_relaxed); }
 
    private:
     std::shared_ptr<process_memory> p_;

@@ -27,6 +27,7 @@
 // Lock order: called with the region lock (rank 20) held shared, or in single_lock mode with the
 // aspace map lock (rank 10) held exclusively; a source may take ranks above 20 on the calling thread
 // (a server's range lock is taken on the server's thread, so no rank constraint applies there).
+// Memory ordering: memfd_page_source caches the file size relaxed (a stale size only costs an fstat).
 #pragma once
 
 #include <fcntl.h>

@@ -44,6 +44,9 @@
 // Thread-safety: stats() and stop() may be called from any thread (not from a fault thread).
 // Lifetime: the aspace must outlive the pager. Lock order: see aspace.hpp; a fault thread holds at most
 // one vm lock (rank 20, or rank 10 in single_lock mode) while it calls page_in.
+// Memory ordering: every atomic here is relaxed: statistics, and a region's fault-around hints (a
+// stale hint only changes the size of the next window); the pages themselves are ordered by the
+// userfaultfd ioctls and the region locks.
 #pragma once
 
 #include <sys/epoll.h>
