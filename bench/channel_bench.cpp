@@ -6,8 +6,12 @@
 //   BM_RamfsPread4K         process::pread(4 KiB) through a ramfs server (lock-free fd table pin, send,
 //                           lock-free OCB pin, direct-copy hint, range lock, copy straight into the
 //                           client's buffer, reply)
-//   ..._2x2                 2 client threads on 2 server threads: throughput (items/s)
-// Goal (DESIGN.md): the 4 KiB read round trip within 4x of the bare spin ping-pong.
+//   BM_RamfsPread4K_opens/<n> the same pread while the server's OCB table holds n opens (1 or 100,000,
+//                           spread over client processes of 1,000 opens each): the scale figure
+//   ..._clients             1, 2, 4, 8, 16 client threads (capped at the cores present) on as many
+//                           server threads as cores: throughput (items/s)
+// Goal: the 4 KiB read round trip within 4x of the bare spin ping-pong; with 100,000 opens within
+// 1.2x of 1 open. Ratios: bench_report.hpp, medians of the repetitions (mean and p50).
 //
 // On a shared 2-core machine the mean (Google Benchmark's figure) is dominated by the few round trips
 // in which a thread was preempted (a futex wake-up then costs 10-50 us). Every latency benchmark
@@ -18,10 +22,11 @@
 #include <faultsafe/resmgr/process.hpp>
 #include <faultsafe/resmgr/ramfs.hpp>
 
+#include "bench_report.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
-#include <map>
 #include <string>
 #include <chrono>
 #include <condition_variable>
@@ -164,12 +169,8 @@ void BM_ChannelRoundTrip4K(benchmark::State& state) {
 }
 BENCHMARK(BM_ChannelRoundTrip4K)->Arg(1)->Arg(0)->ArgName("guarded")->UseRealTime();
 
-void BM_RamfsPread4K(benchmark::State& state) {
-  faultsafe::path_namespace ns;
-  faultsafe::ramfs fs({.name = "bench", .prefix = "/bench", .pool = {1, 1}, .ns = &ns});
-  faultsafe::process p("client", {0, 0}, &ns);
-  const int fd = *p.open("/bench/f", O_RDWR | O_CREAT, 0644);
-  (void)p.pwrite(fd, g_store, kSize, 0);
+// The timed loop of the pread benchmarks: 4 KiB reads of fd at offset 0, with percentile samples.
+void pread_loop(benchmark::State& state, faultsafe::process& p, int fd) {
   alignas(64) unsigned char buf[kSize];
   samples smp;
   for (auto _ : state) {
@@ -180,21 +181,53 @@ void BM_RamfsPread4K(benchmark::State& state) {
     benchmark::DoNotOptimize(buf);
   }
   smp.report(state);
+}
+
+void BM_RamfsPread4K(benchmark::State& state) {
+  faultsafe::path_namespace ns;
+  faultsafe::ramfs fs({.name = "bench", .prefix = "/bench", .pool = {1, 1}, .ns = &ns});
+  faultsafe::process p("client", {0, 0}, &ns);
+  const int fd = *p.open("/bench/f", O_RDWR | O_CREAT, 0644);
+  (void)p.pwrite(fd, g_store, kSize, 0);
+  pread_loop(state, p, fd);
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * kSize));
 }
 BENCHMARK(BM_RamfsPread4K)->UseRealTime();
 
-// ---- throughput: 2 clients on 2 server threads ----
+// ---- scale: the pread with n opens in the server's OCB table -----------------------------------
+void BM_RamfsPread4K_opens(benchmark::State& state) {
+  constexpr std::size_t per_client = 1000;  // below the server's and the process's default limits
+  const auto n = static_cast<std::size_t>(state.range(0));
+  faultsafe::path_namespace ns;
+  faultsafe::ramfs fs({.name = "bench_opens", .prefix = "/opens", .pool = {1, 1}, .ns = &ns});
+  faultsafe::process p("client", {0, 0}, &ns);
+  const int fd = *p.open("/opens/f", O_RDWR | O_CREAT, 0644);
+  (void)p.pwrite(fd, g_store, kSize, 0);
+  std::vector<std::unique_ptr<faultsafe::process>> others;  // the other n - 1 opens
+  for (std::size_t done = 1; done < n;) {
+    others.push_back(std::make_unique<faultsafe::process>("opener", faultsafe::credentials{0, 0}, &ns));
+    for (std::size_t k = 0; k < per_client && done < n; ++k, ++done)
+      if (!others.back()->open("/opens/f", O_RDONLY, 0)) {
+        state.SkipWithError("open failed");
+        return;
+      }
+  }
+  pread_loop(state, p, fd);
+  state.counters["opens"] = static_cast<double>(n);
+}
+BENCHMARK(BM_RamfsPread4K_opens)->Arg(1)->Arg(100000)->UseRealTime();
+
+// ---- throughput: 1, 2, 4, ... clients on as many server threads as cores ----
 faultsafe::channel& shared_channel() {
   static faultsafe::channel* ch = [] {
     auto* c = new faultsafe::channel();
-    for (int i = 0; i < 2; ++i) std::thread([c] { serve_echo(*c); }).detach();  // lives for the run
+    for (unsigned i = 0; i < fs_bench::cores(); ++i) std::thread([c] { serve_echo(*c); }).detach();  // lives for the run
     return c;
   }();
   return *ch;
 }
 
-void BM_ChannelRoundTrip4K_2x2(benchmark::State& state) {
+void BM_ChannelRoundTrip4K_clients(benchmark::State& state) {
   faultsafe::channel& ch = shared_channel();
   alignas(64) unsigned char buf[kSize];
   for (auto _ : state) {
@@ -203,14 +236,15 @@ void BM_ChannelRoundTrip4K_2x2(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_ChannelRoundTrip4K_2x2)->Threads(2)->UseRealTime();
+BENCHMARK(BM_ChannelRoundTrip4K_clients)->Apply(fs_bench::scaling);
 
 faultsafe::ramfs& shared_ramfs(faultsafe::path_namespace& ns) {
-  static faultsafe::ramfs* fs = new faultsafe::ramfs({.name = "bench2", .prefix = "/bench2", .pool = {2, 2}, .ns = &ns});
+  static faultsafe::ramfs* fs = new faultsafe::ramfs(
+      {.name = "bench2", .prefix = "/bench2", .pool = {fs_bench::cores(), fs_bench::cores()}, .ns = &ns});
   return *fs;
 }
 
-void BM_RamfsPread4K_2x2(benchmark::State& state) {
+void BM_RamfsPread4K_clients(benchmark::State& state) {
   static faultsafe::path_namespace* ns = new faultsafe::path_namespace;
   (void)shared_ramfs(*ns);
   faultsafe::process p("client", {0, 0}, ns);
@@ -223,60 +257,38 @@ void BM_RamfsPread4K_2x2(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_RamfsPread4K_2x2)->Threads(1)->Threads(2)->UseRealTime();
-
-// Prints every result as usual, then the ratios of the round trips to their baselines, on the mean
-// (Google Benchmark's time) and on the per-iteration medians (p50_ns), which preemption on a shared
-// machine disturbs much less.
-class ratio_reporter : public benchmark::ConsoleReporter {
- public:
-  ratio_reporter() : ConsoleReporter(OO_Tabular) {}
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& r : runs) {
-      if (r.run_type != Run::RT_Iteration && r.aggregate_name != "median") continue;
-      const std::string name = r.run_name.str();
-      mean_[name] = r.GetAdjustedRealTime();
-      auto it = r.counters.find("p50_ns");
-      if (it != r.counters.end()) p50_[name] = it->second.value;
-      it = r.counters.find("items_per_second");
-      if (it != r.counters.end()) items_[name] = it->second.value;
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
-  void Finalize() override {
-    ConsoleReporter::Finalize();
-    auto find = [](const std::map<std::string, double>& m, const std::string& prefix) {
-      for (const auto& [k, v] : m)
-        if (k.rfind(prefix, 0) == 0) return v;
-      return 0.0;
-    };
-    std::printf("\nratios (mean | p50):\n");
-    const std::string spin = "BM_SpinPingPong/copy4k:0", spin_copy = "BM_SpinPingPong/copy4k:1";
-    auto line = [&](const char* what, const std::string& a, const std::string& b) {
-      const double ma = find(mean_, a), mb = find(mean_, b), pa = find(p50_, a), pb = find(p50_, b);
-      if (mb > 0 && pb > 0) std::printf("  %-48s %8.2fx | %6.2fx\n", what, ma / mb, pa / pb);
-    };
-    line("channel 4K round trip / spin ping-pong", "BM_ChannelRoundTrip4K/guarded:1", spin);
-    line("ramfs pread 4K / spin ping-pong (goal <= 4x)", "BM_RamfsPread4K/", spin);
-    line("ramfs pread 4K / spin ping-pong + 4K copy", "BM_RamfsPread4K/", spin_copy);
-    line("ramfs pread 4K / condvar hand-off", "BM_RamfsPread4K/", "BM_CondvarHandoff");
-    line("ramfs pread 4K / direct call 4K", "BM_RamfsPread4K/", "BM_DirectCall4K");
-    line("channel guarded / unguarded copies", "BM_ChannelRoundTrip4K/guarded:1", "BM_ChannelRoundTrip4K/guarded:0");
-    const double t1 = find(items_, "BM_RamfsPread4K_2x2/real_time/threads:1"), t2 = find(items_, "BM_RamfsPread4K_2x2/real_time/threads:2");
-    if (t1 > 0) std::printf("  %-48s %8.2fx\n", "ramfs throughput 2 clients / 1 client (2 srv thr)", t2 / t1);
-  }
-
- private:
-  std::map<std::string, double> mean_, p50_, items_;
-};
+BENCHMARK(BM_RamfsPread4K_clients)->Apply(fs_bench::scaling);
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  const bool listing = fs_bench::listing_only(argc, argv);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  ratio_reporter rep;
+  fs_bench::reporter rep(benchmark::ConsoleReporter::OO_Tabular);
   benchmark::RunSpecifiedBenchmarks(&rep);
   benchmark::Shutdown();
+  if (listing) return 0;
+  fs_bench::reporter::print_header("bench_channel: mean (real time) and p50 of the per-iteration samples");
+  const std::string spin = "BM_SpinPingPong/copy4k:0", spin_copy = "BM_SpinPingPong/copy4k:1";
+  const auto line = [&](const std::string& what, const std::string& a, const std::string& b, const char* goal = "") {
+    fs_bench::reporter::ratio_line(what + ", mean", rep.real_ns(a), rep.real_ns(b), "ns", goal);
+    fs_bench::reporter::ratio_line(what + ", p50", rep.counter(a, "p50_ns"), rep.counter(b, "p50_ns"), "ns", goal);
+  };
+  line("channel 4K round trip / spin ping-pong", "BM_ChannelRoundTrip4K/guarded:1", spin);
+  line("ramfs pread 4K / spin ping-pong", "BM_RamfsPread4K/", spin, "goal <= 4x");
+  line("ramfs pread 4K / spin ping-pong + 4K copy", "BM_RamfsPread4K/", spin_copy);
+  line("ramfs pread 4K / condvar hand-off", "BM_RamfsPread4K/", "BM_CondvarHandoff");
+  line("ramfs pread 4K / direct call 4K", "BM_RamfsPread4K/", "BM_DirectCall4K");
+  line("channel guarded / unguarded copies", "BM_ChannelRoundTrip4K/guarded:1", "BM_ChannelRoundTrip4K/guarded:0");
+  line("ramfs pread 4K, 100,000 opens / 1 open", "BM_RamfsPread4K_opens/100000", "BM_RamfsPread4K_opens/1",
+       "goal <= 1.2x");
+  for (int t : fs_bench::thread_counts()) {
+    if (t == 1) continue;
+    const std::string thr = "/real_time/threads:";
+    for (const char* b : {"BM_ChannelRoundTrip4K_clients", "BM_RamfsPread4K_clients"})
+      rep.rate_ratio(std::string(b) + " throughput " + std::to_string(t) + " / 1 clients",
+                     b + thr + std::to_string(t), b + thr + "1");
+  }
   return 0;
 }

@@ -10,9 +10,13 @@
 //                  shared file (MINOR + CONTINUE), private file (MISSING + pread + COPY),
 //                  anonymous (MISSING + ZEROPAGE): raw loop vs pager, and the kernel for reference
 //   rand_around/*  the same touches with a fixed 64 KiB fault-around window (aligned): raw vs pager
+//   regions/*      scale: the random shared 1-page faults with the aspace holding 1 region (the
+//                  measured one) vs 10,000 regions (9,999 more 1-page anonymous ones): fault service's
+//                  region lookup (goal: 10,000 within 1.2x of 1)
 //
 // Each benchmark records ns per page (scans) or ns per touch (random) in a table; main() prints the
 // ratios at the end: pager overhead over raw (goal <= 10%), pager scan throughput vs kernel (goal >= 80%).
+// --benchmark_list_tests=true lists the benchmarks and exits (no interleaved rounds, no ratios).
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
@@ -40,6 +44,8 @@
 
 #include "faultsafe/vm/aspace.hpp"
 #include "faultsafe/vm/pager.hpp"
+
+#include "bench_report.hpp"
 
 namespace {
 
@@ -218,6 +224,28 @@ struct pager_mapping {
   std::size_t len_ = 0;
 };
 
+/// The random-fault mapping (shared, MINOR, 1-page windows) in an aspace that also holds `extra`
+/// 1-page anonymous regions (mapped after it; never touched).
+struct regions_mapping : pager_mapping {
+  explicit regions_mapping(std::size_t extra)
+      : pager_mapping(raw_mode::minor_continue, rand_fd(), kRandBytes, kPage, kPage, 1) {
+    extras.reserve(extra);
+    for (std::size_t i = 0; i < extra; ++i) {
+      map_request rq;
+      rq.length = kPage;
+      rq.prot = PROT_READ;
+      extras.push_back(as.map(rq));
+    }
+  }
+  ~regions_mapping() {
+    for (void* p : extras) (void)as.munmap(p, kPage);
+  }
+  regions_mapping(const regions_mapping&) = delete;
+  regions_mapping& operator=(const regions_mapping&) = delete;
+  std::vector<void*> extras;
+};
+constexpr std::size_t kManyRegions = 10000;
+
 struct kernel_mapping {
   kernel_mapping(int memfd, std::size_t len) : len_(len) {
     base_ = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, memfd, 0);
@@ -315,6 +343,12 @@ template <raw_mode M>
 void rand_pager(benchmark::State& s, std::size_t win, const char* name) {
   run_rand(s, name, [win] { return std::make_unique<pager_mapping>(M, rand_fd(), kRandBytes, win, win, 1); });
 }
+void regions_1(benchmark::State& s) {
+  run_rand(s, "regions/pager_1", [] { return std::make_unique<regions_mapping>(0); });
+}
+void regions_many(benchmark::State& s) {
+  run_rand(s, "regions/pager_10000", [] { return std::make_unique<regions_mapping>(kManyRegions - 1); });
+}
 
 }  // namespace
 
@@ -348,6 +382,8 @@ BENCHMARK(around_raw_shared)->UseManualTime()->Unit(benchmark::kMicrosecond)->It
 BENCHMARK(around_pager_shared)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(3);
 BENCHMARK(around_raw_private)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(3);
 BENCHMARK(around_pager_private)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(3);
+BENCHMARK(regions_1)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(3);
+BENCHMARK(regions_many)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(3);
 
 namespace {
 // The machine is shared and noisy: besides Google Benchmark's runs, measure every variant once per
@@ -382,19 +418,24 @@ void interleaved_rounds(int rounds) {
     once_rand("around/pager_shared_64k", [] { return std::make_unique<pager_mapping>(M::minor_continue, rand_fd(), kRandBytes, k64K, k64K, 1); });
     once_rand("around/raw_private_64k", [] { return std::make_unique<raw_uffd_loop>(M::missing_copy, rand_fd(), kRandBytes, k64K, k64K); });
     once_rand("around/pager_private_64k", [] { return std::make_unique<pager_mapping>(M::missing_copy, rand_fd(), kRandBytes, k64K, k64K, 1); });
+    once_rand("regions/pager_1", [] { return std::make_unique<regions_mapping>(0); });
+    once_rand("regions/pager_10000", [] { return std::make_unique<regions_mapping>(kManyRegions - 1); });
   }
 }
 }  // namespace
 
 int main(int argc, char** argv) {
+  const bool listing = fs_bench::listing_only(argc, argv);  // before Initialize() consumes the flag
   std::string why;
-  if (auto ec = probe_userfaultfd(why)) {
+  if (!listing && probe_userfaultfd(why)) {
     std::fprintf(stderr, "bench_pager: skipped: %s\n", why.c_str());
     return 77;
   }
   benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
+  if (listing) return 0;
   const char* env = std::getenv("FAULTSAFE_BENCH_ROUNDS");
   interleaved_rounds(env != nullptr ? std::atoi(env) : 10);
   auto get = [](const char* n) {
@@ -422,5 +463,6 @@ int main(int argc, char** argv) {
   ratio("rand private 64K around: pager / raw [overhead]", "around/pager_private_64k", "around/raw_private_64k", "goal <= 1.10");
   ratio("rand shared: pager 1 page / pager 64K around", "rand/pager_shared_minor", "around/pager_shared_64k", "fault-around gain");
   ratio("rand shared: pager 1 page / kernel", "rand/pager_shared_minor", "rand/kernel_shared", "reference");
+  ratio("rand shared 1 page: 10,000 regions / 1 region [scale]", "regions/pager_10000", "regions/pager_1", "goal <= 1.20");
   return 0;
 }

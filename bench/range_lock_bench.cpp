@@ -1,34 +1,32 @@
 // bench_range_lock: range_lock beside its baselines (std::mutex, std::shared_mutex, no lock), in one
-// run; the ratios are printed at the end.
+// run; the ratios are printed at the end (bench_report.hpp: medians of the repetitions).
 //
-//   uncontended/*          one thread, lock + unlock, nothing else
-//   disjoint/*/<bytes>     each thread copies 4 or 16 KiB into its own half of a file buffer under a lock:
-//                          range_lock on the copied range vs one std::mutex around every copy. With the
-//                          default 64 KiB segments the halves of the 1 MiB file fall into different
-//                          shards of the range_lock, so the two threads share no written cache line.
-//   disjoint/range_lock_same_segment/4096
-//                          the limit of sharding: both threads copy into alternate 4 KiB pages of ONE
-//                          64 KiB segment (disjoint ranges, same shard: one leaf lock and tree)
-//   overlap_readers/*      every thread reads (copies out) the same 4 KiB: range_lock shared vs
-//                          std::shared_mutex shared
-//   mix90/*                90% reads / 10% writes of random 4 KiB pages of a 1 MiB file, 2 threads:
-//                          range_lock vs std::shared_mutex vs std::mutex over the whole file
-//   held/<n>               uncontended acquire + release of one range while n - 1 others are held
+// Every benchmark is a template over the lock type (a new lock is one registration line and one
+// `holder<L>` specialisation saying how it locks a range):
+//   BM_uncontended<L>/<mode>        one thread, lock + unlock of one range (mode 0 shared, 1 exclusive)
+//   BM_disjoint<L>/<bytes>/<layout> each thread copies 4 or 16 KiB into its own part of a 1 MiB file
+//                                   under a lock (layout 0: the file split in one part per thread; with
+//                                   the default 64 KiB segments the parts lie in different shards of
+//                                   the range_lock). Layout 1, the limit of sharding: the threads take
+//                                   interleaved 4 KiB pages of ONE 64 KiB segment (one shard).
+//   BM_overlap_readers<L>           every thread reads (copies out) overlapping 4 KiB windows, shared
+//   BM_mix90<L>                     90% reads / 10% writes of random 4 KiB pages of a 1 MiB file
+//   BM_held/<n>/<mode>              range_lock only: one acquire + release of a 1-byte range in a gap
+//                                   in the middle of n - 1 held ranges (every other one exclusive);
+//                                   mode 0 shared (the readers' fast path when its shard has no writer),
+//                                   mode 1 exclusive (always the tree path)
+// Multi-thread benchmarks run on 1, 2, 4, 8, 16 threads capped at the cores present, in real time
+// with items processed, so a figure is the combined throughput of all threads.
 //
-// Run with --benchmark_repetitions=5 --benchmark_enable_random_interleaving=true on a shared machine:
-// the ratios use the best repetition (CPU time per operation for one-thread figures; wall-clock
-// items/s, i.e. UseRealTime + SetItemsProcessed, for everything run on 1 and 2 threads, so that a
-// 2-thread figure is the combined throughput of both threads); the disjoint scaling ratios are also
-// printed from the medians of the repetitions, and divided by the no-lock ratio of the same run (the
-// scaling the machine itself gave at that moment: memory bandwidth, the other load on the cores).
+// Run with --benchmark_repetitions=5 (or more) --benchmark_enable_random_interleaving=true on a
+// shared machine. The disjoint scaling ratios are also divided by the no-lock ratio of the same run
+// (the scaling the machine itself gave at that moment: memory bandwidth, the other load on the cores).
 #include <benchmark/benchmark.h>
 
 #include <faultsafe/sync/range_lock.hpp>
 
-#include <algorithm>
 #include <cstdio>
 #include <cstring>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -36,7 +34,11 @@
 #include <string>
 #include <vector>
 
-using namespace faultsafe;
+#include "bench_report.hpp"
+
+using faultsafe::lock_mode;
+using faultsafe::range_guard;
+using faultsafe::range_lock;
 
 namespace {
 
@@ -51,272 +53,213 @@ file_data& the_file() {
   return f;
 }
 
+// ---- the locks: how each one holds [off, off + len) in a mode ----------------------------------
+struct no_lock {};
+
+template <class L>
+class holder;  // RAII: holds a range of L in a mode
+template <>
+class holder<no_lock> {
+ public:
+  holder(no_lock&, std::uint64_t, std::uint64_t, lock_mode) noexcept {}
+};
+template <>
+class holder<std::mutex> {  // the whole file, whatever the mode
+ public:
+  holder(std::mutex& m, std::uint64_t, std::uint64_t, lock_mode) : g_(m) {}
+
+ private:
+  std::lock_guard<std::mutex> g_;
+};
+template <>
+class holder<std::shared_mutex> {  // the whole file, in the mode
+ public:
+  holder(std::shared_mutex& m, std::uint64_t, std::uint64_t, lock_mode md) : m_(m), x_(md == lock_mode::exclusive) {
+    x_ ? m_.lock() : m_.lock_shared();
+  }
+  ~holder() { x_ ? m_.unlock() : m_.unlock_shared(); }
+  holder(const holder&) = delete;
+  holder& operator=(const holder&) = delete;
+
+ private:
+  std::shared_mutex& m_;
+  bool x_;
+};
+template <>
+class holder<range_lock> {
+ public:
+  holder(range_lock& l, std::uint64_t off, std::uint64_t len, lock_mode m) : g_(l, off, len, m) {}
+
+ private:
+  range_guard g_;
+};
+
+/// The lock instance of each multi-thread benchmark, per lock type, shared by its threads.
+template <class L>
+L disjoint_lock{};
+template <class L>
+L readers_lock{};
+template <class L>
+L mix_lock{};
+
 // ---- uncontended -------------------------------------------------------------------------------
-void uncontended_std_mutex(benchmark::State& s) {
-  std::mutex m;
+template <class L>
+void BM_uncontended(benchmark::State& s) {
+  L l;
+  const lock_mode m = s.range(0) ? lock_mode::exclusive : lock_mode::shared;
   for (auto _ : s) {
-    m.lock();
-    benchmark::ClobberMemory();
-    m.unlock();
-  }
-}
-void uncontended_shared_mutex_exclusive(benchmark::State& s) {
-  std::shared_mutex m;
-  for (auto _ : s) {
-    m.lock();
-    benchmark::ClobberMemory();
-    m.unlock();
-  }
-}
-void uncontended_shared_mutex_shared(benchmark::State& s) {
-  std::shared_mutex m;
-  for (auto _ : s) {
-    m.lock_shared();
-    benchmark::ClobberMemory();
-    m.unlock_shared();
-  }
-}
-void uncontended_range_exclusive(benchmark::State& s) {
-  range_lock l;
-  for (auto _ : s) {
-    range_guard g(l, 4096, 4096, lock_mode::exclusive);
+    holder<L> g(l, page, page, m);
     benchmark::ClobberMemory();
   }
 }
-void uncontended_range_shared(benchmark::State& s) {
-  range_lock l;
-  for (auto _ : s) {
-    range_guard g(l, 4096, 4096, lock_mode::shared);
-    benchmark::ClobberMemory();
-  }
-}
-BENCHMARK(uncontended_std_mutex);
-BENCHMARK(uncontended_shared_mutex_exclusive);
-BENCHMARK(uncontended_shared_mutex_shared);
-BENCHMARK(uncontended_range_exclusive);
-BENCHMARK(uncontended_range_shared);
+BENCHMARK_TEMPLATE(BM_uncontended, std::mutex)->Arg(1);
+BENCHMARK_TEMPLATE(BM_uncontended, std::shared_mutex)->Arg(0)->Arg(1);
+BENCHMARK_TEMPLATE(BM_uncontended, range_lock)->Arg(0)->Arg(1);
 
-// ---- disjoint ranges, 1 and 2 threads ------------------------------------------------------------
-// Work: copy 4 KiB (or 16 KiB) from a private source into the next slot of the thread's own half
-// of the file.
-range_lock g_disjoint_lock("disjoint");
-std::mutex g_disjoint_mutex;
-
-template <int Kind>  // 0 = no lock, 1 = std::mutex, 2 = range_lock, 3 = range_lock, one shared segment
-void disjoint(benchmark::State& s) {
+// ---- disjoint ranges ---------------------------------------------------------------------------
+// Work: copy 4 KiB (or 16 KiB) from a private source into the next slot of the thread's own part.
+template <class L>
+void BM_disjoint(benchmark::State& s) {
+  L* const lock = &disjoint_lock<L>;
   auto& f = the_file();
   const auto n = static_cast<std::size_t>(s.range(0));  // bytes copied per operation
-  std::vector<unsigned char> src(n, static_cast<unsigned char>(s.thread_index()));
-  const auto t = static_cast<std::size_t>(s.thread_index());
-  const std::size_t base = Kind == 3 ? t * n : t * (file_size / 2);
-  const std::size_t stride = Kind == 3 ? 2 * n : n;  // same segment: thread t takes every other page
-  const std::size_t slots = Kind == 3 ? (std::size_t{1} << range_lock::default_segment_shift) / stride
-                                      : (file_size / 2) / n;
+  const bool one_segment = s.range(1) != 0;
+  const auto t = static_cast<std::size_t>(s.thread_index()), nt = static_cast<std::size_t>(s.threads());
+  std::vector<unsigned char> src(n, static_cast<unsigned char>(t));
+  const std::size_t segment = std::size_t{1} << range_lock::default_segment_shift;
+  const std::size_t base = one_segment ? t * n : t * (file_size / nt);
+  const std::size_t stride = one_segment ? nt * n : n;  // one segment: thread t takes every nt-th page
+  const std::size_t slots = std::max<std::size_t>(1, one_segment ? segment / stride : (file_size / nt) / n);
   std::size_t i = 0;
   for (auto _ : s) {
     const std::size_t off = base + (i++ % slots) * stride;
-    if constexpr (Kind == 0) {
-      std::memcpy(&f.bytes[off], src.data(), n);
-    } else if constexpr (Kind == 1) {
-      std::lock_guard<std::mutex> g(g_disjoint_mutex);
-      std::memcpy(&f.bytes[off], src.data(), n);
-    } else {
-      range_guard g(g_disjoint_lock, off, n, lock_mode::exclusive);
-      std::memcpy(&f.bytes[off], src.data(), n);
-    }
+    holder<L> g(*lock, off, n, lock_mode::exclusive);
+    std::memcpy(&f.bytes[off], src.data(), n);
     benchmark::ClobberMemory();
   }
   s.SetItemsProcessed(s.iterations());
   s.SetBytesProcessed(s.iterations() * static_cast<std::int64_t>(n));
 }
-BENCHMARK_TEMPLATE(disjoint, 0)->Name("disjoint/no_lock")->Arg(4096)->Arg(16384)->Threads(1)->Threads(2)->UseRealTime();
-BENCHMARK_TEMPLATE(disjoint, 1)->Name("disjoint/std_mutex")->Arg(4096)->Arg(16384)->Threads(1)->Threads(2)->UseRealTime();
-BENCHMARK_TEMPLATE(disjoint, 2)->Name("disjoint/range_lock")->Arg(4096)->Arg(16384)->Threads(1)->Threads(2)->UseRealTime();
-BENCHMARK_TEMPLATE(disjoint, 3)->Name("disjoint/range_lock_same_segment")->Arg(4096)->Threads(1)->Threads(2)->UseRealTime();
+void disjoint_args(benchmark::internal::Benchmark* b) { b->Args({4096, 0})->Args({16384, 0}); }
+BENCHMARK_TEMPLATE(BM_disjoint, no_lock)->Apply(disjoint_args)->Apply(fs_bench::scaling);
+BENCHMARK_TEMPLATE(BM_disjoint, std::mutex)->Apply(disjoint_args)->Apply(fs_bench::scaling);
+BENCHMARK_TEMPLATE(BM_disjoint, range_lock)->Apply(disjoint_args)->Args({4096, 1})->Apply(fs_bench::scaling);
 
-// ---- readers on one overlapping range -----------------------------------------------------------
-range_lock g_read_lock("readers");
-std::shared_mutex g_read_smutex;
-
-template <int Kind>  // 1 = std::shared_mutex shared, 2 = range_lock shared
-void overlap_readers(benchmark::State& s) {
+// ---- readers of one overlapping range ----------------------------------------------------------
+template <class L>
+void BM_overlap_readers(benchmark::State& s) {
+  L* const lock = &readers_lock<L>;
   auto& f = the_file();
   std::vector<unsigned char> dst(page);
-  const std::size_t off = static_cast<std::size_t>(s.thread_index()) * 512;  // overlapping 4 KiB windows
+  const std::size_t off = static_cast<std::size_t>(s.thread_index() % 8) * 512;  // overlapping 4 KiB windows
   for (auto _ : s) {
-    if constexpr (Kind == 1) {
-      std::shared_lock<std::shared_mutex> g(g_read_smutex);
-      std::memcpy(dst.data(), &f.bytes[off], page);
-    } else {
-      range_guard g(g_read_lock, off, page, lock_mode::shared);
-      std::memcpy(dst.data(), &f.bytes[off], page);
-    }
+    holder<L> g(*lock, off, page, lock_mode::shared);
+    std::memcpy(dst.data(), &f.bytes[off], page);
     benchmark::DoNotOptimize(dst.data());
     benchmark::ClobberMemory();
   }
   s.SetItemsProcessed(s.iterations());
 }
-BENCHMARK_TEMPLATE(overlap_readers, 1)->Name("overlap_readers/shared_mutex")->Threads(1)->Threads(2)->UseRealTime();
-BENCHMARK_TEMPLATE(overlap_readers, 2)->Name("overlap_readers/range_lock")->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_overlap_readers, std::shared_mutex)->Apply(fs_bench::scaling);
+BENCHMARK_TEMPLATE(BM_overlap_readers, range_lock)->Apply(fs_bench::scaling);
 
-// ---- 90/10 read/write mix --------------------------------------------------------------------------
-range_lock g_mix_lock("mix");
-std::shared_mutex g_mix_smutex;
-std::mutex g_mix_mutex;
-
-template <int Kind>  // 0 = std::mutex, 1 = std::shared_mutex, 2 = range_lock
-void mix90(benchmark::State& s) {
+// ---- 90/10 read/write mix ----------------------------------------------------------------------
+template <class L>
+void BM_mix90(benchmark::State& s) {
+  L* const lock = &mix_lock<L>;
   auto& f = the_file();
   std::vector<unsigned char> buf(page, 7);
   std::mt19937 rng(static_cast<unsigned>(s.thread_index()) + 1);
   for (auto _ : s) {
     const std::size_t off = (rng() % (file_size / page)) * page;
     const bool write = rng() % 10 == 0;
-    auto work = [&] {
-      if (write)
-        std::memcpy(&f.bytes[off], buf.data(), page);
-      else
-        std::memcpy(buf.data(), &f.bytes[off], page);
-    };
-    if constexpr (Kind == 0) {
-      std::lock_guard<std::mutex> g(g_mix_mutex);
-      work();
-    } else if constexpr (Kind == 1) {
-      if (write) {
-        std::unique_lock<std::shared_mutex> g(g_mix_smutex);
-        work();
-      } else {
-        std::shared_lock<std::shared_mutex> g(g_mix_smutex);
-        work();
-      }
-    } else {
-      range_guard g(g_mix_lock, off, page, write ? lock_mode::exclusive : lock_mode::shared);
-      work();
-    }
+    holder<L> g(*lock, off, page, write ? lock_mode::exclusive : lock_mode::shared);
+    if (write)
+      std::memcpy(&f.bytes[off], buf.data(), page);
+    else
+      std::memcpy(buf.data(), &f.bytes[off], page);
     benchmark::ClobberMemory();
   }
   s.SetItemsProcessed(s.iterations());
 }
-BENCHMARK_TEMPLATE(mix90, 0)->Name("mix90/std_mutex")->Threads(1)->Threads(2)->UseRealTime();
-BENCHMARK_TEMPLATE(mix90, 1)->Name("mix90/shared_mutex")->Threads(1)->Threads(2)->UseRealTime();
-BENCHMARK_TEMPLATE(mix90, 2)->Name("mix90/range_lock")->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_mix90, std::mutex)->Apply(fs_bench::scaling);
+BENCHMARK_TEMPLATE(BM_mix90, std::shared_mutex)->Apply(fs_bench::scaling);
+BENCHMARK_TEMPLATE(BM_mix90, range_lock)->Apply(fs_bench::scaling);
 
-// ---- number of held ranges -------------------------------------------------------------------------
-void held(benchmark::State& s) {
+// ---- number of held ranges ---------------------------------------------------------------------
+void BM_held(benchmark::State& s) {
   range_lock l("held");
   const auto n = static_cast<std::size_t>(s.range(0));
+  const lock_mode probe_mode = s.range(1) ? lock_mode::exclusive : lock_mode::shared;
   std::vector<std::unique_ptr<range_guard>> others;
   for (std::size_t i = 1; i < n; ++i)  // every other one exclusive, all disjoint from the probe
-    others.push_back(std::make_unique<range_guard>(l, 2 * i * page, page,
-                                                   i % 2 ? lock_mode::exclusive : lock_mode::shared));
+    others.push_back(std::make_unique<range_guard>(l, 2 * i * page, page, i % 2 ? lock_mode::exclusive : lock_mode::shared));
   const std::uint64_t probe = (2 * (n / 2) + 1) * page;  // a gap in the middle of the held ranges
   for (auto _ : s) {
-    range_guard g(l, probe, 1, lock_mode::shared);
+    range_guard g(l, probe, 1, probe_mode);
     benchmark::ClobberMemory();
   }
   s.counters["held"] = static_cast<double>(n);
 }
-BENCHMARK(held)->Arg(1)->Arg(16)->Arg(256);
-
-// ---- ratio report ---------------------------------------------------------------------------------
-class ratio_reporter : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const auto& r : runs) {
-      if (r.run_type != Run::RT_Iteration) continue;
-      const std::string name = r.benchmark_name();
-      const double unit = r.time_unit == benchmark::kNanosecond    ? 1.0
-                          : r.time_unit == benchmark::kMicrosecond ? 1e3
-                          : r.time_unit == benchmark::kMillisecond ? 1e6
-                                                                   : 1e9;
-      // Best of the repetitions (the machine is shared): least CPU time per operation for the
-      // one-thread figures, highest wall-clock throughput for the threaded ones.
-      const double cpu = r.GetAdjustedCPUTime() * unit;
-      auto t = time_ns.find(name);
-      if (t == time_ns.end() || cpu < t->second) time_ns[name] = cpu;
-      auto it = r.counters.find("items_per_second");
-      if (it != r.counters.end()) {
-        if (it->second.value > rate[name]) rate[name] = it->second.value;
-        rates[name].push_back(it->second.value);
-      }
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
-  std::map<std::string, double> time_ns, rate;
-  std::map<std::string, std::vector<double>> rates;  // every repetition's items/s
-
-  [[nodiscard]] double median_rate(const std::string& name) const {
-    auto it = rates.find(name);
-    if (it == rates.end() || it->second.empty()) return 0.0;
-    std::vector<double> v = it->second;
-    std::sort(v.begin(), v.end());
-    return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-  }
-};
-
-double get(const std::map<std::string, double>& m, const std::string& k) {
-  auto it = m.find(k);
-  return it == m.end() ? 0.0 : it->second;
-}
+BENCHMARK(BM_held)->ArgsProduct({{1, 16, 256, 4096}, {0, 1}});
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  const bool listing = fs_bench::listing_only(argc, argv);  // before Initialize() consumes the flags
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  ratio_reporter rep;
+  fs_bench::reporter rep;
   benchmark::RunSpecifiedBenchmarks(&rep);
   benchmark::Shutdown();
-  const auto& t = rep.time_ns;
-  const auto& r = rep.rate;
-  auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
-  std::printf("\n== ratios (checks %s) ==\n", default_checks::enabled ? "on" : "off");
-  const double mu = get(t, "uncontended_std_mutex");
-  std::printf("uncontended range exclusive / std::mutex        : %.2fx (goal <= 4x)\n",
-              ratio(get(t, "uncontended_range_exclusive"), mu));
-  std::printf("uncontended range shared / std::mutex           : %.2fx\n", ratio(get(t, "uncontended_range_shared"), mu));
-  std::printf("uncontended range exclusive / shared_mutex excl : %.2fx\n",
-              ratio(get(t, "uncontended_range_exclusive"), get(t, "uncontended_shared_mutex_exclusive")));
-  std::printf("uncontended range shared / shared_mutex shared  : %.2fx\n",
-              ratio(get(t, "uncontended_range_shared"), get(t, "uncontended_shared_mutex_shared")));
-  const std::string rt = "/real_time/threads:";
+  if (listing) return 0;
+  fs_bench::reporter::print_header(faultsafe::default_checks::enabled ? "bench_range_lock (checks on)"
+                                                                      : "bench_range_lock (checks off)");
+  const std::string mu = "BM_uncontended<std::mutex>/1";
+  rep.cpu_ratio("uncontended range exclusive / std::mutex", "BM_uncontended<range_lock>/1", mu, "goal <= 4x");
+  rep.cpu_ratio("uncontended range shared / std::mutex", "BM_uncontended<range_lock>/0", mu);
+  rep.cpu_ratio("uncontended range exclusive / shared_mutex exclusive", "BM_uncontended<range_lock>/1",
+                "BM_uncontended<std::shared_mutex>/1");
+  rep.cpu_ratio("uncontended range shared / shared_mutex shared", "BM_uncontended<range_lock>/0",
+                "BM_uncontended<std::shared_mutex>/0");
+  const auto thr = [](int t) { return "/real_time/threads:" + std::to_string(t); };
   for (const char* sz : {"4096", "16384"}) {
-    auto d = [&](const char* kind, const char* thr) {
-      return get(r, std::string("disjoint/") + kind + "/" + sz + rt + thr);
-    };
-    std::printf("disjoint %5s B: range_lock 2 thr / 1 thr       : %.2fx (goal >= 1.7x)\n", sz,
-                ratio(d("range_lock", "2"), d("range_lock", "1")));
-    std::printf("disjoint %5s B: std::mutex 2 thr / 1 thr       : %.2fx\n", sz, ratio(d("std_mutex", "2"), d("std_mutex", "1")));
-    std::printf("disjoint %5s B: no lock 2 thr / 1 thr          : %.2fx (what the machine gives)\n", sz,
-                ratio(d("no_lock", "2"), d("no_lock", "1")));
-    std::printf("disjoint %5s B: 2 thr range_lock / std::mutex  : %.2fx\n", sz, ratio(d("range_lock", "2"), d("std_mutex", "2")));
-    auto m = [&](const char* kind, const char* thr) {
-      return rep.median_rate(std::string("disjoint/") + kind + "/" + sz + rt + thr);
-    };
-    const double range_scale = ratio(m("range_lock", "2"), m("range_lock", "1"));
-    const double machine_scale = ratio(m("no_lock", "2"), m("no_lock", "1"));
-    std::printf("disjoint %5s B: medians: range_lock 2/1 %.2fx, std::mutex 2/1 %.2fx, no lock 2/1 %.2fx; "
-                "range_lock scaling / machine scaling %.2f\n",
-                sz, range_scale, ratio(m("std_mutex", "2"), m("std_mutex", "1")), machine_scale,
-                ratio(range_scale, machine_scale));
-    std::printf("disjoint %5s B: 1 thr range_lock / no lock     : %.2fx\n", sz, ratio(d("range_lock", "1"), d("no_lock", "1")));
+    const auto d = [&](const char* lock, int t) { return std::string("BM_disjoint<") + lock + ">/" + sz + "/0" + thr(t); };
+    for (int t : fs_bench::thread_counts()) {
+      if (t == 1) continue;
+      const std::string lbl = std::string("disjoint ") + sz + " B, " + std::to_string(t) + " thr / 1 thr: ";
+      rep.rate_ratio(lbl + "range_lock", d("range_lock", t), d("range_lock", 1), t == 2 ? "goal >= 1.7x" : "");
+      rep.rate_ratio(lbl + "std::mutex", d("std::mutex", t), d("std::mutex", 1));
+      rep.rate_ratio(lbl + "no lock (what the machine gives)", d("no_lock", t), d("no_lock", 1));
+      const double range_scale = rep.rate(d("range_lock", t)) / std::max(1.0, rep.rate(d("range_lock", 1)));
+      const double machine_scale = rep.rate(d("no_lock", t)) / std::max(1.0, rep.rate(d("no_lock", 1)));
+      if (machine_scale > 0) std::printf("  %-58s : %6.2f\n", (lbl + "range_lock scaling / machine scaling").c_str(), range_scale / machine_scale);
+      rep.rate_ratio(std::string("disjoint ") + sz + " B, " + std::to_string(t) + " thr: range_lock / std::mutex",
+                     d("range_lock", t), d("std::mutex", t));
+    }
+    rep.rate_ratio(std::string("disjoint ") + sz + " B, 1 thr: range_lock / no lock", d("range_lock", 1), d("no_lock", 1));
   }
-  {
-    auto m = [&](const char* thr) {
-      return rep.median_rate(std::string("disjoint/range_lock_same_segment/4096") + rt + thr);
-    };
-    std::printf("disjoint  4096 B, one segment (same shard): range_lock medians 2 thr / 1 thr: %.2fx\n",
-                ratio(m("2"), m("1")));
+  for (int t : fs_bench::thread_counts()) {
+    if (t == 1) continue;
+    rep.rate_ratio("disjoint 4096 B, ONE segment (one shard), " + std::to_string(t) + " thr / 1 thr",
+                   "BM_disjoint<range_lock>/4096/1" + thr(t), "BM_disjoint<range_lock>/4096/1" + thr(1));
   }
-  std::printf("overlap readers 2 thr: range_lock / shared_mutex: %.2fx\n",
-              ratio(get(r, "overlap_readers/range_lock" + rt + "2"), get(r, "overlap_readers/shared_mutex" + rt + "2")));
-  std::printf("overlap readers range_lock 2 thr / 1 thr        : %.2fx\n",
-              ratio(get(r, "overlap_readers/range_lock" + rt + "2"), get(r, "overlap_readers/range_lock" + rt + "1")));
-  std::printf("mix90 2 thr: range_lock / shared_mutex          : %.2fx\n",
-              ratio(get(r, "mix90/range_lock" + rt + "2"), get(r, "mix90/shared_mutex" + rt + "2")));
-  std::printf("mix90 2 thr: range_lock / std::mutex            : %.2fx\n",
-              ratio(get(r, "mix90/range_lock" + rt + "2"), get(r, "mix90/std_mutex" + rt + "2")));
-  std::printf("held 16 / held 1                                : %.2fx\n", ratio(get(t, "held/16"), get(t, "held/1")));
-  std::printf("held 256 / held 1                               : %.2fx\n", ratio(get(t, "held/256"), get(t, "held/1")));
+  for (int t : fs_bench::thread_counts()) {
+    const std::string ts = std::to_string(t) + " thr";
+    rep.rate_ratio("overlap readers " + ts + ": range_lock / shared_mutex", "BM_overlap_readers<range_lock>" + thr(t),
+                   "BM_overlap_readers<std::shared_mutex>" + thr(t), t == 2 ? "goal >= 1x" : "");
+    if (t > 1)
+      rep.rate_ratio("overlap readers range_lock " + ts + " / 1 thr", "BM_overlap_readers<range_lock>" + thr(t),
+                     "BM_overlap_readers<range_lock>" + thr(1));
+    rep.rate_ratio("mix90 " + ts + ": range_lock / shared_mutex", "BM_mix90<range_lock>" + thr(t),
+                   "BM_mix90<std::shared_mutex>" + thr(t), t == 2 ? "goal >= 1x" : "");
+    rep.rate_ratio("mix90 " + ts + ": range_lock / std::mutex", "BM_mix90<range_lock>" + thr(t), "BM_mix90<std::mutex>" + thr(t));
+  }
+  for (const char* m : {"0", "1"}) {
+    const std::string mode = *m == '0' ? "shared probe" : "exclusive probe";
+    for (const char* n : {"16", "256", "4096"})
+      rep.cpu_ratio("held " + std::string(n) + " / held 1, " + mode, std::string("BM_held/") + n + "/" + m,
+                    std::string("BM_held/1/") + m, std::string(n) == "256" ? "goal <= 2x" : "");
+  }
   return 0;
 }

@@ -4,6 +4,8 @@
 //   scope/disabled         wait_scope construct+destroy, graph disabled (one relaxed load)
 //   scope/enabled          wait_scope construct+destroy, graph enabled, no other wait recorded
 //   scope/enabled_8        the same with 8 other waits recorded (each scan visits them)
+//   scope/enabled_1000     the same with 1,000 blocked threads' waits recorded: the cost of a new
+//                          edge in a large graph (issue 12's scale figure)
 //   hammer/plain           2 threads hammering one fair condvar mutex (holder record + cv wait); on a
 //                          loaded box they rarely overlap: this shows the fast paths (blocked_per_op ~ 0)
 //   hammer/instrumented    the same with the instrumented mutex: same code until an acquisition fails
@@ -16,14 +18,15 @@
 //                          without graph work, so instrumented/instr_disabled is the graph's share and
 //                          instr_disabled/plain the cost of waiting with a timeout instead of without
 // Uncontended paths of instrumented locks never touch the graph (no figure needed: same code as
-// plain until the first failed acquisition). After the runs it prints the ratios.
+// plain until the first failed acquisition). After the runs it prints the ratios (bench_report.hpp:
+// medians of the repetitions; scope/*: CPU time, hammer/* and handoff/*: real time). hammer/* and
+// handoff/* are two-thread shapes by construction (a hand-off between two threads), not scaling runs.
 #include <benchmark/benchmark.h>
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <atomic>
-#include <map>
 #include <thread>
 #include <type_traits>
 #include <mutex>
@@ -31,6 +34,8 @@
 #include <vector>
 
 #include "faultsafe/activity/wait_graph.hpp"
+
+#include "bench_report.hpp"
 
 namespace {
 
@@ -176,22 +181,6 @@ void pingpong(benchmark::State& state, M* m, bool enabled) {
       benchmark::Counter::kAvgThreads);
 }
 
-class ratio_reporter : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const auto& r : runs) {
-      if (r.run_type != Run::RT_Iteration || r.error_occurred) continue;
-      // single-thread figures: CPU time (the box is shared); 2-thread hand-off: real time
-      const bool threaded = r.benchmark_name().find("threads:") != std::string::npos;
-      const double ns = threaded ? r.GetAdjustedRealTime() : r.GetAdjustedCPUTime();
-      auto [it, fresh] = best.emplace(r.benchmark_name(), ns);
-      if (!fresh && ns < it->second) it->second = ns;
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
-  std::map<std::string, double> best;
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -199,6 +188,7 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("scope/disabled", scope_cost, false, 0);
   benchmark::RegisterBenchmark("scope/enabled", scope_cost, true, 0);
   benchmark::RegisterBenchmark("scope/enabled_8", scope_cost, true, 8);
+  benchmark::RegisterBenchmark("scope/enabled_1000", scope_cost, true, 1000);
   benchmark::RegisterBenchmark("hammer/std_mutex", handoff<std::mutex>, &std_m, true)->Threads(2)->UseRealTime();
   benchmark::RegisterBenchmark("hammer/plain", handoff<bench_mutex<false>>, &plain_m, true)->Threads(2)->UseRealTime();
   benchmark::RegisterBenchmark("hammer/instrumented", handoff<bench_mutex<true>>, &instr_m, true)
@@ -212,34 +202,26 @@ int main(int argc, char** argv) {
       ->Threads(2)
       ->UseRealTime();
 
+  const bool listing = fs_bench::listing_only(argc, argv);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  ratio_reporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  auto get = [&](const std::string& n) {
-    auto it = reporter.best.find(n);
-    if (it == reporter.best.end()) it = reporter.best.find(n + "/real_time/threads:2");
-    return it == reporter.best.end() ? -1.0 : it->second;
-  };
-  std::printf("\nratios (fastest repetition; scope/*: CPU time, handoff/*: real time)\n");
-  const double mu = get("scope/std_mutex");
-  for (const char* n : {"scope/disabled", "scope/enabled", "scope/enabled_8"}) {
-    const double v = get(n);
-    if (v > 0 && mu > 0) std::printf("  %-16s %8.2f ns = %6.2fx an uncontended std::mutex lock+unlock\n", n, v, v / mu);
-  }
-  for (const char* shape : {"hammer", "handoff"}) {
-    const double plain = get(std::string(shape) + "/plain");
-    for (const char* lock : {"std_mutex", "instrumented", "instr_disabled"}) {
-      const std::string n = std::string(shape) + "/" + lock;
-      const double v = get(n);
-      if (v > 0 && plain > 0)
-        std::printf("  %-22s %8.2f ns/op = %5.2fx %s/plain (%.2f ns/op)\n", n.c_str(), v, v / plain, shape, plain);
-    }
-  }
-  const double on = get("handoff/instrumented"), off = get("handoff/instr_disabled");
-  if (on > 0 && off > 0)
-    std::printf("  handoff/instrumented vs handoff/instr_disabled (same timed-wait loop): %.2fx "
-                "(the graph's own share of a blocked hand-off)\n", on / off);
+  fs_bench::reporter rep;
+  benchmark::RunSpecifiedBenchmarks(&rep);
   benchmark::Shutdown();
+  if (listing) return 0;
+  const auto t2 = [](const std::string& n) { return n + "/real_time/threads:2"; };
+  fs_bench::reporter::print_header("bench_wait_graph");
+  for (const char* n : {"scope/disabled", "scope/enabled", "scope/enabled_8", "scope/enabled_1000"})
+    rep.cpu_ratio(std::string(n) + " / std::mutex lock+unlock", n, "scope/std_mutex");
+  rep.cpu_ratio("new edge with 1,000 blocked threads' waits / with none", "scope/enabled_1000", "scope/enabled",
+                "issue 12 scale");
+  for (const char* shape : {"hammer", "handoff"})
+    for (const char* lock : {"std_mutex", "instrumented", "instr_disabled"})
+      if (rep.repetitions(t2(std::string(shape) + "/" + lock)) > 0)
+        fs_bench::reporter::ratio_line(std::string(shape) + "/" + lock + " / " + shape + "/plain, real ns per op",
+                                     rep.real_ns(t2(std::string(shape) + "/" + lock)),
+                                     rep.real_ns(t2(std::string(shape) + "/plain")), "ns");
+  fs_bench::reporter::ratio_line("handoff/instrumented / handoff/instr_disabled (the graph's own share)",
+                                 rep.real_ns(t2("handoff/instrumented")), rep.real_ns(t2("handoff/instr_disabled")), "ns");
   return 0;
 }

@@ -9,14 +9,13 @@
 //   channel_4k/{on,off}     a 4 KiB channel round trip to one server thread (send -> receive ->
 //                           write_reply_data 4 KiB -> reply); the sender parks (and then records a
 //                           wait) only when the server is slower than the 4 us spin
-// After the runs it prints on/off ratios (fastest repetition; single-thread figures: CPU time,
-// channel: real time). The graph switch is the only difference between on and off.
+// After the runs it prints on/off ratios (bench_report.hpp: medians of the repetitions; single-thread
+// figures: CPU time, channel: real time). The graph switch is the only difference between on and off.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
-#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -27,6 +26,8 @@
 #include "faultsafe/ipc/channel.hpp"
 #include "faultsafe/sync/range_lock.hpp"
 #include "faultsafe/vm/detail/rw_lock.hpp"
+
+#include "bench_report.hpp"
 
 namespace {
 
@@ -91,24 +92,6 @@ void channel_cost(benchmark::State& state, bool on) {
   faultsafe::wait_graph::set_enabled(true);
 }
 
-class ratio_reporter : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const auto& r : runs) {
-      if (r.run_type != Run::RT_Iteration || r.error_occurred) continue;
-      const bool real = r.benchmark_name().find("real_time") != std::string::npos;
-      const double ns = real ? r.GetAdjustedRealTime() : r.GetAdjustedCPUTime();
-      std::string name = r.benchmark_name();
-      if (auto p = name.find("/repeats:"); p != std::string::npos) name.erase(p);
-      if (auto p = name.find("/real_time"); p != std::string::npos) name.erase(p);
-      auto [it, fresh] = best.emplace(name, ns);
-      if (!fresh && ns < it->second) it->second = ns;
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
-  std::map<std::string, double> best;
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -122,22 +105,20 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark(("aspace_shared/" + s).c_str(), aspace_lock_cost, on, true)->Repetitions(9);
     benchmark::RegisterBenchmark(("channel_4k/" + s).c_str(), channel_cost, on)->UseRealTime()->Repetitions(9);
   }
+  const bool listing = fs_bench::listing_only(argc, argv);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  ratio_reporter rep;
+  fs_bench::reporter rep;
   benchmark::RunSpecifiedBenchmarks(&rep);
-  auto get = [&](const std::string& n) {
-    auto it = rep.best.find(n);
-    return it == rep.best.end() ? -1.0 : it->second;
-  };
-  const double mu = get("base/std_mutex");
-  std::printf("\nwait graph on vs off (fastest of 9 repetitions)\n");
-  for (const char* n : {"range_guard", "aspace_lock", "aspace_shared", "channel_4k"}) {
-    const double on = get(std::string(n) + "/on"), off = get(std::string(n) + "/off");
-    if (on <= 0 || off <= 0) continue;
-    std::printf("  %-14s on %9.2f ns  off %9.2f ns  on/off = %5.3fx  (on = %6.2fx std::mutex %.2f ns)\n", n, on, off,
-                on / off, mu > 0 ? on / mu : 0.0, mu);
-  }
   benchmark::Shutdown();
+  if (listing) return 0;
+  fs_bench::reporter::print_header("bench_wait_hooks: wait graph on / off");
+  for (const char* n : {"range_guard", "aspace_lock", "aspace_shared", "channel_4k"}) {
+    const bool real = std::string(n) == "channel_4k";
+    const std::string on = std::string(n) + "/on", off = std::string(n) + "/off";
+    fs_bench::reporter::ratio_line(std::string(n) + ": on / off", real ? rep.real_ns(on) : rep.cpu_ns(on),
+                                   real ? rep.real_ns(off) : rep.cpu_ns(off), "ns", "goal: no slower");
+    if (!real) rep.cpu_ratio(std::string(n) + ": on / std::mutex", on, "base/std_mutex");
+  }
   return 0;
 }
