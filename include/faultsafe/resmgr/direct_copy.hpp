@@ -12,7 +12,7 @@
 // attr range -> fault -> region -> attr range (Brian). The direct path never takes that fault:
 //   1. The handler asks the SENDING process's address space (client_info::pid names it; see
 //      resmgr/client_registry.hpp) which parts of the destination [buf, buf + n) lie in mappings of
-//      this very file (same memfd), page by page, BEFORE it takes any range (the aspace map lock is
+//      this very file (the file's extent of its store's memfd), page by page, BEFORE it takes any range (the aspace map lock is
 //      rank 10, below the range lock's 30).
 //   2. It takes ONE ordered_range_guards acquisition over the source range [off, off + n) (shared) and
 //      the file range behind every same-file destination part (exclusive for MAP_SHARED, whose bytes
@@ -164,13 +164,22 @@ inline void classify(const aspace& as, const iofunc_attr& a, std::uintptr_t addr
       continue;
     }
     const auto rs = reinterpret_cast<std::uintptr_t>(info->start);
-    const std::uintptr_t rend = std::min(end, rs + info->length);
-    if (info->anonymous || info->file.memfd != a.memfd())
+    std::uintptr_t rend = std::min(end, rs + info->length);
+    // This file's bytes are [base, base + capacity) of its store's memfd (resmgr/file_store.hpp); a
+    // mapping of the same memfd elsewhere maps other files. A mapped file never moves (make_mappable).
+    const std::uint64_t base = a.store_offset(), cap = a.capacity();
+    const std::uint64_t mo = info->file.offset + (p - rs);  // memfd offset behind p
+    if (info->anonymous || info->file.memfd != a.memfd() || mo < base || mo >= base + cap) {
+      if (!info->anonymous && info->file.memfd == a.memfd() && mo < base && rend - p > base - mo)
+        rend = static_cast<std::uintptr_t>(p + (base - mo));  // the file's bytes start further on
       push(part_kind::other, p, rend - p, 0);
-    else if (!(info->prot & (dest ? PROT_WRITE : PROT_READ)))
-      push(part_kind::bad, p, rend - p, 0);
-    else
-      push(info->shared ? part_kind::same_shared : part_kind::same_private, p, rend - p, info->file.offset + (p - rs));
+    } else {
+      rend = static_cast<std::uintptr_t>(std::min<std::uint64_t>(rend, p + (base + cap - mo)));
+      if (!(info->prot & (dest ? PROT_WRITE : PROT_READ)))
+        push(part_kind::bad, p, rend - p, 0);
+      else
+        push(info->shared ? part_kind::same_shared : part_kind::same_private, p, rend - p, mo - base);
+    }
     p = rend;
   }
 }
@@ -420,7 +429,8 @@ inline bool shared_overlap(const plan& pl, std::uint64_t off, std::uint64_t n) n
           return {};
         }
       }
-      rq[0] = range_request{&a.data_lock, off, append ? to_end : n, lock_mode::exclusive};
+      const auto [first, len] = a.write_span(off, n);  // the whole file if it must move
+      rq[0] = range_request{&a.data_lock, first, append ? to_end : len, lock_mode::exclusive};
       // source_location: this line (a default argument would name std::optional's internals)
       held.emplace(std::span<const range_request>(rq.data(), k), range_options{}, source_location::current());
       if (!append || a.size() == off) break;  // nobody appended or truncated in between

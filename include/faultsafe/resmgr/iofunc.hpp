@@ -5,20 +5,32 @@
 // `iofunc_check_access()`, and the default handlers iofunc_open_default / read / write / lseek / fstat /
 // ftruncate / mmap / page_in (the pager's page-in, vm/process_memory.hpp), which a server plugs into its io_funcs (resmgr/ramfs.hpp does).
 //
-// Data store: each file's bytes live in a memfd (memfd_create, MFD_CLOEXEC) at least as long as the
-// file: a write reserves the bytes it will fill past the size (reserve()) and publishes the new size
-// only after the copy (grow_to()), so a write that fails changes nothing. Bytes of the memfd at or past
-// the size are zero except inside a range that a writer holds. The server maps the whole reservation (attr_options::max_size bytes, MAP_SHARED |
-// MAP_NORESERVE) once, so `iofunc_attr::data()` is a stable server-side pointer to byte 0 of the file:
-// the direct-copy path can memmove store to store, and the pager can map memfd() MAP_SHARED itself.
-// Bytes at or past size are never touched through data() (they would SIGBUS).
+// Data store (resmgr/file_store.hpp): a file's bytes live in one contiguous extent of its store's
+// arena memfd, at iofunc_attr::store_offset() (attr_options::store; by default one store per OS process,
+// ramfs makes one per server), so a file costs no file descriptor and no mapping of its own.
+// `iofunc_attr::data()` is the server-side pointer to byte 0 of the file, stable while the caller holds
+// any range of the file: the direct-copy path memmoves store to store, the page-in makes pages of
+// memfd() present at store_offset() + offset, and a client mapping is a mapping of memfd() there. A file
+// starts in a 4 KiB extent and moves to a larger size class when a write or truncate needs more than
+// capacity(); the mover holds the whole file exclusively (write_span() names the range a writer must
+// take), and a file that is mapped first moves to its final class (make_mappable(): capacity >=
+// max_size), where it stays, so every mapping of it stays its own.
+// A write reserves the bytes it will fill past the size (reserve(): the file fits them) and publishes
+// the new size only after the copy (grow_to()), so a write that fails changes nothing. Bytes of the
+// extent at or past the size are zero except inside a range that a writer holds, and except for bytes
+// of the last page that a mapping wrote past the end: a shrink punches the extent from the new end (its
+// pages leave every mapping; a later touch past the end gets SIGBUS from the page-in) and a truncate that
+// grows the file zeroes the rest of the old last page; a write past the end leaves that page's tail as
+// it is (the writer holds only its own bytes).
 //
 // Locking (the README's lock hierarchy): handlers take the range lock (rank 30) only over the bytes they touch,
-// then the meta lock (rank 40) for a few instructions (size, times, growing the memfd). Never the other
+// then the meta lock (rank 40) for a few instructions (size, times). Never the other
 // way round, and the meta lock is never held while touching client memory.
 // - read: shared on [off, off + n) clipped to the size; re-clipped after the lock is granted.
 // - write: exclusive on [off, off + n); O_APPEND: exclusive on [size, end), re-checked after grant.
 // - ftruncate: exclusive on [min(old, new), end), re-checked after grant.
+// - a write or ftruncate that moves the file (its end passes capacity()): exclusive on the whole file.
+// - mmap of a file not yet in its final class: exclusive on the whole file, once.
 // The copy to/from the client's buffer runs while the range is held: a fault on that buffer is taken by
 // the server thread holding the range (Brian's lock-up when the buffer maps the same file). Two cures:
 // resmgr/direct_copy.hpp serves such reads/writes without the fault (ramfs uses it by default), and
@@ -29,8 +41,8 @@
 // Errors: EACCES (open without permission), EBADF (read on O_WRONLY, write/ftruncate on O_RDONLY; an
 // OCB that is not an iofunc_ocb), EINVAL (negative offset or length, bad whence, bad access mode),
 // EOVERFLOW (offset + length or a seek overflows off_t), EFBIG (a write that starts at or past max_size,
-// a truncate beyond it), EFAULT (nothing could be copied from/to the client's buffer), ENOSPC/errno from
-// the memfd. Reads at or past the end return 0.
+// a truncate beyond it), EFAULT (nothing could be copied from/to the client's buffer), ENOMEM/ENOSPC/
+// errno from the store, ENXIO (an mmap reaching past max_size). Reads at or past the end return 0.
 // Failed calls have no side effects: every handler validates everything before its first change, and a
 // call that returns an error leaves the file (existence, size, bytes, times) and the OCB's offset as
 // they were. Partial success is a short count, as on Linux: a write straddling max_size writes up to
@@ -42,9 +54,12 @@
 // defaults refuse an OCB that is not an iofunc_ocb with EBADF (never a crash).
 // Thread-safety: an iofunc_attr is shared by every open of the file and safe for concurrent handlers.
 // Lifetime: an attr lives as long as a directory entry or an OCB refers to it (shared_ptr).
-// Memory ordering: (1)/(2) on the size (a reader that sees a size sees the memfd grown to it); the
+// Memory ordering: (1)/(2) on the size (a reader that sees a size sees the bytes published with it); the
 // atime flag and the OCB offset are relaxed (a hint; the offset is shared without serialisation, as
-// documented in resmgr/process.hpp); the inode counter is relaxed.
+// documented in resmgr/process.hpp); the inode counter is relaxed; the extent (offset, capacity, data
+// pointer) is relaxed: it changes only under the whole-file range lock, whose grant orders every user
+// of data() after the move, and lock-free readers (write_span, direct copy's same-file test) only
+// compare it (a stale value means a whole-file lock taken needlessly, or a mapping of another file).
 #pragma once
 
 #include <fcntl.h>
@@ -62,6 +77,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <system_error>
 #include <type_traits>
 #include <typeinfo>
@@ -72,15 +88,16 @@
 #include "../detail/guarded_copy.hpp"
 #include "../order/ranked_mutex.hpp"
 #include "../sync/range_lock.hpp"
+#include "file_store.hpp"
 #include "server.hpp"
 
 namespace faultsafe {
 
 struct attr_options {
-  /// Largest file size (bytes of address space reserved for the store mapping). Writes or truncates
-  /// beyond it fail with EFBIG.
+  /// Largest file size. Writes or truncates beyond it fail with EFBIG, mappings beyond it with ENXIO;
+  /// a mapped file reserves this much server address space (its final extent, file_store.hpp).
   std::uint64_t max_size = std::uint64_t{256} << 20;
-  const char* name = "ramfs file";  ///< memfd name (visible in /proc/self/fd)
+  const char* name = "ramfs file";  ///< a label for the file (label())
   /// The fault-reentrancy guard (the README's "Brian's lock-up", mechanism 2): what a page-in does when its range conflicts
   /// ONLY with ranges its own activity holds (Brian: the server thread holding the range faulted on a
   /// mapping of this file and waits for this very page-in). grant (default): served at once under the
@@ -88,50 +105,61 @@ struct attr_options {
   /// EFAULT); wait: the naive behaviour (a lock-up that only the wait-for graph can end). grant and fail
   /// report a self_deadlock violation naming the holders, the fault and the page-in.
   self_conflict page_in_self_conflict = self_conflict::grant;
+  /// Where the bytes live; nullptr: file_store::process_default() (one arena per OS process).
+  std::shared_ptr<file_store> store = nullptr;
 };
 
 /// One file. See the header comment.
 class iofunc_attr {
  public:
-  /// Effects: creates the memfd and the store mapping. Throws: std::system_error with the errno of
-  /// memfd_create/mmap.
+  /// Effects: takes a 4 KiB extent of the store (an empty file). Throws: std::system_error with the
+  /// errno of the store (file_store::allocate; memfd_create for the process's default store).
   iofunc_attr(mode_t mode, std::uint32_t uid, std::uint32_t gid, attr_options opts = {})
       : mode_(S_IFREG | (mode & 07777)), uid_(uid), gid_(gid), max_size_(opts.max_size), ino_(next_ino()),
-        page_in_policy_(opts.page_in_self_conflict) {
-    memfd_ = ::memfd_create(opts.name, MFD_CLOEXEC);
-    if (memfd_ < 0) throw std::system_error(errno, std::generic_category(), "memfd_create");
-    void* p = ::mmap(nullptr, max_size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, memfd_, 0);
-    if (p == MAP_FAILED) {
-      const int e = errno;
-      ::close(memfd_);
-      throw std::system_error(e, std::generic_category(), "mmap(store)");
-    }
-    data_ = static_cast<unsigned char*>(p);
+        page_in_policy_(opts.page_in_self_conflict), label_(opts.name != nullptr ? opts.name : ""),
+        store_(opts.store ? std::move(opts.store) : file_store::process_default()) {
+    store_extent e;
+    if (auto ec = store_->allocate(file_store::class_for(0, max_size_), e)) throw std::system_error(ec, "file_store::allocate");
+    publish(e);
     ::clock_gettime(CLOCK_REALTIME, &atime_);
     mtime_ = ctime_ = atime_;
   }
-  ~iofunc_attr() {
-    ::munmap(data_, max_size_);
-    ::close(memfd_);
-  }
+  /// Effects: returns the extent to the store (punched and recycled).
+  ~iofunc_attr() { store_->release(extent()); }
   iofunc_attr(const iofunc_attr&) = delete;
   iofunc_attr& operator=(const iofunc_attr&) = delete;
 
   /// The data range lock (rank 30): take it over the bytes you touch.
   range_lock data_lock{"attr range", rank::attr_range};
 
-  /// The memfd holding the file's bytes (length == size()). Owned by the attr.
-  [[nodiscard]] int memfd() const noexcept { return memfd_; }
-  /// Server-side pointer to byte 0 of the file (stable for the attr's life). Requires: only bytes
-  /// below size() are touched, under the range lock.
-  [[nodiscard]] unsigned char* data() const noexcept { return data_; }
+  /// The store's arena memfd: the file's bytes are [store_offset(), store_offset() + capacity()) of it
+  /// (the other bytes belong to other files). Owned by the store.
+  [[nodiscard]] int memfd() const noexcept { return store_->fd(); }
+  /// Offset of the file's byte 0 in memfd(). Changes only when the file moves (see grow_to).
+  [[nodiscard]] std::uint64_t store_offset() const noexcept { return ext_offset_.load(std::memory_order_relaxed); }
+  /// Bytes the file can hold without moving.
+  [[nodiscard]] std::uint64_t capacity() const noexcept { return ext_capacity_.load(std::memory_order_relaxed); }
+  /// Server-side pointer to byte 0 of the file. Requires: the caller holds a range of the file (a move
+  /// changes the pointer under the whole-file range) and touches only bytes below size() under it.
+  [[nodiscard]] unsigned char* data() const noexcept { return data_.load(std::memory_order_relaxed); }
   [[nodiscard]] std::uint64_t max_size() const noexcept { return max_size_; }
   [[nodiscard]] std::uint64_t ino() const noexcept { return ino_; }
+  [[nodiscard]] const std::string& label() const noexcept { return label_; }
+  [[nodiscard]] const std::shared_ptr<file_store>& store() const noexcept { return store_; }
+  /// True once the file sits in its final extent (capacity() >= max_size()): it never moves again.
+  [[nodiscard]] bool mappable() const noexcept { return capacity() >= file_store::final_capacity(max_size_); }
+  /// The range [first, first + length) a writer of [off, off + n) (or a truncate to off + n) must hold
+  /// exclusively: {off, n}, or the whole file {0, to_end} when the file must move first. Capacity never
+  /// shrinks, so a span computed before locking stays sufficient after.
+  [[nodiscard]] std::pair<std::uint64_t, std::uint64_t> write_span(std::uint64_t off, std::uint64_t n) const noexcept {
+    if (off + n > capacity()) return {0, to_end};
+    return {off, n};
+  }
   /// The page-in self-conflict policy (attr_options::page_in_self_conflict).
   [[nodiscard]] self_conflict page_in_self_conflict() const noexcept { return page_in_policy_; }
 
   /// Current size. Lock-free: written under the meta lock, read with (1) acquire, pairs with (2); a
-  /// reader that sees a size also sees the memfd grown to it.
+  /// reader that sees a size also sees the bytes zeroed for it.
   [[nodiscard]] std::uint64_t size() const noexcept { return size_.load(std::memory_order_acquire); }
   [[nodiscard]] mode_t mode() {
     exclusive_guard<meta_mutex> g(meta_);
@@ -146,16 +174,14 @@ class iofunc_attr {
     return gid_;
   }
 
-  /// Effects: makes the store hold bytes up to `end` (grows the memfd; the size is unchanged), so that
-  /// data()[0, end) may be written. Requires: the caller holds the range lock exclusively over the
-  /// bytes it will write past the size. Returns errno of ftruncate, or EFBIG past max_size.
+  /// Effects: makes the file's extent hold bytes up to `end` (the size is unchanged), moving the file to
+  /// a larger class if end > capacity() (data() and store_offset() change), so that data()[0, end) may
+  /// be written. Requires: the caller holds the range lock exclusively over the bytes it will write past
+  /// the size, and over the whole file when end > capacity(): write_span(off, end - off) is that range.
+  /// Returns: EFBIG past max_size, the store's errno (the file is then unchanged).
   [[nodiscard]] std::error_code reserve(std::uint64_t end) {
     if (end > max_size_) return std::make_error_code(std::errc::file_too_large);
-    exclusive_guard<meta_mutex> g(meta_);
-    if (end <= store_len_) return {};
-    if (::ftruncate(memfd_, static_cast<off_t>(end)) != 0) return {errno, std::generic_category()};
-    store_len_ = end;
-    return {};
+    return fit(end);
   }
   /// Effects: size = max(size, end), reserving first. Requires: as reserve(). Returns: as reserve().
   [[nodiscard]] std::error_code grow_to(std::uint64_t end) {
@@ -166,21 +192,40 @@ class iofunc_attr {
   }
   /// Effects: zeroes the bytes of [from, to) at or past the size (a failed write's reserved bytes, so
   /// that a later growth shows zeros there). Requires: the range lock held exclusively over [from, to),
-  /// to <= the reserved length.
+  /// to <= capacity().
   void discard_unpublished(std::uint64_t from, std::uint64_t to) noexcept {
     from = std::max(from, size());
-    if (from < to) std::memset(data_ + from, 0, static_cast<std::size_t>(to - from));
+    if (from < to) std::memset(data() + from, 0, static_cast<std::size_t>(to - from));
   }
-  /// Effects: size = len (shrinks or zero-extends the memfd). Requires: the caller holds the range lock
-  /// exclusively over [min(size, len), end).
+  /// Effects: size = len. Shrinking punches the extent from len (the pages leave every mapping; a
+  /// later touch at or past the end gets SIGBUS); growing moves the file first if len > capacity() and
+  /// reads as zeros (the rest of the old last page too). Requires: the caller holds the range lock
+  /// exclusively over [min(size, len), to_end), and over the whole file when len > capacity().
+  /// Returns: EFBIG past max_size, the store's errno (the file is then unchanged).
   [[nodiscard]] std::error_code set_size(std::uint64_t len) {
     if (len > max_size_) return std::make_error_code(std::errc::file_too_large);
+    if (auto ec = fit(len)) return ec;
+    const std::uint64_t old = size();
+    if (len < old) {
+      // Only this caller may touch [len, end): zero it before the size says so. The pages leave the
+      // store and every mapping; if the punch fails, the bytes are zeroed in place.
+      const store_extent e = extent();
+      if (store_->punch(e, len, e.capacity)) std::memset(e.data + len, 0, static_cast<std::size_t>(old - len));
+    }
     exclusive_guard<meta_mutex> g(meta_);
-    if (::ftruncate(memfd_, static_cast<off_t>(len)) != 0) return {errno, std::generic_category()};
-    store_len_ = len;
+    zero_tail_locked(size_.load(std::memory_order_relaxed), len);
     size_.store(len, std::memory_order_release);  // (2)
     stamp_locked(false, true);
     return {};
+  }
+  /// Effects: moves the file to its final extent (mappable()) unless it is there; a mapping of
+  /// [store_offset(), store_offset() + max_size()) is then this file's for the attr's life.
+  /// Returns: the store's errno. Lock order: takes the range lock (rank 30) exclusively over the whole
+  /// file when it moves; the caller must hold no range of this file.
+  [[nodiscard]] std::error_code make_mappable() {
+    if (mappable()) return {};
+    range_guard g(data_lock, 0, to_end, lock_mode::exclusive);
+    return fit(max_size_);
   }
   /// Effects: updates the access time (read) or the modification+change times (write). Access times
   /// follow "relatime": a read updates atime only if the file was modified since atime was last set
@@ -211,6 +256,30 @@ class iofunc_attr {
  private:
   using meta_mutex = ranked_mutex<rank::attr_meta>;
 
+  [[nodiscard]] store_extent extent() const noexcept { return store_extent{store_offset(), capacity(), data()}; }
+  void publish(const store_extent& e) noexcept {
+    ext_offset_.store(e.offset, std::memory_order_relaxed);
+    ext_capacity_.store(e.capacity, std::memory_order_relaxed);
+    data_.store(e.data, std::memory_order_relaxed);
+  }
+  // Effects: moves the file to the class that holds `end` if it does not fit. Requires: end <= max_size
+  // and, if end > capacity(), the whole file held exclusively: nobody else uses data() meanwhile (range
+  // holders read the extent after their grant, which orders them after this move).
+  std::error_code fit(std::uint64_t end) {
+    if (end <= capacity()) return {};
+    store_extent e = extent();
+    if (auto ec = store_->move(e, file_store::class_for(end, max_size_), size())) return ec;
+    publish(e);
+    return {};
+  }
+  // Effects: zeroes [old, min(end, end of old's page)): the part of the old last page that becomes file
+  // bytes. Requires: meta lock; old <= end <= capacity().
+  void zero_tail_locked(std::uint64_t old, std::uint64_t end) noexcept {
+    if (end <= old || old % file_store::page == 0) return;
+    const std::uint64_t stop = std::min(end, (old | (file_store::page - 1)) + 1);
+    std::memset(data() + old, 0, static_cast<std::size_t>(stop - old));
+  }
+
   static std::uint64_t next_ino() noexcept {
     static std::atomic<std::uint64_t> n{1};
     return n.fetch_add(1, std::memory_order_relaxed);
@@ -232,14 +301,17 @@ class iofunc_attr {
   mode_t mode_;
   std::uint32_t uid_, gid_;
   std::atomic<std::uint64_t> size_{0};     // written under meta_
-  std::uint64_t store_len_ = 0;            // under meta_: the memfd's length (>= size_)
   std::atomic<bool> atime_stale_{false};   // written under meta_: modified since atime was set
   timespec atime_{}, mtime_{}, ctime_{};
-  int memfd_ = -1;
-  unsigned char* data_ = nullptr;
   std::uint64_t max_size_;
   std::uint64_t ino_;
   self_conflict page_in_policy_;
+  std::string label_;
+  std::shared_ptr<file_store> store_;
+  // The extent (file_store.hpp). Written only by a move, which holds the whole file exclusively; read
+  // under a range (ordered by the range lock) or lock-free where a stale value is harmless.
+  std::atomic<std::uint64_t> ext_offset_{0}, ext_capacity_{0};
+  std::atomic<unsigned char*> data_{nullptr};
 };
 
 /// One open of a file. Derive from it to keep per-open state and the default handlers (see the header).
@@ -372,6 +444,21 @@ inline std::error_code clip_to_max(const iofunc_attr& a, std::uint64_t off, std:
   *n = std::min(*n, a.max_size() - off);
   return {};
 }
+// Takes the exclusive range a write of *n bytes at `off` needs, clipping *n to max_size (clip_to_max):
+// [off, off + n), or for an append [size, to_end) with off = the size, re-checked after the grant; the
+// whole file instead when the file must move first (iofunc_attr::write_span). Returns EFBIG (nothing
+// can be written; nothing held). `where` names the handler's line in reports. Requires: n > 0.
+inline std::error_code lock_write_range(iofunc_attr& a, std::optional<range_guard>& g, bool append, std::uint64_t& off,
+                                        std::uint64_t& n, source_location where = source_location::current()) {
+  for (;;) {
+    if (append) off = a.size();
+    if (auto ec = clip_to_max(a, off, &n)) return ec;
+    const auto [first, len] = a.write_span(off, n);
+    g.emplace(a.data_lock, first, append ? to_end : len, lock_mode::exclusive, range_options{}, where);
+    if (!append || a.size() == off) return {};  // nobody appended or truncated in between
+    g.reset();
+  }
+}
 // The end of a write of [off, off + n) of which `got` bytes were copied, the range held exclusively
 // and [off, off + n) reserved: publishes the size for the bytes copied, zeroes any bytes of the rest
 // written past the size (a page unmapped during the copy), releases the range and stamps the times.
@@ -399,22 +486,11 @@ inline io_result iofunc_write_default(request_context& ctx, ocb_base& base, cons
   iofunc_attr& a = *o.attr;
   std::uint64_t off = 0;
   std::optional<range_guard> g;
-  if ((o.flags & O_APPEND) && !q.use_offset) {
-    if (n == 0) return io_result::ok(0);
-    for (;;) {
-      off = a.size();
-      if (auto ec = detail::clip_to_max(a, off, &n)) return io_result::fail(ec);
-      // source_location: the handler's line (a default argument would name std::optional's internals)
-      g.emplace(a.data_lock, off, to_end, lock_mode::exclusive, range_options{}, source_location::current());
-      if (a.size() == off) break;  // nobody appended or truncated in between
-      g.reset();
-    }
-  } else {
+  const bool append = (o.flags & O_APPEND) && !q.use_offset;
+  if (!append)
     if (auto ec = detail::rw_offset(o, q, n, off)) return io_result::fail(ec);
-    if (n == 0) return io_result::ok(0);
-    if (auto ec = detail::clip_to_max(a, off, &n)) return io_result::fail(ec);
-    g.emplace(a.data_lock, off, n, lock_mode::exclusive, range_options{}, source_location::current());
-  }
+  if (n == 0) return io_result::ok(0);
+  if (auto ec = detail::lock_write_range(a, g, append, off, n)) return io_result::fail(ec);
   (void)FAULTSAFE_INJECT(range_hold_stall);  // fault injection: stall holding the range
   if (auto ec = a.reserve(off + n)) return io_result::fail(ec);
   std::size_t got = 0;
@@ -444,7 +520,7 @@ inline io_result iofunc_ftruncate_default(request_context&, ocb_base& base, cons
   if (len > a.max_size()) return detail::errc_result(std::errc::file_too_large);
   std::optional<range_guard> g;
   for (;;) {
-    const std::uint64_t lo = std::min(a.size(), len);
+    const std::uint64_t lo = len > a.capacity() ? 0 : std::min(a.size(), len);  // a move: the whole file
     g.emplace(a.data_lock, lo, to_end, lock_mode::exclusive, range_options{}, source_location::current());
     if (std::min(a.size(), len) >= lo) break;  // everything from the new end on is ours
     g.reset();
@@ -481,9 +557,12 @@ inline io_result iofunc_fstat_default(request_context&, ocb_base& base, struct :
   return io_result::ok(0);
 }
 
-/// Default mmap hook: answers with the file's memfd (the pager maps it). EACCES if prot asks for
-/// reading on a write-only open, or for writing a MAP_SHARED mapping of an open without write access;
-/// EINVAL for a zero length or an offset that is not page aligned.
+/// Default mmap hook: answers with the store's memfd and the offset of the requested file bytes in it
+/// (the pager maps it there); a file not yet in its final extent first moves there
+/// (iofunc_attr::make_mappable: the whole file locked exclusively, once), so the mapping stays this
+/// file's. EACCES if prot asks for reading on a write-only open, or for writing a MAP_SHARED mapping of
+/// an open without write access; EINVAL for a zero length or an offset that is not page aligned; ENXIO
+/// for a range reaching past max_size (it would map other files' bytes); the store's errno.
 inline io_result iofunc_mmap_default(request_context&, ocb_base& base, const io_mmap_request& q, io_mmap_reply& rep) {
   iofunc_ocb* const op = iofunc_ocb_cast(base);
   if (op == nullptr) return detail::not_iofunc_ocb();
@@ -491,10 +570,14 @@ inline io_result iofunc_mmap_default(request_context&, ocb_base& base, const io_
   if (q.length == 0 || (q.offset % 4096) != 0) return detail::errc_result(std::errc::invalid_argument);
   if ((q.prot & PROT_READ) && !o.readable) return detail::errc_result(std::errc::permission_denied);
   if ((q.prot & PROT_WRITE) && (q.flags & MAP_SHARED) && !o.writable) return detail::errc_result(std::errc::permission_denied);
-  rep.memfd = o.attr->memfd();
-  rep.offset = q.offset;
+  iofunc_attr& a = *o.attr;
+  const std::uint64_t reach = file_store::final_capacity(a.max_size());
+  if (q.offset > reach || q.length > reach - q.offset) return detail::errc_result(std::errc::no_such_device_or_address);
+  if (auto ec = a.make_mappable()) return io_result::fail(ec);
+  rep.memfd = a.memfd();
+  rep.offset = a.store_offset() + q.offset;
   rep.length = q.length;
-  rep.cookie = o.attr->ino();
+  rep.cookie = a.ino();
   return io_result::ok(0);
 }
 
@@ -540,8 +623,9 @@ inline void describe_page_in(const void* arg, violation& v) {
 
 /// Default page-in: under a shared range lock over [offset, offset + length) (clipped to the file, in
 /// whole pages), either copies the file's bytes into the pager's buffer (page_in_private: reply data;
-/// zeros past the end are the pager's to add) or makes the pages present in the memfd's page cache
-/// (fallocate KEEP_SIZE allocates holes as zeros and never overwrites data), so the pager can map them
+/// zeros past the end are the pager's to add) or makes the pages present in the store memfd's page cache
+/// at store_offset() + offset (fallocate allocates holes as zeros and never overwrites data; the file's
+/// offsets are translated here, the request carries file offsets), so the pager can map them
 /// with UFFDIO_CONTINUE. Reply status and rep.length: the valid bytes from offset (pages, or for
 /// page_in_private the data bytes). ENXIO when offset is at or past the end of the file (the faulting
 /// access then gets SIGBUS, as with the kernel's mmap); EBADF without an open.
@@ -572,7 +656,7 @@ inline io_result iofunc_page_in_default(request_context& ctx, ocb_base* base, co
     valid = std::min<std::uint64_t>({valid, size - q.offset, ctx.rcv.reply_data_len()});
     if (auto ec = ctx.rcv.write_reply_data(0, a.data() + q.offset, valid)) return io_result::fail(ec);
   } else if (!(q.flags & (page_in_minor | page_in_readahead))) {
-    if (::fallocate(a.memfd(), FALLOC_FL_KEEP_SIZE, static_cast<off_t>(q.offset), static_cast<off_t>(valid)) != 0)
+    if (::fallocate(a.memfd(), FALLOC_FL_KEEP_SIZE, static_cast<off_t>(a.store_offset() + q.offset), static_cast<off_t>(valid)) != 0)
       return io_result::fail(std::error_code(errno, std::generic_category()));
   }
   rep.offset = q.offset;

@@ -195,7 +195,8 @@ inline void iofunc_stat_fill(struct ::stat& st, const iofunc_stat_info& i) noexc
 
 /// A write of `n` bytes of server memory `bytes` (e.g. a validated copy of the payload) into the
 /// attr's file at `s` (verified by iofunc_write_verify with the attr's max_size): under an exclusive
-/// range lock over exactly those bytes (append: from the size to the end, re-checked after the grant),
+/// range lock over exactly those bytes (append: from the size to the end, re-checked after the grant;
+/// the whole file when the file must move to a larger extent, iofunc_attr::write_span),
 /// clipped at max_size (a short count), the store reserved first and the size published after the
 /// copy, as iofunc_write_default does; then the times and the offset (iofunc_rw_done). Returns the
 /// count. Requires: o.attr. Errors: EBADF without an attr, EFBIG (starts at or past max_size), the
@@ -207,18 +208,7 @@ inline io_result iofunc_write_bytes(iofunc_ocb& o, io_span s, const void* bytes,
   std::uint64_t len = std::min<std::uint64_t>(n, s.nbytes);
   if (len == 0) return iofunc_rw_done(o, s, 0);
   std::optional<range_guard> g;
-  if (s.append) {
-    for (;;) {
-      s.offset = a.size();
-      if (auto ec = detail::clip_to_max(a, s.offset, &len)) return io_result::fail(ec);
-      g.emplace(a.data_lock, s.offset, to_end, lock_mode::exclusive, range_options{}, source_location::current());
-      if (a.size() == s.offset) break;  // nobody appended or truncated in between
-      g.reset();
-    }
-  } else {
-    if (auto ec = detail::clip_to_max(a, s.offset, &len)) return io_result::fail(ec);
-    g.emplace(a.data_lock, s.offset, len, lock_mode::exclusive, range_options{}, source_location::current());
-  }
+  if (auto ec = detail::lock_write_range(a, g, s.append, s.offset, len)) return io_result::fail(ec);
   if (auto ec = a.reserve(s.offset + len)) return io_result::fail(ec);
   std::memcpy(a.data() + s.offset, bytes, static_cast<std::size_t>(len));  // server memory: cannot fault
   detail::finish_write(a, g, s.offset, len, len);

@@ -1,9 +1,12 @@
-// faultsafe/resmgr/ramfs.hpp: an in-memory file server (one flat directory, one memfd per file).
+// faultsafe/resmgr/ramfs.hpp: an in-memory file server (one flat directory, one arena memfd for all
+// its files).
 //
 // Defines `ramfs_options` and `ramfs`: a `server` attached at a path prefix whose files are
-// iofunc_attr objects (data in a memfd each, see resmgr/iofunc.hpp), served by the iofunc default
-// handlers. Reusable by tests and examples, and by the pager work (lookup() gives the attr, and so the
-// memfd, behind a name).
+// iofunc_attr objects, served by the iofunc default handlers. Their bytes live in one file_store
+// (resmgr/file_store.hpp: one sparse memfd, a contiguous extent per file), so a ramfs costs the process
+// one file descriptor however many files it holds (1,000,000 files of 4 KiB fit under `ulimit -n
+// 1024`). Reusable by tests and examples, and by the pager work (lookup() gives the attr, and so the
+// memfd and the extent, behind a name).
 //
 // Names: the path below the prefix is one file name; "" (the directory itself) is EISDIR, a name with
 // '/' is ENOENT (no subdirectories), a name longer than 255 bytes is ENAMETOOLONG.
@@ -26,6 +29,7 @@
 #include <vector>
 
 #include "direct_copy.hpp"
+#include "file_store.hpp"
 #include "iofunc.hpp"
 #include "server.hpp"
 #include "../order/ranked_mutex.hpp"
@@ -40,7 +44,7 @@ struct ramfs_options {
   path_namespace* ns = nullptr;     ///< nullptr = path_namespace::global()
   mode_t dir_mode = 0777;           ///< who may create files
   std::uint32_t dir_uid = 0, dir_gid = 0;
-  attr_options file{};
+  attr_options file{};              ///< file.store == nullptr: the ramfs makes its own store (one memfd)
   /// Serve read(fd)/write(fd) into/from mappings of the same file without a fault (resmgr/direct_copy.hpp).
   bool direct_copy = true;
   /// Adjusts the handler table before the server starts: wrap a default (capture the slot's handler and
@@ -54,7 +58,7 @@ class ramfs {
   /// Effects: builds the server, attaches `prefix` and starts the pool. Throws: std::system_error
   /// (EEXIST/EINVAL for the prefix, thread start failures), std::invalid_argument for a bad pool.
   explicit ramfs(ramfs_options opts = {})
-      : opts_(std::move(opts)),
+      : opts_(with_store(std::move(opts))),
         srv_(server_options{opts_.name, opts_.pool, opts_.channel, opts_.ns}, make_funcs()) {
     if (auto ec = srv_.attach(opts_.prefix)) throw std::system_error(ec, "ramfs: attach " + opts_.prefix);
     srv_.start();
@@ -64,6 +68,8 @@ class ramfs {
   ramfs& operator=(const ramfs&) = delete;
 
   [[nodiscard]] server& srv() noexcept { return srv_; }
+  /// Where the files' bytes live (shared by all of them).
+  [[nodiscard]] file_store& store() const noexcept { return *opts_.file.store; }
   [[nodiscard]] const std::string& prefix() const noexcept { return opts_.prefix; }
   /// Effects: stops the server (see server::stop()).
   void stop() { srv_.stop(); }
@@ -93,6 +99,10 @@ class ramfs {
   }
 
  private:
+  static ramfs_options with_store(ramfs_options o) {
+    if (!o.file.store) o.file.store = std::make_shared<file_store>(file_store_options{"ramfs store"});
+    return o;
+  }
   io_funcs make_funcs() {
     io_funcs f = opts_.direct_copy ? iofunc_direct_defaults() : iofunc_defaults();
     f.open = [this](request_context& ctx, const io_open_request& q, std::string_view path, std::shared_ptr<ocb_base>& out) {

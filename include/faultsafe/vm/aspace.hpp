@@ -189,6 +189,7 @@ class region {
     if (f) f->offset += s - start_;
     auto* r = new region(s, e - s, prot, shared_, f);
     r->source_name_ = source_name_;
+    r->source_base_ = source_base_;
     r->owned_memfd_ = owned_memfd_;
     r->owned_ = owned_;
     return r;
@@ -201,6 +202,7 @@ class region {
   const bool shared_;
   std::optional<file_backing> file_;
   std::string source_name_;                       // file_->source->describe() when mapped (reports)
+  std::uint64_t source_base_ = 0;                 // file_->source->store_base(): file offset = memfd offset - it
   int owned_memfd_ = -1;                          // shared anonymous memory: owned_->memfd
   std::shared_ptr<owned_anon> owned_;             // its memfd and source (shared with split parts)
   detail::vm_rw_lock<rank::region> lock_{"region"};
@@ -292,6 +294,7 @@ class aspace {
     // The source's name, for fault reports, asked once here: a fault thread reads this copy (the region
     // keeps it), never the source outside the region lock (see "Region lifetime").
     std::string source_name;
+    const std::uint64_t source_base = file && owned_memfd < 0 ? file->source->store_base() : 0;
     if (file && owned_memfd < 0) {
       try {
         source_name = file->source->describe();
@@ -351,6 +354,7 @@ class aspace {
     }
     auto* r = new region(reinterpret_cast<std::uintptr_t>(p), len, req.prot, req.shared, file);
     r->source_name_ = std::move(source_name);
+    r->source_base_ = source_base;
     r->owned_memfd_ = owned_memfd;
     if (owned_memfd >= 0) r->owned_ = std::make_shared<region::owned_anon>(owned_memfd, std::move(owned_source));
     try {

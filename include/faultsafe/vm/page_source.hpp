@@ -79,6 +79,9 @@ class page_source {
   /// if unknown. Called once per mapping, by the thread that maps (aspace::try_map keeps a copy for
   /// the mapping's faults); must not block. Throws: std::bad_alloc.
   [[nodiscard]] virtual std::string describe() const { return {}; }
+  /// The memfd offset of the file's byte 0 (non-zero when a server keeps many files in one memfd,
+  /// resmgr/file_store.hpp): reports subtract it to name file offsets. Must not block.
+  [[nodiscard]] virtual std::uint64_t store_base() const noexcept { return 0; }
 };
 
 /// A file kept in a memfd, read directly (no server). Size changes: the cached size is refreshed with

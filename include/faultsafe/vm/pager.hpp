@@ -181,7 +181,7 @@ class pager {
         w = " (anonymous memory)";
       } else {
         w = " (file " + (r.source_name_.empty() ? std::string("?") : r.source_name_) + " offset " +
-            std::to_string(r.file_->offset + (page - r.start_)) + ")";
+            std::to_string(r.file_->offset + (page - r.start_) - r.source_base_) + ")";
       }
       exclusive_guard g(mu_);
       where_ = std::move(w);

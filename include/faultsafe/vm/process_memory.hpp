@@ -7,7 +7,9 @@
 //
 // mmap of a server file: the process sends io_msg::mmap on the fd's channel; the server's mmap handler
 // checks access and bounds (iofunc_mmap_default: PROT_WRITE on MAP_SHARED needs an open for writing,
-// else EACCES; PROT_READ needs a readable open; a page-aligned offset) and replies with the file's memfd.
+// else EACCES; PROT_READ needs a readable open; a page-aligned offset) and replies with the memfd that
+// holds the file and the offset of the requested bytes in it (a server may keep many files in one memfd,
+// resmgr/file_store.hpp: page-in messages still carry file offsets, see server_page_source).
 // The region is then registered with the process's pager. Every fault in it sends io_msg::page_in to the
 // same server on behalf of the faulting thread's activity (the fault thread adopts it for the send), so
 // the server's range lock (iofunc_page_in_default: shared over the page-in window) and its handlers are on
@@ -61,15 +63,19 @@ namespace faultsafe {
 /// Thread-safety: page_in may be called concurrently (one send each).
 class server_page_source final : public page_source {
  public:
+  /// `base`: the memfd offset of the file's byte 0 (the mmap reply's offset minus the file offset
+  /// asked for; non-zero when the server keeps many files in one memfd, resmgr/file_store.hpp). The
+  /// pager's requests carry memfd offsets; the page-in messages carry file offsets.
   server_page_source(process& p, std::shared_ptr<channel> ch, std::uint64_t handle, std::uint64_t cookie,
-                     std::string name = {}) noexcept
-      : p_(p), ch_(std::move(ch)), handle_(handle), cookie_(cookie), name_(std::move(name)) {}
+                     std::string name = {}, std::uint64_t base = 0) noexcept
+      : p_(p), ch_(std::move(ch)), handle_(handle), cookie_(cookie), base_(base), name_(std::move(name)) {}
 
   /// "<server>:<path>" (e.g. "nfs:/nfs/a"), for wait-for-graph reports.
   [[nodiscard]] std::string describe() const override { return name_; }
+  [[nodiscard]] std::uint64_t store_base() const noexcept override { return base_; }
 
   [[nodiscard]] std::error_code page_in(const page_in_request& req, page_in_result& out) override {
-    io_page_in_request q{p_.client(), handle_, cookie_, req.offset, req.length, 0};
+    io_page_in_request q{p_.client(), handle_, cookie_, req.offset - base_, req.length, 0};
     if (req.buffer != nullptr) q.flags |= page_in_private;
     if (req.minor) q.flags |= page_in_minor;
     if (req.readahead) q.flags |= page_in_readahead;
@@ -77,7 +83,7 @@ class server_page_source final : public page_source {
     q.fault_thread = req.thread.thread_id;  // for reports: which fault this page-in serves
     if (!req.readahead) {
       q.fault_address = req.fault_address;
-      q.fault_offset = req.fault_offset;
+      q.fault_offset = req.fault_offset - base_;
     }
     io_page_in_reply rep{};
     send_buffers b{static_cast<std::uint32_t>(io_msg::page_in), &q, sizeof q, nullptr, 0, &rep, sizeof rep,
@@ -105,6 +111,7 @@ class server_page_source final : public page_source {
   std::shared_ptr<channel> ch_;
   std::uint64_t handle_;
   std::uint64_t cookie_;
+  std::uint64_t base_;
   std::string name_;
 };
 
@@ -170,7 +177,8 @@ class process_memory {
     if (!answer) return answer.error();
     const io_mmap_reply* rep = &answer.value();
     if (rep->memfd < 0) return std::make_error_code(std::errc::no_such_device);
-    auto src = std::make_shared<server_page_source>(p_, ch, handle, rep->cookie, std::string(ch->name()) + ":" + p_.fd_path(fd));
+    auto src = std::make_shared<server_page_source>(p_, ch, handle, rep->cookie, std::string(ch->name()) + ":" + p_.fd_path(fd),
+                                                    rep->offset - static_cast<std::uint64_t>(off));
     rq.file = file_backing{rep->memfd, rep->offset, reinterpret_cast<const void*>(static_cast<std::uintptr_t>(rep->cookie)), src.get()};
     {
       exclusive_guard g(mu_);  // count the open before the region exists: close() defers

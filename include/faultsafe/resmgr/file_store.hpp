@@ -1,0 +1,271 @@
+// faultsafe/resmgr/file_store.hpp: where the bytes of a server's files live.
+//
+// Defines `file_store_options`, `store_extent`, `file_store_stats` and `file_store`: ONE sparse memfd
+// (the arena) per store, in which every file owns one contiguous extent. A store costs the process one
+// file descriptor however many files it holds (a memfd per file would cost one each, so 1,019 files
+// under `ulimit -n 1024` left a client no fd to open with, and one server mapping per file would hit
+// vm.max_map_count at 65,530 files).
+//
+// Layout. Extents come in size classes: 4 KiB, 16 KiB, 64 KiB, 256 KiB and 1 MiB ("small"), and the
+// final class of a file, round_up(max_size, 4 KiB) (class_for()). A file starts in the smallest class
+// and moves to a larger one when it grows past its capacity (iofunc_attr does it under a whole-file
+// range lock: at most five moves of at most 1 MiB each, then it sits in its final class for good).
+// Each class owns zones of the memfd's offset space (1 TiB each, or one extent if larger), handed out
+// from a bump pointer; the memfd's length covers every zone made so far, and it is sparse: reserving an
+// extent costs neither memory nor a system call. The server reaches the bytes through mappings of the
+// memfd made per chunk of a zone (about map_chunk bytes, a whole number of extents), on first use, so
+// 1,000,000 files of 4 KiB take 16 mappings, not a million, and one page-table page per 512 files.
+// Freed extents are punched (FALLOC_FL_PUNCH_HOLE: their pages return to the system and read as zeros)
+// and recycled, newest first, within their class. Bytes of an extent at or past its file's size are
+// always zeros (iofunc_attr keeps that invariant), so a freshly allocated extent needs no clearing.
+//
+// Mappings. A client's MAP_SHARED mapping of a file is a mapping of the arena memfd at the file's
+// extent (offset store_offset() + file offset), registered with userfaultfd MISSING|MINOR as before:
+// page-cache presence is per page of the extent, every first touch still goes to the server's page-in,
+// which refuses pages at or past the end of the file (SIGBUS). A mapped file is first moved to its final
+// class, so an extent that a mapping refers to never moves; it is released only when its file dies,
+// which a mapping prevents (the mapping keeps the open, the open keeps the file). Shrinking a file
+// punches its extent from the new end: the pages leave every mapping at once, and a later touch faults
+// to the server again (past the end: SIGBUS).
+// Across OS processes (to come): a client must never be handed the arena fd, which would expose every
+// file of the store. Such a client would get a per-file memfd made lazily at its first cross-process
+// mmap (the file's bytes then live there), so only files shared with another process cost an fd.
+//
+// Thread-safety: every member may be called from any thread. Lock order: the store mutex is a leaf
+// (rank::leaf), held for a free-list or zone update and the mmap of a new chunk, never while copying.
+// Memory ordering: no atomics; every field is read and written under the store mutex.
+// Lifetime: extents must be released before the store dies (an iofunc_attr holds a shared_ptr to its
+// store); the destructor unmaps every chunk and closes the memfd.
+#pragma once
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <memory>
+#include <system_error>
+#include <vector>
+
+#include "../config.hpp"
+#include "../order/ranked_mutex.hpp"
+
+namespace faultsafe {
+
+struct file_store_options {
+  const char* name = "faultsafe store";                ///< the memfd's name (visible in /proc/self/fd)
+  std::uint64_t map_chunk = std::uint64_t{256} << 20;  ///< server address space mapped at a time per class
+};
+
+/// One file's extent: bytes [offset, offset + capacity) of the store's memfd, at `data` in the server.
+struct store_extent {
+  std::uint64_t offset = 0;
+  std::uint64_t capacity = 0;
+  unsigned char* data = nullptr;
+};
+
+/// A snapshot of a store's bookkeeping.
+struct file_store_stats {
+  std::uint64_t extents = 0;       ///< extents in use
+  std::uint64_t free_extents = 0;  ///< punched extents waiting for reuse
+  std::uint64_t chunks = 0;        ///< server-side mappings of the memfd
+  std::uint64_t mapped_bytes = 0;  ///< server address space they reserve
+  std::uint64_t moves = 0;         ///< extents moved to a larger class
+  std::uint64_t length = 0;        ///< the memfd's length (sparse)
+};
+
+/// The arena. See the header comment.
+class file_store {
+ public:
+  static constexpr std::uint64_t page = 4096;
+  /// The small classes, ascending.
+  static constexpr std::array<std::uint64_t, 5> small_classes{std::uint64_t{4} << 10, std::uint64_t{16} << 10,
+                                                              std::uint64_t{64} << 10, std::uint64_t{256} << 10,
+                                                              std::uint64_t{1} << 20};
+
+  /// Effects: creates the memfd (MFD_CLOEXEC). Throws: std::system_error with memfd_create's errno.
+  explicit file_store(file_store_options opts = {}) : opts_(opts) {
+    if (opts_.map_chunk < page) opts_.map_chunk = page;
+    fd_ = ::memfd_create(opts_.name, MFD_CLOEXEC);
+    if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "memfd_create(file_store)");
+  }
+  /// Requires: every extent released. Effects: unmaps the chunks, closes the memfd.
+  ~file_store() {
+    for (auto& [cap, c] : classes_)
+      for (auto& z : c.zones)
+        for (unsigned char* m : z.chunks)
+          if (m != nullptr) ::munmap(m, c.chunk);
+    ::close(fd_);
+  }
+  file_store(const file_store&) = delete;
+  file_store& operator=(const file_store&) = delete;
+
+  /// The store files use when given none (iofunc_attr built without attr_options::store): one per OS
+  /// process, made at first use. Throws: as the constructor.
+  [[nodiscard]] static std::shared_ptr<file_store> process_default() {
+    static const std::shared_ptr<file_store> s = std::make_shared<file_store>(file_store_options{"faultsafe files", std::uint64_t{256} << 20});
+    return s;
+  }
+
+  /// The arena memfd (owned by the store; valid for its life).
+  [[nodiscard]] int fd() const noexcept { return fd_; }
+
+  /// The capacity of the final class of a file of at most `max_size` bytes.
+  [[nodiscard]] static constexpr std::uint64_t final_capacity(std::uint64_t max_size) noexcept {
+    return max_size <= page ? page : ((max_size - 1) | (page - 1)) + 1;
+  }
+  /// The capacity of the smallest class that holds `bytes` for a file of at most `max_size` bytes (the
+  /// final class when no small class below it does). Requires: bytes <= max_size.
+  [[nodiscard]] static constexpr std::uint64_t class_for(std::uint64_t bytes, std::uint64_t max_size) noexcept {
+    const std::uint64_t fin = final_capacity(max_size);
+    for (std::uint64_t c : small_classes)
+      if (c >= fin) break;
+      else if (bytes <= c) return c;
+    return fin;
+  }
+
+  /// Effects: hands out an extent of `capacity` bytes (a value of class_for), all zeros, mapped at
+  /// out.data. Returns: EINVAL (capacity 0 or not a page multiple), ENOMEM/errno of mmap (no server
+  /// address space for a new chunk), EFBIG/errno of ftruncate (the memfd cannot grow).
+  /// Complexity: O(1) amortized; one mmap per new chunk. Throws: std::bad_alloc.
+  [[nodiscard]] std::error_code allocate(std::uint64_t capacity, store_extent& out) {
+    if (capacity == 0 || capacity % page != 0) return std::make_error_code(std::errc::invalid_argument);
+    exclusive_guard<mutex_type> g(mu_);
+    klass& c = class_of(capacity);
+    if (!c.free.empty()) {
+      out = c.free.back();
+      c.free.pop_back();
+      ++in_use_;
+      return {};
+    }
+    if (c.zones.empty() || c.zones.back().next == c.slots) {
+      if (auto ec = add_zone(c)) return ec;
+    }
+    zone& z = c.zones.back();
+    const std::uint64_t at = z.next * capacity;  // offset in the zone
+    const std::size_t k = static_cast<std::size_t>(at / c.chunk);
+    if (z.chunks[k] == nullptr) {
+      void* m = ::mmap(nullptr, c.chunk, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd_,
+                       static_cast<off_t>(z.base + k * c.chunk));
+      if (m == MAP_FAILED) return {errno, std::generic_category()};
+      z.chunks[k] = static_cast<unsigned char*>(m);
+      ++chunks_;
+      mapped_ += c.chunk;
+    }
+    ++z.next;
+    ++in_use_;
+    out = store_extent{z.base + at, capacity, z.chunks[k] + (at - k * c.chunk)};
+    return {};
+  }
+
+  /// Effects: punches the whole extent (its pages are freed and read as zeros, and leave every mapping)
+  /// and recycles it (if the punch fails it is never reused: free extents are all zeros). Requires: `e` came from allocate() of this store and is no longer used: no server
+  /// access in flight, no mapping that could still fault on it.
+  void release(const store_extent& e) noexcept {
+    if (e.capacity == 0) return;
+    const bool clean = !punch(e, 0, e.capacity);
+    exclusive_guard<mutex_type> g(mu_);
+    --in_use_;
+    if (!clean) return;  // could not be cleared: never reused (free extents are all zeros)
+    try {
+      class_of(e.capacity).free.push_back(e);
+    } catch (...) {  // no memory for the free list: the extent is leaked (zeros, no pages), never reused
+    }
+  }
+
+  /// Effects: bytes [from, to) of the extent read as zeros from now on: whole pages inside are freed
+  /// (and leave every mapping), a partial page is zeroed in place. Returns: errno of fallocate.
+  /// Requires: from <= to <= e.capacity.
+  [[nodiscard]] std::error_code punch(const store_extent& e, std::uint64_t from, std::uint64_t to) const noexcept {
+    if (from >= to) return {};
+    if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(e.offset + from),
+                    static_cast<off_t>(to - from)) != 0)
+      return {errno, std::generic_category()};
+    return {};
+  }
+
+  /// Effects: moves the first `used` bytes of `e` into a new extent of `capacity` bytes and releases the
+  /// old one; `e` then names the new extent. On error `e` is unchanged. Requires: nobody else touches
+  /// `e` meanwhile (its file's range lock held exclusively over the whole file), no mapping of `e`,
+  /// used <= e.capacity <= capacity. Returns: as allocate().
+  [[nodiscard]] std::error_code move(store_extent& e, std::uint64_t capacity, std::uint64_t used) {
+    store_extent n;
+    if (auto ec = allocate(capacity, n)) return ec;
+    if (used > 0) std::memcpy(n.data, e.data, static_cast<std::size_t>(used));
+    release(e);
+    e = n;
+    exclusive_guard<mutex_type> g(mu_);
+    ++moves_;
+    return {};
+  }
+
+  [[nodiscard]] file_store_stats stats() const {
+    exclusive_guard<mutex_type> g(mu_);
+    file_store_stats s;
+    s.extents = in_use_;
+    for (const auto& [cap, c] : classes_) s.free_extents += c.free.size();
+    s.chunks = chunks_;
+    s.mapped_bytes = mapped_;
+    s.moves = moves_;
+    s.length = next_base_;
+    return s;
+  }
+
+ private:
+  using mutex_type = ranked_mutex<rank::leaf>;
+  static constexpr std::uint64_t zone_target = std::uint64_t{1} << 40;
+
+  struct zone {
+    std::uint64_t base = 0;             // memfd offset of the zone
+    std::uint64_t next = 0;             // extents handed out (bump)
+    std::vector<unsigned char*> chunks;  // server mappings, made on first use
+  };
+  struct klass {
+    std::uint64_t capacity = 0;  // bytes per extent
+    std::uint64_t chunk = 0;  // bytes per server mapping: a whole number of extents
+    std::uint64_t slots = 0;  // extents per zone
+    std::vector<zone> zones;
+    std::vector<store_extent> free;
+  };
+
+  klass& class_of(std::uint64_t capacity) FAULTSAFE_REQUIRES(mu_) {
+    klass& c = classes_[capacity];
+    if (c.chunk == 0) {
+      c.capacity = capacity;
+      c.chunk = std::max<std::uint64_t>(1, opts_.map_chunk / capacity) * capacity;
+      const std::uint64_t zone_bytes = std::max(c.chunk, (zone_target / c.chunk) * c.chunk);
+      c.slots = zone_bytes / capacity;
+    }
+    return c;
+  }
+
+  std::error_code add_zone(klass& c) FAULTSAFE_REQUIRES(mu_) {
+    const std::uint64_t len = c.slots * c.capacity;
+    if (next_base_ > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max()) - len) return std::make_error_code(std::errc::file_too_large);
+    if (::ftruncate(fd_, static_cast<off_t>(next_base_ + len)) != 0) return {errno, std::generic_category()};
+    zone z;
+    z.base = next_base_;
+    z.chunks.assign(static_cast<std::size_t>(len / c.chunk), nullptr);
+    c.zones.push_back(std::move(z));
+    next_base_ += len;
+    return {};
+  }
+
+  file_store_options opts_;
+  int fd_ = -1;
+  mutable mutex_type mu_{"file store"};
+  std::map<std::uint64_t, klass> classes_ FAULTSAFE_GUARDED_BY(mu_);  // by capacity
+  std::uint64_t next_base_ FAULTSAFE_GUARDED_BY(mu_) = 0;           // the memfd's length
+  std::uint64_t in_use_ FAULTSAFE_GUARDED_BY(mu_) = 0;
+  std::uint64_t chunks_ FAULTSAFE_GUARDED_BY(mu_) = 0;
+  std::uint64_t mapped_ FAULTSAFE_GUARDED_BY(mu_) = 0;
+  std::uint64_t moves_ FAULTSAFE_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace faultsafe
