@@ -210,6 +210,36 @@ inline void unblock_fault_signals() noexcept {
   return {};
 }
 
+// The copy loop of guarded_copy_prefix. A separate function that takes everything it needs as
+// arguments and uses none of them on the siglongjmp path (GCC's -Wclobbered: a register-held argument
+// used after sigsetjmp returns a second time may be stale), so the fault path reads only `done`
+// (volatile) and writes `faulted` through its reference.
+[[gnu::noinline]] inline std::size_t guarded_copy_pieces(unsigned char* d, const unsigned char* from,
+                                                         std::size_t n, bool& faulted) noexcept {
+  constexpr std::uintptr_t page = 4096;
+  sigjmp_buf jb;
+  guarded_copy_state& s = this_thread_guard();
+  volatile std::size_t done = 0;  // read after siglongjmp: volatile
+  if (sigsetjmp(jb, 0) != 0) {     // savemask 0: see guarded_memcpy
+    s.jump = nullptr;
+    unblock_fault_signals();
+    faulted = true;
+    return done;
+  }
+  s.jump = &jb;
+  std::size_t at = 0;
+  while (at < n) {
+    const auto da = reinterpret_cast<std::uintptr_t>(d + at), sa = reinterpret_cast<std::uintptr_t>(from + at);
+    std::size_t piece = static_cast<std::size_t>(std::min(page - (da & (page - 1)), page - (sa & (page - 1))));
+    if (piece > n - at) piece = n - at;
+    std::memcpy(d + at, from + at, piece);
+    at += piece;
+    done = at;
+  }
+  s.jump = nullptr;
+  return n;
+}
+
 /// Effects: copies n bytes from src to dst front to back, in pieces that cross no page boundary of
 /// either buffer, and stops at the first piece whose access raises SIGBUS or SIGSEGV. Afterwards exactly
 /// [dst, dst + returned) holds the source bytes and nothing at or past dst + returned was written
@@ -222,30 +252,11 @@ inline void unblock_fault_signals() noexcept {
   if (ec != nullptr) ec->clear();
   if (n == 0) return 0;
   install_guarded_copy_handler();
-  constexpr std::uintptr_t page = 4096;
-  sigjmp_buf jb;
-  guarded_copy_state& s = this_thread_guard();
-  volatile std::size_t done = 0;  // read after siglongjmp: volatile
-  if (sigsetjmp(jb, 0) != 0) {     // savemask 0: see guarded_memcpy
-    s.jump = nullptr;
-    unblock_fault_signals();
-    if (ec != nullptr) *ec = std::make_error_code(std::errc::bad_address);
-    return done;
-  }
-  s.jump = &jb;
-  auto* d = static_cast<unsigned char*>(dst);
-  const auto* from = static_cast<const unsigned char*>(src);
-  std::size_t at = 0;
-  while (at < n) {
-    const auto da = reinterpret_cast<std::uintptr_t>(d + at), sa = reinterpret_cast<std::uintptr_t>(from + at);
-    std::size_t piece = static_cast<std::size_t>(std::min(page - (da & (page - 1)), page - (sa & (page - 1))));
-    if (piece > n - at) piece = n - at;
-    std::memcpy(d + at, from + at, piece);
-    at += piece;
-    done = at;
-  }
-  s.jump = nullptr;
-  return n;
+  bool faulted = false;
+  const std::size_t done = guarded_copy_pieces(static_cast<unsigned char*>(dst),
+                                               static_cast<const unsigned char*>(src), n, faulted);
+  if (faulted && ec != nullptr) *ec = std::make_error_code(std::errc::bad_address);
+  return done;
 }
 
 }  // namespace faultsafe::detail
