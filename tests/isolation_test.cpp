@@ -26,6 +26,7 @@
 #include <faultsafe/resmgr/ramfs.hpp>
 
 #include "resmgr_test_util.hpp"
+#include "support/sync.hpp"
 #include "vm_support.hpp"
 
 using namespace std::chrono_literals;
@@ -71,27 +72,7 @@ struct fenced {
   std::vector<std::uint8_t> mem;
 };
 
-struct gate {
-  std::mutex m;
-  std::condition_variable cv;
-  bool open = false;
-  int waiting = 0;
-  bool wait(std::chrono::seconds limit) {
-    std::unique_lock<std::mutex> l(m);
-    ++waiting;
-    cv.notify_all();
-    return cv.wait_for(l, limit, [&] { return open; });
-  }
-  void release() {
-    std::lock_guard<std::mutex> g(m);
-    open = true;
-    cv.notify_all();
-  }
-  bool wait_for_waiters(int n, std::chrono::seconds limit) {
-    std::unique_lock<std::mutex> l(m);
-    return cv.wait_for(l, limit, [&] { return waiting >= n; });
-  }
-};
+using test_support::gate;  // handlers wait at it, bounded: tests/support/sync.hpp
 
 }  // namespace
 

@@ -18,60 +18,19 @@
 
 #include "faultsafe/order/lock_graph.hpp"
 #include "faultsafe/order/ranked_mutex.hpp"
+#include "support/sync.hpp"
 
 using namespace std::chrono_literals;
 using faultsafe::violation_kind;
 
 namespace {
 
-/// Fails the whole test run (exit 1) if not disarmed within `limit`.
-class watchdog {
- public:
-  watchdog(std::chrono::seconds limit, const char* what)
-      : t_([this, limit, what] {
-          std::unique_lock<std::mutex> l(m_);
-          if (!cv_.wait_for(l, limit, [this] { return done_; })) {
-            std::fprintf(stderr, "watchdog: '%s' did not finish in time: deadlock not prevented\n", what);
-            std::fflush(stderr);
-            std::_Exit(1);
-          }
-        }) {}
-  ~watchdog() {
-    {
-      std::lock_guard<std::mutex> g(m_);
-      done_ = true;
-    }
-    cv_.notify_all();
-    t_.join();
-  }
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::thread t_;
+// watchdog(limit, what) in this file's order; the event: tests/support/sync.hpp.
+struct watchdog : test_support::watchdog {
+  watchdog(std::chrono::seconds limit, const char* what) : test_support::watchdog(what, limit) {}
 };
 
-/// A one-shot event with a bounded wait.
-class event {
- public:
-  void set() {
-    {
-      std::lock_guard<std::mutex> g(m_);
-      set_ = true;
-    }
-    cv_.notify_all();
-  }
-  bool wait(std::chrono::seconds limit = 10s) {
-    std::unique_lock<std::mutex> l(m_);
-    return cv_.wait_for(l, limit, [this] { return set_; });
-  }
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool set_ = false;
-};
+using test_support::event;
 
 struct inversion_refused {
   faultsafe::violation v;

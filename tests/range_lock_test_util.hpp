@@ -11,6 +11,8 @@
 
 #include <faultsafe/sync/range_lock.hpp>
 
+#include "support/sync.hpp"
+
 namespace rl_test {
 
 #if defined(__SANITIZE_THREAD__)
@@ -25,61 +27,9 @@ inline constexpr int slow = 1;
 inline constexpr int slow = 1;
 #endif
 
-/// Fails the whole test executable (exit 1) if not disarmed within `limit`.
-class watchdog {
- public:
-  watchdog(const char* what, std::chrono::seconds limit) : what_(what) {
-    t_ = std::thread([this, limit] {
-      std::unique_lock<std::mutex> g(m_);
-      if (!cv_.wait_for(g, limit, [this] { return done_; })) {
-        std::fprintf(stderr, "WATCHDOG: '%s' did not finish within %lld s: lock-up\n", what_,
-                     static_cast<long long>(limit.count()));
-        std::fflush(stderr);
-        std::_Exit(1);
-      }
-    });
-  }
-  ~watchdog() {
-    {
-      std::lock_guard<std::mutex> g(m_);
-      done_ = true;
-    }
-    cv_.notify_all();
-    t_.join();
-  }
-
- private:
-  const char* what_;
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::thread t_;
-};
-
-/// A flag one thread sets and others wait for (with a bound).
-class event {
- public:
-  void set() {
-    {
-      std::lock_guard<std::mutex> g(m_);
-      set_ = true;
-    }
-    cv_.notify_all();
-  }
-  bool wait(std::chrono::milliseconds limit = std::chrono::milliseconds(20000)) {
-    std::unique_lock<std::mutex> g(m_);
-    return cv_.wait_for(g, limit, [this] { return set_; });
-  }
-  bool is_set() {
-    std::lock_guard<std::mutex> g(m_);
-    return set_;
-  }
-
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool set_ = false;
-};
+/// The watchdog and event of tests/support/sync.hpp: watchdog(what, limit), event set()/wait()/is_set().
+using test_support::watchdog;
+using test_support::event;
 
 /// Polls until `lock` has a waiting (not granted) range matching (offset, mode); false after `limit`.
 inline bool wait_until_waiting(const faultsafe::range_lock& lock, std::uint64_t off, faultsafe::lock_mode m,

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "resmgr_test_util.hpp"
+#include "support/sync.hpp"
 
 using namespace std::chrono_literals;
 using namespace faultsafe;
@@ -22,28 +23,7 @@ using namespace faultsafe;
 namespace {
 bool is(const std::error_code& ec, int e) { return ec.value() == e && ec.category() == std::generic_category(); }
 
-// A gate that handlers wait on (with a timeout, so a bug fails instead of hanging).
-struct gate {
-  std::mutex m;
-  std::condition_variable cv;
-  bool open = false;
-  int waiting = 0;
-  bool wait(std::chrono::seconds limit = 20s) {
-    std::unique_lock<std::mutex> l(m);
-    ++waiting;
-    cv.notify_all();
-    return cv.wait_for(l, limit, [&] { return open; });
-  }
-  void release() {
-    std::lock_guard<std::mutex> g(m);
-    open = true;
-    cv.notify_all();
-  }
-  bool wait_for_waiters(int n, std::chrono::seconds limit = 20s) {
-    std::unique_lock<std::mutex> l(m);
-    return cv.wait_for(l, limit, [&] { return waiting >= n; });
-  }
-};
+using test_support::gate;  // handlers wait at it, bounded: tests/support/sync.hpp
 }  // namespace
 
 TEST_CASE("ramfs: create, write, read, lseek, fstat, ftruncate, close") {

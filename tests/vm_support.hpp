@@ -22,6 +22,7 @@
 
 #include "faultsafe/vm/aspace.hpp"
 #include "faultsafe/vm/pager.hpp"
+#include "support/sync.hpp"
 
 namespace vmtest {
 
@@ -78,34 +79,10 @@ inline void* map_file(faultsafe::aspace& as, const memfd_file& f, faultsafe::pag
   return as.map(rq);
 }
 
-/// Fails the test (exit 1) if not disarmed within `seconds`: a hang becomes a failure.
-class watchdog {
- public:
-  explicit watchdog(int seconds, const char* what) : what_(what) {
-    t_ = std::thread([this, seconds] {
-      std::unique_lock<std::mutex> l(m_);
-      if (!cv_.wait_for(l, std::chrono::seconds(seconds), [this] { return done_; })) {
-        std::fprintf(stderr, "FAIL: watchdog: '%s' did not finish within %d s (lock-up)\n", what_, seconds);
-        std::fflush(stderr);
-        std::_Exit(1);
-      }
-    });
-  }
-  ~watchdog() {
-    {
-      std::lock_guard<std::mutex> l(m_);
-      done_ = true;
-    }
-    cv_.notify_all();
-    t_.join();
-  }
-
- private:
-  const char* what_;
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::thread t_;
+/// Fails the test (exit 1) if not disarmed within `seconds`: a hang becomes a failure
+/// (tests/support/sync.hpp's watchdog, with the vm tests' argument order).
+struct watchdog : test_support::watchdog {
+  watchdog(int seconds, const char* what) : test_support::watchdog(what, std::chrono::seconds(seconds)) {}
 };
 
 // ---- probe accesses: a signal during the access becomes a return value --------------------------------

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "faultsafe/activity/wait_graph.hpp"
+#include "support/sync.hpp"
 
 namespace wgtest {
 
@@ -25,56 +26,15 @@ using faultsafe::wait_graph;
 using faultsafe::wait_kind;
 using faultsafe::wait_scope;
 
-/// Fails the whole test executable (exit 1) if not disarmed within `limit`.
-class watchdog {
- public:
-  explicit watchdog(std::chrono::milliseconds limit, std::string what) : what_(std::move(what)) {
-    t_ = std::thread([this, limit] {
-      std::unique_lock<std::mutex> lk(m_);
-      if (!cv_.wait_for(lk, limit, [this] { return done_; })) {
-        std::fprintf(stderr, "WATCHDOG: '%s' did not finish in time; graph:\n%s\n", what_.c_str(),
-                     wait_graph::dump().c_str());
-        std::fflush(stderr);
-        std::_Exit(1);
-      }
-    });
-  }
-  ~watchdog() {
-    {
-      std::lock_guard<std::mutex> g(m_);
-      done_ = true;
-    }
-    cv_.notify_all();
-    t_.join();
-  }
-
- private:
-  std::string what_;
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::thread t_;
+/// Fails the whole test executable (exit 1) if not disarmed within `limit`, printing the wait-for
+/// graph (tests/support/sync.hpp's watchdog).
+struct watchdog : test_support::watchdog {
+  watchdog(std::chrono::milliseconds limit, std::string what)
+      : test_support::watchdog(std::move(what), limit, [] { return "graph:\n" + wait_graph::dump(); }) {}
 };
 
-/// A barrier with a timeout (returns false on timeout).
-class gate {
- public:
-  explicit gate(int n) : n_(n) {}
-  bool arrive_and_wait(std::chrono::milliseconds limit = 5000ms) {
-    std::unique_lock<std::mutex> lk(m_);
-    if (++arrived_ >= n_) {
-      cv_.notify_all();
-      return true;
-    }
-    return cv_.wait_for(lk, limit, [this] { return arrived_ >= n_; });
-  }
-
- private:
-  int n_;
-  int arrived_ = 0;
-  std::mutex m_;
-  std::condition_variable cv_;
-};
+/// A barrier with a timeout (arrive_and_wait() returns false on timeout): tests/support/sync.hpp.
+using gate = test_support::barrier;
 
 /// Waits until `pred` holds (polling), at most `limit`. Returns pred().
 template <class Pred>
