@@ -20,7 +20,9 @@
 //      back). Without the POISON feature (Linux < 6.6): tgkill(SIGBUS) to the faulting thread, which
 //      can arrive late if another wake of the page let the thread go on (a limit of those kernels).
 //      EEXIST (another fault thread, or an earlier window, mapped the page) and a region unmapped
-//      meanwhile (ENOENT) just wake the thread, which retries.
+//      meanwhile (ENOENT) just wake the thread, which retries. A poisoned page stays poisoned in its
+//      mapping: later accesses get SIGBUS too, also once the page could be read again (the file grew
+//      back over it), until the range is unmapped (a kernel mapping would read the new zeros).
 //
 // Shutdown (stop() or the destructor): the threads finish the faults they have read (so page_in
 // must return; a server-backed source fails when its server stops) and exit; then the aspace is told
