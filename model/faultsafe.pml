@@ -505,8 +505,8 @@ inline handle_rw(me, wr, f, o, b, st, ok) {
  * "Reductions", for why no deadlock is lost; -DINTERLEAVE_ALL turns this off (every step interleaves),
  * which the long run uses to cross-check the verdicts. */
 #ifdef INTERLEAVE_ALL
-#  define SEG_BEGIN if :: true ->
-#  define SEG_END fi
+#  define SEG_BEGIN
+#  define SEG_END
 #else
 #  define SEG_BEGIN atomic {
 #  define SEG_END }
@@ -621,6 +621,9 @@ proctype client(byte c) {
   :: c == 2 -> OP2
   :: c == 3 -> OP3
   fi;
+  /* what a request may return: the defaults (grant) always succeed; the fail policies may answer
+     EDEADLK (a refused page-in or pool message) or EFAULT (the copy's page was poisoned) */
+  assert(st == ST_OK || (POOL_SELF == SC_FAIL || PAGE_IN_SELF == SC_FAIL) && (st == ST_EDEADLK || st == ST_EFAULT));
   d_step { wk[c] = W_NONE; replied[c] = 1; ndone++; st = 0 }
   SEG_END
 }
