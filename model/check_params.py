@@ -63,7 +63,13 @@ def sc_value(name):
 
 
 def mode_excl(fn_sig):
-    m = one(r"lock_mode::(shared|exclusive)", body(iofunc, fn_sig), "the lock mode of " + fn_sig)
+    """The mode of the first range a handler takes: in its body, or in the detail:: helper it calls
+    to take it (lock_write_range)."""
+    text = body(iofunc, fn_sig)
+    helper = re.search(r"detail::(lock_\w+_range)\(", text)
+    if helper:
+        text = body(iofunc, "inline std::error_code %s(" % helper.group(1))
+    m = one(r"lock_mode::(shared|exclusive)", text, "the lock mode of " + fn_sig)
     return None if m is None else int(m == "exclusive")
 
 
