@@ -229,8 +229,8 @@ inline void unblock_fault_signals() noexcept {
   s.jump = &jb;
   std::size_t at = 0;
   while (at < n) {
-    const auto da = reinterpret_cast<std::uintptr_t>(d + at), sa = reinterpret_cast<std::uintptr_t>(from + at);
-    std::size_t piece = static_cast<std::size_t>(std::min(page - (da & (page - 1)), page - (sa & (page - 1))));
+    const auto sa = reinterpret_cast<std::uintptr_t>(from + at);
+    std::size_t piece = static_cast<std::size_t>(page - (sa & (page - 1)));  // to the end of a source page
     if (piece > n - at) piece = n - at;
     std::memcpy(d + at, from + at, piece);
     at += piece;
@@ -240,13 +240,14 @@ inline void unblock_fault_signals() noexcept {
   return n;
 }
 
-/// Effects: copies n bytes from src to dst front to back, in pieces that cross no page boundary of
-/// either buffer, and stops at the first piece whose access raises SIGBUS or SIGSEGV. Afterwards exactly
-/// [dst, dst + returned) holds the source bytes and nothing at or past dst + returned was written
-/// (a page is readable or writable as a whole; only a page unmapped during the copy can leave part of
+/// Effects: copies n bytes from src to dst front to back, one piece per page of src, and stops at the
+/// first piece whose read raises SIGBUS or SIGSEGV (copy_from_user: the kernel's write(2) semantics).
+/// Afterwards exactly [dst, dst + returned) holds the source bytes and nothing at or past dst + returned
+/// was written (a page is readable as a whole; only a page unmapped during the copy can leave part of
 /// its piece written). Returns: the bytes copied (n unless a fault; *ec = EFAULT then, else cleared).
-/// Requires: the buffers do not overlap. Complexity: O(n), one memmove per piece, one sigsetjmp.
-/// Throws: nothing.
+/// Requires: the buffers do not overlap; dst is writable memory (a fault on dst also stops the copy,
+/// but may leave part of that piece written). Complexity: O(n), one memcpy per source page, one
+/// sigsetjmp. Throws: nothing.
 [[nodiscard]] inline std::size_t guarded_copy_prefix(void* dst, const void* src, std::size_t n,
                                                      std::error_code* ec = nullptr) noexcept {
   if (ec != nullptr) ec->clear();
