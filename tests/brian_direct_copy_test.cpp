@@ -76,27 +76,21 @@ struct reservation {
 
 TEST_CASE("Brian: read(fd) into a MAP_SHARED mapping of the same file, same offset, served store to store") {
   fixture f("brian shared read", "/ram/a", 256 << 10);
-  auto& model = f.model;
-  const std::size_t size = f.size;
-  const int fd = f.fd;
   auto* p = f.map(MAP_SHARED);
   const auto before = direct_copy_stats();
-  REQUIRE(f.bob.lseek(fd, 0, SEEK_SET).ok());
-  auto r = f.bob.read(fd, p, size);  // the seed's read(fd, ..., ptr): every destination page is absent
+  REQUIRE(f.bob.lseek(f.fd, 0, SEEK_SET).ok());
+  auto r = f.bob.read(f.fd, p, f.size);  // the seed's read(fd, ..., ptr): every destination page is absent
   REQUIRE(r.ok());
-  CHECK(*r == size);
+  CHECK(*r == f.size);
   const auto after = direct_copy_stats();
   CHECK(after.reads == before.reads + 1);
-  CHECK(after.store_bytes - before.store_bytes == size);
-  CHECK(first_diff(p, model.data(), size) == -1);  // through the mapping (MINOR faults now, no lock held)
-  CHECK(f.bob.lseek(fd, 0, SEEK_CUR).value() == static_cast<off_t>(size));
+  CHECK(after.store_bytes - before.store_bytes == f.size);
+  CHECK(first_diff(p, f.model.data(), f.size) == -1);  // through the mapping (MINOR faults now, no lock held)
+  CHECK(f.bob.lseek(f.fd, 0, SEEK_CUR).value() == static_cast<off_t>(f.size));
 }
 
 TEST_CASE("pread at unaligned offsets into an overlapping MAP_SHARED destination has memmove semantics") {
   fixture f("overlap", "/ram/o", 64 << 10);
-  auto& model = f.model;
-  const std::size_t size = f.size;
-  const int fd = f.fd;
   auto* p = f.map(MAP_SHARED);
   struct step {
     std::size_t dst, src, n;
@@ -105,99 +99,87 @@ TEST_CASE("pread at unaligned offsets into an overlapping MAP_SHARED destination
   for (const step s : {step{5000, 100, 9000}, step{123, 777, 10000}, step{4095, 4097, 20001}, step{1, 0, 40000}}) {
     CAPTURE(s.dst);
     CAPTURE(s.src);
-    auto r = f.bob.pread(fd, p + s.dst, s.n, static_cast<off_t>(s.src));
+    auto r = f.bob.pread(f.fd, p + s.dst, s.n, static_cast<off_t>(s.src));
     REQUIRE(r.ok());
     CHECK(*r == s.n);
-    std::memmove(model.data() + s.dst, model.data() + s.src, s.n);
-    CHECK(first_diff(f.file().data(), model.data(), size) == -1);
-    CHECK(first_diff(p, model.data(), size) == -1);
+    std::memmove(f.model.data() + s.dst, f.model.data() + s.src, s.n);
+    CHECK(first_diff(f.file().data(), f.model.data(), f.size) == -1);
+    CHECK(first_diff(p, f.model.data(), f.size) == -1);
   }
 }
 
 TEST_CASE("a destination mapping at a different offset of the same file, and a read past the end of the file") {
   fixture f("offset mapping", "/ram/b", 256 << 10);
-  auto& model = f.model;
-  const std::size_t size = f.size;
-  const int fd = f.fd;
   const std::size_t moff = 128 << 10, mlen = 64 << 10;
   auto* p = f.map(MAP_SHARED, mlen, moff);
   const auto before = direct_copy_stats();
-  auto r = f.bob.pread(fd, p + 10, 50000, 3);
+  auto r = f.bob.pread(f.fd, p + 10, 50000, 3);
   REQUIRE(r.ok());
   CHECK(*r == 50000);
-  std::memmove(model.data() + moff + 10, model.data() + 3, 50000);
+  std::memmove(f.model.data() + moff + 10, f.model.data() + 3, 50000);
   CHECK(direct_copy_stats().store_bytes - before.store_bytes == 50000);
-  CHECK(first_diff(f.file().data(), model.data(), size) == -1);
-  CHECK(first_diff(p, model.data() + moff, mlen) == -1);
+  CHECK(first_diff(f.file().data(), f.model.data(), f.size) == -1);
+  CHECK(first_diff(p, f.model.data() + moff, mlen) == -1);
   // Reading near the end returns only what the file has.
-  r = f.bob.pread(fd, p, 4096, static_cast<off_t>(size - 100));
+  r = f.bob.pread(f.fd, p, 4096, static_cast<off_t>(f.size - 100));
   REQUIRE(r.ok());
   CHECK(*r == 100);
-  std::memmove(model.data() + moff, model.data() + size - 100, 100);
-  CHECK(first_diff(p, model.data() + moff, mlen) == -1);
+  std::memmove(f.model.data() + moff, f.model.data() + f.size - 100, 100);
+  CHECK(first_diff(p, f.model.data() + moff, mlen) == -1);
 }
 
 TEST_CASE("MAP_PRIVATE destination: UFFDIO_COPY for absent pages, a plain copy into present ones, the file untouched") {
   fixture f("private", "/ram/c", 64 << 10);
-  auto& model = f.model;
-  const std::size_t size = f.size;
-  const int fd = f.fd;
   auto* p = f.map(MAP_PRIVATE);
-  std::vector<std::uint8_t> mem = model;  // the private memory's model
+  std::vector<std::uint8_t> mem = f.model;  // the private memory's model
   p[3 * vm_page_size + 5] = 0xAB;          // page 3 present (faulted in, privately modified)
   mem[3 * vm_page_size + 5] = 0xAB;
   const auto before = direct_copy_stats();
   const std::size_t dst = 100, src = 9000, n = 4 * vm_page_size + 50;  // pages 0..4, partial at both ends
-  auto r = f.bob.pread(fd, p + dst, n, src);
+  auto r = f.bob.pread(f.fd, p + dst, n, src);
   REQUIRE(r.ok());
   CHECK(*r == n);
-  std::memcpy(mem.data() + dst, model.data() + src, n);
+  std::memcpy(mem.data() + dst, f.model.data() + src, n);
   const auto after = direct_copy_stats();
   CHECK(after.reads == before.reads + 1);
   CHECK(after.uffd_bytes > before.uffd_bytes);
   CHECK(after.present_bytes - before.present_bytes == vm_page_size);
-  CHECK(first_diff(p, mem.data(), size) == -1);
-  CHECK(first_diff(f.file().data(), model.data(), size) == -1);  // private: file unchanged
+  CHECK(first_diff(p, mem.data(), f.size) == -1);
+  CHECK(first_diff(f.file().data(), f.model.data(), f.size) == -1);  // private: file unchanged
 }
 
 TEST_CASE("readv across two mappings of the same file (one MAP_SHARED, one MAP_PRIVATE)") {
   fixture f("readv", "/ram/v", 256 << 10);
-  auto& model = f.model;
-  const std::size_t size = f.size;
-  const int fd = f.fd;
   auto* pa = f.map(MAP_SHARED, 64 << 10);
   auto* pb = f.map(MAP_PRIVATE, 64 << 10, 192 << 10);
-  std::vector<std::uint8_t> bmem(model.begin() + (192 << 10), model.begin() + (256 << 10));
-  REQUIRE(f.bob.lseek(fd, 50000, SEEK_SET).ok());
+  std::vector<std::uint8_t> bmem(f.model.begin() + (192 << 10), f.model.begin() + (256 << 10));
+  REQUIRE(f.bob.lseek(f.fd, 50000, SEEK_SET).ok());
   iovec iov[2] = {{pa + 100, 5000}, {pb + 7, 6000}};
   const auto before = direct_copy_stats();
-  auto r = f.bob.readv(fd, iov, 2);
+  auto r = f.bob.readv(f.fd, iov, 2);
   REQUIRE(r.ok());
   CHECK(*r == 11000);
-  std::memmove(model.data() + 100, model.data() + 50000, 5000);
-  std::memcpy(bmem.data() + 7, model.data() + 55000, 6000);
+  std::memmove(f.model.data() + 100, f.model.data() + 50000, 5000);
+  std::memcpy(bmem.data() + 7, f.model.data() + 55000, 6000);
   CHECK(direct_copy_stats().reads == before.reads + 2);
-  CHECK(first_diff(pa, model.data(), 64 << 10) == -1);
+  CHECK(first_diff(pa, f.model.data(), 64 << 10) == -1);
   CHECK(first_diff(pb, bmem.data(), bmem.size()) == -1);
-  CHECK(first_diff(f.file().data(), model.data(), size) == -1);
-  CHECK(f.bob.lseek(fd, 0, SEEK_CUR).value() == 61000);
+  CHECK(first_diff(f.file().data(), f.model.data(), f.size) == -1);
+  CHECK(f.bob.lseek(f.fd, 0, SEEK_CUR).value() == 61000);
 }
 
 TEST_CASE("one read spanning two adjacent mappings and then unmapped memory: EFAULT after the bytes before it") {
   briantest::restore_guarded_copy_handler();
   fixture f("spanning", "/ram/s", 64 << 10);
-  auto& model = f.model;
-  const std::size_t size = f.size;
-  const int fd = f.fd;
   // [0,2): MAP_SHARED of file pages 4..5; [2,4): MAP_PRIVATE of file pages 0..1; [4,6): PROT_NONE hole.
   // Another thread (a server's allocation) may take a released hole before our MAP_FIXED: retry.
   std::unique_ptr<reservation> resv;
   result<void*> a{std::error_code{}}, b{std::error_code{}};
   for (int attempt = 0; attempt < 50; ++attempt) {
     resv = std::make_unique<reservation>(6);
-    a = f.bob.mmap(resv->release(0, 2), 2 * vm_page_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 4 * vm_page_size);
+    a = f.bob.mmap(resv->release(0, 2), 2 * vm_page_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, f.fd, 4 * vm_page_size);
     if (!a) continue;
-    b = f.bob.mmap(resv->release(2, 2), 2 * vm_page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, 0);
+    b = f.bob.mmap(resv->release(2, 2), 2 * vm_page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, f.fd, 0);
     if (b) break;
     REQUIRE(f.bob.munmap(*a, 2 * vm_page_size) == std::error_code{});
   }
@@ -206,25 +188,25 @@ TEST_CASE("one read spanning two adjacent mappings and then unmapped memory: EFA
   reservation& res = *resv;
   REQUIRE(*a == res.base);
   REQUIRE(*b == res.base + 2 * vm_page_size);
-  std::vector<std::uint8_t> bmem(model.begin(), model.begin() + 2 * vm_page_size);
+  std::vector<std::uint8_t> bmem(f.model.begin(), f.model.begin() + 2 * vm_page_size);
   const auto before = direct_copy_stats();
   // Fits in both mappings: one call, two parts (shared then private), source [30000, 30000 + n).
   const std::size_t n = 3 * vm_page_size;
-  auto r = f.bob.pread(fd, res.base + 1000, n, 30000);
+  auto r = f.bob.pread(f.fd, res.base + 1000, n, 30000);
   REQUIRE(r.ok());
   CHECK(*r == n);
-  std::vector<std::uint8_t> src(model.begin() + 30000, model.begin() + 30000 + n);
-  std::memcpy(model.data() + 4 * vm_page_size + 1000, src.data(), 2 * vm_page_size - 1000);
+  std::vector<std::uint8_t> src(f.model.begin() + 30000, f.model.begin() + 30000 + n);
+  std::memcpy(f.model.data() + 4 * vm_page_size + 1000, src.data(), 2 * vm_page_size - 1000);
   std::memcpy(bmem.data(), src.data() + (2 * vm_page_size - 1000), n - (2 * vm_page_size - 1000));
   CHECK(direct_copy_stats().reads == before.reads + 1);
-  CHECK(first_diff(res.base, model.data() + 4 * vm_page_size, 2 * vm_page_size) == -1);
+  CHECK(first_diff(res.base, f.model.data() + 4 * vm_page_size, 2 * vm_page_size) == -1);
   CHECK(first_diff(res.base + 2 * vm_page_size, bmem.data(), bmem.size()) == -1);
-  CHECK(first_diff(f.file().data(), model.data(), size) == -1);
+  CHECK(first_diff(f.file().data(), f.model.data(), f.size) == -1);
   // Into the private mapping and on into the PROT_NONE hole: the private bytes land, then EFAULT.
-  r = f.bob.pread(fd, res.base + 3 * vm_page_size + 96, 2 * vm_page_size, 100);
+  r = f.bob.pread(f.fd, res.base + 3 * vm_page_size + 96, 2 * vm_page_size, 100);
   REQUIRE(!r.ok());
   CHECK(r.error() == std::errc::bad_address);
-  std::memcpy(bmem.data() + vm_page_size + 96, model.data() + 100, vm_page_size - 96);
+  std::memcpy(bmem.data() + vm_page_size + 96, f.model.data() + 100, vm_page_size - 96);
   CHECK(first_diff(res.base + 2 * vm_page_size, bmem.data(), bmem.size()) == -1);
   CHECK(f.bob.munmap(*a, 2 * vm_page_size) == std::error_code{});
   CHECK(f.bob.munmap(*b, 2 * vm_page_size) == std::error_code{});
@@ -232,48 +214,42 @@ TEST_CASE("one read spanning two adjacent mappings and then unmapped memory: EFA
 
 TEST_CASE("write(fd) from a mapping of the same fd: MAP_SHARED overlapping (memmove), MAP_PRIVATE modified, growing") {
   fixture f("write from mapping", "/ram/w", 64 << 10);
-  auto& model = f.model;
-  const std::size_t size = f.size;
-  const int fd = f.fd;
   auto* ps = f.map(MAP_SHARED);
   auto* pp = f.map(MAP_PRIVATE);
   const auto before = direct_copy_stats();
-  auto w = f.bob.pwrite(fd, ps + 1000, 20000, 5000);  // target after source, overlapping
+  auto w = f.bob.pwrite(f.fd, ps + 1000, 20000, 5000);  // target after source, overlapping
   REQUIRE(w.ok());
   CHECK(*w == 20000);
-  std::memmove(model.data() + 5000, model.data() + 1000, 20000);
-  CHECK(first_diff(f.file().data(), model.data(), size) == -1);
+  std::memmove(f.model.data() + 5000, f.model.data() + 1000, 20000);
+  CHECK(first_diff(f.file().data(), f.model.data(), f.size) == -1);
   // Private: page 0 modified privately (present), pages 1..2 absent (their image is the file's now).
   for (int i = 0; i < 10; ++i) pp[i] = static_cast<std::uint8_t>(0xC0 + i);
-  std::vector<std::uint8_t> src(model.begin(), model.begin() + 2 * vm_page_size + 100);
+  std::vector<std::uint8_t> src(f.model.begin(), f.model.begin() + 2 * vm_page_size + 100);
   for (int i = 0; i < 10; ++i) src[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(0xC0 + i);
-  REQUIRE(f.bob.lseek(fd, 0, SEEK_END).ok());  // write(2) at the end: grows the file
-  w = f.bob.write(fd, pp, src.size());
+  REQUIRE(f.bob.lseek(f.fd, 0, SEEK_END).ok());  // write(2) at the end: grows the file
+  w = f.bob.write(f.fd, pp, src.size());
   REQUIRE(w.ok());
   CHECK(*w == src.size());
-  model.insert(model.end(), src.begin(), src.end());
+  f.model.insert(f.model.end(), src.begin(), src.end());
   const auto after = direct_copy_stats();
   CHECK(after.writes == before.writes + 2);
   CHECK(after.store_bytes - before.store_bytes == 20000);
-  CHECK(first_diff(f.file().data(), model.data(), model.size()) == -1);
-  CHECK(f.file().size() == model.size());
+  CHECK(first_diff(f.file().data(), f.model.data(), f.model.size()) == -1);
+  CHECK(f.file().size() == f.model.size());
 }
 
 TEST_CASE("a single-threaded server serves Brian's read by the direct path (no second thread needed)") {
   fixture f("single-threaded", "/ram/one", 128 << 10, {1, 1});
-  auto& model = f.model;
-  const std::size_t size = f.size;
-  const int fd = f.fd;
   auto* p = f.map(MAP_SHARED);
   auto* pq = f.map(MAP_PRIVATE);
-  auto r = f.bob.pread(fd, p + 8192, size - 8192, 0);
+  auto r = f.bob.pread(f.fd, p + 8192, f.size - 8192, 0);
   REQUIRE(r.ok());
-  CHECK(*r == size - 8192);
-  std::memmove(model.data() + 8192, model.data(), size - 8192);
-  r = f.bob.pread(fd, pq, size, 0);
+  CHECK(*r == f.size - 8192);
+  std::memmove(f.model.data() + 8192, f.model.data(), f.size - 8192);
+  r = f.bob.pread(f.fd, pq, f.size, 0);
   REQUIRE(r.ok());
-  CHECK(*r == size);
-  CHECK(first_diff(p, model.data(), size) == -1);
-  CHECK(first_diff(pq, model.data(), size) == -1);
+  CHECK(*r == f.size);
+  CHECK(first_diff(p, f.model.data(), f.size) == -1);
+  CHECK(first_diff(pq, f.model.data(), f.size) == -1);
   CHECK(f.fs.srv().threads() == 1);
 }

@@ -354,14 +354,7 @@ class FAULTSAFE_CAPABILITY("mutex") tracked_mutex
 
  private:
   [[nodiscard]] detail::acquire_request request(detail::hold_mode mode) const noexcept {
-    detail::acquire_request r;
-    r.token = this;
-    r.object = this;
-    r.name = cls_->name().c_str();
-    r.rank = rank_;
-    r.cls = cls_;
-    r.mode = mode;
-    return r;
+    return detail::self_request(this, cls_->name().c_str(), rank_, mode, cls_);
   }
 
   lock_class* cls_;

@@ -117,13 +117,7 @@ class FAULTSAFE_CAPABILITY("mutex") ranked_mutex
 
  private:
   [[nodiscard]] detail::acquire_request request(detail::hold_mode mode) const noexcept {
-    detail::acquire_request r;
-    r.token = this;
-    r.object = this;
-    r.name = name_;
-    r.rank = Rank;
-    r.mode = mode;
-    return r;
+    return detail::self_request(this, name_, Rank, mode);
   }
 
   const char* name_ = detail::default_rank_name<Rank>::value.data();

@@ -62,6 +62,20 @@ struct no_class_edges {
   static constexpr void record(const acquire_request&, const source_location&) noexcept {}
 };
 
+/// The request of a lock that is its own token and object (every mutex-like lock; a range's hold is
+/// its guard instead). `name` must outlive the hold.
+[[nodiscard]] inline acquire_request self_request(const void* self, const char* name, unsigned rank, hold_mode mode,
+                                                  const lock_class* cls = nullptr) noexcept {
+  acquire_request r;
+  r.token = self;
+  r.object = self;
+  r.name = name;
+  r.rank = rank;
+  r.cls = cls;
+  r.mode = mode;
+  return r;
+}
+
 /// Effects: check_acquire(r, where), but first a tight scan that skips it when nothing held can
 /// conflict (the common case): no hold of the same object and, for a ranked request, no held rank at
 /// or above r.rank. Same results and exceptions as check_acquire.

@@ -127,15 +127,7 @@ class FAULTSAFE_CAPABILITY("mutex") vm_rw_lock final : public waitable {
       holders_.pop_back();
     }
   }
-  acquire_request request(hold_mode mode) const noexcept {
-    acquire_request r;
-    r.token = this;
-    r.object = this;
-    r.name = name_;
-    r.rank = Rank;
-    r.mode = mode;
-    return r;
-  }
+  acquire_request request(hold_mode mode) const noexcept { return self_request(this, name_, Rank, mode); }
   std::shared_timed_mutex m_;
   const char* name_;
   mutable ranked_mutex<rank::leaf> holders_mu_{"vm lock holders"};  // leaf: holders_
