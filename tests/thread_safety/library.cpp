@@ -1,7 +1,8 @@
 // faultsafe's own headers under clang's -Wthread-safety analysis: the channel, the server, the client
-// process, ramfs and the pager annotate their internal locks (FAULTSAFE_GUARDED_BY, FAULTSAFE_REQUIRES)
+// process, ramfs, the pager and the wait-for graph annotate their internal locks (FAULTSAFE_GUARDED_BY, FAULTSAFE_REQUIRES)
 // and must compile cleanly with `clang++ -std=c++20 -Wthread-safety -Werror -fsyntax-only`
 // (CTest order_thread_safety_library).
+#include "faultsafe/activity/wait_graph.hpp"
 #include "faultsafe/ipc/channel.hpp"
 #include "faultsafe/resmgr/client_registry.hpp"
 #include "faultsafe/resmgr/process.hpp"

@@ -317,10 +317,10 @@ class wait_graph {
     std::atomic<std::int64_t> recheck_ns{std::chrono::nanoseconds(std::chrono::milliseconds(2)).count()};
     std::atomic<std::int64_t> full_rescan_ns{std::chrono::nanoseconds(std::chrono::milliseconds(50)).count()};
     ranked_mutex<rank::wait_graph> m{"wait-for graph"};  // the graph mutex; see "Lock order"
-    wait_list waits;             // guarded by m
-    std::uint64_t next_seq = 1;  // guarded by m
-    wait_graph_options opts;     // guarded by m
-    wait_graph_stats stats;      // guarded by m
+    wait_list waits FAULTSAFE_GUARDED_BY(m);
+    std::uint64_t next_seq FAULTSAFE_GUARDED_BY(m) = 1;
+    wait_graph_options opts FAULTSAFE_GUARDED_BY(m);
+    wait_graph_stats stats FAULTSAFE_GUARDED_BY(m);
   };
   static state_t& state() noexcept {
     static state_t* s = new state_t;  // leaked on purpose: threads may outlive static destruction
@@ -363,7 +363,7 @@ class wait_graph {
   /// only the waits reachable from it through holder lists are read (the others cannot change whether
   /// the root is stuck); the others stay not stuck with no holders.
   static void take_snapshot(state_t& s, snapshot& snap, const std::vector<std::pair<std::uint32_t, std::uint64_t>>* stable,
-                            const detail::wait_record* root = nullptr) {
+                            const detail::wait_record* root = nullptr) FAULTSAFE_REQUIRES(s.m) {
     // Storage is reused between scans (thread_local scratch): no allocation in the steady state.
     auto& recs = snap.recs;
     recs.clear();
@@ -541,7 +541,7 @@ class wait_graph {
 
   /// Builds the report and applies the policy. Requires: s.m held; `cycle` from `snap`.
   static violation make_report(state_t& s, const snapshot& snap, const std::vector<std::size_t>& cycle,
-                               const detail::wait_record* finder, std::uint32_t finder_tid) {
+                               const detail::wait_record* finder, std::uint32_t finder_tid) FAULTSAFE_REQUIRES(s.m) {
     violation v;
     v.kind = violation_kind::wait_cycle;
     // rotate so the cycle starts at its oldest wait? keep the finder first when it is on the cycle
