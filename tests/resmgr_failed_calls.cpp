@@ -295,3 +295,31 @@ TEST_CASE("a self-deadlock report names iofunc.hpp as where the write's range wa
   }
   CHECK_FALSE(bob.munmap(*m, size));
 }
+
+TEST_CASE("the direct path (write from a mapping of the same file) grows the file only by the bytes written") {
+  vmtest::require_userfaultfd();
+  faultsafe_test::watchdog wd("direct short write");
+  fixture f;  // ramfs serves write(fd, mapping of fd) by the direct path
+  std::vector<std::uint8_t> model;
+  const int fd = briantest::make_file(f.p, "/r/d", 8192, model);
+  // Three pages over a two-page file: the third is past the end (the client's own access is SIGBUS).
+  auto m = f.p.mmap(nullptr, 3 * 4096, PROT_READ, MAP_SHARED, fd, 0);
+  REQUIRE(m);
+  const auto* map = static_cast<const std::uint8_t*>(*m);
+  const auto before = direct_copy_stats().writes;
+  // Entirely past the end: EFAULT, nothing changes.
+  const snapshot s0 = snap(f.fs, "d");
+  CHECK(is(f.p.pwrite(fd, map + 8192, 100, 0).error(), EFAULT));
+  CHECK(is(f.p.pwrite(fd, map + 8192, 100, 50000).error(), EFAULT));
+  CHECK(snap(f.fs, "d") == s0);
+  // Half readable: the readable page is written, the file grows by it only.
+  auto r = f.p.pwrite(fd, map + 4096, 8192, 20000);
+  REQUIRE(r);
+  CHECK(*r == 4096);
+  CHECK(f.p.fstat(fd).value().st_size == 20000 + 4096);
+  std::vector<std::uint8_t> got(4096);
+  REQUIRE(f.p.pread(fd, got.data(), got.size(), 20000).value_or(0) == 4096);
+  CHECK(std::memcmp(got.data(), model.data() + 4096, 4096) == 0);
+  CHECK(direct_copy_stats().writes == before + 3);  // all three were served by the direct path
+  CHECK_FALSE(f.p.munmap(*m, 3 * 4096));
+}
