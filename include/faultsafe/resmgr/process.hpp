@@ -43,6 +43,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -138,7 +139,7 @@ class process {
     auto res = ns_->resolve(path, ec);
     if (!res) return ec;
     io_open_request q{client(), flags, static_cast<std::uint32_t>(mode)};
-    send_result sr = send(*res->ch, {static_cast<std::uint32_t>(io_msg::open), &q, sizeof q, res->rest.data(), res->rest.size()});
+    send_result sr = send(*res->ch, {msg_type<msg::open>(), &q, sizeof q, res->rest.data(), res->rest.size()});
     if (sr.error) return sr.error;
     std::error_code err = std::make_error_code(std::errc::too_many_files_open);
     try {
@@ -157,7 +158,7 @@ class process {
     }
     // Other threads took the last fds meanwhile (or no memory for the table): give the open back.
     io_handle_request cq{client(), static_cast<std::uint64_t>(sr.status)};
-    (void)send(*res->ch, {static_cast<std::uint32_t>(io_msg::close), &cq, sizeof cq});
+    (void)send(*res->ch, {msg_type<msg::close>(), &cq, sizeof cq});
     return err;
   }
 
@@ -172,7 +173,7 @@ class process {
     }
     if (defer_close_if_mapped(e.ch, e.handle)) return {};  // a mapping keeps the open (vm/process_memory.hpp)
     io_handle_request q{client(), e.handle};
-    return send(*e.ch, {static_cast<std::uint32_t>(io_msg::close), &q, sizeof q}).error;
+    return send(*e.ch, {msg_type<msg::close>(), &q, sizeof q}).error;
   }
 
   /// read(2) at the fd's offset (advancing it). 0 at or past the end.
@@ -202,8 +203,7 @@ class process {
     const fd_pin e = pin_fd(fd);
     if (!e) return std::make_error_code(std::errc::bad_file_descriptor);
     if (whence != SEEK_SET && whence != SEEK_CUR && whence != SEEK_END) return std::make_error_code(std::errc::invalid_argument);
-    io_lseek_request q{client(), e->handle, static_cast<std::int64_t>(off), whence};
-    send_result sr = send(*e->ch, {static_cast<std::uint32_t>(io_msg::lseek), &q, sizeof q});
+    send_result sr = send_on<msg::lseek>(e, {.offset = static_cast<std::int64_t>(off), .whence = whence});
     if (sr.error) return sr.error;
     return static_cast<off_t>(sr.status);
   }
@@ -212,12 +212,7 @@ class process {
   [[nodiscard]] result<struct ::stat> fstat(int fd) {
     const fd_pin e = pin_fd(fd);
     if (!e) return std::make_error_code(std::errc::bad_file_descriptor);
-    io_handle_request q{client(), e->handle};
-    struct ::stat st {};
-    send_result sr = send(*e->ch, {static_cast<std::uint32_t>(io_msg::fstat), &q, sizeof q, nullptr, 0, &st, sizeof st});
-    if (sr.error) return sr.error;
-    if (sr.reply_header_len != sizeof st) return std::make_error_code(std::errc::bad_message);
-    return st;
+    return reply_of<msg::fstat>(e, {});
   }
 
   /// ftruncate(2): EINVAL for a negative length; EBADF/EINVAL if not open for writing (server).
@@ -225,8 +220,106 @@ class process {
     const fd_pin e = pin_fd(fd);
     if (!e) return std::make_error_code(std::errc::bad_file_descriptor);
     if (length < 0) return std::make_error_code(std::errc::invalid_argument);
-    io_ftruncate_request q{client(), e->handle, static_cast<std::int64_t>(length)};
-    return send(*e->ch, {static_cast<std::uint32_t>(io_msg::ftruncate), &q, sizeof q}).error;
+    return send_on<msg::ftruncate>(e, {.length = static_cast<std::int64_t>(length)}).error;
+  }
+
+  // ---- the rest of the POSIX file surface ----------------------------------------------------------
+  // Each call is one message (resmgr/messages.hpp). Path calls resolve `path` in the namespace (ENOENT
+  // if no server owns it, ENAMETOOLONG past 4096 bytes); calls naming two paths need both on one server
+  // (EXDEV otherwise). What the server answers (ENOENT, EACCES, ENOTDIR, ...) comes back as the error.
+
+  /// stat(2) / lstat(2) by path (fstat's message, addressed by path).
+  [[nodiscard]] result<struct ::stat> stat(std::string_view path) { return path_reply<msg::fstat>(path, {}, 0); }
+  [[nodiscard]] result<struct ::stat> lstat(std::string_view path) { return path_reply<msg::fstat>(path, {}, io_msg_nofollow); }
+  /// mkdir(2).
+  std::error_code mkdir(std::string_view path, mode_t mode) {
+    return send_path<msg::mkdir>(path, {.mode = static_cast<std::uint32_t>(mode)}).error;
+  }
+  /// mknod(2): S_IFREG, S_IFIFO, S_IFSOCK; S_IFCHR/S_IFBLK need uid 0 (EPERM).
+  std::error_code mknod(std::string_view path, mode_t mode, dev_t dev) {
+    return send_path<msg::mknod>(path, {.mode = static_cast<std::uint32_t>(mode), .dev = static_cast<std::uint64_t>(dev)}).error;
+  }
+  /// unlink(2), rmdir(2).
+  std::error_code unlink(std::string_view path) { return send_path<msg::unlink>(path, {}).error; }
+  std::error_code rmdir(std::string_view path) { return send_path<msg::rmdir>(path, {}).error; }
+  /// renameat2(2) (flags: 0, RENAME_NOREPLACE, RENAME_EXCHANGE).
+  std::error_code rename(std::string_view from, std::string_view to, unsigned flags = 0) {
+    return send_path<msg::rename>(from, {.flags = flags}, 0, second_path::resolved, to).error;
+  }
+  /// link(2): `to` becomes another name of `from`.
+  std::error_code link(std::string_view from, std::string_view to) {
+    return send_path<msg::link>(from, {}, 0, second_path::resolved, to).error;
+  }
+  /// symlink(2): `linkpath` becomes a symbolic link holding `target` (not resolved).
+  std::error_code symlink(std::string_view target, std::string_view linkpath) {
+    if (target.empty()) return std::make_error_code(std::errc::no_such_file_or_directory);
+    return send_path<msg::symlink>(linkpath, {}, 0, second_path::raw, target).error;
+  }
+  /// readlink(2): the target (truncated to `n` bytes, not NUL-terminated); EINVAL if not a symlink.
+  [[nodiscard]] result<std::size_t> readlink(std::string_view path, char* buf, std::size_t n) {
+    if (buf == nullptr && n != 0) return std::make_error_code(std::errc::bad_address);
+    send_result sr = send_path<msg::readlink>(path, {}, io_msg_nofollow, second_path::none, {}, {.reply_data = buf, .reply_data_len = n});
+    if (sr.error) return sr.error;
+    return static_cast<std::size_t>(sr.status);
+  }
+  /// chmod(2) / fchmod(2).
+  std::error_code chmod(std::string_view path, mode_t mode) {
+    return send_path<msg::chmod>(path, {.mode = static_cast<std::uint32_t>(mode)}).error;
+  }
+  std::error_code fchmod(int fd, mode_t mode) { return fd_call<msg::chmod>(fd, {.mode = static_cast<std::uint32_t>(mode)}).error; }
+  /// chown(2) / lchown(2) / fchown(2); (uid_t)-1 / (gid_t)-1 leave that id.
+  std::error_code chown(std::string_view path, uid_t uid, gid_t gid) { return send_path<msg::chown>(path, {.uid = uid, .gid = gid}).error; }
+  std::error_code lchown(std::string_view path, uid_t uid, gid_t gid) {
+    return send_path<msg::chown>(path, {.uid = uid, .gid = gid}, io_msg_nofollow).error;
+  }
+  std::error_code fchown(int fd, uid_t uid, gid_t gid) { return fd_call<msg::chown>(fd, {.uid = uid, .gid = gid}).error; }
+  /// utimensat(2) (flags: 0 or AT_SYMLINK_NOFOLLOW; times nullptr: both now) / futimens(2).
+  std::error_code utimensat(std::string_view path, const struct ::timespec times[2], int flags = 0) {
+    return send_path<msg::utimens>(path, utimens_request(times), (flags & AT_SYMLINK_NOFOLLOW) ? io_msg_nofollow : 0).error;
+  }
+  std::error_code futimens(int fd, const struct ::timespec times[2]) { return fd_call<msg::utimens>(fd, utimens_request(times)).error; }
+  /// fsync(2) / fdatasync(2).
+  std::error_code fsync(int fd) { return fd_call<msg::fsync>(fd, {.datasync = 0}).error; }
+  std::error_code fdatasync(int fd) { return fd_call<msg::fsync>(fd, {.datasync = 1}).error; }
+  /// fallocate(2): mode 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE. EINVAL for
+  /// a negative offset or a length <= 0.
+  std::error_code fallocate(int fd, int mode, off_t offset, off_t len) {
+    const fd_pin e = pin_fd(fd);
+    if (!e) return std::make_error_code(std::errc::bad_file_descriptor);
+    if (offset < 0 || len <= 0) return std::make_error_code(std::errc::invalid_argument);
+    return send_on<msg::fallocate>(e, {.mode = mode, .offset = offset, .length = len}).error;
+  }
+  /// statvfs(3) / fstatvfs(3).
+  [[nodiscard]] result<struct ::statvfs> statvfs(std::string_view path) { return path_reply<msg::statfs>(path, {}, 0); }
+  [[nodiscard]] result<struct ::statvfs> fstatvfs(int fd) {
+    const fd_pin e = pin_fd(fd);
+    if (!e) return std::make_error_code(std::errc::bad_file_descriptor);
+    return reply_of<msg::statfs>(e, {});
+  }
+  /// access(2): F_OK, or R_OK | W_OK | X_OK checked with the process's uid/gid.
+  std::error_code access(std::string_view path, int mode) {
+    if (mode & ~(R_OK | W_OK | X_OK)) return std::make_error_code(std::errc::invalid_argument);
+    return send_path<msg::access>(path, {.mode = mode}).error;
+  }
+  /// truncate(2): open for writing, ftruncate, close.
+  std::error_code truncate(std::string_view path, off_t length) {
+    if (length < 0) return std::make_error_code(std::errc::invalid_argument);
+    auto fd = open(path, O_WRONLY);
+    if (!fd) return fd.error();
+    std::error_code ec = ftruncate(*fd, length);
+    (void)close(*fd);
+    return ec;
+  }
+  /// Reads whole io_dirent records (resmgr/protocol.hpp) of directory `fd` (opened O_RDONLY |
+  /// O_DIRECTORY) from position `pos` (0: the start; else a record's `next`) into buf. Returns the
+  /// bytes written (0: the end); EINVAL if buf cannot hold the next record; ENOTDIR for a file.
+  [[nodiscard]] result<std::size_t> readdir(int fd, std::uint64_t pos, void* buf, std::size_t n) {
+    const fd_pin e = pin_fd(fd);
+    if (!e) return std::make_error_code(std::errc::bad_file_descriptor);
+    if (buf == nullptr && n != 0) return std::make_error_code(std::errc::bad_address);
+    send_result sr = send_on<msg::readdir>(e, {.offset = pos}, {.reply_data = buf, .reply_data_len = n});
+    if (sr.error) return sr.error;
+    return static_cast<std::size_t>(sr.status);
   }
 
   // ---- memory (defined in vm/process_memory.hpp, included at the end of this header) -------------------
@@ -264,12 +357,7 @@ class process {
   [[nodiscard]] result<io_mmap_reply> mmap_request(int fd, std::uint64_t offset, std::uint64_t length, int prot, int flags) {
     const fd_pin e = pin_fd(fd);
     if (!e) return std::make_error_code(std::errc::bad_file_descriptor);
-    io_mmap_request q{client(), e->handle, offset, length, prot, flags};
-    io_mmap_reply rep{};
-    send_result sr = send(*e->ch, {static_cast<std::uint32_t>(io_msg::mmap), &q, sizeof q, nullptr, 0, &rep, sizeof rep});
-    if (sr.error) return sr.error;
-    if (sr.reply_header_len != sizeof rep) return std::make_error_code(std::errc::bad_message);
-    return rep;
+    return reply_of<msg::mmap>(e, {.offset = offset, .length = length, .prot = prot, .flags = flags});
   }
 
   // ---- plumbing for extensions ----------------------------------------------------------------------
@@ -340,6 +428,92 @@ class process {
   static std::uint64_t next_pid() noexcept {
     static std::atomic<std::uint64_t> next{1};
     return next.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // ---- message plumbing (one helper per addressing; every call above is built from these) ----------
+
+  template <class M>
+  static constexpr std::uint32_t msg_type() noexcept {
+    return static_cast<std::uint32_t>(M::id);
+  }
+
+  // Sends handle-addressed message M on the open `e` (q.client and q.handle filled in); `b` supplies
+  // the payload and reply data buffers.
+  template <class M>
+  send_result send_on(const fd_pin& e, typename M::request q, send_buffers b = {}) {
+    q.client = client();
+    q.handle = e->handle;
+    b.type = msg_type<M>();
+    b.header = &q;
+    b.header_len = sizeof q;
+    return send(*e->ch, b);
+  }
+  // send_on for `fd` (EBADF if not open).
+  template <class M>
+  send_result fd_call(int fd, typename M::request q) {
+    const fd_pin e = pin_fd(fd);
+    if (!e) return send_result{0, std::make_error_code(std::errc::bad_file_descriptor), 0};
+    return send_on<M>(e, q);
+  }
+  // send_on for a message with a reply header: the reply, or the error (EBADMSG: a short reply).
+  template <class M>
+  result<typename M::reply> reply_of(const fd_pin& e, typename M::request q) {
+    typename M::reply rep{};
+    send_result sr = send_on<M>(e, q, {.reply_header = &rep, .reply_header_len = sizeof rep});
+    if (sr.error) return sr.error;
+    if (sr.reply_header_len != sizeof rep) return std::make_error_code(std::errc::bad_message);
+    return rep;
+  }
+
+  // The second path of a two-path message: none, a path resolved on the same server (EXDEV if on
+  // another), or raw bytes (a symlink's target).
+  enum class second_path { none, resolved, raw };
+
+  // Sends message M naming `path` (path-addressed, or with `bits` = io_msg_by_path [| io_msg_nofollow]
+  // a handle-addressed message by path; io_msg_by_path is added for handle_or_path messages).
+  template <class M>
+  send_result send_path(std::string_view path, typename M::request q, std::uint32_t bits = 0,
+                        second_path kind = second_path::none, std::string_view second = {}, send_buffers b = {}) {
+    const auto fail = [](std::errc e) { return send_result{0, std::make_error_code(e), 0}; };
+    if (path.size() > 4096 || second.size() > 4096) return fail(std::errc::filename_too_long);
+    std::error_code ec;
+    auto res = ns_->resolve(path, ec);
+    if (!res) return send_result{0, ec, 0};
+    std::string payload = std::move(res->rest);
+    if (kind != second_path::none) {
+      std::string tail(second);
+      if (kind == second_path::resolved) {
+        auto res2 = ns_->resolve(second, ec);
+        if (!res2) return send_result{0, ec, 0};
+        if (res2->ch != res->ch) return fail(std::errc::cross_device_link);
+        tail = std::move(res2->rest);
+      }
+      payload.push_back('\0');
+      payload += tail;
+    }
+    q.client = client();
+    if constexpr (M::by == addressing::handle_or_path) bits |= io_msg_by_path;
+    b.type = msg_type<M>() | bits;
+    b.header = &q;
+    b.header_len = sizeof q;
+    b.payload = payload.data();
+    b.payload_len = payload.size();
+    return send(*res->ch, b);
+  }
+  // send_path for a message with a reply header.
+  template <class M>
+  result<typename M::reply> path_reply(std::string_view path, typename M::request q, std::uint32_t bits) {
+    typename M::reply rep{};
+    send_result sr = send_path<M>(path, q, bits, second_path::none, {}, {.reply_header = &rep, .reply_header_len = sizeof rep});
+    if (sr.error) return sr.error;
+    if (sr.reply_header_len != sizeof rep) return std::make_error_code(std::errc::bad_message);
+    return rep;
+  }
+
+  static io_utimens_request utimens_request(const struct ::timespec times[2]) noexcept {
+    io_utimens_request q;
+    for (int i = 0; i < 2; ++i) q.times[i] = times ? times[i] : ::timespec{0, UTIME_NOW};
+    return q;
   }
 
   std::size_t fd_limit() const noexcept {
