@@ -63,8 +63,10 @@
 #pragma once
 
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -115,7 +117,7 @@ class iofunc_attr {
   /// Effects: takes a 4 KiB extent of the store (an empty file). Throws: std::system_error with the
   /// errno of the store (file_store::allocate; memfd_create for the process's default store).
   iofunc_attr(mode_t mode, std::uint32_t uid, std::uint32_t gid, attr_options opts = {})
-      : mode_(S_IFREG | (mode & 07777)), uid_(uid), gid_(gid), max_size_(opts.max_size), ino_(next_ino()),
+      : mode_((mode & S_IFMT) ? (mode & (S_IFMT | 07777)) : (S_IFREG | (mode & 07777))), uid_(uid), gid_(gid), max_size_(opts.max_size), ino_(next_ino()),
         page_in_policy_(opts.page_in_self_conflict), label_(opts.name != nullptr ? opts.name : ""),
         store_(opts.store ? std::move(opts.store) : file_store::process_default()) {
     store_extent e;
@@ -227,6 +229,62 @@ class iofunc_attr {
     range_guard g(data_lock, 0, to_end, lock_mode::exclusive);
     return fit(max_size_);
   }
+  /// The file type and permission bits given at construction keep their type (S_IFDIR, S_IFLNK,
+  /// S_IFIFO, ...); a mode without type bits makes a regular file. rdev: the device of a device node
+  /// (set before the node is published).
+  [[nodiscard]] std::uint64_t rdev() const noexcept { return rdev_; }
+  void set_rdev(std::uint64_t d) noexcept { rdev_ = d; }
+  /// Link count (directory entries naming the node; a directory also counts its "." and every
+  /// subdirectory's ".."). Lock-free read.
+  [[nodiscard]] std::uint32_t nlink() const noexcept { return nlink_.load(std::memory_order_relaxed); }
+  /// Effects: nlink += delta; ctime = now. Requires: the caller holds the lock of the directory whose
+  /// entries change (the namespace serialises link count changes of one node).
+  void add_links(int delta) {
+    exclusive_guard<meta_mutex> g(meta_);
+    nlink_.store(static_cast<std::uint32_t>(static_cast<int>(nlink_.load(std::memory_order_relaxed)) + delta), std::memory_order_relaxed);
+    stamp_locked(false, false, true);
+  }
+  /// Effects: ctime = now (a rename makes the node's change visible this way).
+  void changed() {
+    exclusive_guard<meta_mutex> g(meta_);
+    stamp_locked(false, false, true);
+  }
+  /// Effects: the permission bits become `m & 07777` (the type stays); ctime = now. S_ISGID is dropped
+  /// when `drop_sgid` (a caller outside the file's group, as chmod(2) does).
+  void set_mode(mode_t m, bool drop_sgid) {
+    exclusive_guard<meta_mutex> g(meta_);
+    if (drop_sgid) m &= ~static_cast<mode_t>(S_ISGID);
+    mode_ = (mode_ & S_IFMT) | (m & 07777);
+    stamp_locked(false, false, true);
+  }
+  /// Effects: owner/group become uid/gid (~0u: unchanged); ctime = now; for a non-directory S_ISUID is
+  /// cleared, and S_ISGID if group-executable (chown(2) on Linux).
+  void set_owner(std::uint32_t uid, std::uint32_t gid) {
+    exclusive_guard<meta_mutex> g(meta_);
+    if (uid != ~0u) uid_ = uid;
+    if (gid != ~0u) gid_ = gid;
+    if (!S_ISDIR(mode_)) kill_suid_locked();
+    stamp_locked(false, false, true);
+  }
+  /// Effects: atime = t[0], mtime = t[1] (tv_nsec UTIME_NOW: now, UTIME_OMIT: unchanged); ctime = now
+  /// unless both are UTIME_OMIT.
+  void set_times(const struct ::timespec t[2]) {
+    if (t[0].tv_nsec == UTIME_OMIT && t[1].tv_nsec == UTIME_OMIT) return;
+    exclusive_guard<meta_mutex> g(meta_);
+    timespec now{};
+    ::clock_gettime(CLOCK_REALTIME, &now);
+    if (t[0].tv_nsec != UTIME_OMIT) atime_ = t[0].tv_nsec == UTIME_NOW ? now : t[0];
+    if (t[1].tv_nsec != UTIME_OMIT) mtime_ = t[1].tv_nsec == UTIME_NOW ? now : t[1];
+    ctime_ = now;
+    atime_stale_.store(false, std::memory_order_relaxed);
+  }
+  /// Effects: what a successful write does besides the bytes: mtime = ctime = now, and unless the
+  /// writer is privileged (uid 0) S_ISUID is cleared, and S_ISGID if group-executable.
+  void written(bool privileged) {
+    exclusive_guard<meta_mutex> g(meta_);
+    if (!privileged) kill_suid_locked();
+    stamp_locked(false, true);
+  }
   /// Effects: updates the access time (read) or the modification+change times (write). Access times
   /// follow "relatime": a read updates atime only if the file was modified since atime was last set
   /// (so a stream of reads takes no lock and no clock reading).
@@ -241,7 +299,8 @@ class iofunc_attr {
     st = {};
     st.st_ino = static_cast<ino_t>(ino_);
     st.st_mode = mode_;
-    st.st_nlink = 1;
+    st.st_nlink = nlink_.load(std::memory_order_relaxed);
+    st.st_rdev = static_cast<dev_t>(rdev_);
     st.st_uid = uid_;
     st.st_gid = gid_;
     const std::uint64_t size = size_.load(std::memory_order_relaxed);
@@ -284,9 +343,14 @@ class iofunc_attr {
     static std::atomic<std::uint64_t> n{1};
     return n.fetch_add(1, std::memory_order_relaxed);
   }
-  void stamp_locked(bool accessed, bool modified) noexcept {
+  void kill_suid_locked() noexcept {
+    mode_ &= ~static_cast<mode_t>(S_ISUID);
+    if ((mode_ & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP)) mode_ &= ~static_cast<mode_t>(S_ISGID);
+  }
+  void stamp_locked(bool accessed, bool modified, bool changed = false) noexcept {
     timespec now{};
     ::clock_gettime(CLOCK_REALTIME, &now);
+    if (changed) ctime_ = now;
     if (accessed) {
       atime_ = now;
       atime_stale_.store(false, std::memory_order_relaxed);
@@ -302,6 +366,8 @@ class iofunc_attr {
   std::uint32_t uid_, gid_;
   std::atomic<std::uint64_t> size_{0};     // written under meta_
   std::atomic<bool> atime_stale_{false};   // written under meta_: modified since atime was set
+  std::atomic<std::uint32_t> nlink_{1};    // written under meta_
+  std::uint64_t rdev_ = 0;
   timespec atime_{}, mtime_{}, ctime_{};
   std::uint64_t max_size_;
   std::uint64_t ino_;
@@ -332,13 +398,14 @@ template <class Ocb = iofunc_ocb>
 }
 
 /// Access bits for iofunc_check_access.
-inline constexpr int access_read = 4, access_write = 2;
+inline constexpr int access_read = 4, access_write = 2, access_exec = 1;
 
 /// True if `c` may access a file of (mode, uid, gid) for `want` (access_read | access_write).
 /// uid 0 may do anything. Owner bits, else group bits, else other bits (POSIX order).
 [[nodiscard]] inline bool iofunc_check_access(mode_t mode, std::uint32_t uid, std::uint32_t gid, const client_info& c,
                                               int want) noexcept {
-  if (c.uid == 0) return true;
+  // uid 0 may read and write anything, and execute (search) what has any x bit or is a directory.
+  if (c.uid == 0) return !(want & access_exec) || S_ISDIR(mode) || (mode & 0111) != 0;
   unsigned bits;
   if (c.uid == uid)
     bits = (mode >> 6) & 7;
@@ -371,8 +438,10 @@ inline io_result not_iofunc_ocb() noexcept { return errc_result(std::errc::bad_f
   return {};
 }
 
-/// Default open: iofunc_open_verify(), the attr's permissions (EACCES), then makes the OCB (an Ocb,
-/// constructed from `args`) and last applies O_TRUNC, so that a failed open changes nothing.
+/// Default open: iofunc_open_verify(), writing a directory (EISDIR), the attr's permissions (EACCES),
+/// then makes the OCB (an Ocb, constructed from `args`) and last applies O_TRUNC (regular files), so
+/// that a failed open changes nothing. O_PATH: no access check, an OCB that can neither read nor write
+/// (fstat, fchmod, fchown, futimens, readlink, fstatvfs, and every message addressed by path).
 /// Requires: Ocb derives from iofunc_ocb (checked at compile time). Throws: std::bad_alloc, what Ocb's
 /// constructor throws, what range_guard throws (nothing changed then).
 template <class Ocb = iofunc_ocb, class... Args>
@@ -381,11 +450,20 @@ inline io_result iofunc_open_default(request_context& ctx, const io_open_request
   static_assert(std::is_base_of_v<iofunc_ocb, Ocb>,
                 "iofunc_open_default<Ocb>: the default handlers need an OCB derived from iofunc_ocb");
   int want = 0;
+  if (q.flags & O_PATH) {  // no access check; the OCB can neither read nor write
+    auto o = std::make_shared<Ocb>(std::forward<Args>(args)...);
+    o->attr = std::move(attr);
+    o->flags = q.flags;
+    out = std::move(o);
+    return io_result::ok();
+  }
   if (auto ec = iofunc_open_verify(q.flags, &want)) return io_result::fail(ec);
-  if (!iofunc_check_access(attr->mode(), attr->uid(), attr->gid(), ctx.client, want))
+  const mode_t mode = attr->mode();
+  if (S_ISDIR(mode) && (want & access_write)) return detail::errc_result(std::errc::is_a_directory);
+  if (!iofunc_check_access(mode, attr->uid(), attr->gid(), ctx.client, want))
     return detail::errc_result(std::errc::permission_denied);
   auto o = std::make_shared<Ocb>(std::forward<Args>(args)...);
-  if (q.flags & O_TRUNC) {
+  if ((q.flags & O_TRUNC) && S_ISREG(mode)) {
     range_guard g(attr->data_lock, 0, to_end, lock_mode::exclusive);
     if (auto ec = attr->set_size(0)) return io_result::fail(ec);
   }
@@ -463,11 +541,11 @@ inline std::error_code lock_write_range(iofunc_attr& a, std::optional<range_guar
 // and [off, off + n) reserved: publishes the size for the bytes copied, zeroes any bytes of the rest
 // written past the size (a page unmapped during the copy), releases the range and stamps the times.
 inline void finish_write(iofunc_attr& a, std::optional<range_guard>& g, std::uint64_t off, std::uint64_t n,
-                         std::uint64_t got) {
+                         std::uint64_t got, bool privileged) {
   if (got > 0) (void)a.grow_to(off + got);  // reserved: cannot fail
   if (got < n) a.discard_unpublished(off + got, std::min(off + n, off + got + 4096));
   g.reset();
-  if (got > 0) a.touch(false, true);
+  if (got > 0) a.written(privileged);  // mtime, ctime; setuid/setgid cleared unless privileged
 }
 }  // namespace detail
 
@@ -501,7 +579,7 @@ inline io_result iofunc_write_default(request_context& ctx, ocb_base& base, cons
   });
   // The bytes copied stay written even if the sender gave up meanwhile (ECANCELED: nobody gets the
   // reply); a write that copied nothing changed nothing.
-  detail::finish_write(a, g, off, n, got);
+  detail::finish_write(a, g, off, n, got, ctx.client.uid == 0);
   if (got > 0 && !q.use_offset) o.offset.store(static_cast<std::int64_t>(off + got), std::memory_order_relaxed);
   if (ec) return io_result::fail(ec);
   if (got == 0) return io_result::fail(copy_ec);
@@ -665,7 +743,144 @@ inline io_result iofunc_page_in_default(request_context& ctx, ocb_base* base, co
   return io_result::ok(static_cast<std::int64_t>(valid));
 }
 
-/// The default handlers in an io_funcs (open is left empty: it needs a file lookup, see ramfs).
+// ---- attributes, sync, space: the rest of the io functions ------------------------------------------
+// Each answers EBADF for an OCB that is not an iofunc_ocb.
+
+namespace detail {
+// The attr behind `base`, or nullptr (not an iofunc_ocb).
+inline iofunc_attr* attr_of(ocb_base& base) noexcept {
+  iofunc_ocb* o = iofunc_ocb_cast(base);
+  return o != nullptr ? o->attr.get() : nullptr;
+}
+}  // namespace detail
+
+/// Default chmod (fchmod, chmod by path): the owner or uid 0 (else EPERM); S_ISGID is dropped when a
+/// non-root caller is not in the file's group (chmod(2)). ctime = now.
+inline io_result iofunc_chmod_default(request_context& ctx, ocb_base& base, const io_chmod_request& q) {
+  iofunc_attr* a = detail::attr_of(base);
+  if (a == nullptr) return detail::not_iofunc_ocb();
+  if (ctx.client.uid != 0 && ctx.client.uid != a->uid()) return detail::errc_result(std::errc::operation_not_permitted);
+  a->set_mode(static_cast<mode_t>(q.mode), ctx.client.uid != 0 && ctx.client.gid != a->gid());
+  return io_result::ok();
+}
+
+/// Default chown: uid 0 may set any owner and group; the owner may set the group to its own gid or
+/// keep it, and the owner to itself; anything else is EPERM. Clears S_ISUID (and a group-executable
+/// S_ISGID) of a non-directory; ctime = now.
+inline io_result iofunc_chown_default(request_context& ctx, ocb_base& base, const io_chown_request& q) {
+  iofunc_attr* a = detail::attr_of(base);
+  if (a == nullptr) return detail::not_iofunc_ocb();
+  if (ctx.client.uid != 0) {
+    const std::uint32_t owner = a->uid();
+    const bool uid_ok = q.uid == ~0u || (q.uid == owner && ctx.client.uid == owner);
+    const bool gid_ok = q.gid == ~0u || (ctx.client.uid == owner && (q.gid == a->gid() || q.gid == ctx.client.gid));
+    if (!uid_ok || !gid_ok) return detail::errc_result(std::errc::operation_not_permitted);
+  }
+  a->set_owner(q.uid, q.gid);
+  return io_result::ok();
+}
+
+/// Default utimens: both UTIME_NOW needs the owner, uid 0 or write permission (EACCES); any other
+/// change (an explicit time, or one UTIME_NOW beside UTIME_OMIT) needs the owner or uid 0 (EPERM), as
+/// Linux; both UTIME_OMIT changes nothing. EINVAL for a tv_nsec out of range.
+inline io_result iofunc_utimens_default(request_context& ctx, ocb_base& base, const io_utimens_request& q) {
+  iofunc_attr* a = detail::attr_of(base);
+  if (a == nullptr) return detail::not_iofunc_ocb();
+  for (const auto& t : q.times)
+    if (t.tv_nsec != UTIME_NOW && t.tv_nsec != UTIME_OMIT && (t.tv_nsec < 0 || t.tv_nsec >= 1000000000))
+      return detail::errc_result(std::errc::invalid_argument);
+  const bool explicit_time = !(q.times[0].tv_nsec == UTIME_NOW && q.times[1].tv_nsec == UTIME_NOW);
+  if (q.times[0].tv_nsec == UTIME_OMIT && q.times[1].tv_nsec == UTIME_OMIT) return io_result::ok();
+  const bool owner = ctx.client.uid == 0 || ctx.client.uid == a->uid();
+  if (explicit_time && !owner) return detail::errc_result(std::errc::operation_not_permitted);
+  if (!owner && !iofunc_check_access(a->mode(), a->uid(), a->gid(), ctx.client, access_write))
+    return detail::errc_result(std::errc::permission_denied);
+  a->set_times(q.times);
+  return io_result::ok();
+}
+
+/// Default fsync/fdatasync: the store is memory, so every completed write is already as durable as it
+/// gets; EBADF for an O_PATH open.
+inline io_result iofunc_fsync_default(request_context&, ocb_base& base, const io_fsync_request&) {
+  iofunc_ocb* o = iofunc_ocb_cast(base);
+  if (o == nullptr || (o->flags & O_PATH)) return detail::not_iofunc_ocb();
+  return io_result::ok();
+}
+
+/// Default fallocate: mode 0 extends the size to offset + length (zeros), FALLOC_FL_KEEP_SIZE changes
+/// nothing visible, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE zeroes [offset, offset + length) within
+/// the size. EBADF unless open for writing, ENODEV for a non-regular file, EINVAL for a negative offset
+/// or a length <= 0, EOPNOTSUPP for other modes, EFBIG past max_size. Locks: the range it changes.
+inline io_result iofunc_fallocate_default(request_context& ctx, ocb_base& base, const io_fallocate_request& q) {
+  iofunc_ocb* o = iofunc_ocb_cast(base);
+  if (o == nullptr || !o->writable) return detail::not_iofunc_ocb();
+  iofunc_attr& a = *o->attr;
+  if (!S_ISREG(a.mode())) return detail::errc_result(std::errc::no_such_device);
+  if (q.offset < 0 || q.length <= 0) return detail::errc_result(std::errc::invalid_argument);
+  const auto off = static_cast<std::uint64_t>(q.offset), len = static_cast<std::uint64_t>(q.length);
+  if (len > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) - off)
+    return detail::errc_result(std::errc::file_too_large);
+  if (q.mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
+    range_guard g(a.data_lock, off, len, lock_mode::exclusive);
+    const std::uint64_t size = a.size();
+    if (off < size) std::memset(a.data() + off, 0, static_cast<std::size_t>(std::min(len, size - off)));
+    g.unlock();
+    a.written(ctx.client.uid == 0);
+    return io_result::ok();
+  }
+  if (q.mode != 0 && q.mode != FALLOC_FL_KEEP_SIZE) return detail::errc_result(std::errc::operation_not_supported);
+  if (off + len > a.max_size()) return detail::errc_result(std::errc::file_too_large);
+  if (q.mode == FALLOC_FL_KEEP_SIZE) return io_result::ok();
+  const std::uint64_t target = off + len;
+  std::optional<range_guard> g;
+  for (;;) {  // as ftruncate: exclusive from the current end on, or the whole file if it moves
+    const std::uint64_t lo = target > a.capacity() ? 0 : std::min(a.size(), target);
+    g.emplace(a.data_lock, lo, to_end, lock_mode::exclusive, range_options{}, source_location::current());
+    if (std::min(a.size(), target) >= lo) break;
+    g.reset();
+  }
+  if (target > a.size())
+    if (auto ec = a.set_size(target)) return io_result::fail(ec);
+  return io_result::ok();
+}
+
+/// Default readlink: the target of a symbolic link (its data bytes) into the reply data, truncated to
+/// the client's buffer; reply status: the bytes. EINVAL for a node that is not a symlink.
+inline io_result iofunc_readlink_default(request_context& ctx, ocb_base& base, const io_handle_request&) {
+  iofunc_attr* a = detail::attr_of(base);
+  if (a == nullptr) return detail::not_iofunc_ocb();
+  if (!S_ISLNK(a->mode())) return detail::errc_result(std::errc::invalid_argument);
+  range_guard g(a->data_lock, 0, to_end, lock_mode::shared);
+  const std::uint64_t n = std::min<std::uint64_t>(a->size(), ctx.rcv.reply_data_len());
+  if (n > 0)
+    if (auto ec = ctx.rcv.write_reply_data(0, a->data(), n)) return io_result::fail(ec);
+  return io_result::ok(static_cast<std::int64_t>(n));
+}
+
+/// Default statvfs: a memory file system's figures (4 KiB blocks, names up to 255 bytes); a server with
+/// real limits overrides it.
+inline io_result iofunc_statfs_default(request_context&, ocb_base&, const io_handle_request&, struct ::statvfs& st) {
+  st = {};
+  st.f_bsize = st.f_frsize = 4096;
+  st.f_blocks = st.f_bfree = st.f_bavail = std::uint64_t{1} << 20;
+  st.f_files = st.f_ffree = st.f_favail = std::uint64_t{1} << 20;
+  st.f_namemax = 255;
+  return io_result::ok();
+}
+
+/// Default access: F_OK succeeds (the node exists); R_OK/W_OK/X_OK are checked with the caller's
+/// uid/gid (EACCES).
+inline io_result iofunc_access_default(request_context& ctx, ocb_base& base, const io_access_request& q) {
+  iofunc_attr* a = detail::attr_of(base);
+  if (a == nullptr) return detail::not_iofunc_ocb();
+  const int want = ((q.mode & R_OK) ? access_read : 0) | ((q.mode & W_OK) ? access_write : 0) | ((q.mode & X_OK) ? access_exec : 0);
+  if (want == 0) return io_result::ok();
+  if (!iofunc_check_access(a->mode(), a->uid(), a->gid(), ctx.client, want)) return detail::errc_result(std::errc::permission_denied);
+  return io_result::ok();
+}
+
+/// The default handlers in an io_funcs. Left empty: open, the path messages (mkdir, mknod, unlink,
+/// rmdir, rename, link, symlink) and readdir: they need the server's namespace (see ramfs).
 [[nodiscard]] inline io_funcs iofunc_defaults() {
   io_funcs f;
   f.read = iofunc_read_default;
@@ -675,6 +890,14 @@ inline io_result iofunc_page_in_default(request_context& ctx, ocb_base* base, co
   f.ftruncate = iofunc_ftruncate_default;
   f.mmap = iofunc_mmap_default;
   f.page_in = iofunc_page_in_default;
+  f.readlink = iofunc_readlink_default;
+  f.chmod = iofunc_chmod_default;
+  f.chown = iofunc_chown_default;
+  f.utimens = iofunc_utimens_default;
+  f.fsync = iofunc_fsync_default;
+  f.fallocate = iofunc_fallocate_default;
+  f.statfs = iofunc_statfs_default;
+  f.access = iofunc_access_default;
   return f;
 }
 
