@@ -81,7 +81,8 @@ struct io_open_request {
   std::int32_t flags = 0;  ///< O_RDONLY/O_WRONLY/O_RDWR | O_CREAT | O_EXCL | O_TRUNC | O_APPEND
   std::uint32_t mode = 0;  ///< permission bits for O_CREAT
 };
-/// io_msg::close and io_msg::fstat (reply header: struct stat).
+/// close, fstat (reply header: struct stat), readlink (reply data: the target), statfs (reply header:
+/// struct statvfs).
 struct io_handle_request {
   client_info client{};
   std::uint64_t handle = 0;
