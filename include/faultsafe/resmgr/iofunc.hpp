@@ -539,9 +539,10 @@ inline std::error_code lock_write_range(iofunc_attr& a, std::optional<range_guar
 }
 // The end of a write of [off, off + n) of which `got` bytes were copied, the range held exclusively
 // and [off, off + n) reserved: publishes the size for the bytes copied, zeroes any bytes of the rest
-// written past the size (a page unmapped during the copy), releases the range and stamps the times.
+// written past the size (a page unmapped during the copy), releases the range and stamps the times
+// (iofunc_attr::written: set-id bits cleared unless `privileged`, i.e. the writer is uid 0).
 inline void finish_write(iofunc_attr& a, std::optional<range_guard>& g, std::uint64_t off, std::uint64_t n,
-                         std::uint64_t got, bool privileged) {
+                         std::uint64_t got, bool privileged = false) {
   if (got > 0) (void)a.grow_to(off + got);  // reserved: cannot fail
   if (got < n) a.discard_unpublished(off + got, std::min(off + n, off + got + 4096));
   g.reset();

@@ -81,15 +81,15 @@ struct send_route {
 class thread_pool;
 
 namespace detail {
-/// channel -> pool, for process::send's self-deadlock check (thread_pool::route_for).
+/// channel -> pool (one per server), for process::send's self-deadlock check (thread_pool::route_for).
 /// `ever_full` counts pools that have ever been at their maximum with no idle thread: while it is
 /// zero, a send skips the check with one relaxed load.
-struct pool_registry {
+struct server_registry {
   ranked_mutex<rank::registry, std::shared_mutex> m{"server registry"};
   std::unordered_map<const channel*, thread_pool*> map FAULTSAFE_GUARDED_BY(m);
   std::atomic<unsigned> ever_full{0};
-  static pool_registry& instance() {
-    static pool_registry* r = new pool_registry;  // leaked: servers may outlive statics
+  static server_registry& instance() {
+    static server_registry* r = new server_registry;  // leaked: servers may outlive statics
     return *r;
   }
 };
@@ -118,7 +118,7 @@ class thread_pool {
       ch_opts.pool_capacity = 1;
       reserve_ch_ = std::make_shared<channel>(ch_opts);
     }
-    auto& reg = detail::pool_registry::instance();
+    auto& reg = detail::server_registry::instance();
     exclusive_guard g(reg.m);
     reg.map[ch_.get()] = this;
   }
@@ -156,7 +156,7 @@ class thread_pool {
   /// Effects: see the header comment (Lifetime). Idempotent. Throws: as check_not_own_thread().
   void stop() {
     {
-      auto& reg = detail::pool_registry::instance();
+      auto& reg = detail::server_registry::instance();
       exclusive_guard g(reg.m);  // waits for route_for calls on this pool
       reg.map.erase(ch_.get());
     }
@@ -187,7 +187,7 @@ class thread_pool {
   /// Cost: one relaxed load unless some pool has been full. Throws: what the violation handler throws;
   /// std::bad_alloc. Lock order: the registry's leaf lock (shared), then nothing; the report runs under it.
   [[nodiscard]] static send_route route_for(const channel& ch, activity_id a, const send_buffers& b) {
-    auto& reg = detail::pool_registry::instance();
+    auto& reg = detail::server_registry::instance();
     // relaxed: a hint; a server thread increments it before it serves the message whose fault leads
     // to the page-in sent here, and the fault's delivery to the pager (system calls on both sides)
     // orders the two.
@@ -312,7 +312,7 @@ class thread_pool {
         // relaxed: a once-only flag (the exchange's total order picks one thread); see route_for.
         if (started_threads_.load(std::memory_order_relaxed) >= opts_.max_threads &&
             !ever_full_.exchange(true, std::memory_order_relaxed))
-          detail::pool_registry::instance().ever_full.fetch_add(1, std::memory_order_relaxed);
+          detail::server_registry::instance().ever_full.fetch_add(1, std::memory_order_relaxed);
       }
       serve_(ctx_, r);
       idle_.fetch_add(1, std::memory_order_relaxed);
