@@ -46,7 +46,9 @@ def body(text, signature):
 
 config = read("config.hpp")
 rl = read("sync/range_lock.hpp")
-server = read("resmgr/server.hpp")
+# The pool (its options, growth and self-deadlock routing) lives in thread_pool.hpp, the server in
+# server.hpp: the rules below read both.
+server = read("resmgr/server.hpp") + read("resmgr/thread_pool.hpp")
 iofunc = read("resmgr/iofunc.hpp")
 aspace = read("vm/aspace.hpp")
 pager = read("vm/pager.hpp")
@@ -111,19 +113,19 @@ route = body(server, "send_route route_locked(")
 rules = [
     (route, r"on_self_deadlock\s*==\s*self_conflict::wait\)\s*return\s*\{\}",
      "send(): policy wait routes normally (POOL_SELF != SC_WAIT)"),
-    (route, r"if\s*\(started\s*<\s*opts_\.pool\.max_threads\)\s*return\s*\{\}",
+    (route, r"if\s*\(started\s*<\s*opts_\.(?:pool\.)?max_threads\)\s*return\s*\{\}",
      "all_serving(): only a pool at its maximum can self-deadlock"),
     (route, r"r\s*==\s*nullptr\s*\|\|\s*r->activity\(\)\s*!=\s*a\)\s*return\s*\{\}",
      "all_serving(): every started thread serves the sender's activity"),
     (route, r"reserve_busy_with_a\s*=\s*rr\s*!=\s*nullptr\s*&&\s*rr->activity\(\)\s*==\s*a",
      "send(): the reserve thread already serving the activity means EDEADLK"),
-    (route, r"grant\s*=\s*opts_\.pool\.on_self_deadlock\s*==\s*self_conflict::grant\s*&&\s*reserve_ch_\s*&&\s*!reserve_busy_with_a",
+    (route, r"grant\s*=\s*opts_\.(?:pool\.)?on_self_deadlock\s*==\s*self_conflict::grant\s*&&\s*reserve_ch_\s*&&\s*!reserve_busy_with_a",
      "send(): grant goes to the reserve channel"),
     (server, r"if\s*\((?:idle_\.load\([^)]*\)|idle_now)\s*==\s*0\)\s*\{[^}]*maybe_grow\(\)",
      "server_thread: a receive that leaves no thread idle starts one more"),
-    (server, r"started_threads_\.load\([^)]*\)\s*>=\s*opts_\.pool\.max_threads\)\s*return;",
+    (server, r"started_threads_\.load\([^)]*\)\s*>=\s*opts_\.(?:pool\.)?max_threads\)\s*return;",
      "server_thread: growth stops at max_threads"),
-    (server, r"if\s*\(opts_\.pool\.on_self_deadlock\s*==\s*self_conflict::grant\)\s*\{[^}]*reserve",
+    (server, r"if\s*\(opts_\.(?:pool\.)?on_self_deadlock\s*==\s*self_conflict::grant\)\s*\{[^}]*reserve",
      "init: a reserve thread exists iff the pool policy is grant (RESERVE)"),
     (rl, r"if\s*\(other_granted\)\s*return\s+verdict::blocked;\s*if\s*\(self\s*>\s*0\)\s*return\s+verdict::self_only;\s*"
          r"return\s+earlier_waiting\s*\?\s*verdict::blocked\s*:\s*verdict::grantable;",
