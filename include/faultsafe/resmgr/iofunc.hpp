@@ -42,7 +42,7 @@
 // OCB that is not an iofunc_ocb), EINVAL (negative offset or length, bad whence, bad access mode),
 // EOVERFLOW (offset + length or a seek overflows off_t), EFBIG (a write that starts at or past max_size,
 // a truncate beyond it), EFAULT (nothing could be copied from/to the client's buffer), ENOMEM/ENOSPC/
-// errno from the store, ENXIO (an mmap reaching past max_size). Reads at or past the end return 0.
+// errno from the store. Reads at or past the end return 0.
 // Failed calls have no side effects: every handler validates everything before its first change, and a
 // call that returns an error leaves the file (existence, size, bytes, times) and the OCB's offset as
 // they were. Partial success is a short count, as on Linux: a write straddling max_size writes up to
@@ -96,8 +96,8 @@
 namespace faultsafe {
 
 struct attr_options {
-  /// Largest file size. Writes or truncates beyond it fail with EFBIG, mappings beyond it with ENXIO;
-  /// a mapped file reserves this much server address space (its final extent, file_store.hpp).
+  /// Largest file size. Writes or truncates beyond it fail with EFBIG; a mapped file reserves this
+  /// much server address space (its final extent, file_store.hpp).
   std::uint64_t max_size = std::uint64_t{256} << 20;
   const char* name = "ramfs file";  ///< a label for the file (label())
   /// The fault-reentrancy guard (the README's "Brian's lock-up", mechanism 2): what a page-in does when its range conflicts
@@ -639,9 +639,11 @@ inline io_result iofunc_fstat_default(request_context&, ocb_base& base, struct :
 /// Default mmap hook: answers with the store's memfd and the offset of the requested file bytes in it
 /// (the pager maps it there); a file not yet in its final extent first moves there
 /// (iofunc_attr::make_mappable: the whole file locked exclusively, once), so the mapping stays this
-/// file's. EACCES if prot asks for reading on a write-only open, or for writing a MAP_SHARED mapping of
-/// an open without write access; EINVAL for a zero length or an offset that is not page aligned; ENXIO
-/// for a range reaching past max_size (it would map other files' bytes); the store's errno.
+/// file's. A mapping may reach past the end of the file and past max_size, as with the kernel: the
+/// memfd there holds other files' bytes, but every first touch of a page goes to this file's page-in,
+/// which refuses pages at or past the end (SIGBUS). EACCES if prot asks for reading on a write-only
+/// open, or for writing a MAP_SHARED mapping of an open without write access; EINVAL for a zero length
+/// or an offset that is not page aligned; the store's errno.
 inline io_result iofunc_mmap_default(request_context&, ocb_base& base, const io_mmap_request& q, io_mmap_reply& rep) {
   iofunc_ocb* const op = iofunc_ocb_cast(base);
   if (op == nullptr) return detail::not_iofunc_ocb();
@@ -650,8 +652,6 @@ inline io_result iofunc_mmap_default(request_context&, ocb_base& base, const io_
   if ((q.prot & PROT_READ) && !o.readable) return detail::errc_result(std::errc::permission_denied);
   if ((q.prot & PROT_WRITE) && (q.flags & MAP_SHARED) && !o.writable) return detail::errc_result(std::errc::permission_denied);
   iofunc_attr& a = *o.attr;
-  const std::uint64_t reach = file_store::final_capacity(a.max_size());
-  if (q.offset > reach || q.length > reach - q.offset) return detail::errc_result(std::errc::no_such_device_or_address);
   if (auto ec = a.make_mappable()) return io_result::fail(ec);
   rep.memfd = a.memfd();
   rep.offset = a.store_offset() + q.offset;
