@@ -12,9 +12,9 @@ with a reply or a documented error, under weak fairness). Prints one line per ch
 stored, depth reached and time; exits 0 when every verdict is the expected one, 1 otherwise, and 77
 (CTest's skip code) when spin or a C compiler is missing.
 
---long: the exhaustive cross-check (README, "Long run"): the same configurations with
--DINTERLEAVE_ALL (every statement interleaves, no run-until-block reduction), pan built with -O2;
-minutes and gigabytes instead of seconds.
+--long: the exhaustive cross-check (README, "Long run"): the same checks of the same configurations
+with -DINTERLEAVE_ALL (every statement interleaves, no run-until-block reduction), pan built with
+-O2; minutes and gigabytes instead of seconds.
 """
 import os
 import re
