@@ -85,10 +85,12 @@
 // owners and threads (self-conflict, wait-for graph, holders()), and they release through the leaf
 // lock. A reader that publishes while a writer arrives either sees the writer's count (and withdraws
 // to the tree path, where FIFO puts it behind the writer) or is seen and migrated by it (a Dekker
-// handshake, (3)-(6) below). A per-shard flag (readers_seen) lets a writer skip the slot scan when no
-// fast reader used its shard since the last writer. holders() and conflicting_holders() migrate too.
-// Slot collisions (more than two threads' ids on one slot, or a thread holding two fast ranges of one
-// lock) simply take the tree path.
+// handshake, (3)-(6) below). A per-shard flag (fast_ok) lets a writer skip the slot scan when the
+// shard's readers are on the tree path: a writer that scans clears it, and the shard's readers then
+// take the tree path until 32 of them came in a row without a writer (so a shard whose writers keep
+// coming behaves as without the fast path, and its writers do not scan). holders() and
+// conflicting_holders() migrate too. Slot collisions (more than two threads' ids on one slot, or a
+// thread holding two fast ranges of one lock) simply take the tree path.
 //
 // Complexity: a lock or unlock is O(log n + k) where n counts the held plus waiting ranges of the
 // trees it examines (a narrow range: its shard's and the wide tree; a wide range: all of them, plus
@@ -124,11 +126,13 @@
 // request also takes (see Sharding; futex_mutex's own (1) acquire / (2) release pairs), (1) the grant
 // stores the waiter's word with release under that lock, and (2) the waiter loads it with acquire; an
 // immediate grant is made under the leaf lock, after the previous holder's release. Readers' fast
-// path: (3) a reader publishes its slot and (10) flags the shard, then (4) re-reads the shard's writer
-// count, all seq_cst; (5) a writer counts itself with its locking CAS (seq_cst), (11) reads and clears
-// the flag and (6) scans the slots, seq_cst, so one of the two sees the other (either the reader
-// withdraws or the writer migrates it). (7) a fast reader's release CAS (release) pairs with the scan's
-// (6) (acquire), so what it read happens-before a writer that finds the slot empty; (8) the leaf lock's
+// path: (3) a reader publishes its slot, then re-reads (10) the shard's fast_ok flag and (4) its
+// writer count, all seq_cst; (5) a writer counts itself with its locking CAS (seq_cst), (11) reads and
+// clears the flag and (6) scans the slots, seq_cst, so one of the two sees the other (either the
+// reader withdraws or the writer migrates it); (12) the tree-path reader that sets the flag again does
+// so with release, so a fast reader that finds it set at (10) sees every writer counted before (4).
+// (7) a fast reader's release CAS (release) pairs with the scan's (6) (acquire), so what it read
+// happens-before a writer that finds the slot empty; (8) the leaf lock's
 // unlock, which subtracts a departed writer (release), pairs with (9) the reader's first load of the
 // count (acquire), so a writer's data is visible to a reader that finds the count at 0. Explicit
 // relaxed accesses are marked (r) with the reason.
@@ -320,9 +324,12 @@ struct alignas(64) range_tree {
   // (range_lock::try_fast_shared). A request adds itself as it takes the lock (one CAS); its exit is
   // subtracted as the lock is dropped (writer_exits).
   mutable leaf_mutex m;
-  // Set by a fast reader of the shard after it publishes (if not set yet); cleared by the next writer,
-  // which then scans the reader slots. A writer that finds it clear skips the scan.
-  std::atomic<std::uint32_t> readers_seen{0};
+  // The shard's readers may take the fast path (1) or not (0). A writer that finds it set clears it
+  // and scans the reader slots; one that finds it clear skips the scan. Set again (under the shard's
+  // lock) by the fast_path_rearm-th tree-path reader in a row without a writer: a shard whose writers
+  // keep coming stays on the tree path and its writers never scan.
+  std::atomic<std::uint32_t> fast_ok{1};
+  std::uint32_t slow_reads = 0;   // tree-path narrow readers since fast_ok was cleared or the last writer
   std::uint64_t next_seq = 0;     // a shard's Lamport clock: see range_lock::take_seq
   std::size_t waiting = 0;        // nodes in the tree that are not granted
   mutable std::uint32_t writer_exits = 0;  // writers that left under the current hold (see unlock_shard)
@@ -592,6 +599,10 @@ class alignas(64) range_lock {
 
   // ---- readers' fast path (see "Readers" in the file comment) ------------------------------------
   enum class fast_result { none, published, migrated };
+  /// Tree-path readers in a row, without a writer, after which a shard's readers may use the fast
+  /// path again (after a writer found fast readers' flag set and scanned). Bounds the scans a
+  /// write-heavy shard pays: at most one per fast_path_rearm reads.
+  static constexpr std::uint32_t fast_path_rearm = 32;
   static std::uintptr_t slot_tag(const node& n) noexcept { return reinterpret_cast<std::uintptr_t>(&n) | n.domain; }
 
   /// Requires: n shared, narrow (domain < all), initialised, not linked. Effects: grants n without the
@@ -604,6 +615,8 @@ class alignas(64) range_lock {
     // (9) acquire, pairs with (8): the range of the last writer of this shard is released before the
     // data under the reader's range is read.
     if (t.m.payload(std::memory_order_acquire) != 0) return fast_result::none;
+    // (r) relaxed: a hint only; (10) decides.
+    if (t.fast_ok.load(std::memory_order_relaxed) == 0) return fast_result::none;
     const std::uintptr_t tag = slot_tag(n);
     const unsigned h = n.thread_id % reader_slot_count;
     for (unsigned i = 0; i < 2; ++i) {
@@ -615,16 +628,16 @@ class alignas(64) range_lock {
       // in the single total order either (4) sees the writer's (5), or the writer's (6) sees this
       // publication and migrates the node. Also releases the node's fields to the migrating writer (6).
       if (!sl.v.compare_exchange_strong(e, tag, std::memory_order_seq_cst, std::memory_order_relaxed)) continue;
-      // (10) seq_cst, pairs with (11): after (3), so that a writer that finds the flag clear at (11)
-      // has either seen a clearing writer migrate this node or comes after (4).
-      if (t.readers_seen.load(std::memory_order_seq_cst) == 0) t.readers_seen.store(1, std::memory_order_seq_cst);
-      // (4) seq_cst, see (3).
-      if (t.m.payload(std::memory_order_seq_cst) == 0) {
+      // (10) seq_cst, pairs with (11): read after (3), so a writer that clears the flag later scans
+      // after (3) and sees this node; acquire, pairs with (12): a writer counted before the flag was
+      // set again is seen at (4). (4) seq_cst, see (3).
+      if (t.fast_ok.load(std::memory_order_seq_cst) != 0 && t.m.payload(std::memory_order_seq_cst) == 0) {
         slot = &sl;
         return fast_result::published;
       }
-      // A writer arrived: withdraw, unless it has already migrated the node (then it is granted in the
-      // tree, before the writer). (r) relaxed: nothing was read under the withdrawn publication.
+      // A writer arrived (or switched the shard to the tree path): withdraw, unless a writer has
+      // already migrated the node (then it is granted in the tree, before the writer).
+      // (r) relaxed: nothing was read under the withdrawn publication.
       e = tag;
       if (sl.v.compare_exchange_strong(e, 0, std::memory_order_relaxed, std::memory_order_relaxed))
         return fast_result::none;
@@ -663,9 +676,11 @@ class alignas(64) range_lock {
 
   /// Requires: domain d locked; an exclusive request of domain d enters the lock, already counted in
   /// the writers of d's shards if `counted` (by the locking CAS), else counted here. Effects: then no
-  /// new fast reader enters those shards; migrates the existing ones (if a shard's readers_seen flag
-  /// says there may be some). Complexity: O(1) for a narrow request when no fast reader used its shard
-  /// since its last writer, else O(reader_slot_count); O(shard_count + reader_slot_count) for a wide one.
+  /// new fast reader enters those shards; migrates the existing ones (if a shard's fast_ok flag says
+  /// there may be some: the flag is then cleared, and the shard's readers use the tree path until
+  /// fast_path_rearm of them came in a row without a writer). Complexity: O(1) for a narrow request
+  /// when its shard's readers are on the tree path, else O(reader_slot_count); O(shard_count +
+  /// reader_slot_count) for a wide one.
   void add_writer_locked(unsigned d, bool counted) noexcept {
     bool scan = false;
     const unsigned first = d == all ? 0 : d, end = d == all ? shard_count : d + 1;
@@ -673,9 +688,10 @@ class alignas(64) range_lock {
       tree& t = shards_[i];
       // (5) seq_cst, see (3): the count, made by the locking CAS (futex_mutex's (1)) or here.
       if (!counted) t.m.add_payload(1);
+      t.slow_reads = 0;
       // (11) seq_cst, pairs with (10).
-      if (t.readers_seen.load(std::memory_order_seq_cst) != 0) {
-        t.readers_seen.store(0, std::memory_order_seq_cst);  // (11) seq_cst: before the scan (6)
+      if (t.fast_ok.load(std::memory_order_seq_cst) != 0) {
+        t.fast_ok.store(0, std::memory_order_seq_cst);  // (11) seq_cst: before the scan (6)
         scan = true;
       }
     }
@@ -809,7 +825,14 @@ class alignas(64) range_lock {
   /// applies, removes it again and returns false. Returns: whether n is now in its tree.
   bool enqueue_locked(node& n, bool may_wait, std::uint64_t seq, bool counted) noexcept {
     tree& t = tree_of(n);
-    if (n.mode == lock_mode::exclusive) add_writer_locked(n.domain, counted);
+    if (n.mode == lock_mode::exclusive) {
+      add_writer_locked(n.domain, counted);
+    } else if (n.domain != all && t.fast_ok.load(std::memory_order_relaxed) == 0 &&  // (r) written under our lock
+               ++t.slow_reads >= fast_path_rearm) {
+      // (12) release, pairs with (10): the writers counted so far are seen by a fast reader that
+      // finds the flag set.
+      t.fast_ok.store(1, std::memory_order_release);
+    }
     if (n.domain != all && !t.root() && !wide_.root()) {  // fast path: nothing can conflict
       t.insert(n, seq);
       n.granted = true;
