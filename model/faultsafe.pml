@@ -57,7 +57,9 @@
 #    define NC 2
 #  endif
 /* faultsafe's defaults (params.pml): per-region locks, direct copy, guard grant, reserve thread.
- * nfs has 1..2 threads (the default is 1..4: see README, "pool sizes"), io_pkt is pinned to one. */
+ * nfs has the default pool (1..4) unless -DPOOLMAX0=n; io_pkt is pinned to one thread (the seed's).
+ * Ablations (each must bring a lock-up back): -DSINGLE_LOCK_ON (one aspace lock), -DPAGE_IN_SELF_WAIT
+ * (no page-in guard), -DPOOL_SELF_WAIT (no pool guard, no reserve thread). */
 #  ifndef NC
 #    define NC 3
 #  endif
@@ -66,7 +68,11 @@
 #  ifndef POOLMAX0
 #    define POOLMAX0 DEF_POOL_MAX
 #  endif
-#  define SINGLE_LOCK DEF_SINGLE_LOCK
+#  if defined(SINGLE_LOCK_ON)
+#    define SINGLE_LOCK 1
+#  else
+#    define SINGLE_LOCK DEF_SINGLE_LOCK
+#  endif
 #  define NAIVE_ATTR 0
 #  if defined(FAULTSAFE_GUARD) || defined(FAULTSAFE_FAIL) || defined(FINDING_WRITER)
 #    define DIRECT 0
@@ -79,6 +85,9 @@
 #  elif defined(POOL_SELF_WAIT)   /* the pool without its guard (no reserve thread) */
 #    define POOL_SELF SC_WAIT
 #    define PAGE_IN_SELF DEF_PAGE_IN_SELF
+#  elif defined(PAGE_IN_SELF_WAIT)   /* the page-in without its guard */
+#    define POOL_SELF DEF_POOL_SELF
+#    define PAGE_IN_SELF SC_WAIT
 #  else
 #    define POOL_SELF DEF_POOL_SELF
 #    define PAGE_IN_SELF DEF_PAGE_IN_SELF

@@ -37,6 +37,10 @@ CONFIGS = {
     "cross": (["CROSS"], "free", "cross-process: the server's own pager serves its copies' faults"),
     "pool_wait": (["FAULTSAFE_GUARD", "POOLMAX0=1", "POOL_SELF_WAIT"], "deadlock",
                   "as pool1 without the pool guard: the reserve thread is needed"),
+    "guard_wait": (["FAULTSAFE_GUARD", "PAGE_IN_SELF_WAIT"], "deadlock",
+                   "as guard without the page-in guard: the guard is needed"),
+    "single_lock": (["FAULTSAFE", "SINGLE_LOCK_ON"], "deadlock",
+                    "as faultsafe with one aspace lock: per-region locks are needed"),
     "finding_pager": (["FINDING_PAGER"], "deadlock", "finding: two nfs faults hold both fault threads"),
     "finding_writer": (["FINDING_WRITER"], "deadlock", "finding: a queued writer between a reader and its page-in"),
 }
