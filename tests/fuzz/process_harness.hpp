@@ -2,7 +2,7 @@
 // corpus replayer (process_fuzz_replay.cpp, part of the normal test build).
 //
 // run_process_sequence(data, size) decodes the bytes into a sequence of calls on the public process
-// API (open, close, read, write, pread, pwrite, lseek, ftruncate, fstat, mmap, munmap, mprotect, and
+// API (open, close, read, write, pread, pwrite, lseek, ftruncate, fallocate, fstat, mmap, munmap, mprotect, and
 // loads/stores through the mappings) with fuzzer-chosen fds, offsets, lengths, flags and protections,
 // runs them against a fresh ramfs server in a private namespace, and checks every result against a
 // model of the files, fds and mappings:
@@ -432,6 +432,39 @@ class harness {
     if (!st || static_cast<std::uint64_t>(st.value().st_size) != files_[it->second.file].data.size()) fail("fstat after ftruncate");
   }
 
+  // fallocate: mode 0 (extend with zeros), KEEP_SIZE (nothing visible), PUNCH_HOLE | KEEP_SIZE (zeros
+  // inside the size), PUNCH_HOLE alone (EOPNOTSUPP); bad offsets and lengths (EINVAL), past max (EFBIG).
+  void op_fallocate(byte_reader& in) {
+    const int fd = pick_fd(in);
+    const std::uint8_t k = in.u8();
+    static constexpr int modes[4] = {0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE};
+    const int mode = modes[k & 3];
+    const std::int64_t off = (k & 4) ? -1 : static_cast<std::int64_t>(in.u16()) + ((k & 8) ? static_cast<std::int64_t>(max_file) - 4096 : 0);
+    const std::int64_t len = (k & 16) ? 0 : static_cast<std::int64_t>(in.u16() % 20000) + 1;
+    note("fallocate(%d, mode 0x%x, %lld, %lld)", fd, mode, static_cast<long long>(off), static_cast<long long>(len));
+    const auto ec = proc_.fallocate(fd, mode, off, len);
+    if (injected(ec)) return;
+    auto it = fds_.find(fd);
+    if (it == fds_.end()) return expect_ec(ec, EBADF, "fallocate");
+    if (off < 0 || len <= 0) return expect_ec(ec, EINVAL, "fallocate");  // checked by the client first
+    if (!it->second.writable()) return expect_ec(ec, EBADF, "fallocate");
+    model_file& mf = files_[it->second.file];
+    const auto o = static_cast<std::uint64_t>(off), n = static_cast<std::uint64_t>(len);
+    if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
+      expect_ec(ec, 0, "fallocate punch");
+      if (o < mf.data.size()) {
+        const std::uint64_t end = std::min<std::uint64_t>(o + n, mf.data.size());
+        std::fill(mf.data.begin() + static_cast<std::ptrdiff_t>(o), mf.data.begin() + static_cast<std::ptrdiff_t>(end), 0);
+        mf.bump(o, end - o);
+      }
+      return;
+    }
+    if (mode != 0 && mode != FALLOC_FL_KEEP_SIZE) return expect_ec(ec, EOPNOTSUPP, "fallocate mode");
+    if (o + n > max_file) return expect_ec(ec, EFBIG, "fallocate past max_size");
+    expect_ec(ec, 0, "fallocate");
+    if (mode == 0 && o + n > mf.data.size()) mf.resize(o + n);
+  }
+
   void op_mmap(byte_reader& in) {
     if (!uffd_ok()) return;
     const std::uint8_t b = in.u8();
@@ -454,8 +487,10 @@ class harness {
     else if (!anon && !fds_.count(fd)) want = EBADF;
     else if (!anon) {
       const model_fd& mfd = fds_.at(fd);
+      const std::uint64_t reach = file_store::final_capacity(max_file);  // a file never grows past it
       if ((prot & PROT_READ) && !mfd.readable()) want = EACCES;
       else if ((prot & PROT_WRITE) && type == 1 && !mfd.writable()) want = EACCES;
+      else if (static_cast<std::uint64_t>(off) + ((len + page - 1) & ~(page - 1)) > reach) want = ENXIO;
     }
     expect_ec(r.error(), want, "mmap");
     if (want) return;
@@ -710,6 +745,7 @@ class harness {
       /* 11 */ [](harness& h, byte_reader& in) { h.op_mprotect(in); },
       /* 12 */ [](harness& h, byte_reader& in) { h.op_mem(in, false); },
       /* 13 */ [](harness& h, byte_reader& in) { h.op_mem(in, true); },
+      /* 14 */ [](harness& h, byte_reader& in) { h.op_fallocate(in); },
   };
   static constexpr std::size_t op_codes = sizeof op_table / sizeof op_table[0];
 
