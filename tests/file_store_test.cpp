@@ -260,6 +260,69 @@ TEST_CASE("mappings of a file among neighbours in one memfd: its own bytes, shri
   REQUIRE(!bob.munmap(q, size));
 }
 
+TEST_CASE("the first mmap of a growing file moves it to its final extent while writers append and readers read") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(120, "mmap racing growth");
+  path_namespace ns;
+  ramfs fs({.name = "ram", .prefix = "/ram", .ns = &ns, .file = {.max_size = 4 << 20}});
+  constexpr std::size_t total = 1 << 20;
+  const auto want = file_bytes(5, total);
+  std::atomic<std::size_t> written{0}, bad{0}, maps{0};
+  std::atomic<bool> stop{false};
+  process writer("writer", {1000, 100}, &ns);
+  auto wfd = writer.open("/ram/r", O_RDWR | O_CREAT | O_APPEND, 0644);
+  REQUIRE(wfd.ok());
+  REQUIRE(writer.write(*wfd, want.data(), 100).value() == 100u);
+  written = 100;
+  std::thread mapper([&] {
+    process m("mapper", {1000, 100}, &ns);
+    announce_faulting_thread();
+    auto fd = m.open("/ram/r", O_RDONLY);
+    if (!fd) return (void)bad.fetch_add(1);
+    while (!stop.load(std::memory_order_relaxed)) {
+      const std::size_t seen = written.load(std::memory_order_acquire);  // bytes known to be in the file
+      auto mp = m.mmap(nullptr, total, PROT_READ, MAP_SHARED, *fd, 0);
+      if (!mp) return (void)bad.fetch_add(1);
+      const auto* p = static_cast<const std::uint8_t*>(*mp);
+      std::uint8_t v = 0;
+      for (std::size_t off = 0; off < seen; off += 4093)
+        if (vmtest::probe_read(p + off, v) != 0 || v != static_cast<std::uint8_t>(want[off])) {
+          bad.fetch_add(1);
+          break;
+        }
+      if (m.munmap(*mp, total)) bad.fetch_add(1);
+      maps.fetch_add(1, std::memory_order_relaxed);
+    }
+  });
+  std::thread reader([&] {
+    process r("reader", {1000, 100}, &ns);
+    auto fd = r.open("/ram/r", O_RDONLY);
+    if (!fd) return (void)bad.fetch_add(1);
+    std::vector<char> b(3000);
+    while (!stop.load(std::memory_order_relaxed)) {
+      const std::size_t seen = written.load(std::memory_order_acquire);
+      const std::size_t off = seen > b.size() ? seen - b.size() : 0;
+      auto n = r.pread(*fd, b.data(), b.size(), static_cast<off_t>(off));
+      if (!n || *n < std::min(b.size(), seen - off) || std::memcmp(b.data(), want.data() + off, *n) != 0) bad.fetch_add(1);
+    }
+  });
+  for (std::size_t off = 100; off < total;) {
+    const std::size_t n = std::min<std::size_t>(total - off, 777 + off / 8);
+    REQUIRE(writer.write(*wfd, want.data() + off, n).value() == n);
+    off += n;
+    written.store(off, std::memory_order_release);
+  }
+  while (maps.load() < 3) std::this_thread::yield();
+  stop = true;
+  mapper.join();
+  reader.join();
+  CHECK(bad == 0);
+  CHECK(fs.lookup("r")->mappable());
+  std::vector<char> back(total);
+  REQUIRE(writer.pread(*wfd, back.data(), total, 0).value() == total);
+  CHECK(back == want);
+}
+
 TEST_CASE("extents are punched and recycled when their file dies") {
   auto store = std::make_shared<file_store>();
   attr_options o{.max_size = 1 << 20, .name = "t", .store = store};
