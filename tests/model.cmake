@@ -16,5 +16,5 @@ foreach(_cfg brian_naive colin_naive faultsafe faultsafe_guard faultsafe_pool1 f
              finding_pager finding_writer)
   add_test(NAME model_${_cfg}
            COMMAND ${FAULTSAFE_PYTHON3} ${_model_dir}/verify.py ${_cfg} --workdir ${CMAKE_CURRENT_BINARY_DIR}/model-work)
-  set_tests_properties(model_${_cfg} PROPERTIES TIMEOUT 600 LABELS model SKIP_RETURN_CODE 77)
+  set_tests_properties(model_${_cfg} PROPERTIES TIMEOUT 900 LABELS model SKIP_RETURN_CODE 77)
 endforeach()
