@@ -74,7 +74,7 @@ class bystanders {
       REQUIRE(fd.ok());
       c->fd = *fd;
       c->model.assign(file_size, 0);
-      REQUIRE(!c->p->ftruncate(c->fd, file_size));
+      REQUIRE(c->p->ftruncate(c->fd, file_size).ok());
       clients_.push_back(std::move(c));
     }
     for (auto& c : clients_) c->t = std::thread([this, cl = c.get()] { run(*cl); });
@@ -219,7 +219,7 @@ TEST_CASE("page-in error: the faulting access gets SIGBUS, a server copy into su
   // A server copy into a page whose page-in fails: the read fails with EFAULT, the range is released.
   auto g = bob.open("/ram/g", O_CREAT | O_RDWR, 0644);
   REQUIRE(g.ok());
-  REQUIRE(!bob.ftruncate(*g, file_size));
+  REQUIRE(bob.ftruncate(*g, file_size).ok());
   auto mg = bob.mmap(nullptr, file_size, PROT_READ | PROT_WRITE, MAP_SHARED, *g, 0);
   REQUIRE(mg.ok());
   {
@@ -228,8 +228,8 @@ TEST_CASE("page-in error: the faulting access gets SIGBUS, a server copy into su
     CHECK(is(r.error(), EFAULT));
   }
   CHECK(bob.pread(*fd, static_cast<char*>(*mg) + 9 * 4096, 4096, 0).value() == 4096u);  // goes on
-  CHECK(!bob.munmap(*m, file_size));
-  CHECK(!bob.munmap(*mg, file_size));
+  CHECK(bob.munmap(*m, file_size).ok());
+  CHECK(bob.munmap(*mg, file_size).ok());
   fx.check_after();
 }
 
@@ -246,7 +246,7 @@ TEST_CASE("handler exception: the request fails with EIO and does nothing; the s
     fi::scoped_schedule s(fi::point::handler_exception, {.every = 1});
     CHECK(is(bob.pwrite(*fd, news.data(), news.size(), 10).error(), EIO));
     CHECK(is(bob.open("/ram/never", O_CREAT | O_RDWR, 0644).error(), EIO));
-    CHECK(is(bob.ftruncate(*fd, 0), EIO));
+    CHECK(is(bob.ftruncate(*fd, 0).error(), EIO));
     CHECK(fi::fires(fi::point::handler_exception) >= 3);
   }
   CHECK(fx.fs.lookup("never") == nullptr);  // the failed open created nothing
@@ -351,7 +351,7 @@ TEST_CASE("allocation failure in the pager: that fault gets SIGBUS, the pager go
   }
   CHECK(probe_read(p + 6 * 4096 + 3, v) == 0);
   CHECK(v == pat(6 * 4096 + 3));
-  CHECK(!bob.munmap(*m, file_size));
+  CHECK(bob.munmap(*m, file_size).ok());
   fx.check_after();
 }
 
@@ -377,7 +377,7 @@ TEST_CASE("munmap during a fault: munmap waits for the fault service; the access
     REQUIRE(fi::wait_stalled(fi::point::munmap_race, 1, 20s));  // paged in, not yet mapped
     std::error_code unmap_ec;
     std::thread unmapper([&] {
-      unmap_ec = bob.munmap(*m, file_size);
+      unmap_ec = bob.munmap(*m, file_size).error();
       unmapped = true;
     });
     CHECK(fx.by->progress(3));  // other clients go on while the fault and the munmap wait
@@ -430,6 +430,6 @@ TEST_CASE("page-in stall: writers of the range wait, a munmap of the region wait
   }
   CHECK(sig == 0);
   CHECK(v == pat(7 * 4096));  // the private copy was taken before the write was granted
-  CHECK(!bob.munmap(*m, file_size));
+  CHECK(bob.munmap(*m, file_size).ok());
   fx.check_after({{7 * 4096, news}});
 }

@@ -70,7 +70,7 @@ TEST_CASE("20,000 files of 4 KiB in one ramfs under RLIMIT_NOFILE 1024; the clie
     if (!fd) FAIL("open of file " << f << ": " << fd.error().message());  // EMFILE at 1,019 with a memfd each
     const auto data = file_bytes(f, size);
     REQUIRE(bob.pwrite(*fd, data.data(), size, 0).value() == size);
-    REQUIRE(!bob.close(*fd));
+    REQUIRE(bob.close(*fd).ok());
   }
   CHECK(open_fds() - fds_before <= 2);  // the store's memfd (and nothing per file)
   auto extra = ::open("/dev/null", O_RDONLY | O_CLOEXEC);  // the process still has fds to spare
@@ -87,7 +87,7 @@ TEST_CASE("20,000 files of 4 KiB in one ramfs under RLIMIT_NOFILE 1024; the clie
     REQUIRE(fd.ok());
     REQUIRE(bob.pread(*fd, buf.data(), size + 1, 0).value() == size);
     if (buf != file_bytes(f, size)) ++wrong;
-    REQUIRE(!bob.close(*fd));
+    REQUIRE(bob.close(*fd).ok());
   }
   CHECK(wrong == 0);
 }
@@ -154,13 +154,13 @@ TEST_CASE("a file moves through the size classes as it grows and keeps its bytes
   auto g2 = bob.open("/ram/t", O_RDWR | O_CREAT, 0644);
   REQUIRE(g2.ok());
   REQUIRE(bob.pwrite(*g2, "abc", 3, 0).value() == 3u);
-  REQUIRE(!bob.ftruncate(*g2, 100000));
+  REQUIRE(bob.ftruncate(*g2, 100000).ok());
   CHECK(fs.lookup("t")->capacity() == 262144);
   std::vector<char> z(100000);
   REQUIRE(bob.pread(*g2, z.data(), z.size(), 0).value() == z.size());
   CHECK(std::memcmp(z.data(), "abc", 3) == 0);
   CHECK(std::count(z.begin() + 3, z.end(), 0) == 100000 - 3);
-  CHECK(bob.ftruncate(*g2, (8 << 20) + 1).value() == EFBIG);
+  CHECK(bob.ftruncate(*g2, (8 << 20) + 1).error().value() == EFBIG);
 }
 
 TEST_CASE("mappings of a file among neighbours in one memfd: its own bytes, shrink is SIGBUS, growth is zeros") {
@@ -224,7 +224,7 @@ TEST_CASE("mappings of a file among neighbours in one memfd: its own bytes, shri
   REQUIRE(bob.pread(fds[1], q + 100, 50, 0).value() == 50u);  // into the neighbour's private mapping
   CHECK(std::memcmp(q + 100, p, 50) == 0);
   // Shrink: the second page leaves the mapping (SIGBUS), the rest of the first page reads zeros.
-  REQUIRE(!bob.ftruncate(fds[1], 100));
+  REQUIRE(bob.ftruncate(fds[1], 100).ok());
   CHECK(vmtest::probe_read(p + 4096, v) == SIGBUS);
   REQUIRE(vmtest::probe_read(p + 99, v) == 0);
   CHECK(v == file_byte(1, 99));
@@ -232,7 +232,7 @@ TEST_CASE("mappings of a file among neighbours in one memfd: its own bytes, shri
   CHECK(v == 0);
   REQUIRE(vmtest::probe_write(p + 200, 0x55) == 0);  // past the end, inside the last page (allowed)
   // Growth: everything past the old end reads zeros, also what the mapping wrote past the end.
-  REQUIRE(!bob.ftruncate(fds[1], size));
+  REQUIRE(bob.ftruncate(fds[1], size).ok());
   std::vector<char> back(size);
   REQUIRE(bob.pread(fds[1], back.data(), size, 0).value() == size);
   CHECK(std::count(back.begin() + 100, back.end(), 0) == static_cast<long>(size - 100));
@@ -244,7 +244,7 @@ TEST_CASE("mappings of a file among neighbours in one memfd: its own bytes, shri
   REQUIRE(m2.ok());
   REQUIRE(vmtest::probe_read(static_cast<std::uint8_t*>(*m2) + 5000, v) == 0);
   CHECK(v == 0);
-  REQUIRE(!bob.munmap(*m2, size));
+  REQUIRE(bob.munmap(*m2, size).ok());
   // A mapping may reach past max_size (as with the kernel), where the memfd holds other files' bytes:
   // every touch there is refused by this file's page-in (SIGBUS), never a neighbour's byte.
   constexpr std::size_t far = (1 << 20) + 8 * 4096;
@@ -255,9 +255,9 @@ TEST_CASE("mappings of a file among neighbours in one memfd: its own bytes, shri
   CHECK(v == file_byte(0, 5));
   CHECK(vmtest::probe_read(w + (1 << 20), v) == SIGBUS);
   CHECK(vmtest::probe_read(w + far - 1, v) == SIGBUS);
-  REQUIRE(!bob.munmap(w, far));
-  REQUIRE(!bob.munmap(p, span));
-  REQUIRE(!bob.munmap(q, size));
+  REQUIRE(bob.munmap(w, far).ok());
+  REQUIRE(bob.munmap(p, span).ok());
+  REQUIRE(bob.munmap(q, size).ok());
 }
 
 TEST_CASE("the first mmap of a growing file moves it to its final extent while writers append and readers read") {

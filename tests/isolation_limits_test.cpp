@@ -41,7 +41,7 @@ TEST_CASE("process fd limit: EMFILE past set_max_fds, and a close frees a slot")
   }
   CHECK(is(p.open("/ram/f", O_RDONLY).error(), EMFILE));
   CHECK(fs.srv().open_ocbs() == 8u);  // the refused open never reached the server
-  CHECK(!p.close(fds[3]));
+  CHECK(p.close(fds[3]).ok());
   auto again = p.open("/ram/f", O_RDONLY);
   REQUIRE(again.ok());
   CHECK(*again == fds[3]);
@@ -77,7 +77,7 @@ TEST_CASE("server per-client open limit: EMFILE for that client only; closes giv
   // Another client is not affected.
   auto other = polite.open("/lim/x", O_RDONLY);
   CHECK(other.ok());
-  CHECK(!greedy.close(fds[0]));
+  CHECK(greedy.close(fds[0]).ok());
   CHECK(greedy.open("/lim/x", O_RDWR).ok());
   CHECK(is(greedy.open("/lim/x", O_RDWR).error(), EMFILE));
   // A failed open gives its reservation back.

@@ -12,6 +12,8 @@
 #include <limits>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 
 #include "resmgr_test_util.hpp"
 
@@ -262,4 +264,35 @@ TEST_CASE("iofunc_write_validated stores exactly the bytes it validated, even if
   char back[8] = {};
   REQUIRE(p.pread(*fd, back, sizeof back, 0).value() == 6);
   CHECK(std::string_view(back, 6) == "abcdef");
+}
+
+// One result convention for every client call (issue 17 item 6): close/ftruncate/munmap/mprotect/msync
+// return result<void>, whose ok() is true on success; it has no operator bool, so code written for
+// the old std::error_code return (true on failure) does not compile with the opposite meaning.
+static_assert(!std::is_constructible_v<bool, result<void>>, "result<void> must not convert to bool");
+static_assert(std::is_constructible_v<bool, result<int>>, "result<T> converts to bool (true on success)");
+static_assert(std::is_same_v<decltype(std::declval<process&>().close(0)), result<void>>);
+static_assert(std::is_same_v<decltype(std::declval<process&>().ftruncate(0, 0)), result<void>>);
+static_assert(std::is_same_v<decltype(std::declval<process&>().munmap(nullptr, 0)), result<void>>);
+static_assert(std::is_same_v<decltype(std::declval<process&>().mprotect(nullptr, 0, 0)), result<void>>);
+static_assert(std::is_same_v<decltype(std::declval<process&>().msync(nullptr, 0, 0)), result<void>>);
+
+TEST_CASE("result<void>: ok() on success, error() and a throwing value() on failure") {
+  faultsafe_test::watchdog wd("result<void>", 20s);
+  helper_server h;
+  process p("p", {1, 1}, &h.ns);
+  auto fd = p.open("/h/data", O_RDWR);
+  REQUIRE(fd.ok());
+  const result<void> t = p.ftruncate(*fd, 3);
+  CHECK(t.ok());
+  CHECK_FALSE(t.error());
+  CHECK_NOTHROW(t.value());
+  const result<void> c = p.close(*fd);
+  CHECK(c.ok());
+  const result<void> again = p.close(*fd);
+  CHECK_FALSE(again.ok());
+  CHECK(is(again.error(), EBADF));
+  CHECK_THROWS_AS(again.value(), std::system_error);
+  CHECK(result<void>{}.ok());
+  CHECK(result<void>{std::error_code{}}.ok());
 }

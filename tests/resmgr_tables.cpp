@@ -161,7 +161,7 @@ TEST_CASE("fd table: a closed fd is EBADF at once; a close racing with preads ne
   {
     const int fd = *p.open("/t/f", O_RDWR | O_CREAT, 0644);
     REQUIRE(p.pwrite(fd, data.data(), data.size(), 0).value() == data.size());
-    REQUIRE_FALSE(p.close(fd));
+    REQUIRE(p.close(fd).ok());
   }
   std::atomic<bool> stop{false};
   std::atomic<long> ok{0}, ebadf{0}, wrong{0};
@@ -186,13 +186,13 @@ TEST_CASE("fd table: a closed fd is EBADF at once; a close racing with preads ne
     const int fd = *p.open("/t/f", O_RDONLY);
     fd_now = fd;
     std::this_thread::sleep_for(std::chrono::microseconds(round % 7 * 10));
-    REQUIRE_FALSE(p.close(fd));
+    REQUIRE(p.close(fd).ok());
     // After close returns, this thread's own calls on the fd fail with EBADF.
     std::vector<unsigned char> buf(16);
     auto r = p.pread(fd, buf.data(), buf.size(), 0);
     REQUIRE_FALSE(r);
     CHECK(r.error() == std::errc::bad_file_descriptor);
-    CHECK(p.close(fd) == std::errc::bad_file_descriptor);
+    CHECK(p.close(fd).error() == std::errc::bad_file_descriptor);
     CHECK_FALSE(p.fstat(fd));
   }
   stop = true;
@@ -215,8 +215,8 @@ TEST_CASE("fd table: lowest free fd, growth past one chunk, EBADF for junk fds")
     fds.push_back(*r);
   }
   CHECK(fsrv.srv().open_ocbs() == 150);
-  REQUIRE_FALSE(p.close(70));
-  REQUIRE_FALSE(p.close(3));
+  REQUIRE(p.close(70).ok());
+  REQUIRE(p.close(3).ok());
   CHECK(*p.open("/t2/f", O_RDONLY) == 3);
   CHECK(*p.open("/t2/f", O_RDONLY) == 70);
   CHECK(*p.open("/t2/f", O_RDONLY) == 150);
@@ -227,7 +227,7 @@ TEST_CASE("fd table: lowest free fd, growth past one chunk, EBADF for junk fds")
     auto r = p.pread(bad, b, sizeof b, 0);
     REQUIRE_FALSE(r);
     CHECK(r.error() == std::errc::bad_file_descriptor);
-    CHECK(p.close(bad) == std::errc::bad_file_descriptor);
+    CHECK(p.close(bad).error() == std::errc::bad_file_descriptor);
   }
   p.set_max_fds(151);
   auto r = p.open("/t2/f", O_RDONLY);
@@ -246,7 +246,7 @@ TEST_CASE("OCB table: a closed handle stays EBADF when its slot is reused; handl
   std::uint64_t h1 = 0, h2 = 0;
   int flags = 0;
   REQUIRE_FALSE(p.fd_target(fd1, ch, h1, flags));
-  REQUIRE_FALSE(p.close(fd1));
+  REQUIRE(p.close(fd1).ok());
   const int fd2 = *p.open("/t3/a", O_RDONLY);  // takes the freed server slot
   REQUIRE_FALSE(p.fd_target(fd2, ch, h2, flags));
   CHECK(h1 != h2);
@@ -291,7 +291,7 @@ TEST_CASE("OCB table: server stop releases every open OCB (and with it the file)
   auto r = p.pread(fd, b, sizeof b, 0);
   REQUIRE_FALSE(r);
   CHECK(r.error().value() == ESHUTDOWN);  // the fd is still ours; its server is gone
-  CHECK_FALSE(p.close(fd) == std::errc::bad_file_descriptor);
+  CHECK_FALSE(p.close(fd).error() == std::errc::bad_file_descriptor);
 }
 
 TEST_CASE("io_rw_request hint: a client without an address space skips the direct-copy lookup") {
@@ -322,5 +322,5 @@ TEST_CASE("io_rw_request hint: a client without an address space skips the direc
   REQUIRE(p.pread(fd, *m, 4096, 4096).value() == 4096);
   CHECK(fs::direct_copy_stats().reads == before + 1);
   CHECK(static_cast<unsigned char*>(*m)[0] == 0x33);
-  REQUIRE_FALSE(p.munmap(*m, 8192));
+  REQUIRE(p.munmap(*m, 8192).ok());
 }

@@ -45,8 +45,8 @@ TEST_CASE("map a ramfs file and read it through the mapping from several threads
   const auto st = bob.memory().fault_pager().stats();
   CHECK(st.faults > 0);
   CHECK(st.page_in_errors == 0);
-  CHECK(!bob.munmap(*m, size));
-  CHECK(!bob.close(fd));
+  CHECK(bob.munmap(*m, size).ok());
+  CHECK(bob.close(fd).ok());
 }
 
 TEST_CASE("write through MAP_SHARED, read it back with process.read(); MAP_PRIVATE stays private") {
@@ -87,10 +87,10 @@ TEST_CASE("write through MAP_SHARED, read it back with process.read(); MAP_PRIVA
   REQUIRE(bob.pread(fd, *anon, 64 << 10, 0).value() == (64u << 10));
   CHECK(static_cast<std::uint8_t*>(*anon)[1000] == 2);
   CHECK(static_cast<std::uint8_t*>(*anon)[1001] == pattern(1001));
-  CHECK(!bob.msync(*shared, size, MS_SYNC));
-  CHECK(!bob.munmap(*shared, size));
-  CHECK(!bob.munmap(*priv, size));
-  CHECK(!bob.munmap(*anon, 64 << 10));
+  CHECK(bob.msync(*shared, size, MS_SYNC).ok());
+  CHECK(bob.munmap(*shared, size).ok());
+  CHECK(bob.munmap(*priv, size).ok());
+  CHECK(bob.munmap(*anon, 64 << 10).ok());
 }
 
 TEST_CASE("the server's mmap handler checks access: EACCES, and bad input is EINVAL/EBADF") {
@@ -106,7 +106,7 @@ TEST_CASE("the server's mmap handler checks access: EACCES, and bad input is EIN
   static_cast<std::uint8_t*>(*privw)[0] = 1;
   auto sh = bob.mmap(nullptr, 4096, PROT_READ, MAP_SHARED, ro, 0);
   REQUIRE(sh.ok());
-  CHECK(bob.mprotect(*sh, 4096, PROT_READ | PROT_WRITE) == std::errc::permission_denied);
+  CHECK(bob.mprotect(*sh, 4096, PROT_READ | PROT_WRITE).error() == std::errc::permission_denied);
   auto wo = bob.open("/ram/ro", O_WRONLY);
   REQUIRE(wo.ok());
   CHECK(bob.mmap(nullptr, 4096, PROT_READ, MAP_SHARED, *wo, 0).error() == std::errc::permission_denied);
@@ -131,7 +131,7 @@ TEST_CASE("a mapping outlives close(); past the end is SIGBUS; a stopped server 
   auto m = bob.mmap(nullptr, 8 * vm_page_size, PROT_READ, MAP_PRIVATE, fd, 0);
   REQUIRE(m.ok());
   auto* p = static_cast<const std::uint8_t*>(*m);
-  CHECK(!bob.close(fd));  // the server's close is deferred: the mapping still pages in
+  CHECK(bob.close(fd).ok());  // the server's close is deferred: the mapping still pages in
   std::uint8_t v = 0;
   CHECK(vmtest::probe_read(p + vm_page_size + 7, v) == 0);
   CHECK(v == pattern(vm_page_size + 7));
@@ -143,7 +143,7 @@ TEST_CASE("a mapping outlives close(); past the end is SIGBUS; a stopped server 
   fs->stop();  // the server stops: the next page-in fails with ESHUTDOWN
   CHECK(vmtest::probe_read(p + 2 * vm_page_size, v) == SIGBUS);
   CHECK(vmtest::probe_read(p + vm_page_size + 8, v) == 0);  // pages already in stay
-  CHECK(!bob.munmap(*m, 8 * vm_page_size));
+  CHECK(bob.munmap(*m, 8 * vm_page_size).ok());
   CHECK(bob.memory().fault_pager().stats().page_in_errors == 2);
 }
 
@@ -171,7 +171,7 @@ TEST_CASE("page-ins are sent on behalf of the faulting thread's activity") {
   process bob("bob", {}, &ns);
   auto fd = bob.open("/spy", O_RDWR);
   REQUIRE(fd.ok());
-  REQUIRE(!bob.ftruncate(*fd, 64 << 10));
+  REQUIRE(bob.ftruncate(*fd, 64 << 10).ok());
   auto m = bob.mmap(nullptr, 64 << 10, PROT_READ, MAP_SHARED, *fd, 0);
   REQUIRE(m.ok());
   const activity_id a = new_activity();
@@ -203,8 +203,8 @@ TEST_CASE("page-ins are sent on behalf of the faulting thread's activity") {
     REQUIRE(seen.size() >= 1);
     CHECK(seen[0] == b);
   }
-  CHECK(!bob.munmap(*buf, 16 << 10));
-  CHECK(!bob.munmap(*m, 64 << 10));
-  CHECK(!bob.close(*fd));
+  CHECK(bob.munmap(*buf, 16 << 10).ok());
+  CHECK(bob.munmap(*m, 64 << 10).ok());
+  CHECK(bob.close(*fd).ok());
   srv.stop();
 }

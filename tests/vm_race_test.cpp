@@ -201,7 +201,7 @@ TEST_CASE("munmap racing faults: no fault thread uses a freed region, page sourc
   vmtest::require_userfaultfd();
   vmtest::watchdog wd(60, "munmap vs fault");
   race_setup s;
-  s.race([&](std::uint8_t* p, std::minstd_rand&) { REQUIRE(!s.bob.munmap(p, map_size)); });
+  s.race([&](std::uint8_t* p, std::minstd_rand&) { REQUIRE(s.bob.munmap(p, map_size).ok()); });
   CHECK(s.bob.memory().fault_pager().stats().page_in_errors == 0);
 }
 
@@ -210,12 +210,12 @@ TEST_CASE("mprotect splits and partial munmaps racing faults") {
   vmtest::watchdog wd(60, "mprotect vs fault");
   race_setup s;
   s.race([&](std::uint8_t* p, std::minstd_rand& rng) {
-    REQUIRE(!s.bob.mprotect(p + map_size / 4, map_size / 2, PROT_NONE));  // three parts
+    REQUIRE(s.bob.mprotect(p + map_size / 4, map_size / 2, PROT_NONE).ok());  // three parts
     pause_us(rng);
-    REQUIRE(!s.bob.mprotect(p + map_size / 4, map_size / 4, PROT_READ));
-    REQUIRE(!s.bob.munmap(p + map_size / 2, map_size / 8));  // a hole in the PROT_NONE part
+    REQUIRE(s.bob.mprotect(p + map_size / 4, map_size / 4, PROT_READ).ok());
+    REQUIRE(s.bob.munmap(p + map_size / 2, map_size / 8).ok());  // a hole in the PROT_NONE part
     pause_us(rng);
-    REQUIRE(!s.bob.munmap(p, map_size));
+    REQUIRE(s.bob.munmap(p, map_size).ok());
   });
 }
 
@@ -269,9 +269,9 @@ TEST_CASE("ftruncate of a ramfs file racing faults at the shrink point: SIGBUS o
   const std::size_t len = 64 * vm_page_size;
   auto m = s.bob.mmap(nullptr, len, PROT_READ, MAP_SHARED, s.fd, 0);
   REQUIRE(m.ok());
-  const long bus = truncate_race(static_cast<const std::uint8_t*>(*m), [&](off_t n) { REQUIRE(!s.bob.ftruncate(s.fd, n)); });
+  const long bus = truncate_race(static_cast<const std::uint8_t*>(*m), [&](off_t n) { REQUIRE(s.bob.ftruncate(s.fd, n).ok()); });
   CHECK(bus > 0);  // the race was run: accesses past the end got SIGBUS
-  CHECK(!s.bob.munmap(*m, len));
+  CHECK(s.bob.munmap(*m, len).ok());
 }
 
 // The file's memfd itself shrinks here, so the kernel refuses UFFDIO_POISON past its end (EFAULT) and

@@ -26,7 +26,7 @@ inline int make_ramfs_file(faultsafe::process& p, const char* path, std::size_t 
     REQUIRE(p.pwrite(*fd, chunk.data(), n, static_cast<off_t>(off)).value() == n);
   }
   if ((flags & O_ACCMODE) == O_RDWR) return *fd;
-  REQUIRE(!p.close(*fd));
+  REQUIRE(p.close(*fd).ok());
   auto fd2 = p.open(path, flags);
   REQUIRE(fd2.ok());
   return *fd2;

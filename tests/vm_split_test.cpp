@@ -273,8 +273,8 @@ TEST_CASE("process API: partial munmap of a MAP_SHARED file mapping, MAP_FIXED, 
   REQUIRE(m.ok());
   auto* p = static_cast<std::uint8_t*>(*m);  // file offsets 8p .. 24p
   CHECK(p[pg + 1] == pattern(9 * pg + 1));  // touched before the split
-  CHECK(!bob.close(fd));                    // the server's close waits for the last part
-  CHECK(!bob.munmap(p + 4 * pg, 4 * pg));   // file offsets 12p..16p go
+  CHECK(bob.close(fd).ok());                    // the server's close waits for the last part
+  CHECK(bob.munmap(p + 4 * pg, 4 * pg).ok());   // file offsets 12p..16p go
   std::uint8_t v = 0;
   CHECK(vmtest::probe_read(p + 5 * pg, v) == SIGSEGV);
   // Faults on the remaining parts page in through the server at the right file offsets.
@@ -292,17 +292,17 @@ TEST_CASE("process API: partial munmap of a MAP_SHARED file mapping, MAP_FIXED, 
   CHECK(*a == p + pg);
   CHECK(p[pg + 1] == 0);
   CHECK(p[3 * pg + 1] == pattern(11 * pg + 1));
-  CHECK(!bob.mprotect(p + 8 * pg, 2 * pg, PROT_READ));  // a part of the right part
+  CHECK(bob.mprotect(p + 8 * pg, 2 * pg, PROT_READ).ok());  // a part of the right part
   CHECK(vmtest::probe_write(p + 9 * pg, 1) == SIGSEGV);
   CHECK(vmtest::probe_write(p + 10 * pg, static_cast<std::uint8_t>(pattern(18 * pg))) == 0);
   CHECK(bob.memory().fault_pager().stats().page_in_errors == 0);
-  CHECK(!bob.munmap(p, 16 * pg));  // every part; the deferred close is sent now
+  CHECK(bob.munmap(p, 16 * pg).ok());  // every part; the deferred close is sent now
   auto fd2 = bob.open("/ram/split", O_RDONLY);
   REQUIRE(fd2.ok());
   std::uint8_t b = 0;
   REQUIRE(bob.pread(*fd2, &b, 1, static_cast<off_t>(20 * pg + 9)).value() == 1);
   CHECK(b == 0x5A);
-  CHECK(!bob.close(*fd2));
+  CHECK(bob.close(*fd2).ok());
   CHECK(bob.memory().space().region_count() == 0);
 }
 

@@ -280,7 +280,7 @@ class harness {
   void op_close(byte_reader& in) {
     const int fd = pick_fd(in);
     note("close(%d)", fd);
-    const auto ec = proc_.close(fd);
+    const auto ec = proc_.close(fd).error();
     if (!injected(ec)) expect_ec(ec, fds_.count(fd) ? 0 : EBADF, "close");
     fds_.erase(fd);
   }
@@ -417,7 +417,7 @@ class harness {
     const std::uint8_t k = in.u8();
     const std::int64_t len = k == 255 ? -1 : k == 254 ? static_cast<std::int64_t>(max_file) + 1 : static_cast<std::int64_t>(in.u16()) % (max_file + 1);
     note("ftruncate(%d, %lld)", fd, static_cast<long long>(len));
-    auto ec = proc_.ftruncate(fd, len);
+    auto ec = proc_.ftruncate(fd, len).error();
     if (injected(ec)) return;
     auto it = fds_.find(fd);
     if (it == fds_.end()) return expect_ec(ec, EBADF, "ftruncate");
@@ -524,18 +524,18 @@ class harness {
       std::uint8_t* a = maps_.empty() ? reinterpret_cast<std::uint8_t*>(page * 16) : maps_[b % maps_.size()].addr;
       const bool unaligned = b & 1;
       note("munmap(bad: %s)", unaligned ? "unaligned" : "zero length");
-      expect_ec(proc_.munmap(a + (unaligned ? 1 : 0), unaligned ? page : 0), EINVAL, "munmap with bad arguments");
+      expect_ec(proc_.munmap(a + (unaligned ? 1 : 0), unaligned ? page : 0).error(), EINVAL, "munmap with bad arguments");
       return;
     }
     const std::size_t i = b % maps_.size();
     const bool partial = (b & 0x20) && maps_[i].len > page;
     note("munmap(map %zu%s)", i, partial ? ", partial" : "");
     if (partial) {  // the mapping splits (vm/aspace.hpp): it loses its first page
-      expect_ec(proc_.munmap(maps_[i].addr, page), 0, "partial munmap");
+      expect_ec(proc_.munmap(maps_[i].addr, page).error(), 0, "partial munmap");
       drop_first_page(maps_[i]);
       return;
     }
-    expect_ec(proc_.munmap(maps_[i].addr, maps_[i].len), 0, "munmap");
+    expect_ec(proc_.munmap(maps_[i].addr, maps_[i].len).error(), 0, "munmap");
     maps_.erase(maps_.begin() + static_cast<std::ptrdiff_t>(i));
   }
 
@@ -556,7 +556,7 @@ class harness {
     const int prot = (b >> 4) & 3;
     note("mprotect(map %u, %d)", static_cast<unsigned>(b % maps_.size()), prot);
     const int want = (prot & PROT_WRITE) && m.file >= 0 && m.shared && !m.writable_open ? EACCES : 0;
-    expect_ec(proc_.mprotect(m.addr, m.len, prot), want, "mprotect");
+    expect_ec(proc_.mprotect(m.addr, m.len, prot).error(), want, "mprotect");
     if (!want) m.prot = prot;
   }
 

@@ -1,7 +1,8 @@
 // faultsafe/resmgr/process.hpp: a logical client process: credentials, an fd table, and POSIX-like
 // file calls that become messages to the owning server.
 //
-// Defines `result<T>` (a value or a std::error_code; C++20 has no std::expected) and `process`.
+// Defines `result<T>` (a value or a std::error_code; C++20 has no std::expected), `result<void>` and
+// `process`.
 //
 // Several `process` objects live in one OS process (Bob, nfs, io_pkt); each has its own pid, uid/gid
 // and fd table. A server is a process too: its handlers may use a `process` of their own to open and
@@ -72,7 +73,8 @@ class process_memory;  // vm/process_memory.hpp
 struct aspace_options;  // vm/aspace.hpp
 struct pager_options;   // vm/pager.hpp
 
-/// A value or an error. `ok()`/`operator bool`: holds a value. value() throws std::system_error when it
+/// A value or an error (every call of `process` returns one; result<void> below for calls without a
+/// value). `ok()`/`operator bool`: holds a value. value() throws std::system_error when it
 /// holds an error. Thread-safety: a plain value type.
 template <class T>
 class result {
@@ -91,6 +93,27 @@ class result {
 
  private:
   T value_{};
+  std::error_code error_;
+};
+
+/// The outcome of a call that returns no value (close, ftruncate, munmap, mprotect, msync): ok() is
+/// true on success, error() says why not; value() throws std::system_error on an error. A default or
+/// an empty error_code is success. No operator bool, on purpose: these calls returned std::error_code
+/// (true on FAILURE) before, and `if (auto ec = p.close(fd))` must not compile with the opposite
+/// meaning; say ok() or error(). Thread-safety: a plain value type.
+template <>
+class result<void> {
+ public:
+  result() noexcept = default;
+  result(std::error_code ec) noexcept : error_(ec) {}  // NOLINT: implicit on purpose (return ec;)
+  [[nodiscard]] bool ok() const noexcept { return !error_; }
+  explicit operator bool() const = delete;  // see above: ok() or error()
+  [[nodiscard]] const std::error_code& error() const noexcept { return error_; }
+  void value() const {
+    if (error_) throw std::system_error(error_);
+  }
+
+ private:
   std::error_code error_;
 };
 
@@ -163,7 +186,7 @@ class process {
   }
 
   /// close(2): the fd is free afterwards even if the server failed (ESHUTDOWN...). EBADF if not open.
-  std::error_code close(int fd) {
+  [[nodiscard]] result<void> close(int fd) {
     fd_entry e;
     {
       exclusive_guard g(mu_);  // keeps paths_ in step with the table
@@ -216,7 +239,7 @@ class process {
   }
 
   /// ftruncate(2): EINVAL for a negative length; EBADF/EINVAL if not open for writing (server).
-  std::error_code ftruncate(int fd, off_t length) {
+  [[nodiscard]] result<void> ftruncate(int fd, off_t length) {
     const fd_pin e = pin_fd(fd);
     if (!e) return std::make_error_code(std::errc::bad_file_descriptor);
     if (length < 0) return std::make_error_code(std::errc::invalid_argument);
@@ -306,7 +329,7 @@ class process {
     if (length < 0) return std::make_error_code(std::errc::invalid_argument);
     auto fd = open(path, O_WRONLY);
     if (!fd) return fd.error();
-    std::error_code ec = ftruncate(*fd, length);
+    const std::error_code ec = ftruncate(*fd, length).error();
     (void)close(*fd);
     return ec;
   }
@@ -333,12 +356,12 @@ class process {
   /// and the errno of the mapping.
   [[nodiscard]] result<void*> mmap(void* addr, std::size_t len, int prot, int flags, int fd, off_t off);
   /// munmap(2) of any page range (parts of mappings, several mappings, holes).
-  std::error_code munmap(void* addr, std::size_t len);
+  [[nodiscard]] result<void> munmap(void* addr, std::size_t len);
   /// mprotect(2) of any mapped page range (ENOMEM over a hole); PROT_WRITE on a MAP_SHARED file mapping
   /// needs a writable open (EACCES).
-  std::error_code mprotect(void* addr, std::size_t len, int prot);
+  [[nodiscard]] result<void> mprotect(void* addr, std::size_t len, int prot);
   /// msync(2): shared mappings are the file's own pages; validates the range.
-  std::error_code msync(void* addr, std::size_t len, int flags);
+  [[nodiscard]] result<void> msync(void* addr, std::size_t len, int flags);
   /// The address space behind mmap (made on first use). Throws std::system_error if userfaultfd is refused.
   process_memory& memory();
   /// The address space if one was made, else nullptr (never makes one; for servers asking about a

@@ -360,7 +360,7 @@ inline result<void*> process::mmap(void* addr, std::size_t len, int prot, int fl
   return m->mmap(addr, len, prot, flags, fd, off);
 }
 
-inline std::error_code process::munmap(void* addr, std::size_t len) {
+inline result<void> process::munmap(void* addr, std::size_t len) {
   std::shared_ptr<process_memory> m;
   {
     exclusive_guard g(mem_mu_);
@@ -372,7 +372,7 @@ inline std::error_code process::munmap(void* addr, std::size_t len) {
   return m->munmap(addr, len);
 }
 
-inline std::error_code process::mprotect(void* addr, std::size_t len, int prot) {
+inline result<void> process::mprotect(void* addr, std::size_t len, int prot) {
   std::shared_ptr<process_memory> m;
   {
     exclusive_guard g(mem_mu_);
@@ -382,7 +382,7 @@ inline std::error_code process::mprotect(void* addr, std::size_t len, int prot) 
   return m->mprotect(addr, len, prot);
 }
 
-inline std::error_code process::msync(void* addr, std::size_t len, int flags) {
+inline result<void> process::msync(void* addr, std::size_t len, int flags) {
   std::shared_ptr<process_memory> m;
   {
     exclusive_guard g(mem_mu_);
