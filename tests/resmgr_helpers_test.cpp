@@ -276,6 +276,11 @@ static_assert(std::is_same_v<decltype(std::declval<process&>().ftruncate(0, 0)),
 static_assert(std::is_same_v<decltype(std::declval<process&>().munmap(nullptr, 0)), result<void>>);
 static_assert(std::is_same_v<decltype(std::declval<process&>().mprotect(nullptr, 0, 0)), result<void>>);
 static_assert(std::is_same_v<decltype(std::declval<process&>().msync(nullptr, 0, 0)), result<void>>);
+static_assert(std::is_same_v<decltype(std::declval<process&>().unlink("")), result<void>>);
+static_assert(std::is_same_v<decltype(std::declval<process&>().mkdir("", 0)), result<void>>);
+static_assert(std::is_same_v<decltype(std::declval<process&>().fsync(0)), result<void>>);
+static_assert(std::is_same_v<decltype(std::declval<process&>().fallocate(0, 0, 0, 0)), result<void>>);
+static_assert(std::is_same_v<decltype(std::declval<process&>().truncate("", 0)), result<void>>);
 
 TEST_CASE("result<void>: ok() on success, error() and a throwing value() on failure") {
   faultsafe_test::watchdog wd("result<void>", 20s);

@@ -442,7 +442,7 @@ class harness {
     const std::int64_t off = (k & 4) ? -1 : static_cast<std::int64_t>(in.u16()) + ((k & 8) ? static_cast<std::int64_t>(max_file) - 4096 : 0);
     const std::int64_t len = (k & 16) ? 0 : static_cast<std::int64_t>(in.u16() % 20000) + 1;
     note("fallocate(%d, mode 0x%x, %lld, %lld)", fd, mode, static_cast<long long>(off), static_cast<long long>(len));
-    const auto ec = proc_.fallocate(fd, mode, off, len);
+    const auto ec = proc_.fallocate(fd, mode, off, len).error();
     if (injected(ec)) return;
     auto it = fds_.find(fd);
     if (it == fds_.end()) return expect_ec(ec, EBADF, "fallocate");

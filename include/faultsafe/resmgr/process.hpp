@@ -96,10 +96,10 @@ class result {
   std::error_code error_;
 };
 
-/// The outcome of a call that returns no value (close, ftruncate, munmap, mprotect, msync): ok() is
-/// true on success, error() says why not; value() throws std::system_error on an error. A default or
-/// an empty error_code is success. No operator bool, on purpose: these calls returned std::error_code
-/// (true on FAILURE) before, and `if (auto ec = p.close(fd))` must not compile with the opposite
+/// The outcome of a call that returns no value (close, ftruncate, munmap, mprotect, msync, mkdir,
+/// unlink, rename, chmod, fsync, fallocate, access, truncate, ...): ok() is true on success, error()
+/// says why not; value() throws std::system_error on an error. A default or an empty error_code is
+/// success. No operator bool, on purpose: these calls returned std::error_code (true on FAILURE) before, and `if (auto ec = p.close(fd))` must not compile with the opposite
 /// meaning; say ok() or error(). Thread-safety: a plain value type.
 template <>
 class result<void> {
@@ -255,26 +255,26 @@ class process {
   [[nodiscard]] result<struct ::stat> stat(std::string_view path) { return path_reply<msg::fstat>(path, {}, 0); }
   [[nodiscard]] result<struct ::stat> lstat(std::string_view path) { return path_reply<msg::fstat>(path, {}, io_msg_nofollow); }
   /// mkdir(2).
-  std::error_code mkdir(std::string_view path, mode_t mode) {
+  [[nodiscard]] result<void> mkdir(std::string_view path, mode_t mode) {
     return send_path<msg::mkdir>(path, {.mode = static_cast<std::uint32_t>(mode)}).error;
   }
   /// mknod(2): S_IFREG, S_IFIFO, S_IFSOCK; S_IFCHR/S_IFBLK need uid 0 (EPERM).
-  std::error_code mknod(std::string_view path, mode_t mode, dev_t dev) {
+  [[nodiscard]] result<void> mknod(std::string_view path, mode_t mode, dev_t dev) {
     return send_path<msg::mknod>(path, {.mode = static_cast<std::uint32_t>(mode), .dev = static_cast<std::uint64_t>(dev)}).error;
   }
   /// unlink(2), rmdir(2).
-  std::error_code unlink(std::string_view path) { return send_path<msg::unlink>(path, {}).error; }
-  std::error_code rmdir(std::string_view path) { return send_path<msg::rmdir>(path, {}).error; }
+  [[nodiscard]] result<void> unlink(std::string_view path) { return send_path<msg::unlink>(path, {}).error; }
+  [[nodiscard]] result<void> rmdir(std::string_view path) { return send_path<msg::rmdir>(path, {}).error; }
   /// renameat2(2) (flags: 0, RENAME_NOREPLACE, RENAME_EXCHANGE).
-  std::error_code rename(std::string_view from, std::string_view to, unsigned flags = 0) {
+  [[nodiscard]] result<void> rename(std::string_view from, std::string_view to, unsigned flags = 0) {
     return send_path<msg::rename>(from, {.flags = flags}, 0, second_path::resolved, to).error;
   }
   /// link(2): `to` becomes another name of `from`.
-  std::error_code link(std::string_view from, std::string_view to) {
+  [[nodiscard]] result<void> link(std::string_view from, std::string_view to) {
     return send_path<msg::link>(from, {}, 0, second_path::resolved, to).error;
   }
   /// symlink(2): `linkpath` becomes a symbolic link holding `target` (not resolved).
-  std::error_code symlink(std::string_view target, std::string_view linkpath) {
+  [[nodiscard]] result<void> symlink(std::string_view target, std::string_view linkpath) {
     if (target.empty()) return std::make_error_code(std::errc::no_such_file_or_directory);
     return send_path<msg::symlink>(linkpath, {}, 0, second_path::raw, target).error;
   }
@@ -286,27 +286,27 @@ class process {
     return static_cast<std::size_t>(sr.status);
   }
   /// chmod(2) / fchmod(2).
-  std::error_code chmod(std::string_view path, mode_t mode) {
+  [[nodiscard]] result<void> chmod(std::string_view path, mode_t mode) {
     return send_path<msg::chmod>(path, {.mode = static_cast<std::uint32_t>(mode)}).error;
   }
-  std::error_code fchmod(int fd, mode_t mode) { return fd_call<msg::chmod>(fd, {.mode = static_cast<std::uint32_t>(mode)}).error; }
+  [[nodiscard]] result<void> fchmod(int fd, mode_t mode) { return fd_call<msg::chmod>(fd, {.mode = static_cast<std::uint32_t>(mode)}).error; }
   /// chown(2) / lchown(2) / fchown(2); (uid_t)-1 / (gid_t)-1 leave that id.
-  std::error_code chown(std::string_view path, uid_t uid, gid_t gid) { return send_path<msg::chown>(path, {.uid = uid, .gid = gid}).error; }
-  std::error_code lchown(std::string_view path, uid_t uid, gid_t gid) {
+  [[nodiscard]] result<void> chown(std::string_view path, uid_t uid, gid_t gid) { return send_path<msg::chown>(path, {.uid = uid, .gid = gid}).error; }
+  [[nodiscard]] result<void> lchown(std::string_view path, uid_t uid, gid_t gid) {
     return send_path<msg::chown>(path, {.uid = uid, .gid = gid}, io_msg_nofollow).error;
   }
-  std::error_code fchown(int fd, uid_t uid, gid_t gid) { return fd_call<msg::chown>(fd, {.uid = uid, .gid = gid}).error; }
+  [[nodiscard]] result<void> fchown(int fd, uid_t uid, gid_t gid) { return fd_call<msg::chown>(fd, {.uid = uid, .gid = gid}).error; }
   /// utimensat(2) (flags: 0 or AT_SYMLINK_NOFOLLOW; times nullptr: both now) / futimens(2).
-  std::error_code utimensat(std::string_view path, const struct ::timespec times[2], int flags = 0) {
+  [[nodiscard]] result<void> utimensat(std::string_view path, const struct ::timespec times[2], int flags = 0) {
     return send_path<msg::utimens>(path, utimens_request(times), (flags & AT_SYMLINK_NOFOLLOW) ? io_msg_nofollow : 0).error;
   }
-  std::error_code futimens(int fd, const struct ::timespec times[2]) { return fd_call<msg::utimens>(fd, utimens_request(times)).error; }
+  [[nodiscard]] result<void> futimens(int fd, const struct ::timespec times[2]) { return fd_call<msg::utimens>(fd, utimens_request(times)).error; }
   /// fsync(2) / fdatasync(2).
-  std::error_code fsync(int fd) { return fd_call<msg::fsync>(fd, {.datasync = 0}).error; }
-  std::error_code fdatasync(int fd) { return fd_call<msg::fsync>(fd, {.datasync = 1}).error; }
+  [[nodiscard]] result<void> fsync(int fd) { return fd_call<msg::fsync>(fd, {.datasync = 0}).error; }
+  [[nodiscard]] result<void> fdatasync(int fd) { return fd_call<msg::fsync>(fd, {.datasync = 1}).error; }
   /// fallocate(2): mode 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE. EINVAL for
   /// a negative offset or a length <= 0.
-  std::error_code fallocate(int fd, int mode, off_t offset, off_t len) {
+  [[nodiscard]] result<void> fallocate(int fd, int mode, off_t offset, off_t len) {
     const fd_pin e = pin_fd(fd);
     if (!e) return std::make_error_code(std::errc::bad_file_descriptor);
     if (offset < 0 || len <= 0) return std::make_error_code(std::errc::invalid_argument);
@@ -320,12 +320,12 @@ class process {
     return reply_of<msg::statfs>(e, {});
   }
   /// access(2): F_OK, or R_OK | W_OK | X_OK checked with the process's uid/gid.
-  std::error_code access(std::string_view path, int mode) {
+  [[nodiscard]] result<void> access(std::string_view path, int mode) {
     if (mode & ~(R_OK | W_OK | X_OK)) return std::make_error_code(std::errc::invalid_argument);
     return send_path<msg::access>(path, {.mode = mode}).error;
   }
   /// truncate(2): open for writing, ftruncate, close.
-  std::error_code truncate(std::string_view path, off_t length) {
+  [[nodiscard]] result<void> truncate(std::string_view path, off_t length) {
     if (length < 0) return std::make_error_code(std::errc::invalid_argument);
     auto fd = open(path, O_WRONLY);
     if (!fd) return fd.error();
