@@ -17,9 +17,9 @@
 #define SC_FAIL 2            /* range_lock.hpp: self_conflict::fail */
 
 /* Defaults */
-#define DEF_POOL_MIN 1                 /* server.hpp: thread_pool_options::min_threads */
-#define DEF_POOL_MAX 4                 /* server.hpp: thread_pool_options::max_threads */
-#define DEF_POOL_SELF SC_GRANT         /* server.hpp: thread_pool_options::on_self_deadlock */
+#define DEF_POOL_MIN 1                 /* thread_pool.hpp: thread_pool_options::min_threads */
+#define DEF_POOL_MAX 4                 /* thread_pool.hpp: thread_pool_options::max_threads */
+#define DEF_POOL_SELF SC_GRANT         /* thread_pool.hpp: thread_pool_options::on_self_deadlock */
 #define DEF_PAGE_IN_SELF SC_GRANT      /* iofunc.hpp: attr_options::page_in_self_conflict */
 #define DEF_RANGE_SELF SC_WAIT         /* range_lock.hpp: range_options::on_self_conflict */
 #define DEF_SINGLE_LOCK 0              /* aspace.hpp: aspace_options::single_lock */
