@@ -13,6 +13,7 @@
 #include "faultsafe/resmgr/direct_copy.hpp"
 #include "faultsafe/resmgr/process.hpp"
 #include "faultsafe/resmgr/ramfs.hpp"
+#include "support/files.hpp"
 #include "vm_support.hpp"
 
 namespace briantest {
@@ -21,33 +22,10 @@ using vmtest::pattern;
 
 /// Creates `path` with `size` pattern bytes through `p` and returns an O_RDWR fd; `model` gets the bytes.
 inline int make_file(faultsafe::process& p, const char* path, std::size_t size, std::vector<std::uint8_t>& model) {
-  auto fd = p.open(path, O_CREAT | O_RDWR, 0644);
-  REQUIRE(fd.ok());
-  model.resize(size);
-  for (std::size_t i = 0; i < size; ++i) model[i] = pattern(i);
-  std::size_t off = 0;
-  while (off < size) {
-    const std::size_t n = std::min<std::size_t>(1 << 16, size - off);
-    REQUIRE(p.pwrite(*fd, model.data() + off, n, static_cast<off_t>(off)).value() == n);
-    off += n;
-  }
-  return *fd;
+  return test_support::make_pattern_file(p, path, size, O_RDWR, &model);
 }
 
-/// The whole file, read with pread into ordinary memory.
-inline std::vector<std::uint8_t> file_bytes(faultsafe::process& p, int fd) {
-  auto st = p.fstat(fd);
-  REQUIRE(st.ok());
-  std::vector<std::uint8_t> out(static_cast<std::size_t>(st.value().st_size));
-  std::size_t off = 0;
-  while (off < out.size()) {
-    auto r = p.pread(fd, out.data() + off, out.size() - off, static_cast<off_t>(off));
-    REQUIRE(r.ok());
-    REQUIRE(*r > 0);
-    off += *r;
-  }
-  return out;
-}
+using test_support::file_bytes;
 
 /// Index of the first difference, or -1.
 inline long first_diff(const std::uint8_t* a, const std::uint8_t* b, std::size_t n) {

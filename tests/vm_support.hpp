@@ -20,6 +20,7 @@
 #include <string>
 #include <thread>
 
+#include "support/pattern.hpp"
 #include "faultsafe/vm/aspace.hpp"
 #include "faultsafe/vm/pager.hpp"
 #include "support/sync.hpp"
@@ -41,7 +42,7 @@ inline void require_userfaultfd() {
 }
 
 /// A memfd of `size` bytes whose byte at offset i is pattern(i).
-inline std::uint8_t pattern(std::uint64_t i) { return static_cast<std::uint8_t>((i * 2654435761u) >> 13); }
+using test_support::pattern;
 
 struct memfd_file {
   explicit memfd_file(std::size_t size, bool fill = true) : size(size) {
