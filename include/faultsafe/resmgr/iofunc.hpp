@@ -21,7 +21,9 @@
 // of the last page that a mapping wrote past the end: a shrink punches the extent from the new end (its
 // pages leave every mapping; a later touch past the end gets SIGBUS from the page-in) and a truncate that
 // grows the file zeroes the rest of the old last page; a write past the end leaves that page's tail as
-// it is (the writer holds only its own bytes).
+// it is (the writer holds only its own bytes). Every growth of the size (grow_to, set_size) calls
+// file_grown() over the new bytes, after publishing the size, with the growth's range lock held:
+// client pages that a page-in refused past the old end (SIGBUS) are served again (vm/poisoned_pages.hpp).
 //
 // Locking (the README's lock hierarchy): handlers take the range lock (rank 30) only over the bytes they touch,
 // then the meta lock (rank 40) for a few instructions (size, times). Never the other
@@ -90,6 +92,7 @@
 #include "../detail/guarded_copy.hpp"
 #include "../order/ranked_mutex.hpp"
 #include "../sync/range_lock.hpp"
+#include "../vm/poisoned_pages.hpp"
 #include "file_store.hpp"
 #include "server.hpp"
 
@@ -188,8 +191,13 @@ class iofunc_attr {
   /// Effects: size = max(size, end), reserving first. Requires: as reserve(). Returns: as reserve().
   [[nodiscard]] std::error_code grow_to(std::uint64_t end) {
     if (auto ec = reserve(end)) return ec;
-    exclusive_guard<meta_mutex> g(meta_);
-    if (end > size_.load(std::memory_order_relaxed)) size_.store(end, std::memory_order_release);  // (2) release, pairs with (1)
+    std::uint64_t old = 0;
+    {
+      exclusive_guard<meta_mutex> g(meta_);
+      old = size_.load(std::memory_order_relaxed);
+      if (end > old) size_.store(end, std::memory_order_release);  // (2) release, pairs with (1)
+    }
+    grown(old, end);
     return {};
   }
   /// Effects: zeroes the bytes of [from, to) at or past the size (a failed write's reserved bytes, so
@@ -214,10 +222,13 @@ class iofunc_attr {
       const store_extent e = extent();
       if (store_->punch(e, len, e.capacity)) std::memset(e.data + len, 0, static_cast<std::size_t>(old - len));
     }
-    exclusive_guard<meta_mutex> g(meta_);
-    zero_tail_locked(size_.load(std::memory_order_relaxed), len);
-    size_.store(len, std::memory_order_release);  // (2)
-    stamp_locked(false, true);
+    {
+      exclusive_guard<meta_mutex> g(meta_);
+      zero_tail_locked(size_.load(std::memory_order_relaxed), len);
+      size_.store(len, std::memory_order_release);  // (2)
+      stamp_locked(false, true);
+    }
+    grown(old, len);
     return {};
   }
   /// Effects: moves the file to its final extent (mappable()) unless it is there; a mapping of
@@ -330,6 +341,12 @@ class iofunc_attr {
     if (auto ec = store_->move(e, file_store::class_for(end, max_size_), size())) return ec;
     publish(e);
     return {};
+  }
+  // Effects: after the size grew from `old` to `end` (published): pages of client mappings that a
+  // page-in refused past the old end (poisoned, vm/poisoned_pages.hpp) are served again. Requires: the
+  // range lock held as for the growth (the extent does not move meanwhile); no meta lock.
+  void grown(std::uint64_t old, std::uint64_t end) const noexcept {
+    if (end > old) file_grown(memfd(), store_offset() + old, store_offset() + end);
   }
   // Effects: zeroes [old, min(end, end of old's page)): the part of the old last page that becomes file
   // bytes. Requires: meta lock; old <= end <= capacity().

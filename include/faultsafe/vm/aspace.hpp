@@ -30,7 +30,10 @@
 // Region lifetime: reference counted. The tree holds one reference; fault service holds one while it
 // works (taken under the map lock). munmap marks the region dead under its exclusive lock, unmaps it,
 // wakes any thread still blocked on a fault in it (the thread then retries and gets SIGSEGV, as on a
-// kernel after munmap), unlinks it, and the last reference frees it.
+// kernel after munmap), unlinks it, and the last reference frees it. Before the kernel munmap, the
+// range's records of poisoned pages are dropped (vm/poisoned_pages.hpp), so a growing file never
+// zaps an address that was unmapped and reused; the pager's stop drops them too (nothing serves the
+// pages any more: they stay SIGBUS).
 // What a fault thread may touch, and what keeps it alive: the region object and what it owns (its
 // attributes, its copy of the page source's name, its lock) are kept by the thread's reference; the
 // mapping's page source, memfd and file identity (not owned) only under the region lock, after
@@ -87,6 +90,7 @@
 #include "detail/rw_lock.hpp"
 #include "detail/uffd.hpp"
 #include "page_source.hpp"
+#include "poisoned_pages.hpp"
 
 namespace faultsafe {
 
@@ -245,6 +249,7 @@ class aspace {
       }
     }
     for (region* r : all) {
+      poisoned_pages::instance().forget(this, r->start_, r->end());
       ::munmap(reinterpret_cast<void*>(r->start_), r->length_);
       (void)uffd_.wake(r->start_, r->length_);
       release(r);
@@ -600,6 +605,7 @@ class aspace {
       if (t < r.end()) parts.push_back(r.part(t, r.end(), r.prot_));
       r.dead_ = true;
       replaced = true;
+      poisoned_pages::instance().forget(this, s, t);  // before the addresses can be reused
       // The kernel unmaps [s, t) only (and its userfaultfd registration with it); the parts stay
       // mapped and registered. Threads blocked on faults in [s, t) wake and get SIGSEGV.
       ::munmap(reinterpret_cast<void*>(s), t - s);
@@ -712,6 +718,9 @@ class aspace {
 
   // Requires: r held exclusively, or not yet visible to fault service. Effects: see pager_stopped.
   void stop_region(region& r) noexcept {
+    // Nothing serves the region any more: a zapped marker would let the kernel fill a private page
+    // with zeros instead of failing, so its poisoned pages stay poisoned.
+    poisoned_pages::instance().forget(this, r.start_, r.end());
     if (r.file_ && !r.shared_ && uffd_.has(UFFD_FEATURE_POISON)) {
       std::uintptr_t a = r.start_;
       while (a < r.end()) {

@@ -87,6 +87,8 @@ class page_source {
 /// A file kept in a memfd, read directly (no server). Size changes: the cached size is refreshed with
 /// fstat whenever a request reaches past it, so growth is seen; a file must not shrink below a live
 /// mapping's faulted range (as with the kernel, the consequence would be SIGBUS on later faults).
+/// Whoever grows the memfd calls file_grown() (vm/poisoned_pages.hpp) after the growth, so that pages
+/// refused past the old end (SIGBUS) are served again.
 /// Thread-safety: page_in may be called concurrently. Lifetime: does not own the fd.
 class memfd_page_source final : public page_source {
  public:

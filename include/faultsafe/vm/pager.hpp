@@ -20,9 +20,14 @@
 //      back). Without the POISON feature (Linux < 6.6): tgkill(SIGBUS) to the faulting thread, which
 //      can arrive late if another wake of the page let the thread go on (a limit of those kernels).
 //      EEXIST (another fault thread, or an earlier window, mapped the page) and a region unmapped
-//      meanwhile (ENOENT) just wake the thread, which retries. A poisoned page stays poisoned in its
-//      mapping: later accesses get SIGBUS too, also once the page could be read again (the file grew
-//      back over it), until the range is unmapped (a kernel mapping would read the new zeros).
+//      meanwhile (ENOENT) just wake the thread, which retries. A poisoned page of a file region is
+//      recorded in poisoned_pages (vm/poisoned_pages.hpp) before the thread is woken (POISON with
+//      DONTWAKE, then the record, then the wake); later accesses get SIGBUS too until the file grows
+//      over the page (file_grown(): the marker is zapped with MADV_DONTNEED on that page, and the next
+//      access faults and is paged in again, as a kernel mapping reads the new zeros or data) or the
+//      range is unmapped. A failure of an anonymous page, or one raised before the region lock was
+//      taken, is not recorded (it stays poisoned until unmapped). The generation of the page is read
+//      before its page-in, so a growth racing the failure is never missed (poisoned_pages).
 //
 // Shutdown (stop() or the destructor): the threads finish the faults they have read (so page_in
 // must return; a server-backed source fails when its server stops) and exit; then the aspace is told
@@ -81,6 +86,7 @@
 #include "aspace.hpp"
 #include "faulting_thread.hpp"
 #include "page_source.hpp"
+#include "poisoned_pages.hpp"
 
 namespace faultsafe {
 
@@ -195,6 +201,13 @@ class pager {
     const char* space_;
     mutable ranked_mutex<rank::leaf> mu_{"pager threads"};  // leaf: where_
     std::string where_ FAULTSAFE_GUARDED_BY(mu_);
+  };
+
+  // The file page behind a fault and its poisoned_pages generation before the page-in (fail()).
+  struct poison_note {
+    int memfd;
+    std::uint64_t offset;
+    std::uint64_t generation;
   };
 
   // A page-aligned buffer for private fills (UFFDIO_COPY needs a page-aligned source).
@@ -387,6 +400,9 @@ class pager {
     req.thread = f.who;
     page_in_result out;
     std::error_code ec;
+    // Read before the page-in: a growth of the file after it makes record() unpoison (poisoned_pages).
+    const poison_note note{fb.memfd, fb.offset + (f.page - r.start_),
+                           demand ? poisoned_pages::instance().generation(fb.memfd, fb.offset + (f.page - r.start_)) : 0};
     {
       detail::vm_wait_scope w(vm_wait_kind::page_source, &r, "page-in");
       try {
@@ -411,13 +427,13 @@ class pager {
     }
     const std::size_t need = f.page + vm_page_size - w0;
     if (!ec && (out.length < need || out.length > wl)) ec = std::make_error_code(std::errc::io_error);
-    if (ec) return fail(f);
+    if (ec) return fail(f, &note);
     const std::size_t len = (out.length + vm_page_size - 1) & ~(vm_page_size - 1);
     if (r.shared_)
-      settle_fault(f, w0, u.continue_range(w0, len), [&](std::uintptr_t p) { return u.continue_range(p, vm_page_size); }, true);
+      settle_fault(f, w0, u.continue_range(w0, len), [&](std::uintptr_t p) { return u.continue_range(p, vm_page_size); }, true, &note);
     else
       settle_fault(f, w0, u.copy(w0, buf.data, len),
-             [&](std::uintptr_t p) { return u.copy(p, buf.data + (p - w0), vm_page_size); }, false);
+             [&](std::uintptr_t p) { return u.copy(p, buf.data + (p - w0), vm_page_size); }, false, &note);
   }
 
   // Effects: settles the faulting thread after a window fill `res` that started at w0: done if the
@@ -426,7 +442,8 @@ class pager {
   // file was truncated, and the retried access faults again or takes the kernel's SIGBUS past the
   // end) or fails (anything else) it.
   template <class FillOne>
-  void settle_fault(const fault& f, std::uintptr_t w0, detail::uffd_fill_result res, FillOne one, bool shared) {
+  void settle_fault(const fault& f, std::uintptr_t w0, detail::uffd_fill_result res, FillOne one, bool shared,
+                    const poison_note* note = nullptr) {
     pages_.fetch_add(res.done / vm_page_size, std::memory_order_relaxed);
     if (f.page >= w0 && f.page < w0 + res.done) return;
     if (res.error == std::errc::resource_unavailable_try_again || (res.error == std::errc::file_exists && w0 + res.done < f.page)) {
@@ -445,7 +462,7 @@ class pager {
       (void)as_.uffd_.wake(f.page, vm_page_size);
       return;
     }
-    fail(f);
+    fail(f, note);
   }
 
   // Effects: the faulting access gets SIGBUS, at the access: UFFDIO_POISON marks the page and wakes
@@ -460,16 +477,22 @@ class pager {
   //   anything else: the access faults again and is served again.
   // Without UFFD_FEATURE_POISON (Linux < 6.6) the only way is tgkill(SIGBUS) to the faulting thread,
   // which arrives late when the thread was woken meanwhile (a known limit of such kernels).
-  void fail(const fault& f) {
+  // `note` (a file page, its region held as serve_region requires): the poisoned page is recorded in
+  // poisoned_pages, so that a growth of the file over it removes the marker again. Without a note
+  // (anonymous memory, or a failure before the region lock) the page stays poisoned until unmapped.
+  void fail(const fault& f, const poison_note* note = nullptr) {
     errors_.fetch_add(1, std::memory_order_relaxed);
     const detail::uffd& u = as_.uffd_;
     if (u.has(UFFD_FEATURE_POISON)) {
       detail::uffd_fill_result res;
+      // With a note the thread is woken only once the page is recorded: its next step (a file_grown()
+      // after the SIGBUS, say) must find the record.
       for (int tries = 0; tries < 100; ++tries) {
-        res = u.poison(f.page, vm_page_size);
+        res = u.poison(f.page, vm_page_size, /*dont_wake=*/note != nullptr);
         if (res.error != std::errc::resource_unavailable_try_again) break;
       }
-      if (res.error) (void)u.wake(f.page, vm_page_size);
+      if (!res.error && note != nullptr) poisoned_pages::instance().record(&as_, note->memfd, note->offset, f.page, note->generation);
+      if (res.error || note != nullptr) (void)u.wake(f.page, vm_page_size);
       return;
     }
     ::syscall(SYS_tgkill, ::getpid(), f.tid, SIGBUS);
