@@ -24,3 +24,7 @@ faultsafe_test(resmgr_signal_chain SOURCES resmgr_signal_chain.cpp TIMEOUT 120 L
 # Failed calls change nothing, partial writes are short counts, own OCB types with the defaults,
 # reports name the handler's line (issues 14 and 17).
 faultsafe_test(resmgr_failed_calls SOURCES resmgr_failed_calls.cpp TIMEOUT 60 LABELS resmgr)
+# ramfs's POSIX file surface (issue 15 part 1): a differential test against a kernel tmpfs directory
+# (/dev/shm; the ordinary user's calls through setfsuid: needs root, else that case only reports), readdir
+# positions under concurrent unlinks, rename's cases, limits and permissions, and a lock-order stress.
+faultsafe_test(ramfs_posix SOURCES ramfs_posix_test.cpp TIMEOUT 180 LABELS resmgr)

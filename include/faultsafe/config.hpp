@@ -44,7 +44,8 @@ using default_checks = checks_off;
 namespace rank {
 inline constexpr unsigned aspace_map = 10;   ///< aspace structural lock
 inline constexpr unsigned region = 20;       ///< one mapping
-inline constexpr unsigned directory = 25;    ///< a file server's name table: held over a file's creation and first open
+inline constexpr unsigned ramfs_rename = 24; ///< a name tree's cross-directory rename mutex (resmgr/name_tree.hpp)
+inline constexpr unsigned ramfs_dir = 26;    ///< one directory's entries (several at once: lock_in_order)
 inline constexpr unsigned attr_range = 30;   ///< a byte range of a file's data
 inline constexpr unsigned attr_meta = 40;    ///< a file's size/times
 inline constexpr unsigned registry = 70;     ///< process-wide registries (clients, servers): their callbacks take leaf locks
