@@ -15,12 +15,19 @@
 #include <faultsafe/order/violation.hpp>
 #include <faultsafe/resmgr/client_registry.hpp>
 #include <faultsafe/resmgr/direct_copy.hpp>
+#include <faultsafe/resmgr/file_store.hpp>
 #include <faultsafe/resmgr/iofunc.hpp>
 #include <faultsafe/resmgr/iofunc_helpers.hpp>
+#include <faultsafe/resmgr/messages.hpp>
+#include <faultsafe/resmgr/name_tree.hpp>
+#include <faultsafe/resmgr/ocb_table.hpp>
+#include <faultsafe/resmgr/path_namespace.hpp>
 #include <faultsafe/resmgr/process.hpp>
 #include <faultsafe/resmgr/process_thread.hpp>
+#include <faultsafe/resmgr/protocol.hpp>
 #include <faultsafe/resmgr/ramfs.hpp>
 #include <faultsafe/resmgr/server.hpp>
+#include <faultsafe/resmgr/thread_pool.hpp>
 #include <faultsafe/source_location.hpp>
 #include <faultsafe/sync/range_lock.hpp>
 #include <faultsafe/thread_annotations.hpp>
@@ -28,4 +35,5 @@
 #include <faultsafe/vm/faulting_thread.hpp>
 #include <faultsafe/vm/page_source.hpp>
 #include <faultsafe/vm/pager.hpp>
+#include <faultsafe/vm/poisoned_pages.hpp>
 #include <faultsafe/vm/process_memory.hpp>
