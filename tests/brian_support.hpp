@@ -14,6 +14,7 @@
 #include "faultsafe/resmgr/process.hpp"
 #include "faultsafe/resmgr/ramfs.hpp"
 #include "support/files.hpp"
+#include "support/signals.hpp"
 #include "vm_support.hpp"
 
 namespace briantest {
@@ -36,14 +37,10 @@ inline long first_diff(const std::uint8_t* a, const std::uint8_t* b, std::size_t
 
 /// doctest installs its own SIGSEGV/SIGBUS handlers at the start of each test case: put the guarded
 /// copy's handler back (a server copy into a bad client page must become EFAULT, not a test crash).
+/// A signal sent by a process (not a fault) fails the test (support/signals.hpp).
 inline void restore_guarded_copy_handler() {
-  faultsafe::detail::install_guarded_copy_handler();
-  struct sigaction sa {};
-  sa.sa_sigaction = &faultsafe::detail::guarded_copy_signal;
-  sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGSEGV, &sa, nullptr);
-  sigaction(SIGBUS, &sa, nullptr);
+  test_support::install_screened_guarded_copy_handler(SIGSEGV);
+  test_support::install_screened_guarded_copy_handler(SIGBUS);
 }
 
 /// Records every violation (the default handler aborts): installed for a test's scope.

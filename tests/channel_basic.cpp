@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "resmgr_test_util.hpp"
+#include "support/signals.hpp"
 
 using namespace std::chrono_literals;
 using faultsafe::channel;
@@ -120,17 +121,13 @@ TEST_CASE("reply_error reaches the sender; bad inputs are refused") {
 
 namespace {
 // doctest installs its own SIGSEGV handler per test case, displacing the guarded-copy handler that was
-// installed once earlier: this puts it back for the scope, and maps an inaccessible page to point at.
+// installed once earlier: this puts it back for the scope (behind the stray-signal check of
+// support/signals.hpp), and maps an inaccessible page to point at.
 struct guarded_segv_scope {
   struct sigaction old_segv {};
   void* page = MAP_FAILED;
   guarded_segv_scope() {
-    faultsafe::detail::install_guarded_copy_handler();
-    struct sigaction sa {};
-    sa.sa_sigaction = &faultsafe::detail::guarded_copy_signal;
-    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGSEGV, &sa, &old_segv);
+    test_support::install_screened_guarded_copy_handler(SIGSEGV, &old_segv);  // a sent signal fails the test
     page = ::mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     REQUIRE(page != MAP_FAILED);
   }

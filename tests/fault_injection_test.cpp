@@ -29,33 +29,12 @@ namespace {
 
 bool is(const std::error_code& ec, int e) { return ec.value() == e && ec.category() == std::generic_category(); }
 
-// Probe reads that chain to faultsafe's guarded-copy handler: a signal on this thread during the probe
-// becomes the return value; any other (a server thread's guarded copy into a poisoned page) goes to
-// the library's handler. (vm_support.hpp's probe handler would reset such a signal to SIG_DFL.)
-thread_local sigjmp_buf* probe_jump = nullptr;
-void probe_handler(int sig, siginfo_t* si, void* uc) {
-  if (probe_jump != nullptr) {
-    sigjmp_buf* j = probe_jump;
-    probe_jump = nullptr;
-    siglongjmp(*j, sig);
-  }
-  faultsafe::detail::guarded_copy_signal(sig, si, uc);
-}
+// Probe reads (vm_support.hpp: a stray signal, one sent by a process or a fault at another address
+// during a probe, fails the test) whose kernel faults outside a probe go to faultsafe's guarded-copy
+// handler: a server thread's guarded copy from a poisoned page must become EFAULT.
 int probe_read(const volatile std::uint8_t* p, std::uint8_t& out) {
-  faultsafe::detail::install_guarded_copy_handler();  // first: it keeps the program's previous handler
-  struct sigaction sa {};
-  sa.sa_sigaction = &probe_handler;
-  sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGBUS, &sa, nullptr);
-  sigaction(SIGSEGV, &sa, nullptr);
-  sigjmp_buf jb;
-  const int sig = sigsetjmp(jb, 1);
-  if (sig != 0) return sig;
-  probe_jump = &jb;
-  out = *p;
-  probe_jump = nullptr;
-  return 0;
+  vmtest::probe_outside = &faultsafe::detail::guarded_copy_signal;
+  return vmtest::probe_read(p, out);
 }
 
 std::uint8_t pat(std::size_t i) { return static_cast<std::uint8_t>(i * 13 + 5); }
@@ -214,7 +193,7 @@ TEST_CASE("page-in error: the faulting access gets SIGBUS, a server copy into su
   std::uint8_t v = 0;
   CHECK(probe_read(p + 5 * 4096 + 7, v) == 0);  // the pager goes on
   CHECK(v == pat(5 * 4096 + 7));
-  CHECK(probe_read(p + 3 * 4096 + 1, v) == SIGBUS);  // documented: a failed page stays poisoned
+  CHECK(probe_read(p + 3 * 4096 + 1, v) == SIGBUS);  // documented: a failed page stays poisoned (the file did not grow)
   CHECK(bob.memory().fault_pager().stats().page_in_errors >= 1);
   // A server copy into a page whose page-in fails: the read fails with EFAULT, the range is released.
   auto g = bob.open("/ram/g", O_CREAT | O_RDWR, 0644);

@@ -26,6 +26,8 @@
 #include <functional>
 #include <thread>
 
+#include "support/signals.hpp"
+
 using namespace faultsafe;
 
 namespace {
@@ -48,8 +50,16 @@ constexpr int stray_exit = 90;
 
 // The program's SA_SIGINFO handler: handles faults of its own probes (siglongjmp), anything else is a
 // stray (with faultsafe chained in front, a guarded-copy fault must never get here).
+// A signal sent by a process (si_code <= 0: SI_USER, SI_TKILL, ...) is a stray even during a probe.
+void fail_on_sent(int sig, const siginfo_t* si) {
+  if (test_support::signal_from_fault(si)) return;
+  test_support::report_stray_signal(sig, si, "sent by a process");
+  _exit(stray_exit + 1);
+}
+
 void program_siginfo(int sig, siginfo_t* si, void* uc) {
-  if (!ps.armed) _exit(stray_exit + (si->si_code <= 0 ? 1 : 0));
+  fail_on_sent(sig, si);
+  if (!ps.armed) _exit(stray_exit);
   sigset_t now;
   pthread_sigmask(SIG_BLOCK, nullptr, &now);
   ps.sig_blocked_inside = sigismember(&now, sig);
@@ -75,6 +85,7 @@ void program_plain(int sig) {
 // A program handler installed AFTER faultsafe's that chains to the action it replaced (the old one).
 struct sigaction old_segv {};
 void program_chaining(int sig, siginfo_t* si, void* uc) {
+  fail_on_sent(sig, si);
   if (ps.armed) program_siginfo(sig, si, uc);  // ours: does not return
   if (old_segv.sa_flags & SA_SIGINFO) old_segv.sa_sigaction(sig, si, uc);
   else if (old_segv.sa_handler != SIG_DFL && old_segv.sa_handler != SIG_IGN) old_segv.sa_handler(sig);
@@ -315,4 +326,34 @@ TEST_CASE("a non-chaining program handler installed AFTER faultsafe's: reinstall
     return 0;
   });
   check_child(st, 0, 6);
+}
+
+TEST_CASE("a signal sent by the process itself is a stray for the tests' handlers, also during a probe or a guarded copy") {
+  shared_progress sp;
+  // The program handler, armed for a probe: raise() is tgkill (SI_TKILL), not the probe's fault.
+  int st = in_child([] {
+    set_action(SIGBUS, &program_siginfo, SA_NODEFER);
+    if (sigsetjmp(ps.jb, 1) != 0) return 60;  // taken for the probe's fault: wrong
+    ps.armed = 1;
+    progress->fetch_add(1);
+    raise(SIGBUS);
+    return 61;
+  });
+  INFO(describe(st));
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == stray_exit + 1);
+  CHECK(progress->load() == 1);
+  // The guarded-copy handler behind support/signals.hpp's screen: a real fault of a guarded copy is
+  // still EFAULT; a sent SIGBUS fails the test (exit 1) instead of passing for a fault.
+  st = in_child([] {
+    test_support::install_screened_guarded_copy_handler(SIGBUS);
+    if (!guarded_copy_is_efault(bus_page)) return 62;
+    progress->fetch_add(1);
+    raise(SIGBUS);
+    return 63;
+  });
+  INFO(describe(st));
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 1);
+  CHECK(progress->load() == 1);
 }

@@ -23,6 +23,7 @@
 #include "support/pattern.hpp"
 #include "faultsafe/vm/aspace.hpp"
 #include "faultsafe/vm/pager.hpp"
+#include "support/signals.hpp"
 #include "support/sync.hpp"
 
 namespace vmtest {
@@ -91,53 +92,22 @@ struct watchdog : test_support::watchdog {
 // (si_code > 0), during a probe, at the probed page. Anything else is a stray signal: a
 // tgkill/kill/sigqueue (si_code <= 0, e.g. SI_TKILL or SI_USER from this process) or a fault at
 // another address while probing; the test process then fails at once (exit 1, with the signal's
-// si_code, si_pid and si_addr printed). A kernel fault outside any probe is a real crash: the
-// default action runs (core dump, sanitizer report).
+// si_code, si_pid and si_addr printed; the check is support/signals.hpp's, shared by every test that
+// installs SIGBUS/SIGSEGV handlers). A kernel fault outside any probe is a real crash: the default
+// action runs (core dump, sanitizer report), unless probe_outside says otherwise.
 inline thread_local sigjmp_buf* probe_jump = nullptr;
 inline thread_local std::uintptr_t probe_page = 0;
 
-// Async-signal-safe: formats into a stack buffer, one write(2).
-inline void report_stray_signal(int sig, const siginfo_t* si, const char* why) {
-  char buf[256];
-  std::size_t n = 0;
-  const auto put = [&](const char* s) {
-    while (*s != '\0' && n < sizeof buf - 1) buf[n++] = *s++;
-  };
-  const auto num = [&](unsigned long long v, unsigned base) {
-    char d[24];
-    int k = 0;
-    do {
-      d[k++] = "0123456789abcdef"[v % base];
-      v /= base;
-    } while (v != 0 && k < 24);
-    while (k > 0 && n < sizeof buf - 1) buf[n++] = d[--k];
-  };
-  put("FAIL: stray signal ");
-  num(static_cast<unsigned>(sig), 10);
-  put(" (");
-  put(why);
-  put("): si_code ");
-  if (si->si_code < 0) put("-");
-  num(static_cast<unsigned>(si->si_code < 0 ? -si->si_code : si->si_code), 10);
-  put(" si_pid ");
-  num(static_cast<unsigned>(si->si_pid), 10);
-  put(" (self ");
-  num(static_cast<unsigned>(::getpid()), 10);
-  put(") si_addr 0x");
-  num(reinterpret_cast<std::uintptr_t>(si->si_addr), 16);
-  put("\n");
-  (void)!::write(2, buf, n);
-}
+using test_support::report_stray_signal;
 
-/// True if `si` is a fault the kernel raised at an access (not a signal sent by a process).
-inline bool signal_from_fault(const siginfo_t* si) noexcept { return si->si_code > 0; }
+/// What the probe handler does with a kernel fault outside any probe: nullptr (default) restores
+/// SIG_DFL, so the retried access dies as usual; a test whose server threads take faults in guarded
+/// copies sets faultsafe's guarded-copy handler here (it chains the rest to the previous action).
+inline void (*probe_outside)(int, siginfo_t*, void*) = nullptr;
 
-inline void probe_handler(int sig, siginfo_t* si, void*) {
+inline void probe_handler(int sig, siginfo_t* si, void* uc) {
   const std::uintptr_t page = reinterpret_cast<std::uintptr_t>(si->si_addr) & ~std::uintptr_t{4095};
-  if (!signal_from_fault(si)) {
-    report_stray_signal(sig, si, probe_jump != nullptr ? "sent by a process, during a probe" : "sent by a process");
-    ::_exit(1);
-  }
+  test_support::fail_on_sent_signal(sig, si, probe_jump != nullptr ? "sent by a process, during a probe" : "sent by a process");
   if (probe_jump != nullptr) {
     if (page != probe_page) {
       report_stray_signal(sig, si, "fault at another address than the probed one");
@@ -147,10 +117,12 @@ inline void probe_handler(int sig, siginfo_t* si, void*) {
     probe_jump = nullptr;
     siglongjmp(*j, sig);
   }
+  if (probe_outside != nullptr) return probe_outside(sig, si, uc);
   signal(sig, SIG_DFL);  // a real fault outside a probe: die as usual when the access is retried
 }
 // Installed on every probe: doctest replaces SIGSEGV/SIGBUS handlers at the start of each test case.
 inline void install_probe_handlers() {
+  if (probe_outside != nullptr) faultsafe::detail::install_guarded_copy_handler();  // keeps doctest's to chain to
   struct sigaction sa {};
   sa.sa_sigaction = &probe_handler;
   sa.sa_flags = SA_SIGINFO | SA_NODEFER;
