@@ -428,7 +428,7 @@ TEST_CASE("readdir positions stay valid while entries are unlinked concurrently"
   }
   killer.join();
   for (const auto& [name, count] : seen) CHECK_MESSAGE(count == 1, name);
-  for (int i = 1; i < n; i += 2) CHECK(seen.count("f" + std::to_string(i)) == 1);
+  for (int i = 1; i < n; i += 2) CHECK(seen.count(std::string("f").append(std::to_string(i))) == 1);
   CHECK(seen.count(".") == 1);
   CHECK(seen.count("..") == 1);
   (void)p.close(*fd);
