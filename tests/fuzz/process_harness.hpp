@@ -226,12 +226,12 @@ class harness {
   // skipped (only its byte is consumed). Codes are stable: a new operation takes a code no entry has
   // had, so a checked-in corpus input keeps its meaning when operations are added.
   // encoding::dense (generated inputs) maps every byte onto a defined code instead. The table is at
-  // the end of the class (after the operations it names).
+  // the end of this header (after the class whose operations it names).
 
   void step(byte_reader& in) {
     const std::uint8_t b = in.u8();
     const std::size_t code = dense_ ? b % op_codes : b;
-    if (code < op_codes) op_table[code](*this, in);
+    if (code < op_codes && op_table[code] != nullptr) op_table[code](*this, in);
   }
 
   void op_open(byte_reader& in) {
@@ -728,24 +728,9 @@ class harness {
   }
 
   using op_fn = void (*)(harness&, byte_reader&);
-  static constexpr op_fn op_table[] = {
-      /*  0 */ [](harness& h, byte_reader& in) { h.op_open(in); },
-      /*  1 */ [](harness& h, byte_reader& in) { h.op_open(in); },
-      /*  2 */ [](harness& h, byte_reader& in) { h.op_close(in); },
-      /*  3 */ [](harness& h, byte_reader& in) { h.op_rw(in, false, false); },
-      /*  4 */ [](harness& h, byte_reader& in) { h.op_rw(in, true, false); },
-      /*  5 */ [](harness& h, byte_reader& in) { h.op_rw(in, false, true); },
-      /*  6 */ [](harness& h, byte_reader& in) { h.op_rw(in, true, true); },
-      /*  7 */ [](harness& h, byte_reader& in) { h.op_lseek(in); },
-      /*  8 */ [](harness& h, byte_reader& in) { h.op_ftruncate(in); },
-      /*  9 */ [](harness& h, byte_reader& in) { h.op_mmap(in); },
-      /* 10 */ [](harness& h, byte_reader& in) { h.op_munmap(in); },
-      /* 11 */ [](harness& h, byte_reader& in) { h.op_mprotect(in); },
-      /* 12 */ [](harness& h, byte_reader& in) { h.op_mem(in, false); },
-      /* 13 */ [](harness& h, byte_reader& in) { h.op_mem(in, true); },
-      /* 14 */ [](harness& h, byte_reader& in) { h.op_fallocate(in); },
-  };
-  static constexpr std::size_t op_codes = sizeof op_table / sizeof op_table[0];
+  static constexpr std::size_t op_codes = 15;  // one past the highest code in op_table
+  // Defined after the class (Clang rejects member access into the class inside its own definition).
+  static const op_fn op_table[op_codes];
 
   ramfs& fs_;
   std::string prefix_, tag_;
@@ -759,6 +744,25 @@ class harness {
   std::map<int, model_fd> fds_;
   std::vector<model_map> maps_;
   std::vector<std::string> log_;
+};
+
+// The operation table (see harness::step): an entry's index is its stable code; nullptr = no operation.
+inline const harness::op_fn harness::op_table[harness::op_codes] = {
+    /*  0 */ [](harness& h, byte_reader& in) { h.op_open(in); },
+    /*  1 */ [](harness& h, byte_reader& in) { h.op_open(in); },
+    /*  2 */ [](harness& h, byte_reader& in) { h.op_close(in); },
+    /*  3 */ [](harness& h, byte_reader& in) { h.op_rw(in, false, false); },
+    /*  4 */ [](harness& h, byte_reader& in) { h.op_rw(in, true, false); },
+    /*  5 */ [](harness& h, byte_reader& in) { h.op_rw(in, false, true); },
+    /*  6 */ [](harness& h, byte_reader& in) { h.op_rw(in, true, true); },
+    /*  7 */ [](harness& h, byte_reader& in) { h.op_lseek(in); },
+    /*  8 */ [](harness& h, byte_reader& in) { h.op_ftruncate(in); },
+    /*  9 */ [](harness& h, byte_reader& in) { h.op_mmap(in); },
+    /* 10 */ [](harness& h, byte_reader& in) { h.op_munmap(in); },
+    /* 11 */ [](harness& h, byte_reader& in) { h.op_mprotect(in); },
+    /* 12 */ [](harness& h, byte_reader& in) { h.op_mem(in, false); },
+    /* 13 */ [](harness& h, byte_reader& in) { h.op_mem(in, true); },
+    /* 14 */ [](harness& h, byte_reader& in) { h.op_fallocate(in); },
 };
 
 /// Runs one input. Aborts (after printing the operation log) on any mismatch with the model.
