@@ -24,7 +24,7 @@
 #include <cstring>
 #include <faultsafe/resmgr/process.hpp>
 #include <faultsafe/resmgr/ramfs.hpp>
-#include <faultsafe/vm/process_memory.hpp>
+#include <faultsafe/resmgr/process_memory.hpp>
 #include <fstream>
 #include <map>
 #include <string>

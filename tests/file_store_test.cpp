@@ -14,7 +14,7 @@
 #include <faultsafe/resmgr/file_store.hpp>
 #include <faultsafe/resmgr/process.hpp>
 #include <faultsafe/resmgr/ramfs.hpp>
-#include <faultsafe/vm/process_memory.hpp>
+#include <faultsafe/resmgr/process_memory.hpp>
 #include <string>
 #include <thread>
 #include <vector>

@@ -39,7 +39,7 @@
 #include "faultsafe/resmgr/server.hpp"
 #include "faultsafe/vm/aspace.hpp"
 #include "faultsafe/vm/pager.hpp"
-#include "faultsafe/vm/process_memory.hpp"
+#include "faultsafe/resmgr/process_memory.hpp"
 
 namespace {
 

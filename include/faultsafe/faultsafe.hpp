@@ -36,4 +36,4 @@
 #include <faultsafe/vm/page_source.hpp>
 #include <faultsafe/vm/pager.hpp>
 #include <faultsafe/vm/poisoned_pages.hpp>
-#include <faultsafe/vm/process_memory.hpp>
+#include <faultsafe/resmgr/process_memory.hpp>

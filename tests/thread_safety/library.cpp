@@ -9,7 +9,7 @@
 #include "faultsafe/resmgr/ramfs.hpp"
 #include "faultsafe/resmgr/server.hpp"
 #include "faultsafe/vm/pager.hpp"
-#include "faultsafe/vm/process_memory.hpp"
+#include "faultsafe/resmgr/process_memory.hpp"
 
 // Instantiates the member templates whose bodies take internal locks.
 int registry_lookup() {

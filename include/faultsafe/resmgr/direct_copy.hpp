@@ -71,7 +71,7 @@
 
 #include "../detail/guarded_copy.hpp"
 #include "../sync/range_lock.hpp"
-#include "../vm/process_memory.hpp"
+#include "process_memory.hpp"
 #include "client_registry.hpp"
 #include "iofunc.hpp"
 #include "process.hpp"

@@ -3,7 +3,7 @@
 // Defines `attr_options`, `iofunc_attr` (one file: mode, owner, size, times, its data store, the data
 // range lock and the short meta lock), `iofunc_ocb` (one open: attr, offset, flags, access),
 // `iofunc_check_access()`, and the default handlers iofunc_open_default / read / write / lseek / fstat /
-// ftruncate / mmap / page_in (the pager's page-in, vm/process_memory.hpp), which a server plugs into its io_funcs (resmgr/ramfs.hpp does).
+// ftruncate / mmap / page_in (the pager's page-in, resmgr/process_memory.hpp), which a server plugs into its io_funcs (resmgr/ramfs.hpp does).
 //
 // Data store (resmgr/file_store.hpp): a file's bytes live in one contiguous extent of its store's
 // arena memfd, at iofunc_attr::store_offset() (attr_options::store; by default one store per OS process,
@@ -677,7 +677,7 @@ inline io_result iofunc_mmap_default(request_context&, ocb_base& base, const io_
   return io_result::ok(0);
 }
 
-// ---- page-in for the pager (vm/process_memory.hpp) ----------------------------------------------------
+// ---- page-in for the pager (resmgr/process_memory.hpp) ----------------------------------------------------
 
 /// io_page_in_request::flags bits, set by vm's server_page_source.
 inline constexpr std::uint32_t page_in_private = 1;    ///< copy the data into the reply data buffer

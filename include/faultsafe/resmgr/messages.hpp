@@ -417,7 +417,7 @@ struct io_funcs {
   /// ftruncate(2): q.length >= 0 (the process checked). EBADF without write access, EFBIG past the
   /// limit. The default holds the range lock exclusive from min(old, new size) to the end.
   handler_slot<msg::ftruncate> ftruncate;
-  /// mmap(2), asked by the client's address space (vm/process_memory.hpp): check q.prot/q.flags
+  /// mmap(2), asked by the client's address space (resmgr/process_memory.hpp): check q.prot/q.flags
   /// against the open's access (EACCES: PROT_READ without read access, PROT_WRITE on MAP_SHARED
   /// without write access), then fill `rep` with what backs [q.offset, q.offset + q.length): a memfd
   /// the server keeps open while the OCB is open, its offset, and a cookie for page_in. Without this

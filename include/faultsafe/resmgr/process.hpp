@@ -39,7 +39,7 @@
 // whatever gave them the pointer into it, which happens after the store); the fd table's own pairs
 // are numbered in resmgr/detail/pinned_table.hpp.
 #pragma once
-#ifndef FAULTSAFE_RESMGR_PROCESS_HPP  // also guarded classically: vm/process_memory.hpp and this header
+#ifndef FAULTSAFE_RESMGR_PROCESS_HPP  // also guarded classically: resmgr/process_memory.hpp and this header
 #define FAULTSAFE_RESMGR_PROCESS_HPP  // include each other (see the end of this file)
 
 #include <fcntl.h>
@@ -69,7 +69,7 @@
 
 namespace faultsafe {
 
-class process_memory;  // vm/process_memory.hpp
+class process_memory;  // resmgr/process_memory.hpp
 struct aspace_options;  // vm/aspace.hpp
 struct pager_options;   // vm/pager.hpp
 
@@ -194,7 +194,7 @@ class process {
       if (!p || !p.close()) return std::make_error_code(std::errc::bad_file_descriptor);
       e = *p;  // our own reference: the slot's goes with its last pin (maybe p's, right here)
     }
-    if (defer_close_if_mapped(e.ch, e.handle)) return {};  // a mapping keeps the open (vm/process_memory.hpp)
+    if (defer_close_if_mapped(e.ch, e.handle)) return {};  // a mapping keeps the open (resmgr/process_memory.hpp)
     io_handle_request q{client(), e.handle};
     return send(*e.ch, {msg_type<msg::close>(), &q, sizeof q}).error;
   }
@@ -345,10 +345,10 @@ class process {
     return static_cast<std::size_t>(sr.status);
   }
 
-  // ---- memory (defined in vm/process_memory.hpp, included at the end of this header) -------------------
+  // ---- memory (defined in resmgr/process_memory.hpp, included at the end of this header) -------------------
   // The process's address space (an aspace + pager, made on first use): mmap(2)-like calls for server
   // files (the server's mmap handler checks access and bounds; faults page in through the server) and
-  // anonymous memory. See vm/process_memory.hpp for the contract.
+  // anonymous memory. See resmgr/process_memory.hpp for the contract.
 
   /// mmap(2): MAP_SHARED or MAP_PRIVATE, optionally MAP_ANONYMOUS (fd ignored), MAP_FIXED (replaces this
   /// process's mappings in the range; EEXIST if other memory is there) or MAP_FIXED_NOREPLACE (EEXIST if
@@ -428,7 +428,7 @@ class process {
   };
   using fd_pin = detail::pinned_table<fd_entry>::pin;
 
-  // mem_ with a lock-free "made" flag (memory_made()): vm/process_memory.hpp assigns it under mem_mu_
+  // mem_ with a lock-free "made" flag (memory_made()): resmgr/process_memory.hpp assigns it under mem_mu_
   // (if (!mem_) mem_ = make_shared<...>; return *mem_; m = mem_;), which this type keeps working.
   class memory_ref {
    public:
@@ -598,7 +598,7 @@ class process {
     return total;
   }
 
-  bool defer_close_if_mapped(const std::shared_ptr<channel>& ch, std::uint64_t handle);  // vm/process_memory.hpp
+  bool defer_close_if_mapped(const std::shared_ptr<channel>& ch, std::uint64_t handle);  // resmgr/process_memory.hpp
 
   std::string name_;
   credentials creds_;
@@ -616,6 +616,6 @@ class process {
 
 }  // namespace faultsafe
 
-#include "../vm/process_memory.hpp"  // defines process_memory and process::mmap/munmap/mprotect/msync
+#include "process_memory.hpp"  // defines process_memory and process::mmap/munmap/mprotect/msync
 
 #endif  // FAULTSAFE_RESMGR_PROCESS_HPP

@@ -1,4 +1,7 @@
-// faultsafe/vm/process_memory.hpp: mmap of server files (and anonymous memory) for a logical process.
+// faultsafe/resmgr/process_memory.hpp: mmap of server files (and anonymous memory) for a logical process.
+//
+// Layer: resmgr (it sends io_msg::mmap / page_in / close to a resource manager); it is built on vm/
+// (aspace, pager, page_source), which knows nothing of resource managers.
 //
 // Defines `server_page_source` (a page_source that sends io_msg::page_in to the file's server) and
 // `process_memory` (one process's aspace + pager and its mappings), and the definitions of
@@ -32,8 +35,8 @@
 // Also a classic guard: resmgr/process.hpp includes this header at its end, and this header includes
 // process.hpp; the guard keeps that cycle finite even where #pragma once does not apply (a header
 // compiled as the main file, as the clang thread-safety check does).
-#ifndef FAULTSAFE_VM_PROCESS_MEMORY_HPP
-#define FAULTSAFE_VM_PROCESS_MEMORY_HPP
+#ifndef FAULTSAFE_RESMGR_PROCESS_MEMORY_HPP
+#define FAULTSAFE_RESMGR_PROCESS_MEMORY_HPP
 
 #include <sys/mman.h>
 
@@ -49,13 +52,13 @@
 #include <utility>
 #include <vector>
 
-#include "../resmgr/iofunc.hpp"
-#include "../resmgr/process.hpp"
 #include "../order/ranked_mutex.hpp"
-#include "aspace.hpp"
-#include "faulting_thread.hpp"
-#include "page_source.hpp"
-#include "pager.hpp"
+#include "../vm/aspace.hpp"
+#include "../vm/faulting_thread.hpp"
+#include "../vm/page_source.hpp"
+#include "../vm/pager.hpp"
+#include "iofunc.hpp"
+#include "process.hpp"
 
 namespace faultsafe {
 
@@ -403,4 +406,4 @@ inline bool process::defer_close_if_mapped(const std::shared_ptr<channel>& ch, s
 
 }  // namespace faultsafe
 
-#endif  // FAULTSAFE_VM_PROCESS_MEMORY_HPP
+#endif  // FAULTSAFE_RESMGR_PROCESS_MEMORY_HPP
