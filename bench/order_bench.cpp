@@ -9,7 +9,8 @@
 //   single_big/<lock>, nest3_big/<lock>   as above, the big graph present
 //   pairs/<lock>/<n>                      outer -> inner lock pairs, cycling over n distinct known
 //                                         edges (n = 1: one hot edge; n = 10,000: every edge of the
-//                                         graph in turn, more than a thread's edge cache holds)
+//                                         graph in turn: each pair probes its outer class's
+//                                         successor set, 100 sets of 100 ids, out of cache)
 // After the runs it prints each figure's ratio to std::mutex of the same shape (bench_report.hpp:
 // medians of the repetitions, CPU time). Goals: ranked_off 1.0x, ranked_on <= 2x, tracked <= 3x
 // (also with the big graph, warm).

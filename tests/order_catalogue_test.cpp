@@ -317,6 +317,43 @@ TEST_CASE("forget() removes a class's edges; the class learns anew") {
   expect_one(f.rec, violation_kind::order_cycle, {"A", "B"});
 }
 
+TEST_CASE("forget() of the later class removes the edge into it from the earlier class's warm set") {
+  fixture f;
+  nest(f.A, f.B);  // A -> B learnt: A's successor set now answers "B" without the graph mutex
+  nest(f.A, f.B);
+  f.cB.forget();
+  CHECK_FALSE(faultsafe::lock_order_known(f.cA, f.cB));
+  nest(f.B, f.A);  // legal now: B -> A
+  expect_none(f.rec);
+  nest(f.A, f.B);  // a stale warm entry A -> B would let this inversion through
+  expect_one(f.rec, violation_kind::order_cycle, {"A", "B"});
+}
+
+TEST_CASE("a class ordered before hundreds of others: every edge warm, every inversion still reported") {
+  // Grows the earlier class's successor set through several tables, and forgets some of its
+  // successors (tombstones, compaction) on the way.
+  fixture f;
+  std::vector<std::unique_ptr<lock_class>> classes;
+  std::vector<std::unique_ptr<lock_t>> locks;
+  constexpr int n = 300;
+  for (int i = 0; i < n; ++i) {
+    classes.push_back(std::make_unique<lock_class>("later " + std::to_string(i)));
+    locks.push_back(std::make_unique<lock_t>(*classes.back()));
+  }
+  for (int round = 0; round < 2; ++round)  // learn, then the warm path
+    for (auto& l : locks) nest(f.A, *l);
+  for (int i = 0; i < n; i += 3) classes[static_cast<std::size_t>(i)]->forget();
+  for (int i = 0; i < n; ++i) {
+    CHECK(faultsafe::lock_order_known(f.cA, *classes[static_cast<std::size_t>(i)]) == (i % 3 != 0));
+    nest(f.A, *locks[static_cast<std::size_t>(i)]);  // relearnt where forgotten
+  }
+  expect_none(f.rec);
+  for (int i = 0; i < n; i += 7) {
+    nest(*locks[static_cast<std::size_t>(i)], f.A);
+    expect_one(f.rec, violation_kind::order_cycle, {"A", "later " + std::to_string(i)});
+  }
+}
+
 TEST_CASE("a class made at run time and destroyed takes its edges with it; ids are never reused") {
   faultsafe::violation_recorder rec;
   faultsafe::scoped_violation_handler h{rec.handler()};

@@ -24,14 +24,18 @@
 // tries (it cannot wait), but once taken the lock is a source of edges like any other.
 // A handler that throws leaves lock() with nothing acquired.
 //
-// Cost. After warm-up an acquisition with n held locks costs n probes of a thread_local, direct-mapped
-// cache of known edges; an entry is valid while the global generation counter is unchanged (forget()
-// bumps it). Only a new edge (or a cache miss) takes the one global graph mutex.
+// Cost. Each class keeps the set of classes it is known to be ordered before (its out-edges), readable
+// without a lock (order/detail/successor_set.hpp). After warm-up an acquisition with n held locks
+// costs n probes, one into each held class's set: O(1) each, no shared write, independent of the
+// number of classes and edges in the graph. Only a new edge takes the one global graph mutex (as
+// does a probe that races with the graph changing: the slow path then consults the graph itself).
 //
 // Thread-safety: every function may be called from any thread. Lock order: the graph mutex is an
 // internal leaf; it is never held while a handler runs or while a user lock is acquired (it is
 // held while a thread-name lookup takes the thread registry's leaf mutex).
-// Memory ordering: see the numbered comments on `lock_graph_generation` (1)-(3).
+// Memory ordering: the graph is guarded by its mutex; the per-class sets publish their tables with
+// release / acquire (successor_set.hpp (1)-(2)). forget() erases from the sets under the mutex: an
+// acquisition ordered after forget() returns (happens-after) no longer sees the edges it removed.
 // Lifetime: a lock_class must outlive every tracked_mutex of it, and must not be destroyed while one
 // of its locks is held. An acquisition racing with forget() of its class may record its edge in the
 // old graph (as if it happened before forget()).
@@ -55,6 +59,7 @@
 #include "../detail/thread_record.hpp"
 #include "../source_location.hpp"
 #include "../thread_annotations.hpp"
+#include "detail/successor_set.hpp"
 #include "ranked_mutex.hpp"
 #include "violation.hpp"
 
@@ -64,9 +69,7 @@ class lock_class;
 
 namespace detail {
 
-/// The graph's generation: bumped by every forget(); a cached edge is valid only while it is unchanged.
-/// A namespace-scope constant-initialised atomic, so the fast path reads it without a static guard.
-inline std::atomic<std::uint64_t> lock_graph_generation{1};
+struct lock_class_access;
 
 /// One recorded dependency, with where it was first seen.
 struct lock_edge_info {
@@ -81,6 +84,7 @@ struct lock_class_node {
   std::string name;
   std::unordered_map<std::uint32_t, lock_edge_info> out;
   std::unordered_set<std::uint32_t> in;
+  successor_set* fast = nullptr;  ///< the class's lock-free copy of out's keys (owned by the lock_class)
 };
 
 /// The process-wide graph. Leaked on purpose: threads and static lock_class objects may outlive it.
@@ -91,10 +95,14 @@ class lock_graph {
     return *g;
   }
 
-  std::uint32_t add_class(std::string_view name) {
-    const std::uint32_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
+  /// Effects: a new class named `name` whose out-edges are mirrored into `fast` (which must outlive
+  /// the class's node, i.e. until forget(id, true)). Returns its id.
+  std::uint32_t add_class(std::string_view name, successor_set& fast) {
+    const std::uint32_t id = next_id_.fetch_add(1, std::memory_order_relaxed);  // ids carry no data
     std::lock_guard<std::mutex> g(m_);
-    nodes_[id].name = std::string(name);
+    lock_class_node& n = nodes_[id];
+    n.name = std::string(name);
+    n.fast = &fast;
     return id;
   }
 
@@ -108,8 +116,12 @@ class lock_graph {
       if (auto t = nodes_.find(to); t != nodes_.end()) t->second.in.erase(id);
     }
     for (std::uint32_t from : it->second.in)
-      if (auto f = nodes_.find(from); f != nodes_.end()) f->second.out.erase(id);
+      if (auto f = nodes_.find(from); f != nodes_.end()) {
+        f->second.out.erase(id);
+        f->second.fast->erase(id);
+      }
     it->second.out.clear();
+    it->second.fast->clear();
     it->second.in.clear();
     for (auto r = reported_.begin(); r != reported_.end();) {
       if (static_cast<std::uint32_t>(*r >> 32) == id || static_cast<std::uint32_t>(*r) == id)
@@ -118,8 +130,6 @@ class lock_graph {
         ++r;
     }
     if (remove_node) nodes_.erase(it);
-    // (1) release, pairs with (2): a thread that sees the new generation sees the edges removed.
-    lock_graph_generation.fetch_add(1, std::memory_order_release);
   }
 
   [[nodiscard]] bool has_edge(std::uint32_t from, std::uint32_t to) const {
@@ -128,31 +138,32 @@ class lock_graph {
     return it != nodes_.end() && it->second.out.count(to) != 0;
   }
 
-  /// Effects: records from -> to unless known; if it would close a cycle, fills `v` instead and
-  /// returns false (the edge is not added; a given bad edge is reported once). On success `gen` is the
-  /// generation under which the edge is known (for the caller's cache).
-  bool add_edge(std::uint32_t from, std::uint32_t to, const held_lock& held, const acquire_request& r,
-                const source_location& where, std::uint64_t& gen, violation& v, bool& report) {
+  /// Effects: records from -> to unless known (and makes sure from's successor set has it); if it would
+  /// close a cycle, fills `v` instead and sets `report` (the edge is not added; a given bad edge is
+  /// reported once). Throws: std::bad_alloc.
+  void add_edge(std::uint32_t from, std::uint32_t to, const held_lock& held, const acquire_request& r,
+                const source_location& where, violation& v, bool& report) {
     report = false;
     std::lock_guard<std::mutex> g(m_);
-    // (3) relaxed suffices under m_: forget() bumps the counter only while holding m_.
-    gen = lock_graph_generation.load(std::memory_order_relaxed);
     auto fit = nodes_.find(from);
     auto tit = nodes_.find(to);
-    if (fit == nodes_.end() || tit == nodes_.end()) return false;  // class destroyed: nothing to learn
-    if (fit->second.out.count(to) != 0) return true;
+    if (fit == nodes_.end() || tit == nodes_.end()) return;  // class destroyed: nothing to learn
+    if (fit->second.out.count(to) != 0) {  // known; the lock-free probe raced with a change
+      fit->second.fast->insert(to);
+      return;
+    }
     std::vector<std::uint32_t> path;  // to -> ... -> from, if any
     if (from == to || find_path(to, from, path)) {
       const std::uint64_t key = (std::uint64_t{from} << 32) | to;
-      if (!reported_.insert(key).second) return false;
+      if (!reported_.insert(key).second) return;
       report = true;
       describe_cycle(from, to, path, held, r, where, v);
-      return false;
+      return;
     }
     lock_edge_info info{thread_name(this_thread_id()), held.where, where, held.req.mode, r.mode};
     fit->second.out.emplace(to, std::move(info));
     tit->second.in.insert(from);
-    return true;
+    fit->second.fast->insert(to);
   }
 
  private:
@@ -221,24 +232,10 @@ class lock_graph {
   std::unordered_set<std::uint64_t> reported_;
 };
 
-/// Per-thread direct-mapped cache of edges known to be in the graph.
-struct edge_cache {
-  static constexpr std::size_t size = 256;
-  struct entry {
-    std::uint64_t key = 0;  // (from << 32) | to; 0 never names an edge (ids start at 1)
-    std::uint64_t generation = 0;
-  };
-  entry e[size];
-
-  static std::size_t slot(std::uint64_t key) noexcept {
-    return static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ull) >> 56);
-  }
+/// Read access to a class's successor set for the warm path (lock_class keeps it private).
+struct lock_class_access {
+  static const successor_set& successors(const lock_class& c) noexcept;
 };
-
-inline edge_cache& this_thread_edge_cache() noexcept {
-  thread_local edge_cache c;
-  return c;
-}
 
 }  // namespace detail
 
@@ -249,7 +246,8 @@ inline edge_cache& this_thread_edge_cache() noexcept {
 class lock_class {
  public:
   /// Effects: registers a new class (a fresh id, never reused). Throws: std::bad_alloc.
-  explicit lock_class(std::string_view name) : name_(name), id_(detail::lock_graph::instance().add_class(name)) {}
+  explicit lock_class(std::string_view name)
+      : name_(name), id_(detail::lock_graph::instance().add_class(name, successors_)) {}
   /// Effects: removes the class and its edges from the graph.
   ~lock_class() { detail::lock_graph::instance().forget(id_, true); }
   lock_class(const lock_class&) = delete;
@@ -259,10 +257,14 @@ class lock_class {
   /// the order goes away); the class stays usable and learns anew. Complexity: O(edges + reported).
   void forget() { detail::lock_graph::instance().forget(id_, false); }
 
+  // Private: the warm path reads successors_ through detail::lock_class_access.
+
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
   [[nodiscard]] std::uint32_t id() const noexcept { return id_; }
 
  private:
+  friend struct detail::lock_class_access;
+  detail::successor_set successors_;  // declared first: add_class() stores its address
   std::string name_;
   std::uint32_t id_;
 };
@@ -274,44 +276,35 @@ class lock_class {
 
 namespace detail {
 
+inline const successor_set& lock_class_access::successors(const lock_class& c) noexcept { return c.successors_; }
+
 /// Slow path of record_class_edges(): learn (or report) the edge from held lock `h` to `r` under the
-/// graph mutex, then cache it. Kept out of line so the fast path stays small.
+/// graph mutex. Kept out of line so the fast path stays small.
 [[gnu::noinline, gnu::cold]] inline void learn_class_edge(const held_lock& h, const acquire_request& r,
-                                                          const source_location& where, std::uint64_t key,
-                                                          edge_cache::entry& slot) {
+                                                          const source_location& where) {
   violation v;
   bool report = false;
-  std::uint64_t known_gen = 0;
-  if (lock_graph::instance().add_edge(static_cast<std::uint32_t>(key >> 32), static_cast<std::uint32_t>(key), h, r,
-                                      where, known_gen, v, report)) {
-    slot.key = key;
-    slot.generation = known_gen;
-  } else if (report) {
-    report_violation(v);
-  }
+  lock_graph::instance().add_edge(h.req.cls->id(), r.cls->id(), h, r, where, v, report);
+  if (report) report_violation(v);
 }
 
 /// Effects: records an edge from every lock class the thread holds to r.cls; reports order_cycle
-/// for a new edge that closes a cycle. Throws: what the handler throws.
-/// Complexity: one cache probe per held lock once the edges are known.
+/// for a new edge that closes a cycle. Throws: what the handler throws; std::bad_alloc.
+/// Complexity: one successor-set probe per held lock once the edges are known (no lock, no shared
+/// write, independent of the graph's size).
 inline void record_class_edges(const acquire_request& r, const source_location& where) {
   const held_stack& s = this_thread_held();
   const unsigned depth = s.depth;
   if (depth == 0) return;
-  edge_cache& cache = this_thread_edge_cache();
-  // (2) acquire, pairs with (1): after a forget() the stale cache entries stop matching.
-  const std::uint64_t gen = lock_graph_generation.load(std::memory_order_acquire);
-  const std::uint64_t to = r.cls->id();
+  const std::uint32_t to = r.cls->id();
   for (unsigned i = 0; i < depth; ++i) {
     const held_lock& h = s.e[i];
     if (h.req.cls == nullptr || h.req.object == r.object) continue;  // same object: check_acquire's case
     if (s.batch != 0 && h.batch == s.batch && (h.req.cls == r.cls || (r.rank != 0 && h.req.rank == r.rank)))
       continue;  // taken together by lock_in_order(): ordered by construction
-    const std::uint64_t key = (std::uint64_t{h.req.cls->id()} << 32) | to;
-    edge_cache::entry& slot = cache.e[edge_cache::slot(key)];
-    if (slot.key == key && slot.generation == gen) [[likely]]
+    if (lock_class_access::successors(*h.req.cls).contains(to)) [[likely]]
       continue;  // fast path: known edge
-    learn_class_edge(h, r, where, key, slot);
+    learn_class_edge(h, r, where);
   }
 }
 
