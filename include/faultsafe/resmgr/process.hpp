@@ -142,7 +142,33 @@ class process {
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
   [[nodiscard]] std::uint64_t pid() const noexcept { return pid_; }
   [[nodiscard]] credentials creds() const noexcept { return creds_; }
-  [[nodiscard]] client_info client() const noexcept { return {pid_, creds_.uid, creds_.gid}; }
+  /// The identity this thread's calls on this process carry: the process's credentials, or those of an
+  /// acting_as scope of this thread on this process.
+  [[nodiscard]] client_info client() const noexcept {
+    const acting_state& a = acting();
+    if (a.proc == this) return {pid_, a.creds.uid, a.creds.gid};
+    return {pid_, creds_.uid, creds_.gid};
+  }
+
+  /// While it lives, every call this thread makes through `p` carries `c` instead of p's credentials
+  /// (the pid, fd table and timeouts stay p's). For a gateway forwarding many users' requests through
+  /// one process (the FUSE bridge, resmgr/fuse_bridge.hpp): the server checks each request with the
+  /// user's identity. Requires: scopes of one thread nest (the innermost wins; its end restores the
+  /// outer). Thread-safety: thread-local; other threads' calls on `p` are not affected.
+  class acting_as {
+   public:
+    acting_as(const process& p, credentials c) noexcept : saved_(acting()) { acting() = {&p, c}; }
+    ~acting_as() { acting() = saved_; }
+    acting_as(const acting_as&) = delete;
+    acting_as& operator=(const acting_as&) = delete;
+
+   private:
+    struct saved_state {
+      const process* proc;
+      credentials creds;
+    } saved_;
+    friend class process;
+  };
 
   /// At most `n` fds open at once (default 1024, like RLIMIT_NOFILE); open() beyond fails with EMFILE.
   void set_max_fds(std::size_t n) noexcept { max_fds_.store(n, std::memory_order_relaxed); }
@@ -447,6 +473,13 @@ class process {
     std::shared_ptr<process_memory> p_;
     std::atomic<bool> made_{false};
   };
+
+  // The innermost acting_as scope of this thread (proc == nullptr: none).
+  using acting_state = acting_as::saved_state;
+  static acting_state& acting() noexcept {
+    thread_local acting_state s{nullptr, {}};
+    return s;
+  }
 
   static std::uint64_t next_pid() noexcept {
     static std::atomic<std::uint64_t> next{1};

@@ -42,6 +42,9 @@ struct ramfs_options {
   thread_pool_options pool{1, 4};
   channel_options channel{};
   path_namespace* ns = nullptr;     ///< nullptr = path_namespace::global()
+  /// server_options::max_opens_per_client (0 = no limit: a gateway such as the FUSE bridge is one
+  /// client holding every open of the machine's programs).
+  std::size_t max_opens_per_client = 1024;
   mode_t dir_mode = 0777;           ///< the root directory's permission bits and owner (who may create)
   std::uint32_t dir_uid = 0, dir_gid = 0;
   attr_options file{};              ///< file.store == nullptr: the ramfs makes its own store (one memfd)
@@ -66,7 +69,7 @@ class ramfs {
   explicit ramfs(ramfs_options opts = {})
       : opts_(with_store(std::move(opts))),
         tree_(opts_.file, opts_.dir_mode, opts_.dir_uid, opts_.dir_gid),
-        srv_(server_options{opts_.name, opts_.pool, opts_.channel, opts_.ns}, make_funcs()) {
+        srv_(server_options{opts_.name, opts_.pool, opts_.channel, opts_.ns, opts_.max_opens_per_client}, make_funcs()) {
     if (auto ec = srv_.attach(opts_.prefix)) throw std::system_error(ec, "ramfs: attach " + opts_.prefix);
     srv_.start();
   }

@@ -1,0 +1,740 @@
+// faultsafe/resmgr/fuse_bridge.hpp: mounts a faultsafe server's path namespace as a Linux filesystem
+// (FUSE, libfuse3 low-level API).
+//
+// Defines `fuse_io_mode`, `fuse_bridge_options` and `fuse_bridge`. This is the only faultsafe header
+// that includes <fuse_lowlevel.h>: a program using it links fuse3 (pkg-config fuse3; the CMake target
+// faultsafe::fuse_bridge when fuse3 is found); the rest of the library does not depend on libfuse.
+//
+// Requests: every FUSE request becomes one faultsafe message (resmgr/messages.hpp) sent through a
+// `process` of the bridge's own, on behalf of the caller: the request's uid and gid (fuse_req_ctx) are
+// the message's credentials (process::acting_as), so the server's handlers, with their locks, range
+// locks and the wait-for graph, serve and check every program on the machine. Opens are OCBs of the
+// bridge's process (one client, pid process::pid(), however many programs share a file: the server's
+// max_opens_per_client should be 0); the FUSE file handle is the bridge process's fd.
+// Inodes: FUSE node ids are the bridge's (a counter, never reused; root 1), one per server inode
+// (st_ino), each with the names (parent node, name) it was looked up under and its lookup count; a
+// node is dropped when the kernel forgets it. A node's server path is built from its first name's
+// parents; an unlinked node that is still open is served through one of its open handles.
+// readdir/readdirplus positions are the server's (name_tree's positions stay valid across unlinks).
+//
+// Permissions: mounted with default_permissions: the kernel checks access with the caller's full
+// credentials (supplementary groups included) before a request is sent, and the server checks again
+// with uid and gid (its own rules: sticky directories, setgid inheritance, who may chown). See the
+// README ("Mounting a server: the FUSE bridge") for why.
+// Caching (correctness first: the server itself and its in-process clients change files behind the
+// kernel's back): attribute and entry timeouts are 0 (every path walk and stat asks the server),
+// keep_cache is off (an open drops the file's cached pages: close-to-open consistency, like NFS; no
+// FUSE_CAP_AUTO_INVAL_DATA, which would cost a GETATTR per read(2) of cached data). Writes go through
+// to the server at once (no writeback cache). mmap: through the kernel's page cache by default; with
+// fuse_io_mode::direct_io opens are FOPEN_DIRECT_IO and shared mappings need the kernel's
+// FUSE_DIRECT_IO_ALLOW_MMAP, negotiated through libfuse's FUSE_CAP_DIRECT_IO_ALLOW_MMAP (libfuse >=
+// 3.16): without it mount() fails with ENOTSUP and says so; fuse_io_mode::direct_io_no_shared_mmap
+// accepts that MAP_SHARED mappings then fail with ENODEV (the kernel's answer).
+// Threads: fuse_session_loop_mt with max_threads = fuse_bridge_options::max_threads (default: the
+// server's pool maximum + 4). libfuse's default of 10 would make libfuse, not the server, the bound
+// on requests in flight: with 10 workers blocked in the server (range locks held by requests that
+// wait for another request still unread in /dev/fuse, such as the READ the kernel needs to finish a
+// page fault of a writer or the RELEASE that ends a lock holder) nothing reads /dev/fuse again and the
+// mount hangs. With more workers than the pool has threads, every request the server could be serving
+// has a worker and a few are left to read the next ones: the server's pool (its self-deadlock guard and
+// wait-for graph) is the only bound. No idle-thread tuning (max_idle_threads stays libfuse's).
+// Brian through the kernel: the daemon-side lock-up of the kernel's Documentation/filesystems/fuse.rst
+// ("tricky deadlock": the daemon faults on a mapping of a file of its own mount while serving a request
+// of that file) cannot happen: every buffer the bridge hands to the server or to /dev/fuse is the
+// bridge's heap memory, the server's bytes live in its memfd (not on the mount), and the bridge never
+// names a path under the mountpoint.
+// Unmount: run() returns when the session ends (fusermount3 -u, umount, SIGINT/SIGTERM/SIGHUP with
+// handle_signals, or stop()), and unmounts. Errors are clear, never a hang: ENODEV when /dev/fuse cannot
+// be opened, ENOTDIR/ENOENT for a bad mountpoint, EBUSY when it is already a mount point.
+//
+// Thread-safety: mount(), run() and the destructor from one thread; stop() from any thread or a signal
+// handler's thread. Requests are served concurrently by the libfuse workers. Lock order: the node table
+// mutex is rank::leaf, never held across a send to the server.
+#pragma once
+
+#ifndef FUSE_USE_VERSION
+#define FUSE_USE_VERSION 312
+#endif
+#include <fuse_lowlevel.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "../order/ranked_mutex.hpp"
+#include "../thread_annotations.hpp"
+#include "process.hpp"
+
+namespace faultsafe {
+
+/// How file data reaches programs on the mount (see the header comment).
+enum class fuse_io_mode {
+  page_cache,                ///< the kernel's page cache; mmap of every kind
+  direct_io,                 ///< FOPEN_DIRECT_IO with FUSE_DIRECT_IO_ALLOW_MMAP (ENOTSUP if libfuse lacks it)
+  direct_io_no_shared_mmap,  ///< FOPEN_DIRECT_IO; MAP_SHARED mappings fail with ENODEV
+};
+
+struct fuse_bridge_options {
+  /// The server's pool maximum (thread_pool_options::max_threads): sizes the FUSE workers.
+  unsigned server_threads = 4;
+  /// libfuse's max_threads (0: server_threads + 4; see the header comment).
+  unsigned max_threads = 0;
+  fuse_io_mode io = fuse_io_mode::page_cache;
+  /// Let every user in (-o allow_other; needs root or user_allow_other in /etc/fuse.conf).
+  bool allow_other = false;
+  /// run() installs libfuse's SIGINT/SIGTERM/SIGHUP handlers (they end the session; run() unmounts).
+  bool handle_signals = true;
+  std::string fsname = "faultsafe";
+};
+
+class fuse_bridge {
+ public:
+  /// Effects: a bridge for the server owning `prefix` in `ns` (nullptr: the global namespace); nothing
+  /// is mounted yet. Throws: std::bad_alloc.
+  explicit fuse_bridge(std::string prefix, fuse_bridge_options opts = {}, path_namespace* ns = nullptr)
+      : opts_(std::move(opts)), prefix_(std::move(prefix)), proc_("fuse bridge", {}, ns) {
+    while (prefix_.size() > 1 && prefix_.back() == '/') prefix_.pop_back();
+    proc_.set_max_fds(std::numeric_limits<std::size_t>::max());  // capped by the fd table's size
+    node root;
+    root.id = FUSE_ROOT_ID;
+    root.nlookup = 1;
+    nodes_.emplace(FUSE_ROOT_ID, std::move(root));
+  }
+  ~fuse_bridge() { unmount(); }
+  fuse_bridge(const fuse_bridge&) = delete;
+  fuse_bridge& operator=(const fuse_bridge&) = delete;
+
+  /// Effects: checks /dev/fuse and `mountpoint`, creates the FUSE session and mounts it.
+  /// Returns: ENODEV (/dev/fuse cannot be opened), ENOENT/ENOTDIR/EACCES (mountpoint), EBUSY (already a
+  /// mount point), ENOTSUP (io mode not supported by this libfuse), EINVAL (mounted already), EIO
+  /// (libfuse refused: its message is on stderr). error_message() says what failed.
+  [[nodiscard]] std::error_code mount(const std::string& mountpoint) {
+    if (se_) return fail(EINVAL, "already mounted");
+#ifndef FUSE_CAP_DIRECT_IO_ALLOW_MMAP
+    if (opts_.io == fuse_io_mode::direct_io)
+      return fail(ENOTSUP, "direct-io with shared mmap needs FUSE_CAP_DIRECT_IO_ALLOW_MMAP (libfuse >= 3.16, Linux >= 6.6); this libfuse is " +
+                               std::to_string(FUSE_MAJOR_VERSION) + "." + std::to_string(FUSE_MINOR_VERSION) +
+                               " (fuse_io_mode::direct_io_no_shared_mmap: MAP_SHARED then fails with ENODEV)");
+#endif
+    const int dev = ::open("/dev/fuse", O_RDWR | O_CLOEXEC);
+    if (dev < 0) return fail(ENODEV, std::string("/dev/fuse cannot be opened: ") + std::strerror(errno));
+    ::close(dev);
+    struct ::stat st;
+    if (::stat(mountpoint.c_str(), &st) != 0) return fail(errno, "mountpoint " + mountpoint + ": " + std::strerror(errno));
+    if (!S_ISDIR(st.st_mode)) return fail(ENOTDIR, "mountpoint " + mountpoint + " is not a directory");
+    if (is_mount_point(mountpoint)) return fail(EBUSY, "mountpoint " + mountpoint + " is already a mount point (busy)");
+    auto root = proc_.stat(prefix_);
+    if (!root) return fail(root.error().value(), "the server path " + prefix_ + ": " + root.error().message());
+    {
+      exclusive_guard g(mu_);
+      by_ino_[root.value().st_ino] = FUSE_ROOT_ID;
+      nodes_.at(FUSE_ROOT_ID).ino = root.value().st_ino;
+    }
+
+    std::string o = "fsname=" + opts_.fsname + ",subtype=faultsafe,default_permissions";
+    if (opts_.allow_other) o += ",allow_other";
+    std::vector<std::string> argv_s{"faultsafe", "-o", o};
+    std::vector<char*> argv;
+    for (auto& s : argv_s) argv.push_back(s.data());
+    fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+    static const fuse_lowlevel_ops ops = make_ops();
+    se_ = fuse_session_new(&args, &ops, sizeof ops, this);
+    if (!se_) return fail(EIO, "fuse_session_new failed (libfuse's message is on stderr)");
+    if (fuse_session_mount(se_, mountpoint.c_str()) != 0) {
+      fuse_session_destroy(se_);
+      se_ = nullptr;
+      return fail(EIO, "mounting " + mountpoint + " failed (libfuse's message is on stderr)");
+    }
+    mountpoint_ = mountpoint;
+    return {};
+  }
+
+  /// Effects: serves requests on the libfuse workers until the session ends (see the header comment),
+  /// then unmounts. Returns: EINVAL if not mounted, EIO if the loop failed.
+  std::error_code run() {
+    if (!se_) return fail(EINVAL, "not mounted");
+    const bool sig = opts_.handle_signals && fuse_set_signal_handlers(se_) == 0;
+    fuse_loop_config* cfg = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_max_threads(cfg, workers());
+    fuse_loop_cfg_set_clone_fd(cfg, 0);
+    const int rc = fuse_session_loop_mt(se_, cfg);
+    fuse_loop_cfg_destroy(cfg);
+    if (sig) fuse_remove_signal_handlers(se_);
+    unmount();
+    return rc < 0 ? fail(EIO, "the FUSE loop failed") : std::error_code{};
+  }
+
+  /// Effects: ends the session: run() returns and unmounts. The mount is detached lazily at once
+  /// (umount2 MNT_DETACH as root, else fusermount3 -uz), which wakes the workers. Any thread.
+  void stop() {
+    if (!se_) return;
+    fuse_session_exit(se_);
+    if (mountpoint_.empty()) return;
+    if (::geteuid() == 0) {
+      (void)::umount2(mountpoint_.c_str(), MNT_DETACH);
+    } else {
+      const std::string cmd = "fusermount3 -uz '" + mountpoint_ + "' 2>/dev/null";
+      (void)std::system(cmd.c_str());
+    }
+  }
+
+  /// libfuse worker threads run() uses.
+  [[nodiscard]] unsigned workers() const noexcept { return opts_.max_threads ? opts_.max_threads : opts_.server_threads + 4; }
+  [[nodiscard]] const std::string& error_message() const noexcept { return err_; }
+  [[nodiscard]] const std::string& mountpoint() const noexcept { return mountpoint_; }
+  /// Nodes the kernel holds (root included): for tests of forget.
+  [[nodiscard]] std::size_t node_count() const {
+    exclusive_guard g(mu_);
+    return nodes_.size();
+  }
+
+ private:
+  struct node {
+    fuse_ino_t id = 0;
+    std::uint64_t ino = 0;      // the server's st_ino
+    std::uint64_t nlookup = 0;  // the kernel's references (lookup replies minus forgets)
+    std::vector<std::pair<fuse_ino_t, std::string>> names;  // (parent, name) it is known under
+    std::vector<int> fds;       // open handles (for an unlinked node)
+  };
+
+  std::error_code fail(int e, std::string what) {
+    err_ = std::move(what);
+    return std::error_code(e, std::generic_category());
+  }
+
+  void unmount() {
+    if (!se_) return;
+    fuse_session_unmount(se_);
+    fuse_session_destroy(se_);
+    se_ = nullptr;
+  }
+
+  static bool is_mount_point(const std::string& mp) {
+    char buf[PATH_MAX];
+    if (!::realpath(mp.c_str(), buf)) return false;
+    const std::string want(buf);
+    std::ifstream in("/proc/self/mountinfo");
+    std::string line;
+    while (std::getline(in, line)) {
+      // id parent major:minor root mountpoint ...
+      std::size_t p = 0;
+      for (int i = 0; i < 4 && p != std::string::npos; ++i) p = line.find(' ', p + 1);
+      if (p == std::string::npos) continue;
+      const std::size_t e = line.find(' ', p + 1);
+      if (line.compare(p + 1, e - p - 1, want) == 0) return true;
+    }
+    return false;
+  }
+
+  static fuse_bridge& self(fuse_req_t req) { return *static_cast<fuse_bridge*>(fuse_req_userdata(req)); }
+
+  static int to_errno(const std::error_code& ec) noexcept {
+    if (!ec) return 0;
+    if (ec.category() == std::generic_category() || ec.category() == std::system_category()) return ec.value() > 0 ? ec.value() : EIO;
+    return EIO;
+  }
+
+  // The caller's credentials for the messages of this request.
+  static credentials caller(fuse_req_t req) noexcept {
+    const fuse_ctx* c = fuse_req_ctx(req);
+    return credentials{static_cast<std::uint32_t>(c->uid), static_cast<std::uint32_t>(c->gid)};
+  }
+
+  // The server path of node `id` ("" if it has no name left). Requires: mu_ held.
+  bool path_locked(fuse_ino_t id, std::string& out) const FAULTSAFE_REQUIRES(mu_) {
+    std::vector<const std::string*> parts;
+    for (int depth = 0; id != FUSE_ROOT_ID; ++depth) {
+      auto it = nodes_.find(id);
+      if (it == nodes_.end() || it->second.names.empty() || depth > 4096) return false;
+      parts.push_back(&it->second.names.front().second);
+      id = it->second.names.front().first;
+    }
+    out = prefix_;
+    for (auto p = parts.rbegin(); p != parts.rend(); ++p) {
+      out += '/';
+      out += **p;
+    }
+    return true;
+  }
+  bool path_of(fuse_ino_t id, std::string& out) const {
+    exclusive_guard g(mu_);
+    return path_locked(id, out);
+  }
+  bool child_path(fuse_ino_t parent, const char* name, std::string& out) const {
+    if (!path_of(parent, out)) return false;
+    out += '/';
+    out += name;
+    return true;
+  }
+  // An open handle of node `id` (-1: none).
+  int any_fd(fuse_ino_t id) const {
+    exclusive_guard g(mu_);
+    auto it = nodes_.find(id);
+    return it == nodes_.end() || it->second.fds.empty() ? -1 : it->second.fds.front();
+  }
+
+  // Records a lookup of (parent, name) answered with `st`; fills `e`. The kernel now holds one more
+  // reference to the node.
+  void remember(fuse_ino_t parent, std::string_view name, const struct ::stat st, fuse_entry_param& e) {
+    std::memset(&e, 0, sizeof e);  // `st` is a copy: it may be e.attr
+    e.attr = st;
+    e.attr_timeout = 0;
+    e.entry_timeout = 0;
+    exclusive_guard g(mu_);
+    fuse_ino_t id;
+    if (auto it = by_ino_.find(st.st_ino); it != by_ino_.end()) {
+      id = it->second;
+    } else {
+      id = next_id_++;
+      node n;
+      n.id = id;
+      n.ino = st.st_ino;
+      nodes_.emplace(id, std::move(n));
+      by_ino_.emplace(st.st_ino, id);
+    }
+    node& n = nodes_.at(id);
+    ++n.nlookup;
+    const std::pair<fuse_ino_t, std::string> key{parent, std::string(name)};
+    if (auto d = dentries_.find(key); d != dentries_.end() && d->second != id) drop_name_locked(key);
+    if (!dentries_.count(key)) {
+      dentries_.emplace(key, id);
+      n.names.push_back(key);
+    }
+    e.ino = id;
+  }
+  // Forgets the name `key` (unlinked, or replaced by a rename). Requires: mu_ held.
+  void drop_name_locked(const std::pair<fuse_ino_t, std::string>& key) FAULTSAFE_REQUIRES(mu_) {
+    auto d = dentries_.find(key);
+    if (d == dentries_.end()) return;
+    if (auto it = nodes_.find(d->second); it != nodes_.end()) std::erase(it->second.names, key);
+    dentries_.erase(d);
+  }
+  void forget_one(fuse_ino_t id, std::uint64_t n) {
+    exclusive_guard g(mu_);
+    auto it = nodes_.find(id);
+    if (it == nodes_.end() || id == FUSE_ROOT_ID) return;
+    it->second.nlookup = it->second.nlookup > n ? it->second.nlookup - n : 0;
+    if (it->second.nlookup != 0) return;
+    for (const auto& k : it->second.names) dentries_.erase(k);
+    by_ino_.erase(it->second.ino);
+    nodes_.erase(it);
+  }
+
+  // Looks `name` up in `parent` and replies the entry (or the error).
+  void reply_entry(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    std::string p;
+    if (!child_path(parent, name, p)) return (void)fuse_reply_err(req, ENOENT);
+    auto st = proc_.lstat(p);
+    if (!st) return (void)fuse_reply_err(req, to_errno(st.error()));
+    fuse_entry_param e;
+    remember(parent, name, *st, e);
+    if (fuse_reply_entry(req, &e) != 0) forget_one(e.ino, 1);  // the kernel never got it (interrupted)
+  }
+
+  // The stat of node `id`: by handle `fi`, by path, or through any open handle of an unlinked node.
+  result<struct ::stat> stat_of(fuse_ino_t id, fuse_file_info* fi) {
+    if (fi) return proc_.fstat(static_cast<int>(fi->fh));
+    std::string p;
+    if (path_of(id, p)) return proc_.lstat(p);
+    const int fd = any_fd(id);
+    if (fd < 0) return std::make_error_code(std::errc::no_such_file_or_directory);
+    return proc_.fstat(fd);
+  }
+  void reply_attr(fuse_req_t req, fuse_ino_t id, fuse_file_info* fi) {
+    auto st = stat_of(id, fi);
+    if (!st) return (void)fuse_reply_err(req, to_errno(st.error()));
+    (void)fuse_reply_attr(req, &*st, 0);
+  }
+
+  template <class F>
+  static void guarded(fuse_req_t req, F&& f) noexcept {
+    try {
+      process::acting_as as(self(req).proc_, caller(req));
+      f(self(req));
+    } catch (const std::bad_alloc&) {
+      (void)fuse_reply_err(req, ENOMEM);
+    } catch (const std::system_error& e) {
+      (void)fuse_reply_err(req, to_errno(e.code()));
+    } catch (...) {
+      (void)fuse_reply_err(req, EIO);
+    }
+  }
+  static void reply_status(fuse_req_t req, const result<void>& r) { (void)fuse_reply_err(req, to_errno(r.error())); }
+
+  // ---- the operations -----------------------------------------------------------------------------
+
+  static void op_init(void* userdata, fuse_conn_info* conn) {
+    auto* b = static_cast<fuse_bridge*>(userdata);
+    if (conn->capable & FUSE_CAP_HANDLE_KILLPRIV) conn->want |= FUSE_CAP_HANDLE_KILLPRIV;  // the server clears set-ids
+    // No AUTO_INVAL_DATA (libfuse asks for it by default): with attribute timeouts of 0 it costs a
+    // GETATTR round trip on every read(2) of cached data; an open drops the cache instead (keep_cache 0).
+    conn->want &= ~static_cast<unsigned>(FUSE_CAP_AUTO_INVAL_DATA);
+    if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+    conn->want &= ~static_cast<unsigned>(FUSE_CAP_WRITEBACK_CACHE);
+#ifdef FUSE_CAP_DIRECT_IO_ALLOW_MMAP
+    if (b->opts_.io == fuse_io_mode::direct_io) conn->want |= FUSE_CAP_DIRECT_IO_ALLOW_MMAP;
+#else
+    (void)b;
+#endif
+  }
+
+  static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    guarded(req, [&](fuse_bridge& b) { b.reply_entry(req, parent, name); });
+  }
+  static void op_forget(fuse_req_t req, fuse_ino_t ino, std::uint64_t n) {
+    self(req).forget_one(ino, n);
+    fuse_reply_none(req);
+  }
+  static void op_forget_multi(fuse_req_t req, std::size_t count, fuse_forget_data* f) {
+    for (std::size_t i = 0; i < count; ++i) self(req).forget_one(f[i].ino, f[i].nlookup);
+    fuse_reply_none(req);
+  }
+  static void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    guarded(req, [&](fuse_bridge& b) { b.reply_attr(req, ino, fi); });
+  }
+  static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct ::stat* attr, int to_set, fuse_file_info* fi) {
+    guarded(req, [&](fuse_bridge& b) {
+      std::string p;
+      const bool named = b.path_of(ino, p);
+      const int fd = fi ? static_cast<int>(fi->fh) : (named ? -1 : b.any_fd(ino));
+      if (!named && fd < 0) return (void)fuse_reply_err(req, ENOENT);
+      process& pr = b.proc_;
+      if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+        const uid_t u = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
+        const gid_t g = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
+        auto r = fd >= 0 ? pr.fchown(fd, u, g) : pr.lchown(p, u, g);
+        if (!r.ok()) return reply_status(req, r);
+      }
+      if (to_set & FUSE_SET_ATTR_MODE) {
+        auto r = fd >= 0 ? pr.fchmod(fd, attr->st_mode & 07777) : pr.chmod(p, attr->st_mode & 07777);
+        if (!r.ok()) return reply_status(req, r);
+      }
+      if (to_set & FUSE_SET_ATTR_SIZE) {
+        auto r = fd >= 0 ? pr.ftruncate(fd, attr->st_size) : pr.truncate(p, attr->st_size);
+        if (!r.ok()) return reply_status(req, r);
+      }
+      if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW)) {
+        struct ::timespec t[2] = {{0, UTIME_OMIT}, {0, UTIME_OMIT}};
+        if (to_set & FUSE_SET_ATTR_ATIME_NOW) t[0] = {0, UTIME_NOW};
+        else if (to_set & FUSE_SET_ATTR_ATIME) t[0] = attr->st_atim;
+        if (to_set & FUSE_SET_ATTR_MTIME_NOW) t[1] = {0, UTIME_NOW};
+        else if (to_set & FUSE_SET_ATTR_MTIME) t[1] = attr->st_mtim;
+        auto r = fd >= 0 ? pr.futimens(fd, t) : pr.utimensat(p, t, AT_SYMLINK_NOFOLLOW);
+        if (!r.ok()) return reply_status(req, r);
+      }
+      b.reply_attr(req, ino, fi);
+    });
+  }
+  static void op_readlink(fuse_req_t req, fuse_ino_t ino) {
+    guarded(req, [&](fuse_bridge& b) {
+      std::string p;
+      if (!b.path_of(ino, p)) return (void)fuse_reply_err(req, ENOENT);
+      char buf[PATH_MAX + 1];
+      auto r = b.proc_.readlink(p, buf, PATH_MAX);
+      if (!r) return (void)fuse_reply_err(req, to_errno(r.error()));
+      buf[*r] = '\0';
+      (void)fuse_reply_readlink(req, buf);
+    });
+  }
+  // mkdir, mknod, symlink: make the name, then answer its entry.
+  template <class Make>
+  static void make_node(fuse_req_t req, fuse_ino_t parent, const char* name, Make&& make) {
+    guarded(req, [&](fuse_bridge& b) {
+      std::string p;
+      if (!b.child_path(parent, name, p)) return (void)fuse_reply_err(req, ENOENT);
+      if (auto r = make(b.proc_, p); !r.ok()) return reply_status(req, r);
+      b.reply_entry(req, parent, name);
+    });
+  }
+  static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+    make_node(req, parent, name, [&](process& pr, const std::string& p) { return pr.mknod(p, mode, rdev); });
+  }
+  static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+    make_node(req, parent, name, [&](process& pr, const std::string& p) { return pr.mkdir(p, mode); });
+  }
+  static void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+    make_node(req, parent, name, [&](process& pr, const std::string& p) { return pr.symlink(target, p); });
+  }
+  // unlink, rmdir: remove the name, then forget it.
+  template <class Remove>
+  static void remove_name(fuse_req_t req, fuse_ino_t parent, const char* name, Remove&& rm) {
+    guarded(req, [&](fuse_bridge& b) {
+      std::string p;
+      if (!b.child_path(parent, name, p)) return (void)fuse_reply_err(req, ENOENT);
+      const result<void> r = rm(b.proc_, p);
+      if (r.ok()) {
+        exclusive_guard g(b.mu_);
+        b.drop_name_locked({parent, name});
+      }
+      reply_status(req, r);
+    });
+  }
+  static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    remove_name(req, parent, name, [](process& pr, const std::string& p) { return pr.unlink(p); });
+  }
+  static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    remove_name(req, parent, name, [](process& pr, const std::string& p) { return pr.rmdir(p); });
+  }
+  static void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent, const char* newname, unsigned flags) {
+    guarded(req, [&](fuse_bridge& b) {
+      std::string from, to;
+      if (!b.child_path(parent, name, from) || !b.child_path(newparent, newname, to)) return (void)fuse_reply_err(req, ENOENT);
+      const result<void> r = b.proc_.rename(from, to, flags);
+      if (r.ok()) {
+        exclusive_guard g(b.mu_);
+        const std::pair<fuse_ino_t, std::string> a{parent, name}, c{newparent, newname};
+        auto take = [&](const std::pair<fuse_ino_t, std::string>& k) -> fuse_ino_t {
+          auto d = b.dentries_.find(k);
+          if (d == b.dentries_.end()) return 0;
+          const fuse_ino_t id = d->second;
+          b.drop_name_locked(k);
+          return id;
+        };
+        const fuse_ino_t src = take(a);
+        const fuse_ino_t dst = take(c);
+        auto put = [&](fuse_ino_t id, const std::pair<fuse_ino_t, std::string>& k) {
+          if (id == 0) return;
+          b.dentries_.emplace(k, id);
+          b.nodes_.at(id).names.insert(b.nodes_.at(id).names.begin(), k);  // the current name first
+        };
+        put(src, c);
+        if (flags & RENAME_EXCHANGE) put(dst, a);
+      }
+      reply_status(req, r);
+    });
+  }
+  static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
+    guarded(req, [&](fuse_bridge& b) {
+      std::string from, to;
+      if (!b.path_of(ino, from) || !b.child_path(newparent, newname, to)) return (void)fuse_reply_err(req, ENOENT);
+      if (auto r = b.proc_.link(from, to); !r.ok()) return reply_status(req, r);
+      b.reply_entry(req, newparent, newname);
+    });
+  }
+
+  int open_flags(int flags) const noexcept {
+    // The kernel computes append offsets itself (writes arrive with their offset); creation flags were
+    // handled by lookup/create.
+    return flags & (O_ACCMODE | O_TRUNC | O_DIRECTORY | O_NOFOLLOW);
+  }
+  void opened(fuse_ino_t ino, int fd, fuse_file_info* fi, bool dir) {
+    fi->fh = static_cast<std::uint64_t>(fd);
+    if (!dir) {
+      fi->direct_io = opts_.io != fuse_io_mode::page_cache;
+      fi->keep_cache = 0;
+    }
+    exclusive_guard g(mu_);
+    if (auto it = nodes_.find(ino); it != nodes_.end()) it->second.fds.push_back(fd);
+  }
+  void closed(fuse_ino_t ino, int fd) {
+    {
+      exclusive_guard g(mu_);
+      if (auto it = nodes_.find(ino); it != nodes_.end()) std::erase(it->second.fds, fd);
+    }
+    (void)proc_.close(fd);
+  }
+  static void open_common(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int extra) {
+    guarded(req, [&](fuse_bridge& b) {
+      std::string p;
+      if (!b.path_of(ino, p)) return (void)fuse_reply_err(req, ENOENT);
+      auto fd = b.proc_.open(p, b.open_flags(fi->flags) | extra);
+      if (!fd) return (void)fuse_reply_err(req, to_errno(fd.error()));
+      b.opened(ino, *fd, fi, extra != 0);
+      if (fuse_reply_open(req, fi) != 0) b.closed(ino, *fd);
+    });
+  }
+  static void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) { open_common(req, ino, fi, 0); }
+  static void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    fi->flags = O_RDONLY;
+    open_common(req, ino, fi, O_DIRECTORY);
+  }
+  static void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
+    guarded(req, [&](fuse_bridge& b) {
+      std::string p;
+      if (!b.child_path(parent, name, p)) return (void)fuse_reply_err(req, ENOENT);
+      auto fd = b.proc_.open(p, b.open_flags(fi->flags) | O_CREAT | (fi->flags & O_EXCL), mode);
+      if (!fd) return (void)fuse_reply_err(req, to_errno(fd.error()));
+      auto st = b.proc_.fstat(*fd);
+      if (!st) {
+        (void)b.proc_.close(*fd);
+        return (void)fuse_reply_err(req, to_errno(st.error()));
+      }
+      fuse_entry_param e;
+      b.remember(parent, name, *st, e);
+      b.opened(e.ino, *fd, fi, false);
+      if (fuse_reply_create(req, &e, fi) != 0) {
+        b.closed(e.ino, *fd);
+        b.forget_one(e.ino, 1);
+      }
+    });
+  }
+  static void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    self(req).closed(ino, static_cast<int>(fi->fh));
+    (void)fuse_reply_err(req, 0);
+  }
+  static void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { (void)fuse_reply_err(req, 0); }
+
+  static void op_read(fuse_req_t req, fuse_ino_t, std::size_t size, off_t off, fuse_file_info* fi) {
+    guarded(req, [&](fuse_bridge& b) {
+      thread_local std::vector<char> buf;
+      if (buf.size() < size) buf.resize(size);
+      auto r = b.proc_.pread(static_cast<int>(fi->fh), buf.data(), size, off);
+      if (!r) return (void)fuse_reply_err(req, to_errno(r.error()));
+      (void)fuse_reply_buf(req, buf.data(), *r);
+    });
+  }
+  static void op_write(fuse_req_t req, fuse_ino_t, const char* data, std::size_t size, off_t off, fuse_file_info* fi) {
+    guarded(req, [&](fuse_bridge& b) {
+      auto r = b.proc_.pwrite(static_cast<int>(fi->fh), data, size, off);
+      if (!r) return (void)fuse_reply_err(req, to_errno(r.error()));
+      (void)fuse_reply_write(req, *r);
+    });
+  }
+  static void op_fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
+    guarded(req, [&](fuse_bridge& b) {
+      const int fd = static_cast<int>(fi->fh);
+      reply_status(req, datasync ? b.proc_.fdatasync(fd) : b.proc_.fsync(fd));
+    });
+  }
+  static void op_fsyncdir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) { (void)fuse_reply_err(req, 0); }
+  static void op_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, fuse_file_info* fi) {
+    guarded(req, [&](fuse_bridge& b) { reply_status(req, b.proc_.fallocate(static_cast<int>(fi->fh), mode, off, len)); });
+  }
+  static void op_statfs(fuse_req_t req, fuse_ino_t) {
+    guarded(req, [&](fuse_bridge& b) {
+      auto r = b.proc_.statvfs(b.prefix_);
+      if (!r) return (void)fuse_reply_err(req, to_errno(r.error()));
+      (void)fuse_reply_statfs(req, &*r);
+    });
+  }
+  static void op_access(fuse_req_t req, fuse_ino_t ino, int mask) {
+    guarded(req, [&](fuse_bridge& b) {
+      std::string p;
+      if (!b.path_of(ino, p)) return (void)fuse_reply_err(req, ENOENT);
+      reply_status(req, b.proc_.access(p, mask));
+    });
+  }
+  static void op_releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) { op_release(req, ino, fi); }
+
+  // readdir and readdirplus: server records from position `off`, packed while they fit in `size`.
+  static void readdir_common(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off, fuse_file_info* fi, bool plus) {
+    guarded(req, [&](fuse_bridge& b) {
+      std::vector<char> in(std::max<std::size_t>(size, 4096));
+      auto r = b.proc_.readdir(static_cast<int>(fi->fh), static_cast<std::uint64_t>(off), in.data(), in.size());
+      if (!r) return (void)fuse_reply_err(req, to_errno(r.error()));
+      std::string dir;
+      if (plus && !b.path_of(ino, dir)) plus = false;
+      std::vector<char> out(size);
+      std::size_t used = 0;
+      for (std::size_t at = 0; at + sizeof(io_dirent) <= *r;) {
+        io_dirent d;
+        std::memcpy(&d, in.data() + at, sizeof d);
+        if (d.reclen == 0) break;
+        const std::string name(in.data() + at + sizeof d, d.namelen);
+        at += d.reclen;
+        std::size_t need;
+        if (plus) {
+          fuse_entry_param e;
+          std::memset(&e, 0, sizeof e);
+          const bool dots = name == "." || name == "..";
+          if (!dots) {
+            auto st = b.proc_.lstat(dir + "/" + name);
+            if (!st) continue;  // gone meanwhile
+            e.attr = *st;
+          } else {
+            e.attr.st_ino = d.ino;
+            e.attr.st_mode = static_cast<mode_t>(d.type) << 12;
+          }
+          // Measure first: the kernel takes a reference only for an entry that is sent.
+          need = fuse_add_direntry_plus(req, nullptr, 0, name.c_str(), &e, 0);
+          if (used + need > size) break;
+          if (!dots) b.remember(ino, name, e.attr, e);  // e.ino 0 for the dots: the kernel links neither
+          need = fuse_add_direntry_plus(req, out.data() + used, size - used, name.c_str(), &e, static_cast<off_t>(d.next));
+        } else {
+          struct ::stat st;
+          std::memset(&st, 0, sizeof st);
+          st.st_ino = d.ino;
+          st.st_mode = static_cast<mode_t>(d.type) << 12;
+          need = fuse_add_direntry(req, out.data() + used, size - used, name.c_str(), &st, static_cast<off_t>(d.next));
+          if (used + need > size) break;
+        }
+        used += need;
+      }
+      (void)fuse_reply_buf(req, out.data(), used);
+    });
+  }
+  static void op_readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off, fuse_file_info* fi) {
+    readdir_common(req, ino, size, off, fi, false);
+  }
+  static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off, fuse_file_info* fi) {
+    readdir_common(req, ino, size, off, fi, true);
+  }
+
+  static fuse_lowlevel_ops make_ops() {
+    fuse_lowlevel_ops o;
+    std::memset(&o, 0, sizeof o);
+    o.init = op_init;
+    o.lookup = op_lookup;
+    o.forget = op_forget;
+    o.forget_multi = op_forget_multi;
+    o.getattr = op_getattr;
+    o.setattr = op_setattr;
+    o.readlink = op_readlink;
+    o.mknod = op_mknod;
+    o.mkdir = op_mkdir;
+    o.unlink = op_unlink;
+    o.rmdir = op_rmdir;
+    o.symlink = op_symlink;
+    o.rename = op_rename;
+    o.link = op_link;
+    o.open = op_open;
+    o.read = op_read;
+    o.write = op_write;
+    o.flush = op_flush;
+    o.release = op_release;
+    o.fsync = op_fsync;
+    o.opendir = op_opendir;
+    o.readdir = op_readdir;
+    o.readdirplus = op_readdirplus;
+    o.releasedir = op_releasedir;
+    o.fsyncdir = op_fsyncdir;
+    o.statfs = op_statfs;
+    o.access = op_access;
+    o.create = op_create;
+    o.fallocate = op_fallocate;
+    return o;
+  }
+
+  fuse_bridge_options opts_;
+  std::string prefix_;
+  process proc_;
+  fuse_session* se_ = nullptr;
+  std::string mountpoint_;
+  std::string err_;
+  mutable ranked_mutex<rank::leaf> mu_{"fuse bridge nodes"};  // leaf: the node table; never held across a send
+  std::map<fuse_ino_t, node> nodes_ FAULTSAFE_GUARDED_BY(mu_);
+  std::unordered_map<std::uint64_t, fuse_ino_t> by_ino_ FAULTSAFE_GUARDED_BY(mu_);
+  std::map<std::pair<fuse_ino_t, std::string>, fuse_ino_t> dentries_ FAULTSAFE_GUARDED_BY(mu_);
+  fuse_ino_t next_id_ FAULTSAFE_GUARDED_BY(mu_) = FUSE_ROOT_ID + 1;
+};
+
+}  // namespace faultsafe

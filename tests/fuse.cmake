@@ -1,0 +1,16 @@
+# The FUSE bridge (resmgr/fuse_bridge.hpp) through the kernel: real programs on a ramfs mounted with
+# examples/ramfs_fuse in a temporary directory. Each test exits 77 only when /dev/fuse cannot be used
+# (it says why); every program runs under a watchdog and the mount is detached (fusermount3 -uz) on
+# the way out, so a hung mount fails the test instead of hanging it.
+if(FAULTSAFE_HAVE_FUSE AND FAULTSAFE_BUILD_EXAMPLES)
+  find_package(Python3 COMPONENTS Interpreter)
+  if(Python3_Interpreter_FOUND)
+    function(faultsafe_fuse_test name script timeout)
+      add_test(NAME ${name} COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/fuse/${script} $<TARGET_FILE:ramfs_fuse> ${ARGN})
+      set_tests_properties(${name} PROPERTIES TIMEOUT ${timeout} SKIP_RETURN_CODE ${FAULTSAFE_SKIP_CODE} LABELS fuse)
+    endfunction()
+    faultsafe_fuse_test(fuse_coreutils coreutils_test.py 300)
+  else()
+    message(STATUS "faultsafe: no python3: the FUSE tests are skipped")
+  endif()
+endif()
