@@ -3,6 +3,10 @@
 // thread ids (deterministic: no threads, no timing).
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <random>
 #include <stdexcept>
 
 #include "wait_graph_support.hpp"
@@ -196,4 +200,88 @@ TEST_CASE("options are clamped and readable") {
   wait_graph::set_options(o);
   CHECK(wait_graph::recheck_interval() == std::chrono::microseconds(1));
   CHECK(wait_graph::options().policy == faultsafe::wait_cycle_policy::report_only);
+}
+
+TEST_CASE("a new edge in a graph of 1,000 other waits: the cycle it closes is found, the others untouched") {
+  // The new edge's scan reads only what it reaches through the per-thread index; the 1,000 waits
+  // (made and removed out of order, so the index grows and shifts entries back) are not read.
+  graph_fixture fx;
+  auto opts = wait_graph::options();
+  opts.confirm_delay = std::chrono::microseconds(1);
+  wait_graph::set_options(opts);
+  constexpr std::uint32_t base = 800000, n = 1000;
+  fake held_by_t1("lock held by T1", {T1});
+  std::vector<std::unique_ptr<wait_scope>> others;
+  for (std::uint32_t i = 0; i < n; ++i)
+    others.push_back(std::make_unique<wait_scope>(on_behalf, base + i, held_by_t1, wait_kind::lock));
+  for (std::size_t i = 0; i < others.size(); i += 3) others[i].reset();  // out of order
+  CHECK(fx.count() == 0);  // T1 runs: nobody is stuck
+  const auto scans0 = wait_graph::stats().scans;
+  fake ra("lock A", {T2}), rb("lock B", {T1});
+  {
+    wait_scope w1(on_behalf, T1, ra, wait_kind::lock);
+    CHECK(fx.count() == 0);
+    wait_scope w2(on_behalf, T2, rb, wait_kind::lock);
+    REQUIRE(fx.count() == 1);
+    CHECK(fx.reports().front().details[0] ==
+          "thread-900002 -lock wait-> lock B -held by-> thread-900001 -lock wait-> lock A -held by-> thread-900002");
+    CHECK(wait_graph::stats().scans - scans0 == 3);  // w1's scan, w2's scan and its confirmation
+  }
+  // Every remaining wait is still found through the index: T1 waiting on a lock held by thread
+  // base + i closes a 2-cycle with base + i's wait exactly when that wait is recorded.
+  std::size_t expected = 1;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    fake held_by_other("lock held by " + std::to_string(base + i), {base + i});
+    wait_scope w(on_behalf, T1, held_by_other, wait_kind::lock);
+    if (others[i]) ++expected;
+    REQUIRE(fx.count() == expected);
+  }
+}
+
+TEST_CASE("a thread with several waits counts with its newest; removing it out of order restores the older") {
+  graph_fixture fx;
+  fake ra("lock A", {T2}), rb("lock B", {T1}), free_lock("free lock", {});
+  wait_scope w1(on_behalf, T1, ra, wait_kind::lock);
+  auto newer = std::make_unique<wait_scope>(on_behalf, T1, free_lock, wait_kind::page);
+  auto newest = std::make_unique<wait_scope>(on_behalf, T1, free_lock, wait_kind::page);
+  newer.reset();  // the middle one first
+  {
+    wait_scope w2(on_behalf, T2, rb, wait_kind::lock);
+    CHECK(fx.count() == 0);  // T1 counts with its newest wait, on a free lock: not stuck
+  }
+  newest.reset();  // now T1's newest is w1 again
+  wait_scope w2(on_behalf, T2, rb, wait_kind::lock);
+  CHECK(fx.count() == 1);
+}
+
+TEST_CASE("the waiter index: random ids, several waits per thread, removals in any order") {
+  // detail::waiter_index against a plain model (random ids collide: long probe chains whose removal
+  // must shift entries back).
+  std::mt19937 rng(12);
+  faultsafe::detail::waiter_index index;
+  std::deque<faultsafe::detail::wait_record> recs;  // stable addresses
+  std::map<std::uint32_t, std::vector<faultsafe::detail::wait_record*>> model;  // oldest first
+  std::vector<faultsafe::detail::wait_record*> live;
+  for (int step = 0; step < 20000; ++step) {
+    if (live.empty() || rng() % 3 != 0) {
+      auto& r = recs.emplace_back();
+      r.waiter = model.empty() || rng() % 4 != 0 ? 1 + rng() % 0xFFFFFFF0u : model.begin()->first;
+      index.add(r);
+      model[r.waiter].push_back(&r);
+      live.push_back(&r);
+    } else {
+      const std::size_t k = rng() % live.size();
+      auto* r = live[k];
+      live.erase(live.begin() + static_cast<std::ptrdiff_t>(k));
+      index.remove(*r);
+      auto& v = model[r->waiter];
+      v.erase(std::find(v.begin(), v.end(), r));
+      if (v.empty()) model.erase(r->waiter);
+    }
+    if (step % 1000 == 999)
+      for (const auto& [tid, v] : model) REQUIRE(index.newest(tid) == v.back());
+  }
+  for (const auto& [tid, v] : model) CHECK(index.newest(tid) == v.back());
+  for (auto* r : live) index.remove(*r);
+  for (const auto& [tid, v] : model) CHECK(index.newest(tid) == nullptr);
 }

@@ -35,7 +35,9 @@
 //   holder that cannot grow) is not a cycle and is not reported (it is visible in `dump()`).
 // - Detection: every new edge scans at once, reading only the waits reachable from the new waiter
 //   (a new edge can only make its own waiter, and what waits behind it, stuck; every new cycle
-//   passes through it); blocked threads call `poll()` every
+//   passes through it), each found through an index of every waiting thread's newest wait: the
+//   cost of a new edge is linear in the waits it reaches, not in the waits recorded. Blocked
+//   threads call `poll()` every
 //   `options().recheck_interval` (default 2 ms) from their timed waits, which rescans when the graph
 //   changed (a generation counter: wait added or `note_change()`) and, as a safety net, at least every
 //   `full_rescan_interval` (default 50 ms). A cycle closed by a blocking edge or signalled by
@@ -58,13 +60,15 @@
 //   `poll()` / `deadlocked()` return true and the blocking site must fail its wait with EDEADLK, so the
 //   cycle unwinds. Justification: the handler returned, i.e. the program wants to go on, and
 //   proceeding would certainly hang (the rule of order/violation.hpp). `report_only` never breaks.
-// - Default: enabled. A wait_scope costs one relaxed load when disabled and two short critical
-//   sections plus one rooted scan when enabled, on a path that is about to block anyway; lock-ups
-//   are what faultsafe exists to catch (bench/wait_graph_bench.cpp measures both). What costs more than the graph is waiting with a timeout at all (an hrtimer per
-//   futex wait): see bench/wait_graph_bench.cpp.
+// - Default: enabled. A wait_scope costs one relaxed load when disabled and, when enabled, two short
+//   critical sections plus one rooted scan (O(1) expected to record and remove the edge, plus the
+//   waits the scan reaches), on a path that is about to block anyway; lock-ups are what faultsafe
+//   exists to catch. bench/wait_graph_bench.cpp measures both, with 1,000 other waits recorded, and
+//   the cost of waiting with a timeout at all (an hrtimer per futex wait).
 // - Not detected: a thread that exits (or never releases) while holding a resource is not blocked,
 //   so nothing waiting on it is stuck: a leak, not a cycle. The graph has one global mutex: blocking
-//   events serialize on it (fine for tens of blocked threads; a scan is linear in the waits read).
+//   events serialize on it. Full scans (poll() after a change, the periodic rescan, check_now(),
+//   dump()) read every recorded wait: O(w log w) for w waiting threads.
 //
 // Resource contract (what a waitable must guarantee)
 // - wait_holders() lists the faultsafe thread ids the waiter depends on; for a lock its holders, for a
@@ -181,10 +185,9 @@ enum class wait_cycle_policy : std::uint8_t {
 
 /// Tunables. All durations must be positive; set_options() clamps them to at least 1 microsecond.
 struct wait_graph_options {
-  /// How often a blocked thread should wake to call poll(). 2 ms: the 10 ms detection budget minus
-  /// confirm_delay and a scan leaves room for a missed poll or two on a loaded 2-core machine, while
-  /// a blocked thread waking 500 times a second costs well under 0.1% of a core (a timed futex wait
-  /// and two atomic loads per wake).
+  /// How often a blocked thread should wake to call poll(). 2 ms: within the 10 ms detection budget
+  /// after confirm_delay and a scan, it leaves room for a missed poll or two; each wake is a timed
+  /// futex wait and two atomic loads.
   std::chrono::nanoseconds recheck_interval = std::chrono::milliseconds(2);
   /// Gap between the two scans that confirm a cycle. 500 us: long enough for a resource whose holder
   /// record lags by a few instructions to settle, short against the 10 ms budget.
@@ -227,6 +230,99 @@ struct wait_record
   /// Set (under the graph mutex) when this wait is chosen to break a cycle; read by its owner.
   /// (4) release, pairs with (5).
   std::atomic<bool> broken{false};
+  // The same waiter's other recorded waits, newest first (guarded by the graph mutex).
+  wait_record* newer = nullptr;
+  wait_record* older = nullptr;
+  // The last scan that read this wait and its node there (guarded by the graph mutex).
+  std::uint64_t scan = 0;
+  std::size_t node = 0;
+};
+
+/// The newest recorded wait of every waiting thread, by faultsafe thread id: what a scan starts from
+/// and how it follows a holder to that holder's wait without looking at any other wait.
+/// Open addressing with linear probing and backward-shift deletion (no tombstones), load <= 1/2.
+/// Thread-safety: guarded by the graph mutex. Complexity: O(1) expected per operation.
+class waiter_index {
+ public:
+  /// The newest recorded wait of thread `tid`, or nullptr.
+  [[nodiscard]] wait_record* newest(std::uint32_t tid) const noexcept {
+    if (count_ == 0) return nullptr;
+    for (std::size_t i = home(tid);; i = (i + 1) & mask()) {
+      if (e_[i].tid == tid) return e_[i].rec;
+      if (e_[i].tid == 0) return nullptr;
+    }
+  }
+  /// Effects: `r` becomes the newest wait of r.waiter (r.seq is the largest so far).
+  /// Throws: std::bad_alloc (nothing changed).
+  void add(wait_record& r) {
+    if (2 * (count_ + 1) > e_.size()) grow();
+    std::size_t i = home(r.waiter);
+    while (e_[i].tid != 0 && e_[i].tid != r.waiter) i = (i + 1) & mask();
+    if (e_[i].tid == 0) {
+      e_[i].tid = r.waiter;
+      ++count_;
+    } else {
+      r.older = e_[i].rec;
+      e_[i].rec->newer = &r;
+    }
+    e_[i].rec = &r;
+  }
+  /// Effects: forgets `r` (recorded with add()); its waiter's next older wait becomes the newest.
+  void remove(wait_record& r) noexcept {
+    if (r.older) r.older->newer = r.newer;
+    if (r.newer) {
+      r.newer->older = r.older;
+    } else {
+      std::size_t i = home(r.waiter);
+      while (e_[i].tid != r.waiter) i = (i + 1) & mask();
+      if (r.older) {
+        e_[i].rec = r.older;
+      } else {
+        erase_at(i);
+      }
+    }
+    r.newer = r.older = nullptr;
+  }
+
+ private:
+  struct entry {
+    std::uint32_t tid = 0;  // 0: free (faultsafe ids start at 1)
+    wait_record* rec = nullptr;
+  };
+  [[nodiscard]] std::size_t mask() const noexcept { return e_.size() - 1; }
+  [[nodiscard]] std::size_t home(std::uint32_t tid) const noexcept {
+    return static_cast<std::size_t>((std::uint64_t{tid} * 0x9E3779B97F4A7C15ull) >> 32) & mask();
+  }
+  void grow() {
+    std::vector<entry> old(std::max<std::size_t>(16, 2 * e_.size()));
+    old.swap(e_);
+    for (const entry& x : old)
+      if (x.tid != 0) {
+        std::size_t i = home(x.tid);
+        while (e_[i].tid != 0) i = (i + 1) & mask();
+        e_[i] = x;
+      }
+  }
+  void erase_at(std::size_t i) noexcept {  // backward-shift: keeps every probe chain unbroken
+    for (std::size_t j = i;;) {
+      e_[i] = entry{};
+      for (;;) {
+        j = (j + 1) & mask();
+        if (e_[j].tid == 0) {
+          --count_;
+          return;
+        }
+        const std::size_t k = home(e_[j].tid);
+        // e_[j] may move to i only if its home is not cyclically in (i, j]
+        const bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+        if (!stays) break;
+      }
+      e_[i] = e_[j];
+      i = j;
+    }
+  }
+  std::vector<entry> e_;
+  std::size_t count_ = 0;
 };
 
 }  // namespace detail
@@ -318,6 +414,8 @@ class wait_graph {
     std::atomic<std::int64_t> full_rescan_ns{std::chrono::nanoseconds(std::chrono::milliseconds(50)).count()};
     ranked_mutex<rank::wait_graph> m{"wait-for graph"};  // the graph mutex; see "Lock order"
     wait_list waits FAULTSAFE_GUARDED_BY(m);
+    detail::waiter_index index FAULTSAFE_GUARDED_BY(m);  // the newest wait of each waiting thread
+    std::uint64_t scans_made FAULTSAFE_GUARDED_BY(m) = 0;
     std::uint64_t next_seq FAULTSAFE_GUARDED_BY(m) = 1;
     wait_graph_options opts FAULTSAFE_GUARDED_BY(m);
     wait_graph_stats stats FAULTSAFE_GUARDED_BY(m);
@@ -341,82 +439,90 @@ class wait_graph {
     bool any = false;
     bool can_grow = false;
     bool stuck = true;
-    bool visited = false;  // holders read in this scan
   };
   struct snapshot {
-    std::vector<node> nodes;                 // sorted by waiter
+    std::vector<node> nodes;                 // the waits this scan read (full scans: sorted by waiter)
     std::vector<detail::wait_record*> recs;  // scratch
     std::vector<std::size_t> todo;           // scratch
+    std::vector<std::vector<std::uint32_t>> spare_holders;  // the vectors of earlier scans' nodes
+    std::vector<std::vector<std::size_t>> spare_next;
+    const detail::waiter_index* index = nullptr;
+    std::uint64_t scan = 0;  // this scan's number: a wait it read has rec->scan == scan
+    /// The node of thread `tid`'s newest wait, or npos if this scan did not read it (not waiting, or
+    /// not reachable from a rooted scan's root). Requires: the graph mutex held since the scan.
     [[nodiscard]] std::size_t find(std::uint32_t tid) const {
-      auto it = std::lower_bound(nodes.begin(), nodes.end(), tid,
-                                 [](const node& n, std::uint32_t t) { return n.waiter < t; });
-      return (it != nodes.end() && it->waiter == tid) ? static_cast<std::size_t>(it - nodes.begin())
-                                                      : static_cast<std::size_t>(-1);
+      const detail::wait_record* r = index->newest(tid);
+      return (r != nullptr && r->scan == scan) ? r->node : static_cast<std::size_t>(-1);
+    }
+    /// Effects: no nodes; their vectors are kept for push() to reuse (no allocation in the steady state).
+    void reset() {
+      for (auto& n : nodes) {
+        spare_holders.push_back(std::move(n.holders));
+        spare_next.push_back(std::move(n.stuck_next));
+      }
+      nodes.clear();
+    }
+    node& push() {
+      node& n = nodes.emplace_back();
+      if (!spare_holders.empty()) {
+        n.holders = std::move(spare_holders.back());
+        spare_holders.pop_back();
+        n.holders.clear();
+      }
+      if (!spare_next.empty()) {
+        n.stuck_next = std::move(spare_next.back());
+        spare_next.pop_back();
+        n.stuck_next.clear();
+      }
+      return n;
     }
   };
   static constexpr std::size_t npos = static_cast<std::size_t>(-1);
 
   /// Requires: s.m held. One node per waiting thread (its newest wait). If `stable` is given, only
-  /// waits whose (waiter, seq) appear in it may start as stuck (confirmation scan).
-  /// Requires: s.m held. One node per waiting thread (its newest wait). If `stable` is given, only
   /// waits whose (waiter, seq) appear in it may start as stuck (confirmation scan). If `root` is given,
-  /// only the waits reachable from it through holder lists are read (the others cannot change whether
-  /// the root is stuck); the others stay not stuck with no holders.
+  /// only the waits reachable from it through holder lists are read, each found through the waiter
+  /// index (the others cannot change whether the root, or anything it reaches, is stuck): the cost is
+  /// linear in the waits reached, not in the waits recorded. Otherwise every waiting thread is read.
   static void take_snapshot(state_t& s, snapshot& snap, const std::vector<std::pair<std::uint32_t, std::uint64_t>>* stable,
                             const detail::wait_record* root = nullptr) FAULTSAFE_REQUIRES(s.m) {
     // Storage is reused between scans (thread_local scratch): no allocation in the steady state.
-    auto& recs = snap.recs;
-    recs.clear();
-    for (auto& r : s.waits) recs.push_back(&r);
-    std::sort(recs.begin(), recs.end(), [](const detail::wait_record* a, const detail::wait_record* b) {
-      return a->waiter != b->waiter ? a->waiter < b->waiter : a->seq > b->seq;
-    });
-    // keep the newest wait per thread
-    recs.erase(std::unique(recs.begin(), recs.end(),
-                           [](const detail::wait_record* a, const detail::wait_record* b) { return a->waiter == b->waiter; }),
-               recs.end());
-    snap.nodes.resize(recs.size());
-    for (std::size_t i = 0; i < recs.size(); ++i) {
-      auto& n = snap.nodes[i];
-      n.rec = recs[i];
-      n.waiter = n.rec->waiter;
-      n.seq = n.rec->seq;
-      n.holders.clear();
-      n.stuck = false;
-      n.any = false;
-      n.can_grow = false;
-      n.visited = false;
-    }
-    auto read = [&](std::size_t i) {
-      auto& n = snap.nodes[i];
-      n.visited = true;
-      n.rec->on->wait_holders(n.holders);
-      n.any = n.rec->on->any_of();
-      n.can_grow = n.any && n.rec->on->can_grow();
-      n.stuck = true;
-      if (stable) {
-        const auto key = std::make_pair(n.waiter, n.seq);
-        n.stuck = std::binary_search(stable->begin(), stable->end(), key);
-      }
+    snap.index = &s.index;
+    snap.scan = ++s.scans_made;
+    auto add = [&](detail::wait_record* r) {
+      r->scan = snap.scan;
+      r->node = snap.nodes.size();
+      node& n = snap.push();
+      n.rec = r;
+      n.waiter = r->waiter;
+      n.seq = r->seq;
+      r->on->wait_holders(n.holders);
+      n.any = r->on->any_of();
+      n.can_grow = n.any && r->on->can_grow();
+      n.stuck = stable == nullptr || std::binary_search(stable->begin(), stable->end(), std::make_pair(n.waiter, n.seq));
     };
+    snap.reset();
     if (root == nullptr) {
-      for (std::size_t i = 0; i < snap.nodes.size(); ++i) read(i);
-    } else {
+      auto& recs = snap.recs;
+      recs.clear();
+      for (auto& r : s.waits)
+        if (r.newer == nullptr) recs.push_back(&r);  // the newest wait of its thread
+      std::sort(recs.begin(), recs.end(),
+                [](const detail::wait_record* a, const detail::wait_record* b) { return a->waiter < b->waiter; });
+      for (auto* r : recs) add(r);
+    } else if (s.index.newest(root->waiter) == root) {
       auto& todo = snap.todo;
       todo.clear();
-      const auto r = snap.find(root->waiter);
-      if (r != npos && snap.nodes[r].rec == root) {
-        read(r);
-        todo.push_back(r);
-      }
+      add(const_cast<detail::wait_record*>(root));
+      todo.push_back(0);
       while (!todo.empty()) {
         const auto i = todo.back();
         todo.pop_back();
-        for (auto h : snap.nodes[i].holders) {
-          const auto j = snap.find(h);
-          if (j != npos && !snap.nodes[j].visited) {
-            read(j);
-            todo.push_back(j);
+        for (std::size_t k = 0; k < snap.nodes[i].holders.size(); ++k) {  // add() may move nodes
+          detail::wait_record* w = s.index.newest(snap.nodes[i].holders[k]);
+          if (w != nullptr && w->scan != snap.scan) {
+            add(w);
+            todo.push_back(snap.nodes.size() - 1);
           }
         }
       }
@@ -735,6 +841,7 @@ class wait_scope {
     r.since = std::chrono::steady_clock::now();
     {
       exclusive_guard g(s.m);
+      s.index.add(r);  // first: it may throw (growth)
       r.seq = s.next_seq++;
       s.waits.push_back(r);
       ++s.stats.waits_recorded;
@@ -754,6 +861,7 @@ class wait_scope {
     auto& s = wait_graph::state();
     exclusive_guard g(s.m);
     s.waits.erase(s.waits.iterator_to(*rec_));
+    s.index.remove(*rec_);
     registered_ = false;
     // Removing an edge cannot create a deadlock: the generation is not bumped.
   }
