@@ -133,6 +133,12 @@ rules = [
     (rl, r"if\s*\(o->granted\)\s*\{\s*if\s*\(self_matters\s*&&\s*o->owner\s*==\s*r\.owner\)",
      "classify(): a granted range of the same owner counts as self only when the policy is not wait"),
     (rl, r"o->seq\s*<\s*r\.seq", "classify(): only EARLIER waiting requests block (FIFO)"),
+    (rl, r"o->seq\s*<\s*r\.seq\s*&&\s*!passes_locked\(r,\s*\*o\)",
+     "passes(): an earlier waiting request that passes the queued-writer rule does not block"),
+    (rl, r"if\s*\(r\.policy\s*==\s*self_conflict::wait\)\s*return\s+false;",
+     "passes(): the queued-writer rule applies only when the policy is not wait"),
+    (rl, r"g->granted\s*&&\s*g->owner\s*==\s*r\.owner\s*&&\s*detail::rl::conflicts\(g->mode,\s*o\.mode\)",
+     "passes(): the waiter waits for a GRANTED range of the requester's owner"),
     (pager, r"fault_threads`\s*threads", "pager_thread: a fixed number of fault threads (NP)"),
 ]
 for text, rx, what in rules:

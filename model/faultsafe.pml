@@ -11,7 +11,8 @@
  * page-ins sent on behalf of the faulting thread's activity, the direct copy path.
  *
  * Configurations (exactly one, as spin -D...): BRIAN_NAIVE, COLIN_NAIVE, FAULTSAFE, FAULTSAFE_GUARD,
- * FAULTSAFE_FAIL, CROSS, and the findings FINDING_PAGER, FINDING_WRITER. See model/README.md.
+ * FAULTSAFE_FAIL, CROSS, and the findings FINDING_PAGER, FINDING_WRITER (with -DSTRICT_FIFO: the
+ * range lock's rule before the queued-writer fix). See model/README.md.
  */
 #include "params.pml"
 
@@ -189,7 +190,7 @@ byte ndone;                /* clients whose requests all returned */
 bit replied[NC];
 
 /* scratch for d_steps (not part of the state) */
-hidden byte t_f, t_k, t_s, t_other, t_self, t_early, t_v, t_all;
+hidden byte t_f, t_k, t_s, t_other, t_self, t_early, t_v, t_all, t_j, t_pass;
 
 /* ---------------- lock order ---------------- */
 inline rank_ok(me, R) {
@@ -199,6 +200,32 @@ inline rank_ok(me, R) {
 }
 
 /* ---------------- range lock ---------------- */
+/* The queued-writer rule (range_lock::passes_locked; README finding 2): t_pass = 1 iff the earlier
+ * waiting node w does not hold up node i: i's policy is not wait and w waits for a GRANTED node of i's
+ * owner (overlapping w, conflicting with it). -DSTRICT_FIFO models the rule before the fix (every
+ * earlier waiting conflicting node holds i up). */
+inline passes(i, w) {
+  t_pass = 0;
+#ifndef STRICT_FIFO
+  if
+  :: rn[i].pol != SC_WAIT ->
+     t_j = 0;
+     do
+     :: t_j < NL * 2 ->
+        if
+        :: t_j != w && rn[t_j].res == RS_GRANTED && rn[t_j].file == rn[w].file && rn[t_j].owner == rn[i].owner &&
+           (rn[t_j].mask & rn[w].mask) != 0 && (rn[t_j].excl || rn[w].excl) -> t_pass = 1
+        :: else -> skip
+        fi;
+        t_j++
+     :: else -> break
+     od
+  :: else -> skip
+  fi;
+#endif
+  skip
+}
+
 /* classify node i (waiting): t_v = 0 grantable, 1 self only, 2 blocked (range_lock::classify_locked) */
 inline classify(i) {
   t_other = 0; t_self = 0; t_early = 0; t_k = 0;
@@ -213,7 +240,9 @@ inline classify(i) {
            :: rn[i].pol != SC_WAIT && rn[t_k].owner == rn[i].owner -> t_self++
            :: else -> t_other++
            fi
-        :: rn[t_k].res == RS_WAIT && rn[t_k].seq < rn[i].seq -> t_early++
+        :: rn[t_k].res == RS_WAIT && rn[t_k].seq < rn[i].seq ->
+           passes(i, t_k);
+           if :: !t_pass -> t_early++ :: else -> skip fi
         :: else -> skip
         fi
      :: else -> skip
@@ -491,7 +520,7 @@ inline handle_rw(me, wr, f, o, b, st, ok) {
 #  define OP1 COLIN_BOB2(c)
 #  define OP2 touch(c, PG(R_MAP, 1), st)                /* a third thread touches the same nfs page */
 #elif defined(FINDING_WRITER)
-#  define OP0 READ_INTO_MAP(c, 0, 0)                    /* Brian's read, through the guard */
+#  define OP0 READ_INTO_MAP(c, 0, 0)                    /* Brian's read, through the guard (no direct copy) */
 #  define OP1 do_rw(c, T_WRITE, 0, 0, NONE)             /* an ordinary write of the same page */
 #elif defined(CROSS)
 #  define OP0 READ_INTO_MAP(c, 0, 0)                    /* the server writes into the client's mapping */

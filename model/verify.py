@@ -42,7 +42,9 @@ CONFIGS = {
     "single_lock": (["FAULTSAFE", "SINGLE_LOCK_ON"], "deadlock",
                     "as faultsafe with one aspace lock: per-region locks are needed"),
     "finding_pager": (["FINDING_PAGER"], "deadlock", "finding: two nfs faults hold both fault threads"),
-    "finding_writer": (["FINDING_WRITER"], "deadlock", "finding: a queued writer between a reader and its page-in"),
+    "finding_writer": (["FINDING_WRITER"], "free", "finding 2 fixed: a queued writer between a reader and its page-in"),
+    "finding_writer_fifo": (["FINDING_WRITER", "STRICT_FIFO"], "deadlock",
+                            "as finding_writer under strict FIFO (before the fix): the queued-writer rule is needed"),
 }
 
 PAN_DEPTH = "-m200000"

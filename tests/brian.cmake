@@ -3,6 +3,10 @@
 # reason printed) when the kernel refuses userfaultfd.
 faultsafe_test(brian_direct_copy_test SOURCES brian_direct_copy_test.cpp TIMEOUT 60 LABELS brian vm)
 faultsafe_test(brian_guard_test SOURCES brian_guard_test.cpp TIMEOUT 90 LABELS brian vm)
+# A writer queued between a guarded read and its page-in (model finding 2): fault injection stalls the
+# read holding its range (the whole executable is built with FAULTSAFE_FAULT_INJECTION=1).
+faultsafe_test(brian_writer_test SOURCES brian_writer_test.cpp TIMEOUT 90 LABELS brian vm)
+target_compile_definitions(brian_writer_test PRIVATE FAULTSAFE_FAULT_INJECTION=1 FAULTSAFE_FAULT_INJECTION_IN_RELEASE=1)
 # The example checks itself: exit 0 only when the mode's expectation holds (77: userfaultfd refused).
 if(FAULTSAFE_BUILD_EXAMPLES)
   add_test(NAME example_brian_naive COMMAND $<TARGET_FILE:brian> --naive)

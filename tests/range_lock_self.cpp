@@ -242,3 +242,84 @@ TEST_CASE("fail while waiting: EDEADLK once only same-activity conflicts remain"
   CHECK(rec.count(violation_kind::self_deadlock) == 1);
   CHECK(l.holders().size() == 1);  // the holder's range only: the failed request left the queue
 }
+
+namespace {
+// The queued-writer set-up: activity a holds [0, len) shared (a read that faulted); another
+// activity's write of [0, wlen) is queued behind it (exclusive, waiting). Every report is recorded.
+struct queued_writer {
+  violation_recorder rec;
+  scoped_violation_handler h{rec.handler()};
+  range_lock l;
+  activity_id a = new_activity();
+  std::optional<holder_thread> read;
+  std::atomic<bool> write_granted{false};
+  std::thread write;
+  queued_writer(std::uint64_t len, std::uint64_t wlen) {
+    read.emplace(l, a, lock_mode::shared, 0, len, "read");
+    write = std::thread([this, wlen] {
+      set_this_thread_name("write");
+      activity_scope s(new_activity());
+      range_guard g(l, 0, wlen, lock_mode::exclusive);
+      write_granted = true;
+    });
+    REQUIRE(rl_test::wait_until_waiting(l, 0, lock_mode::exclusive));
+  }
+  ~queued_writer() {
+    read.reset();
+    if (write.joinable()) write.join();
+  }
+};
+}  // namespace
+
+TEST_CASE("queued-writer rule: a guarded request of the owner passes a waiter that waits for the owner's range") {
+  // a's page-in of [0, 10) shared, policy grant, must not queue behind the write (the write cannot be
+  // granted before a's read is released, which waits for the page-in).
+  rl_test::watchdog wd("queued writer", std::chrono::seconds(30));
+  queued_writer q(100, 10);
+  range_lock& l = q.l;
+  {
+    activity_scope s(q.a);
+    // Policy wait: plain FIFO, the page-in stays behind the write.
+    range_guard plain(l, 0, 10, lock_mode::shared, std::try_to_lock, range_options{0, self_conflict::wait});
+    CHECK_FALSE(plain.owns_lock());
+  }
+  {
+    // Another activity's guarded request: the write does not wait for ITS ranges, FIFO holds.
+    activity_scope s(new_activity());
+    range_guard other(l, 0, 10, lock_mode::shared, std::try_to_lock, range_options{0, self_conflict::grant});
+    CHECK_FALSE(other.owns_lock());
+  }
+  {
+    activity_scope s(q.a);
+    range_guard page_in(l, 0, 10, lock_mode::shared, std::try_to_lock, range_options{0, self_conflict::grant});
+    CHECK(page_in.owns_lock());  // granted at once, ahead of the write
+    CHECK_FALSE(q.write_granted.load());
+    CHECK(l.check_invariants());
+    CHECK(q.rec.count() == 0);  // it conflicts with nothing of its own activity: no self-deadlock report
+    q.read.reset();  // the read's range goes; the write now waits for the page-in (granted, conflicting)
+    CHECK_FALSE(q.write_granted.load());
+    CHECK(rl_test::wait_until_waiting(l, 0, lock_mode::exclusive));
+  }
+  q.write.join();  // the page-in released: the write gets in
+  CHECK(q.write_granted.load());
+  CHECK(q.rec.count() == 0);
+  CHECK(l.holders().empty());
+}
+
+TEST_CASE("queued-writer rule, blocking: a waiting guarded request is granted past the writer when it arrives") {
+  rl_test::watchdog wd("queued writer, blocking", std::chrono::seconds(30));
+  queued_writer q(4096, 4096);
+  std::atomic<bool> paged{false};
+  std::thread page_in([&] {  // under strict FIFO: waits behind the write until the read goes (never, here)
+    activity_scope s(q.a);
+    range_guard g(q.l, 0, 4096, lock_mode::shared, range_options{0, self_conflict::fail});
+    paged = g.owns_lock();
+  });
+  page_in.join();
+  CHECK(paged.load());
+  CHECK_FALSE(q.write_granted.load());
+  q.read.reset();
+  q.write.join();
+  CHECK(q.write_granted.load());
+  CHECK(q.rec.count() == 0);
+}

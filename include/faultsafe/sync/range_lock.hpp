@@ -20,8 +20,10 @@
 //   r=n=shared    |                                    |   waits for shared)
 //   overlapping,  | R waits until N is released        | R waits until N is granted and
 //   r or n excl.  |  (self-conflict: see below)        |   released, or N gives up (timeout)
+//                 |                                    |   (queued-writer rule: see below)
 //
-// R is granted when no overlapping conflicting node is granted and none earlier is waiting.
+// R is granted when no overlapping conflicting node is granted and none earlier is waiting (except
+// as the queued-writer rule says).
 //
 // Self-conflict (the basis of the fault-reentrancy guard: a fault taken while its own thread holds the range). Every node
 // records an owner activity (default: current_activity()). When the only GRANTED ranges R conflicts
@@ -37,9 +39,19 @@
 // overlaps it is released, so one whose other conflicts go away while same-owner ones remain is then
 // reported and granted or failed (it does not hang).
 //
+// Queued-writer rule (the page-in guard behind a queued writer; model/README.md, finding 2). When R's
+// policy is not `wait`, an earlier waiting request N does not hold R up if N itself waits for a
+// GRANTED range of R's owner: N cannot be granted before that range is released, and the owner is
+// typically waiting for R (a read holds page 0 shared and faults; another client's write of page 0
+// queues behind it; the fault's page-in, shared, same owner, would otherwise queue behind the write:
+// a cycle). R then goes ahead of N; N still waits for R like for any granted range, so FIFO is kept
+// among all other requests and N is not starved (it passes once the owner's ranges are released). N's
+// wait on the owner's range is looked for in the trees R's domain locks (R's shard and the wide tree
+// for a narrow R); a wide N blocked only by the owner's range in another shard still holds R up.
+//
 // Wait-for graph (activity/wait_graph.hpp): a request that has spun and parks records a lock wait
 // on ALL of the threads of the conflicting ranges it waits for (granted ones and earlier waiting
-// ones), named "'<lock>' (rank R) range [a, b) mode"; while parked it wakes every
+// ones that hold it up), named "'<lock>' (rank R) range [a, b) mode"; while parked it wakes every
 // wait_graph::recheck_interval() to poll(). When the graph reports a cycle through the request and
 // breaks it there, the request leaves the queue and the guard's constructor throws
 // std::system_error(EDEADLK), nothing held (a grant that raced with the break wins). Uncontended and
@@ -797,7 +809,7 @@ class alignas(64) range_lock {
         other_granted = true;
         return false;
       }
-      if (o->seq < r.seq) {
+      if (o->seq < r.seq && !passes_locked(r, *o)) {
         earlier_waiting = true;
         return self_matters;  // keep looking for granted conflicts only if self-conflict matters
       }
@@ -806,6 +818,18 @@ class alignas(64) range_lock {
     if (other_granted) return verdict::blocked;
     if (self > 0) return verdict::self_only;
     return earlier_waiting ? verdict::blocked : verdict::grantable;
+  }
+
+  /// Requires: r's domain locked; o a waiting node, earlier than r, that overlaps and conflicts with
+  /// r. Returns true when o does not hold r up (the "queued writer" rule, see "Self-conflict" in the
+  /// file comment): r's policy is not `wait` and o itself waits for a granted range of r's owner,
+  /// found among the trees r's domain makes stable (a conflict elsewhere is not looked for: o then
+  /// holds r up, as under plain FIFO). Complexity: O(log n + k) over o's extent.
+  bool passes_locked(const node& r, const node& o) const noexcept {
+    if (r.policy == self_conflict::wait) return false;
+    return !for_each_overlap_in(r.domain, o.off, o.last, o.mode == lock_mode::shared, [&](const node* g) {
+      return !(g != &o && g->granted && g->owner == r.owner && detail::rl::conflicts(g->mode, o.mode));
+    });
   }
 
   static void set_word(node& n, std::uint32_t v, detail::rl::wake_list& wl) noexcept {
@@ -1197,8 +1221,8 @@ class range_guard {
     try {
       if (!node_.granted) {
         l.for_each_overlap_in(node_.domain, node_.off, node_.last, node_.mode == lock_mode::shared, [&](node* o) {
-          if (o != &node_ && (o->granted || o->seq < node_.seq) &&
-              (o->mode == lock_mode::exclusive || node_.mode == lock_mode::exclusive))
+          if (o != &node_ && (o->mode == lock_mode::exclusive || node_.mode == lock_mode::exclusive) &&
+              (o->granted || (o->seq < node_.seq && !l.passes_locked(node_, *o))))
             t.push_back(o->thread_id);
           return true;
         });
