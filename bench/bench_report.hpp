@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -57,6 +58,12 @@ inline bool listing_only(int argc, char** argv) {
   }
   return false;
 }
+
+class reporter;
+/// main()'s common part: Initialize, run the registered benchmarks through `rep`, Shutdown.
+/// Returns: the code main() returns at once (0 when only listing: --benchmark_list_tests; 1 after an
+/// unrecognised argument), or std::nullopt: main() goes on to print its ratio lines.
+inline std::optional<int> run_benchmarks(int argc, char** argv, reporter& rep);
 
 /// Which statistic of the repetitions a ratio uses.
 enum class stat { median, best };
@@ -166,5 +173,15 @@ class reporter : public benchmark::ConsoleReporter {
   }
   std::map<std::string, figs> figs_, agg_;
 };
+
+inline std::optional<int> run_benchmarks(int argc, char** argv, reporter& rep) {
+  const bool listing = listing_only(argc, argv);  // before Initialize() consumes the flag
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks(&rep);
+  benchmark::Shutdown();
+  if (listing) return 0;
+  return std::nullopt;
+}
 
 }  // namespace fs_bench

@@ -180,13 +180,8 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("pairs/std_mutex", pairs<std::mutex>)->Arg(1)->Arg(10000);
   benchmark::RegisterBenchmark("pairs/tracked", pairs<tracked>)->Arg(1)->Arg(10000);
 
-  const bool listing = fs_bench::listing_only(argc, argv);
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   fs_bench::reporter rep;
-  benchmark::RunSpecifiedBenchmarks(&rep);
-  benchmark::Shutdown();
-  if (listing) return 0;
+  if (const auto rc = fs_bench::run_benchmarks(argc, argv, rep)) return *rc;
 
   fs_bench::reporter::print_header("bench_order: ratios to std::mutex of the same shape, CPU time");
   for (const char* shape : {"single", "nest3", "single_big", "nest3_big"})

@@ -202,13 +202,8 @@ int main(int argc, char** argv) {
       ->Threads(2)
       ->UseRealTime();
 
-  const bool listing = fs_bench::listing_only(argc, argv);
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   fs_bench::reporter rep;
-  benchmark::RunSpecifiedBenchmarks(&rep);
-  benchmark::Shutdown();
-  if (listing) return 0;
+  if (const auto rc = fs_bench::run_benchmarks(argc, argv, rep)) return *rc;
   const auto t2 = [](const std::string& n) { return n + "/real_time/threads:2"; };
   fs_bench::reporter::print_header("bench_wait_graph");
   for (const char* n : {"scope/disabled", "scope/enabled", "scope/enabled_8", "scope/enabled_1000"})

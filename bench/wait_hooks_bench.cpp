@@ -105,13 +105,8 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark(("aspace_shared/" + s).c_str(), aspace_lock_cost, on, true)->Repetitions(9);
     benchmark::RegisterBenchmark(("channel_4k/" + s).c_str(), channel_cost, on)->UseRealTime()->Repetitions(9);
   }
-  const bool listing = fs_bench::listing_only(argc, argv);
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   fs_bench::reporter rep;
-  benchmark::RunSpecifiedBenchmarks(&rep);
-  benchmark::Shutdown();
-  if (listing) return 0;
+  if (const auto rc = fs_bench::run_benchmarks(argc, argv, rep)) return *rc;
   fs_bench::reporter::print_header("bench_wait_hooks: wait graph on / off");
   for (const char* n : {"range_guard", "aspace_lock", "aspace_shared", "channel_4k"}) {
     const bool real = std::string(n) == "channel_4k";
