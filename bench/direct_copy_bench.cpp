@@ -109,7 +109,8 @@ struct world {
   int fd = -1;
 };
 
-void finish(benchmark::State& st, const char* name, double total_ns) {
+// Records the mean ns per iteration under `name` (for the ratio table) and the bytes copied.
+void record_mean_and_bytes(benchmark::State& st, const char* name, double total_ns) {
   const double ns = total_ns / static_cast<double>(st.iterations());
   record(name, ns);
   st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * kRead));
@@ -126,7 +127,7 @@ void memcpy_1MiB(benchmark::State& st) {
     st.SetIterationTime(ns / 1e9);
     total += ns;
   }
-  finish(st, "memcpy_1MiB", total);
+  record_mean_and_bytes(st, "memcpy_1MiB", total);
 }
 
 void store_memmove_1MiB(benchmark::State& st) {
@@ -140,7 +141,7 @@ void store_memmove_1MiB(benchmark::State& st) {
     st.SetIterationTime(ns / 1e9);
     total += ns;
   }
-  finish(st, "store_memmove_1MiB", total);
+  record_mean_and_bytes(st, "store_memmove_1MiB", total);
 }
 
 void direct_shared(benchmark::State& st) {
@@ -156,7 +157,7 @@ void direct_shared(benchmark::State& st) {
   }
   if (std::memcmp(w.attr->data() + kDst, w.attr->data(), 4096) != 0) st.SkipWithError("data mismatch");
   w.unmap(p);
-  finish(st, "direct_shared", total);
+  record_mean_and_bytes(st, "direct_shared", total);
 }
 
 // Fresh mapping each iteration (untimed), then the timed read.
@@ -177,7 +178,7 @@ void fresh(benchmark::State& st, bool seed, bool direct, const char* name, bool 
     total += ns;
     w.unmap(p);
   }
-  finish(st, name, total);
+  record_mean_and_bytes(st, name, total);
 }
 
 void direct_private_fresh(benchmark::State& st) { fresh<MAP_PRIVATE>(st, false, true, "direct_private_fresh"); }
@@ -198,7 +199,7 @@ void direct_private_present(benchmark::State& st) {
     total += ns;
   }
   w.unmap(p);
-  finish(st, "direct_private_present", total);
+  record_mean_and_bytes(st, "direct_private_present", total);
 }
 
 void read_populated(benchmark::State& st) {
@@ -215,7 +216,7 @@ void read_populated(benchmark::State& st) {
     total += ns;
   }
   w.unmap(p);
-  finish(st, "read_populated", total);
+  record_mean_and_bytes(st, "read_populated", total);
 }
 
 // The machine is shared and noisy: the ratio that matters is measured interleaved. Each round times
