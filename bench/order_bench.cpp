@@ -69,24 +69,22 @@ struct three_locks<tracked, tracked, tracked> {
   tracked a{class_a}, b{class_b}, c{class_c};
 };
 
+template <class L>
+void lock_nested(L& l) {
+  l.a.lock();
+  l.b.lock();
+  l.c.lock();
+  l.c.unlock();
+  l.b.unlock();
+  l.a.unlock();
+}
+
 template <class A, class B, class C>
 void nest3(benchmark::State& state) {
   three_locks<A, B, C> l;
-  for (int i = 0; i < 16; ++i) {  // warm-up: the tracked edges A->B, A->C, B->C get learned here
-    l.a.lock();
-    l.b.lock();
-    l.c.lock();
-    l.c.unlock();
-    l.b.unlock();
-    l.a.unlock();
-  }
+  for (int i = 0; i < 16; ++i) lock_nested(l);  // warm-up: the tracked edges A->B, A->C, B->C are learnt
   for (auto _ : state) {
-    l.a.lock();
-    l.b.lock();
-    l.c.lock();
-    l.c.unlock();
-    l.b.unlock();
-    l.a.unlock();
+    lock_nested(l);
     benchmark::ClobberMemory();
   }
 }

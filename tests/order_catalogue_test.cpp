@@ -146,54 +146,43 @@ TEST_CASE("unlocking a lock never taken is unlock_not_held") {
   expect_one(f.rec, violation_kind::unlock_not_held, {"B"});
 }
 
-TEST_CASE("read-write inversion: read A then B; B then write A") {
+enum class mode { read, write };
+
+void lock_in(rw_lock_t& l, mode m) { m == mode::read ? l.lock_shared() : l.lock(); }
+void unlock_in(rw_lock_t& l, mode m) { m == mode::read ? l.unlock_shared() : l.unlock(); }
+
+// The AB-BA step with a reader/writer lock A ("rwA"): A (in `first` mode) then B, released; then B
+// then A (in `second` mode). Expects exactly one order_cycle naming both; returns it.
+faultsafe::violation ab_then_ba(mode first, mode second) {
   faultsafe::violation_recorder rec;
   faultsafe::scoped_violation_handler h{rec.handler()};
   lock_class cA{"rwA"}, cB{"B"};
   rw_lock_t A{cA};
   lock_t B{cB};
-  A.lock_shared();
+  lock_in(A, first);
   B.lock();
   B.unlock();
-  A.unlock_shared();
+  unlock_in(A, first);
   B.lock();
-  A.lock();
-  const auto v = expect_one(rec, violation_kind::order_cycle, {"rwA", "B"});
+  lock_in(A, second);
+  auto v = expect_one(rec, violation_kind::order_cycle, {"rwA", "B"});
+  unlock_in(A, second);
+  B.unlock();
+  return v;
+}
+
+TEST_CASE("read-write inversion: read A then B; B then write A") {
+  const auto v = ab_then_ba(mode::read, mode::write);
   CHECK(v.report().find("'rwA' (read) -> 'B' (write)") != std::string::npos);
-  A.unlock();
-  B.unlock();
 }
 
 TEST_CASE("write-read inversion: write A then B; B then read A") {
-  faultsafe::violation_recorder rec;
-  faultsafe::scoped_violation_handler h{rec.handler()};
-  lock_class cA{"rwA"}, cB{"B"};
-  rw_lock_t A{cA};
-  lock_t B{cB};
-  nest(A, B);
-  B.lock();
-  A.lock_shared();
-  const auto v = expect_one(rec, violation_kind::order_cycle, {"rwA", "B"});
+  const auto v = ab_then_ba(mode::write, mode::read);
   CHECK(v.report().find("'B' (write) -> 'rwA' (read)") != std::string::npos);
-  A.unlock_shared();
-  B.unlock();
 }
 
 TEST_CASE("read-read inversion through a non-recursive reader lock is reported (a queued writer deadlocks it)") {
-  faultsafe::violation_recorder rec;
-  faultsafe::scoped_violation_handler h{rec.handler()};
-  lock_class cA{"rwA"}, cB{"B"};
-  rw_lock_t A{cA};
-  lock_t B{cB};
-  A.lock_shared();
-  B.lock();
-  B.unlock();
-  A.unlock_shared();
-  B.lock();
-  A.lock_shared();
-  expect_one(rec, violation_kind::order_cycle, {"rwA", "B"});
-  A.unlock_shared();
-  B.unlock();
+  (void)ab_then_ba(mode::read, mode::read);
 }
 
 TEST_CASE("read-read on a non-recursive shared mutex is recursive_acquire, and proceeds") {

@@ -15,27 +15,43 @@ namespace {
 constexpr int kEdeadlk = -EDEADLK;
 
 bool dump_has(const std::string& s) { return wait_graph::dump().find(s) != std::string::npos; }
+
+/// ABBA on real threads: "<name>/1" takes A then B, "<name>/2" takes B then A, meeting at a gate once
+/// each holds its first lock. r1 / r2: the second lock()'s result (give_up as test_mutex::lock()).
+struct abba {
+  test_mutex a{"A", 20}, b{"B", 20};
+  gate both_hold{2};
+  std::error_code r1, r2;
+  std::thread t1, t2;
+
+  void start(const std::string& name, std::chrono::milliseconds give_up = std::chrono::milliseconds(0)) {
+    auto body = [this, give_up](std::string me, test_mutex& first, test_mutex& second, std::error_code& out) {
+      faultsafe::set_this_thread_name(me);
+      CHECK_FALSE(first.lock());
+      const bool met = both_hold.arrive_and_wait();
+      out = second.lock(give_up);
+      if (!out) second.unlock();
+      first.unlock();
+      CHECK(met);
+    };
+    t1 = std::thread(body, name + "/1", std::ref(a), std::ref(b), std::ref(r1));
+    t2 = std::thread(body, name + "/2", std::ref(b), std::ref(a), std::ref(r2));
+  }
+  void join() {
+    t1.join();
+    t2.join();
+  }
+};
 }  // namespace
 
 TEST_CASE("ABBA: detected, named, broken with EDEADLK; the other thread completes") {
   graph_fixture fx;
   watchdog wd(std::chrono::seconds(15), "ABBA break");
-  test_mutex a("A", 20), b("B", 20);
-  gate both_hold(2);
-  std::error_code r1, r2;
-  auto body = [&](const char* name, test_mutex& first, test_mutex& second, std::error_code& out) {
-    faultsafe::set_this_thread_name(name);
-    CHECK_FALSE(first.lock());
-    const bool met = both_hold.arrive_and_wait();
-    out = second.lock();
-    if (!out) second.unlock();
-    first.unlock();
-    CHECK(met);
-  };
-  std::thread t1(body, "abba/1", std::ref(a), std::ref(b), std::ref(r1));
-  std::thread t2(body, "abba/2", std::ref(b), std::ref(a), std::ref(r2));
-  t1.join();
-  t2.join();
+  abba run;
+  run.start("abba");
+  run.join();
+  const auto& r1 = run.r1;
+  const auto& r2 = run.r2;
   const auto dead = std::make_error_code(std::errc::resource_deadlock_would_occur);
   CHECK(((r1 == dead) != (r2 == dead)));  // exactly one victim
   CHECK(((!r1) != (!r2)));                 // the other one got its lock
@@ -60,29 +76,19 @@ TEST_CASE("ABBA, policy report_only: reported exactly once however often the wai
   auto o = wait_graph::options();
   o.policy = faultsafe::wait_cycle_policy::report_only;
   wait_graph::set_options(o);
-  test_mutex a("A", 20), b("B", 20);
-  gate both_hold(2);
-  std::error_code r1, r2;
-  auto body = [&](const char* name, test_mutex& first, test_mutex& second, std::error_code& out) {
-    faultsafe::set_this_thread_name(name);
-    CHECK_FALSE(first.lock());
-    both_hold.arrive_and_wait();
-    out = second.lock();
-    if (!out) second.unlock();
-    first.unlock();
-  };
-  std::thread t1(body, "ro/1", std::ref(a), std::ref(b), std::ref(r1));
-  std::thread t2(body, "ro/2", std::ref(b), std::ref(a), std::ref(r2));
+  abba run;
+  run.start("ro");
   CHECK(eventually([&] { return fx.count() >= 1; }));
   const auto scans_before = wait_graph::stats().scans;
   // 120 ms: ~60 polls per waiter and at least two full rescans (every 50 ms)
   std::this_thread::sleep_for(std::chrono::milliseconds(120));
   CHECK(fx.count() == 1);
   CHECK(wait_graph::stats().scans > scans_before);
-  a.cancel();
-  b.cancel();
-  t1.join();
-  t2.join();
+  run.a.cancel();
+  run.b.cancel();
+  run.join();
+  const auto& r1 = run.r1;
+  const auto& r2 = run.r2;
   // The first cancelled waiter gives up and releases its lock; the other may get it or be cancelled.
   const auto cancelled = std::make_error_code(std::errc::operation_canceled);
   CHECK(((r1 == cancelled) || (r2 == cancelled)));
@@ -309,24 +315,12 @@ TEST_CASE("disabled graph: a real ABBA deadlock records and reports nothing (the
   watchdog wd(std::chrono::seconds(15), "ABBA disabled");
   wait_graph::set_enabled(false);
   const auto before = wait_graph::stats();
-  test_mutex a("A", 20), b("B", 20);
-  gate both_hold(2);
-  std::error_code r1, r2;
-  auto body = [&](const char* name, test_mutex& first, test_mutex& second, std::error_code& out) {
-    faultsafe::set_this_thread_name(name);
-    CHECK_FALSE(first.lock());
-    both_hold.arrive_and_wait();
-    out = second.lock(std::chrono::milliseconds(200));
-    if (!out) second.unlock();
-    first.unlock();
-  };
-  std::thread t1(body, "off/1", std::ref(a), std::ref(b), std::ref(r1));
-  std::thread t2(body, "off/2", std::ref(b), std::ref(a), std::ref(r2));
-  t1.join();
-  t2.join();
+  abba run;
+  run.start("off", std::chrono::milliseconds(200));
+  run.join();
   const auto timed_out = std::make_error_code(std::errc::timed_out);
-  CHECK(((r1 == timed_out) || (r2 == timed_out)));
-  CHECK(a.contended() + b.contended() >= 2);
+  CHECK(((run.r1 == timed_out) || (run.r2 == timed_out)));
+  CHECK(run.a.contended() + run.b.contended() >= 2);
   CHECK(fx.count() == 0);
   const auto after = wait_graph::stats();
   CHECK(after.waits_recorded == before.waits_recorded);

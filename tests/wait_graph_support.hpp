@@ -2,6 +2,7 @@
 // pager whose threads serve faults, and a watchdog that fails (never hangs) a test.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -147,6 +148,21 @@ class test_channel final : public faultsafe::waitable {
     threads_.clear();
   }
 
+  /// Waits (lk held on m_) until done(), polling the graph every recheck interval. Returns false if
+  /// the graph broke the wait before done() became true.
+  template <class Done>
+  bool wait_polling(wait_scope& ws, std::unique_lock<std::mutex>& lk, Done done) {
+    while (!done()) {
+      if (cv_cli_.wait_for(lk, wait_graph::recheck_interval()) == std::cv_status::timeout || ws.deadlocked()) {
+        lk.unlock();
+        const bool dead = ws.poll();
+        lk.lock();
+        if (dead && !done()) return false;
+      }
+    }
+    return true;
+  }
+
   /// Returns the handler's result, or sets `ec` (EDEADLK when the graph broke this wait).
   int send(int arg, int hops, std::error_code& ec) {
     ec = {};
@@ -159,36 +175,18 @@ class test_channel final : public faultsafe::waitable {
     {
       wait_scope ws(*this, wait_kind::send, "arg " + std::to_string(arg));
       std::unique_lock<std::mutex> lk(m_);
-      while (!msg->received) {
-        if (cv_cli_.wait_for(lk, wait_graph::recheck_interval()) == std::cv_status::timeout || ws.deadlocked()) {
-          lk.unlock();
-          const bool dead = ws.poll();
-          lk.lock();
-          if (dead && !msg->received) {
-            for (auto it = queue_.begin(); it != queue_.end(); ++it)
-              if (*it == msg) {
-                queue_.erase(it);
-                break;
-              }
-            ec = err(std::errc::resource_deadlock_would_occur);
-            return -1;
-          }
-        }
+      if (!wait_polling(ws, lk, [&] { return msg->received; })) {
+        if (auto it = std::find(queue_.begin(), queue_.end(), msg); it != queue_.end()) queue_.erase(it);
+        ec = err(std::errc::resource_deadlock_would_occur);
+        return -1;
       }
     }
     {
       wait_scope ws(*msg, wait_kind::reply);
       std::unique_lock<std::mutex> lk(m_);
-      while (!msg->replied) {
-        if (cv_cli_.wait_for(lk, wait_graph::recheck_interval()) == std::cv_status::timeout || ws.deadlocked()) {
-          lk.unlock();
-          const bool dead = ws.poll();
-          lk.lock();
-          if (dead && !msg->replied) {
-            ec = err(std::errc::resource_deadlock_would_occur);
-            return -1;
-          }
-        }
+      if (!wait_polling(ws, lk, [&] { return msg->replied; })) {
+        ec = err(std::errc::resource_deadlock_would_occur);
+        return -1;
       }
     }
     return msg->result;
