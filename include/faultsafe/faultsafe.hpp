@@ -37,3 +37,4 @@
 #include <faultsafe/vm/pager.hpp>
 #include <faultsafe/vm/poisoned_pages.hpp>
 #include <faultsafe/resmgr/process_memory.hpp>
+#include <faultsafe/vm/served_memory.hpp>

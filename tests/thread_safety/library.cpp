@@ -10,6 +10,7 @@
 #include "faultsafe/resmgr/server.hpp"
 #include "faultsafe/vm/pager.hpp"
 #include "faultsafe/resmgr/process_memory.hpp"
+#include "faultsafe/vm/served_memory.hpp"
 
 // Instantiates the member templates whose bodies take internal locks.
 int registry_lookup() {

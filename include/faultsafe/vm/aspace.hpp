@@ -2,7 +2,8 @@
 //
 // Defines `aspace` (its regions in a Boost.Intrusive red-black tree keyed by start address, one
 // userfaultfd, a short structural lock and one reader/writer lock per region), `region`,
-// `aspace_options`, `file_backing`, `map_request`, `mapping_info` and `probe_userfaultfd()`.
+// `aspace_options`, `file_backing`, `map_request`, `mapping_info`, `tracked_mapping`, `adopt_userfaultfd`
+// and `probe_userfaultfd()`.
 //
 // Memory is real: every region is a real mapping of this OS process, registered with the aspace's
 // userfaultfd, so its first touches are real page faults served by a `pager` (vm/pager.hpp):
@@ -61,6 +62,27 @@
 // implicit munmap, as Linux does), then the new mapping is made with MAP_FIXED_NOREPLACE. Memory in the
 // range that is not this aspace's (the OS process's own heap, another aspace) is never clobbered: EEXIST.
 //
+// Another OS process's memory (a client of a server in another process): `aspace(adopt_userfaultfd, ...)`
+// builds an aspace over the userfaultfd that the client created and handed over (SCM_RIGHTS). The
+// client maps and registers its memory itself (vm/served_memory.hpp) and the server records each
+// mapping with try_track(); from then on the client's faults are served by this aspace's pager with
+// the same region locks, windows, page sources and failure rules as a local mapping (the fill ioctls
+// act on the client's memory: the kernel binds a userfaultfd to the address space that created it).
+// Such an aspace never maps, unmaps or protects memory itself (try_map is EINVAL there): munmap() only
+// forgets the range (after in-flight fault service on it finishes), and the pager keeps the regions in
+// step with the client through the userfaultfd's events: UFFD_EVENT_UNMAP forgets the range
+// (munmap), UFFD_EVENT_REMAP moves it (remote_moved), UFFD_EVENT_REMOVE (MADV_DONTNEED) needs
+// nothing (the next touch faults and is served again). The kernel refuses a fill into a range that is no
+// longer registered with this userfaultfd (ENOENT) and while an unmap event is unread (EAGAIN), so a
+// pager never writes into memory the client has unmapped; a fill racing a munmap whose event is being
+// handled finishes under the region lock before the range is forgotten. fork() in the client: its
+// mappings are MADV_DONTFORK (as local ones; UFFD_FEATURE_EVENT_FORK is not used: it needs
+// CAP_SYS_PTRACE and would make the server serve the child). Exit of the client: fills fail with ESRCH
+// (the mm is gone) and are dropped; the server destroys the aspace when the connection ends. A fault on
+// an address the aspace does not know (a mapping the client registered without telling the server, or
+// one whose REMAP event another fault thread is still handling) is re-examined for up to 10 ms, then
+// fails (SIGBUS): never a hang, never a busy loop.
+//
 // Errors: std::error_code with errno values; bad input (unaligned address, zero length, a memfd of -1)
 // is EINVAL, never a crash.
 //
@@ -98,6 +120,12 @@ class pager;
 class aspace;
 
 /// Options of an address space.
+/// Tag of the constructor that adopts another process's userfaultfd.
+struct adopt_userfaultfd_t {
+  explicit adopt_userfaultfd_t() = default;
+};
+inline constexpr adopt_userfaultfd_t adopt_userfaultfd{};
+
 struct aspace_options {
   /// true: one lock for the whole address space, held exclusively during fault service (the seed's
   /// QNX behaviour; lets Colin's lock-up happen). false (default): per-region locks.
@@ -113,6 +141,16 @@ struct file_backing {
   std::uint64_t offset = 0;       ///< file offset of the mapping's first byte (page aligned)
   const void* file = nullptr;     ///< opaque identity for the server side (e.g. its attr)
   page_source* source = nullptr;  ///< makes pages valid / fills them; required
+};
+
+/// A mapping another process made and registered with the userfaultfd it handed over
+/// (aspace::try_track). Anonymous (MAP_PRIVATE, zero-filled) when `file` is empty.
+struct tracked_mapping {
+  void* addr = nullptr;    ///< start in the other process (page aligned)
+  std::size_t length = 0;  ///< bytes (rounded up to pages)
+  int prot = PROT_READ;
+  bool shared = false;     ///< MAP_SHARED of file->memfd (MINOR mode) or private (MISSING mode)
+  std::optional<file_backing> file;
 };
 
 /// One mmap request. Anonymous when `file` is empty.
@@ -234,6 +272,15 @@ class aspace {
   explicit aspace(aspace_options opts = {}) : opts_(opts), map_lock_(opts.name) {
     uffd_ = detail::uffd::open();
   }
+
+  /// Effects: an aspace over another OS process's memory (see header): takes ownership of `uffd_fd`, a
+  /// userfaultfd that process created (with `features` negotiated) and sent over. Throws:
+  /// std::system_error (EBADF, EINVAL: not a userfaultfd; the fd is closed then); std::bad_alloc.
+  aspace(adopt_userfaultfd_t, int uffd_fd, std::uint64_t features, aspace_options opts = {})
+      : opts_(opts), map_lock_(opts.name), remote_(true) {
+    if (auto ec = detail::uffd::try_adopt(uffd_, uffd_fd, features))
+      throw std::system_error(ec, "faultsafe::aspace: adopt userfaultfd");
+  }
   aspace(const aspace&) = delete;
   aspace& operator=(const aspace&) = delete;
 
@@ -250,7 +297,7 @@ class aspace {
     }
     for (region* r : all) {
       poisoned_pages::instance().forget(this, r->start_, r->end());
-      ::munmap(reinterpret_cast<void*>(r->start_), r->length_);
+      if (!remote_) ::munmap(reinterpret_cast<void*>(r->start_), r->length_);
       (void)uffd_.wake(r->start_, r->length_);
       release(r);
     }
@@ -258,6 +305,52 @@ class aspace {
 
   [[nodiscard]] const aspace_options& options() const noexcept { return opts_; }
   [[nodiscard]] const char* name() const noexcept { return opts_.name; }
+  /// Whether this aspace serves another process's memory (the adopting constructor).
+  [[nodiscard]] bool remote() const noexcept { return remote_; }
+
+  /// Effects: records `m`, a mapping the other process made and registered (MINOR for shared file
+  /// mappings, MISSING otherwise) with the adopted userfaultfd, for fault service. Requires: remote().
+  /// Returns: EINVAL (not remote, zero length, unaligned address or file offset, a file backing without
+  /// memfd or source, a shared mapping without a file), EEXIST (a concurrent try_track of an overlapping
+  /// range won), ESHUTDOWN (the pager has stopped). What was tracked in the range before is forgotten
+  /// first (the process reused addresses it unmapped), as munmap() does. Lock order: as munmap().
+  /// Complexity: O(log regions) plus munmap()'s.
+  [[nodiscard]] std::error_code try_track(const tracked_mapping& m) {
+    const auto a = reinterpret_cast<std::uintptr_t>(m.addr);
+    if (!remote_ || m.length == 0 || a % vm_page_size != 0 || m.length > SIZE_MAX - a - vm_page_size ||
+        (m.shared && !m.file) ||
+        (m.file && (m.file->memfd < 0 || m.file->source == nullptr || m.file->offset % vm_page_size != 0)))
+      return std::make_error_code(std::errc::invalid_argument);
+    // The other process reused addresses it unmapped: forget what is still tracked there (its
+    // UFFD_EVENT_UNMAP may not be handled yet), after in-flight fault service on it finishes.
+    if (auto ec = munmap(m.addr, m.length)) return ec;
+    std::string source_name;
+    try {
+      if (m.file) source_name = m.file->source->describe();
+      auto* r = new region(a, round_up(m.length), m.prot, m.shared, m.file);
+      r->source_name_ = std::move(source_name);
+      r->source_base_ = m.file ? m.file->source->store_base() : 0;
+      try {
+        detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
+        if (stopped_.load(std::memory_order_relaxed)) {
+          delete r;
+          return std::error_code(ESHUTDOWN, std::generic_category());
+        }
+        auto it = tree_.lower_bound(r->end());
+        if (it != tree_.begin() && std::prev(it)->end() > a) {  // an unmap raced this track again
+          delete r;
+          return std::make_error_code(std::errc::file_exists);
+        }
+        tree_.insert_unique(*r);
+      } catch (const std::system_error& e) {
+        delete r;
+        return e.code();
+      }
+    } catch (const std::bad_alloc&) {
+      return std::make_error_code(std::errc::not_enough_memory);
+    }
+    return {};
+  }
 
   /// Effects: creates a mapping as described by `req` and registers it for fault service; `out`
   /// receives its address. With `fixed` and `replace`, this aspace's mappings in the range are unmapped
@@ -271,7 +364,7 @@ class aspace {
   /// Complexity: O(log regions) plus the system calls.
   [[nodiscard]] std::error_code try_map(const map_request& req, void*& out) {
     out = nullptr;
-    if (req.length == 0) return std::make_error_code(std::errc::invalid_argument);
+    if (req.length == 0 || remote_) return std::make_error_code(std::errc::invalid_argument);
     if ((req.prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) != 0) return std::make_error_code(std::errc::invalid_argument);
     if (req.fixed && (reinterpret_cast<std::uintptr_t>(req.addr_hint) % vm_page_size) != 0)
       return std::make_error_code(std::errc::invalid_argument);
@@ -607,22 +700,23 @@ class aspace {
       replaced = true;
       poisoned_pages::instance().forget(this, s, t);  // before the addresses can be reused
       // The kernel unmaps [s, t) only (and its userfaultfd registration with it); the parts stay
-      // mapped and registered. Threads blocked on faults in [s, t) wake and get SIGSEGV.
-      ::munmap(reinterpret_cast<void*>(s), t - s);
+      // mapped and registered. Threads blocked on faults in [s, t) wake and get SIGSEGV. Remote: the
+      // other process unmaps (or has unmapped) its memory itself.
+      if (!remote_) ::munmap(reinterpret_cast<void*>(s), t - s);
       (void)uffd_.wake(s, t - s);
       guard.keep = true;
       return {};
     }
     if (prot == r.prot_) return {};
     if (s == r.start_ && t == r.end()) {  // the whole region: no split
-      if (::mprotect(reinterpret_cast<void*>(s), t - s, prot) != 0) return {errno, std::generic_category()};
+      if (!remote_ && ::mprotect(reinterpret_cast<void*>(s), t - s, prot) != 0) return {errno, std::generic_category()};
       r.prot_ = prot;
       return {};
     }
     if (s > r.start_) parts.push_back(r.part(r.start_, s, r.prot_));
     parts.push_back(r.part(s, t, prot));
     if (t < r.end()) parts.push_back(r.part(t, r.end(), r.prot_));
-    if (::mprotect(reinterpret_cast<void*>(s), t - s, prot) != 0) return {errno, std::generic_category()};
+    if (!remote_ && ::mprotect(reinterpret_cast<void*>(s), t - s, prot) != 0) return {errno, std::generic_category()};
     r.dead_ = true;  // faults that find it dead are woken and retried: they then find their part
     replaced = true;
     guard.keep = true;
@@ -679,6 +773,31 @@ class aspace {
       ++it;
       unlink_locked(r);  // the kernel reused its addresses, so its munmap has happened
     }
+  }
+
+  // Remote: UFFD_EVENT_REMAP moved [from, from + len) to `to` (the kernel moved the registration with
+  // the pages). The tracked parts of the old range are forgotten and tracked again at the new
+  // addresses (same backing, file offsets kept); a part's in-flight fault service finishes first.
+  // Throws: nothing (an allocation failure forgets the range: its faults then fail with SIGBUS).
+  void remote_moved(std::uintptr_t from, std::uintptr_t to, std::size_t len) noexcept {
+    std::vector<tracked_mapping> moved;
+    try {
+      std::vector<region*> victims;
+      (void)collect(from, from + len, victims);
+      for (region* r : victims) {
+        const std::uintptr_t s = std::max(from, r->start_), t = std::min(from + len, r->end());
+        if (s < t) {
+          std::optional<file_backing> f = r->file_;
+          if (f) f->offset += s - r->start_;
+          moved.push_back(tracked_mapping{reinterpret_cast<void*>(to + (s - from)), t - s, r->prot_, r->shared_, f});
+        }
+        release(r);
+      }
+    } catch (...) {
+      moved.clear();
+    }
+    (void)munmap(reinterpret_cast<void*>(from), len);
+    for (const auto& m : moved) (void)try_track(m);
   }
 
   // Called by the pager when it stops: no fault will be served any more, and none may hang.
@@ -739,6 +858,7 @@ class aspace {
   mutable map_lock_type map_lock_;
   tree_type tree_ FAULTSAFE_GUARDED_BY(map_lock_);
   std::atomic<bool> stopped_{false};
+  const bool remote_ = false;
 };
 
 }  // namespace faultsafe

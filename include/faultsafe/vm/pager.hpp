@@ -29,6 +29,18 @@
 //      taken, is not recorded (it stays poisoned until unmapped). The generation of the page is read
 //      before its page-in, so a growth racing the failure is never missed (poisoned_pages).
 //
+// Another process's memory (an aspace built with adopt_userfaultfd, vm/aspace.hpp): the same service,
+// with the fills acting on that process's pages; the fault threads also read its unmap/remap/remove
+// events and keep the aspace in step (remote_event); a fault on an address no region covers fails
+// (SIGBUS) after a short re-examination instead of being woken into a refault loop; poisoned pages are
+// not recorded (poisoned_pages zaps addresses of this process only: such a page stays SIGBUS until the
+// other process unmaps it). A fault the kernel took on behalf of a system call of THIS process (its
+// process_vm_writev into the client, with a userfaultfd that takes kernel-mode faults) names this
+// process's thread (UFFD_FEATURE_THREAD_ID), so its page-in runs on behalf of that thread's activity
+// and the range locks' fault-reentrancy guard and the wait-for graph see it as in-process.
+// fault_in() serves a range without a fault, on the calling thread: the fault-in step of a server whose
+// copy into a user-mode-only client failed with EFAULT (gfs2's fault-in-and-retry).
+//
 // Shutdown (stop() or the destructor): the threads finish the faults they have read (so page_in
 // must return; a server-backed source fails when its server stops) and exit; then the aspace is told
 // (aspace::pager_stopped): unfilled pages of private file regions are poisoned and every region is
@@ -48,7 +60,7 @@
 // thread's lock waits (EDEADLK), the fault fails: the faulting access gets SIGBUS (a server copying
 // into client memory turns that into EFAULT), which ends the lock-up.
 //
-// Thread-safety: stats() and stop() may be called from any thread (not from a fault thread).
+// Thread-safety: stats(), stop() and fault_in() may be called from any thread (not from a fault thread).
 // Lifetime: the aspace must outlive the pager. Lock order: see aspace.hpp; a fault thread holds at most
 // one vm lock (rank 20, or rank 10 in single_lock mode) while it calls page_in.
 // Memory ordering: every atomic here is relaxed: statistics, and a region's fault-around hints (a
@@ -65,6 +77,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -108,6 +121,7 @@ struct pager_stats {
   std::uint64_t already_mapped = 0;  ///< faults whose page another fill had mapped (EEXIST)
   std::uint64_t gone = 0;            ///< faults on a region unmapped meanwhile
   std::uint64_t page_in_errors = 0;  ///< page-ins that failed (the thread got SIGBUS)
+  std::uint64_t events = 0;          ///< remote aspace: unmap/remap/remove events of the other process
 };
 
 class pager {
@@ -153,9 +167,34 @@ class pager {
     s.already_mapped = eexist_.load(std::memory_order_relaxed);
     s.gone = gone_.load(std::memory_order_relaxed);
     s.page_in_errors = errors_.load(std::memory_order_relaxed);
+    s.events = events_.load(std::memory_order_relaxed);
     return s;
   }
   [[nodiscard]] const pager_options& options() const noexcept { return opts_; }
+
+  /// Effects: makes every page of [addr, addr + len) present as a first touch there would (page-in
+  /// through the page source on behalf of the CALLING thread and its activity, then the fill), without
+  /// a fault; pages already present are kept. This is the fault-in step of gfs2's fault-in-and-retry:
+  /// a server whose copy into another process's memory failed with EFAULT (a user-mode-only
+  /// userfaultfd refuses kernel-mode faults) drops its locks, calls fault_in, and retries the copy.
+  /// Returns: {} or the first error: EFAULT (a page no region covers), the page-in's error (ENXIO past
+  /// the end of the file, ...), EDEADLK; nothing is poisoned and no thread is signalled.
+  /// Requires: the calling thread holds no lock the page source needs (the page-in runs on it), and
+  /// is not a fault thread. Complexity: one page-in per window. Throws: std::bad_alloc.
+  [[nodiscard]] std::error_code fault_in(const void* addr, std::size_t len) {
+    const auto a = reinterpret_cast<std::uintptr_t>(addr) & ~std::uintptr_t{vm_page_size - 1};
+    const auto e = reinterpret_cast<std::uintptr_t>(addr) + len;
+    if (len == 0) return {};
+    if (e < a) return std::make_error_code(std::errc::invalid_argument);
+    fill_buffer buf(opts_.max_window);
+    const pid_t tid = this_thread_tid();
+    std::error_code ec;
+    for (std::uintptr_t p = a; p < e && !ec; p += vm_page_size) {
+      fault f{p, true, false, tid, lookup_faulting_thread(tid), &ec};
+      serve(f, buf, nullptr);
+    }
+    return ec;
+  }
 
  private:
   struct fault {
@@ -164,6 +203,7 @@ class pager {
     bool minor;
     pid_t tid;
     faulting_thread_info who{};
+    std::error_code* quiet = nullptr;  // fault_in(): a failure is stored here; nothing is poisoned
   };
 
   // The wait-for graph's view of a fault being served: the faulting thread waits for this pager thread.
@@ -272,7 +312,10 @@ class pager {
       std::optional<wait_scope> wss[8];  // destroyed before fws (reverse order of declaration)
       std::size_t nb = 0;
       for (std::size_t i = 0; i < count; ++i) {
-        if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
+        if (msgs[i].event != UFFD_EVENT_PAGEFAULT) {
+          remote_event(msgs[i]);
+          continue;
+        }
         const auto& pf = msgs[i].arg.pagefault;
         fault& f = batch[nb];
         f = fault{static_cast<std::uintptr_t>(pf.address) & ~std::uintptr_t{vm_page_size - 1},
@@ -296,14 +339,45 @@ class pager {
     }
   }
 
+  // A remote aspace's userfaultfd also reports what the other process did to its mappings (aspace.hpp,
+  // "Another OS process's memory"). Read by a fault thread holding no lock; the kernel has already let
+  // the other process go on (an event completes when it is read). Other events are not requested.
+  void remote_event(const uffd_msg& m) noexcept {
+    if (!as_.remote()) return;
+    events_.fetch_add(1, std::memory_order_relaxed);
+    switch (m.event) {
+      case UFFD_EVENT_UNMAP:  // munmap, or mremap shrinking: forget the range
+        (void)as_.munmap(reinterpret_cast<void*>(static_cast<std::uintptr_t>(m.arg.remove.start)),
+                         static_cast<std::size_t>(m.arg.remove.end - m.arg.remove.start));
+        break;
+      case UFFD_EVENT_REMAP:  // mremap moved the pages and their registration
+        as_.remote_moved(static_cast<std::uintptr_t>(m.arg.remap.from), static_cast<std::uintptr_t>(m.arg.remap.to),
+                         static_cast<std::size_t>(m.arg.remap.len));
+        break;
+      default:  // UFFD_EVENT_REMOVE (MADV_DONTNEED/REMOVE): the next touch faults and is served again
+        break;
+    }
+  }
+
+  // Remote: a fault on an address no region covers. Its REMAP (or the track of a reused range) may be
+  // in the hands of another fault thread right now: look again for up to 10 ms before giving up.
+  region* await_region(std::uintptr_t page) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(10);
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+      if (region* r = as_.acquire_region(page)) return r;
+    }
+    return nullptr;
+  }
+
   // Wait-for graph: while this thread serves the fault (from the moment it read it), the faulting
   // thread (if it announced itself) waits on it: a "page" wait recorded on its behalf by run(), `fw`.
   void serve(const fault& f, fill_buffer& buf, fault_waitable* fw) {
     faults_.fetch_add(1, std::memory_order_relaxed);
     try {
       serve_locked(f, buf, fw);
-    } catch (const std::system_error&) {
-      fail(f);  // e.g. EDEADLK: the wait-for graph broke a cycle at one of our lock waits
+    } catch (const std::system_error& e) {
+      fail(f, nullptr, e.code());  // e.g. EDEADLK: the wait-for graph broke a cycle at one of our lock waits
     } catch (...) {
       fail(f);
     }
@@ -319,6 +393,10 @@ class pager {
       return;
     }
     region* r = as_.acquire_region(f.page);
+    if (r == nullptr && as_.remote()) {
+      r = await_region(f.page);
+      if (r == nullptr) return fail(f, nullptr, std::make_error_code(std::errc::bad_address));  // SIGBUS, not a refault loop
+    }
     if (r == nullptr) return gone(f);
     struct ref_guard {
       region* r;
@@ -332,6 +410,7 @@ class pager {
   }
 
   void gone(const fault& f) {
+    if (f.quiet != nullptr) *f.quiet = std::make_error_code(std::errc::bad_address);
     gone_.fetch_add(1, std::memory_order_relaxed);
     (void)as_.uffd_.wake(f.page, vm_page_size);
   }
@@ -427,7 +506,7 @@ class pager {
     }
     const std::size_t need = f.page + vm_page_size - w0;
     if (!ec && (out.length < need || out.length > wl)) ec = std::make_error_code(std::errc::io_error);
-    if (ec) return fail(f, &note);
+    if (ec) return fail(f, &note, ec);
     const std::size_t len = (out.length + vm_page_size - 1) & ~(vm_page_size - 1);
     if (r.shared_)
       settle_fault(f, w0, u.continue_range(w0, len), [&](std::uintptr_t p) { return u.continue_range(p, vm_page_size); }, true, &note);
@@ -462,7 +541,7 @@ class pager {
       (void)as_.uffd_.wake(f.page, vm_page_size);
       return;
     }
-    fail(f, note);
+    fail(f, note, res.error ? res.error : std::make_error_code(std::errc::io_error));
   }
 
   // Effects: the faulting access gets SIGBUS, at the access: UFFDIO_POISON marks the page and wakes
@@ -480,8 +559,13 @@ class pager {
   // `note` (a file page, its region held as serve_region requires): the poisoned page is recorded in
   // poisoned_pages, so that a growth of the file over it removes the marker again. Without a note
   // (anonymous memory, or a failure before the region lock) the page stays poisoned until unmapped.
-  void fail(const fault& f, const poison_note* note = nullptr) {
+  void fail(const fault& f, const poison_note* note = nullptr, std::error_code why = std::make_error_code(std::errc::io_error)) {
+    if (f.quiet != nullptr) {  // fault_in(): report, touch nothing
+      *f.quiet = why;
+      return;
+    }
     errors_.fetch_add(1, std::memory_order_relaxed);
+    if (as_.remote()) note = nullptr;  // poisoned_pages zaps addresses of this process only
     const detail::uffd& u = as_.uffd_;
     if (u.has(UFFD_FEATURE_POISON)) {
       detail::uffd_fill_result res;
@@ -504,7 +588,7 @@ class pager {
   int stop_fd_ = -1;
   std::vector<std::thread> threads_;
   std::atomic<bool> stopped_{false};
-  std::atomic<std::uint64_t> faults_{0}, pages_{0}, eexist_{0}, gone_{0}, errors_{0};
+  std::atomic<std::uint64_t> faults_{0}, pages_{0}, eexist_{0}, gone_{0}, errors_{0}, events_{0};
 };
 
 }  // namespace faultsafe

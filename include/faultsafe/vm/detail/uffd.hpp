@@ -1,9 +1,13 @@
 // faultsafe/vm/detail/uffd.hpp: an owning userfaultfd and its ioctls with std::error_code results
 // (internal to vm/).
 //
-// Defines `detail::uffd`: opens a userfaultfd with UFFD_USER_MODE_ONLY | O_CLOEXEC | O_NONBLOCK (the
-// system call first, /dev/userfaultfd as a fallback), negotiates the API with the wanted features, and
-// wraps REGISTER / UNREGISTER / COPY / ZEROPAGE / CONTINUE / POISON / WAKE.
+// Defines `detail::uffd`: opens a userfaultfd with O_CLOEXEC | O_NONBLOCK and UFFD_USER_MODE_ONLY (or
+// without it, for kernel-mode faults: try_open's `kernel_faults`) (the system call first,
+// /dev/userfaultfd as a fallback), negotiates the API with the wanted features, adopts one received
+// from another process (try_adopt), and wraps REGISTER / UNREGISTER / COPY / ZEROPAGE / CONTINUE /
+// POISON / WAKE. Every ioctl acts on the address space of the process that CREATED the userfaultfd
+// (the kernel's ctx->mm), whichever process calls it: a server holding a client's userfaultfd fills
+// the client's pages (the source of a COPY is read from the caller's memory).
 //
 // Error contract of the fill ioctls (copy, zeropage, continue_range, poison): they return the number of
 // bytes filled and an error_code:
@@ -30,6 +34,8 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -93,25 +99,26 @@ class uffd {
   }
   ~uffd() { close(); }
 
-  /// Effects: opens and initialises a userfaultfd asking for `wanted_features` (those the kernel has).
+  /// Effects: opens and initialises a userfaultfd asking for `wanted_features | extra` (those the
+  /// kernel has; `extra` must all be there, e.g. the UFFD_FEATURE_EVENT_* a cross-process mapping
+  /// needs). `kernel_faults`: created WITHOUT UFFD_USER_MODE_ONLY, so faults taken by the kernel on
+  /// behalf of a system call (copy_to_user, process_vm_writev, GUP) wait for the pager too (needs
+  /// /dev/userfaultfd access, CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1); otherwise such a fault
+  /// fails the system call with EFAULT.
   /// Returns: the error and, in `why`, a sentence naming the cause (EPERM: vm.unprivileged_userfaultfd).
   /// Throws: std::bad_alloc only.
-  [[nodiscard]] static std::error_code try_open(uffd& out, std::string& why) {
-    int fd = static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
-    int err = fd < 0 ? errno : 0;
-    if (fd < 0) {
-      // /dev/userfaultfd (Linux >= 6.1) is governed by its file mode, not by the sysctl.
-      const int dev = ::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-      if (dev >= 0) {
-        fd = ::ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
-        ::close(dev);
-      }
-    }
+  [[nodiscard]] static std::error_code try_open(uffd& out, std::string& why, std::uint64_t extra = 0,
+                                                bool kernel_faults = false) {
+    const int flags = O_CLOEXEC | O_NONBLOCK | (kernel_faults ? 0 : UFFD_USER_MODE_ONLY);
+    int err = 0;
+    int fd = open_raw(flags, err);
     if (fd < 0) {
       if (err == EPERM)
-        why = "userfaultfd(UFFD_USER_MODE_ONLY) refused with EPERM: the kernel forbids unprivileged "
-              "userfaultfd (sysctl vm.unprivileged_userfaultfd=0 without CAP_SYS_PTRACE, or a seccomp "
-              "filter) and /dev/userfaultfd is not accessible";
+        why = kernel_faults ? "userfaultfd without UFFD_USER_MODE_ONLY refused with EPERM: kernel-mode faults "
+                              "need access to /dev/userfaultfd, CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1"
+                            : "userfaultfd(UFFD_USER_MODE_ONLY) refused with EPERM: the kernel forbids unprivileged "
+                              "userfaultfd (sysctl vm.unprivileged_userfaultfd=0 without CAP_SYS_PTRACE, or a seccomp "
+                              "filter) and /dev/userfaultfd is not accessible";
       else if (err == ENOSYS)
         why = "userfaultfd: the kernel was built without CONFIG_USERFAULTFD (ENOSYS)";
       else
@@ -129,25 +136,19 @@ class uffd {
       return {err, std::generic_category()};
     }
     ::close(fd);  // UFFDIO_API may be done once per fd: reopen and ask for the subset we want.
-    fd = static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
+    fd = open_raw(flags, err);
     if (fd < 0) {
-      const int dev = ::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-      if (dev >= 0) {
-        fd = ::ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
-        ::close(dev);
-      }
-      if (fd < 0) {
-        err = errno;
-        why = "userfaultfd reopen failed";
-        return {err, std::generic_category()};
-      }
+      why = "userfaultfd reopen failed";
+      return {err, std::generic_category()};
     }
     uffdio_api api{};
     api.api = UFFD_API;
-    api.features = probe.features & wanted_features;
-    if ((api.features & required_features) != required_features) {
+    api.features = probe.features & (wanted_features | extra);
+    if ((api.features & (required_features | extra)) != (required_features | extra)) {
       ::close(fd);
-      why = "userfaultfd lacks UFFD_FEATURE_THREAD_ID (Linux >= 4.14 required)";
+      why = (api.features & required_features) != required_features
+                ? "userfaultfd lacks UFFD_FEATURE_THREAD_ID (Linux >= 4.14 required)"
+                : "userfaultfd lacks a feature this mapping needs (UFFD_FEATURE_EVENT_*)";
       return std::make_error_code(std::errc::function_not_supported);
     }
     if (::ioctl(fd, UFFDIO_API, &api) != 0) {
@@ -159,6 +160,34 @@ class uffd {
     out = uffd();
     out.fd_ = fd;
     out.features_ = api.features;
+    return {};
+  }
+
+  /// Effects: takes ownership of `fd`, a userfaultfd initialised elsewhere (received from another
+  /// process with SCM_RIGHTS) with `features`. The fd is checked to be a userfaultfd (its
+  /// /proc/self/fd link is "anon_inode:[userfaultfd]"); `features` is the sender's word: a wrong value
+  /// only makes later ioctls fail (EINVAL), it grants nothing.
+  /// Returns: EBADF (not an open fd), EINVAL (not a userfaultfd, or no UFFD_FEATURE_THREAD_ID); `fd` is
+  /// closed on failure too. Throws: nothing.
+  [[nodiscard]] static std::error_code try_adopt(uffd& out, int fd, std::uint64_t features) noexcept {
+    if (fd < 0) return std::make_error_code(std::errc::bad_file_descriptor);
+    char link[64];
+    char path[48];
+    std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    const ssize_t n = ::readlink(path, link, sizeof link - 1);
+    if (n < 0) {
+      const int e = errno == ENOENT ? EBADF : errno;
+      ::close(fd);
+      return {e, std::generic_category()};
+    }
+    link[n] = '\0';
+    if (std::strcmp(link, "anon_inode:[userfaultfd]") != 0 || (features & required_features) != required_features) {
+      ::close(fd);
+      return std::make_error_code(std::errc::invalid_argument);
+    }
+    out = uffd();
+    out.fd_ = fd;
+    out.features_ = features;
     return {};
   }
 
@@ -249,6 +278,21 @@ class uffd {
   }
 
  private:
+  // The system call first; /dev/userfaultfd (Linux >= 6.1, governed by its file mode, not the sysctl)
+  // as a fallback. Returns the fd or -1 with the system call's errno in `err`.
+  static int open_raw(int flags, int& err) noexcept {
+    int fd = static_cast<int>(::syscall(SYS_userfaultfd, flags));
+    err = fd < 0 ? errno : 0;
+    if (fd < 0) {
+      const int dev = ::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+      if (dev >= 0) {
+        fd = ::ioctl(dev, USERFAULTFD_IOC_NEW, flags);
+        ::close(dev);
+      }
+    }
+    return fd;
+  }
+
   static uffd_fill_result result_of_ioctl(int r, std::int64_t reported, std::size_t len) noexcept {
     uffd_fill_result out;
     if (r == 0) {

@@ -1,0 +1,248 @@
+// faultsafe/vm/served_memory.hpp: the client half of mappings served by a pager in ANOTHER OS process.
+//
+// Defines `served_memory`, `served_memory_options` and `served_map_request`. A client process that
+// maps a file of a server running in another process creates one served_memory: it owns a userfaultfd
+// of the client's own address space, which the client hands to the server once (SCM_RIGHTS; the
+// server adopts it: aspace(adopt_userfaultfd, ...), vm/aspace.hpp) together with features(). Each
+// map() then maps the server's memfd (MAP_SHARED, registered MINOR: the server's pager answers with
+// UFFDIO_CONTINUE) or private anonymous memory (MAP_PRIVATE, registered MISSING: UFFDIO_COPY of the
+// page image), MADV_DONTFORK, PROT_NONE until registered; the caller then tells the server the
+// mapping (aspace::try_track) and lets no thread touch it before the server has acknowledged. From
+// then on every first touch is a fault the server's pager serves with its page-in handler and range
+// locks. The userfaultfd reports munmap, mremap and MADV_DONTNEED to the server (UFFD_FEATURE_EVENT_
+// UNMAP / REMAP / REMOVE), so plain munmap(2)/mremap(2) in the client are followed.
+//
+// Kernel-mode faults (served_memory_options::kernel_faults). Without UFFD_USER_MODE_ONLY a fault
+// taken by the kernel on behalf of a system call into this memory (read(2) into it, the server's
+// process_vm_writev, ...) also waits for the server's pager; that needs /dev/userfaultfd access,
+// CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1. With UFFD_USER_MODE_ONLY (the default: any
+// unprivileged process may create it) the kernel fails such an access with EFAULT instead, and the
+// server must page the range in and retry (see the README's "Brian across processes").
+//
+// Server death. The client keeps its own reference to the userfaultfd, so the server's death does
+// not silently unregister the mappings (the kernel would then fill unserved private pages with zeros
+// and serve shared pages from the memfd without the server). watch_server() (required before the
+// first map()) watches the server with a pidfd; when it exits, server_gone() runs: every page not
+// yet mapped in every mapping is poisoned (UFFDIO_POISON: SIGBUS on access, BUS_MCEERR_AR) and the
+// userfaultfd is closed, which unregisters everything and wakes every thread blocked on a fault or
+// on an unread event (the kernel releases a userfaultfd's waiters when its last reference goes). No
+// access hangs; served pages keep their data; unserved ones raise SIGBUS. server_gone() may also be
+// called by the transport when the connection breaks.
+//
+// Thread-safety: every member may be called from any thread. Lock order: one leaf mutex (rank 90),
+// held for the table of ranges and across the poison ioctls (which wait for no userspace lock).
+// Lifetime: the destructor stops the watcher, unmaps what is still mapped and closes the userfaultfd.
+#pragma once
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "../order/ranked_mutex.hpp"
+#include "detail/uffd.hpp"
+#include "page_source.hpp"
+
+namespace faultsafe {
+
+/// Options of a served_memory.
+struct served_memory_options {
+  /// true: the userfaultfd takes kernel-mode faults too (no UFFD_USER_MODE_ONLY; see header).
+  bool kernel_faults = false;
+};
+
+/// One mapping of memory served by the other process's pager.
+struct served_map_request {
+  std::size_t length = 0;     ///< bytes (rounded up to pages)
+  int prot = PROT_READ;       ///< PROT_READ / PROT_WRITE / PROT_EXEC
+  bool shared = false;        ///< MAP_SHARED of memfd (requires memfd) or MAP_PRIVATE
+  int memfd = -1;             ///< the server's memfd (shared); -1 for private mappings
+  std::uint64_t offset = 0;   ///< memfd offset of the first byte (page aligned; shared only)
+};
+
+class served_memory {
+ public:
+  /// The events the server needs to follow the client's mappings.
+  static constexpr std::uint64_t event_features =
+      UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE;
+
+  /// Effects: creates the userfaultfd. Throws: std::system_error whose what() names the cause (EPERM:
+  /// kernel-mode faults not permitted, or userfaultfd refused; ENOTSUP: features missing).
+  explicit served_memory(served_memory_options opts = {}) : opts_(opts) {
+    std::string why;
+    if (auto ec = detail::uffd::try_open(uffd_, why, event_features | UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM,
+                                         opts.kernel_faults))
+      throw std::system_error(ec, "faultsafe::served_memory: " + why);
+    features_ = uffd_.features();
+  }
+  served_memory(const served_memory&) = delete;
+  served_memory& operator=(const served_memory&) = delete;
+
+  ~served_memory() {
+    stop_watch();
+    exclusive_guard g(m_);
+    for (const auto& r : ranges_) ::munmap(reinterpret_cast<void*>(r.first), r.second - r.first);
+    ranges_.clear();
+    uffd_.close();
+  }
+
+  /// The userfaultfd to hand to the server (the caller sends it; this object keeps its own), and the
+  /// features it was created with (the server needs them: aspace(adopt_userfaultfd, fd, features)).
+  /// -1 once the server is gone.
+  [[nodiscard]] int userfaultfd() const {
+    exclusive_guard g(m_);
+    return uffd_.fd();
+  }
+  [[nodiscard]] std::uint64_t features() const noexcept { return features_; }
+  [[nodiscard]] bool kernel_faults() const noexcept { return opts_.kernel_faults; }
+
+  /// Effects: watches process `server` (a pidfd): when it exits, server_gone() runs. Call once, before
+  /// the first map(). Returns: EBUSY (already watching), the errno of pidfd_open (ESRCH: no such
+  /// process) or of the thread's creation. Throws: nothing.
+  [[nodiscard]] std::error_code watch_server(pid_t server) noexcept {
+    exclusive_guard g(m_);
+    if (watcher_.joinable()) return std::make_error_code(std::errc::device_or_resource_busy);
+    const int pfd = static_cast<int>(::syscall(SYS_pidfd_open, server, 0));
+    if (pfd < 0) return {errno, std::generic_category()};
+    const int stop = ::eventfd(0, EFD_CLOEXEC);
+    if (stop < 0) {
+      const int e = errno;
+      ::close(pfd);
+      return {e, std::generic_category()};
+    }
+    try {
+      watcher_ = std::thread([this, pfd, stop] {
+        pollfd fds[2] = {{pfd, POLLIN, 0}, {stop, POLLIN, 0}};
+        while (::poll(fds, 2, -1) < 0 && errno == EINTR) {
+        }
+        if ((fds[1].revents & POLLIN) == 0) server_gone();
+        ::close(pfd);
+      });
+    } catch (const std::system_error& e) {
+      ::close(pfd);
+      ::close(stop);
+      return e.code();
+    }
+    stop_fd_ = stop;
+    return {};
+  }
+
+  /// Effects: maps `req` registered with the userfaultfd (see header); `out` receives the address.
+  /// The caller must then have the server track it before any thread touches it.
+  /// Returns: ENOTCONN (watch_server() not called), ESHUTDOWN (the server is gone), EINVAL (zero
+  /// length, bad prot, shared without memfd, unaligned offset), ENOTSUP (the kernel cannot register
+  /// this mapping), or the errno of mmap/madvise/UFFDIO_REGISTER/mprotect. Nothing stays mapped on
+  /// failure. Throws: nothing.
+  [[nodiscard]] std::error_code map(const served_map_request& req, void*& out) noexcept {
+    out = nullptr;
+    if (req.length == 0 || (req.prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) != 0 || (req.shared && req.memfd < 0) ||
+        req.offset % vm_page_size != 0 || req.length > SIZE_MAX - vm_page_size)
+      return std::make_error_code(std::errc::invalid_argument);
+    const std::size_t len = (req.length + vm_page_size - 1) & ~(vm_page_size - 1);
+    exclusive_guard g(m_);
+    if (!watcher_.joinable()) return std::make_error_code(std::errc::not_connected);
+    if (!uffd_.valid()) return std::error_code(ESHUTDOWN, std::generic_category());
+    void* p = req.shared ? ::mmap(nullptr, len, PROT_NONE, MAP_SHARED, req.memfd, static_cast<off_t>(req.offset))
+                         : ::mmap(nullptr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return {errno, std::generic_category()};
+    std::error_code ec;
+    if (::madvise(p, len, MADV_DONTFORK) != 0) ec = {errno, std::generic_category()};
+    if (!ec) {
+      ec = uffd_.register_range(p, len, req.shared ? detail::uffd_mode::minor : detail::uffd_mode::missing);
+      if (ec == std::errc::invalid_argument) ec = std::make_error_code(std::errc::not_supported);
+    }
+    if (!ec && req.prot != PROT_NONE && ::mprotect(p, len, req.prot) != 0) ec = {errno, std::generic_category()};
+    if (!ec) {
+      try {
+        ranges_.emplace_back(reinterpret_cast<std::uintptr_t>(p), reinterpret_cast<std::uintptr_t>(p) + len);
+      } catch (const std::bad_alloc&) {
+        ec = std::make_error_code(std::errc::not_enough_memory);
+      }
+    }
+    if (ec) {
+      ::munmap(p, len);
+      return ec;
+    }
+    out = p;
+    return {};
+  }
+
+  /// Effects: munmap(2) of [addr, addr + len) (the server learns it from the UNMAP event) and forgets
+  /// the range. Returns: EINVAL (unaligned, zero length) or munmap's errno. Throws: nothing.
+  [[nodiscard]] std::error_code unmap(void* addr, std::size_t len) noexcept {
+    const auto a = reinterpret_cast<std::uintptr_t>(addr);
+    if (len == 0 || a % vm_page_size != 0 || len > SIZE_MAX - a - vm_page_size)
+      return std::make_error_code(std::errc::invalid_argument);
+    const std::uintptr_t e = a + ((len + vm_page_size - 1) & ~(vm_page_size - 1));
+    if (::munmap(addr, e - a) != 0) return {errno, std::generic_category()};
+    exclusive_guard g(m_);
+    std::vector<std::pair<std::uintptr_t, std::uintptr_t>> keep;
+    for (const auto& r : ranges_) {  // never grows by more than one (a range split in two)
+      if (r.second <= a || r.first >= e) {
+        keep.push_back(r);
+        continue;
+      }
+      if (r.first < a) keep.emplace_back(r.first, a);
+      if (r.second > e) keep.emplace_back(e, r.second);
+    }
+    ranges_.swap(keep);
+    return {};
+  }
+
+  /// Effects: the server is gone (see header): poisons every unmapped page of every mapping and closes
+  /// the userfaultfd. Idempotent. Later map() calls fail with ESHUTDOWN. Throws: nothing.
+  void server_gone() noexcept {
+    exclusive_guard g(m_);
+    if (!uffd_.valid()) return;
+    if (uffd_.has(UFFD_FEATURE_POISON)) {
+      for (const auto& r : ranges_) {
+        std::uintptr_t a = r.first;
+        for (int tries = 0; a < r.second && tries < 1000;) {
+          const auto res = uffd_.poison(a, r.second - a, /*dont_wake=*/true);
+          a += res.done;
+          if (!res.error) break;
+          if (res.error == std::errc::file_exists) a += vm_page_size;  // a served page: keep it
+          else if (res.error == std::errc::resource_unavailable_try_again) ++tries;  // an event is unread
+          else break;  // ENOENT: unmapped meanwhile
+        }
+      }
+    }
+    uffd_.close();  // our reference was the last: unregisters everything, wakes every waiter
+  }
+
+ private:
+  void stop_watch() noexcept {
+    std::thread t;
+    {
+      exclusive_guard g(m_);
+      t = std::move(watcher_);
+    }
+    if (!t.joinable()) return;
+    const std::uint64_t one = 1;
+    (void)!::write(stop_fd_, &one, sizeof one);
+    t.join();
+    ::close(stop_fd_);
+    stop_fd_ = -1;
+  }
+
+  served_memory_options opts_;
+  detail::uffd uffd_;
+  std::uint64_t features_ = 0;  // uffd_.features(), kept after the server is gone
+  mutable ranked_mutex<rank::leaf> m_{"served memory"};
+  std::vector<std::pair<std::uintptr_t, std::uintptr_t>> ranges_ FAULTSAFE_GUARDED_BY(m_);
+  std::thread watcher_;
+  int stop_fd_ = -1;
+};
+
+}  // namespace faultsafe

@@ -1,0 +1,499 @@
+// Mappings of one OS process served by the pager of ANOTHER (vm/served_memory.hpp on the client side,
+// aspace(adopt_userfaultfd) + pager on the server side), with real processes (fork) talking over a
+// socketpair with SCM_RIGHTS:
+//   - shared and private mappings: every first touch in the client goes through the server's page
+//     source; writes through the shared mapping land in the server's file, private ones do not;
+//     munmap and mremap in the client are followed (UFFD events);
+//   - the uffd modes: with kernel-mode faults (no UFFD_USER_MODE_ONLY) a system call's access to an
+//     unserved page (the client's read(2), the server's process_vm_writev) waits for the server's
+//     pager; user-mode-only, it fails with EFAULT and pager::fault_in + retry completes it;
+//   - Brian's lock-up across the process boundary at the vm level: a server thread holding the file's
+//     range lock writes into the client's mapping of that file (process_vm_writev) while the page-in
+//     needs the same range; with kernel-mode faults naive (range wait) is detected by the wait-for
+//     graph and the write fails EFAULT, faultsafe (guard: grant) serves it under the owner; with
+//     user-mode-only the server drops the range, faults the pages in and retries (gfs2); 1, 2 and 4
+//     server threads, data verified;
+//   - a server killed with SIGKILL: served pages keep their data, unserved ones raise SIGBUS, nothing
+//     hangs; a client killed in the middle of fault service leaves the server working.
+// Every wait is bounded (watchdog, poll limits, wait_child), so a hang fails the test.
+#include <doctest/doctest.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include <faultsafe/activity/wait_graph.hpp>
+#include <faultsafe/order/violation.hpp>
+#include <faultsafe/sync/range_lock.hpp>
+#include <faultsafe/vm/served_memory.hpp>
+
+#include "support/fdpass.hpp"
+#include "vm_support.hpp"
+
+using namespace faultsafe;
+using test_support::wire_msg;
+using test_support::wire_recv;
+using test_support::wire_send;
+using vmtest::pattern;
+
+namespace {
+
+enum op : std::uint32_t { hello = 1, file, track, ack, note, done };
+
+constexpr std::size_t pages = 64;
+constexpr std::size_t file_len = pages * vm_page_size;
+
+// The server's page source: the memfd's, counting page-ins and the faulting threads' tids; optionally
+// under the file's range lock (shared over the window) owned by the faulting thread's activity, as a
+// server's page-in handler takes it (iofunc_page_in_default), with a self-conflict policy.
+struct server_source final : page_source {
+  explicit server_source(int memfd) : inner(memfd) {}
+  std::error_code page_in(const page_in_request& req, page_in_result& out) override {
+    page_ins.fetch_add(1);
+    last_tid.store(req.thread.tid);
+    if (delay_us != 0) std::this_thread::sleep_for(std::chrono::microseconds(delay_us));
+    if (lock == nullptr) return inner.page_in(req, out);
+    try {
+      const range_options o{req.thread.activity, policy};
+      // The window is read-ahead beyond the faulting page: it is only taken if free at once (another
+      // server thread may hold a later part exclusively while it waits on a fault of its own); else
+      // the faulting page alone (the pager maps windows from the faulting page: offset == fault_offset).
+      range_guard w(*lock, req.offset, req.length, lock_mode::shared, std::try_to_lock, o);
+      if (w.owns_lock() || req.offset != req.fault_offset) {
+        std::optional<range_guard> g;
+        if (!w.owns_lock()) g.emplace(*lock, req.offset, req.length, lock_mode::shared, o);
+        return inner.page_in(req, out);
+      }
+      page_in_request one = req;
+      one.length = vm_page_size;
+      range_guard g(*lock, one.offset, one.length, lock_mode::shared, o);
+      return inner.page_in(one, out);
+    } catch (const std::system_error& e) {
+      return e.code();
+    }
+  }
+  memfd_page_source inner;
+  std::atomic<int> page_ins{0};
+  std::atomic<pid_t> last_tid{0};
+  range_lock* lock = nullptr;
+  self_conflict policy = self_conflict::wait;
+  unsigned delay_us = 0;
+};
+
+// The server's half of one connection: adopts the client's userfaultfd (hello), sends the file's memfd,
+// tracks the mappings the client announces.
+struct server_side {
+  server_side(int sock, int memfd, page_source& src, pager_options po = {}) : sock(sock), memfd(memfd), src(src), po(po) {}
+  // Handles one message. Returns: false when the peer is gone or sent `done`.
+  bool step(std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+    wire_msg m;
+    int fd = -1;
+    if (!wire_recv(sock, m, &fd, limit)) return false;
+    if (m.op == hello) {
+      as = std::make_unique<aspace>(adopt_userfaultfd, fd, m.a, aspace_options{.name = "client"});
+      pg = std::make_unique<pager>(*as, po);
+      return wire_send(sock, wire_msg{file, 0, 0, 0}, memfd);
+    }
+    if (m.op == track) {
+      tracked_mapping t;
+      t.addr = reinterpret_cast<void*>(m.a);
+      t.length = m.b;
+      t.prot = PROT_READ | PROT_WRITE;
+      t.shared = m.c != 0;
+      t.file = file_backing{memfd, 0, this, &src};
+      const auto ec = as->try_track(t);
+      return wire_send(sock, wire_msg{ack, static_cast<std::uint64_t>(ec.value()), 0, 0});
+    }
+    last = m;
+    return m.op != done;
+  }
+  int sock;
+  int memfd;
+  page_source& src;
+  pager_options po;
+  std::unique_ptr<aspace> as;
+  std::unique_ptr<pager> pg;
+  wire_msg last;
+};
+
+// The client's half: its served_memory, handed to the server; maps and has the server track.
+struct client_side {
+  client_side(int sock, pid_t server, bool kernel_faults) : sock(sock), sm(served_memory_options{kernel_faults}) {
+    ok = !sm.watch_server(server) && wire_send(sock, wire_msg{hello, sm.features(), 0, 0}, sm.userfaultfd());
+    wire_msg m;
+    ok = ok && wire_recv(sock, m, &memfd) && m.op == file && memfd >= 0;
+  }
+  std::uint8_t* map(bool shared, std::size_t len = file_len) {
+    void* p = nullptr;
+    if (sm.map(served_map_request{len, PROT_READ | PROT_WRITE, shared, shared ? memfd : -1, 0}, p)) return nullptr;
+    wire_msg m;
+    if (!wire_send(sock, wire_msg{track, reinterpret_cast<std::uint64_t>(p), len, shared ? 1u : 0u}) ||
+        !wire_recv(sock, m) || m.op != ack || m.a != 0)
+      return nullptr;
+    return static_cast<std::uint8_t*>(p);
+  }
+  int sock;
+  served_memory sm;
+  int memfd = -1;
+  bool ok = false;
+};
+
+bool pattern_at(const std::uint8_t* p, std::size_t from, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i)
+    if (p[i] != pattern(from + i)) return false;
+  return true;
+}
+
+// Runs `body` in a forked child, whose return value is its exit code (exceptions: 3).
+template <class Body>
+pid_t fork_child(Body body) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    int rc = 3;
+    try {
+      rc = body();
+    } catch (...) {
+    }
+    ::_exit(rc);
+  }
+  return pid;
+}
+
+// Forks a client process: its client_side (connected to this process as its server) is passed to
+// `body(c)`, whose return value is the exit code (10: the connection failed; 0: `done` is sent).
+template <class Body>
+pid_t fork_client(test_support::wire_pair& w, bool kernel_faults, Body body) {
+  return fork_child([&] {
+    client_side c(w.keep(1), ::getppid(), kernel_faults);
+    if (!c.ok) return 10;
+    const int rc = body(c);
+    if (rc == 0) (void)wire_send(c.sock, wire_msg{done, 0, 0, 0});  // the server's loop ends
+    return rc;
+  });
+}
+
+int exit_code(pid_t pid) {
+  bool timed_out = false;
+  const int st = test_support::wait_child(pid, timed_out);
+  if (timed_out) return -1000;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+}
+
+bool kernel_faults_available(std::string& why) {
+  try {
+    served_memory sm(served_memory_options{true});
+    return true;
+  } catch (const std::system_error& e) {
+    why = e.what();
+    return false;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("served mappings: a client process's first touches are the server's page-ins; munmap and mremap are followed") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(60, "served mappings");
+  vmtest::memfd_file f(file_len);
+  test_support::wire_pair w;
+  const pid_t pid = fork_client(w, false, [&](client_side& c) {
+    const int sock = c.sock;
+    std::uint8_t* sh = c.map(true);
+    std::uint8_t* pr = c.map(false);
+    if (sh == nullptr || pr == nullptr) return 11;
+    if (!pattern_at(sh, 0, file_len)) return 12;  // every page through the server's pager
+    if (!pattern_at(pr, 0, file_len)) return 13;
+    sh[3 * vm_page_size] = 0xAB;  // lands in the file
+    pr[5 * vm_page_size] = 0xCD;  // stays private
+    wire_msg m;
+    if (!wire_send(sock, wire_msg{note, 1, 0, 0}) || !wire_recv(sock, m)) return 14;
+    sh[3 * vm_page_size] = pattern(3 * vm_page_size);  // the file is the pattern again
+    if (c.sm.unmap(sh, file_len)) return 15;  // the server forgets it (UFFD_EVENT_UNMAP)
+    if (!wire_send(sock, wire_msg{note, 2, 0, 0}) || !wire_recv(sock, m)) return 16;
+    // mremap: a private mapping with one page served moves; its other pages are served at the new place.
+    std::uint8_t* pr2 = c.map(false);
+    if (pr2 == nullptr || pr2[0] != pattern(0)) return 17;
+    void* to = ::mmap(nullptr, file_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* moved = ::mremap(pr2, file_len, file_len, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+    if (moved != to) return 18;
+    const auto* q = static_cast<const std::uint8_t*>(moved);
+    for (std::size_t pg = 0; pg < pages; ++pg)
+      if (!pattern_at(q + pg * vm_page_size, pg * vm_page_size, vm_page_size)) return 100 + static_cast<int>(pg);
+    return 0;
+  });
+  REQUIRE(pid > 0);
+  const int sock = w.keep(0);
+  server_source src(f.fd);
+  server_side s(sock, f.fd, src);
+  while (s.step()) {
+    if (s.last.op == note && s.last.a == 1) {  // the client wrote through both mappings
+      CHECK(f.read_byte(3 * vm_page_size) == 0xAB);
+      CHECK(f.read_byte(5 * vm_page_size) == pattern(5 * vm_page_size));
+      CHECK(s.as->region_count() == 2);
+      REQUIRE(wire_send(sock, wire_msg{ack, 0, 0, 0}));
+    } else if (s.last.op == note && s.last.a == 2) {  // the client unmapped the shared mapping
+      for (int i = 0; i < 2000 && s.as->region_count() != 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      CHECK(s.as->region_count() == 1);
+      REQUIRE(wire_send(sock, wire_msg{ack, 0, 0, 0}));
+    }
+    s.last = {};
+  }
+  CHECK(exit_code(pid) == 0);
+  REQUIRE(s.pg);
+  const auto st = s.pg->stats();
+  CHECK(src.page_ins.load() > 0);
+  CHECK(st.faults > 0);
+  CHECK(st.events >= 2);  // the unmap and the remap (the MAP_FIXED target's unmap too)
+  CHECK(st.page_in_errors == 0);
+}
+
+TEST_CASE("served mappings, uffd modes: kernel-mode faults wait for the server's pager; user-mode-only ones fail EFAULT until faulted in") {
+  vmtest::require_userfaultfd();
+  std::string why;
+  const bool kernel_ok = kernel_faults_available(why);
+  if (!kernel_ok) MESSAGE("kernel-mode faults not available, that half is skipped: " << why);
+  for (const bool kernel_faults : {false, true}) {
+    if (kernel_faults && !kernel_ok) continue;
+    CAPTURE(kernel_faults);
+    vmtest::watchdog wd(60, "uffd modes");
+    vmtest::memfd_file f(file_len);
+    test_support::wire_pair w;
+    const pid_t pid = fork_client(w, kernel_faults, [&](client_side& c) {
+      const int sock = c.sock;
+      std::uint8_t* sh = c.map(true);
+      if (sh == nullptr) return 11;
+      // The client's own read(2) into an unserved page: the kernel's copy_to_user faults.
+      int pfd[2];
+      if (::pipe(pfd) != 0 || ::write(pfd[1], "kernel", 6) != 6) return 12;
+      const ssize_t n = ::read(pfd[0], sh + 7 * vm_page_size, 6);
+      if (kernel_faults ? n != 6 : !(n < 0 && errno == EFAULT)) return 13;
+      if (kernel_faults && std::memcmp(sh + 7 * vm_page_size, "kernel", 6) != 0) return 14;
+      wire_msg m;
+      if (!wire_send(sock, wire_msg{note, reinterpret_cast<std::uint64_t>(sh), 0, 0}) || !wire_recv(sock, m)) return 15;
+      // The server wrote "server" at page 9 (by process_vm_writev, after a fault-in if it had to).
+      if (std::memcmp(sh + 9 * vm_page_size, "server", 6) != 0) return 16;
+      if (!pattern_at(sh + 9 * vm_page_size + 6, 9 * vm_page_size + 6, vm_page_size - 6)) return 17;
+      return 0;
+    });
+    REQUIRE(pid > 0);
+    const int sock = w.keep(0);
+    server_source src(f.fd);
+    server_side s(sock, f.fd, src);
+    announce_faulting_thread();
+    while (s.step()) {
+      if (s.last.op != note) continue;
+      auto* remote = reinterpret_cast<std::uint8_t*>(s.last.a) + 9 * vm_page_size;
+      char msg[] = "server";
+      iovec l{msg, 6}, r{remote, 6};
+      const int before = src.page_ins.load();
+      ssize_t n = ::process_vm_writev(pid, &l, 1, &r, 1, 0);
+      if (kernel_faults) {
+        CHECK(n == 6);  // the fault waited for our own pager, which served it
+        CHECK(src.page_ins.load() > before);
+        CHECK(src.last_tid.load() == this_thread_tid());  // UFFD_FEATURE_THREAD_ID names this server thread
+      } else {
+        CHECK(n < 0);
+        CHECK(errno == EFAULT);  // user-mode-only: the kernel refuses the kernel-mode fault
+        CHECK(!s.pg->fault_in(remote, 6));
+        n = ::process_vm_writev(pid, &l, 1, &r, 1, 0);
+        CHECK(n == 6);
+      }
+      REQUIRE(wire_send(sock, wire_msg{ack, 0, 0, 0}));
+      s.last = {};
+    }
+    CHECK(exit_code(pid) == 0);
+  }
+}
+
+namespace {
+
+// Brian at the vm level: `threads` server threads each hold their slice of the file's range lock
+// exclusively (as a read handler does) and write a fresh pattern into the client's unserved MAP_SHARED
+// mapping of that file with process_vm_writev; the page-in of the fault takes the range shared on behalf
+// of the faulting (server) thread's activity. Returns per thread the write's result (bytes or -errno).
+std::vector<long> brian_writes(pid_t client, std::uint8_t* remote, server_side& s, range_lock& lock, unsigned threads,
+                               bool user_mode_only) {
+  std::vector<long> out(threads, 0);
+  std::vector<std::thread> ts;
+  const std::size_t slice = file_len / threads;
+  for (unsigned t = 0; t < threads; ++t)
+    ts.emplace_back([&, t] {
+      announce_faulting_thread();
+      activity_scope act(new_activity());
+      std::vector<std::uint8_t> data(slice);
+      for (std::size_t i = 0; i < slice; ++i) data[i] = static_cast<std::uint8_t>(~pattern(t * slice + i));
+      std::size_t done = 0;
+      for (int tries = 0; tries < 64 && done < slice; ++tries) {
+        ssize_t n;
+        {
+          range_guard g(lock, t * slice, slice, lock_mode::exclusive);
+          iovec l{data.data() + done, slice - done}, r{remote + t * slice + done, slice - done};
+          n = ::process_vm_writev(client, &l, 1, &r, 1, 0);
+        }
+        if (n > 0) {
+          done += static_cast<std::size_t>(n);
+          continue;
+        }
+        if (!user_mode_only || errno != EFAULT) {
+          out[t] = -errno;
+          return;
+        }
+        // gfs2: the range is dropped (above); page the rest in on this thread, then retry.
+        if (auto ec = s.pg->fault_in(remote + t * slice + done, slice - done)) {
+          out[t] = -ec.value();
+          return;
+        }
+      }
+      out[t] = static_cast<long>(done);
+    });
+  for (auto& th : ts) th.join();
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("Brian across processes (vm level): a server thread's copy into the client's mapping of the file it holds locked") {
+  vmtest::require_userfaultfd();
+  std::string why;
+  const bool kernel_ok = kernel_faults_available(why);
+  if (!kernel_ok) MESSAGE("kernel-mode faults not available, those cases are skipped: " << why);
+  struct mode {
+    std::string name;
+    bool kernel_faults;
+    self_conflict policy;
+  };
+  const mode modes[] = {{"kernel faults, naive (range wait)", true, self_conflict::wait},
+                        {"kernel faults, faultsafe (guard grants)", true, self_conflict::grant},
+                        {"user-mode-only, fault-in and retry", false, self_conflict::wait}};
+  for (const mode& md : modes) {
+    if (md.kernel_faults && !kernel_ok) continue;
+    for (unsigned threads : {1u, 2u, 4u}) {
+      CAPTURE(md.name);
+      CAPTURE(threads);
+      vmtest::watchdog wd(60, "brian across processes");
+      violation_recorder rec;
+      scoped_violation_handler h{rec.handler()};
+      wait_graph::set_enabled(true);
+      vmtest::memfd_file f(file_len);
+      test_support::wire_pair w;
+      const bool naive = md.kernel_faults && md.policy == self_conflict::wait;
+      const pid_t pid = fork_client(w, md.kernel_faults, [&](client_side& c) {
+        const int sock = c.sock;
+        std::uint8_t* sh = c.map(true);
+        if (sh == nullptr) return 11;
+        wire_msg m;
+        if (!wire_send(sock, wire_msg{note, reinterpret_cast<std::uint64_t>(sh), 0, 0}) || !wire_recv(sock, m)) return 12;
+        if (!naive) {  // the server's bytes, seen through the mapping
+          for (std::size_t i = 0; i < file_len; ++i)
+            if (sh[i] != static_cast<std::uint8_t>(~pattern(i))) return 13;
+        }
+        return 0;
+      });
+      REQUIRE(pid > 0);
+      const int sock = w.keep(0);
+      server_source src(f.fd);
+      range_lock lock("brian file");
+      src.lock = &lock;
+      src.policy = md.policy;
+      server_side s(sock, f.fd, src);
+      std::vector<long> got;
+      while (s.step()) {
+        if (s.last.op != note) continue;
+        got = brian_writes(pid, reinterpret_cast<std::uint8_t*>(s.last.a), s, lock, threads, !md.kernel_faults);
+        REQUIRE(wire_send(sock, wire_msg{ack, 0, 0, 0}));
+        s.last = {};
+      }
+      CHECK(exit_code(pid) == 0);
+      REQUIRE(got.size() == threads);
+      if (naive) {
+        for (long g : got) CHECK(g == -EFAULT);  // detected, broken, unwound: the write fails
+        CHECK(rec.count(violation_kind::wait_cycle) >= 1);
+      } else {
+        for (long g : got) CHECK(g == static_cast<long>(file_len / threads));
+        for (std::size_t i = 0; i < file_len; i += 997) CHECK(f.read_byte(i) == static_cast<std::uint8_t>(~pattern(i)));
+        if (md.kernel_faults) CHECK(rec.count(violation_kind::self_deadlock) >= 1);  // the guard reported, then served
+        else CHECK(rec.count() == 0);  // no fault of a server thread ever happened
+      }
+    }
+  }
+}
+
+TEST_CASE("served mappings: a server killed with SIGKILL leaves served pages readable and unserved ones SIGBUS, no hang") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(60, "server killed");
+  vmtest::memfd_file f(file_len);
+  test_support::wire_pair w;
+  const pid_t server = fork_child([&] {
+    const int sock = w.keep(1);
+    server_source src(f.fd);
+    server_side s(sock, f.fd, src);
+    while (s.step(std::chrono::seconds(50))) {
+    }
+    return 0;
+  });
+  REQUIRE(server > 0);
+  const int sock = w.keep(0);
+  {
+    client_side c(sock, server, false);
+    REQUIRE(c.ok);
+    std::uint8_t* sh = c.map(true);
+    std::uint8_t* pr = c.map(false);
+    REQUIRE(sh != nullptr);
+    REQUIRE(pr != nullptr);
+    CHECK(sh[0] == pattern(0));  // served
+    CHECK(pr[0] == pattern(0));
+    ::kill(server, SIGKILL);
+    CHECK(exit_code(server) == -SIGKILL);
+    std::uint8_t v = 0;
+    // Unserved pages: SIGBUS (the watcher poisons them and closes the userfaultfd; a touch before that
+    // waits for it). A page beyond the window of the first fault is unserved for sure.
+    CHECK(vmtest::probe_read(sh + (pages - 1) * vm_page_size, v) == SIGBUS);
+    CHECK(vmtest::probe_read(pr + (pages - 1) * vm_page_size, v) == SIGBUS);
+    CHECK(vmtest::probe_read(sh, v) == 0);
+    CHECK(v == pattern(0));
+    CHECK(vmtest::probe_read(pr, v) == 0);
+    CHECK(v == pattern(0));
+    void* p = nullptr;
+    CHECK(c.sm.map(served_map_request{file_len, PROT_READ, true, c.memfd, 0}, p) == std::error_code(ESHUTDOWN, std::generic_category()));
+    CHECK(!c.sm.unmap(sh, file_len));  // no unread-event hang
+  }
+}
+
+TEST_CASE("served mappings: a client killed in the middle of fault service leaves the server working") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(60, "client killed");
+  vmtest::memfd_file f(file_len);
+  server_source src(f.fd);
+  src.delay_us = 2000;
+  for (int round = 0; round < 3; ++round) {
+    test_support::wire_pair w;
+    const pid_t pid = fork_client(w, false, [&](client_side& c) {
+      std::uint8_t* pr = c.map(false);
+      if (pr == nullptr) return 11;
+      (void)wire_send(c.sock, wire_msg{note, 0, 0, 0});
+      std::uint64_t sum = 0;
+      for (std::size_t i = 0; i < file_len; i += vm_page_size / 2) sum += pr[(i * 7919) % file_len];
+      return static_cast<int>(sum & 1);
+    });
+    REQUIRE(pid > 0);
+    const int sock = w.keep(0);
+    server_side s(sock, f.fd, src, pager_options{.fault_threads = 2, .min_window = vm_page_size, .max_window = vm_page_size});
+    while (s.step()) {
+      if (s.last.op == note) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5 + 5 * round));
+        ::kill(pid, SIGKILL);
+        break;
+      }
+    }
+    CHECK(exit_code(pid) == -SIGKILL);
+    REQUIRE(s.pg);
+    s.pg->stop();  // returns: nothing waits on the dead client
+    CHECK(s.pg->stats().faults > 0);
+  }
+  CHECK(f.read_byte(0) == pattern(0));
+}
