@@ -43,9 +43,11 @@ class successor_set {
 
   /// Whether `id` is in the set (see the header for races). Complexity: O(1) expected; no write.
   [[nodiscard]] bool contains(std::uint32_t id) const noexcept {
-    const table* t = current_.load(std::memory_order_acquire);  // (2) acquire, pairs with (1)
-    for (std::size_t i = t->home(id);; i = (i + 1) & t->mask) {
-      const std::uint32_t v = t->slot[i].load(std::memory_order_relaxed);
+    // One block: [0] the mask, then the slots (a probe touches one allocation after the set).
+    const std::atomic<std::uint32_t>* t = current_.load(std::memory_order_acquire);  // (2) acquire, pairs with (1)
+    const std::size_t mask = t[0].load(std::memory_order_relaxed);
+    for (std::size_t i = home(id, mask);; i = (i + 1) & mask) {
+      const std::uint32_t v = t[1 + i].load(std::memory_order_relaxed);
       if (v == id) return true;
       if (v == empty) return false;
     }
@@ -91,15 +93,19 @@ class successor_set {
   static constexpr std::size_t min_capacity = 8;
   static constexpr std::size_t npos = static_cast<std::size_t>(-1);
 
+  static std::size_t home(std::uint32_t id, std::size_t mask) noexcept {
+    return static_cast<std::size_t>((std::uint64_t{id} * 0x9E3779B97F4A7C15ull) >> 32) & mask;
+  }
   struct table {
-    explicit table(std::size_t capacity) : mask(capacity - 1), slot(new std::atomic<std::uint32_t>[capacity]) {
+    explicit table(std::size_t capacity) : mask(capacity - 1), block(new std::atomic<std::uint32_t>[capacity + 1]) {
+      block[0].store(static_cast<std::uint32_t>(mask), std::memory_order_relaxed);
+      slot = block.get() + 1;
       for (std::size_t i = 0; i < capacity; ++i) slot[i].store(empty, std::memory_order_relaxed);
     }
-    [[nodiscard]] std::size_t home(std::uint32_t id) const noexcept {
-      return static_cast<std::size_t>((std::uint64_t{id} * 0x9E3779B97F4A7C15ull) >> 32) & mask;
-    }
+    [[nodiscard]] std::size_t home(std::uint32_t id) const noexcept { return successor_set::home(id, mask); }
     std::size_t mask;
-    std::unique_ptr<std::atomic<std::uint32_t>[]> slot;
+    std::unique_ptr<std::atomic<std::uint32_t>[]> block;  // [0]: mask, then the slots
+    std::atomic<std::uint32_t>* slot;
   };
 
   static std::size_t find_slot(const table& t, std::uint32_t id) noexcept {
@@ -145,10 +151,10 @@ class successor_set {
   }
   void publish(std::unique_ptr<table> t) {
     owned_.push_back(std::move(t));  // first: if it throws, nothing changed
-    current_.store(owned_.back().get(), std::memory_order_release);  // (1) release, pairs with (2)
+    current_.store(owned_.back()->block.get(), std::memory_order_release);  // (1) release, pairs with (2)
   }
 
-  std::atomic<const table*> current_{nullptr};
+  std::atomic<const std::atomic<std::uint32_t>*> current_{nullptr};  // owned_.back()->block
   std::vector<std::unique_ptr<table>> owned_;  // every table made; the last one is current_
   std::size_t live_ = 0, tombs_ = 0;
 };
