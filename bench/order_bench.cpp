@@ -11,6 +11,9 @@
 //                                         edges (n = 1: one hot edge; n = 10,000: every edge of the
 //                                         graph in turn: each pair probes its outer class's
 //                                         successor set, 100 sets of 100 ids, out of cache)
+//   pairs_threads/<lock>                  pairs over 10,000 on 1, 2, 4, 8, 16 threads (capped at the
+//                                         cores), each thread its own outer classes: the warm path
+//                                         has no shared write, so tracked scales as std::mutex does
 // After the runs it prints each figure's ratio to std::mutex of the same shape (bench_report.hpp:
 // medians of the repetitions, CPU time). Goals: ranked_off 1.0x, ranked_on <= 2x, tracked <= 3x
 // (also with the big graph, warm).
@@ -150,6 +153,31 @@ void pairs(benchmark::State& state) {
   }
 }
 
+/// pairs/<lock>/10000 on 1, 2, 4, 8, 16 threads (capped at the cores): thread t takes the edges of
+/// the outer classes o with o % threads == t (its own outer locks; inner locks may be shared).
+template <class M>
+void pairs_threads(benchmark::State& state) {
+  big_graph& g = big_graph::get();
+  const auto t = static_cast<std::size_t>(state.thread_index()), n = static_cast<std::size_t>(state.threads());
+  std::vector<std::pair<std::size_t, std::size_t>> mine;
+  for (std::size_t e = 0; e < g.edges.size(); ++e) {
+    const auto& edge = g.edges[(e * 7919) % g.edges.size()];  // the same stride as pairs/*
+    if (edge.first % n == t) mine.push_back(edge);
+  }
+  std::size_t i = 0;
+  for (auto _ : state) {
+    const auto [a, b] = mine[i++ % mine.size()];
+    M& x = big_lock<M>(a);
+    M& y = big_lock<M>(b);
+    x.lock();
+    y.lock();
+    y.unlock();
+    x.unlock();
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+
 template <class Bench>
 void with_big_graph(benchmark::State& state, Bench b) {
   (void)big_graph::get();
@@ -177,6 +205,9 @@ int main(int argc, char** argv) {
                                &nest3<tracked, tracked, tracked>);
   benchmark::RegisterBenchmark("pairs/std_mutex", pairs<std::mutex>)->Arg(1)->Arg(10000);
   benchmark::RegisterBenchmark("pairs/tracked", pairs<tracked>)->Arg(1)->Arg(10000);
+  (void)big_graph::get();  // learnt before any thread of pairs_threads starts
+  benchmark::RegisterBenchmark("pairs_threads/std_mutex", pairs_threads<std::mutex>)->Apply(fs_bench::scaling);
+  benchmark::RegisterBenchmark("pairs_threads/tracked", pairs_threads<tracked>)->Apply(fs_bench::scaling);
 
   fs_bench::reporter rep;
   if (const auto rc = fs_bench::run_benchmarks(argc, argv, rep)) return *rc;
@@ -192,5 +223,15 @@ int main(int argc, char** argv) {
   for (const char* n : {"1", "10000"})
     rep.cpu_ratio(std::string("pairs over ") + n + " known edge(s) of 10,000: tracked / std::mutex",
                   std::string("pairs/tracked/") + n, std::string("pairs/std_mutex/") + n, "goal <= 3x");
+  for (int t : fs_bench::thread_counts()) {
+    const std::string suffix = "/real_time/threads:" + std::to_string(t);
+    rep.rate_ratio("pairs over 10,000 edges, " + std::to_string(t) + " thread(s): tracked / std::mutex throughput",
+                   "pairs_threads/tracked" + suffix, "pairs_threads/std_mutex" + suffix, "goal >= 0.33 (<= 3x)");
+    if (t > 1)
+      for (const char* lock : {"std_mutex", "tracked"})
+        rep.rate_ratio(std::string("pairs over 10,000 edges, ") + lock + ": " + std::to_string(t) + " threads / 1",
+                       std::string("pairs_threads/") + lock + suffix,
+                       std::string("pairs_threads/") + lock + "/real_time/threads:1");
+  }
   return 0;
 }
