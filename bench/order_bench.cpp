@@ -137,18 +137,21 @@ std::mutex& big_lock<std::mutex>(std::size_t i) {
 }
 
 template <class M>
+void lock_pair(M& x, M& y) {
+  x.lock();
+  y.lock();
+  y.unlock();
+  x.unlock();
+}
+
+template <class M>
 void pairs(benchmark::State& state) {
   big_graph& g = big_graph::get();
   const auto n = std::min<std::size_t>(static_cast<std::size_t>(state.range(0)), g.edges.size());
   std::size_t i = 0;
   for (auto _ : state) {
     const auto [a, b] = g.edges[(i++ * 7919) % n];  // a stride through the edges, not their stored order
-    M& x = big_lock<M>(a);
-    M& y = big_lock<M>(b);
-    x.lock();
-    y.lock();
-    y.unlock();
-    x.unlock();
+    lock_pair(big_lock<M>(a), big_lock<M>(b));
     benchmark::ClobberMemory();
   }
 }
@@ -167,12 +170,7 @@ void pairs_threads(benchmark::State& state) {
   std::size_t i = 0;
   for (auto _ : state) {
     const auto [a, b] = mine[i++ % mine.size()];
-    M& x = big_lock<M>(a);
-    M& y = big_lock<M>(b);
-    x.lock();
-    y.lock();
-    y.unlock();
-    x.unlock();
+    lock_pair(big_lock<M>(a), big_lock<M>(b));
     benchmark::ClobberMemory();
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
