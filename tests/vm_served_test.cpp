@@ -14,7 +14,9 @@
 //     user-mode-only the server drops the range, faults the pages in and retries (gfs2); 1, 2 and 4
 //     server threads, data verified;
 //   - a server killed with SIGKILL: served pages keep their data, unserved ones raise SIGBUS, nothing
-//     hangs; a client killed in the middle of fault service leaves the server working.
+//     hangs; a client killed in the middle of fault service leaves the server working;
+//   - Colin across processes: bob, nfs and io_pkt as three OS processes; the lock-up with one lock
+//     for the whole client address space (single_lock), completion with the default region locks.
 // Every wait is bounded (watchdog, poll limits, wait_child), so a hang fails the test.
 #include <doctest/doctest.h>
 #include <sys/mman.h>
@@ -95,7 +97,7 @@ struct server_side {
     int fd = -1;
     if (!wire_recv(sock, m, &fd, limit)) return false;
     if (m.op == hello) {
-      as = std::make_unique<aspace>(adopt_userfaultfd, fd, m.a, aspace_options{.name = "client"});
+      as = std::make_unique<aspace>(adopt_userfaultfd, fd, m.a, aspace_options{.single_lock = single_lock, .name = "Bob"});
       pg = std::make_unique<pager>(*as, po);
       return wire_send(sock, wire_msg{file, 0, 0, 0}, memfd);
     }
@@ -116,6 +118,7 @@ struct server_side {
   int memfd;
   page_source& src;
   pager_options po;
+  bool single_lock = false;  // the seed's QNX behaviour: one lock for the whole client address space
   std::unique_ptr<aspace> as;
   std::unique_ptr<pager> pg;
   wire_msg last;
@@ -496,4 +499,104 @@ TEST_CASE("served mappings: a client killed in the middle of fault service leave
     CHECK(s.pg->stats().faults > 0);
   }
   CHECK(f.read_byte(0) == pattern(0));
+}
+
+namespace {
+
+// Colin's nfs: its page-in of Bob's file reads io_pkt (one request on its socket, bounded wait); the
+// first page-in tells Bob (on `sig`) that bob1's fault is in service.
+struct nfs_source final : page_source {
+  nfs_source(int memfd, int io, int sig) : inner(memfd), io(io), sig(sig) {}
+  std::error_code page_in(const page_in_request& req, page_in_result& out) override {
+    if (first.exchange(false)) {
+      (void)wire_send(sig, wire_msg{note, 0, 0, 0});
+      wire_msg m;
+      if (!wire_send(io, wire_msg{note, req.offset, req.length, 0}) || !wire_recv(io, m, nullptr, std::chrono::seconds(8)))
+        return std::make_error_code(std::errc::timed_out);  // io_pkt never answered: the fault fails
+    }
+    return inner.page_in(req, out);
+  }
+  memfd_page_source inner;
+  int io, sig;
+  std::atomic<bool> first{true};
+};
+
+}  // namespace
+
+TEST_CASE("Colin across processes (vm level): bob, nfs and io_pkt as three OS processes") {
+  // bob1 faults on Bob's mapping of an nfs file; nfs's pager serves it and its page-in reads io_pkt;
+  // io_pkt (one thread) is meanwhile writing bob2's read reply into Bob's memory with
+  // process_vm_writev, and that buffer is an unserved page of another nfs mapping: a kernel-mode
+  // fault that nfs's pager must serve. With one lock for Bob's whole address space held during fault
+  // service (single_lock, the seed's QNX proc) the second fault waits for the first, which waits for
+  // io_pkt, which waits for the second: Colin's lock-up (shown here by Bob's bounded wait; the pieces
+  // are in three processes, so no one process's wait-for graph sees the whole cycle). With the
+  // default per-region locks the second fault is served at once and everything completes.
+  vmtest::require_userfaultfd();
+  std::string why;
+  if (!kernel_faults_available(why)) {
+    MESSAGE("skipped: io_pkt's access must be a kernel-mode fault: " << why);
+    return;
+  }
+  for (const bool single_lock : {false, true}) {
+    CAPTURE(single_lock);
+    vmtest::watchdog wd(60, "colin across processes");
+    vmtest::memfd_file f(file_len);
+    test_support::wire_pair bob_nfs, bob_io, nfs_io, sig;
+    const pid_t nfs = fork_child([&] {
+      nfs_source src(f.fd, nfs_io.keep(0), sig.keep(0));
+      server_side s(bob_nfs.keep(0), f.fd, src);
+      s.single_lock = single_lock;
+      while (s.step(std::chrono::seconds(30))) {
+      }
+      return 0;
+    });
+    const pid_t io_pkt = fork_child([&] {
+      const int from_bob = bob_io.keep(0), from_nfs = nfs_io.keep(1);
+      wire_msg m;
+      if (!wire_recv(from_bob, m, nullptr, std::chrono::seconds(30))) return 1;  // bob2's read first
+      std::vector<char> data(m.b, 'i');
+      iovec l{data.data(), data.size()}, r{reinterpret_cast<void*>(m.a), data.size()};
+      const ssize_t n = ::process_vm_writev(static_cast<pid_t>(m.c), &l, 1, &r, 1, 0);
+      (void)wire_send(from_bob, wire_msg{ack, static_cast<std::uint64_t>(n), 0, 0});
+      if (!wire_recv(from_nfs, m, nullptr, std::chrono::seconds(30))) return 2;  // then nfs's read
+      (void)wire_send(from_nfs, wire_msg{ack, 0, 0, 0});
+      return 0;
+    });
+    const pid_t bob = fork_child([&] {
+      client_side c(bob_nfs.keep(1), nfs, true);
+      const int io = bob_io.keep(1), s = sig.keep(1);
+      std::uint8_t* r1 = c.ok ? c.map(true) : nullptr;
+      std::uint8_t* r2 = c.ok ? c.map(true) : nullptr;
+      if (r1 == nullptr || r2 == nullptr) return 10;
+      std::atomic<int> v{-1};
+      std::thread bob1([&] { v.store(*static_cast<volatile std::uint8_t*>(r1)); });  // faults: nfs serves
+      wire_msg m;
+      if (!wire_recv(s, m, nullptr, std::chrono::seconds(10))) return 11;  // bob1's fault is in service
+      // bob2: read from io_pkt into an unserved page of the other nfs mapping.
+      std::uint8_t* buf = r2 + 8 * vm_page_size;  // file page 8: not the page bob1 reads
+      if (!wire_send(io, wire_msg{note, reinterpret_cast<std::uint64_t>(buf), vm_page_size, static_cast<std::uint64_t>(::getpid())}))
+        return 12;
+      if (!wire_recv(io, m, nullptr, std::chrono::seconds(3))) ::_exit(20);  // the lock-up (bob1 is stuck)
+      if (m.a != vm_page_size || buf[0] != 'i' || buf[vm_page_size - 1] != 'i') return 13;
+      bob1.join();
+      return v.load() == pattern(0) ? 0 : 14;
+    });
+    REQUIRE(nfs > 0);
+    REQUIRE(io_pkt > 0);
+    REQUIRE(bob > 0);
+    const int rc = exit_code(bob);
+    if (single_lock) {
+      CHECK(rc == 20);  // Colin's lock-up: bob2's read never came back
+      ::kill(nfs, SIGKILL);
+      ::kill(io_pkt, SIGKILL);
+      (void)exit_code(nfs);
+      (void)exit_code(io_pkt);
+    } else {
+      CHECK(rc == 0);  // default: every fault served, both reads complete
+      CHECK(exit_code(io_pkt) == 0);
+      ::kill(nfs, SIGKILL);
+      (void)exit_code(nfs);
+    }
+  }
 }
