@@ -11,32 +11,10 @@
 #include "vm_support.hpp"
 
 using namespace faultsafe;
+using vmtest::gated_source;
 using vmtest::pattern;
 
 namespace {
-
-// A page source that blocks the first page-in on a gate, and records what it was asked.
-struct gated_source final : page_source {
-  memfd_page_source inner;
-  std::atomic<int> entered{0};
-  std::atomic<bool> open{false};
-  std::atomic<bool> gate_all{false};
-  std::mutex m;
-  std::vector<page_in_request> seen;
-  explicit gated_source(int fd) : inner(fd) {}
-  std::error_code page_in(const page_in_request& req, page_in_result& out) override {
-    {
-      std::lock_guard<std::mutex> g(m);
-      seen.push_back(req);
-    }
-    if (entered.fetch_add(1) == 0 || gate_all.load())
-      while (!open.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    return inner.page_in(req, out);
-  }
-  void wait_entered(int n = 1) {
-    while (entered.load() < n) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-};
 
 map_request file_map(vmtest::memfd_file& f, page_source& src, bool shared) {
   map_request rq;

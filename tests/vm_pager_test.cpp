@@ -275,17 +275,7 @@ TEST_CASE("stopping the pager with faults pending: blocked threads are released,
   vmtest::require_userfaultfd();
   vmtest::watchdog wd(20, "shutdown");
   vmtest::memfd_file f(64 << 10);
-  struct gate_source final : page_source {
-    memfd_page_source inner;
-    std::atomic<int> entered{0};
-    std::atomic<bool> open{false};
-    explicit gate_source(int fd) : inner(fd) {}
-    std::error_code page_in(const page_in_request& req, page_in_result& out) override {
-      entered.fetch_add(1);
-      while (!open.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      return inner.page_in(req, out);
-    }
-  } src(f.fd);
+  vmtest::gated_source src(f.fd, /*gate_every_page_in=*/true);
   aspace as;
   auto pg = std::make_unique<pager>(as, pager_options{1});
   map_request rq;

@@ -14,6 +14,7 @@
 #include "vm_support.hpp"
 
 using namespace faultsafe;
+using vmtest::gated_source;
 using vmtest::pattern;
 
 namespace {
@@ -51,19 +52,6 @@ void expect_page(const std::uint8_t* base, std::size_t i, int want_kind) {
     CHECK(v == (want_kind == 0 ? 0 : pattern(off)));
   }
 }
-
-// A page source whose first page-in waits on a gate.
-struct gated_source final : page_source {
-  memfd_page_source inner;
-  std::atomic<int> entered{0};
-  std::atomic<bool> open{false};
-  explicit gated_source(int fd) : inner(fd) {}
-  std::error_code page_in(const page_in_request& req, page_in_result& out) override {
-    if (entered.fetch_add(1) == 0)
-      while (!open.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    return inner.page_in(req, out);
-  }
-};
 
 }  // namespace
 
@@ -230,7 +218,7 @@ TEST_CASE("partial munmap waits for fault service in flight on its region") {
   std::atomic<int> sig{-1};
   std::uint8_t v = 0;
   std::thread reader([&] { sig = vmtest::probe_read(p + 10 * pg + 5, v); });
-  while (slow.entered.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  slow.wait_entered();
   std::atomic<bool> done{false};
   std::thread unmapper([&] {
     CHECK(as.munmap(p, 4 * pg) == std::error_code{});

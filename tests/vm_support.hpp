@@ -19,9 +19,11 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "support/pattern.hpp"
 #include "faultsafe/vm/aspace.hpp"
+#include "faultsafe/vm/page_source.hpp"
 #include "faultsafe/vm/pager.hpp"
 #include "support/signals.hpp"
 #include "support/sync.hpp"
@@ -169,5 +171,31 @@ inline int probe_read_racy(const volatile std::uint8_t* p, std::uint8_t& out) {
 inline int probe_write(volatile std::uint8_t* p, std::uint8_t v) {
   return probe_access(p, [&] { *p = v; });
 }
+
+/// A page source over a memfd that records every request and holds page-ins until `open`: the first
+/// one only, or every one when `gate_all`. The pager threads poll `open` (the test's watchdog bounds
+/// the wait). Thread-safety: page_in() from any thread; `seen` under `m`.
+struct gated_source final : faultsafe::page_source {
+  faultsafe::memfd_page_source inner;
+  std::atomic<int> entered{0};
+  std::atomic<bool> open{false};
+  std::atomic<bool> gate_all{false};
+  std::mutex m;
+  std::vector<faultsafe::page_in_request> seen;
+  explicit gated_source(int fd, bool gate_every_page_in = false) : inner(fd) { gate_all = gate_every_page_in; }
+  std::error_code page_in(const faultsafe::page_in_request& req, faultsafe::page_in_result& out) override {
+    {
+      std::lock_guard<std::mutex> g(m);
+      seen.push_back(req);
+    }
+    if (entered.fetch_add(1) == 0 || gate_all.load())
+      while (!open.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return inner.page_in(req, out);
+  }
+  /// Waits until `n` page-ins have entered.
+  void wait_entered(int n = 1) {
+    while (entered.load() < n) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+};
 
 }  // namespace vmtest
