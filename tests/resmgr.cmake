@@ -28,3 +28,7 @@ faultsafe_test(resmgr_failed_calls SOURCES resmgr_failed_calls.cpp TIMEOUT 60 LA
 # (/dev/shm; the ordinary user's calls through setfsuid: needs root, else that case only reports), readdir
 # positions under concurrent unlinks, rename's cases, limits and permissions, and a lock-order stress.
 faultsafe_test(ramfs_posix SOURCES ramfs_posix_test.cpp TIMEOUT 180 LABELS resmgr)
+# Servers and clients in separate OS processes (issue 11): the same random sequence over both
+# transports, kill -9 of clients (1,000 rounds) and of a server, forged credentials. Own main: the
+# children are this executable with --role.
+faultsafe_test(remote SOURCES remote_test.cpp TIMEOUT 300 LABELS resmgr NO_MAIN)

@@ -10,6 +10,7 @@
 #include <faultsafe/activity/wait_graph.hpp>
 #include <faultsafe/config.hpp>
 #include <faultsafe/ipc/channel.hpp>
+#include <faultsafe/ipc/socket_transport.hpp>
 #include <faultsafe/order/lock_graph.hpp>
 #include <faultsafe/order/ranked_mutex.hpp>
 #include <faultsafe/order/violation.hpp>
@@ -26,6 +27,7 @@
 #include <faultsafe/resmgr/process_thread.hpp>
 #include <faultsafe/resmgr/protocol.hpp>
 #include <faultsafe/resmgr/ramfs.hpp>
+#include <faultsafe/resmgr/remote.hpp>
 #include <faultsafe/resmgr/server.hpp>
 #include <faultsafe/resmgr/thread_pool.hpp>
 #include <faultsafe/source_location.hpp>

@@ -3,7 +3,10 @@
 //
 // futex_wait_until() sleeps while *word == expected, until woken, until the absolute CLOCK_MONOTONIC
 // deadline (std::chrono::steady_clock on Linux) passes, or spuriously. futex_wake() wakes up to n
-// sleepers. Private futexes (FUTEX_PRIVATE_FLAG): the word must not be shared between OS processes.
+// sleepers. Private futexes (FUTEX_PRIVATE_FLAG) by default: the word must not be shared between OS
+// processes. With `futex_scope::shared` the word may live in memory shared between processes (a
+// MAP_SHARED memfd: the socket transport's channel, ipc/socket_transport.hpp); waiter and waker must
+// use the same scope.
 // cpu_relax() is the spin-loop hint; `futex_mutex` is the internal leaf mutex built on them (one
 // CAS to lock and one exchange to unlock when uncontended; a short spin, then a park).
 //
@@ -31,11 +34,16 @@ static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t), "fute
 
 using futex_clock = std::chrono::steady_clock;
 
+/// Private: the word is in this process only (cheaper: no mm lookup). Shared: across OS processes.
+enum class futex_scope { private_, shared };
+
+constexpr int futex_flags(futex_scope s) noexcept { return s == futex_scope::private_ ? FUTEX_PRIVATE_FLAG : 0; }
+
 /// Effects: sleeps while *word == expected, at most until `deadline` (time_point::max() = forever).
 /// Returns: 0 when woken (or spuriously), ETIMEDOUT when the deadline passed, EAGAIN when *word !=
 /// expected on entry, EINTR on a signal. Complexity: one system call.
 inline int futex_wait_until(std::atomic<std::uint32_t>* word, std::uint32_t expected,
-                            futex_clock::time_point deadline) noexcept {
+                            futex_clock::time_point deadline, futex_scope scope = futex_scope::private_) noexcept {
   timespec ts{};
   const timespec* tsp = nullptr;
   if (deadline != futex_clock::time_point::max()) {
@@ -46,7 +54,7 @@ inline int futex_wait_until(std::atomic<std::uint32_t>* word, std::uint32_t expe
     tsp = &ts;
   }
   // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC timeout (FUTEX_WAIT takes a relative one).
-  const long r = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG,
+  const long r = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT_BITSET | futex_flags(scope),
                            expected, tsp, nullptr, FUTEX_BITSET_MATCH_ANY);
   return r == 0 ? 0 : errno;
 }
@@ -57,9 +65,9 @@ inline int futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected) 
 }
 
 /// Effects: wakes up to n threads sleeping on `word`. Returns the number woken.
-inline int futex_wake(std::atomic<std::uint32_t>* word, int n = 1) noexcept {
+inline int futex_wake(std::atomic<std::uint32_t>* word, int n = 1, futex_scope scope = futex_scope::private_) noexcept {
   return static_cast<int>(
-      ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE | FUTEX_PRIVATE_FLAG, n, nullptr, nullptr, 0));
+      ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE | futex_flags(scope), n, nullptr, nullptr, 0));
 }
 
 /// A CPU hint for spin loops (PAUSE on x86, YIELD on arm64).

@@ -1,7 +1,16 @@
 // faultsafe/ipc/channel.hpp: synchronous send / receive / reply (QNX MsgSend / MsgReceive / MsgReply).
 //
-// Defines `channel_options`, `send_buffers`, `send_options`, `send_result`, `channel` and its server
-// side `channel::receiver`.
+// Defines `channel_options`, `send_buffers`, `send_options`, `send_result`, `channel_transport`,
+// `channel` and its server side `channel::receiver`.
+//
+// Two transports, one interface: a channel is either in-process (the queue below: the sender and the
+// server threads share the address space) or the client end of a connection to a server in another
+// OS process (a `channel_transport`, ipc/socket_transport.hpp: a Unix socket and a shared-memory
+// channel). Clients (resmgr/process.hpp) send on either the same way and get the same results.
+// Server side, a transport that receives messages itself hands each one to a receiver with
+// receiver::receive_direct(), so the server's handlers serve it like one from the queue; a message
+// whose buffers are in another process (send_buffers::remote_pid) is copied with
+// process_vm_readv/process_vm_writev (a bad address is EFAULT for that message).
 //
 // Model
 // - A sender calls channel::send() and blocks until a server thread replies (or the send times out, is
@@ -84,7 +93,10 @@
 #include <cstdint>
 #include <cstring>
 #include <list>
+#include <memory>
 #include <mutex>
+#include <sys/types.h>
+#include <sys/uio.h>
 #include <optional>
 #include <stop_token>
 #include <system_error>
@@ -157,6 +169,10 @@ struct send_buffers {
   std::size_t reply_header_len = 0;
   void* reply_data = nullptr;           ///< bulk reply buffer, written in place by the server (MsgWrite)
   std::size_t reply_data_len = 0;
+  /// 0: every buffer is in this process. Else payload and reply_data are addresses in OS process
+  /// `remote_pid` (header and reply_header are still local): the receiver copies them with
+  /// process_vm_readv / process_vm_writev. Set only by a transport's server side for receive_direct().
+  pid_t remote_pid = 0;
 };
 
 /// Sender-side limits of one send.
@@ -231,6 +247,17 @@ struct channel_message {
 
 }  // namespace detail
 
+/// The client end of a channel whose server is elsewhere (another OS process): channel::send() and
+/// stop() forward to it. Thread-safety: send() from any number of threads, stop() from any thread.
+class channel_transport {
+ public:
+  virtual ~channel_transport() = default;
+  /// As channel::send() (same errors), plus the transport's own (see its header).
+  [[nodiscard]] virtual send_result send(const send_buffers& b, const send_options& o) noexcept = 0;
+  /// Effects: later sends fail with ESHUTDOWN; sends in progress complete or fail. Idempotent.
+  virtual void stop() noexcept = 0;
+};
+
 class channel {
  public:
   /// Largest header a send may carry (copied into the receiver at receive time).
@@ -239,8 +266,13 @@ class channel {
   class receiver;
 
   explicit channel(channel_options opts = {}) : opts_(opts) {}
+  /// A channel whose sends go through `t` (a connection to a server in another process). Receivers
+  /// may still attach (receive_direct()), but nothing is ever queued. Requires: t != nullptr.
+  channel(std::unique_ptr<channel_transport> t, channel_options opts) : opts_(opts), transport_(std::move(t)) {}
   /// Effects: stop(). Requires: no send() or receiver use in progress or to come.
   ~channel() { stop(); }
+  /// Whether sends go through a channel_transport (the server is in another process).
+  [[nodiscard]] bool remote() const noexcept { return transport_ != nullptr; }
   channel(const channel&) = delete;
   channel& operator=(const channel&) = delete;
 
@@ -259,6 +291,8 @@ class channel {
         (b.reply_header == nullptr && b.reply_header_len) || (b.reply_data == nullptr && b.reply_data_len))
       return fail(r, EFAULT);
     if (o.stop.stop_requested()) return fail(r, ECANCELED);
+    if (b.remote_pid != 0) return fail(r, EINVAL);  // only a transport's server side names another process
+    if (transport_) return transport_->send(b, o);
     detail::channel_message m;
     m.buf = b;
     m.activity = current_activity();
@@ -286,6 +320,7 @@ class channel {
   /// wakes every receiver blocked in receive() (they return ESHUTDOWN). Idempotent. Messages being
   /// served complete normally. Thread-safety: any thread.
   void stop() noexcept {
+    if (transport_) transport_->stop();
     {
       exclusive_guard g(mu_);
       stopped_ = true;
@@ -618,6 +653,7 @@ class channel {
   std::atomic<std::uint32_t> sleeping_receivers_{0};
   // Read-mostly: stays shared in every cache.
   alignas(64) channel_options opts_;
+  std::unique_ptr<channel_transport> transport_;  // null: in-process
   bool stopped_ FAULTSAFE_GUARDED_BY(mu_) = false;
   unsigned server_threads_ FAULTSAFE_GUARDED_BY(mu_) = 0;  // add_server() - remove_server()
   std::list<receiver> receivers_ FAULTSAFE_GUARDED_BY(mu_);  // stable addresses
@@ -661,6 +697,7 @@ class channel::receiver {
           m->server_clock_valid = cpu_clock_valid_;
           msg_ = m;
           buf_ = m->buf;
+          reply_high_ = 0;
           // (2) release (under the mutex too): the sender's abandon() sees slot/seq.
           std::uint32_t s = m->state.load(std::memory_order_relaxed);
           while (!m->state.compare_exchange_weak(s, (s & ~detail::msg_phase_mask) | detail::msg_received,
@@ -696,6 +733,46 @@ class channel::receiver {
     }
   }
 
+  /// Effects: makes this receiver hold the message `b` (activity `a`, sender thread `sender`) that a
+  /// transport received itself (not through the queue): the caller then serves it exactly like one
+  /// from receive() (header_as, read_payload, write_reply_data, reply, ...) and reads the outcome
+  /// with direct_result(). Nobody waits on it here, so the message cannot be abandoned. Returns
+  /// EMSGSIZE (holding nothing) if b.header_len > max_header. Requires: !holding(). No allocation.
+  [[nodiscard]] std::error_code receive_direct(const send_buffers& b, activity_id a, std::uint32_t sender) noexcept {
+    if (b.header_len > max_header) return std::error_code(EMSGSIZE, std::generic_category());
+    thread_.store(this_thread_id(), std::memory_order_relaxed);
+    direct_.state.store(detail::msg_received, std::memory_order_relaxed);
+    direct_.buf = b;
+    direct_.activity = a;
+    direct_.sender_thread = sender;
+    direct_.status = 0;
+    direct_.error = 0;
+    direct_.reply_header_written = 0;
+    seq_ = seq_ + 1;
+    direct_.slot = this;
+    direct_.seq = seq_;
+    msg_ = &direct_;
+    buf_ = b;
+    reply_high_ = 0;
+    slot_.store((seq_ << 8) | detail::slot_active, std::memory_order_release);
+    sender_.store(sender, std::memory_order_relaxed);
+    activity_.store(a, std::memory_order_relaxed);
+    type_.store(b.type, std::memory_order_relaxed);
+    header_len_ = b.header_len;
+    if (header_len_ > 0) std::memcpy(header_, b.header, header_len_);  // a transport's own local copy
+    return {};
+  }
+  /// The outcome of the message taken with receive_direct(): what its sender would have got. If it
+  /// is still held (the handler neither replied nor failed it), fails it with EIO first.
+  [[nodiscard]] send_result direct_result() noexcept {
+    if (msg_ == &direct_) (void)reply_error(std::error_code(EIO, std::generic_category()));
+    return channel::result_of(direct_);
+  }
+
+  /// The end of the highest reply-data byte the server may have written for the held (or last)
+  /// message: a transport that stages reply data copies back only this much.
+  [[nodiscard]] std::size_t reply_data_high() const noexcept { return reply_high_; }
+
   /// True while a message is held (received and not yet replied).
   [[nodiscard]] bool holding() const noexcept { return msg_ != nullptr; }
   /// The held message's type / sender activity / sender thread. Requires: holding().
@@ -724,6 +801,7 @@ class channel::receiver {
   /// MsgRead: copies up to `len` payload bytes from offset `off` of the sender's buffer into `dst`.
   /// Returns: ECANCELED if the sender gave up, EFAULT if its memory faulted; *copied = bytes copied.
   [[nodiscard]] std::error_code read_payload(std::size_t off, void* dst, std::size_t len, std::size_t* copied = nullptr) noexcept {
+    if (buf_.remote_pid != 0) return remote_read_payload(off, dst, len, copied);
     std::size_t n = 0;
     auto ec = with_payload([&](const void* p, std::size_t avail) {
       n = off >= avail ? 0 : std::min(len, avail - off);
@@ -736,17 +814,33 @@ class channel::receiver {
   /// MsgWrite: copies `len` bytes from `src` into the sender's reply buffer at offset `off`. Fails with
   /// EMSGSIZE (copying nothing) if that does not fit, ECANCELED if the sender gave up.
   [[nodiscard]] std::error_code write_reply_data(std::size_t off, const void* src, std::size_t len) noexcept {
-    return with_reply_data([&](void* p, std::size_t cap) -> std::error_code {
-      if (off > cap || len > cap - off) return std::error_code(EMSGSIZE, std::generic_category());
-      return copy(static_cast<unsigned char*>(p) + off, src, len);
-    });
+    std::size_t high = reply_high_;
+    if (off <= buf_.reply_data_len && len <= buf_.reply_data_len - off) high = std::max(high, off + len);
+    std::error_code ec;
+    if (buf_.remote_pid != 0) {
+      ec = remote_write_reply_data(off, src, len);
+    } else {
+      ec = with_reply_data([&](void* p, std::size_t cap) -> std::error_code {
+        if (off > cap || len > cap - off) return std::error_code(EMSGSIZE, std::generic_category());
+        return copy(static_cast<unsigned char*>(p) + off, src, len);
+      });
+    }
+    reply_high_ = high;  // with_reply_data() assumed all of it
+    return ec;
   }
 
   /// Effects: calls f(const void* payload, size_t payload_len) -> std::error_code while the sender is
   /// pinned (cannot return). f may read the sender's memory directly (and fault). Returns f's result,
   /// or ECANCELED without calling f if the sender gave up. Requires: holding().
+  /// A payload in another process (send_buffers::remote_pid) is first read into a buffer of this
+  /// receiver (ENOMEM if none can be had; EFAULT if the read fails) and f gets that.
   template <class F>
   [[nodiscard]] std::error_code with_payload(F&& f) {
+    if (buf_.remote_pid != 0) {
+      if (auto ec = stage(buf_.payload_len)) return ec;
+      if (auto ec = read_payload(0, stage_.data(), buf_.payload_len)) return ec;
+      return f(static_cast<const void*>(stage_.data()), buf_.payload_len);
+    }
     if (!begin_copy()) return std::error_code(ECANCELED, std::generic_category());
     std::error_code ec;
     try {
@@ -761,8 +855,18 @@ class channel::receiver {
 
   /// As with_payload(), for f(void* reply_data, size_t reply_data_len): the direct write path (a read
   /// handler memcpy()s from its store straight into the client's buffer).
+  /// A reply buffer in another process is staged: read into a buffer of this receiver, given to f,
+  /// and written back whole if f succeeded (bytes f did not change are written back unchanged).
   template <class F>
   [[nodiscard]] std::error_code with_reply_data(F&& f) {
+    reply_high_ = buf_.reply_data_len;  // f may write anywhere
+    if (buf_.remote_pid != 0) {
+      const std::size_t n = buf_.reply_data_len;
+      if (auto ec = stage(n)) return ec;
+      if (auto ec = remote_copy(false, 0, stage_.data(), n)) return ec;
+      if (auto ec = f(static_cast<void*>(stage_.data()), n)) return ec;
+      return remote_write_reply_data(0, stage_.data(), n);
+    }
     if (!begin_copy()) return std::error_code(ECANCELED, std::generic_category());
     std::error_code ec;
     try {
@@ -810,6 +914,51 @@ class channel::receiver {
         recent_wait_ns_ > o.receiver_spin_max.count())
       return o.receiver_spin;
     return std::clamp(std::chrono::nanoseconds(2 * recent_wait_ns_), o.receiver_spin, o.receiver_spin_max);
+  }
+
+  // ---- buffers in another OS process (send_buffers::remote_pid) --------------------------------------
+  std::error_code stage(std::size_t n) noexcept {
+    try {
+      if (stage_.size() < n) stage_.resize(n);
+    } catch (const std::bad_alloc&) {
+      return std::error_code(ENOMEM, std::generic_category());
+    }
+    return {};
+  }
+  // process_vm_readv (payload, or with to_payload false the reply buffer) / process_vm_writev of `n`
+  // bytes at offset `off` of the remote buffer. Any failure (a bad address, the process gone: ESRCH,
+  // not allowed: EPERM) or a short transfer is EFAULT for this message.
+  std::error_code remote_copy(bool write, std::size_t off, void* local, std::size_t n, bool to_payload = false) noexcept {
+    if (n == 0) return {};
+    const auto base = reinterpret_cast<std::uintptr_t>(to_payload ? buf_.payload : static_cast<const void*>(buf_.reply_data));
+    struct ::iovec l{local, n};
+    struct ::iovec r{reinterpret_cast<void*>(base + off), n};
+    std::size_t done = 0;
+    while (done < n) {  // the kernel may transfer less than asked (a partly bad range: the rest faults)
+      l = {static_cast<char*>(local) + done, n - done};
+      r = {reinterpret_cast<void*>(base + off + done), n - done};
+      const ssize_t k = write ? ::process_vm_writev(buf_.remote_pid, &l, 1, &r, 1, 0)
+                              : ::process_vm_readv(buf_.remote_pid, &l, 1, &r, 1, 0);
+      if (k <= 0) return std::error_code(EFAULT, std::generic_category());
+      done += static_cast<std::size_t>(k);
+    }
+    return {};
+  }
+  std::error_code remote_read_payload(std::size_t off, void* dst, std::size_t len, std::size_t* copied) noexcept {
+    const std::size_t n = off >= buf_.payload_len ? 0 : std::min(len, buf_.payload_len - off);
+    if (!begin_copy()) return std::error_code(ECANCELED, std::generic_category());
+    const std::error_code ec = remote_copy(false, off, dst, n, true);
+    if (!end_copy()) return std::error_code(ECANCELED, std::generic_category());
+    if (copied) *copied = ec ? 0 : n;
+    return ec;
+  }
+  std::error_code remote_write_reply_data(std::size_t off, const void* src, std::size_t len) noexcept {
+    const std::size_t cap = buf_.reply_data_len;
+    if (off > cap || len > cap - off) return std::error_code(EMSGSIZE, std::generic_category());
+    if (!begin_copy()) return std::error_code(ECANCELED, std::generic_category());
+    const std::error_code ec = remote_copy(true, off, const_cast<void*>(src), len);
+    if (!end_copy()) return std::error_code(ECANCELED, std::generic_category());
+    return ec;
   }
 
   std::error_code copy(void* dst, const void* src, std::size_t n) noexcept {
@@ -894,6 +1043,9 @@ class channel::receiver {
   unsigned copy_depth_ = 0;
   std::size_t header_len_ = 0;
   send_buffers buf_;  // copy of the held message's buffers (the message itself may die on abandon)
+  message direct_;    // the message receive_direct() holds (no sender waits on it)
+  std::size_t reply_high_ = 0;  // see reply_data_high()
+  std::vector<unsigned char> stage_;  // with_payload/with_reply_data of buffers in another process
   alignas(std::max_align_t) unsigned char header_[max_header];
 };
 

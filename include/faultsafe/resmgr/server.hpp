@@ -127,6 +127,12 @@ class server {
     ocbs_.clear();
   }
 
+  /// Effects: serves the message `r` holds exactly as a pool thread serves one from the channel
+  /// (dispatch, handler, reply). For transports that receive messages themselves
+  /// (channel::receiver::receive_direct(): resmgr/remote.hpp serves clients in other OS processes).
+  /// Requires: r.holding(), r attached to chan(). Thread-safety: any thread (a transport's own).
+  void serve(channel::receiver& r) { dispatch(r); }
+
   /// Pool statistics (racy snapshots): threads started, threads idle (waiting for work), the most
   /// threads ever busy at once, messages served by the reserve thread (self-deadlocks resolved by grant).
   [[nodiscard]] unsigned threads() const noexcept { return pool_.threads(); }

@@ -3,6 +3,8 @@
 //
 // Defines
 // - `real_platform`: std::chrono::steady_clock, futex(2) on std::atomic<std::uint32_t>, the CPU pause.
+// - `shared_platform`: the same with shared futexes, for a word in memory shared between OS processes
+//   (the socket transport's per-connection channel, ipc/socket_transport.hpp).
 // - `spin_until<P>(word, budget, done)`: the spin phase of a wait.
 // - `park_once<P>(word, s, sleeping, until)`: one step of the park phase.
 // - `wake_if_sleeping<P>(word, old, sleeping)`: the waker's side, after its read-modify-write.
@@ -52,6 +54,14 @@ struct real_platform {
     (void)futex_wait_until(&w, expected, until);
   }
   static void wake(word& w) noexcept { (void)futex_wake(&w, INT_MAX); }
+};
+
+/// real_platform across OS processes: the word lives in a MAP_SHARED mapping (no FUTEX_PRIVATE_FLAG).
+struct shared_platform : real_platform {
+  static void wait(word& w, std::uint32_t expected, time_point until) noexcept {
+    (void)futex_wait_until(&w, expected, until, futex_scope::shared);
+  }
+  static void wake(word& w) noexcept { (void)futex_wake(&w, INT_MAX, futex_scope::shared); }
 };
 
 /// Effects: re-reads `w` until done(state) or until `budget` has passed, with P::relax() between

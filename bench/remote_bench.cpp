@@ -1,0 +1,227 @@
+// Round trips to a server in another OS process (ipc/socket_transport.hpp, resmgr/remote.hpp), each
+// beside its baselines of the same run:
+// - pread of 4 KiB from a ramfs served by another process, vs the kernel's own pread(2) of a tmpfs
+//   file (/dev/shm), vs a bare cross-process shared-memory spin ping-pong, vs a pipe round trip;
+// - pread of 1 MiB from the other process vs the kernel's pread(2) of tmpfs (throughput);
+// - the crossover of MsgWrite across processes: the same preads through a connection that copies
+//   every reply through the shared slot (inline) and through one that always uses process_vm_writev.
+// The server, the ping-pong partner and the pipe echo are children forked at the start of main(),
+// before any thread exists. All figures are real (wall-clock) time per iteration.
+#include <faultsafe/resmgr/process.hpp>
+#include <faultsafe/resmgr/ramfs.hpp>
+#include <faultsafe/resmgr/remote.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "bench_report.hpp"
+
+namespace {
+
+constexpr std::size_t file_size = 2 << 20;
+std::string g_inline_addr, g_vm_addr, g_default_addr;
+std::atomic<std::uint32_t>* g_ping = nullptr;  // shared page: the spin ping-pong word
+int g_pipe_to = -1, g_pipe_from = -1;
+const char* const tmpfs_file = "/dev/shm/faultsafe-remote-bench";
+
+constexpr std::uint32_t ping_park = 0xfffffffe, ping_quit = 0xffffffff;
+
+[[noreturn]] void serve(const std::string& base, int ready) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  faultsafe::path_namespace ns;
+  faultsafe::ramfs_options o;
+  o.name = "benchfs";
+  o.prefix = "/b";
+  o.ns = &ns;
+  o.file.max_size = 64 << 20;
+  faultsafe::ramfs fs(o);
+  {
+    faultsafe::process p("init", {0, 0}, &ns);
+    const int fd = *p.open("/b/f", O_RDWR | O_CREAT, 0644);
+    std::vector<unsigned char> d(file_size, 0x5a);
+    (void)p.pwrite(fd, d.data(), d.size(), 0);
+    (void)p.close(fd);
+  }
+  faultsafe::remote_server def(fs.srv(), {.address = base + "-default"});
+  faultsafe::remote_server in(fs.srv(), {.address = base + "-inline", .slots = 2, .inline_max = 1 << 20});
+  faultsafe::remote_server vm(fs.srv(), {.address = base + "-vm", .slots = 2, .inline_max = 0});
+  (void)!::write(ready, "r", 1);
+  for (;;) ::pause();
+}
+
+[[noreturn]] void ping_partner() {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  std::atomic<std::uint32_t>& w = *g_ping;
+  for (;;) {
+    std::uint32_t v = w.load(std::memory_order_acquire);
+    if (v == ping_quit) std::_Exit(0);
+    if (v == ping_park || v == 0) {
+      (void)faultsafe::detail::futex_wait_until(&w, v, faultsafe::detail::futex_clock::time_point::max(),
+                                                faultsafe::detail::futex_scope::shared);
+      continue;
+    }
+    if (v & 1) w.store(v + 1, std::memory_order_release);
+    else faultsafe::detail::cpu_relax();
+  }
+}
+
+[[noreturn]] void pipe_echo(int in, int out) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  char c;
+  while (::read(in, &c, 1) == 1)
+    if (::write(out, &c, 1) != 1) break;
+  std::_Exit(0);
+}
+
+void BM_KernelPreadTmpfs(benchmark::State& state) {
+  const std::size_t n = static_cast<std::size_t>(state.range(0));
+  const int fd = ::open(tmpfs_file, O_RDONLY);
+  std::vector<unsigned char> buf(n);
+  for (auto _ : state) {
+    const ssize_t r = ::pread(fd, buf.data(), n, 0);
+    benchmark::DoNotOptimize(r);
+  }
+  ::close(fd);
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * n));
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_KernelPreadTmpfs)->Arg(4096)->Arg(1 << 20)->UseRealTime();
+
+void remote_pread(benchmark::State& state, const std::string& address) {
+  const std::size_t n = static_cast<std::size_t>(state.range(0));
+  faultsafe::path_namespace ns;
+  std::error_code ec = faultsafe::mount_remote(ns, "/b", address);
+  if (ec) {
+    state.SkipWithError(("connect: " + ec.message()).c_str());
+    return;
+  }
+  faultsafe::process p("client", {0, 0}, &ns);
+  const int fd = *p.open("/b/f", O_RDONLY);
+  std::vector<unsigned char> buf(n);
+  for (auto _ : state) {
+    auto r = p.pread(fd, buf.data(), n, 0);
+    if (!r || *r != n) {
+      state.SkipWithError("pread failed");
+      break;
+    }
+  }
+  (void)p.close(fd);
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * n));
+  state.SetItemsProcessed(state.iterations());
+}
+void BM_RemotePread(benchmark::State& state) { remote_pread(state, g_default_addr); }
+BENCHMARK(BM_RemotePread)->Arg(4096)->Arg(1 << 20)->UseRealTime();
+
+// The crossover: every size through the slot (inline) and by process_vm_writev (vm).
+void BM_RemotePreadInline(benchmark::State& state) { remote_pread(state, g_inline_addr); }
+void BM_RemotePreadVm(benchmark::State& state) { remote_pread(state, g_vm_addr); }
+void crossover_sizes(benchmark::internal::Benchmark* b) {
+  for (int s = 1024; s <= (512 << 10); s *= 2) b->Arg(s);
+  b->UseRealTime();
+}
+BENCHMARK(BM_RemotePreadInline)->Apply(crossover_sizes);
+BENCHMARK(BM_RemotePreadVm)->Apply(crossover_sizes);
+
+void BM_SharedMemorySpinPingPong(benchmark::State& state) {
+  std::atomic<std::uint32_t>& w = *g_ping;
+  std::uint32_t v = 1;
+  w.store(v, std::memory_order_release);
+  (void)faultsafe::detail::futex_wake(&w, 1, faultsafe::detail::futex_scope::shared);
+  while (w.load(std::memory_order_acquire) != v + 1) faultsafe::detail::cpu_relax();
+  for (auto _ : state) {
+    v += 2;
+    w.store(v, std::memory_order_release);
+    while (w.load(std::memory_order_acquire) != v + 1) faultsafe::detail::cpu_relax();
+  }
+  w.store(ping_park, std::memory_order_release);
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_SharedMemorySpinPingPong)->UseRealTime();
+
+void BM_PipeRoundTrip(benchmark::State& state) {
+  char c = 'x';
+  for (auto _ : state) {
+    if (::write(g_pipe_to, &c, 1) != 1 || ::read(g_pipe_from, &c, 1) != 1) {
+      state.SkipWithError("pipe");
+      break;
+    }
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_PipeRoundTrip)->UseRealTime();
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool listing = fs_bench::listing_only(argc, argv);
+  std::vector<pid_t> children;
+  if (!listing) {
+    const std::string base = "@faultsafe-remote-bench-" + std::to_string(::getpid());
+    g_default_addr = base + "-default";
+    g_inline_addr = base + "-inline";
+    g_vm_addr = base + "-vm";
+    {  // the tmpfs baseline file
+      const int fd = ::open(tmpfs_file, O_RDWR | O_CREAT | O_TRUNC, 0644);
+      std::vector<unsigned char> d(file_size, 0x5a);
+      if (fd < 0 || ::write(fd, d.data(), d.size()) != static_cast<ssize_t>(d.size())) return 1;
+      ::close(fd);
+    }
+    int ready[2];
+    if (::pipe(ready) != 0) return 1;
+    pid_t pid = ::fork();
+    if (pid == 0) serve(base, ready[1]);
+    children.push_back(pid);
+    char c;
+    if (::read(ready[0], &c, 1) != 1) return 1;
+    void* page = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (page == MAP_FAILED) return 1;
+    g_ping = new (page) std::atomic<std::uint32_t>(0);
+    pid = ::fork();
+    if (pid == 0) ping_partner();
+    children.push_back(pid);
+    int to[2], from[2];
+    if (::pipe(to) != 0 || ::pipe(from) != 0) return 1;
+    pid = ::fork();
+    if (pid == 0) pipe_echo(to[0], from[1]);
+    children.push_back(pid);
+    g_pipe_to = to[1];
+    g_pipe_from = from[0];
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  fs_bench::reporter rep(benchmark::ConsoleReporter::OO_Tabular);
+  benchmark::RunSpecifiedBenchmarks(&rep);
+  benchmark::Shutdown();
+  for (pid_t c : children) ::kill(c, SIGKILL);
+  for (pid_t c : children) ::waitpid(c, nullptr, 0);
+  ::unlink(tmpfs_file);
+  if (listing) return 0;
+  fs_bench::reporter::print_header("bench_remote: real time per iteration, client and server in separate processes");
+  const auto real = [&](const char* label, const std::string& a, const std::string& b, const char* note = "") {
+    fs_bench::reporter::ratio_line(label, rep.real_ns(a), rep.real_ns(b), "ns", note);
+  };
+  real("remote pread 4K / kernel pread(2) 4K of tmpfs", "BM_RemotePread/4096/", "BM_KernelPreadTmpfs/4096/", "goal <= 1.5x");
+  real("remote pread 4K / shared-memory spin ping-pong", "BM_RemotePread/4096/", "BM_SharedMemorySpinPingPong");
+  real("remote pread 4K / pipe round trip", "BM_RemotePread/4096/", "BM_PipeRoundTrip");
+  real("kernel pread 4K of tmpfs / shared-memory spin ping-pong", "BM_KernelPreadTmpfs/4096/", "BM_SharedMemorySpinPingPong");
+  fs_bench::reporter::ratio_line("remote pread 1M throughput / kernel pread(2) 1M of tmpfs",
+                                 rep.rate("BM_RemotePread/1048576/"), rep.rate("BM_KernelPreadTmpfs/1048576/"), "op/s",
+                                 "goal >= 0.5x");
+  std::printf("  crossover (time through the slot / time by process_vm_writev; < 1: the slot is faster):\n");
+  for (int s = 1024; s <= (512 << 10); s *= 2) {
+    const std::string a = "BM_RemotePreadInline/" + std::to_string(s) + "/", b = "BM_RemotePreadVm/" + std::to_string(s) + "/";
+    fs_bench::reporter::ratio_line("  pread " + std::to_string(s / 1024) + " KiB: inline / process_vm", rep.real_ns(a),
+                                   rep.real_ns(b), "ns");
+  }
+  return 0;
+}

@@ -1,0 +1,193 @@
+// faultsafe/resmgr/remote.hpp: a resource manager serving client OS processes, and the client's way
+// to reach it.
+//
+// Defines `remote_server_options`, `remote_server` (serves a `server` on a Unix socket through the
+// socket transport, ipc/socket_transport.hpp) and `mount_remote()` (a client process attaches a path
+// prefix of its namespace to such a server). A `process` (resmgr/process.hpp) whose namespace
+// resolves a path to a remote server sends every call there exactly as to a server in its own
+// binary: the same calls, the same result<T> / std::error_code values. One client API, two
+// transports (the in-process channel and the socket channel), no second copy of process.hpp.
+//
+// Identity. The credentials in a request header (client_info) are replaced, for every message,
+// with the connection's: the uid and gid the kernel reported at connect (SO_PEERCRED) and a logical
+// pid this server gives the connection (distinct from every in-process `process` pid, which never
+// reach 2^62). A client that writes another uid into its messages gets exactly what its real uid
+// gets. Permission checks are the server's own, as for in-process clients.
+//
+// Death. When a client's connection dies (the process exits or is killed, even in the middle of a
+// request; noticed at once by the socket's hang-up or the pidfd), its requests being served finish
+// (copies into the dead process fail with EFAULT) and then every open it still held is closed as if
+// it had called close() (the server's close handler runs; its range locks were only ever held for
+// the duration of a request). Other clients do not notice. A server that dies or stops makes the
+// client's calls fail with ESHUTDOWN (socket_transport.hpp says how soon).
+//
+// Not across processes yet: mmap of a server file (io_msg::mmap fails with ENOTSUP: the reply would
+// name a memfd of the server's fd table); anonymous mmap/munmap/mprotect/msync work as in-process
+// (they are the client's own).
+//
+// Thread-safety: all members from any thread. Lock order: the client table mutex is a leaf, never
+// held while serving. Lifetime: a remote_server must be destroyed (or stopped) before its server.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "../ipc/socket_transport.hpp"
+#include "../order/ranked_mutex.hpp"
+#include "path_namespace.hpp"
+#include "protocol.hpp"
+#include "server.hpp"
+
+namespace faultsafe {
+
+struct remote_server_options {
+  /// "@name" (abstract namespace) or a filesystem path.
+  std::string address;
+  /// Threads of one client that may have a request in flight at once.
+  unsigned slots = 4;
+  /// Transfers up to this size go through the connection's shared memory, larger ones with
+  /// process_vm_readv/writev (socket_listener_options::inline_max).
+  std::size_t inline_max = socket_listener_options{}.inline_max;
+};
+
+class remote_server {
+ public:
+  /// Effects: listens on o.address; client processes connect with mount_remote()/connect_channel().
+  /// Throws: std::system_error (bind/listen), std::bad_alloc.
+  remote_server(server& s, remote_server_options o)
+      : srv_(s), listener_(*s.chan(), listener_options(s, o), hooks()) {}
+  ~remote_server() { stop(); }
+  remote_server(const remote_server&) = delete;
+  remote_server& operator=(const remote_server&) = delete;
+
+  /// Effects: closes every connection (each client's opens are closed) and stops listening. Idempotent.
+  void stop() { listener_.stop(); }
+
+  /// Live connections / connections cleaned up after their client went (racy, for tests).
+  [[nodiscard]] std::size_t connections() const { return listener_.connections(); }
+  [[nodiscard]] std::uint64_t connections_gone() const noexcept { return listener_.connections_gone(); }
+  /// Opens held by remote clients right now (racy, for tests).
+  [[nodiscard]] std::size_t remote_opens() const {
+    exclusive_guard g(mu_);
+    std::size_t n = 0;
+    for (const auto& [id, c] : clients_) n += c.handles.size();
+    return n;
+  }
+
+ private:
+  struct client_state {
+    std::uint64_t pid = 0;              // the logical pid of the connection
+    std::set<std::uint64_t> handles;    // its opens (closed when it goes)
+  };
+
+  static socket_listener_options listener_options(const server& s, const remote_server_options& o) {
+    socket_listener_options lo;
+    lo.address = o.address;
+    lo.slots = o.slots;
+    lo.inline_max = o.inline_max;
+    lo.name = s.name() + "@sock";
+    return lo;
+  }
+
+  socket_listener_hooks hooks() {
+    socket_listener_hooks h;
+    h.stamp = [this](const socket_peer& p, std::uint32_t type, unsigned char* hdr, std::size_t len) {
+      return stamp(p, type, hdr, len);
+    };
+    h.serve = [this](const socket_peer&, channel::receiver& r) { srv_.serve(r); };
+    h.served = [this](const socket_peer& p, std::uint32_t type, const unsigned char* hdr, std::size_t len, const send_result& res) {
+      served(p, type, hdr, len, res);
+    };
+    h.gone = [this](const socket_peer& p) { gone(p); };
+    return h;
+  }
+
+  // The kernel's credentials and the connection's logical pid replace the header's client_info.
+  std::error_code stamp(const socket_peer& p, std::uint32_t type, unsigned char* hdr, std::size_t len) {
+    if ((type & io_msg_type_mask) == static_cast<std::uint32_t>(io_msg::mmap))
+      return std::make_error_code(std::errc::not_supported);  // see the header comment
+    if (len < sizeof(client_info)) return std::make_error_code(std::errc::bad_message);
+    client_info ci{client_pid(p), static_cast<std::uint32_t>(p.uid), static_cast<std::uint32_t>(p.gid)};
+    std::memcpy(hdr, &ci, sizeof ci);  // every request header starts with client_info (protocol.hpp)
+    return {};
+  }
+
+  std::uint64_t client_pid(const socket_peer& p) {
+    static std::atomic<std::uint64_t> next{0};
+    exclusive_guard g(mu_);
+    client_state& c = clients_[p.id];
+    if (c.pid == 0) c.pid = (std::uint64_t{1} << 62) | (next.fetch_add(1, std::memory_order_relaxed) + 1);
+    return c.pid;
+  }
+
+  // Remembers the opens the client holds (for gone()).
+  void served(const socket_peer& p, std::uint32_t type, const unsigned char* hdr, std::size_t len, const send_result& res) {
+    const std::uint32_t t = type & io_msg_type_mask;
+    if (type & io_msg_by_path) return;
+    if (t == static_cast<std::uint32_t>(io_msg::open) && !res.error) {
+      exclusive_guard g(mu_);
+      clients_[p.id].handles.insert(static_cast<std::uint64_t>(res.status));
+    } else if (t == static_cast<std::uint32_t>(io_msg::close) && len == sizeof(io_handle_request)) {
+      io_handle_request q;
+      std::memcpy(&q, hdr, sizeof q);
+      exclusive_guard g(mu_);
+      clients_[p.id].handles.erase(q.handle);
+    }
+  }
+
+  // The client's connection is dead and nothing of it is being served: close what it held.
+  void gone(const socket_peer& p) {
+    client_state c;
+    {
+      exclusive_guard g(mu_);
+      auto it = clients_.find(p.id);
+      if (it == clients_.end()) return;
+      c = std::move(it->second);
+    }
+    for (std::uint64_t h : c.handles) {
+      io_handle_request q{client_info{c.pid, static_cast<std::uint32_t>(p.uid), static_cast<std::uint32_t>(p.gid)}, h};
+      send_buffers b;
+      b.type = static_cast<std::uint32_t>(io_msg::close);
+      b.header = &q;
+      b.header_len = sizeof q;
+      (void)listener_.serve_local(p, b);
+    }
+    exclusive_guard g(mu_);
+    clients_.erase(p.id);
+  }
+
+  server& srv_;
+  mutable ranked_mutex<rank::leaf> mu_{"remote clients"};  // leaf: clients_
+  std::map<std::uint64_t, client_state> clients_ FAULTSAFE_GUARDED_BY(mu_);  // by connection id
+  socket_listener listener_;  // last: its threads use everything above; stopped first
+};
+
+/// Effects: connects to the remote_server at `address` and attaches `prefix` of `ns` to it: paths
+/// under `prefix` then go to that server from every process using `ns`. Returns: connect_channel()'s
+/// errors, or path_namespace::attach()'s (EINVAL, EEXIST). Thread-safety: any thread.
+[[nodiscard]] inline std::error_code mount_remote(path_namespace& ns, std::string_view prefix, std::string_view address,
+                                                  const connect_options& co = {}) {
+  std::error_code ec;
+  std::shared_ptr<channel> ch = connect_channel(address, ec, co);
+  if (!ch) return ec;
+  // GCC 12 -O2 reports a false maybe-uninitialized on the string parameter attach() gets when both are
+  // inlined here (as it does on other designated temporaries); the value is plainly initialised.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+  return ns.attach(std::string(prefix), std::move(ch));
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+}
+
+}  // namespace faultsafe

@@ -1,0 +1,509 @@
+// Servers and clients in separate OS processes (issue 11): the socket transport
+// (ipc/socket_transport.hpp) and remote resource managers (resmgr/remote.hpp).
+// - The same random call sequence runs in-process and from another OS process (fork+exec of this
+//   binary); every result (error, value, the bytes of every read buffer, untouched tails included)
+//   must be the same.
+// - kill -9 of a client at random points of random requests, 1,000 rounds, while another client
+//   process keeps verifying its own I/O: every open of the dead client is closed, no range lock stays
+//   held (a whole-file write completes), every acknowledged write is in the file.
+// - kill -9 of a server (stopped while a client waits for a reply): the client's calls fail with
+//   ESHUTDOWN, none hangs.
+// - A client running as another uid that writes uid 0 into its messages gets what its real uid gets.
+// The children are this executable run with --role (main() below).
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <doctest/doctest.h>
+
+#include <faultsafe/resmgr/process.hpp>
+#include <faultsafe/resmgr/ramfs.hpp>
+#include <faultsafe/resmgr/remote.hpp>
+
+#include <grp.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support/sync.hpp"
+
+using namespace faultsafe;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string unique_address(const char* what) { return "@faultsafe-remote-test-" + std::to_string(::getpid()) + "-" + what; }
+
+std::uint64_t fnv(const unsigned char* p, std::size_t n) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+// A child: this executable with --role and `args`; its stdout is `out_fd` if >= 0.
+pid_t spawn(const std::vector<std::string>& args, int out_fd = -1, int keep_fd = -1) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    if (out_fd >= 0) ::dup2(out_fd, 1);
+    if (keep_fd >= 0) {
+      const int f = ::fcntl(keep_fd, F_GETFD);
+      ::fcntl(keep_fd, F_SETFD, f & ~FD_CLOEXEC);
+    }
+    std::vector<char*> argv;
+    static char self[] = "/proc/self/exe";
+    static char role[] = "--role";
+    argv.push_back(self);
+    argv.push_back(role);
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv("/proc/self/exe", argv.data());
+    std::_Exit(127);
+  }
+  return pid;
+}
+
+int wait_exit(pid_t pid) {
+  int st = 0;
+  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+// ---- the random call sequence, run over either transport ----------------------------------------
+
+// Runs `n` random calls of `p` on /r/f0../r/f2 (created empty by the caller's server) and records
+// every result in `trace`. `bad` is an unreadable, unwritable page range (EFAULT buffers).
+void run_sequence(process& p, unsigned seed, int n, void* bad, std::vector<std::string>& trace) {
+  std::mt19937 rng(seed);
+  auto pick = [&](std::size_t k) { return static_cast<std::size_t>(rng() % k); };
+  static const std::size_t sizes[] = {0, 1, 100, 4096, 16384, 16385, 40000, 70000, 300000};
+  static const int open_flags[] = {O_RDWR | O_CREAT, O_RDONLY, O_WRONLY | O_APPEND | O_CREAT, O_RDWR | O_TRUNC, O_WRONLY};
+  std::vector<int> fds;
+  std::vector<unsigned char> data(300000 + 16), buf(300000 + 16);
+  for (int i = 0; i < n; ++i) {
+    std::ostringstream t;
+    t << i << " ";
+    const int fd = fds.empty() || pick(10) == 0 ? static_cast<int>(pick(8)) + 40 : fds[pick(fds.size())];  // sometimes a bad fd
+    const std::size_t len = sizes[pick(std::size(sizes))];
+    const off_t off = static_cast<off_t>(pick(400000));
+    auto rd = [&](const result<std::size_t>& r, std::size_t cap) {
+      std::size_t last = cap;  // the end of what the call wrote (the rest must be untouched)
+      while (last > 0 && buf[last - 1] == 0xAA) --last;
+      t << "e=" << r.error().value() << " v=" << r.value_or(0) << " end=" << last << " h=" << fnv(buf.data(), cap);
+    };
+    for (std::size_t k = 0; k < len; ++k) data[k] = static_cast<unsigned char>(rng());
+    std::memset(buf.data(), 0xAA, buf.size());
+    switch (pick(13)) {
+      case 0: {
+        const std::string path = "/r/f" + std::to_string(pick(3));
+        auto r = p.open(path, open_flags[pick(std::size(open_flags))], 0644);
+        if (r) fds.push_back(*r);
+        t << "open " << path << " e=" << r.error().value() << " v=" << r.value_or(-1);
+        break;
+      }
+      case 1: {
+        t << "close " << fd << " e=" << p.close(fd).error().value();
+        fds.erase(std::remove(fds.begin(), fds.end(), fd), fds.end());
+        break;
+      }
+      case 2: t << "read " << fd << " " << len << " "; rd(p.read(fd, buf.data(), len), len); break;
+      case 3: t << "write " << fd << " " << len << " " << p.write(fd, data.data(), len).error().value(); break;
+      case 4: t << "pread " << fd << " " << len << "@" << off << " "; rd(p.pread(fd, buf.data(), len, off), len); break;
+      case 5: {
+        auto r = p.pwrite(fd, data.data(), len, off);
+        t << "pwrite " << fd << " " << len << "@" << off << " e=" << r.error().value() << " v=" << r.value_or(0);
+        break;
+      }
+      case 6:
+      case 7: {
+        const std::size_t a = len / 3, b = len / 2;
+        struct iovec iov[3] = {{buf.data(), a}, {buf.data() + a, b}, {buf.data() + a + b, len - a - b}};
+        const bool positional = pick(2) == 0;
+        t << (positional ? "preadv " : "readv ") << fd << " " << len << " ";
+        rd(positional ? p.preadv(fd, iov, 3, off) : p.readv(fd, iov, 3), len);
+        break;
+      }
+      case 8: {
+        static const int whences[] = {SEEK_SET, SEEK_CUR, SEEK_END, 77};
+        const int w = whences[pick(4)];
+        auto r = p.lseek(fd, pick(4) == 0 ? -off : off, w);
+        t << "lseek " << fd << " " << w << " e=" << r.error().value() << " v=" << r.value_or(-1);
+        break;
+      }
+      case 9: {
+        auto r = p.fstat(fd);
+        t << "fstat " << fd << " e=" << r.error().value();
+        if (r) t << " size=" << r.value().st_size << " mode=" << r.value().st_mode << " nlink=" << r.value().st_nlink;
+        break;
+      }
+      case 10: t << "ftruncate " << fd << " " << off << " e=" << p.ftruncate(fd, pick(5) == 0 ? -1 : off).error().value(); break;
+      case 11: {  // a write from an unreadable buffer
+        auto r = p.pwrite(fd, bad, len, off);
+        t << "pwrite-bad " << fd << " " << len << " e=" << r.error().value() << " v=" << r.value_or(0);
+        break;
+      }
+      case 12: {  // a read into an unwritable buffer
+        auto r = p.pread(fd, bad, len, off);
+        t << "pread-bad " << fd << " " << len << " e=" << r.error().value() << " v=" << r.value_or(0);
+        break;
+      }
+    }
+    trace.push_back(t.str());
+  }
+  for (int fd : fds) (void)p.close(fd);
+}
+
+void* bad_range() {
+  void* p = ::mmap(nullptr, 512 * 1024, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? nullptr : p;
+}
+
+constexpr int sequence_length = 3000;
+
+ramfs_options files_options(path_namespace* ns) {
+  ramfs_options o;
+  o.name = "rfs";
+  o.prefix = "/r";
+  o.pool = {1, 4};
+  o.ns = ns;
+  o.dir_mode = 0777;
+  o.file.max_size = 1 << 20;
+  return o;
+}
+
+// ---- child roles ------------------------------------------------------------------------------------
+
+int role_sequence(const std::string& address, unsigned seed, const std::string& out) {
+  path_namespace ns;
+  if (auto ec = mount_remote(ns, "/r", address)) {
+    std::fprintf(stderr, "connect %s: %s\n", address.c_str(), ec.message().c_str());
+    return 2;
+  }
+  std::vector<std::string> trace;
+  {
+    process p("seq", {0, 0}, &ns);
+    run_sequence(p, seed, sequence_length, bad_range(), trace);
+  }
+  std::ofstream f(out);
+  for (const auto& l : trace) f << l << "\n";
+  return f.good() ? 0 : 3;
+}
+
+// Writes records (8 bytes: the value k) at base + 8k forever, acknowledging each on `ack`, with other
+// requests in between (opens, closes, a large read, fstat), until killed.
+int role_writer(const std::string& address, std::uint64_t base, int ack, unsigned seed) {
+  path_namespace ns;
+  if (mount_remote(ns, "/r", address)) return 2;
+  process p("writer", {0, 0}, &ns);
+  auto fd = p.open("/r/log", O_RDWR);
+  if (!fd) return 3;
+  std::mt19937 rng(seed);
+  std::vector<unsigned char> big(70000);
+  for (std::uint64_t k = 0; k < 4096; ++k) {
+    switch (rng() % 6) {
+      case 0: {
+        auto g = p.open("/r/other", O_RDWR | O_CREAT, 0644);  // an open it may hold when killed
+        if (g && rng() % 2) (void)p.close(*g);
+        break;
+      }
+      case 1: (void)p.pread(*fd, big.data(), big.size(), 0); break;
+      case 2: (void)p.fstat(*fd); break;
+      default: break;
+    }
+    const std::uint64_t v = k + 1;
+    auto r = p.pwrite(*fd, &v, sizeof v, static_cast<off_t>(base + 8 * k));
+    if (!r || *r != sizeof v) return 4;
+    if (::write(ack, &v, sizeof v) != sizeof v) return 5;
+  }
+  return 0;
+}
+
+// Verifies its own I/O until stdin closes (the parent's end of the pipe).
+int role_steady(const std::string& address) {
+  path_namespace ns;
+  if (mount_remote(ns, "/r", address)) return 2;
+  process p("steady", {0, 0}, &ns);
+  auto fd = p.open("/r/steady", O_RDWR | O_CREAT, 0644);
+  if (!fd) return 3;
+  std::vector<unsigned char> w(20000), r(20000);
+  for (std::uint32_t n = 0;; ++n) {
+    pollfd pf{0, POLLIN, 0};
+    if (::poll(&pf, 1, 0) > 0) return 0;  // EOF or data: the parent is done
+    for (std::size_t i = 0; i < w.size(); ++i) w[i] = static_cast<unsigned char>(n * 7 + i);
+    const std::size_t len = n % 2 ? w.size() : 512;
+    auto a = p.pwrite(*fd, w.data(), len, 0);
+    auto b = p.pread(*fd, r.data(), len, 0);
+    if (!a || !b || *a != len || *b != len || std::memcmp(w.data(), r.data(), len) != 0) return 4;
+  }
+}
+
+int role_server(const std::string& address) {
+  path_namespace ns;
+  ramfs fs(files_options(&ns));
+  remote_server rs(fs.srv(), {.address = address});
+  std::printf("ready\n");
+  std::fflush(stdout);
+  for (;;) ::pause();
+}
+
+// Runs as `uid`, claims uid 0 in its credentials, and prints the outcome of each attempt.
+int role_forger(const std::string& address, uid_t uid) {
+  if (::setgroups(0, nullptr) != 0 || ::setresgid(uid, uid, uid) != 0 || ::setresuid(uid, uid, uid) != 0) return 2;
+  path_namespace ns;
+  if (mount_remote(ns, "/r", address)) return 3;
+  process p("forger", {0, 0}, &ns);  // forged: the server must use the kernel's uid
+  std::printf("%d %d %d %d %d\n", p.open("/r/secret", O_RDONLY).error().value(), p.open("/r/mine", O_RDWR).error().value(),
+              p.open("/r/rootdir/x", O_RDWR | O_CREAT, 0644).error().value(), p.chmod("/r/secret", 0666).error().value(),
+              p.unlink("/r/secret").error().value());
+  return 0;
+}
+
+}  // namespace
+
+// ---- the tests ----------------------------------------------------------------------------------------
+
+TEST_CASE("the same random call sequence gives the same results in-process and from another process") {
+  test_support::watchdog wd("sequence", 100s);
+  for (unsigned seed : {1u, 2u, 3u}) {
+    CAPTURE(seed);
+    std::vector<std::string> local;
+    {
+      path_namespace ns;
+      ramfs fs(files_options(&ns));
+      process p("seq", {0, 0}, &ns);
+      void* bad = bad_range();
+      REQUIRE(bad);
+      run_sequence(p, seed, sequence_length, bad, local);
+    }
+    path_namespace ns;
+    ramfs fs(files_options(&ns));
+    const std::string address = unique_address("seq");
+    remote_server rs(fs.srv(), {.address = address});
+    const std::string out = "/tmp/faultsafe-remote-seq-" + std::to_string(::getpid());
+    const pid_t child = spawn({"sequence", address, std::to_string(seed), out});
+    REQUIRE(wait_exit(child) == 0);
+    std::ifstream f(out);
+    std::vector<std::string> remote;
+    for (std::string l; std::getline(f, l);) remote.push_back(l);
+    ::unlink(out.c_str());
+    REQUIRE(remote.size() == local.size());
+    int diffs = 0;
+    for (std::size_t i = 0; i < local.size() && diffs < 5; ++i)
+      if (local[i] != remote[i]) {
+        ++diffs;
+        MESSAGE("in-process: " << local[i] << "\n  remote:     " << remote[i]);
+      }
+    CHECK(diffs == 0);
+    // The sequence exercised both paths and the errors.
+    std::size_t efault = 0, big = 0;
+    for (const auto& l : local) {
+      efault += l.find("e=14") != std::string::npos;
+      big += (l.find(" 300000 e=0") != std::string::npos || l.find(" 70000 e=0") != std::string::npos);
+    }
+    CHECK(efault > 10);
+    CHECK(big > 10);
+    // The child exited: its connection is cleaned up, nothing of it stays open.
+    for (int i = 0; i < 5000 && rs.connections_gone() < 1; ++i) std::this_thread::sleep_for(1ms);
+    CHECK(rs.connections_gone() == 1);
+    CHECK(fs.srv().open_ocbs() == 0);
+  }
+}
+
+TEST_CASE("kill -9 of clients in the middle of requests: their opens go, their writes stay, others go on") {
+  test_support::watchdog wd("client kills", 280s);
+  path_namespace ns;
+  ramfs fs(files_options(&ns));
+  const std::string address = unique_address("kill");
+  remote_server rs(fs.srv(), {.address = address});
+  process local("local", {0, 0}, &ns);
+  local.set_io_timeout(10s);  // a leaked range lock fails the whole-file write below instead of hanging it
+  {
+    auto fd = local.open("/r/log", O_RDWR | O_CREAT, 0644);
+    REQUIRE(fd);
+    REQUIRE(local.close(*fd).ok());
+  }
+  int steady_in[2];
+  REQUIRE(::pipe2(steady_in, O_CLOEXEC) == 0);
+  const pid_t steady = [&] {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::dup2(steady_in[0], 0);
+      char self[] = "/proc/self/exe", role[] = "--role", r[] = "steady";
+      std::string a = address;
+      char* argv[] = {self, role, r, a.data(), nullptr};
+      ::execv("/proc/self/exe", argv);
+      std::_Exit(127);
+    }
+    return pid;
+  }();
+  ::close(steady_in[0]);
+  std::mt19937 rng(42);
+  constexpr int rounds = 1000;
+  constexpr std::uint64_t region = 8 * 4096;
+  int acked_rounds = 0, mid_request = 0;
+  for (int round = 0; round < rounds; ++round) {
+    CAPTURE(round);
+    const std::uint64_t base = (static_cast<std::uint64_t>(round) % 16) * region;
+    int ack[2];
+    REQUIRE(::pipe2(ack, O_CLOEXEC) == 0);
+    const pid_t w = spawn({"writer", address, std::to_string(base), std::to_string(ack[1]), std::to_string(round)}, -1, ack[1]);
+    ::close(ack[1]);
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 6000));
+    ::kill(w, SIGKILL);
+    const int st = wait_exit(w);
+    REQUIRE((st == 128 + SIGKILL || st == 0));
+    std::vector<std::uint64_t> acks;
+    std::uint64_t v;
+    while (::read(ack[0], &v, sizeof v) == sizeof v) acks.push_back(v);
+    ::close(ack[0]);
+    acked_rounds += !acks.empty();
+    // Everything of the dead client is released: only the steady client's open is left.
+    bool clean = false;
+    for (int i = 0; i < 5000 && !clean; ++i) {
+      clean = rs.remote_opens() == 1 && fs.srv().open_ocbs() == 1 && rs.connections() == 1;
+      if (!clean) std::this_thread::sleep_for(1ms);
+    }
+    REQUIRE(clean);
+    // No acknowledged write is lost.
+    auto fd = local.open("/r/log", O_RDWR);
+    REQUIRE(fd);
+    std::vector<std::uint64_t> got(acks.size());
+    if (!acks.empty()) {
+      auto r = local.pread(*fd, got.data(), 8 * got.size(), static_cast<off_t>(base));
+      REQUIRE(r);
+      REQUIRE(*r == 8 * got.size());
+      mid_request += acks.size() < 4096;
+      for (std::size_t k = 0; k < acks.size(); ++k) REQUIRE(got[k] == acks[k]);
+    }
+    // No range lock of the dead client is left: a write over the whole region completes.
+    if (round % 50 == 0) {
+      std::vector<unsigned char> zero(16 * region);
+      auto r = local.pwrite(*fd, zero.data(), zero.size(), 0);
+      REQUIRE(r);
+    } else {
+      std::vector<unsigned char> zero(region);
+      REQUIRE(local.pwrite(*fd, zero.data(), zero.size(), static_cast<off_t>(base)));
+    }
+    REQUIRE(local.close(*fd).ok());
+  }
+  MESSAGE(acked_rounds << " of " << rounds << " killed clients had acknowledged writes; " << mid_request << " were killed while writing");
+  CHECK(acked_rounds > rounds / 4);  // most kills land while the client is working
+  ::close(steady_in[1]);  // the steady client stops at EOF and exits 0 iff every check passed
+  CHECK(wait_exit(steady) == 0);
+}
+
+TEST_CASE("kill -9 of a server: a client waiting for a reply and later calls get ESHUTDOWN, none hangs") {
+  test_support::watchdog wd("server kill", 60s);
+  const std::string address = unique_address("srv");
+  int out[2];
+  REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
+  const pid_t srv = spawn({"server", address}, out[1]);
+  ::close(out[1]);
+  char line[16] = {};
+  REQUIRE(::read(out[0], line, sizeof line) > 0);
+  ::close(out[0]);
+  path_namespace ns;
+  REQUIRE(!mount_remote(ns, "/r", address));
+  process p("client", {0, 0}, &ns);
+  auto fd = p.open("/r/f", O_RDWR | O_CREAT, 0644);
+  REQUIRE(fd);
+  REQUIRE(p.pwrite(*fd, "abc", 3, 0));
+  ::kill(srv, SIGSTOP);
+  int st = 0;
+  REQUIRE(::waitpid(srv, &st, WUNTRACED) == srv);  // stopped for certain: no thread of it runs any more
+  REQUIRE(WIFSTOPPED(st));
+  std::atomic<int> in_flight{-1};
+  std::thread t([&] {
+    char b[3];
+    in_flight = p.pread(*fd, b, 3, 0).error().value();
+  });
+  std::this_thread::sleep_for(100ms);  // the pread is parked waiting for its reply
+  CHECK(in_flight.load() == -1);
+  ::kill(srv, SIGKILL);
+  t.join();
+  CHECK(wait_exit(srv) == 128 + SIGKILL);
+  CHECK(in_flight.load() == ESHUTDOWN);
+  char b[3];
+  CHECK(p.pread(*fd, b, 3, 0).error().value() == ESHUTDOWN);
+  CHECK(p.open("/r/g", O_RDWR | O_CREAT, 0644).error().value() == ESHUTDOWN);
+}
+
+TEST_CASE("a client that forges uid 0 in its messages gets what its real uid gets") {
+  if (::geteuid() != 0) {
+    MESSAGE("skipped: needs root to run a child as another uid");
+    return;
+  }
+  test_support::watchdog wd("forger", 60s);
+  constexpr uid_t uid = 4242;
+  // The reference: the same calls in-process with the real credentials.
+  auto expected = [&](path_namespace& ns) {
+    process p("honest", {uid, uid}, &ns);
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%d %d %d %d %d\n", p.open("/r/secret", O_RDONLY).error().value(),
+                  p.open("/r/mine", O_RDWR).error().value(), p.open("/r/rootdir/x", O_RDWR | O_CREAT, 0644).error().value(),
+                  p.chmod("/r/secret", 0666).error().value(), p.unlink("/r/secret").error().value());
+    return std::string(buf);
+  };
+  auto setup = [&](path_namespace& ns) {
+    process root("root", {0, 0}, &ns);
+    REQUIRE(root.open("/r/secret", O_RDWR | O_CREAT, 0600));
+    REQUIRE(root.mkdir("/r/rootdir", 0755).ok());
+    REQUIRE(root.open("/r/mine", O_RDWR | O_CREAT, 0600));
+    REQUIRE(root.chown("/r/mine", uid, uid).ok());
+  };
+  std::string want;
+  {
+    path_namespace ns;
+    auto o = files_options(&ns);
+    o.dir_mode = 01777;
+    ramfs fs(o);
+    setup(ns);
+    want = expected(ns);
+  }
+  path_namespace ns;
+  auto o = files_options(&ns);
+  o.dir_mode = 01777;
+  ramfs fs(o);
+  setup(ns);
+  const std::string address = unique_address("forge");
+  remote_server rs(fs.srv(), {.address = address});
+  int out[2];
+  REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
+  const pid_t c = spawn({"forger", address, std::to_string(uid)}, out[1]);
+  ::close(out[1]);
+  char got[64] = {};
+  const ssize_t n = ::read(out[0], got, sizeof got - 1);
+  ::close(out[0]);
+  REQUIRE(wait_exit(c) == 0);
+  REQUIRE(n > 0);
+  CHECK(std::string(got) == want);
+  CHECK(want.find("13 0 13 1 ") == 0);  // EACCES, ok, EACCES, EPERM: the real uid's rights
+  process root("root", {0, 0}, &ns);
+  CHECK(root.stat("/r/secret").ok());  // the forged unlink did nothing
+}
+
+int main(int argc, char** argv) {
+  if (argc >= 3 && std::string(argv[1]) == "--role") {
+    const std::string role = argv[2];
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test
+    if (role == "sequence" && argc == 6) return role_sequence(argv[3], static_cast<unsigned>(std::stoul(argv[4])), argv[5]);
+    if (role == "writer" && argc == 7)
+      return role_writer(argv[3], std::stoull(argv[4]), std::stoi(argv[5]), static_cast<unsigned>(std::stoul(argv[6])));
+    if (role == "steady" && argc == 4) return role_steady(argv[3]);
+    if (role == "server" && argc == 4) return role_server(argv[3]);
+    if (role == "forger" && argc == 5) return role_forger(argv[3], static_cast<uid_t>(std::stoul(argv[4])));
+    return 100;
+  }
+  doctest::Context ctx(argc, argv);
+  return ctx.run();
+}
