@@ -116,69 +116,62 @@ void record_mean_and_bytes(benchmark::State& st, const char* name, double total_
   st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * kRead));
 }
 
-void memcpy_1MiB(benchmark::State& st) {
-  std::vector<char> a(kRead, 1), b(kRead, 2);
+// Times `op` once per iteration (manual time), with `before` and `after` around it untimed, then
+// records the mean under `name`.
+template <class Op, class Before = void (*)(), class After = void (*)()>
+void time_each(benchmark::State& st, const char* name, Op op, Before before = [] {}, After after = [] {}) {
   double total = 0;
   for (auto _ : st) {
+    before();
     const auto t0 = clock_type::now();
-    std::memcpy(b.data(), a.data(), kRead);
-    benchmark::ClobberMemory();
+    op();
     const double ns = std::chrono::duration<double, std::nano>(clock_type::now() - t0).count();
     st.SetIterationTime(ns / 1e9);
     total += ns;
+    after();
   }
-  record_mean_and_bytes(st, "memcpy_1MiB", total);
+  record_mean_and_bytes(st, name, total);
+}
+
+void memcpy_1MiB(benchmark::State& st) {
+  std::vector<char> a(kRead, 1), b(kRead, 2);
+  time_each(st, "memcpy_1MiB", [&] {
+    std::memcpy(b.data(), a.data(), kRead);
+    benchmark::ClobberMemory();
+  });
 }
 
 void store_memmove_1MiB(benchmark::State& st) {
   world w(false, true);
-  double total = 0;
-  for (auto _ : st) {
-    const auto t0 = clock_type::now();
+  time_each(st, "store_memmove_1MiB", [&] {
     std::memmove(w.attr->data() + kDst, w.attr->data(), kRead);
     benchmark::ClobberMemory();
-    const double ns = std::chrono::duration<double, std::nano>(clock_type::now() - t0).count();
-    st.SetIterationTime(ns / 1e9);
-    total += ns;
-  }
-  record_mean_and_bytes(st, "store_memmove_1MiB", total);
+  });
 }
 
 void direct_shared(benchmark::State& st) {
   world w(false, true);
   std::uint8_t* p = w.map(MAP_SHARED);
-  double total = 0;
-  for (auto _ : st) {
-    const auto t0 = clock_type::now();
-    w.read_into(p);
-    const double ns = std::chrono::duration<double, std::nano>(clock_type::now() - t0).count();
-    st.SetIterationTime(ns / 1e9);
-    total += ns;
-  }
+  time_each(st, "direct_shared", [&] { w.read_into(p); });
   if (std::memcmp(w.attr->data() + kDst, w.attr->data(), 4096) != 0) st.SkipWithError("data mismatch");
   w.unmap(p);
-  record_mean_and_bytes(st, "direct_shared", total);
 }
 
 // Fresh mapping each iteration (untimed), then the timed read.
 template <int Flags>
 void fresh(benchmark::State& st, bool seed, bool direct, const char* name, bool populate_whole = false) {
   world w(seed, direct);
-  double total = 0;
-  for (auto _ : st) {
-    std::uint8_t* p = w.map(Flags);
-    const auto t0 = clock_type::now();
-    if (populate_whole) {
-      volatile std::uint8_t sink = 0;
-      for (std::size_t i = 0; i < kFile; i += 4096) sink = sink + p[i];  // map the whole file: every page
-    }
-    w.read_into(p);
-    const double ns = std::chrono::duration<double, std::nano>(clock_type::now() - t0).count();
-    st.SetIterationTime(ns / 1e9);
-    total += ns;
-    w.unmap(p);
-  }
-  record_mean_and_bytes(st, name, total);
+  std::uint8_t* p = nullptr;
+  time_each(
+      st, name,
+      [&] {
+        if (populate_whole) {
+          volatile std::uint8_t sink = 0;
+          for (std::size_t i = 0; i < kFile; i += 4096) sink = sink + p[i];  // map the whole file: every page
+        }
+        w.read_into(p);
+      },
+      [&] { p = w.map(Flags); }, [&] { w.unmap(p); });
 }
 
 void direct_private_fresh(benchmark::State& st) { fresh<MAP_PRIVATE>(st, false, true, "direct_private_fresh"); }
@@ -190,16 +183,8 @@ void direct_private_present(benchmark::State& st) {
   world w(false, true);
   std::uint8_t* p = w.map(MAP_PRIVATE);
   w.read_into(p);  // pages now present
-  double total = 0;
-  for (auto _ : st) {
-    const auto t0 = clock_type::now();
-    w.read_into(p);
-    const double ns = std::chrono::duration<double, std::nano>(clock_type::now() - t0).count();
-    st.SetIterationTime(ns / 1e9);
-    total += ns;
-  }
+  time_each(st, "direct_private_present", [&] { w.read_into(p); });
   w.unmap(p);
-  record_mean_and_bytes(st, "direct_private_present", total);
 }
 
 void read_populated(benchmark::State& st) {
@@ -207,16 +192,8 @@ void read_populated(benchmark::State& st) {
   std::uint8_t* p = w.map(MAP_SHARED);
   volatile std::uint8_t sink = 0;
   for (std::size_t i = 0; i < kFile; i += 4096) sink = sink + p[i];
-  double total = 0;
-  for (auto _ : st) {
-    const auto t0 = clock_type::now();
-    w.read_into(p);
-    const double ns = std::chrono::duration<double, std::nano>(clock_type::now() - t0).count();
-    st.SetIterationTime(ns / 1e9);
-    total += ns;
-  }
+  time_each(st, "read_populated", [&] { w.read_into(p); });
   w.unmap(p);
-  record_mean_and_bytes(st, "read_populated", total);
 }
 
 // The machine is shared and noisy: the ratio that matters is measured interleaved. Each round times
