@@ -288,6 +288,30 @@ inline std::size_t populate_private(const aspace& as, const iofunc_attr& a, cons
   return p - pt.addr;
 }
 
+/// The locked ranges of one direct copy: rq[0] is the file range the copy reads or writes, then one
+/// range per same-file part of the client's buffer.
+using same_ranges = std::array<range_request, max_same_parts + 1>;
+
+// Effects: classifies the client buffer [addr, addr + len) (`dest`: the copy writes it) into `pl`; if
+// it overlaps the file itself and the plan fits, stores each same-file part's range (a MAP_SHARED
+// part in `shared_part_mode`) into rq[1..]. Returns: the number of entries of rq to lock (rq[0]
+// included, left for the caller to fill), or 0 when the direct path is not for this copy: nothing of
+// the file (not counted) or too many parts (counted as declined).
+inline std::size_t plan_same_ranges(const aspace& as, iofunc_attr& a, std::uintptr_t addr, std::size_t len, bool dest,
+                                    lock_mode shared_part_mode, plan& pl, same_ranges& rq) {
+  classify(as, a, addr, len, dest, pl);
+  if (pl.same == 0) return 0;
+  if (pl.overflow || pl.same > max_same_parts) {
+    add(counters().declined, 1);
+    return 0;
+  }
+  std::size_t k = 1;
+  for (std::size_t i = 0; i < pl.n; ++i)
+    if (pl.parts[i].kind == part_kind::same_shared || pl.parts[i].kind == part_kind::same_private)
+      rq[k++] = part_range(a, pl.parts[i], shared_part_mode);
+  return k;
+}
+
 // True if a MAP_SHARED part's file range intersects [off, off + n).
 inline bool shared_overlap(const plan& pl, std::uint64_t off, std::uint64_t n) noexcept {
   for (std::size_t i = 0; i < pl.n; ++i) {
@@ -322,19 +346,12 @@ inline bool shared_overlap(const plan& pl, std::uint64_t off, std::uint64_t n) n
   std::error_code err;
   const std::error_code ec = ctx.rcv.with_reply_data([&](void* dst, std::size_t) -> std::error_code {
     dc::plan pl;
-    dc::classify(as, a, reinterpret_cast<std::uintptr_t>(dst), static_cast<std::size_t>(n), true, pl);
-    if (pl.same == 0) return {};
-    if (pl.overflow || pl.same > dc::max_same_parts) {
-      dc::add(dc::counters().declined, 1);
-      return {};
-    }
+    dc::same_ranges rq{};
+    const std::size_t k = dc::plan_same_ranges(as, a, reinterpret_cast<std::uintptr_t>(dst), static_cast<std::size_t>(n),
+                                               true, lock_mode::exclusive, pl, rq);
+    if (k == 0) return {};
     handled = true;
-    std::array<range_request, dc::max_same_parts + 1> rq{};
-    std::size_t k = 0;
-    rq[k++] = range_request{&a.data_lock, off, n, lock_mode::shared};
-    for (std::size_t i = 0; i < pl.n; ++i)
-      if (pl.parts[i].kind == dc::part_kind::same_shared || pl.parts[i].kind == dc::part_kind::same_private)
-        rq[k++] = dc::part_range(a, pl.parts[i], lock_mode::exclusive);
+    rq[0] = range_request{&a.data_lock, off, n, lock_mode::shared};
     ordered_range_guards<dc::max_same_parts + 1> held(std::span<const range_request>(rq.data(), k));
     const std::uint64_t size = a.size();  // a truncate may have completed before we got the ranges
     const std::uint64_t total = off >= size ? 0 : std::min(n, size - off);
@@ -408,18 +425,11 @@ inline bool shared_overlap(const plan& pl, std::uint64_t off, std::uint64_t n) n
   std::error_code err;
   const std::error_code ec = ctx.rcv.with_payload([&](const void* srcp, std::size_t) -> std::error_code {
     dc::plan pl;
-    dc::classify(as, a, reinterpret_cast<std::uintptr_t>(srcp), static_cast<std::size_t>(n), false, pl);
-    if (pl.same == 0) return {};
-    if (pl.overflow || pl.same > dc::max_same_parts) {
-      dc::add(dc::counters().declined, 1);
-      return {};
-    }
+    dc::same_ranges rq{};
+    const std::size_t k = dc::plan_same_ranges(as, a, reinterpret_cast<std::uintptr_t>(srcp), static_cast<std::size_t>(n),
+                                               false, lock_mode::shared, pl, rq);
+    if (k == 0) return {};
     handled = true;
-    std::array<range_request, dc::max_same_parts + 1> rq{};
-    std::size_t k = 1;
-    for (std::size_t i = 0; i < pl.n; ++i)
-      if (pl.parts[i].kind == dc::part_kind::same_shared || pl.parts[i].kind == dc::part_kind::same_private)
-        rq[k++] = dc::part_range(a, pl.parts[i], lock_mode::shared);
     std::optional<ordered_range_guards<dc::max_same_parts + 1>> held;
     for (;;) {
       if (append) {
