@@ -14,19 +14,6 @@ using namespace faultsafe;
 using vmtest::gated_source;
 using vmtest::pattern;
 
-namespace {
-
-map_request file_map(vmtest::memfd_file& f, page_source& src, bool shared) {
-  map_request rq;
-  rq.length = f.size;
-  rq.prot = PROT_READ;
-  rq.shared = shared;
-  rq.file = file_backing{f.fd, 0, &f, &src};
-  return rq;
-}
-
-}  // namespace
-
 TEST_CASE("munmap waits for fault service on its region, and only on its region") {
   vmtest::require_userfaultfd();
   vmtest::watchdog wd(20, "munmap during fault");
@@ -35,8 +22,8 @@ TEST_CASE("munmap waits for fault service on its region, and only on its region"
   memfd_page_source fast(f.fd);
   aspace as;
   pager pg(as, pager_options{2});
-  auto* a = static_cast<const std::uint8_t*>(as.map(file_map(f, slow, false)));
-  auto* b = static_cast<const std::uint8_t*>(as.map(file_map(f, fast, true)));
+  auto* a = static_cast<const std::uint8_t*>(vmtest::map_file(as, f, slow, false));
+  auto* b = static_cast<const std::uint8_t*>(vmtest::map_file(as, f, fast, true));
   std::atomic<int> ra{-1};
   std::uint8_t va = 0;
   std::thread reader([&] { ra = vmtest::probe_read(a + 3, va); });
@@ -69,8 +56,8 @@ TEST_CASE("single_lock: one lock for the whole space is held during fault servic
   memfd_page_source fast(f.fd);
   aspace as(aspace_options{true, "Bob"});
   pager pg(as, pager_options{2});
-  auto* a = static_cast<const std::uint8_t*>(as.map(file_map(f, slow, true)));
-  auto* b = static_cast<const std::uint8_t*>(as.map(file_map(f, fast, true)));
+  auto* a = static_cast<const std::uint8_t*>(vmtest::map_file(as, f, slow, true));
+  auto* b = static_cast<const std::uint8_t*>(vmtest::map_file(as, f, fast, true));
   std::atomic<int> ra{-1}, rb{-1};
   std::uint8_t va = 0, vb = 0;
   std::thread t1([&] { ra = vmtest::probe_read(a + 3, va); });
@@ -122,7 +109,7 @@ TEST_CASE("fault threads hold the region lock (rank 20) during page-in; rank ord
   });
   {
     pager pg(as, pager_options{1});
-    auto* p = static_cast<const std::uint8_t*>(as.map(file_map(f, src, true)));
+    auto* p = static_cast<const std::uint8_t*>(vmtest::map_file(as, f, src, true));
     CHECK(p[10] == pattern(10));
   }
   set_violation_handler(prev);
@@ -142,7 +129,7 @@ TEST_CASE("each fault names its thread and the activity it works for") {
   src.open = true;
   aspace as;
   pager pg(as);
-  auto* p = static_cast<const std::uint8_t*>(as.map(file_map(f, src, true)));
+  auto* p = static_cast<const std::uint8_t*>(vmtest::map_file(as, f, src, true));
   const activity_id act = new_activity();
   pid_t tid = 0;
   std::uint32_t id = 0;
@@ -185,7 +172,7 @@ TEST_CASE("the wait hook sees the fault thread wait for its page source") {
   memfd_page_source src(f.fd);
   aspace as;
   pager pg(as);
-  auto* p = static_cast<const std::uint8_t*>(as.map(file_map(f, src, false)));
+  auto* p = static_cast<const std::uint8_t*>(vmtest::map_file(as, f, src, false));
   auto* prev = set_vm_wait_hook(&rec);
   CHECK(p[4096 * 2] == pattern(4096 * 2));
   set_vm_wait_hook(prev);

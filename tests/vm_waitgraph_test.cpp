@@ -57,15 +57,6 @@ struct recorder {
   }
 };
 
-map_request file_map(vmtest::memfd_file& f, page_source& src) {
-  map_request rq;
-  rq.length = f.size;
-  rq.prot = PROT_READ;
-  rq.shared = true;
-  rq.file = file_backing{f.fd, 0, &f, &src};
-  return rq;
-}
-
 }  // namespace
 
 TEST_CASE("a page-in that waits for a lock its faulting thread holds is a reported, broken cycle") {
@@ -77,7 +68,7 @@ TEST_CASE("a page-in that waits for a lock its faulting thread holds is a report
   locking_source src(f.fd, attr);
   aspace as(aspace_options{false, "Bob"});
   pager pg(as, pager_options{1});
-  auto* p = static_cast<const std::uint8_t*>(as.map(file_map(f, src)));
+  auto* p = static_cast<const std::uint8_t*>(vmtest::map_file(as, f, src, true));
   int sig = -1;
   std::thread bob([&] {
     set_this_thread_name("bob");
@@ -111,8 +102,8 @@ void colin_shape(bool single_lock, int& sig1, int& sig2, std::size_t& cycles, st
   memfd_page_source fast(f.fd);
   aspace as(aspace_options{single_lock, "Bob"});
   pager pg(as, pager_options{2});
-  auto* a = static_cast<const std::uint8_t*>(as.map(file_map(f, slow)));
-  auto* b = static_cast<const std::uint8_t*>(as.map(file_map(f, fast)));
+  auto* a = static_cast<const std::uint8_t*>(vmtest::map_file(as, f, slow, true));
+  auto* b = static_cast<const std::uint8_t*>(vmtest::map_file(as, f, fast, true));
   std::atomic<bool> t2_holds{false};
   std::thread t2([&] {
     set_this_thread_name("bob2");
