@@ -12,6 +12,10 @@ if(FAULTSAFE_BUILD_EXAMPLES)
   add_test(NAME example_brian_naive COMMAND $<TARGET_FILE:brian> --naive)
   add_test(NAME example_brian_faultsafe COMMAND $<TARGET_FILE:brian> --faultsafe)
   set_tests_properties(example_brian_naive example_brian_faultsafe PROPERTIES TIMEOUT 60 LABELS "brian;vm" SKIP_RETURN_CODE 77)
+  # Across a real process boundary (fs and Bob are two OS processes): both uffd modes.
+  add_test(NAME example_brian_naive_processes COMMAND $<TARGET_FILE:brian> --naive --processes)
+  add_test(NAME example_brian_faultsafe_processes COMMAND $<TARGET_FILE:brian> --faultsafe --processes)
+  set_tests_properties(example_brian_naive_processes example_brian_faultsafe_processes PROPERTIES TIMEOUT 60 LABELS "brian;vm" SKIP_RETURN_CODE 77)
 endif()
 # The channel's spin/park policy for long handlers (size-aware sender spin, adaptive receiver spin,
 # same-CPU rule): deadlines, cancel, stop, blocked servers, one shared core, a stress; all watchdogged.

@@ -5,4 +5,8 @@ if(FAULTSAFE_BUILD_EXAMPLES)
   add_test(NAME colin_naive COMMAND $<TARGET_FILE:colin> --naive)
   add_test(NAME colin_faultsafe COMMAND $<TARGET_FILE:colin> --faultsafe)
   set_tests_properties(colin_naive colin_faultsafe PROPERTIES TIMEOUT 60 SKIP_RETURN_CODE 77 LABELS "colin;wait_graph")
+  # bob, nfs and io_pkt as three OS processes.
+  add_test(NAME colin_naive_processes COMMAND $<TARGET_FILE:colin> --naive --processes)
+  add_test(NAME colin_faultsafe_processes COMMAND $<TARGET_FILE:colin> --faultsafe --processes)
+  set_tests_properties(colin_naive_processes colin_faultsafe_processes PROPERTIES TIMEOUT 60 SKIP_RETURN_CODE 77 LABELS "colin;vm")
 endif()

@@ -34,7 +34,7 @@
 #include <faultsafe/sync/range_lock.hpp>
 #include <faultsafe/vm/served_memory.hpp>
 
-#include "support/fdpass.hpp"
+#include "support/served_session.hpp"
 #include "vm_support.hpp"
 
 using namespace faultsafe;
@@ -45,7 +45,9 @@ using vmtest::pattern;
 
 namespace {
 
-enum op : std::uint32_t { hello = 1, file, track, ack, note, done };
+using test_support::client_side;
+using test_support::server_side;
+constexpr std::uint32_t ack = test_support::served_ack, done = test_support::served_done, note = test_support::served_user;
 
 constexpr std::size_t pages = 64;
 constexpr std::size_t file_len = pages * vm_page_size;
@@ -85,65 +87,6 @@ struct server_source final : page_source {
   range_lock* lock = nullptr;
   self_conflict policy = self_conflict::wait;
   unsigned delay_us = 0;
-};
-
-// The server's half of one connection: adopts the client's userfaultfd (hello), sends the file's memfd,
-// tracks the mappings the client announces.
-struct server_side {
-  server_side(int sock, int memfd, page_source& src, pager_options po = {}) : sock(sock), memfd(memfd), src(src), po(po) {}
-  // Handles one message. Returns: false when the peer is gone or sent `done`.
-  bool step(std::chrono::milliseconds limit = std::chrono::seconds(20)) {
-    wire_msg m;
-    int fd = -1;
-    if (!wire_recv(sock, m, &fd, limit)) return false;
-    if (m.op == hello) {
-      as = std::make_unique<aspace>(adopt_userfaultfd, fd, m.a, aspace_options{.single_lock = single_lock, .name = "Bob"});
-      pg = std::make_unique<pager>(*as, po);
-      return wire_send(sock, wire_msg{file, 0, 0, 0}, memfd);
-    }
-    if (m.op == track) {
-      tracked_mapping t;
-      t.addr = reinterpret_cast<void*>(m.a);
-      t.length = m.b;
-      t.prot = PROT_READ | PROT_WRITE;
-      t.shared = m.c != 0;
-      t.file = file_backing{memfd, 0, this, &src};
-      const auto ec = as->try_track(t);
-      return wire_send(sock, wire_msg{ack, static_cast<std::uint64_t>(ec.value()), 0, 0});
-    }
-    last = m;
-    return m.op != done;
-  }
-  int sock;
-  int memfd;
-  page_source& src;
-  pager_options po;
-  bool single_lock = false;  // the seed's QNX behaviour: one lock for the whole client address space
-  std::unique_ptr<aspace> as;
-  std::unique_ptr<pager> pg;
-  wire_msg last;
-};
-
-// The client's half: its served_memory, handed to the server; maps and has the server track.
-struct client_side {
-  client_side(int sock, pid_t server, bool kernel_faults) : sock(sock), sm(served_memory_options{kernel_faults}) {
-    ok = !sm.watch_server(server) && wire_send(sock, wire_msg{hello, sm.features(), 0, 0}, sm.userfaultfd());
-    wire_msg m;
-    ok = ok && wire_recv(sock, m, &memfd) && m.op == file && memfd >= 0;
-  }
-  std::uint8_t* map(bool shared, std::size_t len = file_len) {
-    void* p = nullptr;
-    if (sm.map(served_map_request{len, PROT_READ | PROT_WRITE, shared, shared ? memfd : -1, 0}, p)) return nullptr;
-    wire_msg m;
-    if (!wire_send(sock, wire_msg{track, reinterpret_cast<std::uint64_t>(p), len, shared ? 1u : 0u}) ||
-        !wire_recv(sock, m) || m.op != ack || m.a != 0)
-      return nullptr;
-    return static_cast<std::uint8_t*>(p);
-  }
-  int sock;
-  served_memory sm;
-  int memfd = -1;
-  bool ok = false;
 };
 
 bool pattern_at(const std::uint8_t* p, std::size_t from, std::size_t n) {
@@ -206,8 +149,8 @@ TEST_CASE("served mappings: a client process's first touches are the server's pa
   test_support::wire_pair w;
   const pid_t pid = fork_client(w, false, [&](client_side& c) {
     const int sock = c.sock;
-    std::uint8_t* sh = c.map(true);
-    std::uint8_t* pr = c.map(false);
+    std::uint8_t* sh = c.map(true, file_len);
+    std::uint8_t* pr = c.map(false, file_len);
     if (sh == nullptr || pr == nullptr) return 11;
     if (!pattern_at(sh, 0, file_len)) return 12;  // every page through the server's pager
     if (!pattern_at(pr, 0, file_len)) return 13;
@@ -219,7 +162,7 @@ TEST_CASE("served mappings: a client process's first touches are the server's pa
     if (c.sm.unmap(sh, file_len)) return 15;  // the server forgets it (UFFD_EVENT_UNMAP)
     if (!wire_send(sock, wire_msg{note, 2, 0, 0}) || !wire_recv(sock, m)) return 16;
     // mremap: a private mapping with one page served moves; its other pages are served at the new place.
-    std::uint8_t* pr2 = c.map(false);
+    std::uint8_t* pr2 = c.map(false, file_len);
     if (pr2 == nullptr || pr2[0] != pattern(0)) return 17;
     void* to = ::mmap(nullptr, file_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     void* moved = ::mremap(pr2, file_len, file_len, MREMAP_MAYMOVE | MREMAP_FIXED, to);
@@ -268,7 +211,7 @@ TEST_CASE("served mappings, uffd modes: kernel-mode faults wait for the server's
     test_support::wire_pair w;
     const pid_t pid = fork_client(w, kernel_faults, [&](client_side& c) {
       const int sock = c.sock;
-      std::uint8_t* sh = c.map(true);
+      std::uint8_t* sh = c.map(true, file_len);
       if (sh == nullptr) return 11;
       // The client's own read(2) into an unserved page: the kernel's copy_to_user faults.
       int pfd[2];
@@ -387,7 +330,7 @@ TEST_CASE("Brian across processes (vm level): a server thread's copy into the cl
       const bool naive = md.kernel_faults && md.policy == self_conflict::wait;
       const pid_t pid = fork_client(w, md.kernel_faults, [&](client_side& c) {
         const int sock = c.sock;
-        std::uint8_t* sh = c.map(true);
+        std::uint8_t* sh = c.map(true, file_len);
         if (sh == nullptr) return 11;
         wire_msg m;
         if (!wire_send(sock, wire_msg{note, reinterpret_cast<std::uint64_t>(sh), 0, 0}) || !wire_recv(sock, m)) return 12;
@@ -444,8 +387,8 @@ TEST_CASE("served mappings: a server killed with SIGKILL leaves served pages rea
   {
     client_side c(sock, server, false);
     REQUIRE(c.ok);
-    std::uint8_t* sh = c.map(true);
-    std::uint8_t* pr = c.map(false);
+    std::uint8_t* sh = c.map(true, file_len);
+    std::uint8_t* pr = c.map(false, file_len);
     REQUIRE(sh != nullptr);
     REQUIRE(pr != nullptr);
     CHECK(sh[0] == pattern(0));  // served
@@ -476,7 +419,7 @@ TEST_CASE("served mappings: a client killed in the middle of fault service leave
   for (int round = 0; round < 3; ++round) {
     test_support::wire_pair w;
     const pid_t pid = fork_client(w, false, [&](client_side& c) {
-      std::uint8_t* pr = c.map(false);
+      std::uint8_t* pr = c.map(false, file_len);
       if (pr == nullptr) return 11;
       (void)wire_send(c.sock, wire_msg{note, 0, 0, 0});
       std::uint64_t sum = 0;
@@ -545,8 +488,7 @@ TEST_CASE("Colin across processes (vm level): bob, nfs and io_pkt as three OS pr
     test_support::wire_pair bob_nfs, bob_io, nfs_io, sig;
     const pid_t nfs = fork_child([&] {
       nfs_source src(f.fd, nfs_io.keep(0), sig.keep(0));
-      server_side s(bob_nfs.keep(0), f.fd, src);
-      s.single_lock = single_lock;
+      server_side s(bob_nfs.keep(0), f.fd, src, pager_options{}, aspace_options{.single_lock = single_lock, .name = "Bob"});
       while (s.step(std::chrono::seconds(30))) {
       }
       return 0;
@@ -566,8 +508,8 @@ TEST_CASE("Colin across processes (vm level): bob, nfs and io_pkt as three OS pr
     const pid_t bob = fork_child([&] {
       client_side c(bob_nfs.keep(1), nfs, true);
       const int io = bob_io.keep(1), s = sig.keep(1);
-      std::uint8_t* r1 = c.ok ? c.map(true) : nullptr;
-      std::uint8_t* r2 = c.ok ? c.map(true) : nullptr;
+      std::uint8_t* r1 = c.ok ? c.map(true, file_len) : nullptr;
+      std::uint8_t* r2 = c.ok ? c.map(true, file_len) : nullptr;
       if (r1 == nullptr || r2 == nullptr) return 10;
       std::atomic<int> v{-1};
       std::thread bob1([&] { v.store(*static_cast<volatile std::uint8_t*>(r1)); });  // faults: nfs serves

@@ -18,6 +18,8 @@
 //                      its own activity and the guard serves it under that activity;
 //                   C. as B on a single-threaded server: the pool guard hands the page-in to the
 //                      server's reserve thread, then the range guard serves it.
+// brian --naive --processes, brian --faultsafe --processes: the same across a real OS process boundary
+//                   (fs and Bob are two processes; see processes.hpp for what each mode checks).
 // The last line is "RESULT: <short text>".
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -40,6 +42,8 @@
 #include <faultsafe/resmgr/process_thread.hpp>
 #include <faultsafe/resmgr/ramfs.hpp>
 #include <faultsafe/vm/aspace.hpp>
+
+#include "processes.hpp"
 
 using namespace faultsafe;
 using clock_type = std::chrono::steady_clock;
@@ -276,8 +280,9 @@ int run_faultsafe() {
 
 int main(int argc, char** argv) {
   const std::string_view mode = argc > 1 ? argv[1] : "";
-  if (mode != "--naive" && mode != "--faultsafe") {
-    std::fprintf(stderr, "usage: %s --naive | --faultsafe\n", argv[0]);
+  const bool processes = argc > 2 && std::string_view(argv[2]) == "--processes";
+  if ((mode != "--naive" && mode != "--faultsafe") || argc > 3 || (argc == 3 && !processes)) {
+    std::fprintf(stderr, "usage: %s --naive | --faultsafe [--processes]\n", argv[0]);
     return 2;
   }
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
@@ -286,5 +291,6 @@ int main(int argc, char** argv) {
     std::printf("RESULT: skipped: %s\n", why.c_str());
     return 77;
   }
+  if (processes) return brian_processes::run(mode == "--naive", file_size);
   return mode == "--naive" ? run_naive() : run_faultsafe();
 }

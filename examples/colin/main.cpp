@@ -14,6 +14,9 @@
 //   colin --faultsafe  Per-region locks (the default): the same steps complete; bob1 reads its mapped
 //                      nfs page, bob2 reads io_pkt, nfs reads io_pkt; every byte is verified. Exit 0 then.
 //
+//   colin --naive --processes, colin --faultsafe --processes: bob, nfs and io_pkt as three OS processes
+//                      (processes.hpp says what each mode shows and checks).
+//
 // Last line: "RESULT: <short text>" (parsed by the demo script). Exit 77: userfaultfd unavailable.
 #include <sys/mman.h>
 
@@ -40,6 +43,8 @@
 #include "faultsafe/vm/aspace.hpp"
 #include "faultsafe/vm/pager.hpp"
 #include "faultsafe/resmgr/process_memory.hpp"
+
+#include "processes.hpp"
 
 namespace {
 
@@ -143,18 +148,26 @@ void trace(const char* what) {
 std::string errstr(const std::error_code& ec) { return ec ? ec.message() + " (" + std::to_string(ec.value()) + ")" : "ok"; }
 
 int usage() {
-  std::fprintf(stderr, "usage: colin --naive | --faultsafe\n");
+  std::fprintf(stderr, "usage: colin --naive | --faultsafe [--processes]\n");
   return 2;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 2) return usage();
+  if (argc != 2 && !(argc == 3 && std::string_view(argv[2]) == "--processes")) return usage();
   const std::string_view mode = argv[1];
   if (mode != "--naive" && mode != "--faultsafe") return usage();
   const bool naive = mode == "--naive";
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  if (argc == 3) {
+    std::string why;
+    if (auto ec = fs::probe_userfaultfd(why)) {
+      std::printf("RESULT: skipped (no userfaultfd: %s)\n", why.c_str());
+      return 77;
+    }
+    return colin_processes::run(naive);
+  }
 
   std::string why;
   if (auto ec = fs::probe_userfaultfd(why)) {
