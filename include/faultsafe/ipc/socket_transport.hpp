@@ -59,6 +59,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -111,7 +112,8 @@ struct socket_listener_options {
   /// Buffers up to this many bytes go through the slot's shared memory; larger ones are copied in
   /// place with process_vm_readv/writev. The default is the measured crossover (README, "Measured").
   std::size_t inline_max = 16 * 1024;
-  /// How long an idle slot thread spins for the next request before parking.
+  /// How long an idle slot thread spins for the next request before parking (past 2 us the spin
+  /// yields the core every ~1 us: the other side may be waiting for it).
   std::chrono::nanoseconds spin = std::chrono::microseconds(20);
   /// Thread names: "<name>/<connection>.<slot>".
   std::string name = "socket";
@@ -173,6 +175,26 @@ inline std::size_t round_page(std::size_t n) noexcept { return (n + page - 1) & 
 inline std::size_t slot_stride(std::size_t data_bytes) noexcept { return round_page(offsetof(slot, data) + data_bytes); }
 inline slot* slot_at(void* base, std::size_t stride, unsigned i) noexcept {
   return reinterpret_cast<slot*>(static_cast<char*>(base) + page + stride * i);
+}
+
+// The spin phase of a wait on a slot word (acquire loads): hand_off.hpp's spin_until for the first
+// 2 us, then polite: sched_yield() between rounds, so the other side, if it waits for this very core
+// (2 cores, a loaded machine), gets it. Returns the last value read.
+template <class Done>
+std::uint32_t polite_spin(std::atomic<std::uint32_t>& w, std::chrono::nanoseconds budget, Done done) noexcept {
+  const auto first = std::min<std::chrono::nanoseconds>(budget, std::chrono::microseconds(2));
+  std::uint32_t v = first.count() > 0 ? spin_until<shared_platform>(w, first, done) : w.load(std::memory_order_acquire);
+  if (done(v) || budget <= first) return v;
+  const auto end = std::chrono::steady_clock::now() + (budget - first);
+  for (;;) {
+    ::sched_yield();
+    for (int i = 0; i < 32; ++i) {
+      v = w.load(std::memory_order_acquire);
+      if (done(v)) return v;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() >= end) return v;
+  }
 }
 
 inline std::error_code last_error() noexcept { return std::error_code(errno, std::generic_category()); }
@@ -322,7 +344,7 @@ class client_transport final : public channel_transport {
     auto done = [](std::uint32_t v) { return (v & st_phase) == st_done || (v & st_dead); };
     std::uint32_t v = s.state.load(std::memory_order_acquire);  // (2) acquire, pairs with (12)
     if (done(v)) return v;
-    v = detail::spin_until<platform>(s.state, spin_, done);  // its loads are (2)
+    v = polite_spin(s.state, spin_, done);  // its loads are (2)
     for (;;) {
       if (done(v)) return v;
       const auto now = std::chrono::steady_clock::now();
@@ -359,8 +381,8 @@ class client_transport final : public channel_transport {
 
 /// Client-side tuning of connect_channel().
 struct connect_options {
-  /// How long a sender spins for its reply before parking.
-  std::chrono::nanoseconds spin = std::chrono::microseconds(50);
+  /// How long a sender spins for its reply before parking (politely past 2 us, as the listener's).
+  std::chrono::nanoseconds spin = std::chrono::microseconds(20);
   /// How often a parked sender checks the socket for the server's hang-up (bounds how late a dead
   /// server is noticed; a live one wakes the sender at once through the futex).
   std::chrono::nanoseconds hangup_check = std::chrono::milliseconds(20);
@@ -680,7 +702,7 @@ class socket_listener {
     auto wanted = [](std::uint32_t v) { return (v & st_phase) == st_request || (v & st_dead); };
     for (;;) {
       std::uint32_t v = s.state.load(std::memory_order_acquire);  // (11) acquire, pairs with the client's (1)
-      if (!wanted(v)) v = detail::spin_until<detail::shared_platform>(s.state, opts_.spin, wanted);
+      if (!wanted(v)) v = polite_spin(s.state, opts_.spin, wanted);  // its loads are (11)
       while (!wanted(v) && !c.dead.load(std::memory_order_acquire)) {
         // A time limit only as insurance against a client that clears the dead bit: kill() wakes us.
         detail::park_once<detail::shared_platform>(s.state, v, st_sleeping, std::chrono::steady_clock::now() + std::chrono::milliseconds(200));
