@@ -8,6 +8,7 @@
 #include "faultsafe/order/ranked_mutex.hpp"
 #include "faultsafe/resmgr/client_registry.hpp"
 #include "faultsafe/resmgr/server.hpp"
+#include "faultsafe/sync/range_lock.hpp"
 
 using namespace order_test;  // recording, expect_one, expect_none
 using faultsafe::violation_kind;
@@ -42,4 +43,21 @@ TEST_CASE("the client registry's lock is checked: its callback may take leaf loc
     faultsafe::shared_guard g(servers.m);  // one registry inside another: reported
   });
   expect_one(r.rec, violation_kind::rank_inversion, {"client registry", "server registry"});
+}
+
+TEST_CASE("range_lock's shard locks are checked leaf locks: one taken under a caller's leaf lock is reported") {
+  recording r;
+  faultsafe::range_lock l("file");
+  faultsafe::ranked_mutex<rank::leaf, spin_mutex> mine("caller leaf");
+  {
+    faultsafe::exclusive_guard g(mine);
+    CHECK(l.conflicting_holders(0, 10, faultsafe::lock_mode::exclusive).empty());  // one shard lock: 90 under 90
+  }
+  const auto v = expect_one(r.rec, violation_kind::rank_inversion, {"caller leaf", "range_lock shard"});
+  CHECK_MESSAGE(v.report().find("(rank 90)") != std::string::npos, v.report());
+  {
+    faultsafe::range_guard wide(l, 0, faultsafe::to_end, faultsafe::lock_mode::exclusive);  // all 16, one batch
+    CHECK(l.holders().size() == 1);  // every shard lock again, while the range is held (rank 30)
+  }
+  expect_none(r.rec);  // alone, and all of one lock's shards in index order: nothing to report
 }

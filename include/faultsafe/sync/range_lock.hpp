@@ -118,9 +118,13 @@
 // held. Several ranges of one rank (of one or several range_locks) may be held together only if taken
 // by one ordered_range_guards, which sorts them by (lock address, offset) and enqueues the ranges of
 // each lock atomically; a second range taken any other way is reported as rank_inversion. Internally
-// each range_lock has one leaf lock per shard (futex mutexes, rank "leaf" in spirit; several are taken
-// only in shard-index order) held for the tree work only; no user code, violation handler or blocking
-// wait runs under them (the diagnostics calls copy into a vector under them, which may allocate).
+// each range_lock has one leaf lock per shard (detail::rl::leaf_mutex: the library's futex mutex,
+// checked as a lock of rank `rank::leaf` (90) when checks are on; several are taken only in
+// shard-index order, as one ordered batch) held for the tree work only; no user code, violation
+// handler or blocking wait runs under them (the diagnostics calls copy into a vector under them, which
+// may allocate). Hence no range_lock member may be called while a lock of rank >= 90 is held (the
+// wait-for graph, rank 80, asks a parked request for its holders: allowed). The readers' fast path
+// takes no lock.
 //
 // Blocking: every wait for a range happens in one private function (range_guard::wait_for_grant, the
 // place for a wait-for-graph hook): a short spin on the waiter's own futex word, then a park on it
@@ -179,6 +183,7 @@
 #include "../detail/thread_record.hpp"
 #include "../order/violation.hpp"
 #include "../source_location.hpp"
+#include "../thread_annotations.hpp"
 
 #ifndef FAULTSAFE_RANGE_LOCK_SEGMENT_SHIFT
 #  define FAULTSAFE_RANGE_LOCK_SEGMENT_SHIFT 16
@@ -218,8 +223,61 @@ class ordered_range_guards;
 namespace detail {
 namespace rl {
 
-/// The internal leaf lock of a shard (the library's one futex mutex).
-using leaf_mutex = detail::futex_mutex;
+/// The internal lock of a shard: the library's one futex mutex (detail/futex.hpp; its payload counts
+/// the shard's writers), checked as a faultsafe lock of rank::leaf (config.hpp) through the one
+/// lock-checking core (order/detail/lock_core.hpp) when checks are on, a bare futex_mutex when off.
+/// Contract: held for tree work only; nothing is acquired under it, no user code, violation handler
+/// or blocking wait runs under it. One range_lock's shard locks are taken together only in index
+/// (address) order inside a detail::ordered_scope (range_lock::lock_domain). lock() and unlock() are
+/// noexcept: an inversion on it is a faultsafe bug, reported through report_violation(); should the
+/// handler throw, the exception is dropped here (the tree work in progress cannot be abandoned
+/// halfway) and the lock is taken or released anyway. Thread-safety: as futex_mutex. Memory ordering:
+/// futex_mutex's (1) acquire / (2) release; the checks add none.
+class FAULTSAFE_CAPABILITY("mutex") leaf_mutex {
+ public:
+  /// Effects: checks (rank::leaf, recursion), takes the lock adding `add` to the payload, records it.
+  void lock(std::uint32_t add = 0, const source_location& where = source_location::current()) noexcept
+      FAULTSAFE_ACQUIRE() {
+    if constexpr (default_checks::enabled) {
+      try {
+        core::check(request(), where);
+      } catch (...) {  // reported; see the class comment
+      }
+    }
+    m_.lock(add);
+    if constexpr (default_checks::enabled) {
+      try {
+        core::record(request(), where, [] {});
+      } catch (...) {  // held_stack_overflow reported; see the class comment
+      }
+    }
+  }
+  /// Effects: forgets the hold, drops the lock subtracting `sub` from the payload. Requires: held.
+  void unlock(std::uint32_t sub = 0, const source_location& where = source_location::current()) noexcept
+      FAULTSAFE_RELEASE() {
+    if constexpr (default_checks::enabled) {
+      try {
+        (void)core::forget(this, detail::hold_mode::exclusive, name, where);
+      } catch (...) {  // reported; see the class comment
+      }
+    }
+    m_.unlock(sub);
+  }
+  /// See futex_mutex::add_payload (requires: held) and futex_mutex::payload (no lock needed).
+  void add_payload(std::uint32_t add) noexcept { m_.add_payload(add); }
+  [[nodiscard]] std::uint32_t payload(std::memory_order o = std::memory_order_seq_cst) const noexcept {
+    return m_.payload(o);
+  }
+
+  static constexpr const char* name = "range_lock shard";
+
+ private:
+  using core = detail::lock_core<default_checks>;
+  [[nodiscard]] detail::acquire_request request() const noexcept {
+    return detail::self_request(this, name, rank::leaf, detail::hold_mode::exclusive);
+  }
+  detail::futex_mutex m_;
+};
 
 // The waiter's word.
 inline constexpr std::uint32_t w_waiting = 0;    // queued, thread running (spinning or about to park)
@@ -330,17 +388,19 @@ inline std::string describe_activity(activity_id a) {
 /// arrival counter of a range_lock shard (unused in the wide tree). Everything the uncontended path
 /// touches sits in the first cache line: the leaf lock, the counters and the header's links.
 struct alignas(64) range_tree {
-  // A shard's leaf lock (the wide tree is guarded by every shard's). Its payload counts the shard's
-  // "writers": the exclusive requests (granted or waiting) whose domain covers the shard (its narrow
-  // ones and every wide one), read without the lock by the readers' fast path
-  // (range_lock::try_fast_shared). A request adds itself as it takes the lock (one CAS); its exit is
-  // subtracted as the lock is dropped (writer_exits).
-  mutable leaf_mutex m;
   // The shard's readers may take the fast path (1) or not (0). A writer that finds it set clears it
   // and scans the reader slots; one that finds it clear skips the scan. Set again (under the shard's
   // lock) by the fast_path_rearm-th tree-path reader in a row without a writer: a shard whose writers
   // keep coming stays on the tree path and its writers never scan.
   std::atomic<std::uint32_t> fast_ok{1};
+  // A shard's leaf lock (the wide tree is guarded by every shard's). Its payload counts the shard's
+  // "writers": the exclusive requests (granted or waiting) whose domain covers the shard (its narrow
+  // ones and every wide one), read without the lock by the readers' fast path
+  // (range_lock::try_fast_shared). A request adds itself as it takes the lock (one CAS); its exit is
+  // subtracted as the lock is dropped (writer_exits).
+  // Not the tree's first member: shard 0's lock must not share its address with the range_lock
+  // (the lock-order checks tell locks apart by address).
+  mutable leaf_mutex m;
   std::uint32_t slow_reads = 0;   // tree-path narrow readers since fast_ok was cleared or the last writer
   std::uint64_t next_seq = 0;     // a shard's Lamport clock: see range_lock::take_seq
   std::size_t waiting = 0;        // nodes in the tree that are not granted
@@ -725,28 +785,33 @@ class alignas(64) range_lock {
   tree* home_of(unsigned d) noexcept { return d == all ? &wide_ : &shards_[d]; }
   /// The leaf lock(s) of n's domain; `add_writer`: n is exclusive and about to be enqueued (counted in
   /// the writers of the domain's shards by the locking CAS itself).
-  void lock_node(const node& n, bool add_writer = false) const noexcept {
+  void lock_node(const node& n, bool add_writer = false) const noexcept FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
     if (n.domain != all)
       n.home->m.lock(add_writer ? 1 : 0);
     else
       lock_domain(all, add_writer);
   }
-  void unlock_node(const node& n) const noexcept {
+  void unlock_node(const node& n) const noexcept FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
     if (n.domain != all)
       unlock_shard(*n.home);
     else
       unlock_domain(all);
   }
 
-  /// Lock order inside a range_lock: shard leaf locks in index order; all of them for `all`.
-  void lock_domain(unsigned d, bool add_writer = false) const noexcept {
+  /// Lock order inside a range_lock: shard leaf locks in index order; all of them for `all` (one
+  /// ordered batch of rank::leaf locks for the lock-order checks).
+  /// The domain functions hold a run-time set of shard locks (one, or all of them) across calls, which
+  /// Clang's thread-safety analysis cannot name: they are outside it (the run-time checks still check
+  /// every shard lock taken: rank::leaf, recursion, the ordered batch).
+  void lock_domain(unsigned d, bool add_writer = false) const noexcept FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
     if (d != all) {
       shards_[d].m.lock(add_writer ? 1 : 0);
       return;
     }
+    [[maybe_unused]] detail::ordered_scope batch;  // the shards' locks, in ascending address order
     for (const auto& s : shards_) s.m.lock(add_writer ? 1 : 0);
   }
-  void unlock_domain(unsigned d) const noexcept {
+  void unlock_domain(unsigned d) const noexcept FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
     if (d != all) {
       unlock_shard(shards_[d]);
       return;
@@ -754,7 +819,7 @@ class alignas(64) range_lock {
     for (unsigned i = shard_count; i-- > 0;) unlock_shard(shards_[i]);
   }
   /// Drops a shard's lock, subtracting the writers that left under this hold.
-  static void unlock_shard(const tree& t) noexcept {
+  static void unlock_shard(const tree& t) noexcept FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
     const std::uint32_t exits = t.writer_exits;
     t.writer_exits = 0;
     t.m.unlock(exits);  // (8) release: see try_fast_shared
