@@ -246,8 +246,9 @@ struct lock_class_access {
 class lock_class {
  public:
   /// Effects: registers a new class (a fresh id, never reused). Throws: std::bad_alloc.
-  explicit lock_class(std::string_view name)
-      : name_(name), id_(detail::lock_graph::instance().add_class(name, successors_)) {}
+  explicit lock_class(std::string_view name) : name_(name) {
+    id_ = detail::lock_graph::instance().add_class(name, successors_);
+  }
   /// Effects: removes the class and its edges from the graph.
   ~lock_class() { detail::lock_graph::instance().forget(id_, true); }
   lock_class(const lock_class&) = delete;
@@ -264,9 +265,11 @@ class lock_class {
 
  private:
   friend struct detail::lock_class_access;
-  detail::successor_set successors_;  // declared first: add_class() stores its address
+  // What an acquisition reads (the name's characters for a short name, the id, the successor set's
+  // table pointer) lies within the first 48 bytes: one or two cache lines.
   std::string name_;
-  std::uint32_t id_;
+  std::uint32_t id_ = 0;
+  detail::successor_set successors_;  // constructed before the body gives add_class() its address
 };
 
 /// Whether the graph holds the edge before -> after (a thread acquired `after` while holding `before`).
