@@ -542,3 +542,68 @@ TEST_CASE("Colin across processes (vm level): bob, nfs and io_pkt as three OS pr
     }
   }
 }
+
+TEST_CASE("served mappings: bad input is a clear error") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(30, "bad input");
+  vmtest::memfd_file f(file_len);
+  // Adopting something that is not a userfaultfd.
+  CHECK_THROWS_AS(aspace(adopt_userfaultfd, -1, UFFD_FEATURE_THREAD_ID), std::system_error);
+  try {
+    aspace as(adopt_userfaultfd, ::dup(f.fd), UFFD_FEATURE_THREAD_ID);
+    FAIL("a memfd was adopted as a userfaultfd");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == std::errc::invalid_argument);
+  }
+  // try_track: only on an adopted aspace, and only for a sane mapping.
+  memfd_page_source src(f.fd);
+  aspace local;
+  tracked_mapping t;
+  t.addr = reinterpret_cast<void*>(std::uintptr_t{1} << 40);
+  t.length = file_len;
+  t.shared = true;
+  t.file = file_backing{f.fd, 0, nullptr, &src};
+  CHECK(local.try_track(t) == std::errc::invalid_argument);
+  served_memory sm;
+  aspace remote(adopt_userfaultfd, ::dup(sm.userfaultfd()), sm.features());
+  CHECK(remote.remote());
+  tracked_mapping bad = t;
+  bad.addr = reinterpret_cast<void*>((std::uintptr_t{1} << 40) + 1);
+  CHECK(remote.try_track(bad) == std::errc::invalid_argument);
+  bad = t;
+  bad.length = 0;
+  CHECK(remote.try_track(bad) == std::errc::invalid_argument);
+  bad = t;
+  bad.file.reset();
+  CHECK(remote.try_track(bad) == std::errc::invalid_argument);  // shared without a file
+  bad = t;
+  bad.file->source = nullptr;
+  CHECK(remote.try_track(bad) == std::errc::invalid_argument);
+  CHECK(!remote.try_track(t));
+  CHECK(remote.region_count() == 1);
+  void* out = nullptr;
+  map_request anon;
+  anon.length = file_len;
+  CHECK(remote.try_map(anon, out) == std::errc::invalid_argument);  // it maps nothing itself
+  // served_memory: map() needs the watch first; bad requests; one watch only; no such server.
+  void* p = nullptr;
+  CHECK(sm.map(served_map_request{file_len, PROT_READ, true, f.fd, 0}, p) == std::errc::not_connected);
+  CHECK(!sm.watch_server(::getpid()));
+  CHECK(sm.watch_server(::getpid()) == std::errc::device_or_resource_busy);
+  CHECK(sm.map(served_map_request{0, PROT_READ, true, f.fd, 0}, p) == std::errc::invalid_argument);
+  CHECK(sm.map(served_map_request{file_len, PROT_READ, true, -1, 0}, p) == std::errc::invalid_argument);
+  CHECK(sm.map(served_map_request{file_len, PROT_READ, true, f.fd, 1}, p) == std::errc::invalid_argument);
+  CHECK(sm.map(served_map_request{file_len, 0x100, false, -1, 0}, p) == std::errc::invalid_argument);
+  CHECK(sm.unmap(reinterpret_cast<void*>(1), vm_page_size) == std::errc::invalid_argument);
+  served_memory other;
+  CHECK(other.watch_server(-5) != std::error_code{});
+  // pager::fault_in: a range no region covers is EFAULT, nothing is poisoned; a mapped one is made present.
+  pager pg(local);
+  void* m = vmtest::map_file(local, f, src, true);
+  CHECK(pg.fault_in(reinterpret_cast<void*>(std::uintptr_t{1} << 41), vm_page_size) == std::errc::bad_address);
+  CHECK(!pg.fault_in(static_cast<char*>(m) + 5 * vm_page_size, 2 * vm_page_size));
+  const auto before = pg.stats().faults;
+  CHECK(static_cast<const volatile std::uint8_t*>(m)[5 * vm_page_size] == pattern(5 * vm_page_size));
+  CHECK(pg.stats().faults == before);  // present: no fault was taken
+  CHECK(pg.stats().page_in_errors == 0);
+}
