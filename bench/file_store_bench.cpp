@@ -30,6 +30,8 @@
 #include <string>
 #include <vector>
 
+#include "bench_report.hpp"
+
 namespace {
 
 using namespace faultsafe;
@@ -228,21 +230,6 @@ void scan_tmpfs(benchmark::State& st) {
   g_ns["scan/tmpfs"] = best / static_cast<double>(kScanBytes / 4096);
 }
 
-// Collects the per-iteration real time of the pread benchmarks (ns per call).
-class ratio_reporter : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& r : runs)
-      if (r.run_type == Run::RT_Iteration && r.iterations > 0 && r.benchmark_name().rfind("pread4k/", 0) == 0) {
-        const std::string base = r.benchmark_name().substr(0, r.benchmark_name().find_first_of('/', 8));
-        const double ns = r.GetAdjustedRealTime() * (r.time_unit == benchmark::kMicrosecond ? 1e3 : 1.0);
-        auto it = g_ns.find(base);
-        if (it == g_ns.end() || it->second == 0 || ns < it->second) g_ns[base] = ns;
-      }
-    ConsoleReporter::ReportRuns(runs);
-  }
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -264,10 +251,10 @@ int main(int argc, char** argv) {
   } else {
     std::fprintf(stderr, "scan/*: skipped (%s)\n", why.c_str());
   }
-  benchmark::Initialize(&rc, rest.data());
-  ratio_reporter rep;
-  benchmark::RunSpecifiedBenchmarks(&rep);
-  benchmark::Shutdown();
+  fs_bench::reporter rep;
+  if (const auto code = fs_bench::run_benchmarks(rc, rest.data(), rep)) return *code;
+  for (const char* name : {"pread4k/ramfs", "pread4k/tmpfs"})  // the fastest repetition, real time
+    if (const double ns = rep.real_ns(name, fs_bench::stat::best); ns > 0) g_ns[name] = ns;
   auto show = [](const char* what, const char* ours, const char* base, const char* unit) {
     if (!g_ns.count(ours) || !g_ns.count(base) || g_ns[ours] == 0) return;
     std::printf("%-34s %10.1f %s vs %10.1f %s: ratio %.2fx\n", what, g_ns[ours], unit, g_ns[base], unit, g_ns[ours] / g_ns[base]);
