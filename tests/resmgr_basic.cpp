@@ -24,6 +24,20 @@ namespace {
 bool is(const std::error_code& ec, int e) { return ec.value() == e && ec.category() == std::generic_category(); }
 
 using test_support::gate;  // handlers wait at it, bounded: tests/support/sync.hpp
+
+/// Handlers whose open makes a plain OCB and whose read waits at `g`, then returns `bytes`.
+io_funcs gated_reads(gate& g, std::size_t bytes) {
+  io_funcs f;
+  f.open = [](request_context&, const io_open_request&, std::string_view, std::shared_ptr<ocb_base>& out) {
+    out = std::make_shared<ocb_base>();
+    return io_result::ok();
+  };
+  f.read = [&g, bytes](request_context&, ocb_base&, const io_rw_request&) {
+    g.wait();
+    return io_result::ok(bytes);
+  };
+  return f;
+}
 }  // namespace
 
 TEST_CASE("ramfs: create, write, read, lseek, fstat, ftruncate, close") {
@@ -220,15 +234,7 @@ TEST_CASE("server stop fails pending senders and future calls; the one being ser
   faultsafe_test::watchdog wd("stop");
   path_namespace ns;
   gate g;
-  io_funcs f;
-  f.open = [](request_context&, const io_open_request&, std::string_view, std::shared_ptr<ocb_base>& out) {
-    out = std::make_shared<ocb_base>();
-    return io_result::ok();
-  };
-  f.read = [&](request_context&, ocb_base&, const io_rw_request&) {
-    g.wait();
-    return io_result::ok(7);
-  };
+  const io_funcs f = gated_reads(g, 7);
   server s({.name = "slow", .pool = {1, 1}, .ns = &ns}, f);
   REQUIRE_FALSE(s.attach("/slow"));
   s.start();
@@ -393,15 +399,7 @@ TEST_CASE("the thread pool grows while every thread is busy, up to max_threads")
   faultsafe_test::watchdog wd("pool growth");
   path_namespace ns;
   gate g;
-  io_funcs f;
-  f.open = [](request_context&, const io_open_request&, std::string_view, std::shared_ptr<ocb_base>& out) {
-    out = std::make_shared<ocb_base>();
-    return io_result::ok();
-  };
-  f.read = [&](request_context&, ocb_base&, const io_rw_request&) {
-    g.wait();
-    return io_result::ok(0);
-  };
+  const io_funcs f = gated_reads(g, 0);
   server s({.name = "pool", .pool = {1, 3}, .ns = &ns}, f);
   REQUIRE_FALSE(s.attach("/pool"));
   s.start();
