@@ -25,12 +25,9 @@ using faultsafe::violation_kind;
 
 namespace {
 
-// watchdog(limit, what) in this file's order; the event: tests/support/sync.hpp.
-struct watchdog : test_support::watchdog {
-  watchdog(std::chrono::seconds limit, const char* what) : test_support::watchdog(what, limit) {}
-};
-
+// The watchdog and the event: tests/support/sync.hpp.
 using test_support::event;
+using test_support::watchdog;
 
 struct inversion_refused {
   faultsafe::violation v;
@@ -43,7 +40,7 @@ void refuse(const faultsafe::violation& v) { throw inversion_refused{v}; }
 template <class LockA, class LockB, class Before>
 faultsafe::violation run_abba(LockA& a, LockB& b, Before before_t2_takes_a) {
   faultsafe::scoped_violation_handler h{&refuse};
-  watchdog dog(20s, "ABBA");
+  watchdog dog("ABBA", 20s);
   event a_held, b_held;
   bool t1_ok = false, t2_refused = false, t1_waits_ok = false, t2_waits_ok = false;
   faultsafe::violation got;
@@ -119,7 +116,7 @@ TEST_CASE("ranked: the second thread's inversion is refused at once") {
 TEST_CASE("many threads: consistent orders stay quiet under concurrency") {
   faultsafe::violation_recorder rec;
   faultsafe::scoped_violation_handler h{rec.handler()};
-  watchdog dog(30s, "consistent orders");
+  watchdog dog("consistent orders", 30s);
   faultsafe::lock_class ca("many A"), cb("many B"), cc("many C");
   faultsafe::tracked_mutex<std::mutex, faultsafe::checks_on> a(ca), b(cb), c(cc);
   std::thread ts[3];
