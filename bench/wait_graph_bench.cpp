@@ -6,10 +6,11 @@
 //   scope/enabled_8        the same with 8 other waits recorded (each scan visits them)
 //   scope/enabled_1000     the same with 1,000 blocked threads' waits recorded: the cost of a new
 //                          edge in a large graph (issue 12's scale figure)
-//   hammer/plain           2 threads hammering one fair condvar mutex (holder record + cv wait); on a
+//   hammer/plain           threads hammering one fair condvar mutex (holder record + cv wait), on 1, 2,
+//                          4, 8, 16 threads capped at the cores; on a
 //                          loaded box they rarely overlap: this shows the fast paths (blocked_per_op ~ 0)
 //   hammer/instrumented    the same with the instrumented mutex: same code until an acquisition fails
-//   hammer/std_mutex       2 threads hammering a std::mutex (reference)
+//   hammer/std_mutex       the same threads hammering a std::mutex (reference)
 //   handoff/plain          strict hand-off: the holder releases only once the other thread is queued,
 //                          so every acquisition blocks and is woken (blocked_per_op = 1)
 //   handoff/instrumented   the same; the contended path makes a wait_scope, waits with the recheck
@@ -19,8 +20,8 @@
 //                          instr_disabled/plain the cost of waiting with a timeout instead of without
 // Uncontended paths of instrumented locks never touch the graph (no figure needed: same code as
 // plain until the first failed acquisition). After the runs it prints the ratios (bench_report.hpp:
-// medians of the repetitions; scope/*: CPU time, hammer/* and handoff/*: real time). hammer/* and
-// handoff/* are two-thread shapes by construction (a hand-off between two threads), not scaling runs.
+// medians of the repetitions; scope/*: CPU time, hammer/* and handoff/*: real time). handoff/* is a
+// two-thread shape by construction (a strict hand-off between two threads), not a scaling run.
 #include <benchmark/benchmark.h>
 
 #include <chrono>
@@ -154,8 +155,8 @@ void handoff(benchmark::State& state, M* m, bool enabled) {
   if (state.thread_index() == 0) wait_graph::set_enabled(true);
   if constexpr (!std::is_same_v<M, std::mutex>)
     state.counters["blocked_per_op"] = benchmark::Counter(
-        static_cast<double>(m->slow_.load() - slow0) / 2.0 / static_cast<double>(state.iterations()),
-      benchmark::Counter::kAvgThreads);
+        static_cast<double>(m->slow_.load() - slow0) / state.threads() / static_cast<double>(state.iterations()),
+        benchmark::Counter::kAvgThreads);
 }
 
 // Strict hand-off: the holder releases only once the other thread is queued behind it, so every
@@ -189,11 +190,10 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("scope/enabled", scope_cost, true, 0);
   benchmark::RegisterBenchmark("scope/enabled_8", scope_cost, true, 8);
   benchmark::RegisterBenchmark("scope/enabled_1000", scope_cost, true, 1000);
-  benchmark::RegisterBenchmark("hammer/std_mutex", handoff<std::mutex>, &std_m, true)->Threads(2)->UseRealTime();
-  benchmark::RegisterBenchmark("hammer/plain", handoff<bench_mutex<false>>, &plain_m, true)->Threads(2)->UseRealTime();
+  benchmark::RegisterBenchmark("hammer/std_mutex", handoff<std::mutex>, &std_m, true)->Apply(fs_bench::scaling);
+  benchmark::RegisterBenchmark("hammer/plain", handoff<bench_mutex<false>>, &plain_m, true)->Apply(fs_bench::scaling);
   benchmark::RegisterBenchmark("hammer/instrumented", handoff<bench_mutex<true>>, &instr_m, true)
-      ->Threads(2)
-      ->UseRealTime();
+      ->Apply(fs_bench::scaling);
   benchmark::RegisterBenchmark("handoff/plain", pingpong<bench_mutex<false>>, &plain_m, true)->Threads(2)->UseRealTime();
   benchmark::RegisterBenchmark("handoff/instrumented", pingpong<bench_mutex<true>>, &instr_m, true)
       ->Threads(2)
@@ -204,18 +204,21 @@ int main(int argc, char** argv) {
 
   fs_bench::reporter rep;
   if (const auto rc = fs_bench::run_benchmarks(argc, argv, rep)) return *rc;
-  const auto t2 = [](const std::string& n) { return n + "/real_time/threads:2"; };
+  const auto on = [](const std::string& n, int threads) { return n + "/real_time/threads:" + std::to_string(threads); };
+  const auto t2 = [&](const std::string& n) { return on(n, 2); };
   fs_bench::reporter::print_header("bench_wait_graph");
   for (const char* n : {"scope/disabled", "scope/enabled", "scope/enabled_8", "scope/enabled_1000"})
     rep.cpu_ratio(std::string(n) + " / std::mutex lock+unlock", n, "scope/std_mutex");
   rep.cpu_ratio("new edge with 1,000 blocked threads' waits / with none", "scope/enabled_1000", "scope/enabled",
                 "issue 12 scale");
-  for (const char* shape : {"hammer", "handoff"})
-    for (const char* lock : {"std_mutex", "instrumented", "instr_disabled"})
-      if (rep.repetitions(t2(std::string(shape) + "/" + lock)) > 0)
-        fs_bench::reporter::ratio_line(std::string(shape) + "/" + lock + " / " + shape + "/plain, real ns per op",
-                                     rep.real_ns(t2(std::string(shape) + "/" + lock)),
-                                     rep.real_ns(t2(std::string(shape) + "/plain")), "ns");
+  for (int t : fs_bench::thread_counts())
+    for (const char* lock : {"std_mutex", "instrumented"})
+      fs_bench::reporter::ratio_line(
+          "hammer/" + std::string(lock) + " / hammer/plain, " + std::to_string(t) + " thread(s), real ns per op",
+          rep.real_ns(on(std::string("hammer/") + lock, t)), rep.real_ns(on("hammer/plain", t)), "ns");
+  for (const char* lock : {"instrumented", "instr_disabled"})
+    fs_bench::reporter::ratio_line(std::string("handoff/") + lock + " / handoff/plain, real ns per op",
+                                   rep.real_ns(t2(std::string("handoff/") + lock)), rep.real_ns(t2("handoff/plain")), "ns");
   fs_bench::reporter::ratio_line("handoff/instrumented / handoff/instr_disabled (the graph's own share)",
                                  rep.real_ns(t2("handoff/instrumented")), rep.real_ns(t2("handoff/instr_disabled")), "ns");
   return 0;
