@@ -23,6 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "bench_report.hpp"
@@ -37,13 +38,19 @@ using faultsafe::checks_on;
 
 faultsafe::lock_class class_a("bench A"), class_b("bench B"), class_c("bench C");
 
+/// A lock of type M: in lock class `c` when M takes one (tracked_mutex), else default-constructed.
+/// So a new lock type is one RegisterBenchmark line per shape.
+template <class M>
+M make_lock(faultsafe::lock_class& c) {
+  if constexpr (std::is_constructible_v<M, faultsafe::lock_class&>)
+    return M(c);
+  else
+    return M();
+}
+
 template <class M>
 struct one_lock {
-  M m;
-};
-template <>
-struct one_lock<faultsafe::tracked_mutex<std::mutex, checks_on>> {
-  faultsafe::tracked_mutex<std::mutex, checks_on> m{class_a};
+  M m = make_lock<M>(class_a);
 };
 
 template <class M>
@@ -62,15 +69,11 @@ void single(benchmark::State& state) {
 
 template <class A, class B, class C>
 struct three_locks {
-  A a;
-  B b;
-  C c;
+  A a = make_lock<A>(class_a);
+  B b = make_lock<B>(class_b);
+  C c = make_lock<C>(class_c);
 };
 using tracked = faultsafe::tracked_mutex<std::mutex, checks_on>;
-template <>
-struct three_locks<tracked, tracked, tracked> {
-  tracked a{class_a}, b{class_b}, c{class_c};
-};
 
 template <class L>
 void lock_nested(L& l) {
