@@ -103,7 +103,7 @@ void run_sequence(process& p, unsigned seed, int n, void* bad, std::vector<std::
     };
     for (std::size_t k = 0; k < len; ++k) data[k] = static_cast<unsigned char>(rng());
     std::memset(buf.data(), 0xAA, buf.size());
-    switch (pick(13)) {
+    switch (pick(14)) {
       case 0: {
         const std::string path = "/r/f" + std::to_string(pick(3));
         auto r = p.open(path, open_flags[pick(std::size(open_flags))], 0644);
@@ -155,6 +155,20 @@ void run_sequence(process& p, unsigned seed, int n, void* bad, std::vector<std::
       case 12: {  // a read into an unwritable buffer
         auto r = p.pread(fd, bad, len, off);
         t << "pread-bad " << fd << " " << len << " e=" << r.error().value() << " v=" << r.value_or(0);
+        break;
+      }
+      case 13: {  // the memory calls on anonymous memory (a file mapping is not served across processes yet)
+        const std::size_t pages = 1 + pick(4);
+        auto m = p.mmap(nullptr, pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        t << "mmap-anon " << pages << " e=" << m.error().value();
+        if (m) {
+          auto* q = static_cast<unsigned char*>(*m);
+          q[0] = 1;  // a real fault, served by the process's pager
+          t << " touch=" << int(q[0]) << " mprotect=" << p.mprotect(q, 4096, PROT_READ).error().value()
+            << " msync=" << p.msync(q, pages * 4096, MS_SYNC).error().value()
+            << " bad-msync=" << p.msync(q + 1, 4096, MS_SYNC).error().value()
+            << " munmap=" << p.munmap(q, pages * 4096).error().value();
+        }
         break;
       }
     }
@@ -312,6 +326,10 @@ TEST_CASE("the same random call sequence gives the same results in-process and f
     }
     CHECK(efault > 10);
     CHECK(big > 10);
+    std::size_t mapped = 0;
+    for (const auto& l : local) mapped += l.find("mmap-anon") != std::string::npos && l.find(" e=0 touch=1 mprotect=0 msync=0 bad-msync=22 munmap=0") != std::string::npos;
+    if (mapped == 0) MESSAGE("no anonymous mapping succeeded (userfaultfd refused?): the memory calls were compared as failures only");
+    else CHECK(mapped > 10);
     // The child exited: its connection is cleaned up, nothing of it stays open.
     for (int i = 0; i < 5000 && rs.connections_gone() < 1; ++i) std::this_thread::sleep_for(1ms);
     CHECK(rs.connections_gone() == 1);
