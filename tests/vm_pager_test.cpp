@@ -19,12 +19,7 @@ TEST_CASE("shared file mapping read from several threads through the pager") {
   memfd_page_source src(f.fd);
   aspace as;
   pager pg(as, pager_options{3});
-  map_request rq;
-  rq.length = size;
-  rq.prot = PROT_READ;
-  rq.shared = true;
-  rq.file = file_backing{f.fd, 0, &f, &src};
-  auto* p = static_cast<const std::uint8_t*>(as.map(rq));
+  auto* p = static_cast<const std::uint8_t*>(vmtest::map_file(as, f, src, true));
   std::atomic<int> bad{0};
   std::vector<std::thread> ts;
   for (int t = 0; t < 4; ++t)
@@ -164,12 +159,7 @@ TEST_CASE("a failing page-in ends in SIGBUS at the faulting access, never a hang
   aspace as;
   pager pg(as);
   for (bool shared : {true, false}) {
-    map_request rq;
-    rq.length = f.size;
-    rq.prot = PROT_READ;
-    rq.shared = shared;
-    rq.file = file_backing{f.fd, 0, &f, &src};
-    auto* p = static_cast<const std::uint8_t*>(as.map(rq));
+    auto* p = static_cast<const std::uint8_t*>(vmtest::map_file(as, f, src, shared));
     std::uint8_t v = 0;
     CHECK(vmtest::probe_read(p + 7 * vm_page_size + 3, v) == 0);
     CHECK(v == pattern(7 * vm_page_size + 3));
