@@ -99,7 +99,7 @@
 // to the tree path, where FIFO puts it behind the writer) or is seen and migrated by it (a Dekker
 // handshake, (3)-(6) below). A per-shard flag (fast_ok) lets a writer skip the slot scan when the
 // shard's readers are on the tree path: a writer that scans clears it, and the shard's readers then
-// take the tree path until 32 of them came in a row without a writer (so a shard whose writers keep
+// take the tree path until 4 of them (fast_path_rearm) came in a row without a writer (so a shard whose writers keep
 // coming behaves as without the fast path, and its writers do not scan). holders() and
 // conflicting_holders() migrate too. Slot collisions (more than two threads' ids on one slot, or a
 // thread holding two fast ranges of one lock) simply take the tree path.
@@ -673,8 +673,10 @@ class alignas(64) range_lock {
   enum class fast_result { none, published, migrated };
   /// Tree-path readers in a row, without a writer, after which a shard's readers may use the fast
   /// path again (after a writer found fast readers' flag set and scanned). Bounds the scans a
-  /// write-heavy shard pays: at most one per fast_path_rearm reads.
-  static constexpr std::uint32_t fast_path_rearm = 32;
+  /// write-heavy shard pays: at most one per fast_path_rearm reads. Small, because a shard that
+  /// sees a writer every few reads (random 10% writes spread over 16 shards: about 9 reads between two
+  /// writers of a shard) would otherwise keep its readers on the tree path almost always.
+  static constexpr std::uint32_t fast_path_rearm = 4;
   static std::uintptr_t slot_tag(const node& n) noexcept { return reinterpret_cast<std::uintptr_t>(&n) | n.domain; }
 
   /// Requires: n shared, narrow (domain < all), initialised, not linked. Effects: grants n without the
