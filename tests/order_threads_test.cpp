@@ -7,6 +7,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <memory>
+#include <vector>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
@@ -134,6 +137,53 @@ TEST_CASE("many threads: consistent orders stay quiet under concurrency") {
   for (auto& t : ts) t.join();
   CHECK(rec.count() == 0);
   CHECK(faultsafe::lock_order_known(ca, cc));
+}
+
+TEST_CASE("many threads learn, use and forget edges of one class at once (its successor set grows and shrinks under readers)") {
+  faultsafe::violation_recorder rec;
+  faultsafe::scoped_violation_handler h{rec.handler()};
+  watchdog dog("successor set under concurrency", 60s);
+  using lock_t = faultsafe::tracked_mutex<std::mutex, faultsafe::checks_on>;
+  faultsafe::lock_class outer_class("shared outer");
+  lock_t outer(outer_class);
+  constexpr int threads = 3, per_thread = 200;
+  std::vector<std::unique_ptr<faultsafe::lock_class>> classes;
+  std::vector<std::unique_ptr<lock_t>> inner;
+  for (int i = 0; i < threads * per_thread; ++i) {
+    classes.push_back(std::make_unique<faultsafe::lock_class>("inner " + std::to_string(i)));
+    inner.push_back(std::make_unique<lock_t>(*classes.back()));
+  }
+  std::atomic<bool> stop{false};
+  std::thread forgetter([&] {  // erases edges into some inner classes while the others probe
+    for (std::size_t k = 0; !stop.load(); k = (k + 7) % classes.size()) {
+      classes[k]->forget();
+      std::this_thread::yield();
+    }
+  });
+  std::vector<std::thread> ts;
+  for (int t = 0; t < threads; ++t)
+    ts.emplace_back([&, t] {
+      for (int round = 0; round < 5; ++round)
+        for (int i = 0; i < per_thread; ++i) {  // each thread its own inner classes, all after `outer`
+          std::lock_guard<lock_t> go(outer);
+          std::lock_guard<lock_t> gi(*inner[static_cast<std::size_t>(t * per_thread + i)]);
+        }
+    });
+  for (auto& t : ts) t.join();
+  stop = true;
+  forgetter.join();
+  CHECK(rec.count() == 0);  // one consistent order: nothing to report, whatever was forgotten
+  for (auto& l : inner) {  // the order is known (again) once used after the last forget()
+    std::lock_guard<lock_t> go(outer);
+    std::lock_guard<lock_t> gi(*l);
+  }
+  for (auto& c : classes) CHECK(faultsafe::lock_order_known(outer_class, *c));
+  // An inversion against any of them is still caught (refused: `outer` is never taken).
+  {
+    faultsafe::scoped_violation_handler refusing{refuse};
+    std::lock_guard<lock_t> gi(*inner.back());
+    CHECK_THROWS_AS(outer.lock(), inversion_refused);
+  }
 }
 
 TEST_CASE("the default handler prints the report and aborts") {
