@@ -3,8 +3,10 @@
 // - pread of 4 KiB from a ramfs served by another process, vs the kernel's own pread(2) of a tmpfs
 //   file (/dev/shm), vs a bare cross-process shared-memory spin ping-pong, vs a pipe round trip;
 // - pread of 1 MiB from the other process vs the kernel's pread(2) of tmpfs (throughput);
-// - the crossover of MsgWrite across processes: the same preads through a connection that copies
-//   every reply through the shared slot (inline) and through one that always uses process_vm_writev.
+// - the crossover of MsgWrite across processes: the copy costs alone (two memcpy through a slot vs
+//   one process_vm_writev into another process, one thread: no scheduling in the figure), and the
+//   same preads through a connection that copies every reply through the shared slot (inline) and
+//   through one that always uses process_vm_writev.
 // The server, the ping-pong partner and the pipe echo are children forked at the start of main(),
 // before any thread exists. All figures are real (wall-clock) time per iteration.
 #include <faultsafe/resmgr/process.hpp>
@@ -15,6 +17,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -122,6 +125,32 @@ void remote_pread(benchmark::State& state, const std::string& address) {
 void BM_RemotePread(benchmark::State& state) { remote_pread(state, g_default_addr); }
 BENCHMARK(BM_RemotePread)->Arg(4096)->Arg(1 << 20)->UseRealTime();
 
+// The same pread from a ramfs in this process (the in-process channel): what the transport adds.
+void BM_LocalPread(benchmark::State& state) {
+  const std::size_t n = static_cast<std::size_t>(state.range(0));
+  static faultsafe::path_namespace ns;
+  static faultsafe::ramfs fs([] {
+    faultsafe::ramfs_options o;
+    o.name = "localfs";
+    o.prefix = "/l";
+    o.ns = &ns;
+    o.file.max_size = 64 << 20;
+    return o;
+  }());
+  faultsafe::process p("local", {0, 0}, &ns);
+  const int fd = *p.open("/l/f", O_RDWR | O_CREAT, 0644);
+  std::vector<unsigned char> buf(n, 0x5a);
+  (void)p.pwrite(fd, buf.data(), n, 0);
+  for (auto _ : state) {
+    auto r = p.pread(fd, buf.data(), n, 0);
+    benchmark::DoNotOptimize(r);
+  }
+  (void)p.close(fd);
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * n));
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_LocalPread)->Arg(4096)->Arg(1 << 20)->UseRealTime();
+
 // The crossover: every size through the slot (inline) and by process_vm_writev (vm).
 void BM_RemotePreadInline(benchmark::State& state) { remote_pread(state, g_inline_addr); }
 void BM_RemotePreadVm(benchmark::State& state) { remote_pread(state, g_vm_addr); }
@@ -131,6 +160,41 @@ void crossover_sizes(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_RemotePreadInline)->Apply(crossover_sizes);
 BENCHMARK(BM_RemotePreadVm)->Apply(crossover_sizes);
+
+// The copy costs behind the crossover, without the round trip (one thread, no scheduling in the
+// figure): a reply through the slot is two copies (the server into the shared slot, the client out
+// of it); by address it is one process_vm_writev into the client (here: a passive child process,
+// its buffer at the address this process had before fork()).
+unsigned char* g_remote_buf = nullptr;  // 1 MiB, at the same address in the passive child
+pid_t g_passive = 0;
+void BM_CopyThroughSlot(benchmark::State& state) {
+  const std::size_t n = static_cast<std::size_t>(state.range(0));
+  std::vector<unsigned char> src(n, 0x5a), slot(n), dst(n);
+  for (auto _ : state) {
+    std::memcpy(slot.data(), src.data(), n);
+    benchmark::ClobberMemory();
+    std::memcpy(dst.data(), slot.data(), n);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * n));
+}
+void BM_ProcessVmWritev(benchmark::State& state) {
+  const std::size_t n = static_cast<std::size_t>(state.range(0));
+  std::vector<unsigned char> src(n, 0x5a);
+  for (auto _ : state) {
+    struct iovec l{src.data(), n}, r{g_remote_buf, n};
+    if (::process_vm_writev(g_passive, &l, 1, &r, 1, 0) != static_cast<ssize_t>(n)) {
+      state.SkipWithError("process_vm_writev");
+      break;
+    }
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * n));
+}
+void copy_sizes(benchmark::internal::Benchmark* b) {
+  for (int s = 256; s <= (1 << 20); s *= 2) b->Arg(s);
+}
+BENCHMARK(BM_CopyThroughSlot)->Apply(copy_sizes);
+BENCHMARK(BM_ProcessVmWritev)->Apply(copy_sizes);
 
 void BM_SharedMemorySpinPingPong(benchmark::State& state) {
   std::atomic<std::uint32_t>& w = *g_ping;
@@ -189,6 +253,15 @@ int main(int argc, char** argv) {
     pid = ::fork();
     if (pid == 0) ping_partner();
     children.push_back(pid);
+    g_remote_buf = static_cast<unsigned char*>(::mmap(nullptr, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    if (g_remote_buf == MAP_FAILED) return 1;
+    pid = ::fork();
+    if (pid == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      for (;;) ::pause();
+    }
+    g_passive = pid;
+    children.push_back(pid);
     int to[2], from[2];
     if (::pipe(to) != 0 || ::pipe(from) != 0) return 1;
     pid = ::fork();
@@ -211,13 +284,21 @@ int main(int argc, char** argv) {
     fs_bench::reporter::ratio_line(label, rep.real_ns(a), rep.real_ns(b), "ns", note);
   };
   real("remote pread 4K / kernel pread(2) 4K of tmpfs", "BM_RemotePread/4096/", "BM_KernelPreadTmpfs/4096/", "goal <= 1.5x");
+  real("remote pread 4K / in-process ramfs pread 4K", "BM_RemotePread/4096/", "BM_LocalPread/4096/");
   real("remote pread 4K / shared-memory spin ping-pong", "BM_RemotePread/4096/", "BM_SharedMemorySpinPingPong");
   real("remote pread 4K / pipe round trip", "BM_RemotePread/4096/", "BM_PipeRoundTrip");
   real("kernel pread 4K of tmpfs / shared-memory spin ping-pong", "BM_KernelPreadTmpfs/4096/", "BM_SharedMemorySpinPingPong");
   fs_bench::reporter::ratio_line("remote pread 1M throughput / kernel pread(2) 1M of tmpfs",
                                  rep.rate("BM_RemotePread/1048576/"), rep.rate("BM_KernelPreadTmpfs/1048576/"), "op/s",
                                  "goal >= 0.5x");
-  std::printf("  crossover (time through the slot / time by process_vm_writev; < 1: the slot is faster):\n");
+  fs_bench::reporter::ratio_line("remote pread 1M throughput / in-process ramfs pread 1M", rep.rate("BM_RemotePread/1048576/"),
+                                 rep.rate("BM_LocalPread/1048576/"), "op/s");
+  std::printf("  copy cost of a reply (CPU time, one thread): two memcpy through the slot / one process_vm_writev:\n");
+  for (int s = 256; s <= (1 << 20); s *= 2) {
+    const std::string a = "BM_CopyThroughSlot/" + std::to_string(s), b = "BM_ProcessVmWritev/" + std::to_string(s);
+    fs_bench::reporter::ratio_line("  " + std::to_string(s) + " bytes: slot / process_vm_writev", rep.cpu_ns(a), rep.cpu_ns(b), "ns");
+  }
+  std::printf("  crossover, whole round trips (time through the slot / time by process_vm_writev; < 1: the slot is faster):\n");
   for (int s = 1024; s <= (512 << 10); s *= 2) {
     const std::string a = "BM_RemotePreadInline/" + std::to_string(s) + "/", b = "BM_RemotePreadVm/" + std::to_string(s) + "/";
     fs_bench::reporter::ratio_line("  pread " + std::to_string(s / 1024) + " KiB: inline / process_vm", rep.real_ns(a),

@@ -109,9 +109,10 @@ struct socket_listener_options {
   /// Message slots per connection: how many of a client's threads may have a message in flight at
   /// once (one server thread each). 1..64.
   unsigned slots = 4;
-  /// Buffers up to this many bytes go through the slot's shared memory; larger ones are copied in
-  /// place with process_vm_readv/writev. The default is the measured crossover (README, "Measured").
-  std::size_t inline_max = 16 * 1024;
+  /// Buffers up to this many bytes go through the slot's shared memory (each slot holds 2 x
+  /// inline_max); larger ones are copied in place with process_vm_readv/writev. The default is chosen
+  /// from bench_remote's copy-cost rows (README, "Measured").
+  std::size_t inline_max = 64 * 1024;
   /// How long an idle slot thread spins for the next request before parking (past 2 us the spin
   /// yields the core every ~1 us: the other side may be waiting for it).
   std::chrono::nanoseconds spin = std::chrono::microseconds(20);
