@@ -3,6 +3,7 @@
 
 #include <array>
 #include <atomic>
+#include <memory>
 #include <optional>
 #include <random>
 #include <thread>
@@ -283,4 +284,37 @@ TEST_CASE("random try_lock sequences: grants match a brute-force model; tree sta
   }
   for (auto& x : g) x.reset();
   CHECK(l.holders().empty());
+}
+
+TEST_CASE("interval tree: the augmentation (subtree max end, overall and exclusive) holds after every insert and erase") {
+  // The insertion raises the augmentation on the way down and recomputes only the nodes rebalancing
+  // rotated; erase recomputes the path. check_subtree recomputes everything from scratch.
+  using detail::rl::range_node;
+  using detail::rl::range_tree;
+  std::mt19937_64 rng(42);
+  for (int round = 0; round < 40; ++round) {
+    range_tree t;
+    t.init();
+    std::vector<std::unique_ptr<range_node>> live;
+    const auto cap = static_cast<std::size_t>(1 + rng() % 600);
+    bool ok = true;
+    for (std::size_t step = 0; step < 4 * cap && ok; ++step) {
+      if (live.size() < cap && (live.empty() || rng() % 3 != 0)) {
+        auto n = std::make_unique<range_node>();
+        n->off = rng() % 1000;
+        n->last = n->off + rng() % 50;
+        n->mode = rng() % 2 ? lock_mode::exclusive : lock_mode::shared;
+        n->granted = true;
+        t.insert(*n, step);
+        live.push_back(std::move(n));
+      } else {
+        const auto i = static_cast<std::size_t>(rng() % live.size());
+        t.erase(*live[i]);
+        live.erase(live.begin() + static_cast<std::ptrdiff_t>(i));
+      }
+      std::size_t waiting = 0;
+      range_tree::check_subtree(t.root(), ok, waiting);
+    }
+    REQUIRE(ok);
+  }
 }

@@ -452,9 +452,55 @@ struct alignas(64) range_tree {
     }
     insert_general(n);
   }
+  // Insertion without a walk back to the root: every node on the search path gets n in its subtree,
+  // so its augmentation is raised on the way down (the descent insert_equal_upper_bound repeats).
+  // Rebalancing after an insertion rotates only nodes of that path (n, its parent and grandparent
+  // where the recolouring climb stops): exactly the path nodes whose parent changed. Only they are
+  // recomputed, children first (three passes: they span at most three levels). A path deeper than
+  // max_path (impossible for a red-black tree of fewer than 2^64 nodes) falls back to fix_path.
+  static constexpr unsigned max_path = 128;
   void insert_general(range_node& n) noexcept {
-    tree_algo::insert_equal_upper_bound(&header, &n, [](const range_node* a, const range_node* b) { return a->off < b->off; });
-    fix_path(&n);
+    const auto before = [](const range_node* a, const range_node* b) { return a->off < b->off; };
+    range_node* path[max_path];
+    range_node* up[max_path];  // each path node's parent before the insertion
+    unsigned depth = 0;
+    const bool nx = n.mode == lock_mode::exclusive;
+    for (range_node* x = header.parent; x; x = before(&n, x) ? x->left : x->right) {
+      if (depth == max_path) {
+        tree_algo::insert_equal_upper_bound(&header, &n, before);
+        fix_path(&n);
+        return;
+      }
+      path[depth] = x;
+      up[depth++] = x->parent;
+      x->max_last = std::max(x->max_last, n.last);
+      if (nx) {
+        x->max_last_x = x->has_x ? std::max(x->max_last_x, n.last) : n.last;
+        x->has_x = true;
+      }
+    }
+    n.max_last = n.last;
+    n.has_x = nx;
+    n.max_last_x = nx ? n.last : 0;
+    tree_algo::insert_equal_upper_bound(&header, &n, before);
+    range_node* moved[3];
+    unsigned k = 0;
+    bool more = false;  // more rotated nodes than an insertion can rotate: not expected; stay correct
+    const auto note = [&](range_node* x) {
+      if (k < 3)
+        moved[k++] = x;
+      else
+        more = true;
+    };
+    if (depth > 0 && n.parent != path[depth - 1]) note(&n);
+    for (unsigned i = depth; i-- > 0;)
+      if (path[i]->parent != up[i]) note(path[i]);
+    if (more) {
+      fix_path(&n);
+      return;
+    }
+    for (int pass = 0; pass < 3; ++pass)
+      for (unsigned i = 0; i < k; ++i) recompute(moved[i]);
   }
 
   void erase(range_node& z) noexcept {
