@@ -21,6 +21,8 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -195,6 +197,21 @@ ramfs_options files_options(path_namespace* ns) {
   return o;
 }
 
+// A ramfs (at /r of its own namespace) served to other processes at a fresh abstract address.
+struct served_ramfs {
+  explicit served_ramfs(const char* what, mode_t dir_mode = 0777)
+      : fs(options(ns, dir_mode)), address(unique_address(what)), rs(fs.srv(), {.address = address}) {}
+  static ramfs_options options(path_namespace& n, mode_t dir_mode) {
+    ramfs_options o = files_options(&n);
+    o.dir_mode = dir_mode;
+    return o;
+  }
+  path_namespace ns;
+  ramfs fs;
+  std::string address;
+  remote_server rs;
+};
+
 // ---- child roles ------------------------------------------------------------------------------------
 
 int role_sequence(const std::string& address, unsigned seed, const std::string& out) {
@@ -299,10 +316,8 @@ TEST_CASE("the same random call sequence gives the same results in-process and f
       REQUIRE(bad);
       run_sequence(p, seed, sequence_length, bad, local);
     }
-    path_namespace ns;
-    ramfs fs(files_options(&ns));
-    const std::string address = unique_address("seq");
-    remote_server rs(fs.srv(), {.address = address});
+    served_ramfs srv("seq");
+    auto& [ns, fs, address, rs] = srv;
     const std::string out = "/tmp/faultsafe-remote-seq-" + std::to_string(::getpid());
     const pid_t child = spawn({"sequence", address, std::to_string(seed), out});
     REQUIRE(wait_exit(child) == 0);
@@ -339,10 +354,8 @@ TEST_CASE("the same random call sequence gives the same results in-process and f
 
 TEST_CASE("kill -9 of clients in the middle of requests: their opens go, their writes stay, others go on") {
   test_support::watchdog wd("client kills", 280s);
-  path_namespace ns;
-  ramfs fs(files_options(&ns));
-  const std::string address = unique_address("kill");
-  remote_server rs(fs.srv(), {.address = address});
+  served_ramfs srv("kill");
+  auto& [ns, fs, address, rs] = srv;
   process local("local", {0, 0}, &ns);
   local.set_io_timeout(10s);  // a leaked range lock fails the whole-file write below instead of hanging it
   {
@@ -488,13 +501,9 @@ TEST_CASE("a client that forges uid 0 in its messages gets what its real uid get
     setup(ns);
     want = expected(ns);
   }
-  path_namespace ns;
-  auto o = files_options(&ns);
-  o.dir_mode = 01777;
-  ramfs fs(o);
+  served_ramfs srv("forge", 01777);
+  auto& [ns, fs, address, rs] = srv;
   setup(ns);
-  const std::string address = unique_address("forge");
-  remote_server rs(fs.srv(), {.address = address});
   int out[2];
   REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
   const pid_t c = spawn({"forger", address, std::to_string(uid)}, out[1]);
@@ -508,6 +517,108 @@ TEST_CASE("a client that forges uid 0 in its messages gets what its real uid get
   CHECK(want.find("13 0 13 1 ") == 0);  // EACCES, ok, EACCES, EPERM: the real uid's rights
   process root("root", {0, 0}, &ns);
   CHECK(root.stat("/r/secret").ok());  // the forged unlink did nothing
+}
+
+TEST_CASE("addresses: a filesystem path and the abstract namespace; connect errors") {
+  test_support::watchdog wd("addresses", 30s);
+  path_namespace ns;
+  ramfs fs(files_options(&ns));
+  const std::string path = "/tmp/faultsafe-remote-test-" + std::to_string(::getpid()) + ".sock";
+  {
+    remote_server rs(fs.srv(), {.address = path});
+    struct ::stat st{};
+    REQUIRE(::stat(path.c_str(), &st) == 0);
+    CHECK(S_ISSOCK(st.st_mode));
+    path_namespace cns;
+    REQUIRE(!mount_remote(cns, "/p", path));
+    process p("client", {0, 0}, &cns);
+    auto fd = p.open("/p/x", O_RDWR | O_CREAT, 0644);
+    REQUIRE(fd);
+    CHECK(p.pwrite(*fd, "hello", 5, 0).value_or(0) == 5);
+    CHECK(p.close(*fd).ok());
+    process local("local", {0, 0}, &ns);
+    auto lst = local.stat("/r/x");
+    REQUIRE(lst);
+    CHECK(lst.value().st_size == 5);
+  }
+  struct ::stat st{};
+  CHECK(::stat(path.c_str(), &st) != 0);  // the listener removed its socket file
+  std::error_code ec;
+  CHECK(connect_channel(path, ec) == nullptr);
+  CHECK((ec.value() == ENOENT || ec.value() == ECONNREFUSED));
+  CHECK(connect_channel("@faultsafe-remote-test-nobody-listens", ec) == nullptr);
+  CHECK(ec.value() == ECONNREFUSED);
+  CHECK(connect_channel("", ec) == nullptr);
+  CHECK(ec.value() == EINVAL);
+  // A socket that is not a faultsafe listener: EPROTO, not a hang (it sends one wrong datagram).
+  const std::string other = unique_address("other");
+  const int l = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  socklen_t len = 0;
+  REQUIRE(detail::sock::make_address(other, sa, len));
+  REQUIRE(::bind(l, reinterpret_cast<sockaddr*>(&sa), len) == 0);
+  REQUIRE(::listen(l, 1) == 0);
+  std::thread t([&] {
+    const int c = ::accept(l, nullptr, nullptr);
+    (void)!::send(c, "nope", 4, 0);
+    ::close(c);
+  });
+  CHECK(connect_channel(other, ec) == nullptr);
+  CHECK(ec.value() == EPROTO);
+  t.join();
+  ::close(l);
+}
+
+TEST_CASE("a client that writes garbage into its slot gets an error, the server goes on") {
+  test_support::watchdog wd("garbage", 30s);
+  served_ramfs srv("garbage");
+  auto& [ns, fs, address, rs] = srv;
+  // A hand-made connection: the raw slot, as a hostile client sees it.
+  sockaddr_un sa{};
+  socklen_t len = 0;
+  REQUIRE(detail::sock::make_address(address, sa, len));
+  const int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&sa), len) == 0);
+  detail::sock::conn_header h{};
+  int memfd = -1;
+  REQUIRE(!detail::sock::receive_hello(fd, h, memfd));
+  const std::size_t size = detail::sock::page + h.slot_stride * h.slots;
+  CHECK(::ftruncate(memfd, 4096) != 0);  // sealed: the client cannot shrink what the server maps
+  void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+  REQUIRE(base != MAP_FAILED);
+  detail::sock::slot& s = *detail::sock::slot_at(base, h.slot_stride, 0);
+  auto ask = [&](auto fill) {
+    fill(s);
+    s.state.store(detail::sock::st_request, std::memory_order_release);
+    (void)detail::futex_wake(&s.state, 1, detail::futex_scope::shared);
+    while ((s.state.load(std::memory_order_acquire) & detail::sock::st_phase) != detail::sock::st_done) std::this_thread::sleep_for(100us);
+    return s.error;
+  };
+  io_open_request q{client_info{0, 0, 0}, O_RDWR | O_CREAT, 0644};
+  const std::string name = "g";
+  auto base_fill = [&](detail::sock::slot& x) {
+    x.type = static_cast<std::uint32_t>(io_msg::open);
+    x.flags = detail::sock::fl_inline;
+    x.header_len = sizeof q;
+    std::memcpy(x.header, &q, sizeof q);
+    x.payload_len = name.size();
+    std::memcpy(x.data, name.data(), name.size());
+    x.reply_data_len = 0;
+    x.reply_header_len = 0;
+  };
+  CHECK(ask([&](auto& x) { base_fill(x); x.header_len = 100000; }) == EINVAL);
+  CHECK(ask([&](auto& x) { base_fill(x); x.payload_len = std::uint64_t{1} << 40; }) == EINVAL);
+  CHECK(ask([&](auto& x) { base_fill(x); x.reply_header_len = 1 << 20; }) == EINVAL);
+  CHECK(ask([&](auto& x) { base_fill(x); x.flags = 0; x.payload_addr = 16; }) == EFAULT);  // by address: a bad one
+  CHECK(ask([&](auto& x) { base_fill(x); x.header_len = 3; }) == EBADMSG);
+  CHECK(ask([&](auto& x) { base_fill(x); x.type = 250; }) == ENOSYS);
+  CHECK(ask(base_fill) == 0);  // a well-formed open still works on the same connection
+  ::munmap(base, size);
+  ::close(memfd);
+  ::close(fd);  // the open it held is closed for it
+  for (int i = 0; i < 5000 && rs.connections_gone() < 1; ++i) std::this_thread::sleep_for(1ms);
+  CHECK(rs.connections_gone() == 1);
+  CHECK(fs.srv().open_ocbs() == 0);
 }
 
 int main(int argc, char** argv) {

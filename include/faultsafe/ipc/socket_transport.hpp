@@ -238,6 +238,30 @@ inline bool hung_up(int fd) noexcept {
   return false;
 }
 
+// The client's side of the connection's first message: the listener's header and the memfd (with
+// SCM_RIGHTS) on the connected socket `fd`. EPROTO for anything else (a received fd is closed then).
+inline std::error_code receive_hello(int fd, conn_header& h, int& memfd) noexcept {
+  char ctl[CMSG_SPACE(sizeof(int))] = {};
+  iovec iov{&h, sizeof h};
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = ctl;
+  m.msg_controllen = sizeof ctl;
+  const ssize_t n = ::recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+  if (n < 0) return last_error();
+  memfd = -1;
+  const cmsghdr* c = CMSG_FIRSTHDR(&m);
+  if (c != nullptr && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) std::memcpy(&memfd, CMSG_DATA(c), sizeof memfd);
+  if (n != static_cast<ssize_t>(sizeof h) || memfd < 0 || h.magic != magic || h.slots == 0 || h.slots > 64 ||
+      h.slot_stride < slot_stride(0) || offsetof(slot, data) + h.data_bytes > h.slot_stride) {
+    if (memfd >= 0) ::close(memfd);
+    memfd = -1;
+    return std::make_error_code(std::errc::protocol_error);
+  }
+  return {};
+}
+
 // The client end: a channel_transport over one connection.
 class client_transport final : public channel_transport {
  public:
@@ -417,21 +441,8 @@ struct connect_options {
   };
   if (::connect(fd, reinterpret_cast<const sockaddr*>(&sa), len) != 0) return fail(last_error());
   conn_header h{};
-  char ctl[CMSG_SPACE(sizeof(int))];
-  iovec iov{&h, sizeof h};
-  msghdr m{};
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  m.msg_control = ctl;
-  m.msg_controllen = sizeof ctl;
-  const ssize_t n = ::recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
-  if (n < 0) return fail(last_error());
-  cmsghdr* c = CMSG_FIRSTHDR(&m);
-  if (n != static_cast<ssize_t>(sizeof h) || c == nullptr || c->cmsg_type != SCM_RIGHTS || h.magic != magic ||
-      h.slots == 0 || h.slots > 64 || h.slot_stride < slot_stride(0) || h.data_bytes > h.slot_stride)
-    return fail(std::make_error_code(std::errc::protocol_error));
   int memfd = -1;
-  std::memcpy(&memfd, CMSG_DATA(c), sizeof memfd);
+  if (auto e = receive_hello(fd, h, memfd)) return fail(e);
   const std::size_t size = page + h.slot_stride * h.slots;
   void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
   const std::error_code map_ec = base == MAP_FAILED ? last_error() : std::error_code{};
