@@ -110,9 +110,9 @@ struct socket_listener_options {
   /// once (one server thread each). 1..64.
   unsigned slots = 4;
   /// Buffers up to this many bytes go through the slot's shared memory (each slot holds 2 x
-  /// inline_max); larger ones are copied in place with process_vm_readv/writev. The default is chosen
-  /// from bench_remote's copy-cost rows (README, "Measured").
-  std::size_t inline_max = 64 * 1024;
+  /// inline_max); larger ones are copied in place with process_vm_readv/writev. The default is the
+  /// crossover of bench_remote's round trips (README, "Across processes").
+  std::size_t inline_max = 4 * 1024;
   /// How long an idle slot thread spins for the next request before parking (past 2 us the spin
   /// yields the core every ~1 us: the other side may be waiting for it).
   std::chrono::nanoseconds spin = std::chrono::microseconds(20);
