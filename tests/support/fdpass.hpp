@@ -14,6 +14,8 @@
 #include <cstring>
 #include <thread>
 
+#include <faultsafe/ipc/socket_transport.hpp>
+
 namespace test_support {
 
 /// One message between the processes of a test: an op code and three words, maybe with an fd.
@@ -40,25 +42,11 @@ struct wire_pair {
   int fds[2] = {-1, -1};
 };
 
-/// Sends `m` and, if fd >= 0, a duplicate of fd. Returns: whether it was sent. Async-signal-safe.
+/// Sends `m` and, if fd >= 0, a duplicate of fd. Returns: whether it was sent.
 inline bool wire_send(int sock, const wire_msg& m, int fd = -1) {
-  msghdr h{};
-  iovec iov{const_cast<wire_msg*>(&m), sizeof m};
-  h.msg_iov = &iov;
-  h.msg_iovlen = 1;
-  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
-  if (fd >= 0) {
-    std::memset(ctl, 0, sizeof ctl);
-    h.msg_control = ctl;
-    h.msg_controllen = sizeof ctl;
-    cmsghdr* c = CMSG_FIRSTHDR(&h);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-  }
+  if (fd >= 0) return !faultsafe::detail::sock::send_with_fd(sock, &m, sizeof m, fd);
   ssize_t n;
-  while ((n = ::sendmsg(sock, &h, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+  while ((n = ::send(sock, &m, sizeof m, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
   }
   return n == static_cast<ssize_t>(sizeof m);
 }

@@ -256,6 +256,9 @@ class channel_transport {
   [[nodiscard]] virtual send_result send(const send_buffers& b, const send_options& o) noexcept = 0;
   /// Effects: later sends fail with ESHUTDOWN; sends in progress complete or fail. Idempotent.
   virtual void stop() noexcept = 0;
+  /// The connection's socket, for descriptors passed beside the messages (ipc/socket_transport.hpp);
+  /// -1 if the transport has none.
+  [[nodiscard]] virtual int control_socket() const noexcept { return -1; }
 };
 
 class channel {
@@ -273,6 +276,8 @@ class channel {
   ~channel() { stop(); }
   /// Whether sends go through a channel_transport (the server is in another process).
   [[nodiscard]] bool remote() const noexcept { return transport_ != nullptr; }
+  /// The transport's control socket (channel_transport::control_socket), or -1.
+  [[nodiscard]] int transport_socket() const noexcept { return transport_ ? transport_->control_socket() : -1; }
   channel(const channel&) = delete;
   channel& operator=(const channel&) = delete;
 

@@ -4,7 +4,10 @@
 // Defines `socket_peer`, `socket_listener_options`, `socket_listener_hooks`, `socket_listener` (the
 // server side: listens, accepts, serves each connection's messages with receiver::receive_direct())
 // and `connect_channel()` (the client side: a `channel` whose sends go to the listener, see
-// channel_transport in ipc/channel.hpp).
+// channel_transport in ipc/channel.hpp). Descriptors beside the messages: the listener sends one to a
+// client on the connection's socket (send_fd(); the client takes it with client_receive_fd()) and
+// takes one from the client's process (take_fd(): pidfd_getfd, the permission process_vm_writev into
+// it needs anyway); server_pid() names the serving process (resmgr/remote.hpp's served mappings).
 //
 // Addresses: "@name" is `name` in the abstract namespace (no file; gone with the listener); anything
 // else is a filesystem path (bound by the listener, unlinked again by it; an existing socket file at
@@ -225,6 +228,46 @@ inline int pidfd_open(pid_t pid) noexcept {
 #endif
 }
 
+// Sends `len` bytes of `data` with a duplicate of `fd` (SCM_RIGHTS) on a connection's socket.
+inline std::error_code send_with_fd(int sock, const void* data, std::size_t len, int fd) noexcept {
+  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
+  iovec iov{const_cast<void*>(data), len};
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = ctl;
+  m.msg_controllen = sizeof ctl;
+  cmsghdr* cm = CMSG_FIRSTHDR(&m);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+  ssize_t n;
+  while ((n = ::sendmsg(sock, &m, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+  }
+  if (n != static_cast<ssize_t>(len)) return std::error_code(n < 0 ? errno : EPROTO, std::generic_category());
+  return {};
+}
+
+// Receives up to `len` bytes into `data` and the descriptor passed with them (O_CLOEXEC; -1 if none).
+// Returns: recvmsg's result (bytes, 0 at end of file, -1 with errno).
+inline ssize_t recv_with_fd(int sock, void* data, std::size_t len, int flags, int& fd) noexcept {
+  fd = -1;
+  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
+  iovec iov{data, len};
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = ctl;
+  m.msg_controllen = sizeof ctl;
+  ssize_t n;
+  while ((n = ::recvmsg(sock, &m, flags | MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
+  }
+  for (cmsghdr* c = n > 0 ? CMSG_FIRSTHDR(&m) : nullptr; c != nullptr; c = CMSG_NXTHDR(&m, c))
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+  return n;
+}
+
 // Whether the socket says the other end is gone (hang-up, error, or end of file).
 inline bool hung_up(int fd) noexcept {
   pollfd p{fd, POLLIN, 0};
@@ -241,18 +284,8 @@ inline bool hung_up(int fd) noexcept {
 // The client's side of the connection's first message: the listener's header and the memfd (with
 // SCM_RIGHTS) on the connected socket `fd`. EPROTO for anything else (a received fd is closed then).
 inline std::error_code receive_hello(int fd, conn_header& h, int& memfd) noexcept {
-  char ctl[CMSG_SPACE(sizeof(int))] = {};
-  iovec iov{&h, sizeof h};
-  msghdr m{};
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  m.msg_control = ctl;
-  m.msg_controllen = sizeof ctl;
-  const ssize_t n = ::recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+  const ssize_t n = recv_with_fd(fd, &h, sizeof h, 0, memfd);
   if (n < 0) return last_error();
-  memfd = -1;
-  const cmsghdr* c = CMSG_FIRSTHDR(&m);
-  if (c != nullptr && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) std::memcpy(&memfd, CMSG_DATA(c), sizeof memfd);
   if (n != static_cast<ssize_t>(sizeof h) || memfd < 0 || h.magic != magic || h.slots == 0 || h.slots > 64 ||
       h.slot_stride < slot_stride(0) || offsetof(slot, data) + h.data_bytes > h.slot_stride) {
     if (memfd >= 0) ::close(memfd);
@@ -285,6 +318,8 @@ class client_transport final : public channel_transport {
     give_slot(i);
     return r;
   }
+
+  [[nodiscard]] int control_socket() const noexcept override { return fd_; }
 
   void stop() noexcept override {
     if (!dead_.exchange(true, std::memory_order_acq_rel)) ::shutdown(fd_, SHUT_RDWR);
@@ -517,6 +552,33 @@ class socket_listener {
     close_fds();
   }
 
+  /// Effects: sends `fd` (a duplicate, with SCM_RIGHTS) to connection `peer_id` on its socket, with
+  /// the 8-byte `tag`; the client takes it with client_receive_fd(). Returns: ENOTCONN (no such live
+  /// connection) or sendmsg's errno. Thread-safety: any thread.
+  [[nodiscard]] std::error_code send_fd(std::uint64_t peer_id, std::uint64_t tag, int fd) {
+    std::shared_ptr<conn> c = find(peer_id);
+    if (!c) return std::make_error_code(std::errc::not_connected);
+    return detail::sock::send_with_fd(c->fd, &tag, sizeof tag, fd);
+  }
+  /// Effects: a duplicate of the descriptor `remote_fd` of connection `peer_id`'s process
+  /// (pidfd_getfd: the same permission as process_vm_writev into it). Returns: the new fd or -1 with
+  /// `ec` set (ENOTCONN, or pidfd_getfd's errno: EBADF, EPERM, ENOSYS).
+  [[nodiscard]] int take_fd(std::uint64_t peer_id, int remote_fd, std::error_code& ec) {
+    std::shared_ptr<conn> c = find(peer_id);
+    if (!c || c->pidfd < 0) {
+      ec = std::make_error_code(std::errc::not_connected);
+      return -1;
+    }
+#ifdef SYS_pidfd_getfd
+    const int fd = static_cast<int>(::syscall(SYS_pidfd_getfd, c->pidfd, remote_fd, 0));
+#else
+    errno = ENOSYS;
+    const int fd = -1;
+#endif
+    if (fd < 0) ec = std::error_code(errno, std::generic_category());
+    return fd;
+  }
+
   /// Live connections (racy, for tests and reports).
   [[nodiscard]] std::size_t connections() const {
     exclusive_guard g(mu_);
@@ -528,18 +590,29 @@ class socket_listener {
   [[nodiscard]] std::uint64_t connections_gone() const noexcept { return gone_count_.load(std::memory_order_acquire); }
 
   /// Effects: serves the local message `b` as if `peer` had sent it (stamp, serve, served hooks), on
-  /// the calling thread with a receiver of the target channel: for cleanup in the `gone` hook.
-  send_result serve_local(const socket_peer& peer, const send_buffers& b) {
+  /// the calling thread with a receiver of the target channel, on behalf of activity `act` (0: a new
+  /// one): for cleanup in the `gone` hook, and for the page-ins of the peer's served mappings (on
+  /// behalf of the faulting thread's activity, resmgr/remote.hpp).
+  send_result serve_local(const socket_peer& peer, const send_buffers& b, activity_id act = 0) {
     unsigned char hdr[channel::max_header];
     if (b.header_len > sizeof hdr) return send_result{0, std::make_error_code(std::errc::message_size), 0};
     std::memcpy(hdr, b.header, b.header_len);
+    send_buffers local = b;
+    local.header = hdr;  // the stamped copy is what is served
     channel::receiver& r = target_.attach();
-    const send_result res = serve_one(peer, r, b, hdr, new_activity());
+    const send_result res = serve_one(peer, r, local, hdr, act != 0 ? act : new_activity());
     target_.detach(r);
     return res;
   }
 
  private:
+  struct conn;
+  std::shared_ptr<conn> find(std::uint64_t peer_id) {
+    exclusive_guard g(mu_);
+    for (const auto& c : conns_)
+      if (c->peer.id == peer_id && !c->dead.load(std::memory_order_relaxed)) return c;
+    return nullptr;
+  }
   struct conn {
     socket_peer peer;
     int fd = -1;
@@ -625,19 +698,7 @@ class socket_listener {
       auto* h = static_cast<conn_header*>(c->base);
       *h = conn_header{magic, opts_.slots, c->stride, c->data_bytes, opts_.inline_max};
       for (unsigned i = 0; i < opts_.slots; ++i) new (slot_at(c->base, c->stride, i)) slot{};
-      char ctl[CMSG_SPACE(sizeof(int))] = {};
-      iovec iov{h, sizeof *h};
-      msghdr m{};
-      m.msg_iov = &iov;
-      m.msg_iovlen = 1;
-      m.msg_control = ctl;
-      m.msg_controllen = sizeof ctl;
-      cmsghdr* cm = CMSG_FIRSTHDR(&m);
-      cm->cmsg_level = SOL_SOCKET;
-      cm->cmsg_type = SCM_RIGHTS;
-      cm->cmsg_len = CMSG_LEN(sizeof(int));
-      std::memcpy(CMSG_DATA(cm), &memfd, sizeof memfd);
-      ok = ::sendmsg(cfd, &m, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof *h);
+      ok = !send_with_fd(cfd, h, sizeof *h, memfd);
     }
     if (memfd >= 0) ::close(memfd);
     if (ok) {
@@ -809,5 +870,43 @@ class socket_listener {
   std::vector<std::shared_ptr<conn>> conns_ FAULTSAFE_GUARDED_BY(mu_);
   std::thread monitor_;
 };
+
+/// Effects: takes the next descriptor a socket_listener sent on channel `ch`'s connection with
+/// send_fd(), waiting at most `limit`; `tag` receives its tag. Returns: the fd (O_CLOEXEC) or -1 with
+/// `ec`: EINVAL (not a socket channel), ETIMEDOUT, ESHUTDOWN (the server is gone), EPROTO (a message
+/// without a descriptor). Thread-safety: one caller per connection at a time (the caller serialises).
+[[nodiscard]] inline int client_receive_fd(const channel& ch, std::uint64_t& tag, std::chrono::milliseconds limit,
+                                           std::error_code& ec) noexcept {
+  const int sock = ch.transport_socket();
+  if (sock < 0) {
+    ec = std::make_error_code(std::errc::invalid_argument);
+    return -1;
+  }
+  pollfd p{sock, POLLIN, 0};
+  int r;
+  while ((r = ::poll(&p, 1, static_cast<int>(limit.count()))) < 0 && errno == EINTR) {
+  }
+  if (r == 0) {
+    ec = std::make_error_code(std::errc::timed_out);
+    return -1;
+  }
+  int fd = -1;
+  const ssize_t n = detail::sock::recv_with_fd(sock, &tag, sizeof tag, MSG_DONTWAIT, fd);
+  if (n <= 0) {
+    ec = std::error_code(ESHUTDOWN, std::generic_category());
+    return -1;
+  }
+  if (fd < 0) ec = std::make_error_code(std::errc::protocol_error);
+  return fd;
+}
+
+/// The pid of the process serving channel `ch` (SO_PEERCRED of its connection), or -1.
+[[nodiscard]] inline pid_t server_pid(const channel& ch) noexcept {
+  const int sock = ch.transport_socket();
+  ucred cr{};
+  socklen_t len = sizeof cr;
+  if (sock < 0 || ::getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0) return -1;
+  return cr.pid;
+}
 
 }  // namespace faultsafe

@@ -407,10 +407,12 @@ class process {
   process_memory& memory(const aspace_options& ao, const pager_options& po);
 
   /// Sends io_msg::mmap for `fd` and returns what backs the range (the building block for mmap()).
-  [[nodiscard]] result<io_mmap_reply> mmap_request(int fd, std::uint64_t offset, std::uint64_t length, int prot, int flags) {
+  /// `addr`: mmap_served_track only (protocol.hpp).
+  [[nodiscard]] result<io_mmap_reply> mmap_request(int fd, std::uint64_t offset, std::uint64_t length, int prot, int flags,
+                                                   std::uint64_t addr = 0) {
     const fd_pin e = pin_fd(fd);
     if (!e) return std::make_error_code(std::errc::bad_file_descriptor);
-    return reply_of<msg::mmap>(e, {.offset = offset, .length = length, .prot = prot, .flags = flags});
+    return reply_of<msg::mmap>(e, {.offset = offset, .length = length, .prot = prot, .flags = flags, .addr = addr});
   }
 
   // ---- plumbing for extensions ----------------------------------------------------------------------

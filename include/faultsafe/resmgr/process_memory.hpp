@@ -57,28 +57,30 @@
 #include "../vm/faulting_thread.hpp"
 #include "../vm/page_source.hpp"
 #include "../vm/pager.hpp"
+#include "../ipc/socket_transport.hpp"
+#include "../vm/served_memory.hpp"
 #include "iofunc.hpp"
 #include "process.hpp"
 
 namespace faultsafe {
 
-/// A page source that asks the file's server (io_msg::page_in on `ch`, for open `handle`).
-/// Thread-safety: page_in may be called concurrently (one send each).
-class server_page_source final : public page_source {
+/// A page source that asks the file's server with io_msg::page_in (for open `handle`, file `cookie`),
+/// on behalf of the faulting thread's activity; how the message travels is the derived class's
+/// (send_page_in). Thread-safety: page_in may be called concurrently (one send each).
+class page_in_message_source : public page_source {
  public:
   /// `base`: the memfd offset of the file's byte 0 (the mmap reply's offset minus the file offset
   /// asked for; non-zero when the server keeps many files in one memfd, resmgr/file_store.hpp). The
   /// pager's requests carry memfd offsets; the page-in messages carry file offsets.
-  server_page_source(process& p, std::shared_ptr<channel> ch, std::uint64_t handle, std::uint64_t cookie,
-                     std::string name = {}, std::uint64_t base = 0) noexcept
-      : p_(p), ch_(std::move(ch)), handle_(handle), cookie_(cookie), base_(base), name_(std::move(name)) {}
+  page_in_message_source(std::uint64_t handle, std::uint64_t cookie, std::string name, std::uint64_t base) noexcept
+      : handle_(handle), cookie_(cookie), base_(base), name_(std::move(name)) {}
 
   /// "<server>:<path>" (e.g. "nfs:/nfs/a"), for wait-for-graph reports.
   [[nodiscard]] std::string describe() const override { return name_; }
   [[nodiscard]] std::uint64_t store_base() const noexcept override { return base_; }
 
   [[nodiscard]] std::error_code page_in(const page_in_request& req, page_in_result& out) override {
-    io_page_in_request q{p_.client(), handle_, cookie_, req.offset - base_, req.length, 0};
+    io_page_in_request q{client_info{}, handle_, cookie_, req.offset - base_, req.length, 0};
     if (req.buffer != nullptr) q.flags |= page_in_private;
     if (req.minor) q.flags |= page_in_minor;
     if (req.readahead) q.flags |= page_in_readahead;
@@ -91,12 +93,8 @@ class server_page_source final : public page_source {
     io_page_in_reply rep{};
     send_buffers b{static_cast<std::uint32_t>(io_msg::page_in), &q, sizeof q, nullptr, 0, &rep, sizeof rep,
                    req.buffer, req.buffer != nullptr ? req.length : 0};
-    send_result sr;
-    {
-      // On behalf of the faulting thread: the server adopts this activity while it pages in.
-      activity_scope behalf(req.thread.activity);
-      sr = p_.send(*ch_, b);
-    }
+    // On behalf of the faulting thread: the server adopts this activity while it pages in.
+    const send_result sr = send_page_in(q, b, req.thread.activity);
     if (sr.error) return sr.error;
     if (sr.reply_header_len != sizeof rep || rep.length > req.length) return std::make_error_code(std::errc::bad_message);
     std::size_t valid = static_cast<std::size_t>(rep.length);
@@ -109,13 +107,33 @@ class server_page_source final : public page_source {
     return {};
   }
 
+ protected:
+  /// Effects: sends `b` (its header is `q`, whose client_info the implementation fills) on behalf of
+  /// activity `a`. Returns: the send's result.
+  virtual send_result send_page_in(io_page_in_request& q, const send_buffers& b, activity_id a) = 0;
+
  private:
-  process& p_;
-  std::shared_ptr<channel> ch_;
   std::uint64_t handle_;
   std::uint64_t cookie_;
   std::uint64_t base_;
   std::string name_;
+};
+
+/// The page source of a logical process's mapping: io_msg::page_in on the file's channel `ch`.
+class server_page_source final : public page_in_message_source {
+ public:
+  server_page_source(process& p, std::shared_ptr<channel> ch, std::uint64_t handle, std::uint64_t cookie,
+                     std::string name = {}, std::uint64_t base = 0) noexcept
+      : page_in_message_source(handle, cookie, std::move(name), base), p_(p), ch_(std::move(ch)) {}
+
+ private:
+  send_result send_page_in(io_page_in_request& q, const send_buffers& b, activity_id a) override {
+    q.client = p_.client();
+    activity_scope behalf(a);
+    return p_.send(*ch_, b);
+  }
+  process& p_;
+  std::shared_ptr<channel> ch_;
 };
 
 /// One logical process's address space: aspace + pager + the table of its file mappings.
@@ -144,6 +162,12 @@ class process_memory {
   }
 
   [[nodiscard]] aspace& space() noexcept { return as_; }
+  /// Effects: the options of the served_memory made for the next server in another process that this
+  /// process maps a file of (e.g. kernel_faults). Thread-safety: any thread.
+  void set_served_options(served_memory_options o) {
+    exclusive_guard<served_mutex> g(served_mu_);
+    served_opts_ = o;
+  }
   [[nodiscard]] pager& fault_pager() noexcept { return pg_; }
 
   /// See process::mmap.
@@ -176,6 +200,10 @@ class process_memory {
     std::uint64_t handle = 0;
     int fdflags = 0;
     if (auto ec = p_.fd_target(fd, ch, handle, fdflags)) return ec;
+    if (ch->remote()) {  // a server in another process: its pager serves the mapping
+      if (rq.fixed) return std::make_error_code(std::errc::not_supported);
+      return mmap_served(ch, handle, fdflags, len, prot, type, fd, static_cast<std::uint64_t>(off));
+    }
     auto answer = p_.mmap_request(fd, static_cast<std::uint64_t>(off), len, prot, type);  // the server checks access
     if (!answer) return answer.error();
     const io_mmap_reply* rep = &answer.value();
@@ -208,6 +236,11 @@ class process_memory {
   /// part keeps the open and the page source alive).
   std::error_code munmap(void* addr, std::size_t len) {
     if (auto ec = as_.munmap(addr, len)) return ec;
+    {
+      exclusive_guard<served_mutex> g(served_mu_);  // mappings served by servers in other processes
+      for (auto& [ch, sm] : served_)
+        if (auto ec = sm->unmap(addr, len)) return ec;
+    }
     // The range is gone and no fault thread uses its page source any more (munmap waited for those
     // under the region lock; the others only hold the region). The table follows: every
     // entry overlapping [a, e) loses that part; the parts left each hold a mapping count of the open.
@@ -321,6 +354,68 @@ class process_memory {
     (void)p_.send(ch, {static_cast<std::uint32_t>(io_msg::close), &q, sizeof q});
   }
 
+  // mmap of a file of a server in another OS process (resmgr/remote.hpp): the first one hands this
+  // process's userfaultfd for that server over; then fetch the memfd (shared), map and register it,
+  // have the server track it. The mapping keeps the open (as a local one).
+  result<void*> mmap_served(const std::shared_ptr<channel>& ch, std::uint64_t handle, int fdflags, std::size_t len, int prot,
+                            int type, int fd, std::uint64_t off) {
+    const bool shared = type == MAP_SHARED;
+    void* out = nullptr;
+    {
+      exclusive_guard<served_mutex> g(served_mu_);
+      auto& sm = served_[ch.get()];
+      if (!sm) {
+        const pid_t server = server_pid(*ch);
+        if (server <= 0) return std::make_error_code(std::errc::not_connected);
+        try {
+          sm = std::make_unique<served_memory>(served_opts_);
+        } catch (const std::system_error& e) {
+          served_.erase(ch.get());
+          return e.code();
+        }
+        std::error_code ec = sm->watch_server(server);
+        if (!ec) {
+          auto hello = p_.mmap_request(fd, sm->features(), static_cast<std::uint64_t>(sm->userfaultfd()), 0, mmap_served_hello);
+          if (!hello) ec = hello.error();
+        }
+        if (ec) {
+          served_.erase(ch.get());
+          return ec;
+        }
+      }
+      io_mmap_reply rep{};
+      int memfd = -1;
+      if (shared) {
+        auto answer = p_.mmap_request(fd, off, len, prot, type | mmap_served_fetch);
+        if (!answer) return answer.error();
+        rep = *answer;
+        std::uint64_t tag = 0;
+        std::error_code ec;
+        memfd = client_receive_fd(*ch, tag, std::chrono::seconds(10), ec);
+        if (memfd < 0) return ec;
+        if (tag != handle) {
+          ::close(memfd);
+          return std::make_error_code(std::errc::protocol_error);
+        }
+      }
+      const std::error_code ec = sm->map(served_map_request{len, prot, shared, memfd, rep.offset}, out);
+      if (memfd >= 0) ::close(memfd);  // the mapping keeps the file
+      if (ec) return ec;
+      auto tracked = p_.mmap_request(fd, off, len, prot, type | mmap_served_track, reinterpret_cast<std::uint64_t>(out));
+      if (!tracked) {
+        (void)sm->unmap(out, len);
+        return tracked.error();
+      }
+    }
+    exclusive_guard g(mu_);
+    auto& ref = opens_[{ch.get(), handle}];
+    if (!ref.ch) ref.ch = ch;
+    ++ref.mappings;
+    maps_.emplace(reinterpret_cast<std::uintptr_t>(out),
+                  mapping{nullptr, ch.get(), handle, (len + vm_page_size - 1) & ~(vm_page_size - 1), shared, (fdflags & O_ACCMODE) != O_RDONLY});
+    return out;
+  }
+
   static aspace_options with_name(aspace_options o, const process& p) {
     if (std::string_view(o.name) == "aspace") o.name = p.name().c_str();
     return o;
@@ -335,6 +430,12 @@ class process_memory {
   ranked_mutex<rank::leaf> mu_{"process maps"};  // leaf: maps_, opens_
   std::map<std::uintptr_t, mapping> maps_ FAULTSAFE_GUARDED_BY(mu_);                          // by start address
   std::map<std::pair<channel*, std::uint64_t>, open_ref> opens_ FAULTSAFE_GUARDED_BY(mu_);    // opens kept by mappings
+  // Mappings served by servers in other processes: one served_memory per server connection. Held
+  // across the set-up's sends (rank 70: above the vm and range locks, below the leaves).
+  using served_mutex = ranked_mutex<rank::registry>;
+  served_mutex served_mu_{"served mappings"};
+  std::map<channel*, std::unique_ptr<served_memory>> served_ FAULTSAFE_GUARDED_BY(served_mu_);
+  served_memory_options served_opts_ FAULTSAFE_GUARDED_BY(served_mu_);
   aspace as_;   // after the tables: destroyed before them (its regions use the sources)
   pager pg_;    // destroyed first (stops the fault threads)
 };

@@ -123,7 +123,19 @@ struct io_mmap_request {
   std::uint64_t length = 0;
   std::int32_t prot = 0;
   std::int32_t flags = 0;
+  std::uint64_t addr = 0;  ///< mmap_served_track: where the client mapped it
 };
+/// io_mmap_request::flags bits of a client in another OS process whose mappings the server's pager
+/// serves (resmgr/remote.hpp, vm/served_memory.hpp), besides MAP_SHARED / MAP_PRIVATE:
+///   mmap_served_hello: adopt the client's userfaultfd (its fd number in `length`, its features in
+///     `offset`; taken with pidfd_getfd), once per connection;
+///   mmap_served_fetch: as io_msg::mmap (access checks), and the backing memfd is sent on the
+///     connection's socket (the reply's memfd field is meaningless in the client);
+///   mmap_served_track: the client mapped [addr, addr + length) (file offset `offset`) and registered
+///     it: the server's pager serves it from now on.
+inline constexpr std::int32_t mmap_served_hello = 1 << 28;
+inline constexpr std::int32_t mmap_served_fetch = 1 << 29;
+inline constexpr std::int32_t mmap_served_track = 1 << 30;
 /// io_msg::mmap reply header: what backs the mapping (e.g. the file's memfd and the offset in it).
 /// The fd stays owned by the server; it is valid while the OCB is open.
 struct io_mmap_reply {

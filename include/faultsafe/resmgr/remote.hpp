@@ -21,9 +21,20 @@
 // the duration of a request). Other clients do not notice. A server that dies or stops makes the
 // client's calls fail with ESHUTDOWN (socket_transport.hpp says how soon).
 //
-// Not across processes yet: mmap of a server file (io_msg::mmap fails with ENOTSUP: the reply would
-// name a memfd of the server's fd table); anonymous mmap/munmap/mprotect/msync work as in-process
-// (they are the client's own).
+// mmap of a server file, served by THIS server's pager (vm/served_memory.hpp, vm/aspace.hpp "Another OS
+// process's memory"). The client's process_memory hands its userfaultfd over once per connection
+// (io_msg::mmap with mmap_served_hello: the server takes the fd with pidfd_getfd, the same permission
+// as process_vm_writev into the client, and runs an aspace + pager for the connection); for each
+// mapping it asks for the backing memfd (mmap_served_fetch: the server's mmap handler checks access
+// as for any mmap, the memfd goes over the connection's socket with SCM_RIGHTS), maps and registers it
+// itself, and has the server track it (mmap_served_track: access checked again). Every first touch in
+// the client is then a page-in of this server's (io_msg::page_in, served on the fault thread on behalf
+// of the faulting thread's activity, with the connection's credentials): the range locks and the
+// fault-reentrancy guard are on the path exactly as in-process, and a server thread's own copy into a
+// page of such a mapping (process_vm_writev, with a client userfaultfd that takes kernel-mode faults)
+// is recognised as its own activity. A plain io_msg::mmap from a client fails with ENOTSUP (its
+// reply would name a memfd of the server's fd table). When the connection goes, its pager stops before
+// the client's opens are closed. Anonymous mmap/munmap/mprotect/msync are the client's own.
 //
 // Thread-safety: all members from any thread. Lock order: the client table mutex is a leaf, never
 // held while serving. Lifetime: a remote_server must be destroyed (or stopped) before its server.
@@ -42,6 +53,9 @@
 
 #include "../ipc/socket_transport.hpp"
 #include "../order/ranked_mutex.hpp"
+#include "../vm/aspace.hpp"
+#include "../vm/pager.hpp"
+#include "process_memory.hpp"
 #include "path_namespace.hpp"
 #include "protocol.hpp"
 #include "server.hpp"
@@ -83,9 +97,31 @@ class remote_server {
   }
 
  private:
+  // A connection's page-ins: io_msg::page_in served on the calling fault thread as if the client had
+  // sent it (its credentials), on behalf of the faulting thread's activity.
+  class connection_page_source final : public page_in_message_source {
+   public:
+    connection_page_source(remote_server& rs, socket_peer peer, std::uint64_t handle, std::uint64_t cookie, std::string name,
+                           std::uint64_t base)
+        : page_in_message_source(handle, cookie, std::move(name), base), rs_(rs), peer_(peer) {}
+
+   private:
+    send_result send_page_in(io_page_in_request&, const send_buffers& b, activity_id a) override {
+      return rs_.listener_.serve_local(peer_, b, a != 0 ? a : new_activity());  // stamp() sets the client_info
+    }
+    remote_server& rs_;
+    socket_peer peer_;
+  };
+  // The connection's served mappings: its userfaultfd's aspace, the pager, the page sources.
+  struct served_state {
+    std::unique_ptr<aspace> as;
+    std::unique_ptr<pager> pg;
+    std::vector<std::unique_ptr<connection_page_source>> sources;
+  };
   struct client_state {
     std::uint64_t pid = 0;              // the logical pid of the connection
     std::set<std::uint64_t> handles;    // its opens (closed when it goes)
+    std::shared_ptr<served_state> mem;  // its served mappings, once it handed its userfaultfd over
   };
 
   static socket_listener_options listener_options(const server& s, const remote_server_options& o) {
@@ -102,7 +138,13 @@ class remote_server {
     h.stamp = [this](const socket_peer& p, std::uint32_t type, unsigned char* hdr, std::size_t len) {
       return stamp(p, type, hdr, len);
     };
-    h.serve = [this](const socket_peer&, channel::receiver& r) { srv_.serve(r); };
+    h.serve = [this](const socket_peer& p, channel::receiver& r) {
+      io_mmap_request q;
+      if ((r.type() & io_msg_type_mask) == static_cast<std::uint32_t>(io_msg::mmap) && !r.header_as(q) &&
+          (q.flags & (mmap_served_hello | mmap_served_fetch | mmap_served_track)) != 0)
+        return serve_memory(p, r, q);
+      srv_.serve(r);
+    };
     h.served = [this](const socket_peer& p, std::uint32_t type, const unsigned char* hdr, std::size_t len, const send_result& res) {
       served(p, type, hdr, len, res);
     };
@@ -112,8 +154,13 @@ class remote_server {
 
   // The kernel's credentials and the connection's logical pid replace the header's client_info.
   std::error_code stamp(const socket_peer& p, std::uint32_t type, unsigned char* hdr, std::size_t len) {
-    if ((type & io_msg_type_mask) == static_cast<std::uint32_t>(io_msg::mmap))
-      return std::make_error_code(std::errc::not_supported);  // see the header comment
+    if ((type & io_msg_type_mask) == static_cast<std::uint32_t>(io_msg::mmap) && !local_mmap_) {
+      io_mmap_request q;
+      if (len != sizeof q) return std::make_error_code(std::errc::bad_message);
+      std::memcpy(&q, hdr, sizeof q);
+      if ((q.flags & (mmap_served_hello | mmap_served_fetch | mmap_served_track)) == 0)
+        return std::make_error_code(std::errc::not_supported);  // see the header comment
+    }
     if (len < sizeof(client_info)) return std::make_error_code(std::errc::bad_message);
     client_info ci{client_pid(p), static_cast<std::uint32_t>(p.uid), static_cast<std::uint32_t>(p.gid)};
     std::memcpy(hdr, &ci, sizeof ci);  // every request header starts with client_info (protocol.hpp)
@@ -126,6 +173,75 @@ class remote_server {
     client_state& c = clients_[p.id];
     if (c.pid == 0) c.pid = (std::uint64_t{1} << 62) | (next.fetch_add(1, std::memory_order_relaxed) + 1);
     return c.pid;
+  }
+
+  // The server's own mmap handler for the client's request `q` (its access checks), without the
+  // served bits. Returns: the reply or the error.
+  std::error_code local_mmap(const socket_peer& p, io_mmap_request q, io_mmap_reply& rep) {
+    q.flags &= ~(mmap_served_hello | mmap_served_fetch | mmap_served_track);
+    q.addr = 0;
+    send_buffers b{static_cast<std::uint32_t>(io_msg::mmap), &q, sizeof q, nullptr, 0, &rep, sizeof rep, nullptr, 0};
+    local_mmap_ = true;  // this thread's own request: stamp() lets it through
+    const send_result res = listener_.serve_local(p, b, current_activity());
+    local_mmap_ = false;
+    if (res.error) return res.error;
+    if (res.reply_header_len != sizeof rep || rep.memfd < 0) return std::make_error_code(std::errc::no_such_device);
+    return {};
+  }
+
+  // io_msg::mmap with a served bit (see the header comment). Replies on `r`.
+  void serve_memory(const socket_peer& p, channel::receiver& r, const io_mmap_request& q) {
+    const io_mmap_reply none{};  // the reply header every io_msg::mmap reply carries
+    std::shared_ptr<served_state> st;
+    {
+      exclusive_guard g(mu_);
+      st = clients_[p.id].mem;
+    }
+    if (q.flags & mmap_served_hello) {
+      if (st) return (void)r.reply_error(std::make_error_code(std::errc::device_or_resource_busy));
+      std::error_code ec;
+      const int fd = listener_.take_fd(p.id, static_cast<int>(q.length), ec);
+      if (fd < 0) return (void)r.reply_error(ec);
+      try {
+        auto ns = std::make_shared<served_state>();
+        ns->as = std::make_unique<aspace>(adopt_userfaultfd, fd, q.offset, aspace_options{.name = "client"});
+        ns->pg = std::make_unique<pager>(*ns->as, pager_options{.name = "served"});
+        exclusive_guard g(mu_);
+        clients_[p.id].mem = std::move(ns);
+      } catch (const std::system_error& e) {
+        return (void)r.reply_error(e.code());
+      } catch (const std::bad_alloc&) {
+        return (void)r.reply_error(std::make_error_code(std::errc::not_enough_memory));
+      }
+      (void)r.reply(0, &none, sizeof none);
+      return;
+    }
+    if (!st) return (void)r.reply_error(std::make_error_code(std::errc::not_connected));
+    io_mmap_reply rep;
+    if (auto ec = local_mmap(p, q, rep)) return (void)r.reply_error(ec);
+    if (q.flags & mmap_served_fetch) {
+      if (auto ec = listener_.send_fd(p.id, q.handle, rep.memfd)) return (void)r.reply_error(ec);
+      rep.memfd = -1;  // a number of our fd table: meaningless over there
+      (void)r.reply(0, &rep, sizeof rep);
+      return;
+    }
+    // mmap_served_track
+    try {
+      auto src = std::make_unique<connection_page_source>(*this, p, q.handle, rep.cookie, srv_.name() + ":handle " + std::to_string(q.handle),
+                                                          rep.offset - q.offset);
+      tracked_mapping t;
+      t.addr = reinterpret_cast<void*>(static_cast<std::uintptr_t>(q.addr));
+      t.length = q.length;
+      t.prot = q.prot;
+      t.shared = (q.flags & MAP_SHARED) != 0;
+      t.file = file_backing{rep.memfd, rep.offset, reinterpret_cast<const void*>(static_cast<std::uintptr_t>(rep.cookie)), src.get()};
+      if (auto ec = st->as->try_track(t)) return (void)r.reply_error(ec);
+      exclusive_guard g(mu_);
+      st->sources.push_back(std::move(src));
+    } catch (const std::bad_alloc&) {
+      return (void)r.reply_error(std::make_error_code(std::errc::not_enough_memory));
+    }
+    (void)r.reply(0, &none, sizeof none);
   }
 
   // Remembers the opens the client holds (for gone()).
@@ -152,6 +268,10 @@ class remote_server {
       if (it == clients_.end()) return;
       c = std::move(it->second);
     }
+    if (c.mem) {  // its pager first: its page sources use the opens closed below
+      c.mem->pg.reset();
+      c.mem->as.reset();
+    }
     for (std::uint64_t h : c.handles) {
       io_handle_request q{client_info{c.pid, static_cast<std::uint32_t>(p.uid), static_cast<std::uint32_t>(p.gid)}, h};
       send_buffers b;
@@ -167,6 +287,7 @@ class remote_server {
   server& srv_;
   mutable ranked_mutex<rank::leaf> mu_{"remote clients"};  // leaf: clients_
   std::map<std::uint64_t, client_state> clients_ FAULTSAFE_GUARDED_BY(mu_);  // by connection id
+  static inline thread_local bool local_mmap_ = false;  // local_mmap() in progress on this thread
   socket_listener listener_;  // last: its threads use everything above; stopped first
 };
 

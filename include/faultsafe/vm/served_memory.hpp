@@ -92,9 +92,11 @@ class served_memory {
   ~served_memory() {
     stop_watch();
     exclusive_guard g(m_);
+    // Our reference first: if the server is gone it was the last, and a munmap would otherwise wait
+    // for ever for the server to read its UNMAP event.
+    uffd_.close();
     for (const auto& r : ranges_) ::munmap(reinterpret_cast<void*>(r.first), r.second - r.first);
     ranges_.clear();
-    uffd_.close();
   }
 
   /// The userfaultfd to hand to the server (the caller sends it; this object keeps its own), and the
@@ -178,25 +180,33 @@ class served_memory {
     return {};
   }
 
-  /// Effects: munmap(2) of [addr, addr + len) (the server learns it from the UNMAP event) and forgets
-  /// the range. Returns: EINVAL (unaligned, zero length) or munmap's errno. Throws: nothing.
+  /// Effects: munmap(2) of the parts of [addr, addr + len) that are mappings of this object (the server
+  /// learns it from the UNMAP event), which are forgotten; other memory in the range is left alone.
+  /// Returns: EINVAL (unaligned, zero length) or munmap's errno. Throws: nothing.
   [[nodiscard]] std::error_code unmap(void* addr, std::size_t len) noexcept {
     const auto a = reinterpret_cast<std::uintptr_t>(addr);
     if (len == 0 || a % vm_page_size != 0 || len > SIZE_MAX - a - vm_page_size)
       return std::make_error_code(std::errc::invalid_argument);
     const std::uintptr_t e = a + ((len + vm_page_size - 1) & ~(vm_page_size - 1));
-    if (::munmap(addr, e - a) != 0) return {errno, std::generic_category()};
-    exclusive_guard g(m_);
-    std::vector<std::pair<std::uintptr_t, std::uintptr_t>> keep;
-    for (const auto& r : ranges_) {  // never grows by more than one (a range split in two)
-      if (r.second <= a || r.first >= e) {
-        keep.push_back(r);
-        continue;
+    std::vector<std::pair<std::uintptr_t, std::uintptr_t>> gone;
+    {
+      exclusive_guard g(m_);
+      std::vector<std::pair<std::uintptr_t, std::uintptr_t>> keep;
+      for (const auto& r : ranges_) {  // never grows by more than one (a range split in two)
+        if (r.second <= a || r.first >= e) {
+          keep.push_back(r);
+          continue;
+        }
+        gone.emplace_back(std::max(r.first, a), std::min(r.second, e));
+        if (r.first < a) keep.emplace_back(r.first, a);
+        if (r.second > e) keep.emplace_back(e, r.second);
       }
-      if (r.first < a) keep.emplace_back(r.first, a);
-      if (r.second > e) keep.emplace_back(e, r.second);
+      ranges_.swap(keep);
     }
-    ranges_.swap(keep);
+    // Without the mutex: munmap waits until the server has read the UNMAP event, and server_gone()
+    // (the server died meanwhile) needs the mutex to let that wait end.
+    for (const auto& [s, t] : gone)
+      if (::munmap(reinterpret_cast<void*>(s), t - s) != 0) return {errno, std::generic_category()};
     return {};
   }
 
