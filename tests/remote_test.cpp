@@ -53,7 +53,16 @@ std::uint64_t fnv(const unsigned char* p, std::size_t n) {
 }
 
 // A child: this executable with --role and `args`; its stdout is `out_fd` if >= 0.
+// The argument vector is built before fork(): the child of a multi-threaded parent only calls
+// async-signal-safe functions before execv.
 pid_t spawn(const std::vector<std::string>& args, int out_fd = -1, int keep_fd = -1) {
+  std::vector<char*> argv;
+  static char self[] = "/proc/self/exe";
+  static char role[] = "--role";
+  argv.push_back(self);
+  argv.push_back(role);
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
   const pid_t pid = ::fork();
   if (pid == 0) {
     if (out_fd >= 0) ::dup2(out_fd, 1);
@@ -61,13 +70,6 @@ pid_t spawn(const std::vector<std::string>& args, int out_fd = -1, int keep_fd =
       const int f = ::fcntl(keep_fd, F_GETFD);
       ::fcntl(keep_fd, F_SETFD, f & ~FD_CLOEXEC);
     }
-    std::vector<char*> argv;
-    static char self[] = "/proc/self/exe";
-    static char role[] = "--role";
-    argv.push_back(self);
-    argv.push_back(role);
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
     ::execv("/proc/self/exe", argv.data());
     std::_Exit(127);
   }
@@ -365,18 +367,11 @@ TEST_CASE("kill -9 of clients in the middle of requests: their opens go, their w
   }
   int steady_in[2];
   REQUIRE(::pipe2(steady_in, O_CLOEXEC) == 0);
-  const pid_t steady = [&] {
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      ::dup2(steady_in[0], 0);
-      char self[] = "/proc/self/exe", role[] = "--role", r[] = "steady";
-      std::string a = address;
-      char* argv[] = {self, role, r, a.data(), nullptr};
-      ::execv("/proc/self/exe", argv);
-      std::_Exit(127);
-    }
-    return pid;
-  }();
+  const int saved_stdin = ::dup(0);  // the steady client reads the pipe as its stdin
+  ::dup2(steady_in[0], 0);
+  const pid_t steady = spawn({"steady", address});
+  ::dup2(saved_stdin, 0);
+  ::close(saved_stdin);
   ::close(steady_in[0]);
   std::mt19937 rng(42);
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
