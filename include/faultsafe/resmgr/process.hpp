@@ -8,9 +8,10 @@
 // and fd table. The servers may be in this OS process or in others: a namespace prefix attached with
 // mount_remote() (resmgr/remote.hpp) resolves to a channel whose sends cross a Unix socket and a
 // shared-memory channel (ipc/socket_transport.hpp); every call below works the same on either and
-// returns the same results (the remote server takes the uid/gid from the kernel, not from creds()).
-// Not yet across processes: mmap() of a server file (ENOTSUP). A server is a process too: its handlers may use a `process` of their own to open and
-// read another server (nfs reads io_pkt).
+// returns the same results (the remote server takes the uid/gid from the kernel, not from creds());
+// mmap() of a remote server's file is served by that server's pager (resmgr/remote.hpp).
+// A server is a process too: its handlers may use a `process` of their own to open and read another
+// server (nfs reads io_pkt).
 //
 // Every call resolves its fd locally (EBADF for a bad or closed fd), validates its arguments (EFAULT for
 // a null buffer with a non-zero length, EINVAL for a negative offset or bad whence, EOVERFLOW for an
