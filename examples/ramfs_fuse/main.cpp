@@ -8,6 +8,7 @@
 //     --direct-io   FOPEN_DIRECT_IO with shared mmap (FUSE_DIRECT_IO_ALLOW_MMAP; a clear error if this
 //                   libfuse cannot negotiate it)
 //     --direct-io-no-shared-mmap   FOPEN_DIRECT_IO; MAP_SHARED mappings fail with ENODEV
+//     --debug       libfuse's request trace on stderr
 // Exit status: 0 after a clean unmount, 2 for bad arguments, 1 when mounting failed (the reason on stderr).
 #include <faultsafe/resmgr/fuse_bridge.hpp>
 #include <faultsafe/resmgr/ramfs.hpp>
@@ -23,10 +24,13 @@ int main(int argc, char** argv) {
   unsigned threads = 8;
   faultsafe::fuse_io_mode io = faultsafe::fuse_io_mode::page_cache;
   std::string mountpoint;
+  bool debug = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--threads" && i + 1 < argc) {
       threads = static_cast<unsigned>(std::strtoul(argv[++i], nullptr, 10));
+    } else if (a == "--debug") {
+      debug = true;
     } else if (a == "--direct-io") {
       io = faultsafe::fuse_io_mode::direct_io;
     } else if (a == "--direct-io-no-shared-mmap") {
@@ -39,7 +43,7 @@ int main(int argc, char** argv) {
     }
   }
   if (mountpoint.empty() || threads == 0) {
-    std::fprintf(stderr, "usage: %s [--threads N] [--direct-io | --direct-io-no-shared-mmap] MOUNTPOINT\n", argv[0]);
+    std::fprintf(stderr, "usage: %s [--threads N] [--direct-io | --direct-io-no-shared-mmap] [--debug] MOUNTPOINT\n", argv[0]);
     return 2;
   }
   faultsafe::set_this_thread_name("ramfs_fuse");
@@ -56,6 +60,7 @@ int main(int argc, char** argv) {
   bo.io = io;
   bo.allow_other = ::geteuid() == 0;
   bo.fsname = "ramfs_fuse";
+  bo.debug = debug;
   faultsafe::fuse_bridge bridge("/fuse", bo);
   if (auto ec = bridge.mount(mountpoint)) {
     std::fprintf(stderr, "ramfs_fuse: %s (%s)\n", bridge.error_message().c_str(), ec.message().c_str());

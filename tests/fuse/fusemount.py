@@ -70,9 +70,14 @@ def run(cmd, timeout=60, check_rc=True, **kw):
     return r
 
 
+def _terminate(signum, frame):
+    raise SystemExit("killed by signal %d (CTest's timeout?): unmounting" % signum)
+
+
 @contextlib.contextmanager
 def mounted(binary, *args, timeout=15):
     skip_unless_fuse()
+    signal.signal(signal.SIGTERM, _terminate)  # CTest's timeout: the finally below still unmounts
     base = tempfile.mkdtemp(prefix="faultsafe-fuse-")
     mnt = os.path.join(base, "mnt")
     os.mkdir(mnt)

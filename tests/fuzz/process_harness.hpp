@@ -256,8 +256,7 @@ class harness {
     if (mf.exists) {
       if ((flags & O_CREAT) && (flags & O_EXCL)) want = EEXIST;
       else if (am == O_ACCMODE) want = EINVAL;
-      else if ((flags & O_TRUNC) && am == O_RDONLY) want = EACCES;
-      else if (!may(mf.mode, need)) want = EACCES;
+      else if (!may(mf.mode, (flags & O_TRUNC) ? need | access_write : need)) want = EACCES;  // O_TRUNC needs write permission
     } else if (!(flags & O_CREAT)) {
       want = ENOENT;
     } else if (am == O_ACCMODE) {

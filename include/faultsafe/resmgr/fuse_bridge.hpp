@@ -6,8 +6,9 @@
 // faultsafe::fuse_bridge when fuse3 is found); the rest of the library does not depend on libfuse.
 //
 // Requests: every FUSE request becomes one faultsafe message (resmgr/messages.hpp) sent through a
-// `process` of the bridge's own, on behalf of the caller: the request's uid and gid (fuse_req_ctx) are
-// the message's credentials (process::acting_as), so the server's handlers, with their locks, range
+// `process` of the bridge's own, on behalf of the caller: the request's uid and gid (fuse_req_ctx) and,
+// for callers other than root, their supplementary groups (fuse_req_getgroups) are the message's
+// credentials (process::acting_as), so the server's handlers, with their locks, range
 // locks and the wait-for graph, serve and check every program on the machine. Opens are OCBs of the
 // bridge's process (one client, pid process::pid(), however many programs share a file: the server's
 // max_opens_per_client should be 0); the FUSE file handle is the bridge process's fd.
@@ -18,8 +19,8 @@
 // readdir/readdirplus positions are the server's (name_tree's positions stay valid across unlinks).
 //
 // Permissions: mounted with default_permissions: the kernel checks access with the caller's full
-// credentials (supplementary groups included) before a request is sent, and the server checks again
-// with uid and gid (its own rules: sticky directories, setgid inheritance, who may chown). See the
+// credentials before a request is sent, and the server checks again with the same uid, gid and groups
+// (its own rules: sticky directories, setgid inheritance, who may chown, set-id clearing). See the
 // README ("Mounting a server: the FUSE bridge") for why.
 // Caching (correctness first: the server itself and its in-process clients change files behind the
 // kernel's back): attribute and entry timeouts are 0 (every path walk and stat asks the server),
@@ -64,6 +65,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
@@ -72,6 +74,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -104,6 +107,8 @@ struct fuse_bridge_options {
   /// run() installs libfuse's SIGINT/SIGTERM/SIGHUP handlers (they end the session; run() unmounts).
   bool handle_signals = true;
   std::string fsname = "faultsafe";
+  /// libfuse's -d: every request and reply on stderr.
+  bool debug = false;
 };
 
 class fuse_bridge {
@@ -153,6 +158,7 @@ class fuse_bridge {
     std::string o = "fsname=" + opts_.fsname + ",subtype=faultsafe,default_permissions";
     if (opts_.allow_other) o += ",allow_other";
     std::vector<std::string> argv_s{"faultsafe", "-o", o};
+    if (opts_.debug) argv_s.emplace_back("-d");
     std::vector<char*> argv;
     for (auto& s : argv_s) argv.push_back(s.data());
     fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
@@ -253,10 +259,21 @@ class fuse_bridge {
     return EIO;
   }
 
-  // The caller's credentials for the messages of this request.
+  // The caller's credentials for the messages of this request: uid, gid and (for a caller other than
+  // root, whose checks do not depend on groups) the supplementary groups the kernel reports
+  // (fuse_req_getgroups reads /proc/<pid>/task/<tid>/status; the first client_max_groups are kept).
   static credentials caller(fuse_req_t req) noexcept {
     const fuse_ctx* c = fuse_req_ctx(req);
-    return credentials{static_cast<std::uint32_t>(c->uid), static_cast<std::uint32_t>(c->gid)};
+    credentials cr{static_cast<std::uint32_t>(c->uid), static_cast<std::uint32_t>(c->gid)};
+    if (cr.uid != 0) {
+      gid_t list[client_max_groups];
+      const int n = fuse_req_getgroups(req, static_cast<int>(client_max_groups), list);
+      if (n > 0) {
+        cr.groups.count = static_cast<std::uint32_t>(std::min<int>(n, static_cast<int>(client_max_groups)));
+        for (std::uint32_t i = 0; i < cr.groups.count; ++i) cr.groups.ids[i] = static_cast<std::uint32_t>(list[i]);
+      }
+    }
+    return cr;
   }
 
   // The server path of node `id` ("" if it has no name left). Requires: mu_ held.
@@ -425,7 +442,16 @@ class fuse_bridge {
         if (!r.ok()) return reply_status(req, r);
       }
       if (to_set & FUSE_SET_ATTR_MODE) {
-        auto r = fd >= 0 ? pr.fchmod(fd, attr->st_mode & 07777) : pr.chmod(p, attr->st_mode & 07777);
+        const mode_t m = attr->st_mode & 07777;
+        // The kernel clears set-id bits itself before a write or truncate by any caller (its
+        // file_remove_privs sends this SETATTR, ATTR_FORCE): a change that only drops S_ISUID/S_ISGID
+        // is made with the server's root identity, as the kernel's own; any other needs the caller's.
+        std::optional<process::acting_as> kill_priv;
+        if (const auto cur = b.stat_of(ino, fi); cur.ok()) {
+          const mode_t c = cur.value().st_mode & 07777;
+          if (m != c && (m & ~c) == 0 && ((c ^ m) & ~static_cast<mode_t>(S_ISUID | S_ISGID)) == 0) kill_priv.emplace(pr, credentials{});
+        }
+        auto r = fd >= 0 ? pr.fchmod(fd, m) : pr.chmod(p, m);
         if (!r.ok()) return reply_status(req, r);
       }
       if (to_set & FUSE_SET_ATTR_SIZE) {

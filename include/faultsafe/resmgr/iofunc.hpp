@@ -418,7 +418,8 @@ template <class Ocb = iofunc_ocb>
 inline constexpr int access_read = 4, access_write = 2, access_exec = 1;
 
 /// True if `c` may access a file of (mode, uid, gid) for `want` (access_read | access_write).
-/// uid 0 may do anything. Owner bits, else group bits, else other bits (POSIX order).
+/// uid 0 may do anything. Owner bits, else group bits (the caller's group or one of its supplementary
+/// groups, client_in_group), else other bits (POSIX order).
 [[nodiscard]] inline bool iofunc_check_access(mode_t mode, std::uint32_t uid, std::uint32_t gid, const client_info& c,
                                               int want) noexcept {
   // uid 0 may read and write anything, and execute (search) what has any x bit or is a directory.
@@ -426,7 +427,7 @@ inline constexpr int access_read = 4, access_write = 2, access_exec = 1;
   unsigned bits;
   if (c.uid == uid)
     bits = (mode >> 6) & 7;
-  else if (c.gid == gid)
+  else if (client_in_group(c, gid))
     bits = (mode >> 3) & 7;
   else
     bits = mode & 7;
@@ -439,9 +440,9 @@ inline io_result errc_result(std::errc e) noexcept { return io_result::fail(std:
 inline io_result not_iofunc_ocb() noexcept { return errc_result(std::errc::bad_file_descriptor); }
 }  // namespace detail
 
-/// Effects: checks open flags that need no file: the access mode (EINVAL for O_ACCMODE) and O_TRUNC
-/// without write access (EACCES). On success *want = access_read and/or access_write. Call it before
-/// creating anything (an open that fails must create nothing). Complexity: O(1). Throws: nothing.
+/// Effects: checks open flags that need no file: the access mode (EINVAL for O_ACCMODE). On success
+/// *want = access_read and/or access_write (what the open may do). Call it before creating anything (an
+/// open that fails must create nothing). Complexity: O(1). Throws: nothing.
 [[nodiscard]] inline std::error_code iofunc_open_verify(int flags, int* want) noexcept {
   int w = 0;
   switch (flags & O_ACCMODE) {
@@ -450,12 +451,20 @@ inline io_result not_iofunc_ocb() noexcept { return errc_result(std::errc::bad_f
     case O_RDWR: w = access_read | access_write; break;
     default: return std::make_error_code(std::errc::invalid_argument);
   }
-  if ((flags & O_TRUNC) && !(w & access_write)) return std::make_error_code(std::errc::permission_denied);
   if (want != nullptr) *want = w;
   return {};
 }
 
-/// Default open: iofunc_open_verify(), writing a directory (EISDIR), the attr's permissions (EACCES),
+/// The permission an open with `flags` and access `want` (iofunc_open_verify) needs on an existing file:
+/// `want`, plus write permission for O_TRUNC whatever the access mode (Linux: open(O_RDONLY | O_TRUNC)
+/// by a caller who may write the file truncates it; one who may not gets EACCES; on a directory it is
+/// EISDIR). Complexity: O(1). Throws: nothing.
+[[nodiscard]] inline int iofunc_open_permission(int flags, int want) noexcept {
+  return (flags & O_TRUNC) ? (want | access_write) : want;
+}
+
+/// Default open: iofunc_open_verify(), writing (or O_TRUNC of) a directory (EISDIR), the attr's
+/// permissions (EACCES; O_TRUNC needs write permission, iofunc_open_permission),
 /// then makes the OCB (an Ocb, constructed from `args`) and last applies O_TRUNC (regular files), so
 /// that a failed open changes nothing. O_PATH: no access check, an OCB that can neither read nor write
 /// (fstat, fchmod, fchown, futimens, readlink, fstatvfs, and every message addressed by path).
@@ -476,8 +485,9 @@ inline io_result iofunc_open_default(request_context& ctx, const io_open_request
   }
   if (auto ec = iofunc_open_verify(q.flags, &want)) return io_result::fail(ec);
   const mode_t mode = attr->mode();
-  if (S_ISDIR(mode) && (want & access_write)) return detail::errc_result(std::errc::is_a_directory);
-  if (!iofunc_check_access(mode, attr->uid(), attr->gid(), ctx.client, want))
+  const int need = iofunc_open_permission(q.flags, want);
+  if (S_ISDIR(mode) && (need & access_write)) return detail::errc_result(std::errc::is_a_directory);
+  if (!iofunc_check_access(mode, attr->uid(), attr->gid(), ctx.client, need))
     return detail::errc_result(std::errc::permission_denied);
   auto o = std::make_shared<Ocb>(std::forward<Args>(args)...);
   if ((q.flags & O_TRUNC) && S_ISREG(mode)) {
@@ -778,12 +788,12 @@ inline io_result iofunc_chmod_default(request_context& ctx, ocb_base& base, cons
   iofunc_attr* a = detail::attr_of(base);
   if (a == nullptr) return detail::not_iofunc_ocb();
   if (ctx.client.uid != 0 && ctx.client.uid != a->uid()) return detail::errc_result(std::errc::operation_not_permitted);
-  a->set_mode(static_cast<mode_t>(q.mode), ctx.client.uid != 0 && ctx.client.gid != a->gid());
+  a->set_mode(static_cast<mode_t>(q.mode), ctx.client.uid != 0 && !client_in_group(ctx.client, a->gid()));
   return io_result::ok();
 }
 
-/// Default chown: uid 0 may set any owner and group; the owner may set the group to its own gid or
-/// keep it, and the owner to itself; anything else is EPERM. Clears S_ISUID (and a group-executable
+/// Default chown: uid 0 may set any owner and group; the owner may set the group to one it is a member
+/// of (client_in_group) or keep it, and the owner to itself; anything else is EPERM. Clears S_ISUID (and a group-executable
 /// S_ISGID) of a non-directory; ctime = now.
 inline io_result iofunc_chown_default(request_context& ctx, ocb_base& base, const io_chown_request& q) {
   iofunc_attr* a = detail::attr_of(base);
@@ -791,7 +801,7 @@ inline io_result iofunc_chown_default(request_context& ctx, ocb_base& base, cons
   if (ctx.client.uid != 0) {
     const std::uint32_t owner = a->uid();
     const bool uid_ok = q.uid == ~0u || (q.uid == owner && ctx.client.uid == owner);
-    const bool gid_ok = q.gid == ~0u || (ctx.client.uid == owner && (q.gid == a->gid() || q.gid == ctx.client.gid));
+    const bool gid_ok = q.gid == ~0u || (ctx.client.uid == owner && (q.gid == a->gid() || client_in_group(ctx.client, q.gid)));
     if (!uid_ok || !gid_ok) return detail::errc_result(std::errc::operation_not_permitted);
   }
   a->set_owner(q.uid, q.gid);

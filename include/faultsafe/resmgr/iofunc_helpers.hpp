@@ -61,14 +61,15 @@ struct io_span {
 };
 
 /// Verifies an open against a file's (mode, uid, gid): iofunc_open_verify(q.flags) (EINVAL for a bad
-/// O_ACCMODE, EACCES for O_TRUNC without write access), then the permission bits for the caller
-/// (EACCES; uid 0 may do anything). On success stores access_read/access_write bits in *access (if
-/// given). Complexity: O(1). Throws: nothing.
+/// O_ACCMODE), then the permission bits for the caller (EACCES; O_TRUNC needs write permission whatever
+/// the access mode, as on Linux: iofunc_open_permission; uid 0 may do anything). On success stores the
+/// open's access_read/access_write bits in *access (if given). Complexity: O(1). Throws: nothing.
 [[nodiscard]] inline std::error_code iofunc_open_verify(const request_context& ctx, const io_open_request& q, mode_t mode,
                                                         std::uint32_t uid, std::uint32_t gid, int* access = nullptr) noexcept {
   int want = 0;
   if (auto ec = iofunc_open_verify(q.flags, &want)) return ec;
-  if (!iofunc_check_access(mode, uid, gid, ctx.client, want)) return std::make_error_code(std::errc::permission_denied);
+  if (!iofunc_check_access(mode, uid, gid, ctx.client, iofunc_open_permission(q.flags, want)))
+    return std::make_error_code(std::errc::permission_denied);
   if (access) *access = want;
   return {};
 }

@@ -125,6 +125,7 @@ class result<void> {
 struct credentials {
   std::uint32_t uid = 0;
   std::uint32_t gid = 0;
+  client_groups groups{};  ///< supplementary groups
 };
 
 class process {
@@ -151,8 +152,8 @@ class process {
   /// acting_as scope of this thread on this process.
   [[nodiscard]] client_info client() const noexcept {
     const acting_state& a = acting();
-    if (a.proc == this) return {pid_, a.creds.uid, a.creds.gid};
-    return {pid_, creds_.uid, creds_.gid};
+    const credentials& c = a.proc == this ? a.creds : creds_;
+    return {pid_, c.uid, c.gid, c.groups};
   }
 
   /// While it lives, every call this thread makes through `p` carries `c` instead of p's credentials

@@ -24,6 +24,7 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
@@ -67,12 +68,34 @@ inline constexpr std::uint32_t io_msg_by_path = 1u << 8;
 inline constexpr std::uint32_t io_msg_nofollow = 1u << 9;
 inline constexpr std::uint32_t io_msg_type_mask = 0xff;
 
+/// Most supplementary groups a request carries (a caller in more is checked with the first ones only).
+inline constexpr std::size_t client_max_groups = 16;
+
+/// A caller's supplementary group ids (besides client_info::gid), inline so that a request header stays
+/// a plain value.
+struct client_groups {
+  std::uint32_t count = 0;                   ///< ids[0, count) are valid (<= client_max_groups)
+  std::uint32_t ids[client_max_groups] = {};
+  [[nodiscard]] constexpr bool contains(std::uint32_t g) const noexcept {
+    for (std::uint32_t i = 0; i < count && i < client_max_groups; ++i)
+      if (ids[i] == g) return true;
+    return false;
+  }
+};
+
 /// Who sends: every request header starts with this.
 struct client_info {
   std::uint64_t pid = 0;  ///< logical process id (faultsafe::process::pid())
   std::uint32_t uid = 0;
   std::uint32_t gid = 0;
+  client_groups groups{};  ///< supplementary groups (permission checks: client_in_group)
 };
+
+/// True if the caller's primary group or one of its supplementary groups is `gid` (POSIX's "the
+/// process is a member of the file's group").
+[[nodiscard]] constexpr bool client_in_group(const client_info& c, std::uint32_t gid) noexcept {
+  return c.gid == gid || c.groups.contains(gid);
+}
 
 /// io_msg::open. Payload: the path below the server's prefix (not NUL-terminated). Reply status: the
 /// new OCB handle.
