@@ -8,7 +8,8 @@
 //     the private mapping is not; munmap and close work, and the open a mapping keeps is released;
 //   - read(fd, p) into a fresh MAP_SHARED mapping of the same file (Brian): with kernel-mode faults the
 //     server's process_vm_writev faults on its own pager, which serves it (ramfs reads hold their range
-//     shared: no conflict), and the data is right through the mapping;
+//     shared: no conflict); user-mode-only, the copy fails EFAULT and the server faults the range in
+//     and retries; the data is right through the mapping either way;
 //   - the server killed with SIGKILL: unserved pages raise SIGBUS, nothing hangs.
 // Every wait is bounded (watchdog, bounded child waits).
 #include <doctest/doctest.h>
@@ -140,8 +141,10 @@ TEST_CASE("mmap of a remote server's file is served by the server's pager, in bo
     q[0] = 0x11;  // stays private
     CHECK(f.bob.pread(fd, &b, 1, 0).value_or(0) == 1);
     CHECK(b == pattern(0));
-    if (kernel_faults) {
-      // Brian: read(fd, p) into a fresh (unserved) shared mapping of the same file.
+    {
+      // Brian: read(fd, p) into a fresh (unserved) shared mapping of the same file. Kernel-mode faults:
+      // the server's copy faults on its own pager; user-mode-only: it fails EFAULT, the server pages
+      // the range in on a helper thread and retries.
       auto p2 = f.bob.mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
       REQUIRE(p2.ok());
       auto got = f.bob.read(fd, *p2, len);

@@ -173,6 +173,12 @@ struct send_buffers {
   /// `remote_pid` (header and reply_header are still local): the receiver copies them with
   /// process_vm_readv / process_vm_writev. Set only by a transport's server side for receive_direct().
   pid_t remote_pid = 0;
+  /// With remote_pid: called when a copy into or out of that process fails with EFAULT (e.g. a page
+  /// of a mapping another process's pager serves behind a user-mode-only userfaultfd, which refuses
+  /// kernel-mode faults), to make [addr, addr + len) present there; on success the copy is retried
+  /// (at most 8 times per copy). nullptr: EFAULT at once.
+  std::error_code (*remote_fault_in)(void* ctx, std::uintptr_t addr, std::size_t len) = nullptr;
+  void* remote_fault_in_ctx = nullptr;
 };
 
 /// Sender-side limits of one send.
@@ -939,11 +945,15 @@ class channel::receiver {
     struct ::iovec l{local, n};
     struct ::iovec r{reinterpret_cast<void*>(base + off), n};
     std::size_t done = 0;
+    int fault_ins = 0;
     while (done < n) {  // the kernel may transfer less than asked (a partly bad range: the rest faults)
       l = {static_cast<char*>(local) + done, n - done};
       r = {reinterpret_cast<void*>(base + off + done), n - done};
       const ssize_t k = write ? ::process_vm_writev(buf_.remote_pid, &l, 1, &r, 1, 0)
                               : ::process_vm_readv(buf_.remote_pid, &l, 1, &r, 1, 0);
+      if (k <= 0 && errno == EFAULT && buf_.remote_fault_in != nullptr && fault_ins++ < 8 &&
+          !buf_.remote_fault_in(buf_.remote_fault_in_ctx, base + off + done, n - done))
+        continue;  // made present by the process's pager: retry
       if (k <= 0) return std::error_code(EFAULT, std::generic_category());
       done += static_cast<std::size_t>(k);
     }

@@ -129,6 +129,10 @@ struct socket_listener_hooks {
   /// Before a message is served: may rewrite its header (in server memory); a non-empty result fails
   /// the message with that error without serving it.
   std::function<std::error_code(const socket_peer&, std::uint32_t type, unsigned char* header, std::size_t len)> stamp;
+  /// A copy into or out of the peer failed with EFAULT at [addr, addr + len) (send_buffers::
+  /// remote_fault_in): make it present and return {} to have the copy retried. Called on the slot
+  /// thread serving the message, with the handler's locks held.
+  std::function<std::error_code(const socket_peer&, std::uintptr_t addr, std::size_t len)> fault_in;
   /// Serves the message `r` holds (r.receive_direct() done; reply or fail it).
   std::function<void(const socket_peer&, channel::receiver& r)> serve;
   /// After a message was served, with its outcome.
@@ -770,6 +774,7 @@ class socket_listener {
     slot& s = *slot_at(c.base, c.stride, i);
     channel::receiver& r = target_.attach();
     const activity_id act = new_activity();  // one client thread at a time uses a slot
+    fault_in_context fctx{this, &c.peer};
     alignas(std::max_align_t) unsigned char hdr[channel::max_header];
     unsigned char rhdr[channel::max_header];
     auto wanted = [](std::uint32_t v) { return (v & st_phase) == st_request || (v & st_dead); };
@@ -809,6 +814,10 @@ class socket_listener {
           b.payload = reinterpret_cast<const void*>(static_cast<std::uintptr_t>(s.payload_addr));
           b.reply_data = reinterpret_cast<void*>(static_cast<std::uintptr_t>(s.reply_data_addr));
           b.remote_pid = c.peer.pid;
+          if (hooks_.fault_in) {
+            b.remote_fault_in = &fault_in_thunk;
+            b.remote_fault_in_ctx = &fctx;
+          }
         }
         res = serve_one(c.peer, r, b, hdr, act);
         if (!res.error) std::memcpy(s.reply_header, rhdr, std::min(res.reply_header_len, rhlen));
@@ -833,6 +842,19 @@ class socket_listener {
       gone_count_.fetch_add(1, std::memory_order_release);
       c.finished.store(true, std::memory_order_release);
       wake_monitor();
+    }
+  }
+
+  struct fault_in_context {
+    socket_listener* self;
+    const socket_peer* peer;
+  };
+  static std::error_code fault_in_thunk(void* ctx, std::uintptr_t addr, std::size_t len) {
+    auto* f = static_cast<fault_in_context*>(ctx);
+    try {
+      return f->self->hooks_.fault_in(*f->peer, addr, len);
+    } catch (...) {
+      return std::make_error_code(std::errc::bad_address);
     }
   }
 

@@ -48,6 +48,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -149,6 +150,7 @@ class remote_server {
       served(p, type, hdr, len, res);
     };
     h.gone = [this](const socket_peer& p) { gone(p); };
+    h.fault_in = [this](const socket_peer& p, std::uintptr_t addr, std::size_t len) { return fault_in(p, addr, len); };
     return h;
   }
 
@@ -242,6 +244,32 @@ class remote_server {
       return (void)r.reply_error(std::make_error_code(std::errc::not_enough_memory));
     }
     (void)r.reply(0, &none, sizeof none);
+  }
+
+  // A copy into or out of the client failed with EFAULT (its userfaultfd is user-mode-only: the kernel
+  // refuses the kernel-mode fault): if the range is in a mapping this connection's pager serves, page
+  // it in and let the copy retry. The slot thread holds the handler's locks (a range lock, rank 30)
+  // and must not take the region lock (rank 20): a helper thread that holds nothing does it, on behalf
+  // of the request's activity, so a range the handler holds is granted to it by the guard (exclusive)
+  // or is compatible (shared), while the slot thread waits for it.
+  std::error_code fault_in(const socket_peer& p, std::uintptr_t addr, std::size_t len) {
+    std::shared_ptr<served_state> st;
+    {
+      exclusive_guard g(mu_);
+      auto it = clients_.find(p.id);
+      if (it != clients_.end()) st = it->second.mem;
+    }
+    if (!st) return std::make_error_code(std::errc::bad_address);
+    const activity_id a = current_activity();
+    std::error_code ec = std::make_error_code(std::errc::bad_address);
+    std::thread helper([&] {
+      announce_faulting_thread();
+      activity_scope behalf(a);
+      if (st->as->find(reinterpret_cast<const void*>(addr)))  // a served mapping (map lock: not on the slot thread)
+        ec = st->pg->fault_in(reinterpret_cast<const void*>(addr), len);
+    });
+    helper.join();
+    return ec;
   }
 
   // Remembers the opens the client holds (for gone()).
