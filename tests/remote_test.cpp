@@ -348,7 +348,7 @@ TEST_CASE("the same random call sequence gives the same results in-process and f
     if (mapped == 0) MESSAGE("no anonymous mapping succeeded (userfaultfd refused?): the memory calls were compared as failures only");
     else CHECK(mapped > 10);
     // The child exited: its connection is cleaned up, nothing of it stays open.
-    for (int i = 0; i < 5000 && rs.connections_gone() < 1; ++i) std::this_thread::sleep_for(1ms);
+    for (int i = 0; i < 20000 && rs.connections_gone() < 1; ++i) std::this_thread::sleep_for(1ms);
     CHECK(rs.connections_gone() == 1);
     CHECK(fs.srv().open_ocbs() == 0);
   }
@@ -388,18 +388,22 @@ TEST_CASE("kill -9 of clients in the middle of requests: their opens go, their w
     REQUIRE(::pipe2(ack, O_CLOEXEC) == 0);
     const pid_t w = spawn({"writer", address, std::to_string(base), std::to_string(ack[1]), std::to_string(round)}, -1, ack[1]);
     ::close(ack[1]);
-    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 6000));
+    // Three rounds in four kill the client after it acknowledged 1..64 writes (then at a random point
+    // of its next requests); the fourth at a random time, maybe before it connected.
+    std::vector<std::uint64_t> acks;
+    std::uint64_t v;
+    const int wait_acks = round % 4 == 0 ? 0 : 1 + static_cast<int>(rng() % 64);
+    for (int k = 0; k < wait_acks && ::read(ack[0], &v, sizeof v) == sizeof v; ++k) acks.push_back(v);
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % (wait_acks ? 500 : 6000)));
     ::kill(w, SIGKILL);
     const int st = wait_exit(w);
     REQUIRE((st == 128 + SIGKILL || st == 0));
-    std::vector<std::uint64_t> acks;
-    std::uint64_t v;
     while (::read(ack[0], &v, sizeof v) == sizeof v) acks.push_back(v);
     ::close(ack[0]);
     acked_rounds += !acks.empty();
     // Everything of the dead client is released: only the steady client's open is left.
     bool clean = false;
-    for (int i = 0; i < 5000 && !clean; ++i) {
+    for (int i = 0; i < 20000 && !clean; ++i) {
       clean = rs.remote_opens() == 1 && fs.srv().open_ocbs() == 1 && rs.connections() == 1;
       if (!clean) std::this_thread::sleep_for(1ms);
     }
@@ -427,7 +431,7 @@ TEST_CASE("kill -9 of clients in the middle of requests: their opens go, their w
     REQUIRE(local.close(*fd).ok());
   }
   MESSAGE(acked_rounds << " of " << rounds << " killed clients had acknowledged writes; " << mid_request << " were killed while writing");
-  CHECK(acked_rounds > rounds / 4);  // most kills land while the client is working
+  CHECK(acked_rounds >= rounds * 3 / 4);  // every round that waited for acknowledgements
   ::close(steady_in[1]);  // the steady client stops at EOF and exits 0 iff every check passed
   CHECK(wait_exit(steady) == 0);
 }
@@ -615,7 +619,7 @@ TEST_CASE("a client that writes garbage into its slot gets an error, the server 
   ::munmap(base, size);
   ::close(memfd);
   ::close(fd);  // the open it held is closed for it
-  for (int i = 0; i < 5000 && rs.connections_gone() < 1; ++i) std::this_thread::sleep_for(1ms);
+  for (int i = 0; i < 20000 && rs.connections_gone() < 1; ++i) std::this_thread::sleep_for(1ms);
   CHECK(rs.connections_gone() == 1);
   CHECK(fs.srv().open_ocbs() == 0);
 }
