@@ -10,6 +10,10 @@
 //     server's process_vm_writev faults on its own pager, which serves it (ramfs reads hold their range
 //     shared: no conflict); user-mode-only, the copy fails EFAULT and the server faults the range in
 //     and retries; the data is right through the mapping either way;
+//   - the same read with the seed's exclusive read handler (the whole file's range exclusively while the
+//     server copies): the page-in conflicts only with the reader's own activity and the guard grants it
+//     (kernel-mode faults: the fault names the server's announced slot thread; user-mode-only: the
+//     fault-in helper works for that activity);
 //   - the server killed with SIGKILL: unserved pages raise SIGBUS, nothing hangs.
 // Every wait is bounded (watchdog, bounded child waits).
 #include <doctest/doctest.h>
@@ -156,6 +160,100 @@ TEST_CASE("mmap of a remote server's file is served by the server's pager, in bo
     CHECK(f.bob.munmap(*sh, len).ok());
     CHECK(f.bob.munmap(*pr, len).ok());
     CHECK(f.bob.close(fd).ok());
+  }
+}
+
+namespace {
+
+// The seed's read handler: the whole file's range exclusively while copying into the client's buffer.
+io_result exclusive_read(request_context& ctx, ocb_base& base, const io_rw_request& q) {
+  auto& o = static_cast<iofunc_ocb&>(base);
+  iofunc_attr& a = *o.attr;
+  range_guard whole_file(a.data_lock, 0, to_end, lock_mode::exclusive);
+  const std::uint64_t off = q.use_offset ? static_cast<std::uint64_t>(q.offset) : static_cast<std::uint64_t>(o.offset.load());
+  const std::uint64_t size = a.size();
+  const std::uint64_t n = off >= size ? 0 : std::min<std::uint64_t>({q.nbytes, size - off, ctx.rcv.reply_data_len()});
+  if (n > 0)
+    if (auto ec = ctx.rcv.write_reply_data(0, a.data() + off, n)) return io_result::fail(ec);
+  if (!q.use_offset) o.offset.store(static_cast<std::int64_t>(off + n));
+  return io_result::ok(static_cast<std::int64_t>(n));
+}
+
+}  // namespace
+
+TEST_CASE("Brian across processes through the real read path: the seed's exclusive read handler, both userfaultfd modes") {
+  vmtest::require_userfaultfd();
+  for (const bool kernel_faults : {false, true}) {
+    if (kernel_faults && !kernel_faults_available()) continue;
+    CAPTURE(kernel_faults);
+    vmtest::watchdog wd(60, "remote brian");
+    const std::string address = "@faultsafe-remote-brian-" + std::to_string(::getpid()) + (kernel_faults ? "-k" : "-u");
+    int ready[2], stop[2];
+    REQUIRE(::pipe2(ready, O_CLOEXEC) == 0);
+    REQUIRE(::pipe2(stop, O_CLOEXEC) == 0);
+    const pid_t fs_pid = ::fork();
+    REQUIRE(fs_pid >= 0);
+    if (fs_pid == 0) {
+      ::close(stop[1]);
+      ::close(ready[0]);
+      int rc = 0;
+      try {
+        path_namespace ns;
+        io_funcs f = iofunc_defaults();
+        f.read = exclusive_read;
+        auto attr = std::make_shared<iofunc_attr>(0666, 0, 0, attr_options{.max_size = 16 << 20, .name = "brian"});
+        f.open = [&](request_context& ctx, const io_open_request& q, std::string_view, std::shared_ptr<ocb_base>& out) {
+          return iofunc_open_default(ctx, q, attr, out);
+        };
+        server_options so;
+        so.name = "fs";
+        so.ns = &ns;
+        server srv(so, f);
+        if (srv.attach("/brian")) ::_exit(4);
+        srv.start();
+        remote_server rs(srv, remote_server_options{.address = address});
+        (void)!::write(ready[1], "r", 1);
+        char c;
+        while (::read(stop[0], &c, 1) < 0 && errno == EINTR) {
+        }
+        rs.stop();
+        srv.stop();
+      } catch (...) {
+        rc = 3;
+      }
+      ::_exit(rc);
+    }
+    ::close(ready[1]);
+    ::close(stop[0]);
+    pollfd pr{ready[0], POLLIN, 0};
+    REQUIRE(::poll(&pr, 1, 20000) == 1);
+    ::close(ready[0]);
+    {
+      path_namespace ns;
+      REQUIRE(!mount_remote(ns, "/brian", address));
+      process bob{"bob", {0, 0}, &ns};
+      bob.memory().set_served_options(served_memory_options{kernel_faults});
+      auto fd = bob.open("/brian/file", O_RDWR);
+      REQUIRE(fd.ok());
+      std::vector<std::uint8_t> bytes(len);
+      for (std::size_t i = 0; i < len; ++i) bytes[i] = pattern(i);
+      REQUIRE(bob.pwrite(*fd, bytes.data(), len, 0).value_or(0) == len);
+      auto p = bob.mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
+      REQUIRE(p.ok());
+      announce_faulting_thread();
+      activity_scope act(new_activity());
+      auto got = bob.read(*fd, *p, len);  // into the server's own file, through its own pager
+      INFO(got.error().message());
+      CHECK(got.value_or(0) == len);
+      CHECK(all_pattern(static_cast<const std::uint8_t*>(*p), len));
+      CHECK(bob.munmap(*p, len).ok());
+      CHECK(bob.close(*fd).ok());
+    }
+    ::close(stop[1]);
+    bool timed_out = false;
+    const int st = test_support::wait_child(fs_pid, timed_out, std::chrono::seconds(20));
+    CHECK(!timed_out);
+    CHECK((WIFEXITED(st) && WEXITSTATUS(st) == 0));
   }
 }
 

@@ -140,6 +140,10 @@ class remote_server {
       return stamp(p, type, hdr, len);
     };
     h.serve = [this](const socket_peer& p, channel::receiver& r) {
+      // Its kernel-mode faults on the client's served mappings (its process_vm_writev into them) name
+      // this thread and the activity it serves (vm/faulting_thread.hpp): the guard and the wait-for
+      // graph then see them as in-process. Cheap after the first call.
+      announce_faulting_thread();
       io_mmap_request q;
       if ((r.type() & io_msg_type_mask) == static_cast<std::uint32_t>(io_msg::mmap) && !r.header_as(q) &&
           (q.flags & (mmap_served_hello | mmap_served_fetch | mmap_served_track)) != 0)
