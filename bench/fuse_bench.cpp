@@ -326,5 +326,14 @@ int main(int argc, char** argv) {
   ::unlink((g_tmpfs + "/data").c_str());
   ::unlink((g_tmpfs + "/seq").c_str());
   ::rmdir(g_tmpfs.c_str());
-  return 0;  // the mount threads stop and join in their destructors (before the bridges and the ramfs die)
+  m3.stop();  // unmounted and joined here, so that their directories can go
+  m3.stop = nullptr;
+  if (m3.t.joinable()) m3.t.join();
+  for (mount_thread* m : {&m1, &m2}) {
+    m->stop();
+    m->stop = nullptr;
+    if (m->t.joinable()) m->t.join();
+  }
+  for (const auto& d : {g_bridge_dio, g_bridge_pc, g_minimal, base}) ::rmdir(d.c_str());
+  return 0;
 }
