@@ -13,6 +13,13 @@
 //   regions/*      scale: the random shared 1-page faults with the aspace holding 1 region (the
 //                  measured one) vs 10,000 regions (9,999 more 1-page anonymous ones): fault service's
 //                  region lookup (goal: 10,000 within 1.2x of 1)
+//   aspaces/*      scale: the same random shared 1-page faults of one address space, served by a fault
+//                  pool (vm/fault_pool.hpp, 2 threads) that serves only it vs one that also serves
+//                  9,999 other address spaces (a 1-page mapping each, touched once): one pool for many
+//                  address spaces (goal: 10,000 within 1.2x of 1). main() also prints the OS threads of
+//                  the process with 1,000 and 10,000 address spaces on the shared pool, and with 1,000
+//                  address spaces whose pagers each have a pool of their own of 2 threads (the old
+//                  per-aspace pager threads).
 //
 // Each benchmark records ns per page (scans) or ns per touch (random) in a table; main() prints the
 // ratios at the end: pager overhead over raw (goal <= 10%), pager scan throughput vs kernel (goal >= 80%).
@@ -42,7 +49,11 @@
 #include <thread>
 #include <vector>
 
+#include <dirent.h>
+#include <sys/resource.h>
+
 #include "faultsafe/vm/aspace.hpp"
+#include "faultsafe/vm/fault_pool.hpp"
 #include "faultsafe/vm/pager.hpp"
 
 #include "bench_report.hpp"
@@ -246,6 +257,80 @@ struct regions_mapping : pager_mapping {
 };
 constexpr std::size_t kManyRegions = 10000;
 
+// ---- aspaces/*: one pool, many address spaces ------------------------------------------------------
+constexpr std::size_t kManySpaces = 10000;
+
+/// One more address space: a pager on `pool` (or the shared pool, or a pool of its own of 2 threads)
+/// and a 1-page shared mapping of the random file, touched once.
+struct small_space {
+  explicit small_space(fault_pool* pool, unsigned own_threads = 0)
+      : src(rand_fd()), pg(as, pager_options{own_threads, kPage, kPage, "proc", false, pool}) {
+    map_request rq;
+    rq.length = kPage;
+    rq.prot = PROT_READ;
+    rq.shared = true;
+    rq.file = file_backing{rand_fd(), 0, nullptr, &src};
+    const volatile char* p = static_cast<const volatile char*>(as.map(rq));
+    benchmark::DoNotOptimize(p[0]);
+  }
+  aspace as;
+  memfd_page_source src;
+  pager pg;
+};
+
+fault_pool_options two_threads() {
+  fault_pool_options o;
+  o.min_threads = 2;
+  o.name = "bench";
+  return o;
+}
+
+/// The two pools of aspaces/*: `one` serves only the measured address space, `many` serves it and
+/// kManySpaces - 1 others (made once, kept for the whole run).
+struct space_pools {
+  fault_pool one{two_threads()};
+  fault_pool many{two_threads()};
+  std::vector<std::unique_ptr<small_space>> others;
+  space_pools() {
+    others.reserve(kManySpaces - 1);
+    for (std::size_t i = 0; i + 1 < kManySpaces; ++i) others.push_back(std::make_unique<small_space>(&many));
+  }
+};
+space_pools& pools() {
+  static space_pools* p = new space_pools;  // leaked: lives for the whole run
+  return *p;
+}
+
+/// The measured address space: the random shared mapping, 1-page windows, served by `pool`.
+struct pooled_mapping {
+  explicit pooled_mapping(fault_pool& pool) : src(rand_fd()), pg(as, pager_options{0, kPage, kPage, "proc", false, &pool}) {
+    map_request rq;
+    rq.length = kRandBytes;
+    rq.prot = PROT_READ;
+    rq.shared = true;
+    rq.file = file_backing{rand_fd(), 0, nullptr, &src};
+    base_ = as.map(rq);
+  }
+  ~pooled_mapping() { (void)as.munmap(base_, kRandBytes); }
+  pooled_mapping(const pooled_mapping&) = delete;
+  pooled_mapping& operator=(const pooled_mapping&) = delete;
+  const volatile char* base() const { return static_cast<const volatile char*>(base_); }
+  aspace as;
+  memfd_page_source src;
+  pager pg;
+  void* base_ = nullptr;
+};
+
+std::size_t os_threads() {
+  std::size_t n = 0;
+  if (DIR* d = ::opendir("/proc/self/task")) {
+    while (dirent* e = ::readdir(d))
+      if (e->d_name[0] != '.') ++n;
+    ::closedir(d);
+  }
+  return n;
+}
+
 struct kernel_mapping {
   kernel_mapping(int memfd, std::size_t len) : len_(len) {
     base_ = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, memfd, 0);
@@ -349,6 +434,12 @@ void regions_1(benchmark::State& s) {
 void regions_many(benchmark::State& s) {
   run_rand(s, "regions/pager_10000", [] { return std::make_unique<regions_mapping>(kManyRegions - 1); });
 }
+void aspaces_1(benchmark::State& s) {
+  run_rand(s, "aspaces/pool_1", [] { return std::make_unique<pooled_mapping>(pools().one); });
+}
+void aspaces_many(benchmark::State& s) {
+  run_rand(s, "aspaces/pool_10000", [] { return std::make_unique<pooled_mapping>(pools().many); });
+}
 
 }  // namespace
 
@@ -384,6 +475,8 @@ BENCHMARK(around_raw_private)->UseManualTime()->Unit(benchmark::kMicrosecond)->I
 BENCHMARK(around_pager_private)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(3);
 BENCHMARK(regions_1)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(3);
 BENCHMARK(regions_many)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(3);
+BENCHMARK(aspaces_1)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(3);
+BENCHMARK(aspaces_many)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(3);
 
 namespace {
 // The machine is shared and noisy: besides Google Benchmark's runs, measure every variant once per
@@ -420,7 +513,40 @@ void interleaved_rounds(int rounds) {
     once_rand("around/pager_private_64k", [] { return std::make_unique<pager_mapping>(M::missing_copy, rand_fd(), kRandBytes, k64K, k64K, 1); });
     once_rand("regions/pager_1", [] { return std::make_unique<regions_mapping>(0); });
     once_rand("regions/pager_10000", [] { return std::make_unique<regions_mapping>(kManyRegions - 1); });
+    once_rand("aspaces/pool_1", [] { return std::make_unique<pooled_mapping>(pools().one); });
+    once_rand("aspaces/pool_10000", [] { return std::make_unique<pooled_mapping>(pools().many); });
   }
+}
+
+// OS threads of the process with n address spaces: on the shared pool (own_threads 0), or each with a
+// pool of its own (own_threads >= 1: the old per-aspace pager threads).
+std::size_t threads_with(std::size_t n, unsigned own_threads) {
+  std::vector<std::unique_ptr<small_space>> v;
+  v.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) v.push_back(std::make_unique<small_space>(nullptr, own_threads));
+  return os_threads();
+}
+// 10,000 userfaultfds need more than the usual 1,024 fds: the soft limit goes up to the hard one.
+void raise_fd_limit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    (void)::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+void thread_counts() {
+  pools().others.clear();  // the fds of aspaces/*'s 9,999 address spaces (the pools' threads stay)
+  (void)fault_pool::shared();
+  const std::size_t base = os_threads();
+  const std::size_t shared1k = threads_with(1000, 0);
+  const std::size_t shared10k = threads_with(kManySpaces, 0);
+  const std::size_t own1k = threads_with(1000, 2);
+  std::printf("\n== OS threads of this process (/proc/self/task; %u cores; the 4 threads of aspaces/*'s\n"
+              "   two pools included in every figure) ==\n", std::thread::hardware_concurrency());
+  std::printf("  %-58s %8zu\n", "no extra address space", base);
+  std::printf("  %-58s %8zu\n", "1,000 address spaces, shared fault pool (default)", shared1k);
+  std::printf("  %-58s %8zu\n", "10,000 address spaces, shared fault pool (default)", shared10k);
+  std::printf("  %-58s %8zu\n", "1,000 address spaces, a pool of 2 threads each (old design)", own1k);
 }
 }  // namespace
 
@@ -431,6 +557,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_pager: skipped: %s\n", why.c_str());
     return 77;
   }
+  if (!listing) raise_fd_limit();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
@@ -438,6 +565,7 @@ int main(int argc, char** argv) {
   if (listing) return 0;
   const char* env = std::getenv("FAULTSAFE_BENCH_ROUNDS");
   interleaved_rounds(env != nullptr ? std::atoi(env) : 10);
+  thread_counts();
   auto get = [](const char* n) {
     auto it = g_results.find(n);
     return it == g_results.end() ? 0.0 : it->second;
@@ -464,5 +592,6 @@ int main(int argc, char** argv) {
   ratio("rand shared: pager 1 page / pager 64K around", "rand/pager_shared_minor", "around/pager_shared_64k", "fault-around gain");
   ratio("rand shared: pager 1 page / kernel", "rand/pager_shared_minor", "rand/kernel_shared", "reference");
   ratio("rand shared 1 page: 10,000 regions / 1 region [scale]", "regions/pager_10000", "regions/pager_1", "goal <= 1.20");
+  ratio("rand shared 1 page: pool of 10,000 aspaces / of 1 [scale]", "aspaces/pool_10000", "aspaces/pool_1", "goal <= 1.20");
   return 0;
 }

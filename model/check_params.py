@@ -52,6 +52,7 @@ server = read("resmgr/server.hpp") + read("resmgr/thread_pool.hpp")
 iofunc = read("resmgr/iofunc.hpp")
 aspace = read("vm/aspace.hpp")
 pager = read("vm/pager.hpp")
+fpool = read("vm/fault_pool.hpp")
 
 enum = one(r"enum class self_conflict\s*:\s*\w+(?:::\w+)?\s*\{([^}]*)\}", rl, "enum class self_conflict")
 sc = {n.strip(): i for i, n in enumerate(enum.split(","))} if enum else {}
@@ -90,7 +91,7 @@ expected = {
     "DEF_PAGE_IN_SELF": "SC_" + (one(r"page_in_self_conflict\s*=\s*self_conflict::(\w+)", iofunc, "page_in_self_conflict default") or "?").upper(),
     "DEF_RANGE_SELF": "SC_" + (one(r"struct range_options\s*\{.*?on_self_conflict\s*=\s*self_conflict::(\w+)", rl, "range_options default") or "?").upper(),
     "DEF_SINGLE_LOCK": {"false": "0", "true": "1"}.get(one(r"bool single_lock\s*=\s*(\w+)", aspace, "single_lock default")),
-    "DEF_FAULT_THREADS": one(r"unsigned fault_threads\s*=\s*(\d+)", pager, "fault_threads default"),
+    "DEF_FAULT_POOL_MIN": one(r"struct fault_pool_options\s*\{.*?unsigned min_threads\s*=\s*(\d+)", fpool, "fault_pool_options::min_threads default"),
     "MODE_READ_EXCL": mode_excl("inline io_result iofunc_read_default("),
     "MODE_WRITE_EXCL": mode_excl("inline io_result iofunc_write_default("),
     "MODE_PAGEIN_EXCL": mode_excl("inline io_result iofunc_page_in_default("),
@@ -139,7 +140,13 @@ rules = [
      "passes(): the queued-writer rule applies only when the policy is not wait"),
     (rl, r"g->granted\s*&&\s*g->owner\s*==\s*r\.owner\s*&&\s*detail::rl::conflicts\(g->mode,\s*o\.mode\)",
      "passes(): the waiter waits for a GRANTED range of the requester's owner"),
-    (pager, r"fault_threads`\s*threads", "pager_thread: a fixed number of fault threads (NP)"),
+    (pager, r"unsigned fault_threads\s*=\s*0;", "pager_thread: every pager is served by a fault pool (PGROW), by default the shared one"),
+    (fpool, r"if\s*\(idle_\s*==\s*0\s*&&\s*started_\s*<\s*cap_\s*&&\s*!stopping_\)\s*spawn_locked\(\);",
+     "pager_thread: a read that leaves no fault thread idle starts one more, up to the limit (PGROW)"),
+    (fpool, r"const\s+ssize_t\s+r\s*=\s*::read\(e->fd,\s*&msg,\s*sizeof\s+msg\)",
+     "pager_thread: a fault thread reads ONE fault at a time (fq?ft: no fault queues behind another's page-in)"),
+    (fpool, r"reader\s*=\s*idle_\s*==\s*0;",
+     "PAGER_SLOTS: at the limit the last idle thread queues faults (not modelled: the model asserts the limit is never reached)"),
 ]
 for text, rx, what in rules:
     if not re.search(rx, text, re.S):
@@ -147,7 +154,7 @@ for text, rx, what in rules:
 
 with open(os.path.join(MODEL, "faultsafe.pml")) as f:
     pml = f.read()
-for d in ("define NP DEF_FAULT_THREADS", "define POOLMIN0 DEF_POOL_MIN", "define POOLMAX0 DEF_POOL_MAX",
+for d in ("define PMIN DEF_FAULT_POOL_MIN", "define POOLMIN0 DEF_POOL_MIN", "define POOLMAX0 DEF_POOL_MAX",
           "define SINGLE_LOCK DEF_SINGLE_LOCK", "define POOL_SELF DEF_POOL_SELF", "define PAGE_IN_SELF DEF_PAGE_IN_SELF",
           "MODE_READ_EXCL", "MODE_WRITE_EXCL", "MODE_PAGEIN_EXCL", "RANK_ASPACE_MAP", "RANK_REGION", "RANK_ATTR_RANGE"):
     if d not in pml:

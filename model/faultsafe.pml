@@ -8,7 +8,9 @@
  * thread adopts. A per-file range lock over NO page offsets (shared/exclusive, FIFO among
  * overlapping requests, owner activity, the self-conflict policy), the aspace map lock (rank 10) and
  * per-region locks (rank 20) or the single-lock configuration, faults queued to the pager threads,
- * page-ins sent on behalf of the faulting thread's activity, the direct copy path.
+ * page-ins sent on behalf of the faulting thread's activity, the direct copy path. The fault threads
+ * are a pool (vm/fault_pool.hpp): PMIN threads at first, and a fault read that leaves no fault thread
+ * idle starts one more, up to NP slots; -DPAGER_FIXED keeps the old fixed pool (PMIN threads, no growth).
  *
  * Configurations (exactly one, as spin -D...): BRIAN_NAIVE, COLIN_NAIVE, FAULTSAFE, FAULTSAFE_GUARD,
  * FAULTSAFE_FAIL, CROSS, and the findings FINDING_PAGER, FINDING_WRITER (with -DSTRICT_FIFO: the
@@ -30,6 +32,8 @@
 /* The seed's Brian: one exclusive attr lock per file, no guard, no direct copy. */
 #  define NC 1
 #  define NP 1
+#  define PMIN 1
+#  define PGROW 0
 #  define POOLMIN0 1
 #  define POOLMAX0 2
 #  define SINGLE_LOCK 1
@@ -44,6 +48,8 @@
  * page-in reads io_pkt. */
 #  define NC 2
 #  define NP 2
+#  define PMIN 2
+#  define PGROW 0
 #  define POOLMIN0 1
 #  define POOLMAX0 2
 #  define SINGLE_LOCK 1
@@ -64,7 +70,14 @@
 #  ifndef NC
 #    define NC 3
 #  endif
-#  define NP DEF_FAULT_THREADS
+#  define PMIN DEF_FAULT_POOL_MIN
+#  if defined(PAGER_FIXED)   /* the old fixed pool of fault threads (finding 1) */
+#    define NP PMIN
+#    define PGROW 0
+#  else
+#    define NP PAGER_SLOTS
+#    define PGROW 1
+#  endif
 #  define POOLMIN0 DEF_POOL_MIN
 #  ifndef POOLMAX0
 #    define POOLMAX0 DEF_POOL_MAX
@@ -101,7 +114,9 @@
  * client's mapping (process_vm_writev, blocking uffd) faults with ptid = the server thread, whose
  * adopted activity the pager uses. No direct copy (the server has no view of the client's aspace). */
 #  define NC 3
-#  define NP DEF_FAULT_THREADS
+#  define PMIN DEF_FAULT_POOL_MIN
+#  define NP PAGER_SLOTS
+#  define PGROW 1
 #  define POOLMIN0 DEF_POOL_MIN
 #  define POOLMAX0 2
 #  define SINGLE_LOCK DEF_SINGLE_LOCK
@@ -114,6 +129,13 @@
 #else
 #  error "choose a configuration: -DBRIAN_NAIVE, -DCOLIN_NAIVE, -DFAULTSAFE, -DFAULTSAFE_GUARD, -DFAULTSAFE_FAIL, -DCROSS, -DFINDING_PAGER, -DFINDING_WRITER"
 #endif
+
+/* Fault-pool slots of the growing configurations. The code's limit (fault_pool_options::max_threads)
+ * is far larger; pager_thread asserts that a read never leaves the pool without an idle thread at
+ * PAGER_SLOTS, so no run reaches the limit here and every verdict holds for any larger one. (At the
+ * code's limit the last idle thread queues faults in a backlog that the wait-for graph sees: not
+ * modelled, since it is never reached.) */
+#define PAGER_SLOTS 4
 
 #define POOLMIN1 1   /* io_pkt: pinned to one thread (min == max == 1) */
 #define POOLMAX1 1
@@ -169,6 +191,9 @@ byte fby[NT];              /* fault thread serving that fault */
 bit fdone[NT];
 byte fst[NT];
 bit present[NR * NO];      /* page mapped in Bob's aspace */
+byte pstarted;             /* fault threads started */
+byte pidle;                /* started fault threads not serving a fault */
+bit pbusy[NP];             /* fault thread j serves a fault */
 bit filled[NF * NO];       /* the file's page-cache page is valid (a page-in made it so) */
 
 /* range lock nodes: two per thread (the ordered acquisition of the direct copy takes two) */
@@ -552,6 +577,10 @@ inline handle_rw(me, wr, f, o, b, st, ok) {
 #if MAXT > 4
 #  error "LOWER_BUSY covers pools of at most 4 threads"
 #endif
+#if NP > 4
+#  error "PLOWER_BUSY covers pools of at most 4 fault threads"
+#endif
+#define PLOWER_BUSY(j) ((j) < 1 || pbusy[0]) && ((j) < 2 || pbusy[1]) && ((j) < 3 || pbusy[2]) && ((j) < 4 || pbusy[3])
 #define LOWER_BUSY(s, k) ((k) < 1 || serving[(s) * SLOTS] != 0) && ((k) < 2 || serving[(s) * SLOTS + 1] != 0) && \
                          ((k) < 3 || serving[(s) * SLOTS + 2] != 0) && ((k) < 4 || serving[(s) * SLOTS + 3] != 0)
 
@@ -596,15 +625,25 @@ end_idle:
   od
 }
 
-/* a fault thread of Bob's pager (the "proc" role) */
+/* a fault thread of Bob's pager (the "proc" role): a thread of the fault pool */
 proctype pager_thread(byte j) {
   byte me = PTID(j);
   byte ft, pg, r, st, ok, need;
+end_gate:
+  (pstarted > j);
 end_idle:
   do
   :: SEG_BEGIN
      atomic {
-       fq?ft -> fby[ft] = me; pg = fpg[ft]; act[me] = act[ft]; r = pg / NO; st = ST_OK;
+       /* fault threads are interchangeable: the lowest-numbered idle one reads (symmetry) */
+       PLOWER_BUSY(j) && fq?[ft] -> fq?ft;
+       pbusy[j] = 1; pidle--;
+       if   /* a read that leaves no fault thread idle starts one more (fault_pool::take) */
+       :: PGROW && pidle == 0 && pstarted < NP -> pstarted++; pidle++
+       :: else -> skip
+       fi;
+       assert(!PGROW || pidle > 0);   /* the pool's limit is never reached (PAGER_SLOTS) */
+       fby[ft] = me; pg = fpg[ft]; act[me] = act[ft]; r = pg / NO; st = ST_OK;
 #if SINGLE_LOCK
        map_excl(me);                                   /* the whole space, for the whole service */
 #else
@@ -638,7 +677,8 @@ end_idle:
 #else
        region_unshared(me, r);
 #endif
-       fst[ft] = st; fby[ft] = NONE; fdone[ft] = 1; act[me] = 0; ft = 0; pg = 0; r = 0; st = 0; ok = 0; need = 0
+       fst[ft] = st; fby[ft] = NONE; fdone[ft] = 1; act[me] = 0; ft = 0; pg = 0; r = 0; st = 0; ok = 0; need = 0;
+       pbusy[j] = 0; pidle++
      }
      SEG_END
   od
@@ -671,6 +711,7 @@ init {
   atomic {
     started[0] = POOLMIN0; idle[0] = POOLMIN0;
     started[1] = POOLMIN1; idle[1] = POOLMIN1;
+    pstarted = PMIN; pidle = PMIN;
     i = 0;
     do
     :: i < MAXT -> run server_thread(0, i); if :: i < POOLMAX1 -> run server_thread(1, i) :: else -> skip fi; i++

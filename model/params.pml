@@ -23,7 +23,7 @@
 #define DEF_PAGE_IN_SELF SC_GRANT      /* iofunc.hpp: attr_options::page_in_self_conflict */
 #define DEF_RANGE_SELF SC_WAIT         /* range_lock.hpp: range_options::on_self_conflict */
 #define DEF_SINGLE_LOCK 0              /* aspace.hpp: aspace_options::single_lock */
-#define DEF_FAULT_THREADS 2            /* pager.hpp: pager_options::fault_threads */
+#define DEF_FAULT_POOL_MIN 2           /* fault_pool.hpp: fault_pool_options::min_threads */
 
 /* Lock modes the default handlers take (iofunc.hpp, direct_copy.hpp) */
 #define MODE_READ_EXCL 0     /* iofunc.hpp: iofunc_read_default takes lock_mode::shared */

@@ -129,7 +129,7 @@ class Model:
             by = g["fby"][t]
             if by == NONE:
                 desc += ", queued: every fault thread is busy"
-                return "page wait", desc, [(self.nc + NS * self.slots + j, "served by") for j in range(self.np)]
+                return "page wait", desc, [(self.nc + NS * self.slots + j, "served by") for j in range(g.get("pstarted", self.np))]
             return "page wait", desc, [(by, "served by")]
         return None
 

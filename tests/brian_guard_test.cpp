@@ -79,7 +79,7 @@ TEST_CASE("guard, grant (default): the page-in that conflicts only with its own 
   CHECK(contains(text, "held by thread 'ram/"));                               // who holds which range
   CHECK(contains(text, "exclusive"));
   CHECK(contains(text, "while serving the page-in of file offsets ["));        // which page-in
-  CHECK(contains(text, "sent by pager thread 'proc:bob/"));
+  CHECK(contains(text, "sent by pager thread 'fault/"));                     // the shared fault pool's
   CHECK(contains(text, "fault at 0x"));                                        // which fault
   CHECK(contains(text, "taken by thread 'ram/"));
 }

@@ -13,7 +13,7 @@ set(_model_dir ${PROJECT_SOURCE_DIR}/model)
 add_test(NAME model_params COMMAND ${FAULTSAFE_PYTHON3} ${_model_dir}/check_params.py ${PROJECT_SOURCE_DIR})
 set_tests_properties(model_params PROPERTIES TIMEOUT 30 LABELS model)
 foreach(_cfg brian_naive colin_naive faultsafe faultsafe_guard faultsafe_pool1 faultsafe_fail cross pool_wait guard_wait single_lock
-             finding_pager finding_writer finding_writer_fifo)
+             finding_pager pager_fixed finding_writer finding_writer_fifo)
   add_test(NAME model_${_cfg}
            COMMAND ${FAULTSAFE_PYTHON3} ${_model_dir}/verify.py ${_cfg} --workdir ${CMAKE_CURRENT_BINARY_DIR}/model-work)
   set_tests_properties(model_${_cfg} PROPERTIES TIMEOUT 900 LABELS model SKIP_RETURN_CODE 77)

@@ -14,3 +14,5 @@ set_tests_properties(vm_race_test PROPERTIES ENVIRONMENT "GLIBC_TUNABLES=glibc.m
 faultsafe_test(vm_fork_test SOURCES vm_fork_test.cpp TIMEOUT 90 LABELS vm)
 faultsafe_test(vm_poison_test SOURCES vm_poison_test.cpp TIMEOUT 60 LABELS vm)
 faultsafe_test(vm_served_test SOURCES vm_served_test.cpp TIMEOUT 180 LABELS vm)
+# The pager's fault threads (model/README.md finding 1) and one pool serving many address spaces.
+faultsafe_test(vm_pool_test SOURCES vm_pool_test.cpp TIMEOUT 120 LABELS vm)

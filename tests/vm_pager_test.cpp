@@ -222,7 +222,8 @@ TEST_CASE("bad input gets a clear error") {
   CHECK(as.msync(p, 3 * vm_page_size, MS_SYNC) == std::errc::not_enough_memory);
   CHECK(as.munmap(p, 3 * vm_page_size) == std::error_code{});
   CHECK(as.munmap(p, 3 * vm_page_size) == std::error_code{});  // nothing there: fine, like munmap(2)
-  CHECK_THROWS_AS(pager(as, pager_options{0}), std::system_error);
+  CHECK_THROWS_AS(pager(as, pager_options{1, 3 * vm_page_size}), std::system_error);  // not a power of 2
+  CHECK_THROWS_AS(pager(as, pager_options{2, vm_page_size, vm_page_size, "p", true, nullptr, 1}), std::system_error);
 }
 
 TEST_CASE("sequential access grows the fault-around window; random access stays at one page") {

@@ -10,52 +10,16 @@
 
 #include "faultsafe/activity/wait_graph.hpp"
 #include "faultsafe/order/violation.hpp"
-#include "vm_support.hpp"
+#include "vm_cycle_support.hpp"
 
 using namespace faultsafe;
 using vmtest::pattern;
 
 namespace {
 
-using test_lock = detail::vm_rw_lock<rank::attr_range>;
-
-// A page source that takes `lock` (shared) around each page-in of the region it serves.
-struct locking_source final : page_source {
-  memfd_page_source inner;
-  test_lock& lock;
-  std::atomic<int> calls{0};
-  locking_source(int fd, test_lock& l) : inner(fd), lock(l) {}
-  std::error_code page_in(const page_in_request& req, page_in_result& out) override {
-    calls.fetch_add(1);
-    detail::vm_shared_hold<test_lock> g(lock);  // may throw EDEADLK when the graph breaks the cycle
-    return inner.page_in(req, out);
-  }
-};
-
-struct recorder {
-  std::mutex m;
-  std::vector<violation> got;
-  violation_handler prev;
-  recorder() {
-    prev = set_violation_handler([this](const violation& v) {
-      std::lock_guard<std::mutex> g(m);
-      got.push_back(v);
-    });
-  }
-  ~recorder() { set_violation_handler(prev); }
-  std::size_t cycles() {
-    std::lock_guard<std::mutex> g(m);
-    std::size_t n = 0;
-    for (auto& v : got) n += v.kind == violation_kind::wait_cycle;
-    return n;
-  }
-  std::string text() {
-    std::lock_guard<std::mutex> g(m);
-    std::string s;
-    for (auto& v : got) s += v.report() + "\n";
-    return s;
-  }
-};
+using vmtest::locking_source;
+using vmtest::test_lock;
+using recorder = vmtest::cycle_recorder;
 
 }  // namespace
 

@@ -34,6 +34,7 @@
 #include <faultsafe/sync/range_lock.hpp>
 #include <faultsafe/thread_annotations.hpp>
 #include <faultsafe/vm/aspace.hpp>
+#include <faultsafe/vm/fault_pool.hpp>
 #include <faultsafe/vm/faulting_thread.hpp>
 #include <faultsafe/vm/page_source.hpp>
 #include <faultsafe/vm/pager.hpp>

@@ -442,15 +442,27 @@ class process_memory {
 
 // ---- process members declared in resmgr/process.hpp ----------------------------------------------------
 
+// The process_memory is built outside mem_mu_ (a leaf): its pager registers with a fault pool, whose
+// mutex is a leaf too. Two first calls racing build two; the loser's is destroyed, unused.
 inline process_memory& process::memory() {
+  {
+    exclusive_guard g(mem_mu_);
+    if (mem_) return *mem_;
+  }
+  auto made = std::make_shared<process_memory>(*this);
   exclusive_guard g(mem_mu_);
-  if (!mem_) mem_ = std::make_shared<process_memory>(*this);
+  if (!mem_) mem_ = std::move(made);
   return *mem_;
 }
 
 inline process_memory& process::memory(const aspace_options& ao, const pager_options& po) {
+  {
+    exclusive_guard g(mem_mu_);
+    if (mem_) return *mem_;
+  }
+  auto made = std::make_shared<process_memory>(*this, ao, po);
   exclusive_guard g(mem_mu_);
-  if (!mem_) mem_ = std::make_shared<process_memory>(*this, ao, po);
+  if (!mem_) mem_ = std::move(made);
   return *mem_;
 }
 

@@ -1,7 +1,14 @@
 // faultsafe/vm/pager.hpp: the userfaultfd pager of one address space (the "proc" role).
 //
-// Defines `pager`, `pager_options` and `pager_stats`. A pager runs `fault_threads` threads (named
-// "<name>/0", "<name>/1", ...) that read the aspace's userfaultfd and serve each fault:
+// Defines `pager`, `pager_options` and `pager_stats`. A pager registers the aspace's userfaultfd with a
+// fault pool (vm/fault_pool.hpp): by default the process-wide fault_pool::shared(), so 10,000 logical
+// processes share a few threads; `fault_threads` >= 1 gives the pager a pool of its own (threads named
+// "<name>/0", "<name>/1", ...). Either pool grows when every thread is busy: a fault never waits for a
+// fault thread that page-ins hold (model/README.md, finding 1: two faults whose page-ins wait for
+// io_pkt, whose only thread then faults on a client buffer, were a hang with the old fixed two
+// threads); at the pool's limit a queued fault is a wait-for-graph wait (reported and broken, never a
+// silent hang). An aspace that adopted another OS process's userfaultfd (issue 11) is served by the
+// same pool. A pool thread reads one message at a time and serves it:
 //   1. look the faulting address up (map lock shared, briefly) and take a reference to its region;
 //   2. hold the region lock shared (single_lock mode: the map lock exclusively) while serving;
 //   3. choose the fault-around window: per region, a fault just past the previous window is sequential
@@ -41,8 +48,9 @@
 // fault_in() serves a range without a fault, on the calling thread: the fault-in step of a server whose
 // copy into a user-mode-only client failed with EFAULT (gfs2's fault-in-and-retry).
 //
-// Shutdown (stop() or the destructor): the threads finish the faults they have read (so page_in
-// must return; a server-backed source fails when its server stops) and exit; then the aspace is told
+// Shutdown (stop() or the destructor): the registration ends (the pool's threads finish the faults of
+// this aspace they have read, so page_in must return; a server-backed source fails when its server
+// stops; faults queued at the pool's limit are dropped); then the aspace is told
 // (aspace::pager_stopped): unfilled pages of private file regions are poisoned and every region is
 // unregistered, which wakes every thread still blocked on a fault. Afterwards no fault hangs: shared
 // file regions read the memfd directly through the kernel, anonymous regions zero-fill, poisoned pages
@@ -51,27 +59,28 @@
 // Blocking points (each reported to the vm_wait_hook, vm/detail/wait_hooks.hpp): the region or map
 // lock wait (detail::vm_rw_lock) and the page-in call (vm_wait_kind::page_source).
 // Wait-for graph (activity/wait_graph.hpp): from the moment a fault thread reads the fault of an
-// announced thread (with the rest of its batch) until it is resolved, that thread is recorded as
+// announced thread until it is resolved, that thread is recorded as
 // waiting ("page" wait, on its behalf) on the fault, served by the fault thread; the report names the
 // fault's address and, once the region is known, its file and file offset (or anonymous memory).
 // The fault thread's own lock waits are recorded by the vm locks (which know their holders) and its
-// page-in send by the channel. Not seen: a fault no fault thread has read yet (all of them busy): it
-// waits in the kernel's queue, so a cycle through it is only found once a thread reads it. When the graph breaks a cycle at one of the fault
+// page-in send by the channel. A fault waits unread in the kernel's queue only for as long as an idle
+// pool thread takes to read it (below the pool's limit one is always idle); at the limit the pool's
+// reader queues it and records the wait (fault_pool.hpp), so every cycle through a fault is seen. When the graph breaks a cycle at one of the fault
 // thread's lock waits (EDEADLK), the fault fails: the faulting access gets SIGBUS (a server copying
 // into client memory turns that into EFAULT), which ends the lock-up.
 //
 // Thread-safety: stats(), stop() and fault_in() may be called from any thread (not from a fault thread).
-// Lifetime: the aspace must outlive the pager. Lock order: see aspace.hpp; a fault thread holds at most
-// one vm lock (rank 20, or rank 10 in single_lock mode) while it calls page_in.
+// Lifetime: the aspace, and pager_options::pool when given, must outlive the pager. Lock order: see
+// aspace.hpp; a fault thread holds at most one vm lock (rank 20, or rank 10 in single_lock mode)
+// while it calls page_in; the constructor and stop() take the pool's leaf mutex (no faultsafe lock of
+// rank >= leaf may be held around them).
 // Memory ordering: every atomic here is relaxed: statistics, and a region's fault-around hints (a
 // stale hint only changes the size of the next window); the pages themselves are ordered by the
 // userfaultfd ioctls and the region locks.
 #pragma once
 
-#include <sys/epoll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -82,6 +91,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string_view>
@@ -97,6 +107,7 @@
 #include "../detail/thread_record.hpp"
 #include "../order/ranked_mutex.hpp"
 #include "aspace.hpp"
+#include "fault_pool.hpp"
 #include "faulting_thread.hpp"
 #include "page_source.hpp"
 #include "poisoned_pages.hpp"
@@ -105,13 +116,21 @@ namespace faultsafe {
 
 /// Options of a pager.
 struct pager_options {
-  unsigned fault_threads = 2;                    ///< >= 1
+  /// 0 (default): the faults are served by `pool`, or by the process-wide fault_pool::shared() when
+  /// `pool` is null. n >= 1: by a pool of this pager's own that starts n threads named "<name>/0",
+  /// "<name>/1", ... and grows like any fault pool (vm/fault_pool.hpp), up to max_fault_threads.
+  unsigned fault_threads = 0;
   std::size_t min_window = vm_page_size;         ///< window of a random fault (page multiple, power of 2)
   std::size_t max_window = std::size_t{2} << 20; ///< largest sequential window (>= min_window, power of 2)
-  const char* name = "proc";                     ///< thread name prefix; must outlive the pager
+  const char* name = "proc";                     ///< its own pool's thread name prefix; must outlive the pager
   /// Sequential read-ahead: once the window reaches max_window, each sequential fault also maps the
   /// next window except its first page, so the reader works while the pager maps ahead.
   bool readahead = true;
+  /// The pool that serves this pager when fault_threads is 0 (null: fault_pool::shared()). It must
+  /// outlive the pager.
+  fault_pool* pool = nullptr;
+  /// fault_threads >= 1 only: its own pool's growth limit (0: fault_pool_options' default; else >= 2).
+  unsigned max_fault_threads = 0;
 };
 
 /// Counters (relaxed snapshots).
@@ -124,40 +143,43 @@ struct pager_stats {
   std::uint64_t events = 0;          ///< remote aspace: unmap/remap/remove events of the other process
 };
 
-class pager {
+class pager final : private fault_handler {
  public:
-  /// Effects: starts the fault threads on `as`. Throws: std::system_error (EINVAL for bad options,
-  /// or eventfd/thread creation errors); then nothing was started.
+  /// Effects: registers the aspace's userfaultfd with its fault pool (see pager_options), starting
+  /// that pool first if it is the pager's own. Throws: std::system_error (EINVAL for bad options, or
+  /// the pool's epoll/eventfd/thread creation errors, or the registration's); then nothing was started.
   explicit pager(aspace& as, pager_options opts = {}) : as_(as), opts_(opts) {
     const auto pow2 = [](std::size_t v) { return v != 0 && (v & (v - 1)) == 0; };
-    if (opts_.fault_threads == 0 || opts_.min_window < vm_page_size || !pow2(opts_.min_window) ||
-        !pow2(opts_.max_window) || opts_.max_window < opts_.min_window)
+    if (opts_.min_window < vm_page_size || !pow2(opts_.min_window) || !pow2(opts_.max_window) ||
+        opts_.max_window < opts_.min_window || (opts_.fault_threads != 0 && opts_.max_fault_threads == 1))
       throw std::system_error(std::make_error_code(std::errc::invalid_argument), "faultsafe::pager: bad options");
-    stop_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (stop_fd_ < 0) throw std::system_error(errno, std::generic_category(), "faultsafe::pager: eventfd");
-    try {
-      for (unsigned i = 0; i < opts_.fault_threads; ++i) threads_.emplace_back([this, i] { run(i); });
-    } catch (...) {
-      stop();
-      throw;
+    if (opts_.fault_threads != 0) {
+      fault_pool_options po;
+      po.min_threads = opts_.fault_threads;
+      if (opts_.max_fault_threads != 0) po.max_threads = opts_.max_fault_threads;
+      po.max_threads = std::max(po.max_threads, po.min_threads);
+      po.name = opts_.name;
+      own_pool_ = std::make_unique<fault_pool>(std::move(po));
+      pool_ = own_pool_.get();
+    } else {
+      pool_ = opts_.pool != nullptr ? opts_.pool : &fault_pool::shared();
     }
+    if (auto ec = pool_->add(as_.userfault().fd(), *this, reg_))
+      throw std::system_error(ec, "faultsafe::pager: registering the userfaultfd");
   }
   pager(const pager&) = delete;
   pager& operator=(const pager&) = delete;
   ~pager() { stop(); }
 
-  /// Effects: stops the fault threads after the faults they have read, then makes every remaining and
-  /// future fault of the aspace fail fast or be served by the kernel (see header). Idempotent.
+  /// Effects: ends the registration (the pool's threads finish the faults of this aspace they have
+  /// read; queued ones are dropped), then makes every remaining and future fault of the aspace fail
+  /// fast or be served by the kernel (see header); stops its own pool, if any. Idempotent.
   /// Requires: not called from a fault thread or a page source.
   void stop() {
     if (stopped_.exchange(true)) return;
-    const std::uint64_t one = 1;
-    if (stop_fd_ >= 0) (void)!::write(stop_fd_, &one, sizeof one);
-    for (auto& t : threads_)
-      if (t.joinable()) t.join();
+    reg_.reset();
     as_.pager_stopped();
-    if (stop_fd_ >= 0) ::close(stop_fd_);
-    stop_fd_ = -1;
+    own_pool_.reset();
   }
 
   [[nodiscard]] pager_stats stats() const noexcept {
@@ -171,6 +193,8 @@ class pager {
     return s;
   }
   [[nodiscard]] const pager_options& options() const noexcept { return opts_; }
+  /// The pool that serves this pager's faults.
+  [[nodiscard]] fault_pool& pool() const noexcept { return *pool_; }
 
   /// Effects: makes every page of [addr, addr + len) present as a first touch there would (page-in
   /// through the page source on behalf of the CALLING thread and its activity, then the fill), without
@@ -264,80 +288,53 @@ class pager {
     char* data;
   };
 
-  void run(unsigned index) {
-    const std::string nm = std::string(opts_.name) + "/" + std::to_string(index);
-    set_this_thread_name(nm);
-    ::pthread_setname_np(::pthread_self(), nm.substr(0, 15).c_str());
-    fill_buffer buf(opts_.max_window);
-    const int ufd = as_.userfault().fd();
-    // One epoll set per fault thread; EPOLLEXCLUSIVE on the shared userfaultfd wakes one idle fault
-    // thread per fault instead of all of them (no thundering herd); the stop eventfd wakes every one.
-    const int ep = ::epoll_create1(EPOLL_CLOEXEC);
-    if (ep < 0) return;  // the other threads serve; stop() still works
-    struct ep_closer {
-      int fd;
-      ~ep_closer() { ::close(fd); }
-    } closer{ep};
-    epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLEXCLUSIVE;
-    ev.data.fd = ufd;
-    if (::epoll_ctl(ep, EPOLL_CTL_ADD, ufd, &ev) != 0) return;
-    ev.events = EPOLLIN;
-    ev.data.fd = stop_fd_;
-    if (::epoll_ctl(ep, EPOLL_CTL_ADD, stop_fd_, &ev) != 0) return;
-    uffd_msg msgs[8];
-    epoll_event ready[2];
-    for (;;) {
-      const int n = ::epoll_wait(ep, ready, 2, -1);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return;
-      }
-      bool stop = false, err = false;
-      for (int i = 0; i < n; ++i) {
-        if (ready[i].data.fd == stop_fd_) stop = true;
-        else if ((ready[i].events & (EPOLLERR | EPOLLHUP)) != 0) err = true;
-      }
-      if (stop || err) return;
-      const ssize_t r = ::read(ufd, msgs, sizeof msgs);
-      if (r < 0) {
-        if (errno == EAGAIN || errno == EINTR) continue;  // another fault thread took it
-        return;
-      }
-      const std::size_t count = static_cast<std::size_t>(r) / sizeof(uffd_msg);
-      // Every fault of the batch is this thread's from now on: its faulting thread's page wait is
-      // recorded at once (a fault queued behind one that blocks is part of any cycle through it).
-      fault batch[8];
-      std::optional<fault_waitable> fws[8];
-      std::optional<wait_scope> wss[8];  // destroyed before fws (reverse order of declaration)
-      std::size_t nb = 0;
-      for (std::size_t i = 0; i < count; ++i) {
-        if (msgs[i].event != UFFD_EVENT_PAGEFAULT) {
-          remote_event(msgs[i]);
-          continue;
-        }
-        const auto& pf = msgs[i].arg.pagefault;
-        fault& f = batch[nb];
-        f = fault{static_cast<std::uintptr_t>(pf.address) & ~std::uintptr_t{vm_page_size - 1},
-                  (pf.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0, (pf.flags & UFFD_PAGEFAULT_FLAG_MINOR) != 0,
-                  static_cast<pid_t>(pf.feat.ptid), {}};
-        f.who = lookup_faulting_thread(f.tid);
-        if (f.who.thread_id != 0 && wait_graph::enabled()) {
-          fws[nb].emplace(this_thread_id(), f.page, as_.name());
-          try {
-            wss[nb].emplace(on_behalf, f.who.thread_id, *fws[nb], wait_kind::page);
-          } catch (...) {  // the violation handler threw: serve the fault anyway, unrecorded
-          }
-        }
-        ++nb;
-      }
-      for (std::size_t i = 0; i < nb; ++i) {
-        serve(batch[i], buf, fws[i] ? &*fws[i] : nullptr);
-        wss[i].reset();  // resolved: the faulting thread's page wait ends
-        fws[i].reset();
+  // A thread's buffer for private fills (grown to the largest window it has served), kept across
+  // faults of every pager the thread serves.
+  static fill_buffer& thread_buffer(std::size_t n) {
+    thread_local std::unique_ptr<fill_buffer> b;
+    if (!b || b->size < n) {
+      b.reset();
+      b = std::make_unique<fill_buffer>(n);
+    }
+    return *b;
+  }
+
+  // fault_handler: one message of the aspace's userfaultfd, on a pool thread. From the moment the
+  // thread has read a fault until it is resolved, the faulting thread's page wait is recorded (served
+  // by this thread).
+  void handle_fault(const uffd_msg& msg) noexcept override {
+    if (msg.event != UFFD_EVENT_PAGEFAULT) {
+      remote_event(msg);
+      return;
+    }
+    const auto& pf = msg.arg.pagefault;
+    fault f{static_cast<std::uintptr_t>(pf.address) & ~std::uintptr_t{vm_page_size - 1},
+            (pf.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0, (pf.flags & UFFD_PAGEFAULT_FLAG_MINOR) != 0,
+            static_cast<pid_t>(pf.feat.ptid), {}};
+    f.who = lookup_faulting_thread(f.tid);
+    std::optional<fault_waitable> fw;
+    std::optional<wait_scope> ws;  // destroyed before fw
+    if (f.who.thread_id != 0 && wait_graph::enabled()) {
+      fw.emplace(this_thread_id(), f.page, as_.name());
+      try {
+        ws.emplace(on_behalf, f.who.thread_id, *fw, wait_kind::page);
+      } catch (...) {  // the violation handler threw: serve the fault anyway, unrecorded
       }
     }
+    fill_buffer* buf = nullptr;
+    try {
+      buf = &thread_buffer(opts_.max_window);
+    } catch (...) {  // no buffer: the fault fails (SIGBUS), as when a page-in cannot allocate
+      fail(f, nullptr, std::make_error_code(std::errc::not_enough_memory));
+      return;
+    }
+    serve(f, *buf, fw ? &*fw : nullptr);
   }
+  [[nodiscard]] std::uint32_t faulting_thread(const uffd_msg& msg) noexcept override {
+    if (msg.event != UFFD_EVENT_PAGEFAULT) return 0;
+    return lookup_faulting_thread(static_cast<pid_t>(msg.arg.pagefault.feat.ptid)).thread_id;
+  }
+  [[nodiscard]] std::string fault_space() const override { return as_.name(); }
 
   // A remote aspace's userfaultfd also reports what the other process did to its mappings (aspace.hpp,
   // "Another OS process's memory"). Read by a fault thread holding no lock; the kernel has already let
@@ -371,8 +368,8 @@ class pager {
   }
 
   // Wait-for graph: while this thread serves the fault (from the moment it read it), the faulting
-  // thread (if it announced itself) waits on it: a "page" wait recorded on its behalf by run(), `fw`.
-  void serve(const fault& f, fill_buffer& buf, fault_waitable* fw) {
+  // thread (if it announced itself) waits on it: a "page" wait recorded on its behalf by handle_fault(), `fw`.
+  void serve(const fault& f, fill_buffer& buf, fault_waitable* fw) noexcept {
     faults_.fetch_add(1, std::memory_order_relaxed);
     try {
       serve_locked(f, buf, fw);
@@ -585,8 +582,9 @@ class pager {
 
   aspace& as_;
   const pager_options opts_;
-  int stop_fd_ = -1;
-  std::vector<std::thread> threads_;
+  std::unique_ptr<fault_pool> own_pool_;  // fault_threads >= 1
+  fault_pool* pool_ = nullptr;
+  fault_pool::registration reg_;          // ended before own_pool_ is destroyed (stop())
   std::atomic<bool> stopped_{false};
   std::atomic<std::uint64_t> faults_{0}, pages_{0}, eexist_{0}, gone_{0}, errors_{0}, events_{0};
 };
