@@ -55,13 +55,16 @@
 // wait for itself: it then reports and does not wait). Every registration ends before its pool is
 // destroyed; the destructor stops and joins the threads. `fault_pool::shared()` is never destroyed.
 // Memory ordering: every counter is read and written under the pool mutex, except the statistics
-// (relaxed snapshots).
+// (relaxed snapshots); shared()'s pointer is published with (1) release / (2) acquire.
+// fork(): a child gets a fresh shared() pool; a pool made by the parent has no threads in the child
+// (do not use it there).
 #pragma once
 
 #include <linux/userfaultfd.h>
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -202,16 +205,26 @@ class fault_pool {
 
   /// The process-wide pool every pager uses by default: max(2, cores) threads at first, named
   /// "fault/0", ... Created on first use, never destroyed (its threads may outlive static destructors).
-  /// Throws: as the constructor (first call only).
+  /// A child of fork() gets a pool of its own on its first use (the parent's threads do not exist in
+  /// it; the parent's pool object is left untouched: its mutex may have been held at the fork).
+  /// Throws: as the constructor (first call in a process only).
   static fault_pool& shared() {
-    static fault_pool* p = [] {
+    static std::atomic<fault_pool*> slot{nullptr};
+    const pid_t me = ::getpid();
+    for (;;) {
+      fault_pool* p = slot.load(std::memory_order_acquire);  // (2) acquire, pairs with (1)
+      if (p != nullptr && p->pid_ == me) return *p;
       fault_pool_options o;
       const unsigned cores = std::thread::hardware_concurrency();
       o.min_threads = std::max(o.min_threads, cores);
       o.max_threads = std::max(o.max_threads, o.min_threads);
-      return new fault_pool(std::move(o));
-    }();
-    return *p;
+      auto made = std::make_unique<fault_pool>(std::move(o));
+      // (1) release, pairs with (2): the pool is built before another thread uses it. A pool of the
+      // parent process (p, in a child of fork()) is replaced and leaked, never touched.
+      if (slot.compare_exchange_strong(p, made.get(), std::memory_order_release, std::memory_order_acquire))
+        return *made.release();
+      // another thread of this process installed one first: ours is stopped and freed, use theirs
+    }
   }
 
   /// Effects: registers userfaultfd `uffd` (not owned) so that the pool's threads read its messages and
@@ -490,6 +503,7 @@ class fault_pool {
   }
 
   const fault_pool_options opts_;
+  const pid_t pid_ = ::getpid();  // the process whose threads these are (shared() after fork())
   int ep_ = -1;
   int stop_fd_ = -1;
   mutable ranked_mutex<rank::leaf> mu_{"fault pool"};
