@@ -164,6 +164,8 @@ class fuse_bridge {
     fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
     static const fuse_lowlevel_ops ops = make_ops();
     se_ = fuse_session_new(&args, &ops, sizeof ops, this);
+    // libfuse may copy and extend the argument vector (args.allocated): it owns that copy until freed.
+    fuse_opt_free_args(&args);
     if (!se_) return fail(EIO, "fuse_session_new failed (libfuse's message is on stderr)");
     if (fuse_session_mount(se_, mountpoint.c_str()) != 0) {
       fuse_session_destroy(se_);
