@@ -58,7 +58,9 @@ def gen_ops(rng, n):
                 "amode": rng.choice([os.F_OK, os.R_OK, os.W_OK, os.X_OK, os.R_OK | os.W_OK]),
                 "rflags": rng.choice([RENAME_NOREPLACE, RENAME_EXCHANGE]),
                 "times": (rng.randint(0, 2 ** 33), rng.randint(0, 999999999)),
-                "target": rng.choice(["a", "../a", "sub/b", "nowhere", "/etc/passwd"])}
+                # An absolute target must never name a real file: the operations follow symlinks as root
+                # (chown, chmod, open with O_APPEND/O_TRUNC), and both runs would act on that one file.
+                "target": rng.choice(["a", "../a", "sub/b", "nowhere", "/nonexistent-faultsafe-dir/f"])}
         ops.append((user, k, args))
     return ops
 
