@@ -108,8 +108,11 @@
 // trees it examines (a narrow range: its shard's and the wide tree; a wide range: all of them, plus
 // O(shard_count)) and k the overlapping ones examined (interval trees: Boost.Intrusive red-black tree
 // algorithms over nodes augmented with the subtree's maximum end, overall and among exclusive nodes,
-// so a shared request visits only exclusive neighbours). A release re-examines only waiting nodes
-// that overlap it, and skips that entirely when nothing waits. A fast reader's lock and unlock are
+// so a shared request visits only exclusive neighbours). A narrow request that overlaps nothing it
+// conflicts with is granted on what its insertion's one descent (and one descent of the wide tree)
+// finds, without the overlap walk; an erase that needs no rotation climbs only until the
+// augmentation stops changing. A release re-examines only waiting nodes that overlap it, and skips
+// that entirely when nothing waits. A fast reader's lock and unlock are
 // O(1) (one CAS each on its own slot line, and loads of its shard's leaf-lock word); an exclusive
 // request adds O(reader_slot_count) when readers used its shard since its last writer.
 //
@@ -438,7 +441,10 @@ struct alignas(64) range_tree {
   }
 
   // insert and erase handle the uncontended case (the only node) inline, the rest out of line.
-  void insert(range_node& n, std::uint64_t seq) noexcept {
+  /// Effects: links n (seq = its arrival number). Returns: false when no node already in the tree
+  /// overlaps n and conflicts with it (shared nodes do not conflict with a shared n); true when one
+  /// may (the caller then classifies n). O(log n).
+  bool insert(range_node& n, std::uint64_t seq) noexcept {
     n.seq = seq;
     n.left = n.right = nullptr;
     if (!header.parent) {  // the only node: link it as the (black) root directly
@@ -448,41 +454,63 @@ struct alignas(64) range_tree {
       n.max_last = n.last;
       n.has_x = n.mode == lock_mode::exclusive;
       n.max_last_x = n.has_x ? n.last : 0;
-      return;
+      return false;
     }
-    insert_general(n);
+    return insert_general(n);
   }
-  // Insertion without a walk back to the root: every node on the search path gets n in its subtree,
-  // so its augmentation is raised on the way down (the descent insert_equal_upper_bound repeats).
+  // Insertion with one descent and no walk back to the root: every node on the search path gets n in
+  // its subtree, so its augmentation is raised on the way down, and the new leaf is linked where the
+  // descent ended (insert_unique_commit: the position insert_equal_upper_bound would choose).
   // Rebalancing after an insertion rotates only nodes of that path (n, its parent and grandparent
   // where the recolouring climb stops): exactly the path nodes whose parent changed. Only they are
   // recomputed, children first (three passes: they span at most three levels). A path deeper than
   // max_path (impossible for a red-black tree of fewer than 2^64 nodes) falls back to fix_path.
+  // The same descent answers whether n overlaps a conflicting node: the nodes before n in offset
+  // order are the path nodes where it went right and their left subtrees (their augmentation says
+  // whether one of them reaches n.off); the nodes after n that start inside it begin with n's
+  // successor, the last path node where it went left (if that one starts inside n, the answer is
+  // "may": the caller's full walk decides).
   static constexpr unsigned max_path = 128;
-  void insert_general(range_node& n) noexcept {
-    const auto before = [](const range_node* a, const range_node* b) { return a->off < b->off; };
+  bool insert_general(range_node& n) noexcept {
     range_node* path[max_path];
     range_node* up[max_path];  // each path node's parent before the insertion
     unsigned depth = 0;
     const bool nx = n.mode == lock_mode::exclusive;
-    for (range_node* x = header.parent; x; x = before(&n, x) ? x->left : x->right) {
+    bool overlap = false;
+    range_node* succ = nullptr;
+    tree_algo::insert_commit_data at;
+    at.node = &header;
+    const auto reaches = [&](const range_node* s) {  // a conflicting node of subtree s ends at or after n.off
+      return nx ? s->max_last >= n.off : (s->has_x && s->max_last_x >= n.off);
+    };
+    for (range_node* x = header.parent; x;) {
       if (depth == max_path) {
-        tree_algo::insert_equal_upper_bound(&header, &n, before);
+        tree_algo::insert_equal_upper_bound(&header, &n, [](const range_node* a, const range_node* b) { return a->off < b->off; });
         fix_path(&n);
-        return;
+        return true;
       }
       path[depth] = x;
       up[depth++] = x->parent;
+      at.node = x;
+      at.link_left = n.off < x->off;
+      if (!at.link_left) {  // x and its left subtree lie before n
+        if (x->last >= n.off && (nx || x->mode == lock_mode::exclusive)) overlap = true;
+        if (x->left && reaches(x->left)) overlap = true;
+      } else {
+        succ = x;
+      }
       x->max_last = std::max(x->max_last, n.last);
       if (nx) {
         x->max_last_x = x->has_x ? std::max(x->max_last_x, n.last) : n.last;
         x->has_x = true;
       }
+      x = at.link_left ? x->left : x->right;
     }
+    if (succ && succ->off <= n.last) overlap = true;
     n.max_last = n.last;
     n.has_x = nx;
     n.max_last_x = nx ? n.last : 0;
-    tree_algo::insert_equal_upper_bound(&header, &n, before);
+    tree_algo::insert_unique_commit(&header, &n, at);
     range_node* moved[3];
     unsigned k = 0;
     bool more = false;  // more rotated nodes than an insertion can rotate: not expected; stay correct
@@ -497,10 +525,11 @@ struct alignas(64) range_tree {
       if (path[i]->parent != up[i]) note(path[i]);
     if (more) {
       fix_path(&n);
-      return;
+      return overlap;
     }
     for (int pass = 0; pass < 3; ++pass)
       for (unsigned i = 0; i < k; ++i) recompute(moved[i]);
+    return overlap;
   }
 
   void erase(range_node& z) noexcept {
@@ -511,18 +540,64 @@ struct alignas(64) range_tree {
     }
     erase_general(z);
   }
+  // y: the node that leaves its place (z itself, or z's successor, which then takes z's place); x: the
+  // child of y that takes y's place. Boost's erase rotates only when the colour removed (y's) is
+  // black and x is absent or black; otherwise the only nodes whose children change are y's old parent
+  // (`deepest`) and, if y moved, y itself and z's parent, all on the path from `deepest` to the root,
+  // and augmentations only shrink: fix_up climbs that path and stops at the first node above y whose
+  // augmentation is unchanged. After a rotation, fix_path.
   void erase_general(range_node& z) noexcept {
+    range_node* y = &z;
+    range_node* x;
     range_node* deepest;
     if (!z.left || !z.right) {
+      x = z.left ? z.left : z.right;
       deepest = z.parent;
     } else {
-      range_node* y = z.right;
+      y = z.right;
       while (y->left) y = y->left;
+      x = y->right;
       deepest = (y == z.right) ? y : y->parent;
     }
+    const bool no_rotation =
+        y->color == range_node_traits::red() || (x && x->color == range_node_traits::red());
     tree_algo::erase(&header, &z);
-    if (deepest != &header) fix_path(deepest);
+    if (deepest != &header) {
+      if (no_rotation)
+        fix_up(deepest, y == &z ? nullptr : y);
+      else
+        fix_path(deepest);
+    }
     z.parent = z.left = z.right = nullptr;
+  }
+  // Recomputes n and its ancestors; once past `moved` (a node whose old augmentation says nothing
+  // about its new place; nullptr: none), stops at the first node whose augmentation is unchanged.
+  void fix_up(range_node* n, const range_node* moved) noexcept {
+    bool past = moved == nullptr;
+    for (; n != &header; n = n->parent) {
+      const std::uint64_t m = n->max_last, mx = n->max_last_x;
+      const bool hx = n->has_x;
+      recompute(n);
+      if (past && n->max_last == m && n->has_x == hx && (!hx || n->max_last_x == mx)) return;
+      if (n == moved) past = true;
+    }
+  }
+
+  /// Returns: whether some node of the subtree at x overlaps [off, last] (only exclusive ones if
+  /// excl_only). One descent: the nodes starting at or before `last` are the path nodes where it
+  /// goes right and their left subtrees. O(log n).
+  static bool any_overlap(const range_node* x, std::uint64_t off, std::uint64_t last, bool excl_only) noexcept {
+    while (x) {
+      if (x->off > last) {
+        x = x->left;
+        continue;
+      }
+      if (x->last >= off && (!excl_only || x->mode == lock_mode::exclusive)) return true;
+      if (const range_node* l = x->left)
+        if (excl_only ? (l->has_x && l->max_last_x >= off) : l->max_last >= off) return true;
+      x = x->right;
+    }
+    return false;
   }
 
   /// Calls f(node*) for every node overlapping [off, last] (only exclusive ones if excl_only), in
@@ -970,14 +1045,15 @@ class alignas(64) range_lock {
       // finds the flag set.
       t.fast_ok.store(1, std::memory_order_release);
     }
-    if (n.domain != all && !t.root() && !wide_.root()) {  // fast path: nothing can conflict
-      t.insert(n, seq);
+    const bool may_conflict = t.insert(n, seq);
+    if (n.domain != all && !may_conflict &&
+        (!wide_.root() || !tree::any_overlap(wide_.root(), n.off, n.last, n.mode == lock_mode::shared))) {
+      // Nothing in the lock overlaps n and conflicts with it: granted (what classify_locked says).
       n.granted = true;
       // (r) relaxed: the requesting thread itself reads it after the leaf lock.
       n.word.store(detail::rl::w_granted, std::memory_order_relaxed);
       return true;
     }
-    t.insert(n, seq);
     ++t.waiting;
     switch (classify_locked(n)) {
       case verdict::grantable:
