@@ -18,7 +18,12 @@
 //                      (processes.hpp says what each mode shows and checks).
 //
 // Last line: "RESULT: <short text>" (parsed by the demo script). Exit 77: userfaultfd unavailable.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -43,8 +48,8 @@
 #include "faultsafe/vm/aspace.hpp"
 #include "faultsafe/vm/pager.hpp"
 #include "faultsafe/resmgr/process_memory.hpp"
+#include "faultsafe/resmgr/remote.hpp"
 
-#include "processes.hpp"
 
 namespace {
 
@@ -78,7 +83,8 @@ class latch {
 /// A ramfs (resmgr/ramfs.hpp) with hooks before read and page-in (its default handlers wrapped).
 class file_server {
  public:
-  using read_hook = std::function<void(fs::request_context&)>;
+  /// Runs before the default read; what it returns is held until the read is served (nullptr: nothing).
+  using read_hook = std::function<std::shared_ptr<void>(fs::request_context&)>;
   using page_in_hook = std::function<std::error_code(fs::request_context&, const fs::io_page_in_request&)>;
 
   file_server(std::string name, std::string prefix, fs::thread_pool_options pool, read_hook rh, page_in_hook ph)
@@ -104,7 +110,7 @@ class file_server {
     o.customize = [rh = std::move(rh), ph = std::move(ph)](fs::io_funcs& f) {
       if (rh)
         f.read = [rh, dflt = f.read](fs::request_context& ctx, fs::ocb_base& ocb, const fs::io_rw_request& q) {
-          rh(ctx);
+          const std::shared_ptr<void> held = rh(ctx);
           return dflt(ctx, ocb, q);
         };
       if (ph)
@@ -147,6 +153,261 @@ void trace(const char* what) {
 
 std::string errstr(const std::error_code& ec) { return ec ? ec.message() + " (" + std::to_string(ec.value()) + ")" : "ok"; }
 
+// ---- --processes: bob, nfs and io_pkt as three OS processes, through the client API ----
+//
+// nfs and io_pkt are forked servers, each a ramfs served on a Unix socket (remote_server); Bob (this
+// process) mounts both (mount_remote) and uses the same `process` calls as in one process. Bob's two
+// MAP_SHARED mappings of /nfs/a are served by nfs's pager (his userfaultfd, which takes kernel-mode
+// faults, handed to nfs); nfs's page-in reads /io_pkt/c through nfs's own mount of io_pkt. io_pkt serves
+// one request at a time (QNX io_pkt is single-threaded: its read handler runs under one lock, "io_pkt's
+// thread"), copying into the client's buffer (process_vm_writev: bob2's read is larger than what
+// travels through the connection's shared memory). The seed's order, every run (pipes, no sleeps):
+//   bob1 touches its first mapping -> nfs's fault thread serves the fault (--naive: holding the lock of
+//   Bob's WHOLE address space, remote_server_options::single_lock) and its page-in tells Bob; bob2 reads
+//   io_pkt into an unserved page of his second mapping: io_pkt's copy takes a kernel-mode fault that
+//   nfs's pager must serve; once io_pkt serves bob2, nfs's page-in reads io_pkt: it waits for io_pkt's
+//   thread.
+//   --naive --processes      the second fault waits for Bob's address-space lock, held by the first
+//                            fault's service, which waits for io_pkt, which waits for the second fault.
+//                            The cycle spans two servers' processes and the kernel; no process's wait-for
+//                            graph holds it (README, "Colin across processes: why no detector sees it").
+//                            nfs's page-in gives up after 2 s (a bounded wait: ETIMEDOUT) and names what
+//                            it knows: the fault it serves, the lock it holds, the server it waits for
+//                            (pid from the kernel), and every wait of its own graph; bob1 gets SIGBUS and
+//                            everything unwinds. Exit 0 when bob2's read was held for the whole bounded
+//                            wait, then verified, and bob1 got SIGBUS.
+//   --faultsafe --processes  per-region locks (the default): the second fault is served at once; bob1's
+//                            and bob2's bytes are verified. Exit 0 then.
+
+constexpr std::size_t xlen = 16 * page;             // each of Bob's mappings of /nfs/a
+constexpr std::size_t bob2_len = 4 * page;          // bob2's read: above the inline limit (4 KiB)
+constexpr auto nfs_patience = std::chrono::seconds(2);
+
+void post(int fd) { (void)!::write(fd, "x", 1); }
+bool await(int fd, std::chrono::milliseconds limit) {
+  pollfd p{fd, POLLIN, 0};
+  char c;
+  return ::poll(&p, 1, static_cast<int>(limit.count())) == 1 && ::read(fd, &c, 1) == 1;
+}
+
+// A forked server process: `body(ready, stop)` posts `ready` when it listens and returns when `stop`
+// reads end of file.
+struct server_process {
+  pid_t pid = -1;
+  int stop_w = -1;
+  template <class Body>
+  bool start(Body body) {
+    int ready[2], stop[2];
+    if (::pipe2(ready, O_CLOEXEC) != 0 || ::pipe2(stop, O_CLOEXEC) != 0) return false;
+    pid = ::fork();
+    if (pid < 0) return false;
+    if (pid == 0) {
+      ::close(ready[0]);
+      ::close(stop[1]);
+      int rc = 3;
+      try {
+        rc = body(ready[1], stop[0]);
+      } catch (const std::exception& e) {
+        std::printf("  server (pid %d): %s\n", static_cast<int>(::getpid()), e.what());
+      }
+      ::_exit(rc);
+    }
+    ::close(ready[1]);
+    ::close(stop[0]);
+    stop_w = stop[1];
+    const bool up = await(ready[0], 10s);
+    ::close(ready[0]);
+    return up;
+  }
+  // Effects: tells it to stop and reaps it (SIGKILL after 10 s).
+  void stop() {
+    if (pid <= 0) return;
+    ::close(stop_w);
+    int st = 0;
+    const auto end = clk::now() + 10s;
+    while (::waitpid(pid, &st, WNOHANG) == 0 && clk::now() < end) std::this_thread::sleep_for(10ms);
+    if (::waitpid(pid, &st, WNOHANG) == 0) {
+      ::kill(pid, SIGKILL);
+      (void)::waitpid(pid, &st, 0);
+    }
+    pid = -1;
+  }
+};
+
+void until_eof(int fd) {
+  char c;
+  while (::read(fd, &c, 1) < 0 && errno == EINTR) {
+  }
+}
+
+// io_pkt: /io_pkt/b and /io_pkt/c; one request at a time. Posts `serving` when it starts its first read.
+int io_pkt_main(const std::string& address, int ready, int stop, int serving) {
+  // Taken before any lock of the file the read touches: a rank below attr_range (config.hpp's table).
+  fs::range_lock one_thread("io_pkt's thread", fs::rank::region);
+  std::atomic<bool> first{true};
+  file_server io("io_pkt", "/io_pkt", fs::thread_pool_options{1, 1}, [&](fs::request_context&) {
+    auto g = std::make_shared<fs::range_guard>(one_thread, 0, fs::to_end, fs::lock_mode::exclusive);
+    if (first.exchange(false)) post(serving);
+    return g;
+  }, nullptr);
+  io.add("b");
+  io.add("c");
+  fs::process init("init");
+  if (!fill_file(init, "/io_pkt/b", 'b', bob2_len) || !fill_file(init, "/io_pkt/c", 'c', page)) return 4;
+  fs::remote_server rs(io.srv(), fs::remote_server_options{.address = address});
+  std::printf("  io_pkt (pid %d): serving /io_pkt at %s, one request at a time\n", static_cast<int>(::getpid()), address.c_str());
+  post(ready);
+  until_eof(stop);
+  rs.stop();
+  io.stop();
+  return 0;
+}
+
+// nfs: /nfs/a; serves Bob's mappings with its pager. Its first page-in posts `in_service`, waits for
+// `io_serving`, then reads /io_pkt/c (bounded by nfs_patience in --naive).
+int nfs_main(const std::string& address, const std::string& io_address, bool naive, int ready, int stop, int in_service,
+             int io_serving) {
+  fs::path_namespace mine;  // nfs's own view: /io_pkt
+  if (auto ec = fs::mount_remote(mine, "/io_pkt", io_address)) throw std::system_error(ec, "nfs: mount /io_pkt");
+  std::error_code ec;
+  const auto io = mine.resolve("/io_pkt/c", ec);
+  const pid_t io_pid = io ? fs::server_pid(*io->ch) : -1;  // the kernel's word (SO_PEERCRED)
+  fs::process me("nfs", {}, &mine);
+  auto io_fd = me.open("/io_pkt/c", O_RDONLY);
+  if (!io_fd) throw std::system_error(io_fd.error(), "nfs: open /io_pkt/c");
+  std::atomic<bool> armed{true};
+  std::thread reader;
+  latch read_done;
+  std::error_code read_error;
+  std::vector<unsigned char> got(page);
+  file_server nfs("nfs", "/nfs", fs::thread_pool_options{1, 4}, nullptr,
+                  [&](fs::request_context&, const fs::io_page_in_request& q) -> std::error_code {
+    if (!armed.exchange(false)) return {};
+    post(in_service);  // this fault thread serves bob1's fault (--naive: holding Bob's whole address space)
+    if (!await(io_serving, 10s)) return std::make_error_code(std::errc::timed_out);
+    reader = std::thread([&] {  // the send to io_pkt (it cannot be abandoned once io_pkt took it)
+      auto r = me.pread(*io_fd, got.data(), page, 0);
+      read_error = !r ? r.error() : *r != page || !check(got.data(), 'c', 0, page) ? std::make_error_code(std::errc::io_error) : std::error_code{};
+      read_done.set();
+    });
+    if (read_done.wait(naive ? std::chrono::milliseconds(nfs_patience) : 20000ms)) return read_error;
+    // The bounded wait ends: name what this process knows (the kernel's and its own).
+    std::printf("---- nfs (pid %d): page-in TIMEOUT after %lld s ----\n"
+                "  nfs's fault thread serves bob1's fault at 0x%llx (file /nfs/a offset %llu) in Bob's memory,\n"
+                "  holding %s;\n"
+                "  it waits for io_pkt, pid %d (SO_PEERCRED of nfs's connection), to answer read(/io_pkt/c, %zu).\n"
+                "  nfs's own waits now (its wait-for graph; io_pkt's and the kernel's are not in it):\n%s"
+                "  Giving up: the page-in fails with ETIMEDOUT, the faulting thread gets SIGBUS.\n"
+                "-----------------------------------------------\n",
+                static_cast<int>(::getpid()), static_cast<long long>(nfs_patience.count()),
+                static_cast<unsigned long long>(q.fault_address), static_cast<unsigned long long>(q.fault_offset),
+                naive ? "the lock of Bob's WHOLE address space (single_lock)" : "the lock of the faulting region", static_cast<int>(io_pid),
+                page, fs::wait_graph::dump().c_str());
+    return std::make_error_code(std::errc::timed_out);
+  });
+  nfs.add("a");
+  fs::process init("init");
+  if (!fill_file(init, "/nfs/a", 'a', xlen)) return 4;
+  fs::remote_server rs(nfs.srv(), fs::remote_server_options{.address = address, .single_lock = naive, .client_space_name = "Bob"});
+  std::printf("  nfs (pid %d): serving /nfs at %s; Bob's address space: %s\n", static_cast<int>(::getpid()), address.c_str(),
+              naive ? "ONE lock (single_lock)" : "per-region locks");
+  post(ready);
+  until_eof(stop);
+  if (reader.joinable()) reader.join();
+  rs.stop();
+  nfs.stop();
+  (void)me.close(*io_fd);
+  return 0;
+}
+
+int run_processes(bool naive) {
+  std::printf("colin %s --processes: bob, nfs and io_pkt are three OS processes; %s\n", naive ? "--naive" : "--faultsafe",
+              naive ? "ONE lock for Bob's whole address space in nfs's pager, io_pkt single-threaded"
+                    : "per-region locks (the default), io_pkt single-threaded");
+  try {
+    fs::served_memory probe(fs::served_memory_options{true});
+  } catch (const std::system_error& e) {
+    std::printf("RESULT: skipped: io_pkt's access must be a kernel-mode fault: %s\n", e.what());
+    return 77;
+  }
+  const std::string base = "@faultsafe-colin-" + std::to_string(::getpid());
+  int serving[2], in_service[2];
+  if (::pipe2(serving, O_CLOEXEC) != 0 || ::pipe2(in_service, O_CLOEXEC) != 0) return 1;
+  server_process io_pkt, nfs;
+  const bool up = io_pkt.start([&](int ready, int stop) { return io_pkt_main(base + "-io_pkt", ready, stop, serving[1]); }) &&
+                  nfs.start([&](int ready, int stop) {
+                    return nfs_main(base + "-nfs", base + "-io_pkt", naive, ready, stop, in_service[1], serving[0]);
+                  });
+  ::close(serving[0]);
+  ::close(serving[1]);
+  ::close(in_service[1]);
+  bool ok = false;
+  std::string result = "set-up failed";
+  if (up) {
+    fs::path_namespace ns;
+    fs::process bob("Bob", {}, &ns);
+    bob.memory().set_served_options(fs::served_memory_options{true});  // io_pkt's copy must be able to fault
+    auto a = !fs::mount_remote(ns, "/nfs", base + "-nfs") && !fs::mount_remote(ns, "/io_pkt", base + "-io_pkt")
+                 ? bob.open("/nfs/a", O_RDWR)
+                 : fs::result<int>(std::make_error_code(std::errc::not_connected));
+    auto b = bob.open("/io_pkt/b", O_RDONLY);
+    auto m1 = a ? bob.mmap(nullptr, xlen, PROT_READ, MAP_SHARED, *a, 0) : fs::result<void*>(a.error());
+    auto m2 = a ? bob.mmap(nullptr, xlen, PROT_READ | PROT_WRITE, MAP_SHARED, *a, 0) : fs::result<void*>(a.error());
+    if (a && b && m1 && m2) {
+      std::error_code bob1_error, bob2_error;
+      bool bob1_ok = false, bob2_ok = false;
+      double bob2_ms = 0;
+      {
+        fs::process_thread bob1(bob, "bob1", [&] {
+          fs::announce_faulting_thread();
+          std::vector<unsigned char> got(page);
+          std::printf("  bob1 touches its first mapping of /nfs/a: nfs's pager serves the fault, its page-in reads io_pkt\n");
+          bob1_error = fs::detail::guarded_memcpy(got.data(), static_cast<const unsigned char*>(*m1) + page, page);
+          bob1_ok = !bob1_error && check(got.data(), 'a', page, page);
+        });
+        fs::process_thread bob2(bob, "bob2", [&] {
+          fs::announce_faulting_thread();
+          if (!await(in_service[0], 10s)) {
+            bob2_error = std::make_error_code(std::errc::timed_out);
+            return;
+          }
+          auto* buf = static_cast<unsigned char*>(*m2) + 8 * page;  // file page 8: not the page bob1 reads
+          std::printf("  bob2 reads io_pkt into his second mapping: io_pkt's copy faults on nfs's pager\n");
+          const auto t0 = clk::now();
+          auto r = bob.read(*b, buf, bob2_len);
+          bob2_ms = std::chrono::duration<double, std::milli>(clk::now() - t0).count();
+          if (!r) bob2_error = r.error();
+          else bob2_ok = *r == bob2_len && check(buf, 'b', 0, bob2_len);
+        });
+      }
+      std::printf("  bob2's read returned after %.1f ms: %s; bob1's access: %s\n", bob2_ms,
+                  bob2_ok ? "data verified" : errstr(bob2_error).c_str(),
+                  bob1_ok ? "data verified" : bob1_error ? ("failed (" + errstr(bob1_error) + ": SIGBUS)").c_str() : "WRONG data");
+      const double patience_ms = std::chrono::duration<double, std::milli>(nfs_patience).count();
+      if (naive) {
+        ok = bob2_ok && bob1_error && bob2_ms >= patience_ms * 0.9;
+        result = ok ? "lock-up across three processes: bob2's read held " + std::to_string(static_cast<int>(bob2_ms + 0.5)) +
+                          " ms until nfs's bounded page-in gave up and named its waits (no process's wait graph holds the "
+                          "cycle); bob1 got SIGBUS"
+                    : "lock-up NOT shown (FAIL)";
+      } else {
+        ok = bob1_ok && bob2_ok;
+        result = ok ? "completed in " + std::to_string(static_cast<int>(bob2_ms + 0.5)) + " ms, bob1 and bob2 verified" : "FAILED";
+      }
+      (void)bob.munmap(*m1, xlen);
+      (void)bob.munmap(*m2, xlen);
+    }
+    if (a) (void)bob.close(*a);
+    if (b) (void)bob.close(*b);
+  }
+  nfs.stop();
+  io_pkt.stop();
+  ::close(in_service[0]);
+  if (ok) std::printf("  %s\n", naive ? "bob's your uncle: the kernel's secured only by the bounded wait." : "All right, the kernel's secured.");
+  std::printf("RESULT: processes %s: %s\n", naive ? "naive" : "faultsafe", result.c_str());
+  return ok ? 0 : 1;
+}
+
 int usage() {
   std::fprintf(stderr, "usage: colin --naive | --faultsafe [--processes]\n");
   return 2;
@@ -166,7 +427,7 @@ int main(int argc, char** argv) {
       std::printf("RESULT: skipped (no userfaultfd: %s)\n", why.c_str());
       return 77;
     }
-    return colin_processes::run(naive);
+    return run_processes(naive);
   }
 
   std::string why;
@@ -220,11 +481,12 @@ int main(int argc, char** argv) {
   // io_pkt: ONE thread (QNX io_pkt is single threaded). Its read handler copies straight into the
   // client's buffer, so it takes the client's page fault itself.
   file_server io_pkt("io_pkt", "/io_pkt", fs::thread_pool_options{1, 1},
-                     [&](fs::request_context& ctx) {
+                     [&](fs::request_context& ctx) -> std::shared_ptr<void> {
                        if (ctx.client.pid == bob.pid()) {
                          trace("io_pkt: serving bob2's read (step 8)");
                          io_pkt_serving_bob2.set();
                        }
+                       return nullptr;
                      },
                      nullptr);
   // nfs: its page-in handler reads io_pkt first (step 11), once, for bob1's fault.

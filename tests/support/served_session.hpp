@@ -1,4 +1,4 @@
-// Test support for tests, benchmarks and examples with a client OS process whose mappings are served by
+// Test support for tests with a client OS process whose mappings are served by
 // the pager of a server process (vm/served_memory.hpp, aspace(adopt_userfaultfd)): the session's
 // protocol over a wire_pair (fdpass.hpp): the client sends `served_hello` with its userfaultfd and
 // features, the server adopts it (aspace + pager) and answers `served_file` with the file's memfd; the

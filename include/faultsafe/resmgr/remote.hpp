@@ -40,7 +40,9 @@
 // held while serving. Lifetime: a remote_server must be destroyed (or stopped) before its server.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -52,6 +54,7 @@
 #include <utility>
 #include <vector>
 
+#include "../activity/wait_graph.hpp"
 #include "../ipc/socket_transport.hpp"
 #include "../order/ranked_mutex.hpp"
 #include "../vm/aspace.hpp"
@@ -71,6 +74,12 @@ struct remote_server_options {
   /// Transfers up to this size go through the connection's shared memory, larger ones with
   /// process_vm_readv/writev (socket_listener_options::inline_max).
   std::size_t inline_max = socket_listener_options{}.inline_max;
+  /// The address space of each client's served mappings: aspace_options::single_lock (one lock for the
+  /// client's whole address space, held for the whole fault service: the seed's QNX proc, with which
+  /// Colin's lock-up can occur across processes) and its name in reports ("client" when null; must
+  /// outlive the remote_server). Default: per-region locks.
+  bool single_lock = false;
+  const char* client_space_name = nullptr;
 };
 
 class remote_server {
@@ -78,7 +87,8 @@ class remote_server {
   /// Effects: listens on o.address; client processes connect with mount_remote()/connect_channel().
   /// Throws: std::system_error (bind/listen), std::bad_alloc.
   remote_server(server& s, remote_server_options o)
-      : srv_(s), listener_(*s.chan(), listener_options(s, o), hooks()) {}
+      : srv_(s), space_{o.single_lock, o.client_space_name != nullptr ? o.client_space_name : "client"},
+        listener_(*s.chan(), listener_options(s, o), hooks()) {}
   ~remote_server() { stop(); }
   remote_server(const remote_server&) = delete;
   remote_server& operator=(const remote_server&) = delete;
@@ -210,7 +220,7 @@ class remote_server {
       if (fd < 0) return (void)r.reply_error(ec);
       try {
         auto ns = std::make_shared<served_state>();
-        ns->as = std::make_unique<aspace>(adopt_userfaultfd, fd, q.offset, aspace_options{.name = "client"});
+        ns->as = std::make_unique<aspace>(adopt_userfaultfd, fd, q.offset, space_);
         ns->pg = std::make_unique<pager>(*ns->as, pager_options{.name = "served"});
         exclusive_guard g(mu_);
         clients_[p.id].mem = std::move(ns);
@@ -250,6 +260,28 @@ class remote_server {
     (void)r.reply(0, &none, sizeof none);
   }
 
+  // The slot thread's wait for its fault-in helper (fault_in()), in the wait-for graph: a page-in the
+  // handler's own locks block for good (a handler whose page-ins wait, self_conflict::wait) then closes
+  // a cycle the graph reports and breaks (the helper's wait fails EDEADLK, the copy EFAULT) instead of
+  // a join nobody sees. No holder until the helper has started: "about to run", never stuck.
+  class helper_waitable final : public waitable {
+   public:
+    explicit helper_waitable(std::uintptr_t addr) noexcept : addr_(addr) {}
+    void wait_holders(std::vector<std::uint32_t>& threads) const override {
+      if (const std::uint32_t id = helper.load(std::memory_order_acquire)) threads.push_back(id);  // (2) acquire, pairs with (1)
+    }
+    [[nodiscard]] std::string wait_name() const override {
+      char buf[80];
+      std::snprintf(buf, sizeof buf, "fault-in of 0x%llx (a client's served mapping)", static_cast<unsigned long long>(addr_));
+      return buf;
+    }
+    [[nodiscard]] std::string_view holder_relation() const override { return "done by"; }
+    std::atomic<std::uint32_t> helper{0};  // the helper's faultsafe thread id; set once by the helper
+
+   private:
+    std::uintptr_t addr_;
+  };
+
   // A copy into or out of the client failed with EFAULT (its userfaultfd is user-mode-only: the kernel
   // refuses the kernel-mode fault): if the range is in a mapping this connection's pager serves, page
   // it in and let the copy retry. The slot thread holds the handler's locks (a range lock, rank 30)
@@ -266,8 +298,11 @@ class remote_server {
     if (!st) return std::make_error_code(std::errc::bad_address);
     const activity_id a = current_activity();
     std::error_code ec = std::make_error_code(std::errc::bad_address);
+    helper_waitable hw(addr);
+    wait_scope join_wait(hw, wait_kind::page, "the fault-in of a served page it failed to copy");
     std::thread helper([&] {
       announce_faulting_thread();
+      hw.helper.store(this_thread_id(), std::memory_order_release);  // (1) release, pairs with (2)
       activity_scope behalf(a);
       if (st->as->find(reinterpret_cast<const void*>(addr)))  // a served mapping (map lock: not on the slot thread)
         ec = st->pg->fault_in(reinterpret_cast<const void*>(addr), len);
@@ -317,6 +352,7 @@ class remote_server {
   }
 
   server& srv_;
+  const aspace_options space_;  // each connection's served address space
   mutable ranked_mutex<rank::leaf> mu_{"remote clients"};  // leaf: clients_
   std::map<std::uint64_t, client_state> clients_ FAULTSAFE_GUARDED_BY(mu_);  // by connection id
   static inline thread_local bool local_mmap_ = false;  // local_mmap() in progress on this thread
