@@ -9,6 +9,8 @@
 // - kill -9 of a server (stopped while a client waits for a reply): the client's calls fail with
 //   ESHUTDOWN, none hangs.
 // - A client running as another uid that writes uid 0 into its messages gets what its real uid gets.
+// - A client's supplementary groups are the kernel's (SO_PEERGROUPS): setgroups() before connecting
+//   gives it a group's access to a file; groups it only claims in its messages do not.
 // The children are this executable run with --role (main() below).
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
@@ -301,6 +303,47 @@ int role_forger(const std::string& address, uid_t uid) {
   return 0;
 }
 
+// Runs as `uid` (primary group `uid`) with the supplementary groups `groups` ("-": none) and claims
+// `claimed` as its groups in its credentials; prints what open O_RDONLY and O_RDWR of /r/club give.
+int role_member(const std::string& address, uid_t uid, const std::string& groups, gid_t claimed) {
+  std::vector<gid_t> gs;
+  for (std::stringstream in(groups == "-" ? "" : groups); in.good();) {
+    std::string g;
+    if (std::getline(in, g, ',') && !g.empty()) gs.push_back(static_cast<gid_t>(std::stoul(g)));
+  }
+  if (::setgroups(gs.size(), gs.data()) != 0 || ::setresgid(uid, uid, uid) != 0 || ::setresuid(uid, uid, uid) != 0) return 2;
+  path_namespace ns;
+  if (mount_remote(ns, "/r", address)) return 3;
+  credentials forged{uid, uid};
+  forged.groups.count = 1;
+  forged.groups.ids[0] = claimed;  // the server must use the kernel's list
+  process p("member", forged, &ns);
+  std::printf("%d %d\n", p.open("/r/club", O_RDONLY).error().value(), p.open("/r/club", O_RDWR).error().value());
+  return 0;
+}
+
+// A child role's standard output (the role must exit 0 and print something).
+std::string role_output(const std::vector<std::string>& args) {
+  int out[2];
+  REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
+  const pid_t c = spawn(args, out[1]);
+  ::close(out[1]);
+  char got[64] = {};
+  const ssize_t n = ::read(out[0], got, sizeof got - 1);
+  ::close(out[0]);
+  REQUIRE(wait_exit(c) == 0);
+  REQUIRE(n > 0);
+  return got;
+}
+
+// True when running as root; else says the test is skipped because it needs `what`.
+bool root_for(const char* what) {
+  if (::geteuid() == 0) return true;
+  const std::string why = std::string("skipped: needs root to run ") + what;
+  MESSAGE(why);
+  return false;
+}
+
 }  // namespace
 
 // ---- the tests ----------------------------------------------------------------------------------------
@@ -473,10 +516,7 @@ TEST_CASE("kill -9 of a server: a client waiting for a reply and later calls get
 }
 
 TEST_CASE("a client that forges uid 0 in its messages gets what its real uid gets") {
-  if (::geteuid() != 0) {
-    MESSAGE("skipped: needs root to run a child as another uid");
-    return;
-  }
+  if (!root_for("a child with another uid")) return;
   test_support::watchdog wd("forger", 60s);
   constexpr uid_t uid = 4242;
   // The reference: the same calls in-process with the real credentials.
@@ -507,19 +547,40 @@ TEST_CASE("a client that forges uid 0 in its messages gets what its real uid get
   served_ramfs srv("forge", 01777);
   auto& [ns, fs, address, rs] = srv;
   setup(ns);
-  int out[2];
-  REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
-  const pid_t c = spawn({"forger", address, std::to_string(uid)}, out[1]);
-  ::close(out[1]);
-  char got[64] = {};
-  const ssize_t n = ::read(out[0], got, sizeof got - 1);
-  ::close(out[0]);
-  REQUIRE(wait_exit(c) == 0);
-  REQUIRE(n > 0);
-  CHECK(std::string(got) == want);
+  CHECK(role_output({"forger", address, std::to_string(uid)}) == want);
   CHECK(want.find("13 0 13 1 ") == 0);  // EACCES, ok, EACCES, EPERM: the real uid's rights
   process root("root", {0, 0}, &ns);
   CHECK(root.stat("/r/secret").ok());  // the forged unlink did nothing
+}
+
+TEST_CASE("a client's supplementary groups are the kernel's (SO_PEERGROUPS): setgroups() gives group access, claims do not") {
+  if (!root_for("a child with another uid and other groups")) return;
+  test_support::watchdog wd("groups", 60s);
+  constexpr uid_t uid = 4243;
+  constexpr gid_t club = 5151;
+  served_ramfs srv("groups");
+  auto& [ns, fs, address, rs] = srv;
+  {
+    process root("root", {0, 0}, &ns);
+    auto fd = root.open("/r/club", O_RDWR | O_CREAT, 0640);  // group club may read, nobody else
+    REQUIRE(fd.ok());
+    REQUIRE(root.chown("/r/club", 0, club).ok());
+    REQUIRE(root.close(*fd).ok());
+  }
+  // What the child printed: "<open O_RDONLY errno> <open O_RDWR errno>".
+  auto run = [&](const std::string& groups, gid_t claimed) {
+    return role_output({"member", address, std::to_string(uid), groups, std::to_string(claimed)});
+  };
+  // A member of club (among other groups, not first): reads; the group has no write permission.
+  CHECK(run("100,200," + std::to_string(club) + ",300", 0) == "0 13\n");
+  // The 16th group still counts (client_max_groups).
+  std::string sixteen;
+  for (int i = 1; i <= 15; ++i) sixteen += std::to_string(1000 + i) + ",";
+  CHECK(run(sixteen + std::to_string(club), 0) == "0 13\n");
+  // Not a member: EACCES, also when it claims club in its own credentials.
+  CHECK(run("-", club) == "13 13\n");
+  CHECK(run("100,200", club) == "13 13\n");
+  CHECK(rs.remote_opens() == 0);  // the children's opens were closed when they exited
 }
 
 TEST_CASE("addresses: a filesystem path and the abstract namespace; connect errors") {
@@ -634,6 +695,8 @@ int main(int argc, char** argv) {
     if (role == "steady" && argc == 4) return role_steady(argv[3]);
     if (role == "server" && argc == 4) return role_server(argv[3]);
     if (role == "forger" && argc == 5) return role_forger(argv[3], static_cast<uid_t>(std::stoul(argv[4])));
+    if (role == "member" && argc == 7)
+      return role_member(argv[3], static_cast<uid_t>(std::stoul(argv[4])), argv[5], static_cast<gid_t>(std::stoul(argv[6])));
     return 100;
   }
   doctest::Context ctx(argc, argv);

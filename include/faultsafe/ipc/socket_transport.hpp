@@ -98,12 +98,20 @@
 
 namespace faultsafe {
 
-/// Who is on the other end of a connection, as the kernel says (SO_PEERCRED at connect).
+/// Most supplementary groups a connection's peer is known by (the first ones the kernel lists).
+inline constexpr std::size_t socket_peer_max_groups = 16;
+
+/// Who is on the other end of a connection, as the kernel says (SO_PEERCRED and SO_PEERGROUPS at
+/// connect: the peer's credentials when it called connect(); later setuid/setgroups do not change them).
 struct socket_peer {
   std::uint64_t id = 0;  ///< this listener's connection number (1, 2, ...)
   pid_t pid = 0;
   uid_t uid = 0;
   gid_t gid = 0;
+  /// Supplementary groups: groups[0, ngroups), the first socket_peer_max_groups the kernel reported
+  /// (none when the kernel lacks SO_PEERGROUPS, before Linux 4.13).
+  std::uint32_t ngroups = 0;
+  gid_t groups[socket_peer_max_groups] = {};
 };
 
 struct socket_listener_options {
@@ -673,6 +681,22 @@ class socket_listener {
     }
   }
 
+  // The peer's supplementary groups as the kernel recorded them at connect (SO_PEERGROUPS): the
+  // first socket_peer_max_groups of them. Leaves none if the kernel cannot say.
+  static void peer_groups(int cfd, socket_peer& p) {
+    std::vector<gid_t> g(64);
+    for (int tries = 0; tries < 2; ++tries) {
+      socklen_t len = static_cast<socklen_t>(g.size() * sizeof(gid_t));
+      if (::getsockopt(cfd, SOL_SOCKET, SO_PEERGROUPS, g.data(), &len) == 0) {
+        p.ngroups = static_cast<std::uint32_t>(std::min<std::size_t>(len / sizeof(gid_t), socket_peer_max_groups));
+        std::copy_n(g.begin(), p.ngroups, p.groups);
+        return;
+      }
+      if (errno != ERANGE) return;  // ENOPROTOOPT: a kernel before 4.13
+      g.resize(len / sizeof(gid_t) + 1);  // `len` now says how much the list needs
+    }
+  }
+
   void accept_one() {
     using namespace detail::sock;
     const int cfd = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
@@ -686,6 +710,7 @@ class socket_listener {
       return;
     }
     c->peer = {++next_id_, cr.pid, cr.uid, cr.gid};
+    peer_groups(cfd, c->peer);
     c->pidfd = pidfd_open(cr.pid);  // -1 on old kernels: the socket's hang-up alone then
     c->data_bytes = std::max<std::size_t>(opts_.inline_max * 2, 4096);
     c->stride = slot_stride(c->data_bytes);

@@ -9,10 +9,11 @@
 // transports (the in-process channel and the socket channel), no second copy of process.hpp.
 //
 // Identity. The credentials in a request header (client_info) are replaced, for every message,
-// with the connection's: the uid and gid the kernel reported at connect (SO_PEERCRED) and a logical
-// pid this server gives the connection (distinct from every in-process `process` pid, which never
-// reach 2^62). A client that writes another uid into its messages gets exactly what its real uid
-// gets. Permission checks are the server's own, as for in-process clients.
+// with the connection's: the uid and gid the kernel reported at connect (SO_PEERCRED), its
+// supplementary groups (SO_PEERGROUPS; the first client_max_groups, as for in-process clients) and
+// a logical pid this server gives the connection (distinct from every in-process `process` pid,
+// which never reach 2^62). A client that writes another uid or other groups into its messages gets
+// exactly what its real ones get. Permission checks are the server's own, as for in-process clients.
 //
 // Death. When a client's connection dies (the process exits or is killed, even in the middle of a
 // request; noticed at once by the socket's hang-up or the pidfd), its requests being served finish
@@ -40,6 +41,7 @@
 // held while serving. Lifetime: a remote_server must be destroyed (or stopped) before its server.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
@@ -178,9 +180,18 @@ class remote_server {
         return std::make_error_code(std::errc::not_supported);  // see the header comment
     }
     if (len < sizeof(client_info)) return std::make_error_code(std::errc::bad_message);
-    client_info ci{client_pid(p), static_cast<std::uint32_t>(p.uid), static_cast<std::uint32_t>(p.gid)};
+    const client_info ci = identity(p, client_pid(p));
     std::memcpy(hdr, &ci, sizeof ci);  // every request header starts with client_info (protocol.hpp)
     return {};
+  }
+
+  // The connection's identity, all from the kernel: uid, gid, supplementary groups (the first
+  // client_max_groups), and its logical pid.
+  static client_info identity(const socket_peer& p, std::uint64_t pid) noexcept {
+    client_info ci{pid, static_cast<std::uint32_t>(p.uid), static_cast<std::uint32_t>(p.gid)};
+    ci.groups.count = static_cast<std::uint32_t>(std::min<std::size_t>(p.ngroups, client_max_groups));
+    for (std::uint32_t i = 0; i < ci.groups.count; ++i) ci.groups.ids[i] = static_cast<std::uint32_t>(p.groups[i]);
+    return ci;
   }
 
   std::uint64_t client_pid(const socket_peer& p) {
@@ -340,7 +351,7 @@ class remote_server {
       c.mem->as.reset();
     }
     for (std::uint64_t h : c.handles) {
-      io_handle_request q{client_info{c.pid, static_cast<std::uint32_t>(p.uid), static_cast<std::uint32_t>(p.gid)}, h};
+      io_handle_request q{identity(p, c.pid), h};
       send_buffers b;
       b.type = static_cast<std::uint32_t>(io_msg::close);
       b.header = &q;
