@@ -18,10 +18,12 @@
 //                      (processes.hpp says what each mode shows and checks).
 //
 // Last line: "RESULT: <short text>" (parsed by the demo script). Exit 77: userfaultfd unavailable.
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -170,12 +172,14 @@ std::string errstr(const std::error_code& ec) { return ec ? ec.message() + " (" 
 //   --naive --processes      the second fault waits for Bob's address-space lock, held by the first
 //                            fault's service, which waits for io_pkt, which waits for the second fault.
 //                            The cycle spans two servers' processes and the kernel; no process's wait-for
-//                            graph holds it (README, "Colin across processes: why no detector sees it").
-//                            nfs's page-in gives up after 2 s (a bounded wait: ETIMEDOUT) and names what
-//                            it knows: the fault it serves, the lock it holds, the server it waits for
-//                            (pid from the kernel), and every wait of its own graph; bob1 gets SIGBUS and
+//                            graph holds it (README, "Colin across processes" says why the kernel's facts
+//                            cannot close it). nfs's page-in gives up after 2 s (a bounded wait: ETIMEDOUT)
+//                            and names what it knows: the fault it serves, the lock it holds, io_pkt's pid
+//                            (SO_PEERCRED), its own wait-for graph, and io_pkt's threads the kernel shows
+//                            blocked in a userfaultfd fault (/proc stack and syscall); bob1 gets SIGBUS and
 //                            everything unwinds. Exit 0 when bob2's read was held for the whole bounded
-//                            wait, then verified, and bob1 got SIGBUS.
+//                            wait, then verified, bob1 got SIGBUS, and nfs's report named io_pkt's thread
+//                            in process_vm_writev into Bob. A watchdog fails a run that hangs (20 s).
 //   --faultsafe --processes  per-region locks (the default): the second fault is served at once; bob1's
 //                            and bob2's bytes are verified. Exit 0 then.
 
@@ -188,6 +192,46 @@ bool await(int fd, std::chrono::milliseconds limit) {
   pollfd p{fd, POLLIN, 0};
   char c;
   return ::poll(&p, 1, static_cast<int>(limit.count())) == 1 && ::read(fd, &c, 1) == 1;
+}
+
+// A thread of another process that the kernel shows blocked in a userfaultfd fault (its kernel stack
+// has handle_userfault), with the system call it is in (/proc/<pid>/task/<tid>/{stack,syscall,comm};
+// the stack needs root).
+struct kernel_blocked {
+  pid_t tid = 0;
+  std::string comm;
+  long syscall = -1;            // its number; the first argument is `arg0`
+  unsigned long long arg0 = 0;  // process_vm_writev/readv: the pid whose memory it accesses
+};
+
+std::string read_text(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "r");
+  if (f == nullptr) return {};
+  std::string out;
+  char buf[512];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) out.append(buf, n);
+  std::fclose(f);
+  return out;
+}
+
+std::vector<kernel_blocked> threads_in_userfault(pid_t pid) {
+  std::vector<kernel_blocked> out;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return out;
+  while (const dirent* e = ::readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    const std::string t = dir + "/" + e->d_name;
+    if (read_text(t + "/stack").find("handle_userfault") == std::string::npos) continue;
+    kernel_blocked k;
+    k.tid = static_cast<pid_t>(std::atoi(e->d_name));
+    k.comm = read_text(t + "/comm");
+    if (!k.comm.empty() && k.comm.back() == '\n') k.comm.pop_back();
+    (void)std::sscanf(read_text(t + "/syscall").c_str(), "%ld %llx", &k.syscall, &k.arg0);
+    out.push_back(k);
+  }
+  ::closedir(d);
+  return out;
 }
 
 // A forked server process: `body(ready, stop)` posts `ready` when it listens and returns when `stop`
@@ -219,9 +263,9 @@ struct server_process {
     ::close(ready[0]);
     return up;
   }
-  // Effects: tells it to stop and reaps it (SIGKILL after 10 s).
-  void stop() {
-    if (pid <= 0) return;
+  // Effects: tells it to stop and reaps it (SIGKILL after 10 s). Returns: its exit code (-1: killed).
+  int stop() {
+    if (pid <= 0) return -1;
     ::close(stop_w);
     int st = 0;
     const auto end = clk::now() + 10s;
@@ -231,6 +275,7 @@ struct server_process {
       (void)::waitpid(pid, &st, 0);
     }
     pid = -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   }
 };
 
@@ -276,6 +321,7 @@ int nfs_main(const std::string& address, const std::string& io_address, bool nai
   auto io_fd = me.open("/io_pkt/c", O_RDONLY);
   if (!io_fd) throw std::system_error(io_fd.error(), "nfs: open /io_pkt/c");
   std::atomic<bool> armed{true};
+  std::atomic<bool> timed_out{false}, named_io_fault{false};  // the bounded wait ended; its report named io_pkt's fault
   std::thread reader;
   latch read_done;
   std::error_code read_error;
@@ -291,18 +337,38 @@ int nfs_main(const std::string& address, const std::string& io_address, bool nai
       read_done.set();
     });
     if (read_done.wait(naive ? std::chrono::milliseconds(nfs_patience) : 20000ms)) return read_error;
-    // The bounded wait ends: name what this process knows (the kernel's and its own).
+    // The bounded wait ends: name what this process knows, its own waits and what the kernel shows of
+    // io_pkt's threads.
+    std::string kernel;
+    for (const kernel_blocked& k : threads_in_userfault(io_pid)) {
+      const bool copy = k.syscall == SYS_process_vm_writev || k.syscall == SYS_process_vm_readv;
+      char line[256];
+      std::snprintf(line, sizeof line, "    thread %d '%s': in a userfaultfd fault (handle_userfault) inside %s(pid %llu, ...)\n",
+                    static_cast<int>(k.tid), k.comm.c_str(),
+                    copy ? (k.syscall == SYS_process_vm_writev ? "process_vm_writev" : "process_vm_readv") : "system call",
+                    copy ? k.arg0 : 0ull);
+      kernel += line;
+      if (copy && static_cast<pid_t>(k.arg0) == ::getppid()) named_io_fault.store(true);  // Bob: nfs's parent here
+    }
+    if (read_text("/proc/" + std::to_string(io_pid) + "/stack").empty()) {  // kernel stacks are root's
+      kernel = "    (the kernel shows this process no kernel stacks: it needs root)\n";
+      named_io_fault.store(true);  // nothing to check
+    }
     std::printf("---- nfs (pid %d): page-in TIMEOUT after %lld s ----\n"
                 "  nfs's fault thread serves bob1's fault at 0x%llx (file /nfs/a offset %llu) in Bob's memory,\n"
                 "  holding %s;\n"
                 "  it waits for io_pkt, pid %d (SO_PEERCRED of nfs's connection), to answer read(/io_pkt/c, %zu).\n"
-                "  nfs's own waits now (its wait-for graph; io_pkt's and the kernel's are not in it):\n%s"
-                "  Giving up: the page-in fails with ETIMEDOUT, the faulting thread gets SIGBUS.\n"
+                "  nfs's own waits (its wait-for graph):\n%s"
+                "  io_pkt's threads the kernel shows blocked in a page fault (/proc/%d/task/*/stack, syscall):\n%s"
+                "  A fault in Bob's memory is served by nfs's pager, whose other fault thread waits for the lock this one\n"
+                "  holds: nfs -> io_pkt -> nfs, unless io_pkt has a thread free to answer nfs (only io_pkt knows; README,\n"
+                "  \"Colin across processes\"). Giving up: the page-in fails with ETIMEDOUT, bob1 gets SIGBUS.\n"
                 "-----------------------------------------------\n",
                 static_cast<int>(::getpid()), static_cast<long long>(nfs_patience.count()),
                 static_cast<unsigned long long>(q.fault_address), static_cast<unsigned long long>(q.fault_offset),
                 naive ? "the lock of Bob's WHOLE address space (single_lock)" : "the lock of the faulting region", static_cast<int>(io_pid),
-                page, fs::wait_graph::dump().c_str());
+                page, fs::wait_graph::dump().c_str(), static_cast<int>(io_pid), kernel.empty() ? "    (none)\n" : kernel.c_str());
+    timed_out.store(true);
     return std::make_error_code(std::errc::timed_out);
   });
   nfs.add("a");
@@ -317,7 +383,9 @@ int nfs_main(const std::string& address, const std::string& io_address, bool nai
   rs.stop();
   nfs.stop();
   (void)me.close(*io_fd);
-  return 0;
+  // Exit 0: --naive, the bounded wait ended and named io_pkt's thread in a fault on Bob's memory;
+  // --faultsafe, it never ended.
+  return (naive ? timed_out.load() && named_io_fault.load() : !timed_out.load()) ? 0 : 5;
 }
 
 int run_processes(bool naive) {
@@ -341,6 +409,18 @@ int run_processes(bool naive) {
   ::close(serving[0]);
   ::close(serving[1]);
   ::close(in_service[1]);
+  // Watchdog: a lock-up nobody breaks fails the run, never hangs it.
+  std::atomic<bool> finished{false};
+  std::thread watchdog([&] {
+    const auto end = clk::now() + 20s;
+    while (!finished.load() && clk::now() < end) std::this_thread::sleep_for(10ms);
+    if (finished.load()) return;
+    std::printf("colin: WATCHDOG: still running after 20 s\nRESULT: hung (gaaaame over maaaaan)\n");
+    std::fflush(stdout);
+    ::kill(nfs.pid, SIGKILL);
+    ::kill(io_pkt.pid, SIGKILL);
+    std::_Exit(1);
+  });
   bool ok = false;
   std::string result = "set-up failed";
   if (up) {
@@ -400,9 +480,16 @@ int run_processes(bool naive) {
     if (a) (void)bob.close(*a);
     if (b) (void)bob.close(*b);
   }
-  nfs.stop();
-  io_pkt.stop();
+  const int nfs_rc = nfs.stop();
+  (void)io_pkt.stop();
+  finished.store(true);
+  watchdog.join();
   ::close(in_service[0]);
+  if (ok && nfs_rc != 0) {
+    ok = false;
+    result = naive ? "nfs's timeout report did not name io_pkt's thread in a fault on Bob's memory (FAIL)"
+                   : "nfs's page-in timed out (FAIL)";
+  }
   if (ok) std::printf("  %s\n", naive ? "bob's your uncle: the kernel's secured only by the bounded wait." : "All right, the kernel's secured.");
   std::printf("RESULT: processes %s: %s\n", naive ? "naive" : "faultsafe", result.c_str());
   return ok ? 0 : 1;
