@@ -315,9 +315,9 @@ struct fs_process {
     pid = ::fork();
     if (pid < 0) return false;
     if (pid == 0) {
-      ::close(ready[0]);
-      ::close(stop[1]);
-      ::close(out[0]);
+      // Only its own ends: another fs's pipe ends held here would keep that fs from seeing its stop.
+      for (int fd = 3; fd < 1024; ++fd)
+        if (fd != ready[1] && fd != stop[0] && fd != out[1]) ::close(fd);
       ::_exit(serve(address, naive, ready[1], stop[0], out[1]));
     }
     ::close(ready[1]);
@@ -389,13 +389,15 @@ struct pair_run {
   bool connected = false;
 };
 
-// Bob (this process) against a forked fs: the same run_bob() as in one process, over mount_remote().
-pair_run run_pair(bool naive, bool kernel_faults) {
-  static int round = 0;
+std::string fs_address(int round) { return "@faultsafe-brian-" + std::to_string(::getpid()) + "-" + std::to_string(round); }
+
+// Bob (this process) against the fs at fs_address(round), started (`up`) before this process started
+// any thread (a child of a multi-threaded process should not start threads; ThreadSanitizer refuses
+// it): the same run_bob() as in one process, over mount_remote(). Stops fs.
+pair_run run_pair(fs_process& fs, bool up, int round, bool naive, bool kernel_faults) {
   pair_run out;
-  const std::string address = "@faultsafe-brian-" + std::to_string(::getpid()) + "-" + std::to_string(++round);
-  fs_process fs;
-  if (!fs.start(address, naive)) {
+  const std::string address = fs_address(round);
+  if (!up) {
     (void)fs.stop();
     return out;
   }
@@ -448,7 +450,9 @@ int run_processes(bool naive) {
       std::printf("RESULT: skipped: kernel-mode faults unavailable: %s\n", why.c_str());
       return 77;
     }
-    const pair_run r = run_pair(true, true);
+    fs_process fs;
+    const bool up = fs.start(fs_address(1), true);
+    const pair_run r = run_pair(fs, up, 1, true, true);
     const double detect_ms =
         r.fs.first_cycle_ns < 0 ? -1
                                 : (static_cast<double>(r.fs.first_cycle_ns) -
@@ -463,17 +467,20 @@ int run_processes(bool naive) {
     return ok ? 0 : 1;
   }
   std::printf("brian --faultsafe --processes: fs and Bob are two OS processes; the seed's exclusive read lock\n");
+  fs_process fs_a, fs_b;  // both forked now, before any thread of this process
+  const bool up_a = why.empty() && fs_a.start(fs_address(1), false);
+  const bool up_b = fs_b.start(fs_address(2), false);
   bool ok_a = true;
   std::string a = "skipped (kernel-mode faults unavailable: " + why + ")";
   if (why.empty()) {
     std::printf("A. kernel-mode faults (/dev/userfaultfd): fs's copy faults on its own pager; the guard serves it:\n");
-    const pair_run r = run_pair(false, true);
+    const pair_run r = run_pair(fs_a, up_a, 1, false, true);
     ok_a = r.connected && r.bob.got.ok() && *r.bob.got == file_size && r.bob.verified && r.fs.guards > 0 && r.fs.cycles == 0;
     a = ok_a ? "guard served " + std::to_string(r.fs.guards) + " self-conflict(s), verified" : "FAILED";
     std::printf("  A. %s (%.1f ms)\n", a.c_str(), r.ms);
   }
   std::printf("B. user-mode-only userfaultfd: fs's copy fails EFAULT, fs faults the range in and retries:\n");
-  const pair_run r = run_pair(false, false);
+  const pair_run r = run_pair(fs_b, up_b, 2, false, false);
   const bool ok_b = r.connected && r.bob.got.ok() && *r.bob.got == file_size && r.bob.verified && r.fs.cycles == 0;
   const std::string b = ok_b ? "fault-in and retry, verified" : "FAILED";
   std::printf("  B. %s (%.1f ms)\n", b.c_str(), r.ms);
