@@ -10,7 +10,8 @@
 // Includes are read textually: `#include "relative/path"` (resolved against the including header's
 // directory) and `#include <faultsafe/...>`; other includes (system, boost) are outside the rule.
 // The checker is also run on a small synthetic tree with a known violation, so the test fails if the
-// checker itself stops finding violations.
+// checker itself stops finding violations. Also here: examples are standalone programs (they include
+// the library and files of their own directory, never tests/), checked the same way.
 #include <doctest/doctest.h>
 
 #include <unistd.h>
@@ -106,7 +107,44 @@ void write(const fs::path& p, const std::string& text) {
   std::ofstream(p) << text;
 }
 
+// Includes of the example sources under `dir` that leave the example's own directory: a quoted include
+// must name a file beside the including one, or faultsafe/... (the library); "file: include" each.
+std::vector<std::string> example_escapes(const fs::path& dir) {
+  std::vector<std::string> out;
+  const std::regex inc(R"re(^\s*#\s*include\s*"([^"]+)")re");
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    const auto ext = e.path().extension();
+    if (!e.is_regular_file() || (ext != ".cpp" && ext != ".hpp")) continue;
+    std::ifstream in(e.path());
+    for (std::string line; std::getline(in, line);) {
+      std::smatch m;
+      if (!std::regex_search(line, m, inc)) continue;
+      const std::string target = m[1];
+      const bool library = target.rfind("faultsafe/", 0) == 0 && target.find("..") == std::string::npos;
+      if (!library && (target.find("..") != std::string::npos || target.find('/') != std::string::npos))
+        out.push_back(fs::relative(e.path(), dir).string() + ": " + target);
+    }
+  }
+  return out;
+}
+
 }  // namespace
+
+TEST_CASE("examples are standalone: they include the library and their own files, never tests/ or another example's") {
+  const fs::path dir = fs::path(FAULTSAFE_INCLUDE_DIR).parent_path() / "examples";
+  REQUIRE(fs::is_directory(dir));
+  const auto v = example_escapes(dir);
+  for (const auto& s : v) MESSAGE("example include outside its directory: " << s);
+  CHECK(v.empty());
+  // The checker finds such an include (and accepts the library's and a file beside the includer).
+  const fs::path root = fs::temp_directory_path() / ("faultsafe_examples_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  write(root / "a/main.cpp", "#include \"../../tests/support/sync.hpp\"\n#include \"faultsafe/vm/pager.hpp\"\n#include \"local.hpp\"\n");
+  const auto w = example_escapes(root);
+  fs::remove_all(root);
+  REQUIRE(w.size() == 1);
+  CHECK(w.front() == "a/main.cpp: ../../tests/support/sync.hpp");
+}
 
 TEST_CASE("no header includes a header of a higher layer") {
   const fs::path root = fs::path(FAULTSAFE_INCLUDE_DIR) / "faultsafe";
