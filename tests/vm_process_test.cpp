@@ -208,3 +208,70 @@ TEST_CASE("page-ins are sent on behalf of the faulting thread's activity") {
   CHECK(bob.close(*fd).ok());
   srv.stop();
 }
+
+TEST_CASE("two activities that each hold a range inside the other's fault-around window both fault: no wait, no EFAULT") {
+  // The page-in try-locks its fault-around window and, when part of it is held by another activity,
+  // serves the faulting page alone (iofunc_page_in_default). Waiting for the whole window instead
+  // makes each page-in wait for the other activity's range while that activity waits for its own
+  // page-in: a cycle (the wait-for graph breaks it with a SIGBUS/EFAULT; without the graph, a hang).
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(30, "fault-around windows");
+  constexpr std::size_t pg = vm_page_size, win = 4 * pg;
+  for (const int kind : {MAP_SHARED, MAP_PRIVATE}) {
+    CAPTURE(kind);
+    path_namespace ns;
+    auto attr = std::make_shared<iofunc_attr>(0644, 0, 0);
+    io_funcs funcs = iofunc_defaults();
+    funcs.open = [&](request_context& ctx, const io_open_request& q, std::string_view, std::shared_ptr<ocb_base>& out) {
+      return iofunc_open_default(ctx, q, attr, out);
+    };
+    server srv(server_options{"win", {2, 4}, {}, &ns}, funcs);
+    REQUIRE(!srv.attach("/win"));
+    srv.start();
+    process bob("bob", {}, &ns);
+    // Every fault's window is the aligned 4 pages around it (min_window), never just the page.
+    (void)bob.memory(aspace_options{}, pager_options{.min_window = win, .max_window = win, .readahead = false});
+    auto fd = bob.open("/win", O_RDWR);
+    REQUIRE(fd.ok());
+    std::vector<std::uint8_t> data(win);
+    for (std::size_t i = 0; i < win; ++i) data[i] = pattern(i);
+    REQUIRE(bob.pwrite(*fd, data.data(), win, 0).value() == win);
+    // One mapping per activity: each has its own fault-around state, so both windows are [0, 4 pages).
+    auto ma = bob.mmap(nullptr, win, PROT_READ, kind, *fd, 0);
+    auto mb = bob.mmap(nullptr, win, PROT_READ, kind, *fd, 0);
+    REQUIRE(ma.ok());
+    REQUIRE(mb.ok());
+    test_support::barrier both_hold(2);
+    int sig[2] = {-1, -1};
+    std::uint8_t got[2] = {0, 0};
+    // Activity 0 holds page 1 and faults on page 0; activity 1 holds page 3 and faults on page 2.
+    auto run = [&](int i, const void* m, std::size_t held, std::size_t touch) {
+      announce_faulting_thread();
+      activity_scope act(new_activity());
+      range_guard g(attr->data_lock, held, pg, lock_mode::exclusive);
+      if (!both_hold.arrive_and_wait(std::chrono::seconds(10))) return;
+      sig[i] = vmtest::probe_read(static_cast<const std::uint8_t*>(m) + touch + 5, got[i]);
+    };
+    std::thread ta(run, 0, *ma, 1 * pg, 0 * pg);
+    std::thread tb(run, 1, *mb, 3 * pg, 2 * pg);
+    ta.join();
+    tb.join();
+    CHECK(sig[0] == 0);
+    CHECK(sig[1] == 0);
+    CHECK(got[0] == pattern(0 * pg + 5));
+    CHECK(got[1] == pattern(2 * pg + 5));
+    // The pages left out of those page-ins are served by later faults, with the right data.
+    std::uint8_t v = 0;
+    for (std::size_t off = 0; off < win; off += pg) {
+      REQUIRE(vmtest::probe_read(static_cast<const std::uint8_t*>(*ma) + off + 9, v) == 0);
+      CHECK(v == pattern(off + 9));
+      REQUIRE(vmtest::probe_read(static_cast<const std::uint8_t*>(*mb) + off + 9, v) == 0);
+      CHECK(v == pattern(off + 9));
+    }
+    CHECK(bob.memory().fault_pager().stats().page_in_errors == 0);
+    CHECK(bob.munmap(*ma, win).ok());
+    CHECK(bob.munmap(*mb, win).ok());
+    CHECK(bob.close(*fd).ok());
+    srv.stop();
+  }
+}

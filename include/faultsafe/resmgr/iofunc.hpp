@@ -732,7 +732,11 @@ inline void describe_page_in(const void* arg, violation& v) {
 /// zeros past the end are the pager's to add) or makes the pages present in the store memfd's page cache
 /// at store_offset() + offset (fallocate allocates holes as zeros and never overwrites data; the file's
 /// offsets are translated here, the request carries file offsets), so the pager can map them
-/// with UFFDIO_CONTINUE. Reply status and rep.length: the valid bytes from offset (pages, or for
+/// with UFFDIO_CONTINUE. The window is try-locked; when part of it is locked by someone else (or
+/// waited for), only the faulting page is locked, blocking, and served alone: rep.offset is then that
+/// page (io_page_in_reply), so two activities that each hold a range inside the other's fault-around
+/// window do not wait on each other (a read-ahead page-in then fails with EAGAIN instead). Reply
+/// status and rep.length: the end of the valid bytes counted from offset (pages, or for
 /// page_in_private the data bytes). ENXIO when offset is at or past the end of the file (the faulting
 /// access then gets SIGBUS, as with the kernel's mmap); EBADF without an open.
 inline io_result iofunc_page_in_default(request_context& ctx, ocb_base* base, const io_page_in_request& q,
@@ -751,24 +755,44 @@ inline io_result iofunc_page_in_default(request_context& ctx, ocb_base* base, co
   // fault and this page-in (violation_context).
   const detail::page_in_context pctx{&q, &ctx, a.ino(), ctx.rcv.sender_thread()};
   const violation_context vc(&detail::describe_page_in, &pctx);
-  range_guard g(a.data_lock, q.offset, len, lock_mode::shared, range_options{0, a.page_in_self_conflict()});
-  size = a.size();  // a truncate may have completed before we got the range
-  if (q.offset >= size) return detail::errc_result(std::errc::no_such_device_or_address);
-  // Fault injection (detail/fault_injection.hpp): a stall holding the range, a failed page-in (SIGBUS).
-  (void)FAULTSAFE_INJECT(page_in_stall);
-  if (FAULTSAFE_INJECT(page_in_error)) return detail::errc_result(std::errc::io_error);
-  std::uint64_t valid = std::min(len, ((size + page - 1) & ~(page - 1)) - q.offset);
-  if (q.flags & page_in_private) {
-    valid = std::min<std::uint64_t>({valid, size - q.offset, ctx.rcv.reply_data_len()});
-    if (auto ec = ctx.rcv.write_reply_data(0, a.data() + q.offset, valid)) return io_result::fail(ec);
-  } else if (!(q.flags & (page_in_minor | page_in_readahead))) {
-    if (::fallocate(a.memfd(), FALLOC_FL_KEEP_SIZE, static_cast<off_t>(a.store_offset() + q.offset), static_cast<off_t>(valid)) != 0)
-      return io_result::fail(std::error_code(errno, std::generic_category()));
+  const range_options ro{0, a.page_in_self_conflict()};
+  // Serves [lo, q.offset + hi) (hi counts from q.offset) with that range held.
+  auto serve = [&](std::uint64_t lo, std::uint64_t hi) -> io_result {
+    size = a.size();  // a truncate may have completed before we got the range
+    if (lo >= size) return detail::errc_result(std::errc::no_such_device_or_address);
+    // Fault injection (detail/fault_injection.hpp): a stall holding the range, a failed page-in (SIGBUS).
+    (void)FAULTSAFE_INJECT(page_in_stall);
+    if (FAULTSAFE_INJECT(page_in_error)) return detail::errc_result(std::errc::io_error);
+    const std::uint64_t first = lo - q.offset;
+    std::uint64_t valid = std::min(hi, ((size + page - 1) & ~(page - 1)) - q.offset);
+    if (q.flags & page_in_private) {
+      valid = std::min<std::uint64_t>({valid, size - q.offset, ctx.rcv.reply_data_len()});
+      if (valid <= first) return detail::errc_result(std::errc::no_buffer_space);
+      if (auto ec = ctx.rcv.write_reply_data(first, a.data() + lo, valid - first)) return io_result::fail(ec);
+    } else if (!(q.flags & (page_in_minor | page_in_readahead))) {
+      if (::fallocate(a.memfd(), FALLOC_FL_KEEP_SIZE, static_cast<off_t>(a.store_offset() + lo), static_cast<off_t>(valid - first)) != 0)
+        return io_result::fail(std::error_code(errno, std::generic_category()));
+    }
+    rep.offset = lo;
+    rep.length = valid;
+    rep.cookie = a.ino();
+    return io_result::ok(static_cast<std::int64_t>(valid));
+  };
+  // The window if it is free at once; else only the faulting page (blocking): waiting for the whole
+  // window would wait for ranges the fault does not need, held by activities that may be waiting for
+  // a range this page-in's activity holds (a cycle of two page-ins the wait-for graph would break).
+  {
+    const range_guard window(a.data_lock, q.offset, len, lock_mode::shared, std::try_to_lock, ro);
+    if (window.owns_lock()) return serve(q.offset, len);
   }
-  rep.offset = q.offset;
-  rep.length = valid;
-  rep.cookie = a.ino();
-  return io_result::ok(static_cast<std::int64_t>(valid));
+  if (q.flags & page_in_readahead) return detail::errc_result(std::errc::resource_unavailable_try_again);
+  const std::uint64_t fp = q.fault_offset & ~(page - 1);
+  if (q.fault_address != 0 && fp >= q.offset && fp - q.offset < len) {
+    const range_guard faulting_page(a.data_lock, fp, page, lock_mode::shared, ro);
+    return serve(fp, fp - q.offset + page);
+  }
+  const range_guard window(a.data_lock, q.offset, len, lock_mode::shared, ro);  // the faulting page is unknown
+  return serve(q.offset, len);
 }
 
 // ---- attributes, sync, space: the rest of the io functions ------------------------------------------

@@ -15,8 +15,9 @@
 // resmgr/file_store.hpp: page-in messages still carry file offsets, see server_page_source).
 // The region is then registered with the process's pager. Every fault in it sends io_msg::page_in to the
 // same server on behalf of the faulting thread's activity (the fault thread adopts it for the send), so
-// the server's range lock (iofunc_page_in_default: shared over the page-in window) and its handlers are on
-// the fault path, exactly as in the seed's scenarios. Shared mappings: the server makes the pages present
+// the server's range lock (iofunc_page_in_default: shared over the page-in window, or over the faulting
+// page alone when part of the window is taken) and its handlers are on the fault path, exactly as in
+// the seed's scenarios. Shared mappings: the server makes the pages present
 // in the memfd, the pager maps them with UFFDIO_CONTINUE (zero copy; writes land in the file and read()
 // sees them). Private mappings: the server copies the data into the pager's buffer (in place, as a
 // MsgWrite), the pager UFFDIO_COPYs it.
@@ -98,6 +99,11 @@ class page_in_message_source : public page_source {
     if (sr.error) return sr.error;
     if (sr.reply_header_len != sizeof rep || rep.length > req.length) return std::make_error_code(std::errc::bad_message);
     std::size_t valid = static_cast<std::size_t>(rep.length);
+    // rep.offset past the window start: only the bytes from there on are valid (io_page_in_reply).
+    const std::uint64_t first = rep.offset > q.offset ? rep.offset - q.offset : 0;
+    if (first != 0 && ((first % vm_page_size) != 0 || first >= valid || (!req.readahead && rep.offset > q.fault_offset)))
+      return std::make_error_code(std::errc::bad_message);
+    out.first = static_cast<std::size_t>(first);
     if (req.buffer != nullptr) {  // zeros after the end of the file, to the end of its last page
       const std::size_t rounded = std::min(req.length, (valid + vm_page_size - 1) & ~(vm_page_size - 1));
       std::memset(static_cast<char*>(req.buffer) + valid, 0, rounded - valid);

@@ -181,6 +181,10 @@ struct io_page_in_request {
   std::uint64_t fault_address = 0;  ///< the faulting address (0: unknown, or read-ahead)
   std::uint64_t fault_offset = 0;   ///< file offset of the faulting page
 };
+/// The valid bytes are [max(offset, q.offset), q.offset + length): `offset` is the file offset of the
+/// first valid byte (q.offset, or 0, for the whole window; a later page, never past the faulting page,
+/// when the server served the faulting page without the window's start); `length` counts from
+/// q.offset. Private page-ins put the data at the same place in the reply data (offset - q.offset on).
 struct io_page_in_reply {
   std::uint64_t offset = 0;
   std::uint64_t length = 0;

@@ -15,6 +15,11 @@
 // - Private mappings (req.buffer != nullptr, req.length bytes): fill the buffer's first out.length
 //   bytes with the file's data from req.offset (zeros past end-of-file within the last page), same
 //   bounds on out.length. The pager then UFFDIO_COPYs them: later writes stay private.
+// - A source may leave out a prefix of the window (out.first, a page multiple, default 0): then only
+//   [req.offset + out.first, req.offset + out.length) is valid (shared: present; private: the buffer's
+//   bytes [out.first, out.length) filled) and mapped. A demand page-in must still cover the faulting
+//   page (out.first <= req.fault_offset - req.offset); the resmgr's page-in uses it when part of the
+//   window is locked by someone else and it serves the faulting page alone (resmgr/iofunc.hpp).
 // - Read-ahead requests (req.readahead: the pager maps ahead of a sequential reader; fault_offset is
 //   then the window start and no thread waits) are best effort: any out.length <= req.length, and an
 //   error only cancels the read-ahead.
@@ -64,9 +69,11 @@ struct page_in_request {
   faulting_thread_info thread;       ///< the faulting thread (tid always; id/activity when announced)
 };
 
-/// What page_in achieved: bytes valid (shared) or filled (private) from req.offset.
+/// What page_in achieved: bytes valid (shared) or filled (private) from req.offset + first up to
+/// req.offset + length.
 struct page_in_result {
-  std::size_t length = 0;
+  std::size_t length = 0;  ///< end of the valid bytes, counted from req.offset
+  std::size_t first = 0;   ///< start of the valid bytes, counted from req.offset (a page multiple, < length)
 };
 
 /// Abstract page source; see the header for the contract.

@@ -494,21 +494,27 @@ class pager final : private fault_handler {
       }
     }
     if (demand) (void)FAULTSAFE_INJECT(munmap_race);  // fault injection: stall between page-in and map
+    // The valid bytes: [w0 + out.first, w0 + out.length) (page_source.hpp: a source may leave out a
+    // prefix of the window).
+    const bool bad_first = out.first >= out.length || (out.first % vm_page_size) != 0;
     if (!demand) {
-      if (ec || out.length == 0 || out.length > wl) return;
-      const std::size_t len = (out.length + vm_page_size - 1) & ~(vm_page_size - 1);
-      const auto res = r.shared_ ? u.continue_range(w0, len) : u.copy(w0, buf.data, len);
+      if (ec || out.length == 0 || out.length > wl || bad_first) return;
+      const std::size_t len = ((out.length + vm_page_size - 1) & ~(vm_page_size - 1)) - out.first;
+      const std::uintptr_t s = w0 + out.first;
+      const auto res = r.shared_ ? u.continue_range(s, len) : u.copy(s, buf.data + out.first, len);
       pages_.fetch_add(res.done / vm_page_size, std::memory_order_relaxed);
       return;
     }
     const std::size_t need = f.page + vm_page_size - w0;
-    if (!ec && (out.length < need || out.length > wl)) ec = std::make_error_code(std::errc::io_error);
+    if (!ec && (out.length < need || out.length > wl || bad_first || out.first > f.page - w0))
+      ec = std::make_error_code(std::errc::io_error);
     if (ec) return fail(f, &note, ec);
-    const std::size_t len = (out.length + vm_page_size - 1) & ~(vm_page_size - 1);
+    const std::size_t len = ((out.length + vm_page_size - 1) & ~(vm_page_size - 1)) - out.first;
+    const std::uintptr_t s = w0 + out.first;
     if (r.shared_)
-      settle_fault(f, w0, u.continue_range(w0, len), [&](std::uintptr_t p) { return u.continue_range(p, vm_page_size); }, true, &note);
+      settle_fault(f, s, u.continue_range(s, len), [&](std::uintptr_t p) { return u.continue_range(p, vm_page_size); }, true, &note);
     else
-      settle_fault(f, w0, u.copy(w0, buf.data, len),
+      settle_fault(f, s, u.copy(s, buf.data + out.first, len),
              [&](std::uintptr_t p) { return u.copy(p, buf.data + (p - w0), vm_page_size); }, false, &note);
   }
 
