@@ -94,13 +94,13 @@ def do_op(root, k, a):
             if flags & os.O_ACCMODE != os.O_WRONLY and not stat.S_ISDIR(os.fstat(fd).st_mode):
                 out.append(hashlib.sha1(os.read(fd, 1 << 20)).hexdigest()[:8])
             st = os.fstat(fd)
-            out.append((oct(st.st_mode), st.st_size if not stat.S_ISDIR(st.st_mode) else 0, st.st_uid, st.st_gid))
+            out.append((oct(st.st_mode), st.st_size, st.st_uid, st.st_gid))
             return out
         finally:
             os.close(fd)
     elif k in ("stat", "lstat"):
         st = os.stat(p) if k == "stat" else os.lstat(p)
-        return (oct(st.st_mode), st.st_nlink, st.st_uid, st.st_gid, st.st_size if not stat.S_ISDIR(st.st_mode) else 0)
+        return (oct(st.st_mode), st.st_nlink, st.st_uid, st.st_gid, st.st_size)
     elif k == "chmod":
         os.chmod(p, a["mode"])
     elif k == "chown":
@@ -186,6 +186,8 @@ def tree(root):
                     ent += [st.st_size, hashlib.sha1(f.read()).hexdigest()]
             elif stat.S_ISLNK(st.st_mode):
                 ent.append(os.readlink(p))
+            elif stat.S_ISDIR(st.st_mode):
+                ent.append(st.st_size)
             out[rel] = ent
     return out
 

@@ -8,6 +8,8 @@ fallocate modes, statvfs, scandir, lseek, O_APPEND/O_EXCL/O_TRUNC/O_DIRECTORY/O_
 ENAMETOOLONG, sticky and setgid directories, set-id bits cleared by write/chown, open-unlinked files);
 some also assert the expected value outright. The mmap module: writes through a MAP_SHARED mapping are
 seen by read(), writes by write() are seen in the mapping, and read() into a mapping of the same file.
+conformance_scenarios.py adds the rules of POSIX file system suites, per file type (see there).
+POSIX_TEST_ONLY=<scenario name> runs one scenario.
 
 usage: posix_test.py RAMFS_FUSE_BINARY [ramfs_fuse options...]
 """
@@ -21,29 +23,9 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fusemount import check, finish, mounted  # noqa: E402
+import conformance_scenarios  # noqa: E402
 
-libc = ctypes.CDLL(None, use_errno=True)
-UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
-
-
-class Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-
-def _err():
-    e = ctypes.get_errno()
-    raise OSError(e, os.strerror(e))
-
-
-def renameat2(a, b, flags):
-    if libc.syscall(316, -100, a.encode(), -100, b.encode(), flags) != 0:
-        _err()
-
-
-def utimensat(p, times, nofollow=False):
-    ts = (Timespec * 2)(*[Timespec(s, n) for s, n in times])
-    if libc.utimensat(-100, p.encode(), ts, 0x100 if nofollow else 0) != 0:
-        _err()
+from conformance_scenarios import UTIME_NOW, UTIME_OMIT, _err, libc, renameat2, utimensat  # noqa: E402,F401
 
 
 def fallocate(fd, mode, off, n):
@@ -62,7 +44,7 @@ class Log:
         try:
             v = fn(*args)
             if isinstance(v, os.stat_result):
-                v = (oct(v.st_mode), v.st_nlink, v.st_uid, v.st_gid, v.st_size if not stat.S_ISDIR(v.st_mode) else 0)
+                v = (oct(v.st_mode), v.st_nlink, v.st_uid, v.st_gid, v.st_size)
             self.lines.append("%s -> %r" % (what, v))
             return v
         except OSError as e:
@@ -212,11 +194,7 @@ def scenario_users(L):
 
         def body():
             os.close(r)
-            try:
-                v = repr(fn())
-            except OSError as e:
-                v = errno.errorcode.get(e.errno, str(e.errno))
-            os.write(w, v.encode())
+            os.write(w, conformance_scenarios.outcome(fn).encode())
         code = as_user(uid, gid, groups, body)
         os.close(w)
         out = os.read(r, 65536).decode()
@@ -287,7 +265,14 @@ def scenario_mmap(L):
         L("final contents", lambda: hash(f.read()))
 
 
-SCENARIOS = [scenario_names, scenario_attrs, scenario_users, scenario_mmap]
+def _conformance(sc):
+    def run(L):
+        sc(conformance_scenarios.Conf(L))
+    run.__name__ = sc.__name__
+    return run
+
+
+SCENARIOS = [scenario_names, scenario_attrs, scenario_users, scenario_mmap] + [_conformance(s) for s in conformance_scenarios.SCENARIOS]
 
 
 def main():
@@ -298,7 +283,11 @@ def main():
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
     with mounted(binary, *opts) as m, tempfile.TemporaryDirectory(dir=shm) as t:
         os.chmod(t, 0o755)
+        only = os.environ.get("POSIX_TEST_ONLY")  # a scenario name, to run one while debugging
+        total = 0
         for sc in SCENARIOS:
+            if only and sc.__name__ != only:
+                continue
             logs = []
             for base in (m, t):
                 root = os.path.join(base, sc.__name__)
@@ -313,6 +302,8 @@ def main():
                 b = tl[i] if i < len(tl) else None
                 check(a == b, "%s: fuse %r, tmpfs %r" % (sc.__name__, a, b))
             print("%s: %d calls compared" % (sc.__name__, len(tl)))
+            total += len(tl)
+        print("%d calls compared in all" % total)
     finish("fuse_posix")
 
 

@@ -119,6 +119,9 @@ class fuse_bridge {
       : opts_(std::move(opts)), prefix_(std::move(prefix)), proc_("fuse bridge", {}, ns) {
     while (prefix_.size() > 1 && prefix_.back() == '/') prefix_.pop_back();
     proc_.set_max_fds(std::numeric_limits<std::size_t>::max());  // capped by the fd table's size
+    // The kernel applies PATH_MAX to a program's path relative to its cwd; the bridge names the file by
+    // its whole path from the server's root, which may be longer.
+    proc_.set_max_path(io_wire_path_max);
     node root;
     root.id = FUSE_ROOT_ID;
     root.nlookup = 1;
@@ -460,6 +463,10 @@ class fuse_bridge {
         auto r = fd >= 0 ? pr.ftruncate(fd, attr->st_size) : pr.truncate(p, attr->st_size);
         if (!r.ok()) return reply_status(req, r);
       }
+      // truncate(2) by path arrives as SIZE with MTIME_NOW: the server's truncate already marks mtime and
+      // ctime when the size changes, and a truncate to the same size changes no time (as tmpfs).
+      if ((to_set & FUSE_SET_ATTR_SIZE) && (to_set & FUSE_SET_ATTR_MTIME_NOW) && !(to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)))
+        to_set &= ~(FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW);
       if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW)) {
         struct ::timespec t[2] = {{0, UTIME_OMIT}, {0, UTIME_OMIT}};
         if (to_set & FUSE_SET_ATTR_ATIME_NOW) t[0] = {0, UTIME_NOW};
@@ -561,7 +568,10 @@ class fuse_bridge {
 
   int open_flags(int flags) const noexcept {
     // The kernel computes append offsets itself (writes arrive with their offset); creation flags were
-    // handled by lookup/create.
+    // handled by lookup/create. Linux's access mode 3 (O_ACCMODE: "ioctl only") needs permission to
+    // read and write and gives a descriptor that can do neither (the kernel refuses its reads and
+    // writes itself): the server is asked for O_RDWR, which checks exactly that permission.
+    if ((flags & O_ACCMODE) == O_ACCMODE) flags = (flags & ~O_ACCMODE) | O_RDWR;
     return flags & (O_ACCMODE | O_TRUNC | O_DIRECTORY | O_NOFOLLOW);
   }
   void opened(fuse_ino_t ino, int fd, fuse_file_info* fi, bool dir) {

@@ -207,7 +207,7 @@ class iofunc_attr {
     from = std::max(from, size());
     if (from < to) std::memset(data() + from, 0, static_cast<std::size_t>(to - from));
   }
-  /// Effects: size = len. Shrinking punches the extent from len (the pages leave every mapping; a
+  /// Effects: size = len (mtime and ctime = now if it changes). Shrinking punches the extent from len (the pages leave every mapping; a
   /// later touch at or past the end gets SIGBUS); growing moves the file first if len > capacity() and
   /// reads as zeros (the rest of the old last page too). Requires: the caller holds the range lock
   /// exclusively over [min(size, len), to_end), and over the whole file when len > capacity().
@@ -226,7 +226,7 @@ class iofunc_attr {
       exclusive_guard<meta_mutex> g(meta_);
       zero_tail_locked(size_.load(std::memory_order_relaxed), len);
       size_.store(len, std::memory_order_release);  // (2)
-      stamp_locked(false, true);
+      if (len != old) stamp_locked(false, true);  // POSIX: mtime and ctime change if the size does
     }
     grown(old, len);
     return {};
@@ -255,6 +255,14 @@ class iofunc_attr {
     nlink_.store(static_cast<std::uint32_t>(static_cast<int>(nlink_.load(std::memory_order_relaxed)) + delta), std::memory_order_relaxed);
     stamp_locked(false, false, true);
   }
+  /// Effects: a directory's st_size += delta (tmpfs's convention: dir_entry_bytes per entry, "." and
+  /// ".." included). Requires: the directory's lock held exclusively (it serialises its entries).
+  void add_dir_bytes(std::int64_t delta) {
+    exclusive_guard<meta_mutex> g(meta_);
+    size_.store(static_cast<std::uint64_t>(static_cast<std::int64_t>(size_.load(std::memory_order_relaxed)) + delta), std::memory_order_relaxed);
+  }
+  /// The size a directory reports per entry (as tmpfs: BOGO_DIRENT_SIZE).
+  static constexpr std::int64_t dir_entry_bytes = 20;
   /// Effects: ctime = now (a rename makes the node's change visible this way).
   void changed() {
     exclusive_guard<meta_mutex> g(meta_);
@@ -317,7 +325,9 @@ class iofunc_attr {
     const std::uint64_t size = size_.load(std::memory_order_relaxed);
     st.st_size = static_cast<off_t>(size);
     st.st_blksize = 4096;
-    st.st_blocks = static_cast<blkcnt_t>((size + 511) / 512);
+    // Blocks of 512 bytes in whole pages, as tmpfs counts them; a short symlink target is kept inline.
+    const bool inline_link = S_ISLNK(mode_) && size < 128;
+    st.st_blocks = inline_link ? 0 : static_cast<blkcnt_t>((size + 4095) / 4096 * 8);
     st.st_atim = atime_;
     st.st_mtim = mtime_;
     st.st_ctim = ctime_;
@@ -493,6 +503,7 @@ inline io_result iofunc_open_default(request_context& ctx, const io_open_request
   if ((q.flags & O_TRUNC) && S_ISREG(mode)) {
     range_guard g(attr->data_lock, 0, to_end, lock_mode::exclusive);
     if (auto ec = attr->set_size(0)) return io_result::fail(ec);
+    attr->touch(false, true);  // open(O_TRUNC) of an existing file marks mtime and ctime even if it was empty (Linux)
   }
   o->attr = std::move(attr);
   o->flags = q.flags;

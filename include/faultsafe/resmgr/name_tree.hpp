@@ -117,6 +117,7 @@ class name_tree {
   name_tree(attr_options file_opts, mode_t root_mode, std::uint32_t uid, std::uint32_t gid) : file_opts_(std::move(file_opts)) {
     root_ = make_node(S_IFDIR | (root_mode & 07777), uid, gid);
     root_->attr->add_links(1);  // "." and the root's own name (its ".." is itself)
+    root_->attr->add_dir_bytes(2 * iofunc_attr::dir_entry_bytes);
     root_->dir->parent = root_;
     root_->dir->parent_ino.store(root_->attr->ino(), std::memory_order_relaxed);
   }
@@ -404,6 +405,7 @@ class name_tree {
     node_ptr n = make_node(mode, c.uid, gid);
     if (dev != 0) n->attr->set_rdev(dev);
     if (n->dir) {
+      n->attr->add_dir_bytes(2 * iofunc_attr::dir_entry_bytes);  // "." and ".."
       n->attr->add_links(1);  // "."
       n->dir->parent = parent.self;
       n->dir->parent_ino.store(parent.attr->ino(), std::memory_order_relaxed);
@@ -417,6 +419,7 @@ class name_tree {
     const std::uint64_t pos = d.next_pos++;
     d.names.emplace(name, dir_state::entry{n, pos});
     d.order.emplace(pos, name);
+    parent.attr->add_dir_bytes(iofunc_attr::dir_entry_bytes);
     if (n->dir) parent.attr->add_links(1);  // the child's ".."
     parent.attr->touch(false, true);
   }
@@ -427,6 +430,7 @@ class name_tree {
     if (it->second.n->dir) parent.attr->add_links(-1);
     d.order.erase(it->second.pos);
     d.names.erase(it);
+    parent.attr->add_dir_bytes(-iofunc_attr::dir_entry_bytes);
     parent.attr->touch(false, true);
   }
   static node_ptr lookup_locked(const node& parent, std::string_view name) {

@@ -179,16 +179,21 @@ class process {
   /// At most `n` fds open at once (default 1024, like RLIMIT_NOFILE); open() beyond fails with EMFILE.
   void set_max_fds(std::size_t n) noexcept { max_fds_.store(n, std::memory_order_relaxed); }
 
+  /// Paths longer than `n` bytes fail with ENAMETOOLONG (default io_path_max, PATH_MAX; at most
+  /// io_wire_path_max, what a server accepts). A client that names files by their full path below a
+  /// deep working directory of its own callers (the FUSE bridge) raises it.
+  void set_max_path(std::size_t n) noexcept { max_path_.store(std::min(n, io_wire_path_max), std::memory_order_relaxed); }
+
   /// Every send from this process gives up after `t` (0 = wait for ever, the default).
   void set_io_timeout(std::chrono::nanoseconds t) noexcept { timeout_ns_.store(t.count(), std::memory_order_relaxed); }
 
   // ---- files ----------------------------------------------------------------------------------------
 
   /// open(2): resolves `path` in the namespace (ENOENT if no server owns it) and asks the server.
-  /// Returns the lowest free fd. Errors: ENOENT, EACCES, EEXIST, EINVAL, ENAMETOOLONG (> 4096), EMFILE
+  /// Returns the lowest free fd. Errors: ENOENT, EACCES, EEXIST, EINVAL, ENAMETOOLONG (past set_max_path()), EMFILE
   /// (set_max_fds() fds open), and what the server replies (EMFILE: its per-client limit).
   [[nodiscard]] result<int> open(std::string_view path, int flags, mode_t mode = 0) {
-    if (path.size() > 4096) return std::make_error_code(std::errc::filename_too_long);
+    if (path.size() > max_path()) return std::make_error_code(std::errc::filename_too_long);
     if (lowest_free_fd() >= fd_limit()) return std::make_error_code(std::errc::too_many_files_open);
     std::error_code ec;
     auto res = ns_->resolve(path, ec);
@@ -280,7 +285,7 @@ class process {
 
   // ---- the rest of the POSIX file surface ----------------------------------------------------------
   // Each call is one message (resmgr/messages.hpp). Path calls resolve `path` in the namespace (ENOENT
-  // if no server owns it, ENAMETOOLONG past 4096 bytes); calls naming two paths need both on one server
+  // if no server owns it, ENAMETOOLONG past set_max_path(), 4096 bytes by default); calls naming two paths need both on one server
   // (EXDEV otherwise). What the server answers (ENOENT, EACCES, ENOTDIR, ...) comes back as the error.
 
   /// stat(2) / lstat(2) by path (fstat's message, addressed by path).
@@ -539,7 +544,7 @@ class process {
   send_result send_path(std::string_view path, typename M::request q, std::uint32_t bits = 0,
                         second_path kind = second_path::none, std::string_view second = {}, send_buffers b = {}) {
     const auto fail = [](std::errc e) { return send_result{0, std::make_error_code(e), 0}; };
-    if (path.size() > 4096 || second.size() > 4096) return fail(std::errc::filename_too_long);
+    if (path.size() > max_path() || second.size() > max_path()) return fail(std::errc::filename_too_long);
     std::error_code ec;
     auto res = ns_->resolve(path, ec);
     if (!res) return send_result{0, ec, 0};
@@ -580,6 +585,7 @@ class process {
     return q;
   }
 
+  std::size_t max_path() const noexcept { return max_path_.load(std::memory_order_relaxed); }
   std::size_t fd_limit() const noexcept {
     return std::min<std::size_t>({max_fds_.load(std::memory_order_relaxed), decltype(fds_)::max_slots,
                                   static_cast<std::size_t>(std::numeric_limits<int>::max())});
@@ -647,6 +653,7 @@ class process {
   std::uint64_t pid_;
   std::atomic<std::int64_t> timeout_ns_{0};
   std::atomic<std::size_t> max_fds_{1024};
+  std::atomic<std::size_t> max_path_{io_path_max};
   mutable ranked_mutex<rank::leaf> mu_{"process fds"};  // leaf: open()/close() changing fds_ (lookups take no lock), paths_
   detail::pinned_table<fd_entry> fds_;
   std::vector<std::string> paths_ FAULTSAFE_GUARDED_BY(mu_);  // the path of each fd (reports only; not copied on I/O)

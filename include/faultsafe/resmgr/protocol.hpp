@@ -67,6 +67,13 @@ inline constexpr std::uint32_t io_msg_max = static_cast<std::uint32_t>(io_msg::a
 inline constexpr std::uint32_t io_msg_by_path = 1u << 8;
 inline constexpr std::uint32_t io_msg_nofollow = 1u << 9;
 inline constexpr std::uint32_t io_msg_type_mask = 0xff;
+/// PATH_MAX: the longest path a program may name through `process` (ENAMETOOLONG beyond it).
+inline constexpr std::size_t io_path_max = 4096;
+/// The longest path a server accepts in a message (ENAMETOOLONG beyond it): a client naming files by
+/// their full path below a deep working directory may pass PATH_MAX (the FUSE bridge: the kernel applies
+/// PATH_MAX to a program's path relative to its cwd, not to the path from the mount's root). It bounds
+/// the server's buffer; each component stays within NAME_MAX and symlink targets within PATH_MAX.
+inline constexpr std::size_t io_wire_path_max = 16 * io_path_max;
 
 /// Most supplementary groups a request carries (a caller in more is checked with the first ones only).
 inline constexpr std::size_t client_max_groups = 16;

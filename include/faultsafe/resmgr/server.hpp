@@ -305,10 +305,10 @@ class server {
   }
 
   // The payload's path (and, for two_paths, the second path after a NUL). EINVAL for a NUL in a path
-  // (or a missing second path), ENAMETOOLONG past PATH_MAX per path.
+  // (or a missing second path), ENAMETOOLONG past io_wire_path_max per path.
   static io_result read_paths(channel::receiver& r, bool two_paths, std::string& buf, std::string_view& path,
                               std::string_view& second) {
-    constexpr std::size_t path_max = 4096;
+    constexpr std::size_t path_max = io_wire_path_max;
     const std::size_t n = r.payload_len();
     if (n > (two_paths ? 2 * path_max + 1 : path_max)) return io_result::fail(ENAMETOOLONG);
     try {
