@@ -59,16 +59,6 @@ void record(const std::string& name, double ns) {
 
 std::atomic<std::uint64_t> g_reports{0};
 
-io_result seed_read(request_context& ctx, ocb_base& base, const io_rw_request& q) {
-  auto& o = static_cast<iofunc_ocb&>(base);
-  iofunc_attr& a = *o.attr;
-  range_guard whole_file(a.data_lock, 0, to_end, lock_mode::exclusive);
-  const std::uint64_t off = static_cast<std::uint64_t>(q.offset);
-  const std::uint64_t n = std::min<std::uint64_t>({q.nbytes, a.size() - std::min(off, a.size()), ctx.rcv.reply_data_len()});
-  if (auto ec = ctx.rcv.write_reply_data(0, a.data() + off, n)) return io_result::fail(ec);
-  return io_result::ok(static_cast<std::int64_t>(n));
-}
-
 // One server + one file + Bob, per configuration.
 struct world {
   world(bool seed, bool direct, channel_options co = {})
@@ -87,7 +77,7 @@ struct world {
   ~world() { srv.stop(); }
   io_funcs funcs(bool seed, bool direct) {
     io_funcs f = direct ? iofunc_direct_defaults() : iofunc_defaults();
-    if (seed) f.read = seed_read;
+    if (seed) f.read = iofunc_read_exclusive;
     f.open = [this](request_context& ctx, const io_open_request& q, std::string_view, std::shared_ptr<ocb_base>& out) {
       return iofunc_open_default(ctx, q, attr, out);
     };

@@ -163,24 +163,6 @@ TEST_CASE("mmap of a remote server's file is served by the server's pager, in bo
   }
 }
 
-namespace {
-
-// The seed's read handler: the whole file's range exclusively while copying into the client's buffer.
-io_result exclusive_read(request_context& ctx, ocb_base& base, const io_rw_request& q) {
-  auto& o = static_cast<iofunc_ocb&>(base);
-  iofunc_attr& a = *o.attr;
-  range_guard whole_file(a.data_lock, 0, to_end, lock_mode::exclusive);
-  const std::uint64_t off = q.use_offset ? static_cast<std::uint64_t>(q.offset) : static_cast<std::uint64_t>(o.offset.load());
-  const std::uint64_t size = a.size();
-  const std::uint64_t n = off >= size ? 0 : std::min<std::uint64_t>({q.nbytes, size - off, ctx.rcv.reply_data_len()});
-  if (n > 0)
-    if (auto ec = ctx.rcv.write_reply_data(0, a.data() + off, n)) return io_result::fail(ec);
-  if (!q.use_offset) o.offset.store(static_cast<std::int64_t>(off + n));
-  return io_result::ok(static_cast<std::int64_t>(n));
-}
-
-}  // namespace
-
 TEST_CASE("Brian across processes through the real read path: the seed's exclusive read handler, both userfaultfd modes") {
   vmtest::require_userfaultfd();
   for (const bool kernel_faults : {false, true}) {
@@ -200,7 +182,7 @@ TEST_CASE("Brian across processes through the real read path: the seed's exclusi
       try {
         path_namespace ns;
         io_funcs f = iofunc_defaults();
-        f.read = exclusive_read;
+        f.read = iofunc_read_exclusive;  // the seed's naive read handler
         auto attr = std::make_shared<iofunc_attr>(0666, 0, 0, attr_options{.max_size = 16 << 20, .name = "brian"});
         f.open = [&](request_context& ctx, const io_open_request& q, std::string_view, std::shared_ptr<ocb_base>& out) {
           return iofunc_open_default(ctx, q, attr, out);

@@ -113,22 +113,6 @@ struct reports {
   }
 };
 
-// The seed's read handler: "the resmgr library locks the structure of the file": one exclusive lock
-// over the whole file while copying into the client's buffer.
-io_result seed_read(request_context& ctx, ocb_base& base, const io_rw_request& q) {
-  auto& o = static_cast<iofunc_ocb&>(base);
-  if (!o.readable) return io_result::fail(EBADF);
-  iofunc_attr& a = *o.attr;
-  range_guard whole_file(a.data_lock, 0, to_end, lock_mode::exclusive);
-  const std::uint64_t off = q.use_offset ? static_cast<std::uint64_t>(q.offset) : static_cast<std::uint64_t>(o.offset.load());
-  const std::uint64_t size = a.size();
-  const std::uint64_t n = off >= size ? 0 : std::min<std::uint64_t>({q.nbytes, size - off, ctx.rcv.reply_data_len()});
-  if (n > 0)
-    if (auto ec = ctx.rcv.write_reply_data(0, a.data() + off, n)) return io_result::fail(ec);
-  if (!q.use_offset) o.offset.store(static_cast<std::int64_t>(off + n));
-  return io_result::ok(static_cast<std::int64_t>(n));
-}
-
 // A one-file resource manager at /brian: its read handler is the seed's or ramfs's (direct copy).
 class brian_fs {
  public:
@@ -144,7 +128,7 @@ class brian_fs {
  private:
   io_funcs funcs(bool seed, bool direct) {
     io_funcs f = direct ? iofunc_direct_defaults() : iofunc_defaults();
-    if (seed) f.read = seed_read;
+    if (seed) f.read = iofunc_read_exclusive;  // the seed's read handler: the whole file exclusively
     f.open = [this](request_context& ctx, const io_open_request& q, std::string_view path, std::shared_ptr<ocb_base>& out) {
       if (path != "file") return io_result::fail(ENOENT);
       return iofunc_open_default(ctx, q, attr_, out);

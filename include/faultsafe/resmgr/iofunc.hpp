@@ -3,7 +3,8 @@
 // Defines `attr_options`, `iofunc_attr` (one file: mode, owner, size, times, its data store, the data
 // range lock and the short meta lock), `iofunc_ocb` (one open: attr, offset, flags, access),
 // `iofunc_check_access()`, and the default handlers iofunc_open_default / read / write / lseek / fstat /
-// ftruncate / mmap / page_in (the pager's page-in, resmgr/process_memory.hpp), which a server plugs into its io_funcs (resmgr/ramfs.hpp does).
+// ftruncate / mmap / page_in (the pager's page-in, resmgr/process_memory.hpp), which a server plugs into its io_funcs (resmgr/ramfs.hpp does),
+// and iofunc_read_exclusive, the seed's naive read handler (the whole file exclusively during the copy).
 //
 // Data store (resmgr/file_store.hpp): a file's bytes live in one contiguous extent of its store's
 // arena memfd, at iofunc_attr::store_offset() (attr_options::store; by default one store per OS process,
@@ -525,9 +526,9 @@ inline std::error_code rw_offset(const iofunc_ocb& o, const io_rw_request& q, st
 }
 }  // namespace detail
 
-/// Default read: copies min(n, size - off) bytes from the store straight into the client's buffer
-/// under a shared range lock over exactly those bytes. Returns the byte count (0 at/after the end).
-inline io_result iofunc_read_default(request_context& ctx, ocb_base& base, const io_rw_request& q) {
+namespace detail {
+// The read handlers: iofunc_read_default (whole_file false) and iofunc_read_exclusive (true).
+inline io_result read_impl(request_context& ctx, ocb_base& base, const io_rw_request& q, bool whole_file) {
   iofunc_ocb* const op = iofunc_ocb_cast(base);
   if (op == nullptr) return detail::not_iofunc_ocb();
   iofunc_ocb& o = *op;
@@ -539,7 +540,7 @@ inline io_result iofunc_read_default(request_context& ctx, ocb_base& base, const
   std::uint64_t size = a.size();
   if (want == 0 || off >= size) return io_result::ok(0);
   std::uint64_t n = std::min(want, size - off);
-  range_guard g(a.data_lock, off, n, lock_mode::shared);
+  range_guard g(a.data_lock, whole_file ? 0 : off, whole_file ? to_end : n, whole_file ? lock_mode::exclusive : lock_mode::shared);
   size = a.size();  // a truncate may have completed before we got the range
   n = off >= size ? 0 : std::min(n, size - off);
   (void)FAULTSAFE_INJECT(range_hold_stall);  // fault injection: stall holding the range (detail/fault_injection.hpp)
@@ -550,6 +551,26 @@ inline io_result iofunc_read_default(request_context& ctx, ocb_base& base, const
   a.touch(true, false);
   if (!q.use_offset) o.offset.store(static_cast<std::int64_t>(off + n), std::memory_order_relaxed);
   return io_result::ok(static_cast<std::int64_t>(n));
+}
+}  // namespace detail
+
+/// Default read: copies min(n, size - off) bytes from the store straight into the client's buffer
+/// under a shared range lock over exactly those bytes. Returns the byte count (0 at/after the end).
+inline io_result iofunc_read_default(request_context& ctx, ocb_base& base, const io_rw_request& q) {
+  return detail::read_impl(ctx, base, q, false);
+}
+
+/// The seed's naive read handler ("the resmgr library locks the structure of the file"): as
+/// iofunc_read_default, but it holds the WHOLE file's range exclusively while it copies into the
+/// client's buffer. A client buffer that maps this same file makes the copy fault on a page whose
+/// page-in needs that range: Brian's lock-up, which only the fault-reentrancy guard
+/// (attr_options::page_in_self_conflict) or the wait-for graph ends; direct copy
+/// (resmgr/direct_copy.hpp) is not used by it. For demonstrations and tests of those cures
+/// (examples/brian, tests/remote_mmap_test, bench/direct_copy_bench); a server uses iofunc_read_default
+/// (or iofunc_direct_defaults()). Errors and offsets: as iofunc_read_default. Lock order: the attr's
+/// range lock (rank 30) over [0, to_end) exclusively, for the copy; then the meta lock (atime).
+inline io_result iofunc_read_exclusive(request_context& ctx, ocb_base& base, const io_rw_request& q) {
+  return detail::read_impl(ctx, base, q, true);
 }
 
 namespace detail {
