@@ -3,7 +3,10 @@
 // isolation, EACCES for PROT_WRITE|MAP_SHARED on a read-only open, bad input, a mapping that outlives
 // close(), page-in past the end (SIGBUS), a stopped server (SIGBUS, no hang), anonymous memory.
 #include <doctest/doctest.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
 
+#include <faultsafe/resmgr/direct_copy.hpp>
 #include <faultsafe/resmgr/process.hpp>
 #include <faultsafe/resmgr/ramfs.hpp>
 #include <thread>
@@ -274,4 +277,61 @@ TEST_CASE("two activities that each hold a range inside the other's fault-around
     CHECK(bob.close(*fd).ok());
     srv.stop();
   }
+}
+
+TEST_CASE("a read into a buffer that turns bad part-way returns the bytes before the bad page; EFAULT only if none") {
+  // read(2) semantics: a short count of the bytes copied. The ordinary path (the destination is not a
+  // mapping of the file) and the direct-copy path (it is: resmgr/direct_copy.hpp), read/pread/readv.
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(30, "short read");
+  reinstall_guarded_copy_handler();  // in front of doctest's per-test-case SIGSEGV handler
+  constexpr std::size_t pg = vm_page_size;
+  path_namespace ns;
+  ramfs fs({.name = "ram", .prefix = "/ram", .ns = &ns});
+  process bob("bob", {1000, 100}, &ns);
+  const int fd = make_ramfs_file(bob, "/ram/short", 8 * pg);
+  auto is_pattern = [](const std::uint8_t* p, std::size_t n, std::size_t from) {
+    for (std::size_t i = 0; i < n; ++i)
+      if (p[i] != pattern(from + i)) return false;
+    return true;
+  };
+  SUBCASE("ordinary path: anonymous memory whose second page is PROT_NONE") {
+    void* raw = ::mmap(nullptr, 2 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(raw != MAP_FAILED);
+    auto* base = static_cast<std::uint8_t*>(raw);
+    REQUIRE(::mprotect(base + pg, pg, PROT_NONE) == 0);
+    std::uint8_t* dst = base + pg - 100;  // 100 good bytes, then the bad page
+    CHECK(bob.pread(fd, dst, 300, 10).value_or(0) == 100u);
+    CHECK(is_pattern(dst, 100, 10));
+    REQUIRE(bob.lseek(fd, 5, SEEK_SET).value_or(-1) == 5);
+    CHECK(bob.read(fd, dst, 300).value_or(0) == 100u);
+    CHECK(is_pattern(dst, 100, 5));
+    CHECK(bob.lseek(fd, 0, SEEK_CUR).value_or(-1) == 105);  // the offset moved by the bytes read
+    auto none = bob.pread(fd, base + pg, 10, 0);
+    REQUIRE(!none.ok());
+    CHECK(none.error() == std::errc::bad_address);
+    std::vector<std::uint8_t> first(50);
+    const struct ::iovec iov[2] = {{first.data(), first.size()}, {dst, 300}};
+    CHECK(bob.preadv(fd, iov, 2, 0).value_or(0) == 150u);
+    CHECK(is_pattern(first.data(), 50, 0));
+    CHECK(is_pattern(dst, 100, 50));
+    CHECK(::munmap(raw, 2 * pg) == 0);
+  }
+  SUBCASE("direct-copy path: a MAP_SHARED mapping of the same file whose second page is PROT_NONE") {
+    auto m = bob.mmap(nullptr, 2 * pg, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    REQUIRE(m.ok());
+    auto* base = static_cast<std::uint8_t*>(*m);
+    REQUIRE(bob.mprotect(base + pg, pg, PROT_NONE).ok());
+    const std::uint64_t reads_before = direct_copy_stats().reads;
+    CHECK(bob.pread(fd, base, 2 * pg, 4 * pg).value_or(0) == pg);  // file page 4 into file page 0
+    CHECK(is_pattern(base, pg, 4 * pg));
+    CHECK(bob.pread(fd, base + pg - 100, 300, 5 * pg).value_or(0) == 100u);
+    CHECK(is_pattern(base + pg - 100, 100, 5 * pg));
+    auto none = bob.pread(fd, base + pg, 10, 0);
+    REQUIRE(!none.ok());
+    CHECK(none.error() == std::errc::bad_address);
+    CHECK(direct_copy_stats().reads >= reads_before + 2);  // the first two: the direct path
+    CHECK(bob.munmap(*m, 2 * pg).ok());
+  }
+  CHECK(bob.close(fd).ok());
 }

@@ -5,7 +5,8 @@
 // can fault: the page may be served by the pager, poisoned after a failed page-in (SIGBUS), or not mapped
 // at all (SIGSEGV). guarded_memcpy() turns such a signal into EFAULT for the copy, the way the kernel's
 // copy_to_user fixups do, so one bad client cannot kill its server. guarded_copy_prefix() is the
-// copy_from_user flavour: it copies front to back and says how many bytes it copied before the fault.
+// copy_from_user / copy_to_user flavour: it copies front to back and says how many bytes it copied
+// before the fault (a read's or a write's short count).
 //
 // The handler (installed on first use; SA_SIGINFO | SA_NODEFER | SA_ONSTACK) siglongjmp()s back into
 // the copy when the faulting thread is inside a guarded copy. Any other SIGBUS/SIGSEGV is CHAINED to the
@@ -230,7 +231,9 @@ inline void unblock_fault_signals() noexcept {
   std::size_t at = 0;
   while (at < n) {
     const auto sa = reinterpret_cast<std::uintptr_t>(from + at);
-    std::size_t piece = static_cast<std::size_t>(page - (sa & (page - 1)));  // to the end of a source page
+    const auto da = reinterpret_cast<std::uintptr_t>(d + at);
+    // To the end of a source page or of a destination page, whichever comes first.
+    std::size_t piece = static_cast<std::size_t>(std::min(page - (sa & (page - 1)), page - (da & (page - 1))));
     if (piece > n - at) piece = n - at;
     std::memcpy(d + at, from + at, piece);
     at += piece;
@@ -240,14 +243,14 @@ inline void unblock_fault_signals() noexcept {
   return n;
 }
 
-/// Effects: copies n bytes from src to dst front to back, one piece per page of src, and stops at the
-/// first piece whose read raises SIGBUS or SIGSEGV (copy_from_user: the kernel's write(2) semantics).
-/// Afterwards exactly [dst, dst + returned) holds the source bytes and nothing at or past dst + returned
-/// was written (a page is readable as a whole; only a page unmapped during the copy can leave part of
-/// its piece written). Returns: the bytes copied (n unless a fault; *ec = EFAULT then, else cleared).
-/// Requires: the buffers do not overlap; dst is writable memory (a fault on dst also stops the copy,
-/// but may leave part of that piece written). Complexity: O(n), one memcpy per source page, one
-/// sigsetjmp. Throws: nothing.
+/// Effects: copies n bytes from src to dst front to back, in pieces that never cross a page of src or
+/// of dst, and stops at the first piece whose read or write raises SIGBUS or SIGSEGV (copy_from_user /
+/// copy_to_user: the kernel's write(2) and read(2) semantics, a short count at a bad page of either
+/// side). Afterwards [dst, dst + returned) holds the source bytes; nothing at or past dst + returned was
+/// written unless the fault was on dst (a page is readable and writable as a whole; only a page
+/// unmapped during the copy can leave part of its piece written). Returns: the bytes copied (n unless
+/// a fault; *ec = EFAULT then, else cleared). Requires: the buffers do not overlap. Complexity: O(n),
+/// at most two memcpy per page, one sigsetjmp. Throws: nothing.
 [[nodiscard]] inline std::size_t guarded_copy_prefix(void* dst, const void* src, std::size_t n,
                                                      std::error_code* ec = nullptr) noexcept {
   if (ec != nullptr) ec->clear();

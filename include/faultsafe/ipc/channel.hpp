@@ -823,19 +823,34 @@ class channel::receiver {
   }
 
   /// MsgWrite: copies `len` bytes from `src` into the sender's reply buffer at offset `off`. Fails with
-  /// EMSGSIZE (copying nothing) if that does not fit, ECANCELED if the sender gave up.
-  [[nodiscard]] std::error_code write_reply_data(std::size_t off, const void* src, std::size_t len) noexcept {
+  /// EMSGSIZE (copying nothing) if that does not fit, ECANCELED if the sender gave up, EFAULT if the
+  /// sender's buffer faulted. With `copied`: the copy runs front to back and *copied is the count of
+  /// bytes written before a fault (len on success, 0 for EMSGSIZE/ECANCELED), so a read handler can
+  /// reply with the short count (read(2) semantics: EFAULT only if nothing was copied); without it,
+  /// which bytes a failed copy wrote is unspecified.
+  [[nodiscard]] std::error_code write_reply_data(std::size_t off, const void* src, std::size_t len,
+                                                 std::size_t* copied = nullptr) noexcept {
     std::size_t high = reply_high_;
     if (off <= buf_.reply_data_len && len <= buf_.reply_data_len - off) high = std::max(high, off + len);
     std::error_code ec;
+    std::size_t done = 0;
     if (buf_.remote_pid != 0) {
-      ec = remote_write_reply_data(off, src, len);
+      ec = remote_write_reply_data(off, src, len, &done);
     } else {
       ec = with_reply_data([&](void* p, std::size_t cap) -> std::error_code {
         if (off > cap || len > cap - off) return std::error_code(EMSGSIZE, std::generic_category());
-        return copy(static_cast<unsigned char*>(p) + off, src, len);
+        if (copied == nullptr || !ch_->opts_.guard_copies) {
+          const std::error_code e = copy(static_cast<unsigned char*>(p) + off, src, len);
+          done = e ? 0 : len;
+          return e;
+        }
+        std::error_code e;
+        done = detail::guarded_copy_prefix(static_cast<unsigned char*>(p) + off, src, len, &e);
+        return e;
       });
+      if (ec == std::errc::operation_canceled) done = 0;
     }
+    if (copied != nullptr) *copied = done;
     reply_high_ = high;  // with_reply_data() assumed all of it
     return ec;
   }
@@ -939,7 +954,10 @@ class channel::receiver {
   // process_vm_readv (payload, or with to_payload false the reply buffer) / process_vm_writev of `n`
   // bytes at offset `off` of the remote buffer. Any failure (a bad address, the process gone: ESRCH,
   // not allowed: EPERM) or a short transfer is EFAULT for this message.
-  std::error_code remote_copy(bool write, std::size_t off, void* local, std::size_t n, bool to_payload = false) noexcept {
+  // *copied (if given): the bytes transferred front to back before a failure.
+  std::error_code remote_copy(bool write, std::size_t off, void* local, std::size_t n, bool to_payload = false,
+                              std::size_t* copied = nullptr) noexcept {
+    if (copied != nullptr) *copied = 0;
     if (n == 0) return {};
     const auto base = reinterpret_cast<std::uintptr_t>(to_payload ? buf_.payload : static_cast<const void*>(buf_.reply_data));
     struct ::iovec l{local, n};
@@ -956,6 +974,7 @@ class channel::receiver {
         continue;  // made present by the process's pager: retry
       if (k <= 0) return std::error_code(EFAULT, std::generic_category());
       done += static_cast<std::size_t>(k);
+      if (copied != nullptr) *copied = done;
     }
     return {};
   }
@@ -967,12 +986,17 @@ class channel::receiver {
     if (copied) *copied = ec ? 0 : n;
     return ec;
   }
-  std::error_code remote_write_reply_data(std::size_t off, const void* src, std::size_t len) noexcept {
+  std::error_code remote_write_reply_data(std::size_t off, const void* src, std::size_t len,
+                                         std::size_t* copied = nullptr) noexcept {
+    if (copied != nullptr) *copied = 0;
     const std::size_t cap = buf_.reply_data_len;
     if (off > cap || len > cap - off) return std::error_code(EMSGSIZE, std::generic_category());
     if (!begin_copy()) return std::error_code(ECANCELED, std::generic_category());
-    const std::error_code ec = remote_copy(true, off, const_cast<void*>(src), len);
-    if (!end_copy()) return std::error_code(ECANCELED, std::generic_category());
+    const std::error_code ec = remote_copy(true, off, const_cast<void*>(src), len, false, copied);
+    if (!end_copy()) {
+      if (copied != nullptr) *copied = 0;
+      return std::error_code(ECANCELED, std::generic_category());
+    }
     return ec;
   }
 

@@ -35,9 +35,9 @@
 //   fault would make them (UFFDIO_COPY of the file's page; EEXIST = already present) and then read.
 // Holes: a destination (source) part that the client could not write (read): a mapping without
 // PROT_WRITE (PROT_READ), a file page at or past the end of the file (the client's access would be
-// SIGBUS), or memory that is not mapped at all. A read transfers the bytes before it and fails with
-// EFAULT (as the ordinary path does when its copy faults). A write, as iofunc_write_default, writes the
-// bytes before it and returns that short count (EFAULT if there are none); the file grows only by the
+// SIGBUS), or memory that is not mapped at all. A read, as iofunc_read_default, transfers the bytes
+// before it and returns that short count (EFAULT if there are none). A write, as iofunc_write_default,
+// writes the bytes before it and returns that short count (EFAULT if there are none); the file grows only by the
 // bytes written, and a write straddling max_size writes up to it.
 // Not handled here (the functions return false and the ordinary path runs, where the fault-reentrancy
 // guard of iofunc_page_in_default resolves a self-conflict): no same-file part at all (the common
@@ -325,7 +325,8 @@ inline bool shared_overlap(const plan& pl, std::uint64_t off, std::uint64_t n) n
 
 /// Effects: if the destination of read request `q` on open `o` has parts that map the same file (in the
 /// sending process's address space), serves the whole read by the direct path (see the header) and
-/// returns true with `res` set (bytes read, or EFAULT after the bytes before a hole); otherwise does
+/// returns true with `res` set (bytes read: a short count when the destination turns bad part-way,
+/// EFAULT when its first byte is bad); otherwise does
 /// nothing and returns false (serve it the ordinary way). Throws: what ordered_range_guards throws
 /// (EDEADLK under a violation handler that throws, std::bad_alloc); nothing is held then.
 /// Thread-safety: any server thread. Lock order: see the header.
@@ -370,7 +371,7 @@ inline bool shared_overlap(const plan& pl, std::uint64_t off, std::uint64_t n) n
       std::size_t moved = 0;
       switch (pt.kind) {
         case dc::part_kind::other:
-          if (!detail::guarded_memcpy(reinterpret_cast<void*>(pt.addr), src + done, len)) moved = len;
+          moved = detail::guarded_copy_prefix(reinterpret_cast<void*>(pt.addr), src + done, len);
           dc::add(c.other_bytes, moved);
           break;
         case dc::part_kind::bad: break;
@@ -392,7 +393,9 @@ inline bool shared_overlap(const plan& pl, std::uint64_t off, std::uint64_t n) n
   if (!handled) return false;
   if (ec) err = ec;
   dc::add(dc::counters().reads, 1);
-  if (err) {
+  // A destination that turns bad part-way: the bytes before the bad part are read (a short count,
+  // read(2)); EFAULT only if nothing was copied.
+  if (err && (done == 0 || err != std::errc::bad_address)) {
     res = io_result::fail(err);
     return true;
   }

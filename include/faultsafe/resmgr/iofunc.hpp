@@ -49,7 +49,8 @@
 // Failed calls have no side effects: every handler validates everything before its first change, and a
 // call that returns an error leaves the file (existence, size, bytes, times) and the OCB's offset as
 // they were. Partial success is a short count, as on Linux: a write straddling max_size writes up to
-// it, a write whose client buffer turns bad part-way writes the bytes before the bad page.
+// it, a write whose client buffer turns bad part-way writes the bytes before the bad page, and a read
+// whose client buffer turns bad part-way reads the bytes before it (the offset advances by those).
 //
 // Own OCB types: a server that keeps these defaults but wants per-open state derives its OCB from
 // iofunc_ocb and constructs it with iofunc_open_default<MyOcb>() (a type not derived from iofunc_ocb
@@ -545,7 +546,13 @@ inline io_result read_impl(request_context& ctx, ocb_base& base, const io_rw_req
   n = off >= size ? 0 : std::min(n, size - off);
   (void)FAULTSAFE_INJECT(range_hold_stall);  // fault injection: stall holding the range (detail/fault_injection.hpp)
   if (n > 0) {
-    if (auto ec = ctx.rcv.write_reply_data(0, a.data() + off, n)) return io_result::fail(ec);
+    // A client buffer that turns bad part-way: the bytes before the bad page are read (a short count,
+    // read(2)); EFAULT only if nothing was copied.
+    std::size_t copied = 0;
+    if (auto ec = ctx.rcv.write_reply_data(0, a.data() + off, n, &copied)) {
+      if (copied == 0 || ec != std::errc::bad_address) return io_result::fail(ec);
+      n = copied;
+    }
   }
   g.unlock();
   a.touch(true, false);

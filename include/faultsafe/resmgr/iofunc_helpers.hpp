@@ -139,15 +139,20 @@ inline io_result iofunc_rw_done(iofunc_ocb& o, const io_span& s, std::uint64_t n
 
 /// A read of a file whose contents are `data[0, size)` (a computed file, a snapshot): copies the bytes
 /// of [s.offset, s.offset + s.nbytes) that lie below `size` into the client's reply buffer, advances
-/// the offset (iofunc_rw_done) and returns the count (0 at or past the end). Errors: what
-/// write_reply_data returns (EFAULT, ECANCELED). Throws: nothing.
+/// the offset (iofunc_rw_done) and returns the count (0 at or past the end; a short count when the
+/// client's buffer turns bad part-way). Errors: what write_reply_data returns (EFAULT when nothing
+/// could be copied, ECANCELED). Throws: nothing.
 inline io_result iofunc_reply_bytes(request_context& ctx, iofunc_ocb& o, const io_span& s, const void* data,
                                     std::size_t size) noexcept {
   if (s.offset >= size) return iofunc_rw_done(o, s, 0);
-  const std::uint64_t n = std::min<std::uint64_t>(s.nbytes, size - s.offset);
-  if (n > 0)
-    if (auto ec = ctx.rcv.write_reply_data(0, static_cast<const unsigned char*>(data) + s.offset, n))
-      return io_result::fail(ec);
+  std::uint64_t n = std::min<std::uint64_t>(s.nbytes, size - s.offset);
+  if (n > 0) {
+    std::size_t copied = 0;
+    if (auto ec = ctx.rcv.write_reply_data(0, static_cast<const unsigned char*>(data) + s.offset, n, &copied)) {
+      if (copied == 0 || ec != std::errc::bad_address) return io_result::fail(ec);
+      n = copied;
+    }
+  }
   return iofunc_rw_done(o, s, n);
 }
 

@@ -236,7 +236,9 @@ class process {
     return send(*e.ch, {msg_type<msg::close>(), &q, sizeof q}).error;
   }
 
-  /// read(2) at the fd's offset (advancing it). 0 at or past the end.
+  /// read(2) at the fd's offset (advancing it). 0 at or past the end. A buffer that turns bad part-way
+  /// (an unmapped or PROT_NONE page): the bytes before it, a short count, with the default handlers
+  /// (resmgr/iofunc.hpp); EFAULT only if nothing was copied. Likewise pread/readv/preadv.
   [[nodiscard]] result<std::size_t> read(int fd, void* buf, std::size_t n) { return rw(io_msg::read, fd, buf, n, 0, false); }
   /// write(2) at the fd's offset (or the end with O_APPEND), advancing it.
   [[nodiscard]] result<std::size_t> write(int fd, const void* buf, std::size_t n) {
