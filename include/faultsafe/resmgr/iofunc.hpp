@@ -20,11 +20,21 @@
 // the new size only after the copy (grow_to()), so a write that fails changes nothing. Bytes of the
 // extent at or past the size are zero except inside a range that a writer holds, and except for bytes
 // of the last page that a mapping wrote past the end: a shrink punches the extent from the new end (its
-// pages leave every mapping; a later touch past the end gets SIGBUS from the page-in) and a truncate that
+// pages leave every MAP_SHARED mapping; a later touch past the end gets SIGBUS from the page-in; for
+// MAP_PRIVATE mappings see "Shrink and MAP_PRIVATE" below) and a truncate that
 // grows the file zeroes the rest of the old last page; a write past the end leaves that page's tail as
 // it is (the writer holds only its own bytes). Every growth of the size (grow_to, set_size) calls
 // file_grown() over the new bytes, after publishing the size, with the growth's range lock held:
 // client pages that a page-in refused past the old end (SIGBUS) are served again (vm/poisoned_pages.hpp).
+//
+// Shrink and MAP_PRIVATE (differs from Linux): a private mapping's page is the client's own copy of the
+// file's bytes (the pager UFFDIO_COPYs it at the first touch), which the punch cannot reach. After a
+// shrink, a page of a MAP_PRIVATE mapping at or past the new end (in whole pages) that was touched
+// before keeps the bytes it had (the file's old bytes, or the client's writes) and stays readable and
+// writable; one never touched gets SIGBUS at its first touch (the page-in refuses it: ENXIO), as on
+// Linux. Linux unmaps even the private copies past the new end (truncate_pagecache), so every access
+// there is SIGBUS. A file that grows again serves its untouched pages with its new bytes; the kept
+// copies stay as they are (private). Code that relies on SIGBUS past the end uses MAP_SHARED.
 //
 // Locking (the README's lock hierarchy): handlers take the range lock (rank 30) only over the bytes they touch,
 // then the meta lock (rank 40) for a few instructions (size, times). Never the other

@@ -392,7 +392,9 @@ class process {
   /// mmap(2): MAP_SHARED or MAP_PRIVATE, optionally MAP_ANONYMOUS (fd ignored), MAP_FIXED (replaces this
   /// process's mappings in the range; EEXIST if other memory is there) or MAP_FIXED_NOREPLACE (EEXIST if
   /// anything is there). Errors: EINVAL, EBADF, EACCES (server), ENOTSUP/EPERM (userfaultfd refused),
-  /// and the errno of the mapping.
+  /// and the errno of the mapping. Past the end of the file: SIGBUS at the first touch, and after an
+  /// ftruncate that shrinks the file, at every touch of a MAP_SHARED page; a MAP_PRIVATE page touched
+  /// before the shrink keeps its bytes (unlike Linux; resmgr/iofunc.hpp, "Shrink and MAP_PRIVATE").
   [[nodiscard]] result<void*> mmap(void* addr, std::size_t len, int prot, int flags, int fd, off_t off);
   /// munmap(2) of any page range (parts of mappings, several mappings, holes).
   [[nodiscard]] result<void> munmap(void* addr, std::size_t len);
