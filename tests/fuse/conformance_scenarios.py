@@ -252,8 +252,7 @@ def sc_chown(C):
             os.chmod(p, 0o755)
             C.timed("%s chown ctime" % t, lambda: os.chown(p, 65534, 65533), [("w/n0", False)])
             C.timed("%s owner chown ctime" % t, lambda: os.chown(p, 65534, 65532), [("w/n0", False)], gids=[65532])
-            # chown(p, -1, -1) changes no time through FUSE (tmpfs marks ctime; POSIX leaves it open)
-            C.do("%s chown -1 -1" % t, lambda: (os.chown(p, -1, -1), ids(p)))
+            C.timed("%s chown -1 -1 ctime" % t, lambda: (os.chown(p, -1, -1), ids(p)), [("w/n0", False)])
             os.chown(p, 0, 0)
             C.timed("%s chown EPERM uid" % t, lambda: os.chown(p, NOBODY, -1), [("w/n0", False)], uid=NOBODY)
             C.timed("%s chown EPERM gid" % t, lambda: os.chown(p, -1, NOBODY), [("w/n0", False)], gids=[NOBODY])
@@ -502,6 +501,19 @@ def sc_rename(C):
                                              os.lstat(C.p("w/a")).st_nlink, os.lstat(C.p("w/e")).st_nlink))
     C.timed("rename dir across parents", lambda: os.rename(C.p("w/e/b"), C.p("w/a/b")),
             [("w/e", False), ("w/a", False), ("w/e/b", False)])
+    C.do("rename dir updates ..", lambda: (os.makedirs(C.p("w/sp/src")), os.mkdir(C.p("w/dp")),
+                                           os.lstat(C.p("w/sp/src/..")).st_ino == os.lstat(C.p("w/sp")).st_ino,
+                                           os.rename(C.p("w/sp/src"), C.p("w/dp/dst")), os.lstat(C.p("w/sp")).st_nlink,
+                                           os.lstat(C.p("w/dp")).st_nlink,
+                                           os.lstat(C.p("w/dp/dst/..")).st_ino == os.lstat(C.p("w/dp")).st_ino))
+    for t in ("regular", "fifo", "socket", "symlink"):
+        make(C.p("w/src"), t)
+        make(C.p("w/dst"), t)
+        os.link(C.p("w/dst"), C.p("w/dstlnk"))
+        C.timed("%s rename onto multiply linked" % t, lambda: (os.rename(C.p("w/src"), C.p("w/dst")), os.lstat(C.p("w/dstlnk")).st_nlink),
+                [("w/dstlnk", False)])
+        rm(C.p("w/dst"))
+        rm(C.p("w/dstlnk"))
     # sticky source and destination directories; a directory moved needs write access to itself
     for sticky in ("w/s", "w/t"):
         os.mkdir(C.p(sticky), 0o755)

@@ -440,6 +440,15 @@ class fuse_bridge {
       const int fd = fi ? static_cast<int>(fi->fh) : (named ? -1 : b.any_fd(ino));
       if (!named && fd < 0) return (void)fuse_reply_err(req, ENOENT);
       process& pr = b.proc_;
+      constexpr int handled = FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME |
+                              FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW;
+      if ((to_set & handled) == 0) {
+        // A change of ctime alone: chown(path, -1, -1) (the kernel sends no owner): the server's
+        // chown(-1, -1) marks ctime, as Linux does.
+        auto r = fd >= 0 ? pr.fchown(fd, static_cast<uid_t>(-1), static_cast<gid_t>(-1))
+                         : pr.lchown(p, static_cast<uid_t>(-1), static_cast<gid_t>(-1));
+        if (!r.ok()) return reply_status(req, r);
+      }
       if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
         const uid_t u = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
         const gid_t g = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
