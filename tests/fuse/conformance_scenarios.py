@@ -297,6 +297,22 @@ def sc_link(C):
     C.do("link 256", lambda: os.link(C.p("w/d/f"), C.p("w/" + "l" * 256)))
     C.do("link from 256", lambda: os.link(C.p("w/" + "l" * 256), C.p("w/x")))
     C.user("link no search", lambda: (os.link(C.p("w/d/f"), C.p("w/d/g"))), uid=NOBODY)
+    # a node named in a directory the caller may not search and in one it may: reached by the latter
+    os.makedirs(C.p("w/hidden"), 0o700)
+    os.makedirs(C.p("w/open"), 0o777)
+    for t in ("regular", "symlink", "fifo"):
+        make(C.p("w/hidden/x"), t)
+        os.lchown(C.p("w/hidden/x"), NOBODY, NOBODY)
+        os.link(C.p("w/hidden/x"), C.p("w/open/y"))
+        os.lstat(C.p("w/hidden/x"))
+        y = C.p("w/open/y")
+        C.user("%s via accessible name" % t, lambda: (ids(y), os.readlink(y) if t == "symlink" else None,
+                                                     os.lchown(y, -1, NOBODY), os.utime(y, ns=(5, 5), follow_symlinks=t != "symlink"),
+                                                     (os.chmod(y, 0o640), os.truncate(y, 3), _fd_call(y, os.O_RDWR, 0, os.fstat).st_size)
+                                                     if t == "regular" else None), gids=[NOBODY])
+        C.user("%s link from accessible name" % t, lambda: (os.link(y, C.p("w/open/z")), os.lstat(C.p("w/open/z")).st_nlink), gids=[NOBODY])
+        for x in ("w/hidden/x", "w/open/y", "w/open/z"):
+            rm(C.p(x))
 
 
 def sc_create(C):

@@ -14,8 +14,8 @@
 // max_opens_per_client should be 0); the FUSE file handle is the bridge process's fd.
 // Inodes: FUSE node ids are the bridge's (a counter, never reused; root 1), one per server inode
 // (st_ino), each with the names (parent node, name) it was looked up under and its lookup count; a
-// node is dropped when the kernel forgets it. A node's server path is built from its first name's
-// parents; an unlinked node that is still open is served through one of its open handles.
+// node is dropped when the kernel forgets it. A node's server path is built from the name it was last
+// looked up under (the one the caller used) and that name's parents; an unlinked node that is still open is served through one of its open handles.
 // readdir/readdirplus positions are the server's (name_tree's positions stay valid across unlinks).
 //
 // Permissions: mounted with default_permissions: the kernel checks access with the caller's full
@@ -337,9 +337,15 @@ class fuse_bridge {
     ++n.nlookup;
     const std::pair<fuse_ino_t, std::string> key{parent, std::string(name)};
     if (auto d = dentries_.find(key); d != dentries_.end() && d->second != id) drop_name_locked(key);
+    // The name looked up last goes first: path_of() names the node by it. The kernel looks a name up
+    // (entry timeout 0) right before each operation on it, so a node with several names (hard links) is
+    // reached through the name the caller used, whose directories the kernel has just let it search,
+    // not through another name whose directories the caller may not search (EACCES).
     if (!dentries_.count(key)) {
       dentries_.emplace(key, id);
-      n.names.push_back(key);
+      n.names.insert(n.names.begin(), key);
+    } else if (auto it = std::find(n.names.begin(), n.names.end(), key); it != n.names.end()) {
+      std::rotate(n.names.begin(), it, it + 1);
     }
     e.ino = id;
   }
