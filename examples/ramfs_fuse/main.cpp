@@ -15,6 +15,7 @@
 
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -53,6 +54,9 @@ int main(int argc, char** argv) {
   ro.pool = {1, threads};
   ro.max_opens_per_client = 0;  // the bridge is one client holding every program's opens
   ro.dir_mode = 01777;          // the root as a fresh tmpfs: everyone may create, sticky
+  // Files up to 16 GiB, sparse like tmpfs's (programs and test suites write past 2 GiB); a file that
+  // grows past 1 MiB takes a 16 GiB extent of the store's sparse memfd and of the server's address space.
+  ro.file.max_size = std::uint64_t{16} << 30;
   faultsafe::ramfs fs(ro);
 
   faultsafe::fuse_bridge_options bo;

@@ -664,6 +664,10 @@ def sc_truncate(C):
     C.timed("read", lambda: _fd_call(p, os.O_RDONLY, 0, lambda fd: os.read(fd, 3)), [("w/f", False)])
     C.do("blocks", lambda: (os.truncate(p, 0), os.lstat(p).st_blocks, _fd_call(p, os.O_WRONLY, 0, lambda fd: os.write(fd, b"x" * 10000)),
                             os.lstat(p).st_blocks))
+    C.do("pwrite past 2 GiB", lambda: (_fd_call(C.p("w/big"), os.O_CREAT | os.O_WRONLY, 0o755, lambda fd: os.pwrite(fd, b"a", (2 << 30) + 1)),
+                                        os.lstat(C.p("w/big")).st_size,
+                                        _fd_call(C.p("w/big"), os.O_RDONLY, 0, lambda fd: os.pread(fd, 1, (2 << 30) + 1)),
+                                        os.unlink(C.p("w/big"))))
     C.do("posix_fallocate", lambda: _fd_call(p, os.O_RDWR, 0, lambda fd: (os.posix_fallocate(fd, 0, 100000), os.fstat(fd).st_size,
                                                                               os.fstat(fd).st_blocks)))
     C.do("posix_fallocate O_RDONLY", lambda: _fd_call(p, os.O_RDONLY, 0, lambda fd: os.posix_fallocate(fd, 0, 200000)))
