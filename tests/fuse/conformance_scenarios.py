@@ -755,13 +755,14 @@ def _deep(base):
             cur = d if not cur else cur + "/" + d
             os.mkdir(cur)
         out = []
+        other = rel[:-1] + ("b" if rel[-1] != "b" else "c")
         for path in (rel, rel + "y"):
-            try:
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
-                out.append((len(path), os.lstat(path).st_size))
-                os.unlink(path)
-            except OSError as e:
-                out.append((len(path), errno.errorcode[e.errno]))
+            out.append((len(path), outcome(lambda: (
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)), os.lstat(path).st_size,
+                os.chmod(path, 0o600), os.chown(path, 1, 2), os.truncate(path, 5), os.utime(path, ns=(1, 2)), ids(path),
+                os.link(path, other), os.unlink(other), os.rename(path, other), os.rename(other, path), os.unlink(path),
+                os.mkdir(path), os.rmdir(path), os.mkfifo(path), os.unlink(path), os.mknod(path, stat.S_IFCHR | 0o600, 5),
+                os.unlink(path), os.symlink(rel, path), len(os.readlink(path)), os.unlink(path)))))
         for i in range(len(dirs), 0, -1):
             os.rmdir("/".join(dirs[:i]))
         return out
