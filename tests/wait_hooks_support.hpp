@@ -59,29 +59,20 @@ class hook_server {
   using read_fn = std::function<fs::io_result(fs::request_context&, fs::ocb_base&, const fs::io_rw_request&)>;
 
   hook_server(std::string name, std::string prefix, fs::thread_pool_options pool, read_fn rf = nullptr)
-      : fs_(options(std::move(name), std::move(prefix), pool, std::move(rf))) {}
+      : fs_(fs::ramfs_options{.name = std::move(name),
+                              .prefix = std::move(prefix),
+                              .pool = pool,
+                              .customize = [rf = std::move(rf)](fs::io_funcs& f) {
+                                if (rf) f.read = rf;
+                              },
+                              .file = {.max_size = std::uint64_t{1} << 20, .name = "wh file"},
+                              .direct_copy = false}) {}
   void add(const std::string& name) {
     if (auto ec = fs_.create(name, 0666)) throw std::system_error(ec, "create " + name);
   }
   fs::server& srv() { return fs_.srv(); }
 
  private:
-  // Member by member: GCC 12 -O2 misreports a designated-initializer temporary's shared_ptr member
-  // (attr_options::store) as maybe-uninitialized under -Werror.
-  static fs::ramfs_options options(std::string name, std::string prefix, fs::thread_pool_options pool, read_fn rf) {
-    fs::ramfs_options o;
-    o.name = std::move(name);
-    o.prefix = std::move(prefix);
-    o.pool = pool;
-    o.file.max_size = std::uint64_t{1} << 20;
-    o.file.name = "wh file";
-    o.direct_copy = false;
-    o.customize = [rf = std::move(rf)](fs::io_funcs& f) {
-      if (rf) f.read = rf;
-    };
-    return o;
-  }
-
   fs::ramfs fs_;
 };
 

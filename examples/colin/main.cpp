@@ -90,7 +90,26 @@ class file_server {
   using page_in_hook = std::function<std::error_code(fs::request_context&, const fs::io_page_in_request&)>;
 
   file_server(std::string name, std::string prefix, fs::thread_pool_options pool, read_hook rh, page_in_hook ph)
-      : fs_(options(std::move(name), std::move(prefix), pool, std::move(rh), std::move(ph))) {}
+      : fs_(fs::ramfs_options{.name = std::move(name),
+                              .prefix = std::move(prefix),
+                              .pool = pool,
+                              .customize = [rh = std::move(rh), ph = std::move(ph)](fs::io_funcs& f) {
+                                if (rh)
+                                  f.read = [rh, dflt = f.read](fs::request_context& ctx, fs::ocb_base& o,
+                                                               const fs::io_rw_request& q) {
+                                    const std::shared_ptr<void> held = rh(ctx);
+                                    return dflt(ctx, o, q);
+                                  };
+                                if (ph)
+                                  f.page_in = [ph, dflt = f.page_in](fs::request_context& ctx, fs::ocb_base* o,
+                                                                    const fs::io_page_in_request& q,
+                                                                    fs::io_page_in_reply& rep) -> fs::io_result {
+                                    if (auto ec = ph(ctx, q)) return fs::io_result{0, ec};
+                                    return dflt(ctx, o, q, rep);
+                                  };
+                              },
+                              .file = {.max_size = std::uint64_t{1} << 20, .name = "colin file"},
+                              .direct_copy = false}) {}  // the server thread takes the fault on the client's buffer
   void add(const std::string& name) {
     if (auto ec = fs_.create(name, 0666)) throw std::system_error(ec, "create " + name);
   }
@@ -98,33 +117,6 @@ class file_server {
   fs::server& srv() { return fs_.srv(); }
 
  private:
-  // The options, member by member (GCC 12 -O2 misreports a designated-initializer temporary's
-  // shared_ptr member as maybe-uninitialized under -Werror).
-  static fs::ramfs_options options(std::string name, std::string prefix, fs::thread_pool_options pool,
-                                   read_hook rh, page_in_hook ph) {
-    fs::ramfs_options o;
-    o.name = std::move(name);
-    o.prefix = std::move(prefix);
-    o.pool = pool;
-    o.file.max_size = std::uint64_t{1} << 20;
-    o.file.name = "colin file";
-    o.direct_copy = false;  // the server thread takes the fault on the client's buffer
-    o.customize = [rh = std::move(rh), ph = std::move(ph)](fs::io_funcs& f) {
-      if (rh)
-        f.read = [rh, dflt = f.read](fs::request_context& ctx, fs::ocb_base& ocb, const fs::io_rw_request& q) {
-          const std::shared_ptr<void> held = rh(ctx);
-          return dflt(ctx, ocb, q);
-        };
-      if (ph)
-        f.page_in = [ph, dflt = f.page_in](fs::request_context& ctx, fs::ocb_base* ocb, const fs::io_page_in_request& q,
-                                          fs::io_page_in_reply& rep) -> fs::io_result {
-          if (auto ec = ph(ctx, q)) return fs::io_result{0, ec};
-          return dflt(ctx, ocb, q, rep);
-        };
-    };
-    return o;
-  }
-
   fs::ramfs fs_;
 };
 

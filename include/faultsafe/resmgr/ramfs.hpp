@@ -47,13 +47,17 @@ struct ramfs_options {
   std::size_t max_opens_per_client = 1024;
   mode_t dir_mode = 0777;           ///< the root directory's permission bits and owner (who may create)
   std::uint32_t dir_uid = 0, dir_gid = 0;
-  attr_options file{};              ///< file.store == nullptr: the ramfs makes its own store (one memfd)
-  /// Serve read(fd)/write(fd) into/from mappings of the same file without a fault (resmgr/direct_copy.hpp).
-  bool direct_copy = true;
   /// Adjusts the handler table before the server starts: wrap a default (capture the slot's handler and
   /// call it from the new one) or replace it. Examples and tests hook reads and page-ins this way, so
   /// every message ramfs serves is served by them too.
+  /// Declared before `file` on purpose: its initialisation may throw (std::function may allocate), and
+  /// nothing after it may own a shared_ptr. Otherwise GCC 12 at -O2 reports the cleanup of a designated-
+  /// initializer temporary's file.store on that throw path as maybe-uninitialized (a false positive
+  /// that breaks -Werror Release builds of callers that set both).
   std::function<void(io_funcs&)> customize{};
+  attr_options file{};              ///< file.store == nullptr: the ramfs makes its own store (one memfd)
+  /// Serve read(fd)/write(fd) into/from mappings of the same file without a fault (resmgr/direct_copy.hpp).
+  bool direct_copy = true;
 };
 
 /// A ramfs open: the iofunc OCB and the node it opened.
