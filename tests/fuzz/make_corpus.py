@@ -15,6 +15,15 @@ M644, M444, M200, M600 = 0, 64, 128, 192
 PROT_R, PROT_W = 1, 2
 SHARED, PRIVATE = 4, 8
 ANON = 16
+# Path operations (codes 15..31). Tree paths: D, D_P, D_Q, D_P_R, D_P_S, E; files A, B, C (link sources,
+# stat/access/chmod/chown/utimens targets).
+(STAT, MKDIR, RMDIR, UNLINK, RENAME, LINK, SYMLINK, READLINK, MKNOD, ACCESS, CHMOD, CHOWN, UTIMENS, FSYNC,
+ STATVFS, READDIR, FCHMOD) = range(15, 32)
+D, D_P, D_Q, D_P_R, D_P_S, E, A, B, C = range(9)
+DIR_755, DIR_700, DIR_555, DIR_644 = range(4)              # mkdir modes
+CH_755, CH_700, CH_555, CH_644, CH_600, CH_444, CH_000, CH_200 = range(8)  # chmod modes
+NOREPLACE, EXCHANGE, BADFLAGS = 1, 2, 3
+REG, FIFO, SOCK, CHR, DIRNODE = range(5)
 
 
 def u16(v):
@@ -72,6 +81,47 @@ def op_mem(code, i, at, n, seed=3):
     return bytes([code, i]) + u16(at) + u16(n - 1) + bytes([seed])
 
 
+def op_stat(path, nofollow=False):
+    return bytes([STAT, path | (0x80 if nofollow else 0)])
+
+
+def op_mkdir(path, mode=DIR_755):
+    return bytes([MKDIR, path, mode])
+
+
+def op_rename(frm, to, flags=0):
+    return bytes([RENAME, frm, to, flags])
+
+
+def op_access(path, mode_index):  # F_OK, R, W, X, RW, RWX, bad(8), WX
+    return bytes([ACCESS, path | (mode_index << 4)])
+
+
+def op_chmod(path, mode):
+    return bytes([CHMOD, path | (mode << 4)])
+
+
+def op_chown(path, ids, nofollow=False):  # ids: (-1,-1), (own), (own,-1), (0,-1), (-1,0)
+    return bytes([CHOWN, path | (ids << 4) | (0x80 if nofollow else 0)])
+
+
+def op_utimens(path, atime, mtime, nofollow=False):  # each (sec, nsec), or "now" / "omit"
+    def enc(t):
+        if t == "now":
+            return struct.pack("<I", 1)
+        if t == "omit":
+            return struct.pack("<I", 2)
+        sec, nsec = t  # v >> 2 is the seconds, v % 1e9 the nanoseconds: pick v with both (v & 3 == 0)
+        v = sec << 2
+        assert v % 1000000000 == nsec and v & 3 == 0
+        return struct.pack("<I", v)
+    return bytes([UTIMENS, path | (0x80 if nofollow else 0)]) + enc(atime) + enc(mtime)
+
+
+def op_readdir(dir_index, small=False):  # dirs: D, D_P, D_Q, E, A
+    return bytes([READDIR, dir_index | (0x80 if small else 0)])
+
+
 SCRIPTS = {
     "basic_rw": [op_open(0, RDWR | CREAT), op_rw(WRITE, 0, 5000, 1), op_lseek(0, 0, 0), op_rw(READ, 0, 6000),
                  op_rw(PWRITE, 0, 300, 2, off=4090), op_rw(PREAD, 0, 8000, off=0), op_close(0)],
@@ -105,6 +155,29 @@ SCRIPTS = {
                      op_mprotect(0, 0), op_rw(PWRITE, 0, 300, kind=1, off=9000), op_rw(PREAD, 0, 20000, off=0),
                      op_mmap(9, 1, PROT_R | PROT_W, SHARED | ANON), op_mem(STORE, 1, 0, 4096, 16),
                      op_rw(PWRITE, 0, 4096, kind=3, off=100)],
+    "tree_basic": [op_open(0, RDWR | CREAT), op_rw(WRITE, 0, 3000, 21), op_mkdir(D), op_mkdir(D_P),
+                   bytes([MKNOD, FIFO, D_Q]), bytes([SYMLINK, 0, D_P_R]), bytes([LINK, A, D_P_S]), op_stat(D),
+                   op_stat(D_P_R), op_stat(D_P_R, nofollow=True), bytes([READLINK, D_P_R, 39]), bytes([READLINK, D_P_R, 1]),
+                   bytes([READLINK, D, 10]), op_readdir(0), op_readdir(1, small=True), op_stat(A), op_rw(WRITE, 0, 500, 22),
+                   op_stat(D_P_S), op_access(A, 4), op_access(D_P_R, 0), bytes([UNLINK, D_P_S]), op_stat(A),
+                   bytes([RMDIR, D_P]), bytes([UNLINK, D_P]), bytes([UNLINK, D_P_R]), bytes([RMDIR, D_P]),
+                   bytes([RMDIR, D_Q]), bytes([UNLINK, D_Q]), bytes([MKNOD, CHR, E]), bytes([MKNOD, DIRNODE, E]),
+                   bytes([MKNOD, SOCK, E]), op_readdir(3), op_readdir(4), op_readdir(0)],
+    "tree_rename": [op_mkdir(D), op_mkdir(D_P), op_mkdir(D_Q), bytes([MKNOD, REG, D_P_R]), op_rename(D_P, D_Q),
+                    op_rename(D_Q, D_P, NOREPLACE), op_mkdir(D_P), op_rename(D_P, D_Q), op_mkdir(D_P),
+                    op_rename(D_Q, D_P_S), op_rename(D, D_P_R), op_rename(D_P, D), bytes([MKNOD, SOCK, E]),
+                    op_rename(D, E), op_rename(E, D), op_rename(D, E, EXCHANGE), op_readdir(3), op_stat(E),
+                    op_rename(E, D, EXCHANGE), op_rename(D_Q, D_Q), op_rename(D_Q, D_Q, NOREPLACE),
+                    op_rename(D, E, BADFLAGS), bytes([LINK, E, D_P]), op_rename(E, D_P), op_rename(D_P, D_P_S, EXCHANGE),
+                    op_readdir(0), op_readdir(1), bytes([LINK, D, E]), bytes([LINK, D_P_R, D_Q])],
+    "tree_perms": [op_open(1, RDWR | CREAT), op_mkdir(D, DIR_555), op_mkdir(D_P), op_chmod(D, CH_700), op_mkdir(D_P),
+                   op_chmod(D, CH_644), op_stat(D_P), op_mkdir(D_P_R), op_readdir(1), op_chmod(D, CH_755),
+                   op_chmod(D_P, CH_000), op_readdir(1), op_chmod(B, CH_444), op_open(1, WRONLY), op_access(B, 2),
+                   bytes([FCHMOD, 0x60, 0]), op_chown(B, 0), op_chown(B, 1), op_chown(B, 3), op_chown(B, 4),
+                   op_chown(D_P, 2), op_utimens(B, (250000000, 0), "omit"), op_utimens(D, "now", (500000000, 0)),
+                   bytes([SYMLINK, 1, E]), op_utimens(E, "now", "now"), op_utimens(E, (0, 0), "omit", nofollow=True),
+                   op_chown(E, 1, nofollow=True), bytes([FSYNC, 0, 0]), bytes([FSYNC, 1, 5]), bytes([STATVFS, 0, 0]),
+                   bytes([STATVFS, 1, 0]), bytes([STATVFS, 1, 6]), op_chmod(D_P, CH_200), op_access(D_P, 3)],
 }
 
 

@@ -1,7 +1,7 @@
 // Plain driver for the process fuzzing harness (always built, no libFuzzer needed): replays every file
 // of the checked-in corpus (tests/fuzz/corpus, the first argument), then `extra` inputs generated from
 // a fixed seed (dense operation codes: every byte is an operation), through the same harness and model
-// as the libFuzzer target. Any model mismatch aborts (the test fails); a watchdog turns a hang into a
+// as the libFuzzer target. Any model mismatch or lock-order violation (strict_violation_handler) aborts (the test fails); a watchdog turns a hang into a
 // failure.
 //
 // Usage: process_fuzz_replay <corpus dir> [extra random inputs = 200] [seed = 1]
@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include <faultsafe/order/violation.hpp>
+
 #include "../resmgr_test_util.hpp"
 #include "process_harness.hpp"
 
@@ -24,6 +26,7 @@ int main(int argc, char** argv) {
   }
   const int extra = argc > 2 ? std::atoi(argv[2]) : 200;
   const unsigned seed = argc > 3 ? static_cast<unsigned>(std::atoi(argv[3])) : 1u;
+  (void)faultsafe::set_violation_handler(faultsafe::strict_violation_handler);
   faultsafe_test::watchdog wd("process_fuzz_replay", std::chrono::seconds(120));
   std::vector<std::filesystem::path> files;
   for (const auto& e : std::filesystem::directory_iterator(argv[1]))

@@ -3,7 +3,9 @@
 //
 // run_process_sequence(data, size) decodes the bytes into a sequence of calls on the public process
 // API (open, close, read, write, pread, pwrite, lseek, ftruncate, fallocate, fstat, mmap, munmap, mprotect, and
-// loads/stores through the mappings) with fuzzer-chosen fds, offsets, lengths, flags and protections,
+// loads/stores through the mappings; and the path calls: stat, lstat, mkdir, rmdir, unlink, rename with
+// its flags, link, symlink, readlink, mknod, access, chmod, fchmod, chown, lchown, utimensat, fsync,
+// fdatasync, statvfs, fstatvfs, readdir) with fuzzer-chosen fds, offsets, lengths, flags and protections,
 // runs them against a fresh ramfs server in a private namespace, and checks every result against a
 // model of the files, fds and mappings:
 //   - every call's error (EBADF, EACCES, ENOENT, EEXIST, EINVAL, EOVERFLOW, EFBIG, EFAULT, ...) or value
@@ -14,7 +16,11 @@
 //     file's page is unchanged since the mmap, and after its first observation otherwise;
 //   - every call that fails (an error reply, injected or not) leaves every file exactly as the model
 //     has it: existence, size and bytes, read in the server's store (a failed call has no side effects);
-//   - at the end every file's bytes equal the model's, read back through a fresh open.
+//   - at the end every file's bytes equal the model's, read back through a fresh open;
+//   - path calls work on a small tree of names (see "path operations" below) with its own model: each
+//     call succeeds exactly when the model says so, fails only with an errno that applies, and the
+//     whole tree (types, modes, link counts, sizes, hard links' shared inodes, directory listings)
+//     matches the model after it; files a, b, c may gain hard links there (their link counts checked).
 // A mismatch prints the operation log and aborts (a libFuzzer crash; a failing replay test).
 // Accesses through mappings touch only pages that cannot raise SIGBUS/SIGSEGV by the model (inside the
 // file's size for file pages, with the right protection).
@@ -24,6 +30,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
@@ -149,6 +156,7 @@ class harness {
       ++stats_.ops;
     }
     final_check();
+    clean_tree();
     if (std::getenv("FAULTSAFE_FUZZ_TRACE") != nullptr)
       for (const auto& l : log_) std::fprintf(stderr, "  %s\n", l.c_str());
   }
@@ -696,6 +704,486 @@ class harness {
     for (std::size_t i = at; i < at + n; ++i) (*m.known[i / page])[i % page] = m.addr[i];
   }
 
+  // ---- path operations (codes 15..31) ---------------------------------------------------------------
+  // A second model: a small tree of names below the harness's tag (tree_paths: "d", "d/p", "d/q",
+  // "d/p/r", "d/p/s", "e"), holding directories, regular files, FIFOs, sockets, dangling symlinks and
+  // hard links to the model's files a, b, c (a link shares the model_file: size and mode). Every path
+  // call's result is checked against the set of errnos that apply to it in the model (empty: it must
+  // succeed; otherwise it must fail with one of them and change nothing), and after every path call the
+  // whole tree is compared with the model by lstat (existence, type, permission bits, owner, link count,
+  // size, shared inode numbers of hard links) and the files a, b, c by stat (link counts).
+  struct tnode {
+    mode_t mode = 0;     // type | permission bits (a linked file's bits live in its model_file)
+    int file = -1;       // a hard link to files_[file]
+    std::string target;  // a symlink's target (never resolvable: dangling)
+  };
+  using tnode_ptr = std::shared_ptr<tnode>;
+  static constexpr const char* tree_paths[] = {"d", "d/p", "d/q", "d/p/r", "d/p/s", "e", "a", "b", "c"};
+  static constexpr int tree_names = 6;  // the first six may be created and removed; a, b, c are the files
+
+  std::string tfull(const std::string& rel) const { return prefix_ + rel; }
+  static std::string parent_of(const std::string& rel) {
+    const auto s = rel.rfind('/');
+    return s == std::string::npos ? std::string() : rel.substr(0, s);
+  }
+  // The node at a tree path or one of the files a, b, c (nullptr: no such name).
+  tnode_ptr tget(const std::string& rel) {
+    if (rel.size() == 1 && rel[0] >= 'a' && rel[0] <= 'c') {
+      const int f = rel[0] - 'a';
+      if (!files_[f].exists) return nullptr;
+      if (!file_node_[f]) file_node_[f] = std::make_shared<tnode>(tnode{S_IFREG, f, {}});
+      return file_node_[f];
+    }
+    auto it = tree_.find(rel);
+    return it == tree_.end() ? nullptr : it->second;
+  }
+  mode_t tmode(const tnode& n) const { return n.file >= 0 ? (S_IFREG | (files_[n.file].mode & 07777)) : n.mode; }
+  bool towner(const std::string& dir, int want) {  // may the caller (owner of every tree node) `want` in dir?
+    if (dir.empty()) return true;                   // the root: 0777
+    return may(tmode(*tget(dir)), want);
+  }
+  bool has_children(const std::string& rel) const {
+    for (const auto& [k, v] : tree_)
+      if (k.size() > rel.size() && k.compare(0, rel.size(), rel) == 0 && k[rel.size()] == '/') return true;
+    return false;
+  }
+  static bool inside(const std::string& a, const std::string& b) {  // a is strictly below b
+    return a.size() > b.size() && a.compare(0, b.size(), b) == 0 && a[b.size()] == '/';
+  }
+  // The errno of walking to rel's parent (0: reachable): each directory on the way must exist, be a
+  // directory (a symlink is dangling: ENOENT) and be searchable.
+  int twalk(const std::string& rel) {
+    for (std::size_t s = rel.find('/'); s != std::string::npos; s = rel.find('/', s + 1)) {
+      const tnode_ptr n = tget(rel.substr(0, s));
+      if (!n || S_ISLNK(tmode(*n))) return ENOENT;
+      if (!S_ISDIR(tmode(*n))) return ENOTDIR;
+      if (!may(tmode(*n), access_exec)) return EACCES;
+    }
+    return 0;
+  }
+  std::uint32_t tnlink(const tnode_ptr& n, const std::string& rel) const {
+    std::uint32_t c = S_ISDIR(n->mode) ? 2 : n->file >= 0 ? 1 : 0;
+    for (const auto& [k, v] : tree_)
+      if (S_ISDIR(n->mode) ? S_ISDIR(v->mode) && parent_of(k) == rel : v == n) ++c;
+    return c;
+  }
+  std::string pick_tpath(byte_reader& in, bool files_too) { return tree_paths[in.u8() % (files_too ? 9 : tree_names)]; }
+  // Expects `got` to be success when `errs` is empty, else one of `errs`; returns true on success.
+  bool expect_one_of(const std::error_code& got, const std::vector<int>& errs, const char* what) {
+    if (errs.empty()) {
+      expect_ec(got, 0, what);
+      return true;
+    }
+    for (int e : errs)
+      if (got == err(e)) {
+        failed_ = true;
+        return false;
+      }
+    std::string want;
+    for (int e : errs) want += std::to_string(e) + " ";
+    fail("%s: got error '%s' (%d), model expects one of errno { %s}", what, got.message().c_str(), got.value(), want.c_str());
+  }
+  template <class F>
+  auto retried(F call) {  // tolerant mode: an injected EIO did nothing; ask again
+    auto r = call();
+    for (int i = 0; i < 50 && injected(r.error()); ++i) r = call();
+    return r;
+  }
+
+  // The whole tree and the files' link counts, by lstat/stat.
+  void check_tree(const char* after) {
+    std::map<const tnode*, ino_t> inos;
+    for (int i = 0; i < 9; ++i) {
+      const std::string rel = tree_paths[i];
+      auto st = retried([&] { return proc_.lstat(tfull(rel)); });
+      const int walk = twalk(rel);
+      const tnode_ptr n = walk ? nullptr : tget(rel);
+      if (walk || !n) {
+        if (st) fail("after %s: lstat(%s) succeeds, the model has no such name (walk errno %d)", after, rel.c_str(), walk);
+        if (st.error() != err(walk ? walk : ENOENT)) fail("after %s: lstat(%s): '%s', model errno %d", after, rel.c_str(), st.error().message().c_str(), walk ? walk : ENOENT);
+        continue;
+      }
+      if (!st) fail("after %s: lstat(%s) fails with '%s', the model has it", after, rel.c_str(), st.error().message().c_str());
+      const struct ::stat& s = *st;
+      const mode_t m = tmode(*n);
+      if (s.st_mode != m) fail("after %s: %s has mode 0%o, the model 0%o", after, rel.c_str(), s.st_mode, m);
+      if (s.st_uid != uid) fail("after %s: %s is owned by %u", after, rel.c_str(), s.st_uid);
+      if (s.st_nlink != tnlink(n, rel)) fail("after %s: %s has %lu links, the model %u", after, rel.c_str(), static_cast<unsigned long>(s.st_nlink), tnlink(n, rel));
+      if (n->file >= 0 && static_cast<std::uint64_t>(s.st_size) != files_[n->file].data.size()) fail("after %s: %s (a link to file %d) has size %lld, the model %zu", after, rel.c_str(), n->file, static_cast<long long>(s.st_size), files_[n->file].data.size());
+      if (S_ISLNK(m) && static_cast<std::size_t>(s.st_size) != n->target.size()) fail("after %s: symlink %s has size %lld", after, rel.c_str(), static_cast<long long>(s.st_size));
+      auto [it, fresh] = inos.emplace(n.get(), s.st_ino);
+      if (!fresh && it->second != s.st_ino) fail("after %s: two names of one node have inodes %lu and %lu", after, static_cast<unsigned long>(it->second), static_cast<unsigned long>(s.st_ino));
+    }
+    if (inos.size() > 1) {  // distinct nodes, distinct inodes
+      std::map<ino_t, int> seen;
+      for (const auto& [n, ino] : inos)
+        if (++seen[ino] > 1) fail("after %s: two different nodes share inode %lu", after, static_cast<unsigned long>(ino));
+    }
+  }
+  // After a path call: a failed call changed nothing, a successful one exactly what the model did.
+  void tree_done(const char* what) { check_tree(what); }
+
+  void op_stat(byte_reader& in) {
+    const std::uint8_t b = in.u8();
+    const std::string rel = tree_paths[(b & 15) % 9];
+    const bool nofollow = b & 0x80;
+    note("%s(%s)", nofollow ? "lstat" : "stat", rel.c_str());
+    auto st = nofollow ? proc_.lstat(tfull(rel)) : proc_.stat(tfull(rel));
+    if (injected(st.error())) return;
+    int want = twalk(rel);
+    tnode_ptr n = want ? nullptr : tget(rel);
+    if (!want && (!n || (!nofollow && S_ISLNK(tmode(*n))))) want = ENOENT;  // symlinks dangle
+    expect_ec(st.error(), want, nofollow ? "lstat" : "stat");
+    if (want) return;
+    if (st.value().st_mode != tmode(*n) || st.value().st_nlink != tnlink(n, rel)) fail("stat(%s): mode 0%o nlink %lu, model 0%o %u", rel.c_str(), st.value().st_mode, static_cast<unsigned long>(st.value().st_nlink), tmode(*n), tnlink(n, rel));
+  }
+
+  void op_mkdir(byte_reader& in) {
+    const std::string rel = pick_tpath(in, false);
+    static constexpr mode_t modes[4] = {0755, 0700, 0555, 0644};
+    const mode_t mode = modes[in.u8() & 3];
+    note("mkdir(%s, 0%o)", rel.c_str(), mode);
+    const auto ec = proc_.mkdir(tfull(rel), mode).error();
+    if (injected(ec)) return;
+    std::vector<int> errs;
+    if (int w = twalk(rel)) errs = {w};
+    else if (tget(rel)) errs = {EEXIST};
+    else if (!towner(parent_of(rel), access_write)) errs = {EACCES};
+    if (expect_one_of(ec, errs, "mkdir")) tree_[rel] = std::make_shared<tnode>(tnode{S_IFDIR | mode, -1, {}});
+    tree_done("mkdir");
+    if (errs.empty()) {
+      auto st = retried([&] { return proc_.stat(tfull(rel)); });
+      if (!st || !S_ISDIR(st.value().st_mode)) fail("stat after mkdir(%s) does not say directory", rel.c_str());
+    }
+  }
+
+  void op_remove(byte_reader& in, bool dir) {
+    const std::string rel = pick_tpath(in, false);
+    note("%s(%s)", dir ? "rmdir" : "unlink", rel.c_str());
+    const auto ec = (dir ? proc_.rmdir(tfull(rel)) : proc_.unlink(tfull(rel))).error();
+    if (injected(ec)) return;
+    std::vector<int> errs;
+    const int w = twalk(rel);
+    const tnode_ptr n = w ? nullptr : tget(rel);
+    if (w) errs = {w};
+    else if (!n) errs = {ENOENT};
+    else {
+      if (!towner(parent_of(rel), access_write)) errs.push_back(EACCES);
+      const bool is_dir = S_ISDIR(tmode(*n));
+      if (dir && !is_dir) errs.push_back(ENOTDIR);
+      if (!dir && is_dir) errs.push_back(EISDIR);
+      if (dir && is_dir && has_children(rel)) errs.push_back(ENOTEMPTY);
+    }
+    if (expect_one_of(ec, errs, dir ? "rmdir" : "unlink")) tree_.erase(rel);
+    tree_done(dir ? "rmdir" : "unlink");
+  }
+
+  void op_rename(byte_reader& in) {
+    const std::string from = pick_tpath(in, false), to = pick_tpath(in, false);
+    const std::uint8_t k = in.u8() & 3;
+    const unsigned flags = k == 1 ? RENAME_NOREPLACE : k == 2 ? RENAME_EXCHANGE : k == 3 ? (RENAME_NOREPLACE | RENAME_EXCHANGE) : 0;
+    note("rename(%s, %s, 0x%x)", from.c_str(), to.c_str(), flags);
+    const auto ec = proc_.rename(tfull(from), tfull(to), flags).error();
+    if (injected(ec)) return;
+    const bool exch = flags == RENAME_EXCHANGE;
+    std::vector<int> errs;
+    tnode_ptr s, d;
+    if (k == 3) errs = {EINVAL};
+    else if (int w = twalk(from)) errs = {w};
+    else if (!(s = tget(from))) {
+      errs = {ENOENT};
+      if (int w2 = twalk(to)) errs.push_back(w2);
+    } else if (int w2 = twalk(to)) errs = {w2};
+    else {
+      d = tget(to);
+      const bool sdir = S_ISDIR(tmode(*s)), ddir = d && S_ISDIR(tmode(*d));
+      if ((flags & RENAME_NOREPLACE) && d) errs.push_back(EEXIST);
+      if (exch && !d) errs.push_back(ENOENT);
+      if (inside(to, from)) errs.push_back(EINVAL);
+      if (inside(from, to)) errs.insert(errs.end(), {exch ? EINVAL : ENOTEMPTY, EEXIST});
+      if (s != d) {
+        if (!towner(parent_of(from), access_write) || !towner(parent_of(to), access_write)) errs.push_back(EACCES);
+        if (parent_of(from) != parent_of(to)) {  // a moved directory's ".." changes: it must be writable
+          if (sdir && !may(tmode(*s), access_write)) errs.push_back(EACCES);
+          if (exch && ddir && !may(tmode(*d), access_write)) errs.push_back(EACCES);
+        }
+        if (!exch && d) {
+          if (sdir && !ddir) errs.push_back(ENOTDIR);
+          if (!sdir && ddir) errs.push_back(EISDIR);
+          if (ddir && has_children(to)) errs.insert(errs.end(), {ENOTEMPTY, EEXIST});
+        }
+      }
+    }
+    if (expect_one_of(ec, errs, "rename") && s != d) {
+      // Move the subtrees: from -> to (and to -> from for an exchange).
+      std::map<std::string, tnode_ptr> next;
+      for (auto& [key, v] : tree_) {
+        const bool in_from = key == from || inside(key, from), in_to = key == to || inside(key, to);
+        if (in_from) next[to + key.substr(from.size())] = v;
+        else if (in_to && exch) next[from + key.substr(to.size())] = v;
+        else if (!in_to) next[key] = v;
+      }
+      tree_ = std::move(next);
+    }
+    tree_done("rename");
+  }
+
+  void op_link(byte_reader& in) {
+    const std::string from = pick_tpath(in, true), to = pick_tpath(in, false);
+    note("link(%s, %s)", from.c_str(), to.c_str());
+    const auto ec = proc_.link(tfull(from), tfull(to)).error();
+    if (injected(ec)) return;
+    std::vector<int> errs;
+    tnode_ptr s;
+    if (int w = twalk(from)) errs = {w};
+    else if (!(s = tget(from))) errs = {ENOENT};
+    else if (int w2 = twalk(to)) errs = {w2};
+    else if (tget(to)) errs = {EEXIST};
+    else {
+      if (!towner(parent_of(to), access_write)) errs.push_back(EACCES);
+      if (S_ISDIR(tmode(*s))) errs.push_back(EPERM);
+    }
+    if (expect_one_of(ec, errs, "link")) tree_[to] = s;
+    tree_done("link");
+  }
+
+  void op_symlink(byte_reader& in) {
+    static constexpr const char* targets[4] = {"zz0", "zz1/x", "../zz2", "a-very-long-dangling-target-zz3"};
+    const std::string target = targets[in.u8() & 3];
+    const std::string rel = pick_tpath(in, false);
+    note("symlink(%s, %s)", target.c_str(), rel.c_str());
+    const auto ec = proc_.symlink(target, tfull(rel)).error();
+    if (injected(ec)) return;
+    std::vector<int> errs;
+    if (int w = twalk(rel)) errs = {w};
+    else if (tget(rel)) errs = {EEXIST};
+    else if (!towner(parent_of(rel), access_write)) errs = {EACCES};
+    if (expect_one_of(ec, errs, "symlink")) tree_[rel] = std::make_shared<tnode>(tnode{S_IFLNK | 0777, -1, target});
+    tree_done("symlink");
+  }
+
+  void op_readlink(byte_reader& in) {
+    const std::string rel = pick_tpath(in, true);
+    const std::size_t n = 1 + in.u8() % 40;
+    char buf[64];
+    std::memset(buf, 0x5a, sizeof buf);
+    note("readlink(%s, %zu)", rel.c_str(), n);
+    auto r = proc_.readlink(tfull(rel), buf, n);
+    if (injected(r.error())) return;
+    int want = twalk(rel);
+    const tnode_ptr t = want ? nullptr : tget(rel);
+    if (!want && !t) want = ENOENT;
+    if (!want && !S_ISLNK(tmode(*t))) want = EINVAL;
+    expect_ec(r.error(), want, "readlink");
+    if (want) return;
+    const std::size_t len = std::min(n, t->target.size());
+    if (*r != len || std::memcmp(buf, t->target.data(), len) != 0) fail("readlink(%s): %zu bytes, model '%s'", rel.c_str(), *r, t->target.c_str());
+    if (len < sizeof buf && static_cast<unsigned char>(buf[len]) != 0x5a) fail("readlink(%s) wrote past the bytes it returned", rel.c_str());
+  }
+
+  void op_mknod(byte_reader& in) {
+    static constexpr mode_t types[6] = {S_IFREG, S_IFIFO, S_IFSOCK, S_IFCHR, S_IFDIR, 0};
+    const std::uint8_t b = in.u8();
+    const mode_t type = types[b % 6];
+    const mode_t mode = type | ((b & 0x80) ? 0600 : 0644);
+    const std::string rel = pick_tpath(in, false);
+    note("mknod(%s, 0%o)", rel.c_str(), mode);
+    const auto ec = proc_.mknod(tfull(rel), mode, 0).error();
+    if (injected(ec)) return;
+    std::vector<int> errs;
+    if (type == S_IFDIR) errs = {EPERM};
+    else if (int w = twalk(rel)) errs = {w};
+    else if (tget(rel)) errs = {EEXIST};
+    else if (!towner(parent_of(rel), access_write)) errs = {EACCES};
+    else if (type == S_IFCHR) errs = {EPERM};  // not uid 0
+    if (expect_one_of(ec, errs, "mknod")) tree_[rel] = std::make_shared<tnode>(tnode{(type ? type : S_IFREG) | (mode & 07777), -1, {}});
+    tree_done("mknod");
+  }
+
+  void op_access(byte_reader& in) {
+    static constexpr int modes[8] = {F_OK, R_OK, W_OK, X_OK, R_OK | W_OK, R_OK | W_OK | X_OK, 8, W_OK | X_OK};
+    const std::uint8_t b = in.u8();
+    const std::string rel = tree_paths[(b & 15) % 9];
+    const int mode = modes[(b >> 4) & 7];
+    note("access(%s, %d)", rel.c_str(), mode);
+    const auto ec = proc_.access(tfull(rel), mode).error();
+    if (injected(ec)) return;
+    int want = mode == 8 ? EINVAL : twalk(rel);
+    const tnode_ptr n = want ? nullptr : tget(rel);
+    if (!want && (!n || S_ISLNK(tmode(*n)))) want = ENOENT;
+    if (!want && mode != F_OK) {
+      const int need = ((mode & R_OK) ? access_read : 0) | ((mode & W_OK) ? access_write : 0) | ((mode & X_OK) ? access_exec : 0);
+      if (!may(tmode(*n), need)) want = EACCES;
+    }
+    expect_ec(ec, want, "access");
+  }
+
+  // chmod by path (tree names and the files) or fchmod of an open fd.
+  void op_chmod(byte_reader& in, bool by_fd) {
+    static constexpr mode_t modes[8] = {0755, 0700, 0555, 0644, 0600, 0444, 0000, 0200};
+    const std::uint8_t b = in.u8();
+    const mode_t mode = modes[(b >> 4) & 7];
+    std::error_code ec;
+    tnode_ptr n;
+    int want = 0;
+    if (by_fd) {
+      const int fd = pick_fd(in);
+      note("fchmod(%d, 0%o)", fd, mode);
+      ec = proc_.fchmod(fd, mode).error();
+      if (injected(ec)) return;
+      if (!fds_.count(fd)) want = EBADF;
+      else n = tget(std::string(1, static_cast<char>('a' + fds_.at(fd).file)));
+      if (!want && !n) {  // an fd's file always has its name a, b or c (nothing removes them)
+        fail("fchmod: the model has no file for fd %d", fd);
+      }
+    } else {
+      const std::string rel = tree_paths[(b & 15) % 9];
+      note("chmod(%s, 0%o)", rel.c_str(), mode);
+      ec = proc_.chmod(tfull(rel), mode).error();
+      if (injected(ec)) return;
+      want = twalk(rel);
+      n = want ? nullptr : tget(rel);
+      if (!want && (!n || S_ISLNK(tmode(*n)))) want = ENOENT;
+    }
+    expect_ec(ec, want, by_fd ? "fchmod" : "chmod");
+    if (!want) {
+      if (n->file >= 0) files_[n->file].mode = mode;
+      else n->mode = (n->mode & S_IFMT) | mode;
+    }
+    tree_done(by_fd ? "fchmod" : "chmod");
+  }
+
+  void op_chown(byte_reader& in) {
+    const std::uint8_t b = in.u8();
+    const std::string rel = tree_paths[(b & 15) % 9];
+    static constexpr std::uint32_t none = static_cast<std::uint32_t>(-1);
+    static constexpr std::uint32_t ids[5][2] = {{none, none}, {uid, gid}, {uid, none}, {0, none}, {none, 0}};
+    const auto* id = ids[((b >> 4) & 7) % 5];
+    const bool nofollow = b & 0x80;
+    note("%schown(%s, %d, %d)", nofollow ? "l" : "", rel.c_str(), static_cast<int>(id[0]), static_cast<int>(id[1]));
+    const auto ec = (nofollow ? proc_.lchown(tfull(rel), id[0], id[1]) : proc_.chown(tfull(rel), id[0], id[1])).error();
+    if (injected(ec)) return;
+    int want = twalk(rel);
+    const tnode_ptr n = want ? nullptr : tget(rel);
+    if (!want && (!n || (!nofollow && S_ISLNK(tmode(*n))))) want = ENOENT;
+    if (!want && ((id[0] != none && id[0] != uid) || (id[1] != none && id[1] != gid))) want = EPERM;
+    expect_ec(ec, want, "chown");
+    tree_done("chown");
+  }
+
+  // utimensat with explicit times, UTIME_NOW or UTIME_OMIT; explicit times read back exactly.
+  void op_utimens(byte_reader& in) {
+    const std::uint8_t b = in.u8();
+    const std::string rel = tree_paths[(b & 15) % 9];
+    const bool nofollow = b & 0x80;
+    struct ::timespec ts[2];
+    for (auto& t : ts) {
+      const std::uint32_t v = in.u32();
+      t.tv_sec = static_cast<time_t>(v >> 2);
+      t.tv_nsec = (v & 3) == 1 ? UTIME_NOW : (v & 3) == 2 ? UTIME_OMIT : static_cast<long>(v % 1000000000u);
+    }
+    note("utimensat(%s, %lld.%ld, %lld.%ld, %s)", rel.c_str(), static_cast<long long>(ts[0].tv_sec), ts[0].tv_nsec, static_cast<long long>(ts[1].tv_sec), ts[1].tv_nsec, nofollow ? "nofollow" : "follow");
+    struct ::stat before {};
+    const auto pre = proc_.lstat(tfull(rel));
+    const bool had = pre.ok();
+    if (had) before = *pre;
+    const auto ec = proc_.utimensat(tfull(rel), ts, nofollow ? AT_SYMLINK_NOFOLLOW : 0).error();
+    if (injected(ec)) return;
+    int want = twalk(rel);
+    const tnode_ptr n = want ? nullptr : tget(rel);
+    if (!want && (!n || (!nofollow && S_ISLNK(tmode(*n))))) want = ENOENT;
+    expect_ec(ec, want, "utimensat");
+    if (want) return;
+    auto st = retried([&] { return proc_.lstat(tfull(rel)); });
+    if (!st) fail("lstat after utimensat(%s): %s", rel.c_str(), st.error().message().c_str());
+    const struct ::timespec got[2] = {st.value().st_atim, st.value().st_mtim};
+    for (int i = 0; i < 2; ++i) {
+      if (ts[i].tv_nsec == UTIME_NOW) continue;
+      const struct ::timespec w = ts[i].tv_nsec == UTIME_OMIT ? (i ? before.st_mtim : before.st_atim) : ts[i];
+      if (ts[i].tv_nsec == UTIME_OMIT && !had) continue;
+      if (got[i].tv_sec != w.tv_sec || got[i].tv_nsec != w.tv_nsec)
+        fail("utimensat(%s): %s time reads back %lld.%09ld, set %lld.%09ld", rel.c_str(), i ? "modification" : "access", static_cast<long long>(got[i].tv_sec), got[i].tv_nsec, static_cast<long long>(w.tv_sec), w.tv_nsec);
+    }
+  }
+
+  void op_fsync(byte_reader& in) {
+    const std::uint8_t b = in.u8();
+    const int fd = pick_fd(in);
+    note("%s(%d)", (b & 1) ? "fdatasync" : "fsync", fd);
+    const auto ec = ((b & 1) ? proc_.fdatasync(fd) : proc_.fsync(fd)).error();
+    if (!injected(ec)) expect_ec(ec, fds_.count(fd) ? 0 : EBADF, "fsync");
+  }
+
+  void op_statvfs(byte_reader& in) {
+    const std::uint8_t b = in.u8();
+    const int fd = pick_fd(in);
+    note((b & 1) ? "fstatvfs(%d)" : "statvfs(prefix)", fd);
+    auto r = (b & 1) ? proc_.fstatvfs(fd) : proc_.statvfs(fs_.prefix());
+    if (injected(r.error())) return;
+    expect_ec(r.error(), (b & 1) && !fds_.count(fd) ? EBADF : 0, "statvfs");
+    if (r && (r.value().f_bsize == 0 || r.value().f_namemax != 255)) fail("statvfs: f_bsize %lu, f_namemax %lu", static_cast<unsigned long>(r.value().f_bsize), static_cast<unsigned long>(r.value().f_namemax));
+  }
+
+  // open(O_DIRECTORY) + readdir to the end + close: the names are the model's children.
+  void op_readdir(byte_reader& in) {
+    const std::uint8_t b = in.u8();
+    static constexpr const char* dirs[5] = {"d", "d/p", "d/q", "e", "a"};
+    const std::string rel = dirs[(b & 15) % 5];
+    const std::size_t bufsz = (b & 0x80) ? 40 : 4096;  // 40: one record per call
+    note("readdir(%s, buffer %zu)", rel.c_str(), bufsz);
+    auto fd = proc_.open(tfull(rel), O_RDONLY | O_DIRECTORY);
+    if (injected(fd.error())) return;
+    int want = twalk(rel);
+    const tnode_ptr n = want ? nullptr : tget(rel);
+    if (!want && (!n || S_ISLNK(tmode(*n)))) want = ENOENT;
+    if (!want && !S_ISDIR(tmode(*n))) want = ENOTDIR;
+    if (!want && !may(tmode(*n), access_read)) want = EACCES;
+    expect_ec(fd.error(), want, "open(O_DIRECTORY)");
+    if (want) return;
+    if (*fd != lowest_free_fd()) fail("open(O_DIRECTORY): fd %d, model %d", *fd, lowest_free_fd());
+    std::vector<std::string> got;
+    std::uint64_t pos = 0;
+    alignas(8) std::uint8_t buf[4096];
+    for (int calls = 0; calls < 64; ++calls) {
+      auto r = retried([&] { return proc_.readdir(*fd, pos, buf, bufsz); });
+      if (!r) fail("readdir(%s): %s", rel.c_str(), r.error().message().c_str());
+      if (*r == 0) break;
+      for (std::size_t at = 0; at < *r;) {
+        io_dirent e;
+        std::memcpy(&e, buf + at, sizeof e);
+        if (e.reclen == 0 || at + e.reclen > *r) fail("readdir(%s): bad record length %u", rel.c_str(), e.reclen);
+        const std::string name(reinterpret_cast<const char*>(buf + at + sizeof e), e.namelen);
+        if (name != "." && name != "..") got.push_back(name);
+        pos = e.next;
+        at += e.reclen;
+      }
+    }
+    (void)proc_.close(*fd);
+    std::vector<std::string> model;
+    for (const auto& [k, v] : tree_)
+      if (parent_of(k) == rel) model.push_back(k.substr(rel.size() + 1));
+    std::sort(got.begin(), got.end());
+    if (got != model) {
+      std::string g, m;
+      for (const auto& s : got) g += s + " ";
+      for (const auto& s : model) m += s + " ";
+      fail("readdir(%s): names { %s}, model { %s}", rel.c_str(), g.c_str(), m.c_str());
+    }
+  }
+
+  // Leaves the store as the harness found it (the soak runs harnesses one after another on one tag):
+  // every tree name is removed, deepest first, after making its directory writable again.
+  void clean_tree() {
+    for (const auto& entry : tree_)
+      if (S_ISDIR(entry.second->mode) && entry.second->file < 0) (void)retried([&] { return proc_.chmod(tfull(entry.first), 0700); });
+    for (auto it = tree_.rbegin(); it != tree_.rend(); ++it) {
+      const bool dir = S_ISDIR(it->second->mode) && it->second->file < 0;
+      auto r = retried([&] { return dir ? proc_.rmdir(tfull(it->first)) : proc_.unlink(tfull(it->first)); });
+      if (r.error()) fail("cleaning up %s: %s", it->first.c_str(), r.error().message().c_str());
+    }
+    tree_.clear();
+  }
+
   void final_check() {
     for (int f = 0; f < file_count; ++f) {
       const model_file& mf = files_[f];
@@ -735,7 +1223,7 @@ class harness {
   }
 
   using op_fn = void (*)(harness&, byte_reader&);
-  static constexpr std::size_t op_codes = 15;  // one past the highest code in op_table
+  static constexpr std::size_t op_codes = 32;  // one past the highest code in op_table
   // Defined after the class (Clang rejects member access into the class inside its own definition).
   static const op_fn op_table[op_codes];
 
@@ -750,6 +1238,8 @@ class harness {
   process proc_;  // after the models; destroyed before them
   std::map<int, model_fd> fds_;
   std::vector<model_map> maps_;
+  std::map<std::string, tnode_ptr> tree_;  // tree path -> node (the path operations' model)
+  tnode_ptr file_node_[file_count];        // files a, b, c as nodes (made when first named by a path call)
   std::vector<std::string> log_;
 };
 
@@ -770,6 +1260,23 @@ inline const harness::op_fn harness::op_table[harness::op_codes] = {
     /* 12 */ [](harness& h, byte_reader& in) { h.op_mem(in, false); },
     /* 13 */ [](harness& h, byte_reader& in) { h.op_mem(in, true); },
     /* 14 */ [](harness& h, byte_reader& in) { h.op_fallocate(in); },
+    /* 15 */ [](harness& h, byte_reader& in) { h.op_stat(in); },
+    /* 16 */ [](harness& h, byte_reader& in) { h.op_mkdir(in); },
+    /* 17 */ [](harness& h, byte_reader& in) { h.op_remove(in, true); },
+    /* 18 */ [](harness& h, byte_reader& in) { h.op_remove(in, false); },
+    /* 19 */ [](harness& h, byte_reader& in) { h.op_rename(in); },
+    /* 20 */ [](harness& h, byte_reader& in) { h.op_link(in); },
+    /* 21 */ [](harness& h, byte_reader& in) { h.op_symlink(in); },
+    /* 22 */ [](harness& h, byte_reader& in) { h.op_readlink(in); },
+    /* 23 */ [](harness& h, byte_reader& in) { h.op_mknod(in); },
+    /* 24 */ [](harness& h, byte_reader& in) { h.op_access(in); },
+    /* 25 */ [](harness& h, byte_reader& in) { h.op_chmod(in, false); },
+    /* 26 */ [](harness& h, byte_reader& in) { h.op_chown(in); },
+    /* 27 */ [](harness& h, byte_reader& in) { h.op_utimens(in); },
+    /* 28 */ [](harness& h, byte_reader& in) { h.op_fsync(in); },
+    /* 29 */ [](harness& h, byte_reader& in) { h.op_statvfs(in); },
+    /* 30 */ [](harness& h, byte_reader& in) { h.op_readdir(in); },
+    /* 31 */ [](harness& h, byte_reader& in) { h.op_chmod(in, true); },
 };
 
 /// Runs one input. Aborts (after printing the operation log) on any mismatch with the model.
