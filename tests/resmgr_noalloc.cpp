@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <new>
+#include <thread>
 #include <vector>
 
 #include "resmgr_test_util.hpp"
@@ -20,11 +21,14 @@
 namespace fs = faultsafe;
 
 TEST_CASE("pread/pwrite/lseek/fstat through a ramfs server: no allocation per call once warm") {
-  // A send that outlasts its spin (the server thread was not scheduled within a few microseconds: a
-  // loaded machine) parks, and a parked send records a wait-for-graph edge whose scans use growing
-  // buffers and run on a timer: allocations that depend on timing only. The promise is for the round
-  // trip itself, so it is measured with the graph off (as range_lock_noalloc's contended case);
-  // parks then cost nothing, whatever the load.
+  // Two things allocated at times only the scheduler decided (the test flaked under load):
+  // - the pool's reserve thread sets itself up (its name, its faulting-thread announcement: 3
+  //   allocations) whenever it first runs, which on a loaded machine can be inside the measured loop:
+  //   the test waits for server::reserve_ready() before it warms up;
+  // - a send that outlasts its spin (the server thread not scheduled within a few microseconds)
+  //   parks, and a parked send records a wait-for-graph edge whose timer-driven scans use growing
+  //   buffers. The promise is for the round trip itself, so it is measured with the graph off (as
+  //   range_lock_noalloc's contended case); a park then costs nothing, whatever the load.
   fs::wait_graph::set_enabled(false);
   struct graph_back_on {
     ~graph_back_on() { fs::wait_graph::set_enabled(true); }
@@ -33,6 +37,7 @@ TEST_CASE("pread/pwrite/lseek/fstat through a ramfs server: no allocation per ca
   fs::path_namespace ns;
   fs::ramfs fsrv({.name = "noalloc", .prefix = "/na", .pool = {1, 1}, .ns = &ns});
   fs::process p("client", {0, 0}, &ns);
+  while (!fsrv.srv().reserve_ready()) std::this_thread::yield();  // bounded by the watchdog
   const int fd = *p.open("/na/f", O_RDWR | O_CREAT, 0644);
   std::vector<unsigned char> data(4096, 0x11), buf(4096);
   for (int i = 0; i < 50; ++i) {  // warm up: thread records, lazily built tables, the signal handler

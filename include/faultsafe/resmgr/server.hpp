@@ -139,6 +139,8 @@ class server {
   [[nodiscard]] unsigned idle_threads() const noexcept { return pool_.idle_threads(); }
   [[nodiscard]] unsigned peak_busy() const noexcept { return pool_.peak_busy(); }
   [[nodiscard]] std::uint64_t reserve_served() const noexcept { return pool_.reserve_served(); }
+  /// thread_pool::reserve_ready(): the reserve thread is set up (or there is none).
+  [[nodiscard]] bool reserve_ready() const noexcept { return pool_.reserve_ready(); }
 
   /// The pool self-deadlock check for a message about to be sent on `ch` (see thread_pool::route_for).
   [[nodiscard]] static send_route route_for(const channel& ch, activity_id a, const send_buffers& b) {

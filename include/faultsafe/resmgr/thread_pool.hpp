@@ -179,6 +179,11 @@ class thread_pool {
   [[nodiscard]] unsigned idle_threads() const noexcept { return idle_.load(std::memory_order_relaxed); }
   [[nodiscard]] unsigned peak_busy() const noexcept { return peak_busy_.load(std::memory_order_relaxed); }
   [[nodiscard]] std::uint64_t reserve_served() const noexcept { return reserve_served_.load(std::memory_order_relaxed); }
+  /// Whether the reserve thread has started and set itself up (its name, its faulting-thread
+  /// announcement, its receiver), or the pool has none (on_self_deadlock != grant). The set-up
+  /// allocates on that thread whenever the scheduler runs it; a caller that measures allocations
+  /// (tests) waits for this first. (4) acquire, pairs with (3).
+  [[nodiscard]] bool reserve_ready() const noexcept { return !reserve_ch_ || reserve_rcv_.load(std::memory_order_acquire) != nullptr; }
 
   /// Effects: for a message about to be sent on `ch` by the calling thread on behalf of `a`: if `ch` is
   /// a pool's channel whose every thread is busy serving `a` and which cannot grow (the message could
