@@ -212,6 +212,8 @@ def sc_chmod(C):
             C.user("%s chmod sgid member" % t, lambda: (os.chmod(p, 0o2755), ids(p)), gids=[NOBODY])
             C.user("%s chmod sgid non-member" % t, lambda: (os.chmod(p, 0o2755), ids(p)), gids=[NOBODY - 1])
             C.user("%s chmod suid owner" % t, lambda: (os.chmod(p, 0o4755), ids(p)), gids=[NOBODY - 1])
+            C.user("%s chmod sticky owner" % t, lambda: (os.chmod(p, 0o1644), ids(p)), gids=[NOBODY])
+            C.do("%s chmod 01621 root" % t, lambda: (os.chmod(p, 0o1621), ids(p)))
     for_types(C, "w", body)
 
 
@@ -659,7 +661,17 @@ def sc_truncate(C):
     os.chmod(p, 0o444)
     C.user("ftruncate on fd after chmod", lambda: _fd_call(p, os.O_RDONLY, 0, lambda fd: os.ftruncate(fd, 0)))
     os.chmod(p, 0o644)
-    C.do("write times", lambda: None)
+    for mode in (0o6777, 0o6767):  # set-id bits: cleared by a truncate or write of a caller other than root
+        for name, fn in (("O_TRUNC", lambda: _fd_call(p, os.O_RDONLY | os.O_TRUNC, 0, lambda fd: None)),
+                         ("O_CREAT|O_TRUNC", lambda: _fd_call(p, os.O_RDONLY | os.O_CREAT | os.O_TRUNC, 0o644, lambda fd: None)),
+                         ("truncate", lambda: os.truncate(p, 7)), ("truncate same size", lambda: os.truncate(p, os.lstat(p).st_size)),
+                         ("ftruncate", lambda: _fd_call(p, os.O_WRONLY, 0, lambda fd: os.ftruncate(fd, 3))),
+                         ("write", lambda: _fd_call(p, os.O_WRONLY, 0, lambda fd: os.write(fd, b"x")))):
+            os.chmod(p, mode)
+            C.user("%s %o by user" % (name, mode), lambda: (fn(), ids(p)), gids=[NOBODY])
+            os.chmod(p, mode)
+            C.do("%s %o by root" % (name, mode), lambda: (fn(), ids(p)))
+    os.chmod(p, 0o644)
     C.timed("write", lambda: _fd_call(p, os.O_WRONLY, 0, lambda fd: os.write(fd, b"abc")), [("w/f", False)])
     C.timed("read", lambda: _fd_call(p, os.O_RDONLY, 0, lambda fd: os.read(fd, 3)), [("w/f", False)])
     C.do("blocks", lambda: (os.truncate(p, 0), os.lstat(p).st_blocks, _fd_call(p, os.O_WRONLY, 0, lambda fd: os.write(fd, b"x" * 10000)),
@@ -706,6 +718,8 @@ def sc_utimens(C):
     C.user("now by other with write", lambda: ut(p, now, now), uid=NOBODY)
     C.user("now/omit by other with write", lambda: ut(p, now, omit), uid=NOBODY)
     C.user("explicit by other with write", lambda: ut(p, (1, 1), (1, 1)), uid=NOBODY)
+    C.user("omit/explicit by other with write", lambda: ut(p, omit, (1950000000, 0)), uid=NOBODY)
+    C.user("explicit/omit by other with write", lambda: ut(p, (1900000000, 0), omit), uid=NOBODY)
     os.chown(p, NOBODY, NOBODY)
     os.chmod(p, 0o444)
     C.user("now by owner without write", lambda: ut(p, now, now), uid=NOBODY)

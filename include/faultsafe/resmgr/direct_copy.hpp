@@ -499,7 +499,7 @@ inline bool shared_overlap(const plan& pl, std::uint64_t off, std::uint64_t n) n
     if (bounce) std::memcpy(target, bounce.get(), done);
     if (done == 0) err = std::make_error_code(std::errc::bad_address);
     std::optional<range_guard> none;  // the ranges are released with `held`
-    detail::finish_write(a, none, off, n, done, ctx.client.uid == 0);
+    detail::finish_write(a, none, off, n, done, ctx.client.uid == 0, !client_in_group(ctx.client, a.gid()));
     return {};
   });
   if (!handled) return false;

@@ -309,11 +309,22 @@ class iofunc_attr {
     ctime_ = now;
     atime_stale_.store(false, std::memory_order_relaxed);
   }
-  /// Effects: what a successful write does besides the bytes: mtime = ctime = now, and unless the
-  /// writer is privileged (uid 0) S_ISUID is cleared, and S_ISGID if group-executable.
-  void written(bool privileged) {
+  /// Effects: what a truncate does to the mode: unless the caller is privileged (uid 0), S_ISUID is
+  /// cleared, and S_ISGID if group-executable or the caller is `outside_group` (not in the file's group:
+  /// Linux, whether or not the size changes); ctime = now if the mode changed.
+  void truncated(bool privileged, bool outside_group = false) {
+    if (privileged) return;
     exclusive_guard<meta_mutex> g(meta_);
-    if (!privileged) kill_suid_locked();
+    const mode_t before = mode_;
+    kill_suid_locked(outside_group);
+    if (mode_ != before) stamp_locked(false, false, true);
+  }
+  /// Effects: what a successful write does besides the bytes: mtime = ctime = now, and unless the
+  /// writer is privileged (uid 0) S_ISUID is cleared, and S_ISGID if group-executable or the writer is
+  /// `outside_group` (not in the file's group; Linux).
+  void written(bool privileged, bool outside_group = false) {
+    exclusive_guard<meta_mutex> g(meta_);
+    if (!privileged) kill_suid_locked(outside_group);
     stamp_locked(false, true);
   }
   /// Effects: updates the access time (read) or the modification+change times (write). Access times
@@ -382,9 +393,9 @@ class iofunc_attr {
     static std::atomic<std::uint64_t> n{1};
     return n.fetch_add(1, std::memory_order_relaxed);
   }
-  void kill_suid_locked() noexcept {
+  void kill_suid_locked(bool outside_group = false) noexcept {
     mode_ &= ~static_cast<mode_t>(S_ISUID);
-    if ((mode_ & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP)) mode_ &= ~static_cast<mode_t>(S_ISGID);
+    if ((mode_ & S_ISGID) && ((mode_ & S_IXGRP) || outside_group)) mode_ &= ~static_cast<mode_t>(S_ISGID);
   }
   void stamp_locked(bool accessed, bool modified, bool changed = false) noexcept {
     timespec now{};
@@ -515,7 +526,9 @@ inline io_result iofunc_open_default(request_context& ctx, const io_open_request
   if ((q.flags & O_TRUNC) && S_ISREG(mode)) {
     range_guard g(attr->data_lock, 0, to_end, lock_mode::exclusive);
     if (auto ec = attr->set_size(0)) return io_result::fail(ec);
-    attr->touch(false, true);  // open(O_TRUNC) of an existing file marks mtime and ctime even if it was empty (Linux)
+    // open(O_TRUNC) of an existing file marks mtime and ctime even if it was empty, and clears set-id
+    // bits of a caller other than root (Linux)
+    attr->written(ctx.client.uid == 0, !client_in_group(ctx.client, attr->gid()));
   }
   o->attr = std::move(attr);
   o->flags = q.flags;
@@ -616,13 +629,14 @@ inline std::error_code lock_write_range(iofunc_attr& a, std::optional<range_guar
 // The end of a write of [off, off + n) of which `got` bytes were copied, the range held exclusively
 // and [off, off + n) reserved: publishes the size for the bytes copied, zeroes any bytes of the rest
 // written past the size (a page unmapped during the copy), releases the range and stamps the times
-// (iofunc_attr::written: set-id bits cleared unless `privileged`, i.e. the writer is uid 0).
+// (iofunc_attr::written: set-id bits cleared unless `privileged`, i.e. the writer is uid 0; S_ISGID
+// also when the writer is `outside_group`).
 inline void finish_write(iofunc_attr& a, std::optional<range_guard>& g, std::uint64_t off, std::uint64_t n,
-                         std::uint64_t got, bool privileged = false) {
+                         std::uint64_t got, bool privileged = false, bool outside_group = false) {
   if (got > 0) (void)a.grow_to(off + got);  // reserved: cannot fail
   if (got < n) a.discard_unpublished(off + got, std::min(off + n, off + got + 4096));
   g.reset();
-  if (got > 0) a.written(privileged);  // mtime, ctime; setuid/setgid cleared unless privileged
+  if (got > 0) a.written(privileged, outside_group);  // mtime, ctime; setuid/setgid cleared unless privileged
 }
 }  // namespace detail
 
@@ -656,7 +670,7 @@ inline io_result iofunc_write_default(request_context& ctx, ocb_base& base, cons
   });
   // The bytes copied stay written even if the sender gave up meanwhile (ECANCELED: nobody gets the
   // reply); a write that copied nothing changed nothing.
-  detail::finish_write(a, g, off, n, got, ctx.client.uid == 0);
+  detail::finish_write(a, g, off, n, got, ctx.client.uid == 0, !client_in_group(ctx.client, a.gid()));
   if (got > 0 && !q.use_offset) o.offset.store(static_cast<std::int64_t>(off + got), std::memory_order_relaxed);
   if (ec) return io_result::fail(ec);
   if (got == 0) return io_result::fail(copy_ec);
@@ -664,7 +678,8 @@ inline io_result iofunc_write_default(request_context& ctx, ocb_base& base, cons
 }
 
 /// Default ftruncate: EBADF unless open for writing, EINVAL for a negative length, EFBIG past max_size.
-inline io_result iofunc_ftruncate_default(request_context&, ocb_base& base, const io_ftruncate_request& q) {
+/// A caller other than root clears the set-id bits (iofunc_attr::truncated).
+inline io_result iofunc_ftruncate_default(request_context& ctx, ocb_base& base, const io_ftruncate_request& q) {
   iofunc_ocb* const op = iofunc_ocb_cast(base);
   if (op == nullptr) return detail::not_iofunc_ocb();
   iofunc_ocb& o = *op;
@@ -681,6 +696,7 @@ inline io_result iofunc_ftruncate_default(request_context&, ocb_base& base, cons
     g.reset();
   }
   if (auto ec = a.set_size(len)) return io_result::fail(ec);
+  a.truncated(ctx.client.uid == 0, !client_in_group(ctx.client, a.gid()));
   return io_result::ok(0);
 }
 
@@ -926,7 +942,7 @@ inline io_result iofunc_fallocate_default(request_context& ctx, ocb_base& base, 
     const std::uint64_t size = a.size();
     if (off < size) std::memset(a.data() + off, 0, static_cast<std::size_t>(std::min(len, size - off)));
     g.unlock();
-    a.written(ctx.client.uid == 0);
+    a.written(ctx.client.uid == 0, !client_in_group(ctx.client, a.gid()));
     return io_result::ok();
   }
   if (q.mode != 0 && q.mode != FALLOC_FL_KEEP_SIZE) return detail::errc_result(std::errc::operation_not_supported);
