@@ -15,10 +15,10 @@ M644, M444, M200, M600 = 0, 64, 128, 192
 PROT_R, PROT_W = 1, 2
 SHARED, PRIVATE = 4, 8
 ANON = 16
-# Path operations (codes 15..31). Tree paths: D, D_P, D_Q, D_P_R, D_P_S, E; files A, B, C (link sources,
+# Path operations (codes 15..32). Tree paths: D, D_P, D_Q, D_P_R, D_P_S, E; files A, B, C (link sources,
 # stat/access/chmod/chown/utimens targets).
 (STAT, MKDIR, RMDIR, UNLINK, RENAME, LINK, SYMLINK, READLINK, MKNOD, ACCESS, CHMOD, CHOWN, UTIMENS, FSYNC,
- STATVFS, READDIR, FCHMOD) = range(15, 32)
+ STATVFS, READDIR, FCHMOD, READDIR_UNLINK) = range(15, 33)
 D, D_P, D_Q, D_P_R, D_P_S, E, A, B, C = range(9)
 DIR_755, DIR_700, DIR_555, DIR_644 = range(4)              # mkdir modes
 CH_755, CH_700, CH_555, CH_644, CH_600, CH_444, CH_000, CH_200 = range(8)  # chmod modes
@@ -122,6 +122,10 @@ def op_readdir(dir_index, small=False):  # dirs: D, D_P, D_Q, E, A
     return bytes([READDIR, dir_index | (0x80 if small else 0)])
 
 
+def op_readdir_unlink(dir_index, victim, after):  # removes victim after `after` records (. and .. count)
+    return bytes([READDIR_UNLINK, dir_index, victim, after])
+
+
 SCRIPTS = {
     "basic_rw": [op_open(0, RDWR | CREAT), op_rw(WRITE, 0, 5000, 1), op_lseek(0, 0, 0), op_rw(READ, 0, 6000),
                  op_rw(PWRITE, 0, 300, 2, off=4090), op_rw(PREAD, 0, 8000, off=0), op_close(0)],
@@ -178,6 +182,11 @@ SCRIPTS = {
                    bytes([SYMLINK, 1, E]), op_utimens(E, "now", "now"), op_utimens(E, (0, 0), "omit", nofollow=True),
                    op_chown(E, 1, nofollow=True), bytes([FSYNC, 0, 0]), bytes([FSYNC, 1, 5]), bytes([STATVFS, 0, 0]),
                    bytes([STATVFS, 1, 0]), bytes([STATVFS, 1, 6]), op_chmod(D_P, CH_200), op_access(D_P, 3)],
+    "tree_readdir_unlink": [op_open(2, RDWR | CREAT), op_mkdir(D), op_mkdir(D_P), op_mkdir(D_Q), bytes([MKNOD, FIFO, D_P_R]),
+                            bytes([LINK, C, D_P_S]), bytes([SYMLINK, 0, E]), op_readdir_unlink(0, D_P, 3),
+                            op_readdir_unlink(1, D_P_R, 2), op_readdir_unlink(1, D_P_S, 3), op_readdir_unlink(0, D_Q, 2),
+                            op_readdir_unlink(0, D_Q, 0), op_mkdir(D_Q), op_readdir_unlink(2, D_Q, 2), op_readdir_unlink(1, D_P, 1),
+                            op_readdir(0, small=True), op_stat(C)],
 }
 
 

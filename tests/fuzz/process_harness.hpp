@@ -704,7 +704,7 @@ class harness {
     for (std::size_t i = at; i < at + n; ++i) (*m.known[i / page])[i % page] = m.addr[i];
   }
 
-  // ---- path operations (codes 15..31) ---------------------------------------------------------------
+  // ---- path operations (codes 15..32) ---------------------------------------------------------------
   // A second model: a small tree of names below the harness's tag (tree_paths: "d", "d/p", "d/q",
   // "d/p/r", "d/p/s", "e"), holding directories, regular files, FIFOs, sockets, dangling symlinks and
   // hard links to the model's files a, b, c (a link shares the model_file: size and mode). Every path
@@ -857,8 +857,8 @@ class harness {
     }
   }
 
-  void op_remove(byte_reader& in, bool dir) {
-    const std::string rel = pick_tpath(in, false);
+  void op_remove(byte_reader& in, bool dir) { remove_path(pick_tpath(in, false), dir); }
+  void remove_path(const std::string& rel, bool dir) {
     note("%s(%s)", dir ? "rmdir" : "unlink", rel.c_str());
     const auto ec = (dir ? proc_.rmdir(tfull(rel)) : proc_.unlink(tfull(rel))).error();
     if (injected(ec)) return;
@@ -1125,12 +1125,17 @@ class harness {
   }
 
   // open(O_DIRECTORY) + readdir to the end + close: the names are the model's children.
-  void op_readdir(byte_reader& in) {
+  // With `unlink_during`: one record per call, and after `after` records (".", ".." included) the tree
+  // name `victim` is removed (unlink, or rmdir for a directory in the model): positions stay valid, so
+  // every remaining name is still listed exactly once, and the removed one at most once.
+  void op_readdir(byte_reader& in, bool unlink_during) {
     const std::uint8_t b = in.u8();
     static constexpr const char* dirs[5] = {"d", "d/p", "d/q", "e", "a"};
     const std::string rel = dirs[(b & 15) % 5];
-    const std::size_t bufsz = (b & 0x80) ? 40 : 4096;  // 40: one record per call
-    note("readdir(%s, buffer %zu)", rel.c_str(), bufsz);
+    const std::size_t bufsz = (b & 0x80) || unlink_during ? 40 : 4096;  // 40: one record per call
+    const std::string victim = unlink_during ? pick_tpath(in, false) : std::string();
+    const int after = unlink_during ? in.u8() % 5 : -1;
+    note("readdir(%s, buffer %zu%s%s)", rel.c_str(), bufsz, unlink_during ? ", then removes " : "", victim.c_str());
     auto fd = proc_.open(tfull(rel), O_RDONLY | O_DIRECTORY);
     if (injected(fd.error())) return;
     int want = twalk(rel);
@@ -1144,7 +1149,14 @@ class harness {
     std::vector<std::string> got;
     std::uint64_t pos = 0;
     alignas(8) std::uint8_t buf[4096];
+    bool removed = false;
     for (int calls = 0; calls < 64; ++calls) {
+      if (calls == after) {
+        const tnode_ptr v = twalk(victim) ? nullptr : tget(victim);
+        const std::size_t before = tree_.size();
+        remove_path(victim, v && S_ISDIR(tmode(*v)));
+        removed = tree_.size() < before;
+      }
       auto r = retried([&] { return proc_.readdir(*fd, pos, buf, bufsz); });
       if (!r) fail("readdir(%s): %s", rel.c_str(), r.error().message().c_str());
       if (*r == 0) break;
@@ -1163,6 +1175,10 @@ class harness {
     for (const auto& [k, v] : tree_)
       if (parent_of(k) == rel) model.push_back(k.substr(rel.size() + 1));
     std::sort(got.begin(), got.end());
+    if (removed && parent_of(victim) == rel) {  // the removed name: listed once if read before its removal
+      const std::string gone = victim.substr(rel.size() + 1);
+      if (std::count(got.begin(), got.end(), gone) == 1) model.insert(std::lower_bound(model.begin(), model.end(), gone), gone);
+    }
     if (got != model) {
       std::string g, m;
       for (const auto& s : got) g += s + " ";
@@ -1223,7 +1239,7 @@ class harness {
   }
 
   using op_fn = void (*)(harness&, byte_reader&);
-  static constexpr std::size_t op_codes = 32;  // one past the highest code in op_table
+  static constexpr std::size_t op_codes = 33;  // one past the highest code in op_table
   // Defined after the class (Clang rejects member access into the class inside its own definition).
   static const op_fn op_table[op_codes];
 
@@ -1275,8 +1291,9 @@ inline const harness::op_fn harness::op_table[harness::op_codes] = {
     /* 27 */ [](harness& h, byte_reader& in) { h.op_utimens(in); },
     /* 28 */ [](harness& h, byte_reader& in) { h.op_fsync(in); },
     /* 29 */ [](harness& h, byte_reader& in) { h.op_statvfs(in); },
-    /* 30 */ [](harness& h, byte_reader& in) { h.op_readdir(in); },
+    /* 30 */ [](harness& h, byte_reader& in) { h.op_readdir(in, false); },
     /* 31 */ [](harness& h, byte_reader& in) { h.op_chmod(in, true); },
+    /* 32 */ [](harness& h, byte_reader& in) { h.op_readdir(in, true); },
 };
 
 /// Runs one input. Aborts (after printing the operation log) on any mismatch with the model.
