@@ -72,6 +72,16 @@ def mode_excl(fn_sig):
     helper = re.search(r"detail::(lock_\w+_range)\(", text)
     if helper:
         text = body(iofunc, "inline std::error_code %s(" % helper.group(1))
+    # A handler that forwards to a shared implementation with a bool (detail::read_impl(..., false)):
+    # the mode is the branch of `flag ? lock_mode::X : lock_mode::Y` that the bool selects.
+    impl = re.search(r"detail::(\w+_impl)\([^;]*,\s*(true|false)\)\s*;", text)
+    if impl:
+        text = body(iofunc, "inline io_result %s(" % impl.group(1))
+        pick = re.findall(r"\w+ \? lock_mode::(shared|exclusive) : lock_mode::(shared|exclusive)", text)
+        if len(pick) != 1:
+            errors.append("cannot find the lock-mode choice in detail::%s (for %s)" % (impl.group(1), fn_sig))
+            return None
+        return int(pick[0][0 if impl.group(2) == "true" else 1] == "exclusive")
     m = one(r"lock_mode::(shared|exclusive)", text, "the lock mode of " + fn_sig)
     return None if m is None else int(m == "exclusive")
 

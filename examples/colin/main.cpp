@@ -414,7 +414,7 @@ int run_processes(bool naive) {
     std::_Exit(1);
   });
   bool ok = false;
-  std::string result = "set-up failed";
+  std::string result = "set-up failed: a server did not start";
   if (up) {
     fs::path_namespace ns;
     fs::process bob("Bob", {}, &ns);
@@ -425,6 +425,10 @@ int run_processes(bool naive) {
     auto b = bob.open("/io_pkt/b", O_RDONLY);
     auto m1 = a ? bob.mmap(nullptr, xlen, PROT_READ, MAP_SHARED, *a, 0) : fs::result<void*>(a.error());
     auto m2 = a ? bob.mmap(nullptr, xlen, PROT_READ | PROT_WRITE, MAP_SHARED, *a, 0) : fs::result<void*>(a.error());
+    if (!(a && b && m1 && m2)) {
+      const auto why = [](const auto& r) { return r ? std::string("ok") : errstr(r.error()); };
+      result = "set-up failed: open /nfs/a " + why(a) + ", open /io_pkt/b " + why(b) + ", mmap " + why(m1) + ", mmap " + why(m2);
+    }
     if (a && b && m1 && m2) {
       std::error_code bob1_error, bob2_error;
       bool bob1_ok = false, bob2_ok = false;

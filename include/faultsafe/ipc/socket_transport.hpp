@@ -727,26 +727,29 @@ class socket_listener {
       auto* h = static_cast<conn_header*>(c->base);
       *h = conn_header{magic, opts_.slots, c->stride, c->data_bytes, opts_.inline_max};
       for (unsigned i = 0; i < opts_.slots; ++i) new (slot_at(c->base, c->stride, i)) slot{};
-      ok = !send_with_fd(cfd, h, sizeof *h, memfd);
     }
-    if (memfd >= 0) ::close(memfd);
-    if (ok) {
-      try {
-        add_watch(cfd, c.get());
-        if (c->pidfd >= 0) add_watch(c->pidfd, c.get());
-        c->running.store(opts_.slots, std::memory_order_relaxed);
-        for (unsigned i = 0; i < opts_.slots; ++i) c->threads.emplace_back([this, c, i] { run_slot(*c, i); });
-        exclusive_guard g(mu_);
-        conns_.push_back(c);
-        return;
-      } catch (...) {
-        kill(*c);
-        c->running.store(static_cast<unsigned>(c->threads.size()), std::memory_order_relaxed);
-        join(*c);
-        return;
-      }
+    if (!ok) {
+      if (memfd >= 0) ::close(memfd);
+      return release(*c);
     }
-    release(*c);
+    // The connection is watched, served and findable (find(): send_fd, take_fd) before the client
+    // gets its channel: its first request may be an mmap hello whose handler looks it up.
+    try {
+      add_watch(cfd, c.get());
+      if (c->pidfd >= 0) add_watch(c->pidfd, c.get());
+      c->running.store(opts_.slots, std::memory_order_relaxed);
+      for (unsigned i = 0; i < opts_.slots; ++i) c->threads.emplace_back([this, c, i] { run_slot(*c, i); });
+      exclusive_guard g(mu_);
+      conns_.push_back(c);
+    } catch (...) {
+      ::close(memfd);
+      kill(*c);
+      c->running.store(static_cast<unsigned>(c->threads.size()), std::memory_order_relaxed);
+      return join(*c);
+    }
+    const auto* h = static_cast<const conn_header*>(c->base);
+    if (send_with_fd(cfd, h, sizeof *h, memfd)) kill(*c);  // its slot threads leave; reap() joins them
+    ::close(memfd);
   }
 
   // Marks the connection dead and wakes its slot threads (they finish what they serve, then leave).
