@@ -1,6 +1,6 @@
 // Resource-manager tests: ramfs through processes; permissions and credentials; bad inputs; server
 // stop with pending senders; io timeouts; single-threaded server with many clients; a server whose
-// handler sends to a second server; thread-pool growth up to max.
+// handler sends to a second server; thread-pool growth up to max; serving on the calling thread.
 #include <doctest/doctest.h>
 #include <faultsafe/resmgr/process.hpp>
 #include <faultsafe/resmgr/ramfs.hpp>
@@ -269,6 +269,96 @@ TEST_CASE("server stop fails pending senders and future calls; the one being ser
   CHECK(is(p.open("/slow/x", O_RDONLY).error(), ENOENT));  // detached
   CHECK(is(p.close(fds[1]).error(), ESHUTDOWN));
   CHECK(is(p.close(fds[1]).error(), EBADF));  // the fd was freed anyway
+}
+
+TEST_CASE("serving on the calling thread: same results, no pool thread, open replies with the attributes, stop waits") {
+  faultsafe_test::watchdog wd("serve here");
+  path_namespace ns;
+  gate g;
+  std::atomic<bool> gated{false}, handler_done{false};
+  std::mutex mu;
+  std::thread::id read_by;
+  activity_id read_for = 0;
+  io_funcs f;
+  f.open = [](request_context&, const io_open_request&, std::string_view, std::shared_ptr<ocb_base>& out) {
+    out = std::make_shared<ocb_base>();
+    return io_result::ok();
+  };
+  f.fstat = [](request_context&, ocb_base&, struct ::stat& st) {
+    st.st_size = 42;
+    st.st_ino = 7;
+    return io_result::ok();
+  };
+  f.read = [&](request_context& ctx, ocb_base&, const io_rw_request&) {
+    {
+      std::lock_guard<std::mutex> l(mu);
+      read_by = std::this_thread::get_id();
+      read_for = ctx.activity;
+    }
+    if (gated.load()) {
+      g.wait();
+      handler_done.store(true);
+    }
+    return io_result::ok(3);
+  };
+  server s({.name = "here", .pool = {1, 1}, .ns = &ns}, f);
+  REQUIRE_FALSE(s.attach("/here"));
+  process direct("direct", {}, &ns), queued("queued", {}, &ns);
+  direct.set_serve_on_calling_thread(true);
+  struct ::stat st{};
+  CHECK(is(direct.open("/here/x", O_RDONLY, 0, st).error(), ENXIO));  // not started: as a send
+  s.start();
+
+  // open with the attributes: one message, served here; the reply carries fstat's answer.
+  auto fd = direct.open("/here/x", O_RDONLY, 0, st);
+  REQUIRE(fd);
+  CHECK(st.st_size == 42);
+  CHECK(st.st_ino == 7u);
+  CHECK(s.direct_served() == 1u);
+  char buf[8];
+  CHECK(*direct.read(*fd, buf, sizeof buf) == 3u);
+  CHECK(s.direct_served() == 2u);
+  {
+    std::lock_guard<std::mutex> l(mu);
+    CHECK(read_by == std::this_thread::get_id());  // no hand-off: this thread ran the handler
+    CHECK(read_for == current_activity());         // on behalf of this thread's activity
+  }
+  // The same calls through the queue: a pool thread serves them, with the same results.
+  struct ::stat st2{};
+  auto qfd = queued.open("/here/x", O_RDONLY, 0, st2);
+  REQUIRE(qfd);
+  CHECK(st2.st_size == 42);
+  CHECK(*queued.read(*qfd, buf, sizeof buf) == 3u);
+  CHECK(s.direct_served() == 2u);
+  {
+    std::lock_guard<std::mutex> l(mu);
+    CHECK(read_by != std::this_thread::get_id());
+  }
+
+  // stop() waits for a direct serve in progress; afterwards the calls fail as sends do.
+  gated.store(true);
+  std::error_code err;
+  std::size_t got = 0;
+  std::thread reader([&] {
+    auto r = direct.read(*fd, buf, sizeof buf);
+    err = r.error();
+    got = r.value_or(0);
+  });
+  REQUIRE(g.wait_for_waiters(1));
+  bool done_when_stopped = false;
+  std::thread stopper([&] {
+    s.stop();
+    done_when_stopped = handler_done.load();
+  });
+  std::this_thread::sleep_for(50ms);  // not a timing assertion: gives a stop() that did not wait time to return
+  g.release();
+  reader.join();
+  stopper.join();
+  CHECK_FALSE(err);
+  CHECK(got == 3u);
+  CHECK(done_when_stopped);
+  CHECK(is(direct.read(*fd, buf, sizeof buf).error(), ESHUTDOWN));
+  CHECK(is(direct.open("/here/x", O_RDONLY).error(), ENOENT));  // detached
 }
 
 TEST_CASE("a process io timeout turns a stuck server into ETIMEDOUT") {

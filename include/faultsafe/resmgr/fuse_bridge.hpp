@@ -9,7 +9,11 @@
 // `process` of the bridge's own, on behalf of the caller: the request's uid and gid (fuse_req_ctx) and,
 // for callers other than root, their supplementary groups (fuse_req_getgroups) are the message's
 // credentials (process::acting_as), so the server's handlers, with their locks, range
-// locks and the wait-for graph, serve and check every program on the machine. Opens are OCBs of the
+// locks and the wait-for graph, serve and check every program on the machine. The process serves on
+// the calling thread (process::set_serve_on_calling_thread): a server of this OS process serves the
+// message on the libfuse worker itself, through its own dispatch and handlers, on behalf of the
+// worker's activity (server::serve_here): no hand-off to a pool thread. A prefix that resolves to a
+// server in another OS process (mount_remote) is sent there as before. Opens are OCBs of the
 // bridge's process (one client, pid process::pid(), however many programs share a file: the server's
 // max_opens_per_client should be 0); the FUSE file handle is the bridge process's fd.
 // Inodes: FUSE node ids are the bridge's (a counter, never reused; root 1), one per server inode
@@ -32,13 +36,19 @@
 // 3.16): without it mount() fails with ENOTSUP and says so; fuse_io_mode::direct_io_no_shared_mmap
 // accepts that MAP_SHARED mappings then fail with ENODEV (the kernel's answer).
 // Threads: fuse_session_loop_mt with max_threads = fuse_bridge_options::max_threads (default: the
-// server's pool maximum + 4). libfuse's default of 10 would make libfuse, not the server, the bound
-// on requests in flight: with 10 workers blocked in the server (range locks held by requests that
+// server's pool maximum + 4). Each worker serves its request itself (see Requests), so max_threads,
+// not the server's pool, bounds how many of the mount's requests the server serves at once: the
+// default gives the mount as many as the server was sized for, plus 4 workers that keep reading
+// /dev/fuse while that many are blocked in the server on each other (range locks held by requests that
 // wait for another request still unread in /dev/fuse, such as the READ the kernel needs to finish a
-// page fault of a writer or the RELEASE that ends a lock holder) nothing reads /dev/fuse again and the
-// mount hangs. With more workers than the pool has threads, every request the server could be serving
-// has a worker and a few are left to read the next ones: the server's pool (its self-deadlock guard and
-// wait-for graph) is the only bound. No idle-thread tuning (max_idle_threads stays libfuse's).
+// page fault of a writer or the RELEASE that ends a lock holder; with every worker blocked so, nothing
+// reads /dev/fuse again and the mount hangs, which libfuse's default of 10 makes likelier on a large
+// pool). The server's pool serves only its other clients (in-process processes, remote connections,
+// page-ins): its max_threads and its self-deadlock guard do not apply to the workers' own requests,
+// which never wait for a pool thread; the guard still checks every message a handler sends on from
+// a worker (a page-in of a mapping the handler touches, a request to another server), because the
+// worker has then adopted its activity. Locks, range locks and the wait-for graph see the workers as
+// they see pool threads. No idle-thread tuning (max_idle_threads stays libfuse's).
 // Brian through the kernel: the daemon-side lock-up of the kernel's Documentation/filesystems/fuse.rst
 // ("tricky deadlock": the daemon faults on a mapping of a file of its own mount while serving a request
 // of that file) cannot happen: every buffer the bridge hands to the server or to /dev/fuse is the
@@ -97,7 +107,8 @@ enum class fuse_io_mode {
 };
 
 struct fuse_bridge_options {
-  /// The server's pool maximum (thread_pool_options::max_threads): sizes the FUSE workers.
+  /// The server's pool maximum (thread_pool_options::max_threads): sizes the FUSE workers, which serve
+  /// the mount's requests themselves (see the header comment, Threads).
   unsigned server_threads = 4;
   /// libfuse's max_threads (0: server_threads + 4; see the header comment).
   unsigned max_threads = 0;
@@ -119,6 +130,7 @@ class fuse_bridge {
       : opts_(std::move(opts)), prefix_(std::move(prefix)), proc_("fuse bridge", {}, ns) {
     while (prefix_.size() > 1 && prefix_.back() == '/') prefix_.pop_back();
     proc_.set_max_fds(std::numeric_limits<std::size_t>::max());  // capped by the fd table's size
+    proc_.set_serve_on_calling_thread(true);  // the worker serves its request (see the header comment)
     // The kernel applies PATH_MAX to a program's path relative to its cwd; the bridge names the file by
     // its whole path from the server's root, which may be longer.
     proc_.set_max_path(io_wire_path_max);
@@ -624,15 +636,11 @@ class fuse_bridge {
     guarded(req, [&](fuse_bridge& b) {
       std::string p;
       if (!b.child_path(parent, name, p)) return (void)fuse_reply_err(req, ENOENT);
-      auto fd = b.proc_.open(p, b.open_flags(fi->flags) | O_CREAT | (fi->flags & O_EXCL), mode);
+      struct ::stat st;  // the open's reply carries the new file's attributes: one message
+      auto fd = b.proc_.open(p, b.open_flags(fi->flags) | O_CREAT | (fi->flags & O_EXCL), mode, st);
       if (!fd) return (void)fuse_reply_err(req, to_errno(fd.error()));
-      auto st = b.proc_.fstat(*fd);
-      if (!st) {
-        (void)b.proc_.close(*fd);
-        return (void)fuse_reply_err(req, to_errno(st.error()));
-      }
       fuse_entry_param e;
-      b.remember(parent, name, *st, e);
+      b.remember(parent, name, st, e);
       b.opened(e.ino, *fd, fi, false);
       if (fuse_reply_create(req, &e, fi) != 0) {
         b.closed(e.ino, *fd);

@@ -102,7 +102,9 @@ struct open {
   static constexpr addressing by = addressing::open;
   static constexpr bool two_paths = false;
   using request = io_open_request;
-  using reply = no_reply;
+  /// Optional: the new open's attributes, from the fstat handler, for a sender that offers a reply
+  /// header of this size (protocol.hpp; process::open with a struct stat).
+  using reply = struct ::stat;
   /// Must set `out` on success; the server assigns the handle (the reply status).
   using handler = io_result(request_context&, const io_open_request&, std::string_view path, std::shared_ptr<ocb_base>& out);
   static auto& slot(auto& f) { return f.open; }

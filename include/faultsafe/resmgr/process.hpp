@@ -37,9 +37,11 @@
 // Lifetime: the servers may die before the process: their channels are shared, so a send then fails with
 // ESHUTDOWN. A process registers itself under its pid for its lifetime (detail::client_registry), so a
 // server can ask the sending process's address space about a client buffer (resmgr/direct_copy.hpp).
+// With set_serve_on_calling_thread(true), a message to a server of this OS process is served on the
+// calling thread instead (server::serve_here), with the same results.
 // Sends go through server::route_for (the pool self-deadlock guard, resmgr/server.hpp): one relaxed
 // load unless some server's pool has been full.
-// Memory ordering: relaxed settings (max fds, I/O timeout: a call sees the old or the new value),
+// Memory ordering: relaxed settings (max fds, I/O timeout, serving on the calling thread: a call sees the old or the new value),
 // relaxed pid counter, and the relaxed "memory made" hint (its readers learn of a mapping through
 // whatever gave them the pointer into it, which happens after the store); the fd table's own pairs
 // are numbered in resmgr/detail/pinned_table.hpp.
@@ -61,6 +63,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -184,42 +187,40 @@ class process {
   /// deep working directory of its own callers (the FUSE bridge) raises it.
   void set_max_path(std::size_t n) noexcept { max_path_.store(std::min(n, io_wire_path_max), std::memory_order_relaxed); }
 
-  /// Every send from this process gives up after `t` (0 = wait for ever, the default).
+  /// Every send from this process gives up after `t` (0 = wait for ever, the default). Not for
+  /// messages served on the calling thread (set_serve_on_calling_thread): the caller is the server.
   void set_io_timeout(std::chrono::nanoseconds t) noexcept { timeout_ns_.store(t.count(), std::memory_order_relaxed); }
+
+  /// true: a message to a server of this OS process is served on the calling thread (server::serve_here:
+  /// the server's own dispatch, handlers, locks and guard, on behalf of the caller's activity), not
+  /// handed to a pool thread; messages to other channels (a server in another process) are sent as
+  /// before. The results are the same; the cost is a thread hand-off less. For a gateway whose threads
+  /// only forward requests (the FUSE bridge's workers): its threads then bound how many of its
+  /// messages are served at once, not the server's pool (resmgr/thread_pool.hpp). Requires, while on:
+  /// the calling threads hold no faultsafe lock (the handlers take theirs on that thread). Default false.
+  void set_serve_on_calling_thread(bool on) noexcept { serve_here_.store(on, std::memory_order_relaxed); }
 
   // ---- files ----------------------------------------------------------------------------------------
 
   /// open(2): resolves `path` in the namespace (ENOENT if no server owns it) and asks the server.
   /// Returns the lowest free fd. Errors: ENOENT, EACCES, EEXIST, EINVAL, ENAMETOOLONG (past set_max_path()), EMFILE
   /// (set_max_fds() fds open), and what the server replies (EMFILE: its per-client limit).
-  [[nodiscard]] result<int> open(std::string_view path, int flags, mode_t mode = 0) {
-    if (path.size() > max_path()) return std::make_error_code(std::errc::filename_too_long);
-    if (lowest_free_fd() >= fd_limit()) return std::make_error_code(std::errc::too_many_files_open);
-    std::error_code ec;
-    auto res = ns_->resolve(path, ec);
-    if (!res) return ec;
-    io_open_request q{client(), flags, static_cast<std::uint32_t>(mode)};
-    send_result sr = send(*res->ch, {msg_type<msg::open>(), &q, sizeof q, res->rest.data(), res->rest.size()});
-    if (sr.error) return sr.error;
-    std::error_code err = std::make_error_code(std::errc::too_many_files_open);
-    try {
-      exclusive_guard g(mu_);
-      fd_entry e{res->ch, static_cast<std::uint64_t>(sr.status), flags};
-      const std::size_t max = fd_limit();
-      for (std::size_t fd = 0; fd < max; ++fd) {
-        if (fd >= fds_.capacity()) fds_.ensure_capacity(fd + 1);
-        if (!fds_.looks_free(fd)) continue;
-        if (paths_.size() <= fd) paths_.resize(fd + 1);
-        paths_[fd].assign(path.data(), path.size());
-        if (fds_.install(fd, std::move(e))) return static_cast<int>(fd);  // moves e only on success
-      }
-    } catch (const std::bad_alloc&) {
-      err = std::make_error_code(std::errc::not_enough_memory);
+  [[nodiscard]] result<int> open(std::string_view path, int flags, mode_t mode = 0) { return open_impl(path, flags, mode, nullptr); }
+
+  /// open(2), then fstat(2) of the new fd into `st`: one message when the server's open replies with
+  /// the attributes (msg::open's optional reply header; resmgr/server.hpp sends them), else an fstat
+  /// message follows. Errors: as open(); if the fstat fails, the fd is closed and its error returned.
+  [[nodiscard]] result<int> open(std::string_view path, int flags, mode_t mode, struct ::stat& st) {
+    bool have = false;
+    result<int> fd = open_impl(path, flags, mode, &st, &have);
+    if (!fd || have) return fd;
+    result<struct ::stat> s = fstat(*fd);
+    if (!s) {
+      (void)close(*fd);
+      return s.error();
     }
-    // Other threads took the last fds meanwhile (or no memory for the table): give the open back.
-    io_handle_request cq{client(), static_cast<std::uint64_t>(sr.status)};
-    (void)send(*res->ch, {msg_type<msg::close>(), &cq, sizeof cq});
-    return err;
+    st = *s;
+    return fd;
   }
 
   /// close(2): the fd is free afterwards even if the server failed (ESHUTDOWN...). EBADF if not open.
@@ -447,6 +448,9 @@ class process {
 
   /// Sends `b` on `ch` with this process's io timeout.
   [[nodiscard]] send_result send(channel& ch, const send_buffers& b) {
+    // relaxed: a setting (set_serve_on_calling_thread).
+    if (serve_here_.load(std::memory_order_relaxed) && !ch.remote())
+      if (std::optional<send_result> r = server::serve_here(ch, b, current_activity())) return *r;
     send_options o;
     const auto t = timeout_ns_.load(std::memory_order_relaxed);
     if (t > 0) o.deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(t);
@@ -504,6 +508,43 @@ class process {
   }
 
   // ---- message plumbing (one helper per addressing; every call above is built from these) ----------
+
+  // open(): with `st`, offers msg::open's reply header (the attributes); *have says whether it came.
+  result<int> open_impl(std::string_view path, int flags, mode_t mode, struct ::stat* st, bool* have = nullptr) {
+    if (path.size() > max_path()) return std::make_error_code(std::errc::filename_too_long);
+    if (lowest_free_fd() >= fd_limit()) return std::make_error_code(std::errc::too_many_files_open);
+    std::error_code ec;
+    auto res = ns_->resolve(path, ec);
+    if (!res) return ec;
+    io_open_request q{client(), flags, static_cast<std::uint32_t>(mode)};
+    send_buffers b{msg_type<msg::open>(), &q, sizeof q, res->rest.data(), res->rest.size()};
+    if (st) {
+      b.reply_header = st;
+      b.reply_header_len = sizeof *st;
+    }
+    send_result sr = send(*res->ch, b);
+    if (sr.error) return sr.error;
+    if (have) *have = st && sr.reply_header_len == sizeof *st;
+    std::error_code err = std::make_error_code(std::errc::too_many_files_open);
+    try {
+      exclusive_guard g(mu_);
+      fd_entry e{res->ch, static_cast<std::uint64_t>(sr.status), flags};
+      const std::size_t max = fd_limit();
+      for (std::size_t fd = 0; fd < max; ++fd) {
+        if (fd >= fds_.capacity()) fds_.ensure_capacity(fd + 1);
+        if (!fds_.looks_free(fd)) continue;
+        if (paths_.size() <= fd) paths_.resize(fd + 1);
+        paths_[fd].assign(path.data(), path.size());
+        if (fds_.install(fd, std::move(e))) return static_cast<int>(fd);  // moves e only on success
+      }
+    } catch (const std::bad_alloc&) {
+      err = std::make_error_code(std::errc::not_enough_memory);
+    }
+    // Other threads took the last fds meanwhile (or no memory for the table): give the open back.
+    io_handle_request cq{client(), static_cast<std::uint64_t>(sr.status)};
+    (void)send(*res->ch, {msg_type<msg::close>(), &cq, sizeof cq});
+    return err;
+  }
 
   template <class M>
   static constexpr std::uint32_t msg_type() noexcept {
@@ -658,6 +699,7 @@ class process {
   std::atomic<std::int64_t> timeout_ns_{0};
   std::atomic<std::size_t> max_fds_{1024};
   std::atomic<std::size_t> max_path_{io_path_max};
+  std::atomic<bool> serve_here_{false};
   mutable ranked_mutex<rank::leaf> mu_{"process fds"};  // leaf: open()/close() changing fds_ (lookups take no lock), paths_
   detail::pinned_table<fd_entry> fds_;
   std::vector<std::string> paths_ FAULTSAFE_GUARDED_BY(mu_);  // the path of each fd (reports only; not copied on I/O)

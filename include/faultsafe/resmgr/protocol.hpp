@@ -105,7 +105,8 @@ struct client_info {
 }
 
 /// io_msg::open. Payload: the path below the server's prefix (not NUL-terminated). Reply status: the
-/// new OCB handle.
+/// new OCB handle. Reply header (optional): the new open's struct stat, when the sender offers a reply
+/// header of exactly that size (resmgr/server.hpp fills it with the fstat handler; none if it fails).
 struct io_open_request {
   client_info client{};
   std::int32_t flags = 0;  ///< O_RDONLY/O_WRONLY/O_RDWR | O_CREAT | O_EXCL | O_TRUNC | O_APPEND

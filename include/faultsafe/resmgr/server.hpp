@@ -51,6 +51,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -139,12 +140,19 @@ class server {
   [[nodiscard]] unsigned idle_threads() const noexcept { return pool_.idle_threads(); }
   [[nodiscard]] unsigned peak_busy() const noexcept { return pool_.peak_busy(); }
   [[nodiscard]] std::uint64_t reserve_served() const noexcept { return pool_.reserve_served(); }
+  /// Messages served on their sender's own thread (thread_pool::serve_here; the FUSE bridge's).
+  [[nodiscard]] std::uint64_t direct_served() const noexcept { return pool_.direct_served(); }
   /// thread_pool::reserve_ready(): the reserve thread is set up (or there is none).
   [[nodiscard]] bool reserve_ready() const noexcept { return pool_.reserve_ready(); }
 
   /// The pool self-deadlock check for a message about to be sent on `ch` (see thread_pool::route_for).
   [[nodiscard]] static send_route route_for(const channel& ch, activity_id a, const send_buffers& b) {
     return thread_pool::route_for(ch, a, b);
+  }
+  /// Serves message `b` for channel `ch` on the calling thread if a server in this OS process owns
+  /// `ch` (see thread_pool::serve_here), else std::nullopt (send it).
+  [[nodiscard]] static std::optional<send_result> serve_here(const channel& ch, const send_buffers& b, activity_id a) {
+    return thread_pool::serve_here(ch, b, a);
   }
 
   [[nodiscard]] std::size_t open_ocbs() const { return ocbs_.open_count(); }
@@ -278,9 +286,17 @@ class server {
       if (ec) res = io_result::fail(ec);
       else res.value = static_cast<std::int64_t>(h);
     }
+    // The new open's attributes, if the sender asked (msg::open's optional reply header): the fstat
+    // handler on the OCB, before its handle is known to anyone else. None if that fails.
+    msg::open::reply st{};
+    std::size_t st_len = 0;
+    if (!res.error && funcs_.fstat && r.holding() && r.reply_header_len() == sizeof st) {
+      const io_handle_request fq{q.client, static_cast<std::uint64_t>(res.value)};
+      if (!guarded([&] { return detail::call_handler<msg::fstat>(funcs_.fstat, ctx, *o, fq, st); }).error) st_len = sizeof st;
+    }
     if (res.error) {
       ocbs_.unreserve(q.client.pid);
-    } else if (r.holding() && r.reply(res.value)) {
+    } else if (r.holding() && r.reply(res.value, &st, st_len)) {
       // The client gave up (timeout): nobody will ever close this handle.
       std::shared_ptr<ocb_base> dead = ocbs_.remove(static_cast<std::uint64_t>(res.value), q.client.pid);
     }

@@ -24,14 +24,27 @@
 // synchronous chain (activity/activity.hpp): two threads that adopt the same id on purpose defeat the
 // check's premise (it would then report a lock-up that is only contention and serve on the reserve
 // thread).
+// Serving on the calling thread (serve_here, for process::set_serve_on_calling_thread: the FUSE
+// bridge's workers, resmgr/fuse_bridge.hpp): a thread outside the pool serves a message of its own
+// through the pool's serve function (the server's dispatch, handlers, locks and guard) with a receiver
+// of the pool's channel that it attaches for the message, on behalf of its own activity: no hand-off,
+// no queue. Such a message never waits for a pool thread, so the pool's bound (max_threads) and its
+// self-deadlock guard do not apply to it: the calling threads are its bound (for the bridge, libfuse's
+// max_threads), and the guard still checks every message those handlers send on to a pool (a page-in,
+// a nested request), since the calling thread has then adopted its activity. stop() waits for the
+// direct serves in progress (a counter taken under the registry lock, so a pool being stopped is never
+// found again) before it returns. While it serves, the calling thread's receiver is one of the
+// channel's attached server threads for the wait-for graph (as a socket transport's slot thread is):
+// a queued sender's send wait is not reported stuck while such a thread runs.
 //
 // Thread-safety: all members from any thread. Lock order: the pool mutex is rank::pool (it announces
 // threads to the channels under it, whose queue locks are leaves); the registry is rank::registry
 // (held shared while a violation is reported: the handler must not stop servers); neither is held
 // while serving, sending or waiting.
 // Memory ordering: numbered pairs (1)/(2) and (3)/(4) publish a pool thread's (and the reserve
-// thread's) attached receiver to route_for; every other atomic here is a counter, a statistic or a
-// hint and is relaxed, each with its reason at the access.
+// thread's) attached receiver to route_for; (5)-(8) are the direct serves' count against stop() (all
+// seq_cst: a store-load handshake); every other atomic here is a counter, a statistic or a hint and is
+// relaxed, each with its reason at the access.
 // Lifetime: stop() (also run by the destructor) stops the channels (pending and future sends fail with
 // ESHUTDOWN), lets messages being served finish and joins every thread; it must not run on one of the
 // pool's own threads (std::system_error(EDEADLK) then).
@@ -42,6 +55,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <system_error>
@@ -155,9 +169,9 @@ class thread_pool {
 
   /// Effects: see the header comment (Lifetime). Idempotent. Throws: as check_not_own_thread().
   void stop() {
+    auto& reg = detail::server_registry::instance();
     {
-      auto& reg = detail::server_registry::instance();
-      exclusive_guard g(reg.m);  // waits for route_for calls on this pool
+      exclusive_guard g(reg.m);  // waits for route_for and serve_here calls on this pool
       reg.map.erase(ch_.get());
     }
     check_not_own_thread();
@@ -171,6 +185,13 @@ class thread_pool {
     ch_->stop();
     if (reserve_ch_) reserve_ch_->stop();
     for (auto& t : threads) t.join();
+    // The direct serves in progress (serve_here): none can start now (the pool is out of the
+    // registry); wait for those that did. (5) seq_cst, with (8): a serve that finishes after this store
+    // sees it and wakes us; one that finished before has its decrement seen by (6).
+    direct_closing_.store(true, std::memory_order_seq_cst);
+    for (unsigned n; (n = direct_.load(std::memory_order_seq_cst)) != 0;)  // (6) seq_cst, see (5)
+      direct_.wait(n, std::memory_order_seq_cst);
+    exclusive_guard g(reg.m);  // the last serve_here has left its shared section (and its notify)
   }
 
   /// Statistics (racy snapshots): threads started, threads idle (waiting for work), the most threads
@@ -179,6 +200,8 @@ class thread_pool {
   [[nodiscard]] unsigned idle_threads() const noexcept { return idle_.load(std::memory_order_relaxed); }
   [[nodiscard]] unsigned peak_busy() const noexcept { return peak_busy_.load(std::memory_order_relaxed); }
   [[nodiscard]] std::uint64_t reserve_served() const noexcept { return reserve_served_.load(std::memory_order_relaxed); }
+  /// Messages served on their sender's own thread (serve_here). Relaxed: a statistic.
+  [[nodiscard]] std::uint64_t direct_served() const noexcept { return direct_served_.load(std::memory_order_relaxed); }
   /// Whether the reserve thread has started and set itself up (its name, its faulting-thread
   /// announcement, its receiver), or the pool has none (on_self_deadlock != grant). The set-up
   /// allocates on that thread whenever the scheduler runs it; a caller that measures allocations
@@ -203,7 +226,72 @@ class thread_pool {
     return it->second->route_locked(a, b);
   }
 
+  /// Effects: if `ch` is a pool's channel, serves the message `b` on the calling thread, on behalf of
+  /// activity `a`, exactly as a pool thread serves one from the channel (see the header comment) and
+  /// returns what its sender would have got: the reply, or ENXIO (the pool was never started),
+  /// ESHUTDOWN (the channel is stopped), ENOMEM, EMSGSIZE, or the handler's error. std::nullopt when
+  /// no pool serves `ch` (another process's server, a bare channel, a stopped server): send it instead.
+  /// Requires: the calling thread holds no lock the handlers rank at or below (it takes their locks
+  /// itself); the buffers are this OS process's memory. No deadline or cancellation: the caller is the
+  /// server. Cost: the registry's shared lock twice, a receiver attach/detach (the channel's leaf lock
+  /// twice). Lock order: the registry (shared), released before serving; then what the handlers take.
+  /// Throws: nothing but what the handlers' dispatch lets through (it guards every handler).
+  [[nodiscard]] static std::optional<send_result> serve_here(const channel& ch, const send_buffers& b, activity_id a) {
+    auto& reg = detail::server_registry::instance();
+    thread_pool* p = nullptr;
+    {
+      shared_guard g(reg.m);
+      auto it = reg.map.find(&ch);
+      if (it == reg.map.end()) return std::nullopt;
+      p = it->second;
+      // (7) seq_cst: counted while the registry holds the pool, so stop() (which first takes the pool
+      // out under the exclusive lock) waits for this serve.
+      p->direct_.fetch_add(1, std::memory_order_seq_cst);
+    }
+    send_result res = p->serve_direct(b, a);
+    shared_guard g(reg.m);  // stop() waits for this section after it saw the count reach 0
+    // (8) seq_cst, pairs with (5)/(6): if stop() is waiting (or about to), it sees 0 or is woken.
+    if (p->direct_.fetch_sub(1, std::memory_order_seq_cst) == 1 && p->direct_closing_.load(std::memory_order_seq_cst))
+      p->direct_.notify_all();
+    return res;
+  }
+
  private:
+  // serve_here's work, on the calling thread. Requires: counted in direct_.
+  send_result serve_direct(const send_buffers& b, activity_id a) noexcept {
+    send_result res;
+    // relaxed: a hint, like the channel's require_server check (a serve racing with start() may get
+    // either answer, as a send racing with add_server() does).
+    if (started_threads_.load(std::memory_order_relaxed) == 0) {
+      res.error = std::make_error_code(std::errc::no_such_device_or_address);
+      return res;
+    }
+    if (ch_->stopped()) {
+      res.error = std::error_code(ESHUTDOWN, std::generic_category());
+      return res;
+    }
+    channel::receiver* r = nullptr;
+    try {
+      announce_faulting_thread();  // its faults on client memory name this thread and its activity (vm/); cheap after the first
+      r = &ch_->attach();
+    } catch (...) {
+      res.error = std::make_error_code(std::errc::not_enough_memory);
+      return res;
+    }
+    if (auto ec = r->receive_direct(b, a, 0)) {
+      res.error = ec;
+    } else {
+      try {
+        serve_(ctx_, *r);
+      } catch (...) {  // the dispatch guards handlers; anything else fails this message only
+      }
+      res = r->direct_result();  // EIO if the message was neither replied nor failed
+    }
+    ch_->detach(*r);
+    direct_served_.fetch_add(1, std::memory_order_relaxed);  // a statistic
+    return res;
+  }
+
   // One pool thread's state for route_for: its faultsafe id and its receiver, whose activity() names
   // the activity of the message it holds, from receive until the moment it replies (cleared before the
   // sender wakes, so a sender never sees its own finished message as still being served).
@@ -350,6 +438,9 @@ class thread_pool {
   std::thread reserve_thread_ FAULTSAFE_GUARDED_BY(mu_);
   std::atomic<channel::receiver*> reserve_rcv_{nullptr};
   std::atomic<std::uint64_t> reserve_served_{0};
+  std::atomic<unsigned> direct_{0};            // serve_here calls in progress: (5)-(8)
+  std::atomic<bool> direct_closing_{false};    // stop() waits for direct_ to reach 0: (5), (8)
+  std::atomic<std::uint64_t> direct_served_{0};
 };
 
 }  // namespace faultsafe
