@@ -319,11 +319,13 @@ class fuse_bridge {
     out += name;
     return true;
   }
-  // An open handle of node `id` (-1: none).
-  int any_fd(fuse_ino_t id) const {
+  // An open handle of node `id` (-1: none); *ino (if given): the node's server inode.
+  int any_fd(fuse_ino_t id, std::uint64_t* ino = nullptr) const {
     exclusive_guard g(mu_);
     auto it = nodes_.find(id);
-    return it == nodes_.end() || it->second.fds.empty() ? -1 : it->second.fds.front();
+    if (it == nodes_.end() || it->second.fds.empty()) return -1;
+    if (ino) *ino = it->second.ino;
+    return it->second.fds.front();
   }
 
   // Records a lookup of (parent, name) answered with `st`; fills `e`. The kernel now holds one more
@@ -390,14 +392,18 @@ class fuse_bridge {
     if (fuse_reply_entry(req, &e) != 0) forget_one(e.ino, 1);  // the kernel never got it (interrupted)
   }
 
-  // The stat of node `id`: by handle `fi`, by path, or through any open handle of an unlinked node.
+  // The stat of node `id`: by handle `fi`, else through any open handle of the node, else by path.
+  // GETATTR asks about the inode, which a handle names without a path walk (and which a program that
+  // opened the file may stat after losing search permission on its directory, as on tmpfs); the
+  // answer must be the node's inode (a handle closed meanwhile may already name another open).
   result<struct ::stat> stat_of(fuse_ino_t id, fuse_file_info* fi) {
     if (fi) return proc_.fstat(static_cast<int>(fi->fh));
+    std::uint64_t ino = 0;
+    if (const int fd = any_fd(id, &ino); fd >= 0)
+      if (auto st = proc_.fstat(fd); st.ok() && st.value().st_ino == ino) return st;
     std::string p;
     if (path_of(id, p)) return proc_.lstat(p);
-    const int fd = any_fd(id);
-    if (fd < 0) return std::make_error_code(std::errc::no_such_file_or_directory);
-    return proc_.fstat(fd);
+    return std::make_error_code(std::errc::no_such_file_or_directory);
   }
   void reply_attr(fuse_req_t req, fuse_ino_t id, fuse_file_info* fi) {
     auto st = stat_of(id, fi);
