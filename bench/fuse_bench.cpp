@@ -7,6 +7,9 @@
 // 2. Data on the mount (page-cache mode) vs the kernel's tmpfs: sequential 1 MiB writes, warm
 //    sequential 1 MiB reads (pages cached by the writes, same fd), cold sequential reads (a new open
 //    drops the cache: keep_cache 0), 4 KiB random warm reads.
+// 3. The server's part of a bridged request, without FUSE: a 4 KiB pread and an fstat through a
+//    `process` on the same ramfs, served on the calling thread (as the bridge's workers do,
+//    process::set_serve_on_calling_thread) vs handed to a pool thread (an ordinary in-process client).
 // Both mounts live in this process (bridge threads serve this thread's system calls). Every figure is
 // in real time (the work is done by other threads: CPU time of the calling thread would flatter FUSE). Needs root or
 // fusermount3 and /dev/fuse; prints why and exits 0 when it cannot mount. Usage: bench_fuse [flags].
@@ -179,6 +182,24 @@ void create_unlink(benchmark::State& st, const std::string* dir) {
   }
   st.SetItemsProcessed(st.iterations());
 }
+// The server's part alone (3. above): `p` serves on the calling thread or not; `read` or fstat.
+void server_part(benchmark::State& st, faultsafe::process* p, bool read) {
+  const std::string path = "/bench-fuse/data";
+  auto fd = p->open(path, O_RDONLY);
+  if (!fd) return st.SkipWithError("open");
+  std::mt19937_64 rng(1);
+  char b[4096];
+  for (auto _ : st) {
+    if (read) {
+      const off_t off = static_cast<off_t>(rng() % (file_size / 4096)) * 4096;
+      if (p->pread(*fd, b, sizeof b, off).value_or(0) != sizeof b) return st.SkipWithError("pread");
+    } else if (!p->fstat(*fd)) {
+      return st.SkipWithError("fstat");
+    }
+  }
+  st.SetItemsProcessed(st.iterations());
+  (void)p->close(*fd);
+}
 void seq_write(benchmark::State& st, const std::string* dir) {
   const int fd = ::open((*dir + "/seq").c_str(), O_CREAT | O_RDWR, 0644);
   std::size_t off = 0;
@@ -299,6 +320,12 @@ int main(int argc, char** argv) {
   RegisterBenchmark("request/getattr/minimal", getattr, &g_minimal)->Repetitions(5)->UseRealTime();
   RegisterBenchmark("request/create_unlink/bridge", create_unlink, &g_bridge_dio)->Repetitions(5)->UseRealTime();
   RegisterBenchmark("request/create_unlink/minimal", create_unlink, &g_minimal)->Repetitions(5)->UseRealTime();
+  faultsafe::process direct("bench direct"), queued("bench queued");
+  direct.set_serve_on_calling_thread(true);
+  RegisterBenchmark("server/pread4k/direct", server_part, &direct, true)->Repetitions(5)->UseRealTime();
+  RegisterBenchmark("server/pread4k/queued", server_part, &queued, true)->Repetitions(5)->UseRealTime();
+  RegisterBenchmark("server/fstat/direct", server_part, &direct, false)->Repetitions(5)->UseRealTime();
+  RegisterBenchmark("server/fstat/queued", server_part, &queued, false)->Repetitions(5)->UseRealTime();
   RegisterBenchmark("data/seq_write_1m/mount", seq_write, &g_bridge_pc)->Repetitions(5)->UseRealTime();
   RegisterBenchmark("data/seq_write_1m/tmpfs", seq_write, &g_tmpfs)->Repetitions(5)->UseRealTime();
   RegisterBenchmark("data/seq_read_1m_warm/mount", seq_read, &g_bridge_pc, false)->Repetitions(5)->UseRealTime();
@@ -317,6 +344,9 @@ int main(int argc, char** argv) {
     rep.rate_ratio("4 KiB random pread, direct-io: bridge / minimal", "request/read4k_direct/bridge", "request/read4k_direct/minimal");
     rep.rate_ratio("fstat (GETATTR): bridge / minimal", "request/getattr/bridge", "request/getattr/minimal");
     rep.rate_ratio("create+close+unlink: bridge / minimal", "request/create_unlink/bridge", "request/create_unlink/minimal");
+    std::printf("  the server's part of a request, without FUSE: served on the calling thread (the bridge's workers) vs by a pool thread:\n");
+    rep.rate_ratio("4 KiB pread: on the calling thread / pool thread", "server/pread4k/direct", "server/pread4k/queued");
+    rep.rate_ratio("fstat: on the calling thread / pool thread", "server/fstat/direct", "server/fstat/queued");
     std::printf("  data, mount (page cache) vs kernel tmpfs (goals: warm reads >= 0.80x, cold sequential >= 0.40x):\n");
     rep.rate_ratio("sequential 1 MiB writes: mount / tmpfs", "data/seq_write_1m/mount", "data/seq_write_1m/tmpfs");
     rep.rate_ratio("sequential 1 MiB reads, warm: mount / tmpfs", "data/seq_read_1m_warm/mount", "data/seq_read_1m_warm/tmpfs");
