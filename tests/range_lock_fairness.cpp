@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -107,4 +108,120 @@ TEST_CASE("a writer behind a continuous stream of overlapping readers gets in") 
 }
 TEST_CASE("a reader behind a continuous stream of writers gets in") {
   no_starvation(lock_mode::exclusive, lock_mode::shared, 30);
+}
+
+// The exclusive fast path (one CAS on an idle shard's leaf-lock word, the node outside the tree until
+// a holder of that lock moves it in). A first exclusive range goes through the tree and switches the
+// shard's readers to the tree path; after its release the shard is idle, so the next exclusive
+// request in it takes the fast path. Its state transitions: moved into the tree by a later waiter
+// (seen with its owner and thread), released through the tree in FIFO order, and the fast path taken
+// again once the shard is idle.
+TEST_CASE("exclusive fast path: a fast holder, queued waiters behind it, FIFO hand-over, then fast again") {
+  range_lock l("fast x");
+  rl_test::watchdog wd("exclusive fast path", std::chrono::seconds(30));
+  { range_guard warm(l, 0, 10, lock_mode::exclusive); }  // tree path: the shard's readers go slow
+  CHECK(l.holders().empty());
+  for (int round = 0; round < 3; ++round) {
+    rl_test::event held, release;
+    const activity_id a = new_activity();
+    std::uint32_t holder_tid = 0;
+    std::thread holder([&] {
+      activity_scope s(a);
+      holder_tid = this_thread_id();
+      range_guard g(l, 0, 100, lock_mode::exclusive);  // the fast path (the shard is idle)
+      held.set();
+      release.wait();
+    });
+    REQUIRE(held.wait());
+    std::atomic<int> order{0};
+    int w_at = -1, r_at = -1;
+    std::thread writer([&] {
+      range_guard w(l, 40, 20, lock_mode::exclusive);  // moves the holder into the tree, then queues
+      w_at = order.fetch_add(1);
+      std::this_thread::yield();
+    });
+    REQUIRE(rl_test::wait_until_waiting(l, 40, lock_mode::exclusive));
+    std::thread reader([&] {  // arrives after the writer, overlaps it: queues behind it
+      range_guard r(l, 50, 5, lock_mode::shared);
+      r_at = order.fetch_add(1);
+    });
+    REQUIRE(rl_test::wait_until_waiting(l, 50, lock_mode::shared));
+    // A try-lock against the holder fails (it sees the holder as a granted node), and the holder is
+    // listed with its owner and thread.
+    CHECK_FALSE(range_guard(l, 0, 1, lock_mode::shared, std::try_to_lock).owns_lock());
+    bool listed = false;
+    for (const auto& h : l.holders())
+      if (h.offset == 0 && h.length == 100 && h.granted) listed = h.owner == a && h.thread_id == holder_tid;
+    CHECK(listed);
+    CHECK(l.check_invariants());
+    CHECK(order.load() == 0);
+    release.set();
+    holder.join();
+    writer.join();
+    reader.join();
+    CHECK(w_at == 0);  // FIFO: the writer that queued first is granted first
+    CHECK(r_at == 1);
+    CHECK(l.holders().empty());
+    CHECK(l.check_invariants());
+  }
+  // Idle again: fast holders that nobody sees are granted and released without the tree, one after
+  // the other, and exclude each other and overlapping readers meanwhile.
+  for (int i = 0; i < 100; ++i) {
+    range_guard g(l, 0, 100, lock_mode::exclusive);
+    bool probe_got = true;
+    std::thread probe([&] { probe_got = range_guard(l, 99, 1, lock_mode::shared, std::try_to_lock).owns_lock(); });
+    probe.join();
+    CHECK_FALSE(probe_got);
+  }
+  CHECK(l.holders().empty());
+  CHECK(l.check_invariants());
+}
+
+// Fast exclusive holders released concurrently with the lock holders that move them into the tree
+// (try-locks, holders(), other requests of the same shard, wide ones with small segments): no two
+// overlapping exclusive holders ever coexist (per-byte counters), and everything ends empty.
+TEST_CASE("exclusive fast path under concurrent take-overs: exclusion holds") {
+  range_lock l("fast x stress");
+  rl_test::watchdog wd("exclusive fast path stress", std::chrono::seconds(100));
+  { range_guard warm(l, 0, 10, lock_mode::exclusive); }
+  std::atomic<int> cell[100]{};
+  std::atomic<long> bad{0}, granted{0};
+  std::atomic<bool> stop{false};
+  const auto hold = [&](const range_guard& g) {
+    const auto b = g.offset(), e = b + g.length();
+    for (auto x = b; x < e; ++x)
+      if (cell[x].fetch_add(1) != 0) ++bad;
+    std::this_thread::yield();
+    for (auto x = b; x < e; ++x) cell[x].fetch_sub(1);
+    ++granted;
+  };
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 3; ++t)
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < 3000 / rl_test::slow; ++i) {
+        std::optional<range_guard> g;
+        const auto off = static_cast<std::uint64_t>((i * 13 + t * 31) % 90);
+        if ((i + t) % 7 == 0)
+          g.emplace(l, off, 10, lock_mode::exclusive, std::try_to_lock);
+        else if (i % 11 == 0)
+          g.emplace(l, 0, 100, lock_mode::exclusive);
+        else
+          g.emplace(l, off, 10, lock_mode::exclusive);
+        if (g->owns_lock()) hold(*g);
+      }
+    });
+  std::thread diag([&] {
+    while (!stop.load()) {
+      if (!l.check_invariants()) ++bad;
+      (void)l.holders();
+      std::this_thread::yield();
+    }
+  });
+  for (auto& t : ts) t.join();
+  stop = true;
+  diag.join();
+  CHECK(bad.load() == 0);
+  CHECK(granted.load() > 0);
+  CHECK(l.holders().empty());
+  CHECK(l.check_invariants());
 }

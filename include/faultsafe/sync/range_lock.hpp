@@ -97,12 +97,29 @@
 // owners and threads (self-conflict, wait-for graph, holders()), and they release through the leaf
 // lock. A reader that publishes while a writer arrives either sees the writer's count (and withdraws
 // to the tree path, where FIFO puts it behind the writer) or is seen and migrated by it (a Dekker
-// handshake, (3)-(6) below). A per-shard flag (fast_ok) lets a writer skip the slot scan when the
-// shard's readers are on the tree path: a writer that scans clears it, and the shard's readers then
-// take the tree path until 4 of them (fast_path_rearm) came in a row without a writer (so a shard whose writers keep
-// coming behaves as without the fast path, and its writers do not scan). holders() and
-// conflicting_holders() migrate too. Slot collisions (more than two threads' ids on one slot, or a
-// thread holding two fast ranges of one lock) simply take the tree path.
+// handshake, (3)-(6) below). A per-shard flag in the same word (p_readers_slow) lets a writer skip
+// the slot scan when the shard's readers are on the tree path: a writer that scans sets it, and the
+// shard's readers then take the tree path until 4 of them (fast_path_rearm) came in a row without a
+// writer (so a shard whose writers keep coming behaves as without the fast path, and its writers do
+// not scan). holders() and conflicting_holders() migrate too. Slot collisions (more than two
+// threads' ids on one slot, or a thread holding two fast ranges of one lock) simply take the tree
+// path.
+//
+// Exclusive fast path (so that an uncontended writer pays one atomic read-modify-write to acquire and
+// one to release, as a mutex does, instead of a leaf-lock round trip for each). A NARROW EXCLUSIVE
+// request whose shard is idle (its leaf lock free, no writer, no fast exclusive holder, its readers on
+// the tree path, and at the last unlock nothing in its tree nor in the wide tree: all one value of the
+// leaf lock's word) is granted by one CAS of that word, which marks it "held by a fast exclusive
+// holder" and counts it as a writer (so no fast reader enters) without taking the lock; it then
+// publishes its node's address in the shard (fast_x). Its release is one CAS back to idle. Anything
+// else that takes the shard's leaf lock (another request of the shard or a wide one, a release, the
+// diagnostics, the wait-for graph's questions) first MOVES that holder into the tree as a granted node
+// (arrival number 0: nothing entered the shard since it was granted), exactly the node the tree path
+// would have made; from then on it is an ordinary granted node (FIFO, self-conflict, wait-for graph,
+// holders()), its release CAS fails and it releases through the leaf lock. The word stays idle-or-fast
+// only while no lock holder intervenes, so the CAS back succeeds exactly when nobody saw the holder.
+// A lock holder that meets the holder between its CAS and its publication (a few instructions) waits
+// for the publication (spin, then yield).
 //
 // Complexity: a lock or unlock is O(log n + k) where n counts the held plus waiting ranges of the
 // trees it examines (a narrow range: its shard's and the wide tree; a wide range: all of them, plus
@@ -114,7 +131,8 @@
 // augmentation stops changing. A release re-examines only waiting nodes that overlap it, and skips
 // that entirely when nothing waits. A fast reader's lock and unlock are
 // O(1) (one CAS each on its own slot line, and loads of its shard's leaf-lock word); an exclusive
-// request adds O(reader_slot_count) when readers used its shard since its last writer.
+// request adds O(reader_slot_count) when readers used its shard since its last writer. A fast
+// exclusive lock and unlock are O(1) (one CAS each on the shard's leaf-lock word, one store).
 //
 // Lock order: a range is a lock of rank `rank::attr_range` (30, config.hpp) in the held-lock
 // stack (when FAULTSAFE_CHECKS / default_checks is on): it must be taken with no lock of rank >= 30
@@ -126,14 +144,15 @@
 // shard-index order, as one ordered batch) held for the tree work only; no user code, violation
 // handler or blocking wait runs under them (the diagnostics calls copy into a vector under them, which
 // may allocate). Hence no range_lock member may be called while a lock of rank >= 90 is held (the
-// wait-for graph, rank 80, asks a parked request for its holders: allowed). The readers' fast path
-// takes no lock.
+// wait-for graph, rank 80, asks a parked request for its holders: allowed). The readers' and the
+// exclusive fast paths take no lock.
 //
 // Blocking: every wait for a range happens in one private function (range_guard::wait_for_grant, the
 // place for a wait-for-graph hook): a short spin on the waiter's own futex word, then a park on it
 // (detail/futex.hpp: the library's one futex and CPU-pause layer). Releasers grant under the leaf lock
 // and wake parked waiters after dropping it. The uncontended path is one leaf-lock hold per acquire
-// and per release plus the tree operations (a fast reader: no leaf lock); lock-order checks are a
+// and per release plus the tree operations (a fast reader or fast exclusive holder: no leaf lock);
+// lock-order checks are a
 // compile-time switch (default_checks, from FAULTSAFE_CHECKS) and cost nothing when off.
 //
 // The self-conflict rule also covers try-locks (a grant/fail verdict is not "busy"). It applies to a
@@ -145,16 +164,20 @@
 // request also takes (see Sharding; futex_mutex's own (1) acquire / (2) release pairs), (1) the grant
 // stores the waiter's word with release under that lock, and (2) the waiter loads it with acquire; an
 // immediate grant is made under the leaf lock, after the previous holder's release. Readers' fast
-// path: (3) a reader publishes its slot, then re-reads (10) the shard's fast_ok flag and (4) its
-// writer count, all seq_cst; (5) a writer counts itself with its locking CAS (seq_cst), (11) reads and
-// clears the flag and (6) scans the slots, seq_cst, so one of the two sees the other (either the
-// reader withdraws or the writer migrates it); (12) the tree-path reader that sets the flag again does
-// so with release, so a fast reader that finds it set at (10) sees every writer counted before (4).
-// (7) a fast reader's release CAS (release) pairs with the scan's (6) (acquire), so what it read
-// happens-before a writer that finds the slot empty; (8) the leaf lock's
-// unlock, which subtracts a departed writer (release), pairs with (9) the reader's first load of the
-// count (acquire), so a writer's data is visible to a reader that finds the count at 0. Explicit
-// relaxed accesses are marked (r) with the reason.
+// path: (3) a reader publishes its slot, then re-reads (4) the shard's leaf-lock word (its
+// p_readers_slow flag and writer count), both seq_cst; (5) a writer counts itself with its locking
+// CAS and sets the flag (seq_cst) and (6) scans the slots, seq_cst, so one of the two sees the other
+// (either the reader withdraws or the writer migrates it). The tree-path reader that clears the flag
+// again does so in the same word, so a fast reader that finds it clear at (4) sees every writer
+// counted before. (7) a fast reader's release CAS (release) pairs with the scan's (6) (acquire), so
+// what it read happens-before a writer that finds the slot empty; (8) the leaf lock's unlock, which
+// subtracts a departed writer (release), pairs with (4) (acquire), so a writer's data is visible to a
+// reader that finds the count at 0. Exclusive fast path: (9) the acquiring CAS (seq_cst: acquire,
+// pairs with (8) and (10), the previous holders' releases; it requires the flag that only a scanning
+// writer sets, and counts the holder in the same word that (4) reads, so no fast reader is granted
+// alongside it) and (10) the releasing CAS (release, pairs with (9), (4) and the leaf lock's (1)).
+// (11) the holder's publication of its node (release) pairs with (12) the lock holder's load that
+// moves it into the tree (acquire). Explicit relaxed accesses are marked (r) with the reason.
 #pragma once
 
 #include <algorithm>
@@ -173,6 +196,7 @@
 #include <span>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include <boost/intrusive/rbtree_algorithms.hpp>
@@ -255,19 +279,23 @@ class FAULTSAFE_CAPABILITY("mutex") leaf_mutex {
       }
     }
   }
-  /// Effects: forgets the hold, drops the lock subtracting `sub` from the payload. Requires: held.
-  void unlock(std::uint32_t sub = 0, const source_location& where = source_location::current()) noexcept
-      FAULTSAFE_RELEASE() {
+  /// Effects: forgets the hold, drops the lock subtracting `sub` from and adding `add` to the
+  /// payload. Requires: held.
+  void unlock(std::uint32_t sub = 0, std::uint32_t add = 0,
+              const source_location& where = source_location::current()) noexcept FAULTSAFE_RELEASE() {
     if constexpr (default_checks::enabled) {
       try {
         (void)core::forget(this, detail::hold_mode::exclusive, name, where);
       } catch (...) {  // reported; see the class comment
       }
     }
-    m_.unlock(sub);
+    m_.unlock(sub, add);
   }
-  /// See futex_mutex::add_payload (requires: held) and futex_mutex::payload (no lock needed).
+  /// See futex_mutex::add_payload, sub_payload (requires: held), try_swap_unlocked (takes no lock:
+  /// nothing to check) and payload (no lock needed).
   void add_payload(std::uint32_t add) noexcept { m_.add_payload(add); }
+  void sub_payload(std::uint32_t sub) noexcept { m_.sub_payload(sub); }
+  bool try_swap_unlocked(std::uint32_t from, std::uint32_t to) noexcept { return m_.try_swap_unlocked(from, to); }
   [[nodiscard]] std::uint32_t payload(std::memory_order o = std::memory_order_seq_cst) const noexcept {
     return m_.payload(o);
   }
@@ -281,6 +309,13 @@ class FAULTSAFE_CAPABILITY("mutex") leaf_mutex {
   }
   detail::futex_mutex m_;
 };
+
+// The payload of a shard's leaf lock (range_tree::m): four flags, then the shard's writer count.
+inline constexpr std::uint32_t p_fast_x = 1;        // a fast exclusive holder (range_tree::fast_x), not in the tree
+inline constexpr std::uint32_t p_parity = 2;        // flips with every fast exclusive acquisition (tags fast_x)
+inline constexpr std::uint32_t p_nonempty = 4;      // at the last unlock, the shard's tree or the wide tree had a node
+inline constexpr std::uint32_t p_readers_slow = 8;  // the shard's readers take the tree path (no fast readers)
+inline constexpr std::uint32_t p_writer = 16;       // one writer (the count is payload / p_writer)
 
 // The waiter's word.
 inline constexpr std::uint32_t w_waiting = 0;    // queued, thread running (spinning or about to park)
@@ -391,20 +426,25 @@ inline std::string describe_activity(activity_id a) {
 /// arrival counter of a range_lock shard (unused in the wide tree). Everything the uncontended path
 /// touches sits in the first cache line: the leaf lock, the counters and the header's links.
 struct alignas(64) range_tree {
-  // The shard's readers may take the fast path (1) or not (0). A writer that finds it set clears it
-  // and scans the reader slots; one that finds it clear skips the scan. Set again (under the shard's
-  // lock) by the fast_path_rearm-th tree-path reader in a row without a writer: a shard whose writers
-  // keep coming stays on the tree path and its writers never scan.
-  std::atomic<std::uint32_t> fast_ok{1};
-  // A shard's leaf lock (the wide tree is guarded by every shard's). Its payload counts the shard's
-  // "writers": the exclusive requests (granted or waiting) whose domain covers the shard (its narrow
-  // ones and every wide one), read without the lock by the readers' fast path
-  // (range_lock::try_fast_shared). A request adds itself as it takes the lock (one CAS); its exit is
-  // subtracted as the lock is dropped (writer_exits).
-  // Not the tree's first member: shard 0's lock must not share its address with the range_lock
-  // (the lock-order checks tell locks apart by address).
+  // The fast exclusive holder of the shard (see "Exclusive fast path" in the file comment): its
+  // node's address with p_parity's value at its acquisition in bit 0 (0 until the first one).
+  // Written by that holder just after its acquiring swap; read by the holder of the leaf lock that
+  // moves the node into the tree. Not the tree's first member: shard 0's lock must not share its
+  // address with the range_lock (the lock-order checks tell locks apart by address).
+  std::atomic<std::uintptr_t> fast_x{0};
+  // A shard's leaf lock (the wide tree is guarded by every shard's). Its payload (p_* above) counts
+  // the shard's "writers": the exclusive requests (granted or waiting) whose domain covers the shard
+  // (its narrow ones and every wide one), read without the lock by the readers' fast path
+  // (range_lock::try_fast_shared); a request adds itself as it takes the lock (one CAS) and its exit
+  // is subtracted as the lock is dropped (writer_exits). p_readers_slow: the shard's readers take the
+  // tree path; a writer that finds it clear sets it and scans the reader slots, one that finds it set
+  // skips the scan; cleared again (under the shard's lock) by the fast_path_rearm-th tree-path reader
+  // in a row without a writer: a shard whose writers keep coming stays on the tree path and its
+  // writers never scan. p_nonempty is recomputed at each unlock; p_fast_x and p_parity are set by a
+  // fast exclusive acquisition (while the lock is free), p_fast_x cleared by a lock holder that
+  // moves that holder into the tree.
   mutable leaf_mutex m;
-  std::uint32_t slow_reads = 0;   // tree-path narrow readers since fast_ok was cleared or the last writer
+  std::uint32_t slow_reads = 0;   // tree-path narrow readers since p_readers_slow was set or the last writer
   std::uint64_t next_seq = 0;     // a shard's Lamport clock: see range_lock::take_seq
   std::size_t waiting = 0;        // nodes in the tree that are not granted
   mutable std::uint32_t writer_exits = 0;  // writers that left under the current hold (see unlock_shard)
@@ -697,7 +737,9 @@ class alignas(64) range_lock {
   ~range_lock() {
     if constexpr (default_checks::enabled) {
       bool busy = wide_.root() != nullptr;
-      for (const auto& s : shards_) busy = busy || s.root() != nullptr;
+      for (const auto& s : shards_)
+        busy = busy || s.root() != nullptr ||
+               (s.m.payload(std::memory_order_relaxed) & detail::rl::p_fast_x) != 0;  // (r) owner's view
       for (const auto& r : readers_) busy = busy || r.v.load(std::memory_order_relaxed) != 0;  // (r) owner's view
       if (busy) {
         std::fprintf(stderr, "faultsafe: range_lock '%s' destroyed while ranges are held or waited for\n", name_);
@@ -806,12 +848,11 @@ class alignas(64) range_lock {
   /// migrated (granted, and a writer that arrived meanwhile has already moved it into its tree);
   /// none (nothing taken: use the tree). Complexity: O(1); no system call.
   fast_result try_fast_shared(node& n, reader_slot*& slot) noexcept {
+    using namespace detail::rl;
     tree& t = *n.home;
-    // (9) acquire, pairs with (8): the range of the last writer of this shard is released before the
-    // data under the reader's range is read.
-    if (t.m.payload(std::memory_order_acquire) != 0) return fast_result::none;
-    // (r) relaxed: a hint only; (10) decides.
-    if (t.fast_ok.load(std::memory_order_relaxed) == 0) return fast_result::none;
+    const auto fast_ok = [](std::uint32_t p) { return (p & p_readers_slow) == 0 && p < p_writer; };
+    // (r) relaxed: a hint only; (4) decides.
+    if (!fast_ok(t.m.payload(std::memory_order_relaxed))) return fast_result::none;
     const std::uintptr_t tag = slot_tag(n);
     const unsigned h = n.thread_id % reader_slot_count;
     for (unsigned i = 0; i < 2; ++i) {
@@ -823,10 +864,9 @@ class alignas(64) range_lock {
       // in the single total order either (4) sees the writer's (5), or the writer's (6) sees this
       // publication and migrates the node. Also releases the node's fields to the migrating writer (6).
       if (!sl.v.compare_exchange_strong(e, tag, std::memory_order_seq_cst, std::memory_order_relaxed)) continue;
-      // (10) seq_cst, pairs with (11): read after (3), so a writer that clears the flag later scans
-      // after (3) and sees this node; acquire, pairs with (12): a writer counted before the flag was
-      // set again is seen at (4). (4) seq_cst, see (3).
-      if (t.fast_ok.load(std::memory_order_seq_cst) != 0 && t.m.payload(std::memory_order_seq_cst) == 0) {
+      // (4) seq_cst, see (3) and (9); acquire, pairs with (8) and (10): the range of the last writer of
+      // this shard is released before the data under the reader's range is read.
+      if (fast_ok(t.m.payload(std::memory_order_seq_cst))) {
         slot = &sl;
         return fast_result::published;
       }
@@ -871,8 +911,8 @@ class alignas(64) range_lock {
 
   /// Requires: domain d locked; an exclusive request of domain d enters the lock, already counted in
   /// the writers of d's shards if `counted` (by the locking CAS), else counted here. Effects: then no
-  /// new fast reader enters those shards; migrates the existing ones (if a shard's fast_ok flag says
-  /// there may be some: the flag is then cleared, and the shard's readers use the tree path until
+  /// new fast reader enters those shards; migrates the existing ones (if a shard's p_readers_slow flag
+  /// is clear, there may be some: the flag is then set, and the shard's readers use the tree path until
   /// fast_path_rearm of them came in a row without a writer). Complexity: O(1) for a narrow request
   /// when its shard's readers are on the tree path, else O(reader_slot_count); O(shard_count +
   /// reader_slot_count) for a wide one.
@@ -882,18 +922,83 @@ class alignas(64) range_lock {
     for (unsigned i = first; i < end; ++i) {
       tree& t = shards_[i];
       // (5) seq_cst, see (3): the count, made by the locking CAS (futex_mutex's (1)) or here.
-      if (!counted) t.m.add_payload(1);
+      if (!counted) t.m.add_payload(detail::rl::p_writer);
       t.slow_reads = 0;
-      // (11) seq_cst, pairs with (10).
-      if (t.fast_ok.load(std::memory_order_seq_cst) != 0) {
-        t.fast_ok.store(0, std::memory_order_seq_cst);  // (11) seq_cst: before the scan (6)
+      // (r) relaxed: the flag changes only under the shard's lock, which we hold.
+      if ((t.m.payload(std::memory_order_relaxed) & detail::rl::p_readers_slow) == 0) {
+        t.m.add_payload(detail::rl::p_readers_slow);  // (5) seq_cst: before the scan (6)
         scan = true;
       }
     }
     if (scan) migrate_readers_locked(d);
   }
+  // ---- exclusive fast path (see "Exclusive fast path" in the file comment) -------------------------
+  /// Requires: n exclusive, narrow (domain < all), initialised, not linked. Effects: if its shard is
+  /// idle (leaf lock free, no writer, no fast holder, readers on the tree path, nothing in its tree or
+  /// the wide tree), grants n without the leaf lock and without entering the tree: one swap of the
+  /// lock's payload marks the shard as held by a fast exclusive holder, counted as a writer, then n's
+  /// address is published in the shard's fast_x. Returns: the payload it set (to give to
+  /// release_fast_exclusive), or 0 when nothing was taken (use the tree). Complexity: O(1).
+  std::uint32_t try_fast_exclusive(node& n) noexcept {
+    using namespace detail::rl;
+    tree& t = *n.home;
+    // (r) relaxed: the expected value only; the swap (9) decides.
+    const std::uint32_t p = t.m.payload(std::memory_order_relaxed);
+    if ((p & ~p_parity) != p_readers_slow) return 0;
+    const std::uint32_t held = (p ^ p_parity) | p_fast_x | p_writer;
+    // (9) seq_cst (futex_mutex's (3)): acquire, pairs with (8) and (10): the previous holders of
+    // the shard released before n is granted. Requires p_readers_slow, which only a writer that
+    // then scanned the reader slots ((5), (6)) sets: a fast reader granted before (9) was migrated
+    // into the tree by that writer (then p_nonempty is set, or it has left), and one that publishes
+    // later sees the count at (4).
+    if (!t.m.try_swap_unlocked(p, held)) return 0;
+    n.granted = true;
+    n.seq = 0;
+    // (11) release, pairs with (12): n's fields are set before a lock holder moves n into the tree.
+    t.fast_x.store(reinterpret_cast<std::uintptr_t>(&n) | ((held & p_parity) ? 1 : 0), std::memory_order_release);
+    return held;
+  }
+  /// Requires: n granted by try_fast_exclusive, which returned `held`. Effects: releases n if it is
+  /// still the fast holder (one swap back). Returns false if a holder of the leaf lock has moved it
+  /// into the tree (or is doing so): it is then a granted node of its tree, released through the
+  /// leaf lock.
+  static bool release_fast_exclusive(const node& n, std::uint32_t held) noexcept {
+    using namespace detail::rl;
+    // (10) seq_cst (futex_mutex's (3)): release, pairs with (9), (4) and the leaf lock's (1): what
+    // the holder wrote happens-before the next holder of an overlapping range.
+    return n.home->m.try_swap_unlocked(held, held & (p_parity | p_readers_slow));
+  }
+  /// Requires: the leaf lock of shard t held (just taken). Effects: if the shard has a fast exclusive
+  /// holder, moves its node into the tree as a granted node (arrival number 0: before every queued
+  /// request; nothing entered the shard since it was granted) and clears p_fast_x; it stays counted
+  /// as a writer until it leaves through the tree. The holder publishes its node just after its
+  /// swap: in that window of a few instructions this waits (spin, then yield). Complexity: O(1).
+  static void take_fast_x_locked(const tree& ct) noexcept {
+    using namespace detail::rl;
+    tree& t = const_cast<tree&>(ct);  // the lock functions are const; the shard is not
+    // (r) relaxed: the payload changes only under the leaf lock while the lock is held.
+    const std::uint32_t p = t.m.payload(std::memory_order_relaxed);
+    if ((p & p_fast_x) == 0) return;
+    const std::uintptr_t tag = (p & p_parity) ? 1 : 0;
+    std::uintptr_t v;
+    // (12) acquire, pairs with (11). The value before the holder's store is its predecessor's
+    // (published before that one left: the swaps and lock operations on the payload order them),
+    // whose tag differs.
+    for (unsigned i = 0; ((v = t.fast_x.load(std::memory_order_acquire)) & 1) != tag; ++i) {
+      if (i < 256)
+        detail::cpu_relax();
+      else
+        std::this_thread::yield();
+    }
+    node& n = *reinterpret_cast<node*>(v & ~std::uintptr_t{1});
+    t.insert(n, 0);
+    // (r) relaxed: the holder never reads its word while it holds the range.
+    n.word.store(w_granted, std::memory_order_relaxed);
+    t.m.sub_payload(p_fast_x);
+  }
+
   /// Requires: domain d locked; an exclusive request of domain d has left the lock. Effects: its count
-  /// is subtracted when each shard's lock is dropped ((8) release, pairs with (9)).
+  /// is subtracted when each shard's lock is dropped ((8) release, pairs with (4)).
   void remove_writer_locked(unsigned d) noexcept {
     const unsigned first = d == all ? 0 : d, end = d == all ? shard_count : d + 1;
     for (unsigned i = first; i < end; ++i) ++shards_[i].writer_exits;
@@ -909,10 +1014,12 @@ class alignas(64) range_lock {
   /// The leaf lock(s) of n's domain; `add_writer`: n is exclusive and about to be enqueued (counted in
   /// the writers of the domain's shards by the locking CAS itself).
   void lock_node(const node& n, bool add_writer = false) const noexcept FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    if (n.domain != all)
-      n.home->m.lock(add_writer ? 1 : 0);
-    else
+    if (n.domain != all) {
+      n.home->m.lock(add_writer ? detail::rl::p_writer : 0);
+      take_fast_x_locked(*n.home);
+    } else {
       lock_domain(all, add_writer);
+    }
   }
   void unlock_node(const node& n) const noexcept FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
     if (n.domain != all)
@@ -922,17 +1029,23 @@ class alignas(64) range_lock {
   }
 
   /// Lock order inside a range_lock: shard leaf locks in index order; all of them for `all` (one
-  /// ordered batch of rank::leaf locks for the lock-order checks).
+  /// ordered batch of rank::leaf locks for the lock-order checks). Each shard's fast exclusive holder
+  /// is moved into its tree as its lock is taken, so that every lock holder sees only trees.
   /// The domain functions hold a run-time set of shard locks (one, or all of them) across calls, which
   /// Clang's thread-safety analysis cannot name: they are outside it (the run-time checks still check
   /// every shard lock taken: rank::leaf, recursion, the ordered batch).
   void lock_domain(unsigned d, bool add_writer = false) const noexcept FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
+    const std::uint32_t add = add_writer ? detail::rl::p_writer : 0;
     if (d != all) {
-      shards_[d].m.lock(add_writer ? 1 : 0);
+      shards_[d].m.lock(add);
+      take_fast_x_locked(shards_[d]);
       return;
     }
     [[maybe_unused]] detail::ordered_scope batch;  // the shards' locks, in ascending address order
-    for (const auto& s : shards_) s.m.lock(add_writer ? 1 : 0);
+    for (const auto& s : shards_) {
+      s.m.lock(add);
+      take_fast_x_locked(s);
+    }
   }
   void unlock_domain(unsigned d) const noexcept FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
     if (d != all) {
@@ -941,11 +1054,17 @@ class alignas(64) range_lock {
     }
     for (unsigned i = shard_count; i-- > 0;) unlock_shard(shards_[i]);
   }
-  /// Drops a shard's lock, subtracting the writers that left under this hold.
-  static void unlock_shard(const tree& t) noexcept FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
+  /// Drops a shard's lock, subtracting the writers that left under this hold and updating
+  /// p_nonempty (the wide tree is stable while any shard lock is held).
+  void unlock_shard(const tree& t) const noexcept FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
+    using namespace detail::rl;
     const std::uint32_t exits = t.writer_exits;
     t.writer_exits = 0;
-    t.m.unlock(exits);  // (8) release: see try_fast_shared
+    // (r) relaxed: the flag changes only under the shard's lock, which we hold.
+    const bool was = (t.m.payload(std::memory_order_relaxed) & p_nonempty) != 0;
+    const bool now = t.root() != nullptr || wide_.root() != nullptr;
+    // (8) release: see try_fast_shared (4) and try_fast_exclusive (9).
+    t.m.unlock(exits * p_writer + (was && !now ? p_nonempty : 0), !was && now ? p_nonempty : 0);
   }
 
   /// Requires: domain d locked. Returns the arrival number of a request enqueued now. The shards'
@@ -1039,11 +1158,13 @@ class alignas(64) range_lock {
     tree& t = tree_of(n);
     if (n.mode == lock_mode::exclusive) {
       add_writer_locked(n.domain, counted);
-    } else if (n.domain != all && t.fast_ok.load(std::memory_order_relaxed) == 0 &&  // (r) written under our lock
+    } else if (n.domain != all &&
+               // (r) relaxed: the flag changes only under the shard's lock, which we hold.
+               (t.m.payload(std::memory_order_relaxed) & detail::rl::p_readers_slow) != 0 &&
                ++t.slow_reads >= fast_path_rearm) {
-      // (12) release, pairs with (10): the writers counted so far are seen by a fast reader that
-      // finds the flag set.
-      t.fast_ok.store(1, std::memory_order_release);
+      // seq_cst (as (5)); the writer count sits in the same word, so a fast reader that finds the
+      // flag clear at (4) also sees every writer counted so far.
+      t.m.sub_payload(detail::rl::p_readers_slow);
     }
     const bool may_conflict = t.insert(n, seq);
     if (n.domain != all && !may_conflict &&
@@ -1245,6 +1366,14 @@ class range_guard {
         return;
       }
     }
+    if (node_.mode == lock_mode::exclusive && node_.domain != range_lock::all) {
+      fast_x_ = lock_->try_fast_exclusive(node_);
+      if (fast_x_ != 0) {
+        linked_ = true;
+        finish_acquire();
+        return;
+      }
+    }
     const bool writer = node_.mode == lock_mode::exclusive;
     lock_->lock_node(node_, writer);
     const std::uint64_t seq = node_.domain != range_lock::all ? ++node_.home->next_seq : lock_->take_seq(range_lock::all);
@@ -1284,6 +1413,16 @@ class range_guard {
         owned_ = false;
         return;
       }  // else migrated by a writer: a granted node of its tree
+    }
+    if (fast_x_ != 0) {
+      const std::uint32_t held = fast_x_;
+      fast_x_ = 0;
+      if (range_lock::release_fast_exclusive(node_, held)) {
+        node_.granted = false;
+        linked_ = false;
+        owned_ = false;
+        return;
+      }  // else moved into its tree by a holder of the leaf lock: a granted node of its tree
     }
     detail::rl::wake_list wl;
     lock_->lock_node(node_);
@@ -1524,6 +1663,7 @@ class range_guard {
   range_lock* lock_;
   node node_;
   detail::rl::reader_slot* fast_ = nullptr;  // the reader slot node_ was published in (fast path)
+  std::uint32_t fast_x_ = 0;  // the payload try_fast_exclusive set (exclusive fast path), else 0
   bool linked_ = false;  // node_ is in the lock (a tree, granted or waiting, or a reader slot)
   bool owned_ = false;   // granted and recorded
 };
