@@ -233,9 +233,10 @@ class thread_pool {
   /// no pool serves `ch` (another process's server, a bare channel, a stopped server): send it instead.
   /// Requires: the calling thread holds no lock the handlers rank at or below (it takes their locks
   /// itself); the buffers are this OS process's memory. No deadline or cancellation: the caller is the
-  /// server. Cost: the registry's shared lock twice, a receiver attach/detach (the channel's leaf lock
-  /// twice). Lock order: the registry (shared), released before serving; then what the handlers take.
-  /// Throws: nothing but what the handlers' dispatch lets through (it guards every handler).
+  /// server. Cost: the registry's shared lock twice, the channel's leaf lock three times (stopped(),
+  /// attach(), detach()), a wait-for graph generation bump (detach). Lock order: the registry
+  /// (shared), released before serving; then what the handlers take. Throws: only what a violation
+  /// handler throws (the serve itself catches everything: a handler's exception fails the message).
   [[nodiscard]] static std::optional<send_result> serve_here(const channel& ch, const send_buffers& b, activity_id a) {
     auto& reg = detail::server_registry::instance();
     thread_pool* p = nullptr;
