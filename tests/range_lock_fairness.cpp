@@ -121,14 +121,17 @@ TEST_CASE("exclusive fast path: a fast holder, queued waiters behind it, FIFO ha
   rl_test::watchdog wd("exclusive fast path", std::chrono::seconds(30));
   { range_guard warm(l, 0, 10, lock_mode::exclusive); }  // tree path: the shard's readers go slow
   CHECK(l.holders().empty());
-  for (int round = 0; round < 3; ++round) {
+  for (int round = 0; round < 4; ++round) {
+    // Rounds 0-2: an exclusive fast holder; round 3: a shared one (the shard's readers are on the
+    // tree path: a writer came since the last re-arm), which a writer queues behind all the same.
+    const lock_mode holder_mode = round < 3 ? lock_mode::exclusive : lock_mode::shared;
     rl_test::event held, release;
     const activity_id a = new_activity();
     std::uint32_t holder_tid = 0;
     std::thread holder([&] {
       activity_scope s(a);
       holder_tid = this_thread_id();
-      range_guard g(l, 0, 100, lock_mode::exclusive);  // the fast path (the shard is idle)
+      range_guard g(l, 0, 100, holder_mode);  // the fast path (the shard is idle)
       held.set();
       release.wait();
     });
@@ -147,11 +150,14 @@ TEST_CASE("exclusive fast path: a fast holder, queued waiters behind it, FIFO ha
     });
     REQUIRE(rl_test::wait_until_waiting(l, 50, lock_mode::shared));
     // A try-lock against the holder fails (it sees the holder as a granted node), and the holder is
-    // listed with its owner and thread.
-    CHECK_FALSE(range_guard(l, 0, 1, lock_mode::shared, std::try_to_lock).owns_lock());
+    // listed with its owner, thread and mode.
+    CHECK_FALSE(range_guard(l, 0, 1, lock_mode::exclusive, std::try_to_lock).owns_lock());
+    CHECK(range_guard(l, 30, 1, lock_mode::shared, std::try_to_lock).owns_lock() ==
+          (holder_mode == lock_mode::shared));  // before the writer's range: only the holder's
     bool listed = false;
     for (const auto& h : l.holders())
-      if (h.offset == 0 && h.length == 100 && h.granted) listed = h.owner == a && h.thread_id == holder_tid;
+      if (h.offset == 0 && h.length == 100 && h.granted)
+        listed = h.owner == a && h.thread_id == holder_tid && h.mode == holder_mode;
     CHECK(listed);
     CHECK(l.check_invariants());
     CHECK(order.load() == 0);

@@ -119,7 +119,12 @@
 // holders()), its release CAS fails and it releases through the leaf lock. The word stays idle-or-fast
 // only while no lock holder intervenes, so the CAS back succeeds exactly when nobody saw the holder.
 // A lock holder that meets the holder between its CAS and its publication (a few instructions) waits
-// for the publication (spin, then yield).
+// for the publication (spin, then yield). A NARROW SHARED request that finds its shard's readers on
+// the tree path (a writer came since the last re-arm) takes the same path when the shard is idle: a
+// fast holder in shared mode, not counted as a writer (its take-over into the tree is a granted
+// shared node); so on a shard that has readers and writers in turn but never at once, each of them
+// pays two atomics instead of four. Such readers do not count towards fast_path_rearm (only
+// tree-path readers do: those that met another range in the shard).
 //
 // Complexity: a lock or unlock is O(log n + k) where n counts the held plus waiting ranges of the
 // trees it examines (a narrow range: its shard's and the wide tree; a wide range: all of them, plus
@@ -151,7 +156,7 @@
 // place for a wait-for-graph hook): a short spin on the waiter's own futex word, then a park on it
 // (detail/futex.hpp: the library's one futex and CPU-pause layer). Releasers grant under the leaf lock
 // and wake parked waiters after dropping it. The uncontended path is one leaf-lock hold per acquire
-// and per release plus the tree operations (a fast reader or fast exclusive holder: no leaf lock);
+// and per release plus the tree operations (a fast reader or fast holder: no leaf lock);
 // lock-order checks are a
 // compile-time switch (default_checks, from FAULTSAFE_CHECKS) and cost nothing when off.
 //
@@ -311,8 +316,8 @@ class FAULTSAFE_CAPABILITY("mutex") leaf_mutex {
 };
 
 // The payload of a shard's leaf lock (range_tree::m): four flags, then the shard's writer count.
-inline constexpr std::uint32_t p_fast_x = 1;        // a fast exclusive holder (range_tree::fast_x), not in the tree
-inline constexpr std::uint32_t p_parity = 2;        // flips with every fast exclusive acquisition (tags fast_x)
+inline constexpr std::uint32_t p_fast_x = 1;        // a fast holder (range_tree::fast_x), not in the tree
+inline constexpr std::uint32_t p_parity = 2;        // flips with every fast holder's acquisition (tags fast_x)
 inline constexpr std::uint32_t p_nonempty = 4;      // at the last unlock, the shard's tree or the wide tree had a node
 inline constexpr std::uint32_t p_readers_slow = 8;  // the shard's readers take the tree path (no fast readers)
 inline constexpr std::uint32_t p_writer = 16;       // one writer (the count is payload / p_writer)
@@ -426,7 +431,7 @@ inline std::string describe_activity(activity_id a) {
 /// arrival counter of a range_lock shard (unused in the wide tree). Everything the uncontended path
 /// touches sits in the first cache line: the leaf lock, the counters and the header's links.
 struct alignas(64) range_tree {
-  // The fast exclusive holder of the shard (see "Exclusive fast path" in the file comment): its
+  // The fast holder of the shard (see "Exclusive fast path" in the file comment): its
   // node's address with p_parity's value at its acquisition in bit 0 (0 until the first one).
   // Written by that holder just after its acquiring swap; read by the holder of the leaf lock that
   // moves the node into the tree. Not the tree's first member: shard 0's lock must not share its
@@ -441,8 +446,8 @@ struct alignas(64) range_tree {
   // skips the scan; cleared again (under the shard's lock) by the fast_path_rearm-th tree-path reader
   // in a row without a writer: a shard whose writers keep coming stays on the tree path and its
   // writers never scan. p_nonempty is recomputed at each unlock; p_fast_x and p_parity are set by a
-  // fast exclusive acquisition (while the lock is free), p_fast_x cleared by a lock holder that
-  // moves that holder into the tree.
+  // fast holder's acquisition (while the lock is free), p_fast_x cleared by a lock holder that moves
+  // that holder into the tree.
   mutable leaf_mutex m;
   std::uint32_t slow_reads = 0;   // tree-path narrow readers since p_readers_slow was set or the last writer
   std::uint64_t next_seq = 0;     // a shard's Lamport clock: see range_lock::take_seq
@@ -932,20 +937,20 @@ class alignas(64) range_lock {
     }
     if (scan) migrate_readers_locked(d);
   }
-  // ---- exclusive fast path (see "Exclusive fast path" in the file comment) -------------------------
-  /// Requires: n exclusive, narrow (domain < all), initialised, not linked. Effects: if its shard is
-  /// idle (leaf lock free, no writer, no fast holder, readers on the tree path, nothing in its tree or
-  /// the wide tree), grants n without the leaf lock and without entering the tree: one swap of the
-  /// lock's payload marks the shard as held by a fast exclusive holder, counted as a writer, then n's
-  /// address is published in the shard's fast_x. Returns: the payload it set (to give to
-  /// release_fast_exclusive), or 0 when nothing was taken (use the tree). Complexity: O(1).
-  std::uint32_t try_fast_exclusive(node& n) noexcept {
+  // ---- fast holder (see "Exclusive fast path" in the file comment) ---------------------------------
+  /// Requires: n narrow (domain < all), initialised, not linked. Effects: if its shard is idle (leaf
+  /// lock free, no writer, no fast holder, readers on the tree path, nothing in its tree or the wide
+  /// tree), grants n without the leaf lock and without entering the tree: one swap of the lock's
+  /// payload marks the shard as held by a fast holder (counted as a writer if n is exclusive), then
+  /// n's address is published in the shard's fast_x. Returns: the payload it set (to give to
+  /// release_fast_holder), or 0 when nothing was taken (use the tree). Complexity: O(1).
+  std::uint32_t try_fast_holder(node& n) noexcept {
     using namespace detail::rl;
     tree& t = *n.home;
     // (r) relaxed: the expected value only; the swap (9) decides.
     const std::uint32_t p = t.m.payload(std::memory_order_relaxed);
     if ((p & ~p_parity) != p_readers_slow) return 0;
-    const std::uint32_t held = (p ^ p_parity) | p_fast_x | p_writer;
+    const std::uint32_t held = (p ^ p_parity) | p_fast_x | (n.mode == lock_mode::exclusive ? p_writer : 0);
     // (9) seq_cst (futex_mutex's (3)): acquire, pairs with (8) and (10): the previous holders of
     // the shard released before n is granted. Requires p_readers_slow, which only a writer that
     // then scanned the reader slots ((5), (6)) sets: a fast reader granted before (9) was migrated
@@ -958,20 +963,20 @@ class alignas(64) range_lock {
     t.fast_x.store(reinterpret_cast<std::uintptr_t>(&n) | ((held & p_parity) ? 1 : 0), std::memory_order_release);
     return held;
   }
-  /// Requires: n granted by try_fast_exclusive, which returned `held`. Effects: releases n if it is
+  /// Requires: n granted by try_fast_holder, which returned `held`. Effects: releases n if it is
   /// still the fast holder (one swap back). Returns false if a holder of the leaf lock has moved it
   /// into the tree (or is doing so): it is then a granted node of its tree, released through the
   /// leaf lock.
-  static bool release_fast_exclusive(const node& n, std::uint32_t held) noexcept {
+  static bool release_fast_holder(const node& n, std::uint32_t held) noexcept {
     using namespace detail::rl;
     // (10) seq_cst (futex_mutex's (3)): release, pairs with (9), (4) and the leaf lock's (1): what
     // the holder wrote happens-before the next holder of an overlapping range.
     return n.home->m.try_swap_unlocked(held, held & (p_parity | p_readers_slow));
   }
-  /// Requires: the leaf lock of shard t held (just taken). Effects: if the shard has a fast exclusive
-  /// holder, moves its node into the tree as a granted node (arrival number 0: before every queued
-  /// request; nothing entered the shard since it was granted) and clears p_fast_x; it stays counted
-  /// as a writer until it leaves through the tree. The holder publishes its node just after its
+  /// Requires: the leaf lock of shard t held (just taken). Effects: if the shard has a fast holder,
+  /// moves its node into the tree as a granted node (arrival number 0: before every queued request;
+  /// nothing entered the shard since it was granted) and clears p_fast_x; an exclusive one stays
+  /// counted as a writer until it leaves through the tree. The holder publishes its node just after its
   /// swap: in that window of a few instructions this waits (spin, then yield). Complexity: O(1).
   static void take_fast_x_locked(const tree& ct) noexcept {
     using namespace detail::rl;
@@ -1029,7 +1034,7 @@ class alignas(64) range_lock {
   }
 
   /// Lock order inside a range_lock: shard leaf locks in index order; all of them for `all` (one
-  /// ordered batch of rank::leaf locks for the lock-order checks). Each shard's fast exclusive holder
+  /// ordered batch of rank::leaf locks for the lock-order checks). Each shard's fast holder
   /// is moved into its tree as its lock is taken, so that every lock holder sees only trees.
   /// The domain functions hold a run-time set of shard locks (one, or all of them) across calls, which
   /// Clang's thread-safety analysis cannot name: they are outside it (the run-time checks still check
@@ -1063,7 +1068,7 @@ class alignas(64) range_lock {
     // (r) relaxed: the flag changes only under the shard's lock, which we hold.
     const bool was = (t.m.payload(std::memory_order_relaxed) & p_nonempty) != 0;
     const bool now = t.root() != nullptr || wide_.root() != nullptr;
-    // (8) release: see try_fast_shared (4) and try_fast_exclusive (9).
+    // (8) release: see try_fast_shared (4) and try_fast_holder (9).
     t.m.unlock(exits * p_writer + (was && !now ? p_nonempty : 0), !was && now ? p_nonempty : 0);
   }
 
@@ -1366,8 +1371,8 @@ class range_guard {
         return;
       }
     }
-    if (node_.mode == lock_mode::exclusive && node_.domain != range_lock::all) {
-      fast_x_ = lock_->try_fast_exclusive(node_);
+    if (node_.domain != range_lock::all) {  // a reader here found its shard's readers on the tree path
+      fast_x_ = lock_->try_fast_holder(node_);
       if (fast_x_ != 0) {
         linked_ = true;
         finish_acquire();
@@ -1417,7 +1422,7 @@ class range_guard {
     if (fast_x_ != 0) {
       const std::uint32_t held = fast_x_;
       fast_x_ = 0;
-      if (range_lock::release_fast_exclusive(node_, held)) {
+      if (range_lock::release_fast_holder(node_, held)) {
         node_.granted = false;
         linked_ = false;
         owned_ = false;
@@ -1663,7 +1668,7 @@ class range_guard {
   range_lock* lock_;
   node node_;
   detail::rl::reader_slot* fast_ = nullptr;  // the reader slot node_ was published in (fast path)
-  std::uint32_t fast_x_ = 0;  // the payload try_fast_exclusive set (exclusive fast path), else 0
+  std::uint32_t fast_x_ = 0;  // the payload try_fast_holder set (fast holder), else 0
   bool linked_ = false;  // node_ is in the lock (a tree, granted or waiting, or a reader slot)
   bool owned_ = false;   // granted and recorded
 };
