@@ -1379,6 +1379,10 @@ class range_guard {
         return;
       }
     }
+    acquire_tree(may_fail, deadline);
+  }
+  // The tree path of acquire (out of line, so that the fast paths stay small enough to inline).
+  [[gnu::noinline]] void acquire_tree(bool may_fail, std::chrono::steady_clock::time_point deadline) {
     const bool writer = node_.mode == lock_mode::exclusive;
     lock_->lock_node(node_, writer);
     const std::uint64_t seq = node_.domain != range_lock::all ? ++node_.home->next_seq : lock_->take_seq(range_lock::all);
@@ -1429,6 +1433,10 @@ class range_guard {
         return;
       }  // else moved into its tree by a holder of the leaf lock: a granted node of its tree
     }
+    unlink_tree();
+  }
+  // The tree path of unlink (out of line, so that the fast paths stay small enough to inline).
+  [[gnu::noinline]] void unlink_tree() noexcept {
     detail::rl::wake_list wl;
     lock_->lock_node(node_);
     unlink_locked(wl);
