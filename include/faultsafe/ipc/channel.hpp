@@ -780,6 +780,28 @@ class channel::receiver {
     return channel::result_of(direct_);
   }
 
+  /// Effects: serves the message `b` of activity `a` on the calling thread: receive_direct(b, a, 0),
+  /// then `serve(*this)` (the server's dispatch: it replies or fails the message), then
+  /// direct_result(). The one definition of a direct serve, for every transport and for
+  /// thread_pool::serve_here. Returns: what the sender would have got: receive_direct()'s EMSGSIZE,
+  /// the reply, or the failure; EIO if `serve` neither replied nor failed the message, or threw while
+  /// holding it (an exception after the reply leaves the reply standing: it may already have written
+  /// the sender's buffers). Requires: !holding(). Throws: nothing (`serve`'s exceptions are caught).
+  /// Thread-safety: this receiver's owner only. Lock order: what `serve` takes.
+  template <class Serve>
+  [[nodiscard]] send_result serve_direct(const send_buffers& b, activity_id a, Serve&& serve) noexcept {
+    if (auto ec = receive_direct(b, a, 0)) {
+      send_result res;
+      res.error = ec;
+      return res;
+    }
+    try {
+      std::forward<Serve>(serve)(*this);
+    } catch (...) {  // fails this message only (direct_result: EIO while still held)
+    }
+    return direct_result();
+  }
+
   /// The end of the highest reply-data byte the server may have written for the held (or last)
   /// message: a transport that stages reply data copies back only this much.
   [[nodiscard]] std::size_t reply_data_high() const noexcept { return reply_high_; }

@@ -895,16 +895,14 @@ class socket_listener {
           return res;
         }
       }
-      if (auto ec = r.receive_direct(b, act, 0)) {
-        res.error = ec;
-        return res;
-      }
-      hooks_.serve(peer, r);
-      res = r.direct_result();
-      if (hooks_.served) hooks_.served(peer, b.type, hdr, b.header_len, res);
     } catch (...) {
-      res = r.holding() ? r.direct_result() : res;
-      if (!res.error) res.error = std::make_error_code(std::errc::io_error);
+      res.error = std::make_error_code(std::errc::io_error);
+      return res;
+    }
+    res = r.serve_direct(b, act, [&](channel::receiver& rr) { hooks_.serve(peer, rr); });
+    try {
+      if (hooks_.served) hooks_.served(peer, b.type, hdr, b.header_len, res);
+    } catch (...) {  // bookkeeping only: the reply stands
     }
     return res;
   }

@@ -279,15 +279,7 @@ class thread_pool {
       res.error = std::make_error_code(std::errc::not_enough_memory);
       return res;
     }
-    if (auto ec = r->receive_direct(b, a, 0)) {
-      res.error = ec;
-    } else {
-      try {
-        serve_(ctx_, *r);
-      } catch (...) {  // the dispatch guards handlers; anything else fails this message only
-      }
-      res = r->direct_result();  // EIO if the message was neither replied nor failed
-    }
+    res = r->serve_direct(b, a, [this](channel::receiver& rr) { serve_(ctx_, rr); });
     ch_->detach(*r);
     direct_served_.fetch_add(1, std::memory_order_relaxed);  // a statistic
     return res;
