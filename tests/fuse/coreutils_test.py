@@ -30,6 +30,13 @@ def main():
         run(["cp", src, m + "/big"], timeout=120)
         run(["cmp", src, m + "/big"], timeout=120)
         check(os.stat(m + "/big").st_size == 64 << 20, "big: size")
+        # The bridge widened the mount's read-ahead window (fuse_bridge_options::read_ahead_kb, default
+        # 1024 KiB) once INIT was done: root may write /sys, so it must have.
+        if os.geteuid() == 0:
+            dev = [l.split()[2] for l in open("/proc/self/mountinfo") if l.split()[4] == os.path.realpath(m)][-1]
+            with open("/sys/class/bdi/%s/read_ahead_kb" % dev) as f:
+                ra = f.read().strip()
+            check(ra == "1024", "read_ahead_kb of the mount's bdi %s is %s, not 1024" % (dev, ra))
         run(["cp", m + "/big", m + "/big2"], timeout=120)
         check(sha(m + "/big2") == sha(src), "cp within the mount")
         # mv (rename within and across directories), ln, ln -s, ls -l, stat

@@ -35,6 +35,13 @@
 // FUSE_DIRECT_IO_ALLOW_MMAP, negotiated through libfuse's FUSE_CAP_DIRECT_IO_ALLOW_MMAP (libfuse >=
 // 3.16): without it mount() fails with ENOTSUP and says so; fuse_io_mode::direct_io_no_shared_mmap
 // accepts that MAP_SHARED mappings then fail with ENODEV (the kernel's answer).
+// Read-ahead: the kernel proposes its default window (128 KiB) in INIT and a daemon can only lower it
+// there (conn->max_readahead); with keep_cache 0 every open of a file reads it from the server again,
+// and a cold sequential reader then waits for 128 KiB READs one after another. So the bridge writes
+// fuse_bridge_options::read_ahead_kb to /sys/class/bdi/<major>:<minor>/read_ahead_kb of its mount,
+// after the INIT reply (a value written before it would be lowered again by the reply): the first
+// request after INIT does it, before any READ can arrive (a READ needs an OPEN first). Failure is not
+// fatal (the kernel's window stays; read_ahead_error()).
 // Threads: fuse_session_loop_mt with max_threads = fuse_bridge_options::max_threads (default: the
 // server's pool maximum + 4). Each worker serves its request itself (see Requests), so max_threads,
 // not the server's pool, bounds how many of the mount's requests the server serves at once: the
@@ -120,6 +127,12 @@ struct fuse_bridge_options {
   std::string fsname = "faultsafe";
   /// libfuse's -d: every request and reply on stderr.
   bool debug = false;
+  /// The mount's read-ahead window in KiB (its bdi's read_ahead_kb), set once the INIT handshake is
+  /// done (see the header comment, Read-ahead); 0 leaves the kernel's (128 KiB). The default, 1024, is
+  /// the largest READ libfuse takes (max_pages 256, its default buffer): a sequential reader keeps one
+  /// full-size READ in flight ahead of it instead of 32-page ones. Needs write access to /sys (root);
+  /// when refused the mount works with the kernel's window (read_ahead_error() says why).
+  unsigned read_ahead_kb = 1024;
 };
 
 class fuse_bridge {
@@ -188,6 +201,17 @@ class fuse_bridge {
       return fail(EIO, "mounting " + mountpoint + " failed (libfuse's message is on stderr)");
     }
     mountpoint_ = mountpoint;
+    // An O_PATH handle of the root, for its GETATTRs (stat_of): with default_permissions and attribute
+    // timeouts of 0 the kernel asks the root's attributes before every path walk on the mount; by
+    // handle that is one fstat instead of a path resolution with a temporary open. None (-1) if the
+    // server refuses it: by path then. Closed by unmount().
+    root_fd_ = proc_.open(prefix_, O_PATH | O_DIRECTORY).value_or(-1);
+    if (root_fd_ >= 0) {
+      exclusive_guard g(mu_);
+      nodes_.at(FUSE_ROOT_ID).fds.push_back(root_fd_);
+    }
+    bdi_ = device_of(mountpoint);
+    ra_pending_.store(opts_.read_ahead_kb != 0, std::memory_order_relaxed);  // (1) relaxed: run() starts the workers after this
     return {};
   }
 
@@ -224,6 +248,11 @@ class fuse_bridge {
   [[nodiscard]] unsigned workers() const noexcept { return opts_.max_threads ? opts_.max_threads : opts_.server_threads + 4; }
   [[nodiscard]] const std::string& error_message() const noexcept { return err_; }
   [[nodiscard]] const std::string& mountpoint() const noexcept { return mountpoint_; }
+  /// Why fuse_bridge_options::read_ahead_kb could not be applied (0: applied, not yet tried, or not
+  /// asked for). Any thread.
+  [[nodiscard]] int read_ahead_error() const noexcept { return ra_errno_.load(std::memory_order_relaxed); }
+  /// The mount's "major:minor" (its bdi's name under /sys/class/bdi; "" before mount()).
+  [[nodiscard]] const std::string& device() const noexcept { return bdi_; }
   /// Nodes the kernel holds (root included): for tests of forget.
   [[nodiscard]] std::size_t node_count() const {
     exclusive_guard g(mu_);
@@ -249,6 +278,43 @@ class fuse_bridge {
     fuse_session_unmount(se_);
     fuse_session_destroy(se_);
     se_ = nullptr;
+    if (root_fd_ >= 0) closed(FUSE_ROOT_ID, root_fd_);
+    root_fd_ = -1;
+  }
+
+  // The "major:minor" of the mount at `mp` ("" if not found), from /proc/self/mountinfo: the bridge
+  // never names a path under its own mountpoint (a stat of it would be a request to itself).
+  static std::string device_of(const std::string& mp) {
+    char buf[PATH_MAX];
+    if (!::realpath(mp.c_str(), buf)) return {};
+    const std::string want(buf);
+    std::ifstream in("/proc/self/mountinfo");
+    std::string line, dev;
+    while (std::getline(in, line)) {  // id parent major:minor root mountpoint ...: the last match is the top mount
+      std::size_t f[5] = {};
+      std::size_t p = 0;
+      for (int i = 0; i < 5 && p != std::string::npos; ++i) f[i] = p = line.find(' ', p + 1);
+      if (p == std::string::npos) continue;
+      if (line.compare(f[3] + 1, f[4] - f[3] - 1, want) == 0) dev = line.substr(f[1] + 1, f[2] - f[1] - 1);
+    }
+    return dev;
+  }
+  // Writes opts_.read_ahead_kb to the mount's bdi, once (see the header comment, Read-ahead).
+  // Throws: std::bad_alloc (the flag is then cleared: not retried).
+  void apply_read_ahead() {
+    if (!ra_pending_.exchange(false, std::memory_order_relaxed)) return;  // (2) relaxed: only the flag itself matters
+    int e = 0;
+    if (bdi_.empty()) {
+      e = ENOENT;
+    } else {
+      const std::string path = "/sys/class/bdi/" + bdi_ + "/read_ahead_kb";
+      const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+      const std::string v = std::to_string(opts_.read_ahead_kb);
+      if (fd < 0) e = errno;
+      else if (::write(fd, v.data(), v.size()) != static_cast<ssize_t>(v.size())) e = errno ? errno : EIO;
+      if (fd >= 0) ::close(fd);
+    }
+    ra_errno_.store(e, std::memory_order_relaxed);
   }
 
   static bool is_mount_point(const std::string& mp) {
@@ -414,6 +480,8 @@ class fuse_bridge {
   template <class F>
   static void guarded(fuse_req_t req, F&& f) noexcept {
     try {
+      if (self(req).ra_pending_.load(std::memory_order_relaxed)) [[unlikely]]  // (3) relaxed: see (2)
+        self(req).apply_read_ahead();
       process::acting_as as(self(req).proc_, caller(req));
       f(self(req));
     } catch (const std::bad_alloc&) {
@@ -797,6 +865,10 @@ class fuse_bridge {
   fuse_session* se_ = nullptr;
   std::string mountpoint_;
   std::string err_;
+  int root_fd_ = -1;                         // the root's O_PATH handle (mount() to unmount()), or -1
+  std::string bdi_;                          // the mount's major:minor
+  std::atomic<bool> ra_pending_{false};      // read_ahead_kb still to be written (see apply_read_ahead)
+  std::atomic<int> ra_errno_{0};
   mutable ranked_mutex<rank::leaf> mu_{"fuse bridge nodes"};  // leaf: the node table; never held across a send
   std::map<fuse_ino_t, node> nodes_ FAULTSAFE_GUARDED_BY(mu_);
   std::unordered_map<std::uint64_t, fuse_ino_t> by_ino_ FAULTSAFE_GUARDED_BY(mu_);
