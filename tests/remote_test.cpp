@@ -206,9 +206,12 @@ ramfs_options files_options(path_namespace* ns) {
 }
 
 // A ramfs (at /r of its own namespace) served to other processes at a fresh abstract address.
+// progress_chunk: remote_server_options::progress_chunk (bytes per process_vm copy).
 struct served_ramfs {
-  explicit served_ramfs(const char* what, mode_t dir_mode = 0777)
-      : fs(options(ns, dir_mode)), address(unique_address(what)), rs(fs.srv(), {.address = address}) {}
+  explicit served_ramfs(const char* what, mode_t dir_mode = 0777,
+                        std::size_t progress_chunk = remote_server_options{}.progress_chunk)
+      : fs(options(ns, dir_mode)), address(unique_address(what)),
+        rs(fs.srv(), {.address = address, .progress_chunk = progress_chunk}) {}
   static ramfs_options options(path_namespace& n, mode_t dir_mode) {
     ramfs_options o = files_options(&n);
     o.dir_mode = dir_mode;
@@ -222,9 +225,13 @@ struct served_ramfs {
 
 // ---- child roles ------------------------------------------------------------------------------------
 
-int role_sequence(const std::string& address, unsigned seed, const std::string& out) {
+// eager: the client skips its first spin (connect_options::spin = 0) and goes straight to the spin
+// that watches the server's progress, for every request the server has already taken.
+int role_sequence(const std::string& address, unsigned seed, const std::string& out, bool eager) {
   path_namespace ns;
-  if (auto ec = mount_remote(ns, "/r", address)) {
+  connect_options co;
+  if (eager) co.spin = std::chrono::nanoseconds(0);
+  if (auto ec = mount_remote(ns, "/r", address, co)) {
     std::fprintf(stderr, "connect %s: %s\n", address.c_str(), ec.message().c_str());
     return 2;
   }
@@ -365,10 +372,13 @@ TEST_CASE("the same random call sequence gives the same results in-process and f
       REQUIRE(bad);
       run_sequence(p, seed, sequence_length, bad, local);
     }
-    served_ramfs srv("seq");
+    // Seed 2: the server's process_vm copies go in odd 4097-byte pieces (each one a progress mark;
+    // a bad buffer then fails part-way through a piece sequence), and the client watches them.
+    const bool pieces = seed == 2;
+    served_ramfs srv("seq", 0777, pieces ? 4097 : remote_server_options{}.progress_chunk);
     auto& [ns, fs, address, rs] = srv;
     const std::string out = "/tmp/faultsafe-remote-seq-" + std::to_string(::getpid());
-    const pid_t child = spawn({"sequence", address, std::to_string(seed), out});
+    const pid_t child = spawn({"sequence", address, std::to_string(seed), out, pieces ? "eager" : "plain"});
     REQUIRE(wait_exit(child) == 0);
     std::ifstream f(out);
     std::vector<std::string> remote;
@@ -693,7 +703,8 @@ int main(int argc, char** argv) {
   if (argc >= 3 && std::string(argv[1]) == "--role") {
     const std::string role = argv[2];
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test
-    if (role == "sequence" && argc == 6) return role_sequence(argv[3], static_cast<unsigned>(std::stoul(argv[4])), argv[5]);
+    if (role == "sequence" && argc == 7)
+      return role_sequence(argv[3], static_cast<unsigned>(std::stoul(argv[4])), argv[5], std::string(argv[6]) == "eager");
     if (role == "writer" && argc == 7)
       return role_writer(argv[3], std::stoull(argv[4]), std::stoi(argv[5]), static_cast<unsigned>(std::stoul(argv[6])));
     if (role == "steady" && argc == 4) return role_steady(argv[3]);

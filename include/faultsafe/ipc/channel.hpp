@@ -179,6 +179,12 @@ struct send_buffers {
   /// (at most 8 times per copy). nullptr: EFAULT at once.
   std::error_code (*remote_fault_in)(void* ctx, std::uintptr_t addr, std::size_t len) = nullptr;
   void* remote_fault_in_ctx = nullptr;
+  /// With remote_pid: if set, each process_vm_readv/writev moves at most `remote_chunk` bytes (0: no
+  /// limit) and `remote_progress` is incremented (relaxed: a hint, it orders nothing) after every
+  /// call, so that a sender in the other process can see a long copy advance (the socket transport's
+  /// client keeps spinning instead of parking while it does: ipc/socket_transport.hpp).
+  std::atomic<std::uint32_t>* remote_progress = nullptr;
+  std::size_t remote_chunk = 0;
 };
 
 /// Sender-side limits of one send.
@@ -986,11 +992,14 @@ class channel::receiver {
     struct ::iovec r{reinterpret_cast<void*>(base + off), n};
     std::size_t done = 0;
     int fault_ins = 0;
+    const std::size_t chunk = buf_.remote_chunk != 0 ? buf_.remote_chunk : n;
     while (done < n) {  // the kernel may transfer less than asked (a partly bad range: the rest faults)
-      l = {static_cast<char*>(local) + done, n - done};
-      r = {reinterpret_cast<void*>(base + off + done), n - done};
+      const std::size_t step = std::min(n - done, chunk);
+      l = {static_cast<char*>(local) + done, step};
+      r = {reinterpret_cast<void*>(base + off + done), step};
       const ssize_t k = write ? ::process_vm_writev(buf_.remote_pid, &l, 1, &r, 1, 0)
                               : ::process_vm_readv(buf_.remote_pid, &l, 1, &r, 1, 0);
+      if (buf_.remote_progress != nullptr) buf_.remote_progress->fetch_add(1, std::memory_order_relaxed);
       if (k <= 0 && errno == EFAULT && buf_.remote_fault_in != nullptr && fault_ins++ < 8 &&
           !buf_.remote_fault_in(buf_.remote_fault_in_ctx, base + off + done, n - done))
         continue;  // made present by the process's pager: retry

@@ -76,6 +76,9 @@ struct remote_server_options {
   /// Transfers up to this size go through the connection's shared memory, larger ones with
   /// process_vm_readv/writev (socket_listener_options::inline_max).
   std::size_t inline_max = socket_listener_options{}.inline_max;
+  /// Bytes per process_vm copy between progress marks the waiting client sees
+  /// (socket_listener_options::progress_chunk).
+  std::size_t progress_chunk = socket_listener_options{}.progress_chunk;
   /// The address space of each client's served mappings: aspace_options::single_lock (one lock for the
   /// client's whole address space, held for the whole fault service: the seed's QNX proc, with which
   /// Colin's lock-up can occur across processes) and its name in reports ("client" when null; must
@@ -142,6 +145,7 @@ class remote_server {
     lo.address = o.address;
     lo.slots = o.slots;
     lo.inline_max = o.inline_max;
+    lo.progress_chunk = o.progress_chunk;
     lo.name = s.name() + "@sock";
     return lo;
   }
