@@ -14,6 +14,16 @@ if(FAULTSAFE_RESMGR_CLANGXX)
            COMMAND ${FAULTSAFE_RESMGR_CLANGXX} -std=c++20 -Wall -Wextra -Wthread-safety -Werror -fsyntax-only
                    -I${PROJECT_SOURCE_DIR}/include ${CMAKE_CURRENT_SOURCE_DIR}/resmgr_headers.cpp)
   set_tests_properties(resmgr_clang_thread_safety PROPERTIES TIMEOUT 120 LABELS resmgr)
+  if(FAULTSAFE_HAVE_FUSE)
+    set(_fuse_includes "")
+    foreach(_d IN LISTS FUSE3_INCLUDE_DIRS)
+      list(APPEND _fuse_includes "-I${_d}")
+    endforeach()
+    add_test(NAME fuse_bridge_clang_thread_safety
+             COMMAND ${FAULTSAFE_RESMGR_CLANGXX} -std=c++20 -Wall -Wextra -Wthread-safety -Werror -fsyntax-only
+                     -I${PROJECT_SOURCE_DIR}/include ${_fuse_includes} ${CMAKE_CURRENT_SOURCE_DIR}/fuse_bridge_headers.cpp)
+    set_tests_properties(fuse_bridge_clang_thread_safety PROPERTIES TIMEOUT 120 LABELS "resmgr;fuse")
+  endif()
 endif()
 # The lock-free fd and OCB tables (pinned slots), stale handles, close racing with I/O; and the
 # allocation-free pread round trip (a counting operator new: its own executable).

@@ -429,6 +429,31 @@ class fuse_bridge {
     }
     e.ino = id;
   }
+  // After a rename of `from` to `to` (an exchange if `exchange`): the node known under `from` is known
+  // under `to` (its current name first), and under an exchange the node of `to` under `from`; a node
+  // that `to` replaced loses that name. Requires: mu_ held.
+  void rename_names_locked(const std::pair<fuse_ino_t, std::string>& from, const std::pair<fuse_ino_t, std::string>& to,
+                           bool exchange) FAULTSAFE_REQUIRES(mu_) {
+    const fuse_ino_t src = take_name_locked(from);
+    const fuse_ino_t dst = take_name_locked(to);
+    put_name_locked(src, to);
+    if (exchange) put_name_locked(dst, from);
+  }
+  // Forgets the name `key` and returns the node it named (0: none). Requires: mu_ held.
+  fuse_ino_t take_name_locked(const std::pair<fuse_ino_t, std::string>& key) FAULTSAFE_REQUIRES(mu_) {
+    auto d = dentries_.find(key);
+    if (d == dentries_.end()) return 0;
+    const fuse_ino_t id = d->second;
+    drop_name_locked(key);
+    return id;
+  }
+  // Node `id` (0: none) is known under `key`, its current name. Requires: mu_ held; `key` unused.
+  void put_name_locked(fuse_ino_t id, const std::pair<fuse_ino_t, std::string>& key) FAULTSAFE_REQUIRES(mu_) {
+    if (id == 0) return;
+    dentries_.emplace(key, id);
+    auto& names = nodes_.at(id).names;
+    names.insert(names.begin(), key);
+  }
   // Forgets the name `key` (unlinked, or replaced by a rename). Requires: mu_ held.
   void drop_name_locked(const std::pair<fuse_ino_t, std::string>& key) FAULTSAFE_REQUIRES(mu_) {
     auto d = dentries_.find(key);
@@ -637,23 +662,7 @@ class fuse_bridge {
       const result<void> r = b.proc_.rename(from, to, flags);
       if (r.ok()) {
         exclusive_guard g(b.mu_);
-        const std::pair<fuse_ino_t, std::string> a{parent, name}, c{newparent, newname};
-        auto take = [&](const std::pair<fuse_ino_t, std::string>& k) -> fuse_ino_t {
-          auto d = b.dentries_.find(k);
-          if (d == b.dentries_.end()) return 0;
-          const fuse_ino_t id = d->second;
-          b.drop_name_locked(k);
-          return id;
-        };
-        const fuse_ino_t src = take(a);
-        const fuse_ino_t dst = take(c);
-        auto put = [&](fuse_ino_t id, const std::pair<fuse_ino_t, std::string>& k) {
-          if (id == 0) return;
-          b.dentries_.emplace(k, id);
-          b.nodes_.at(id).names.insert(b.nodes_.at(id).names.begin(), k);  // the current name first
-        };
-        put(src, c);
-        if (flags & RENAME_EXCHANGE) put(dst, a);
+        b.rename_names_locked({parent, name}, {newparent, newname}, (flags & RENAME_EXCHANGE) != 0);
       }
       reply_status(req, r);
     });
