@@ -34,6 +34,9 @@
 // (socket_listener_options::progress_chunk) and the server bumps the slot's progress word after
 // each; a client whose request is taken keeps spinning while that word moves (connect_options::
 // progress_window, bounded by serving_spin_max), so the end of a 1 MiB reply needs no wake-up.
+// Same-CPU rule (as the in-process channel's): each side notes its CPU in the slot (client_cpu at
+// send, server_cpu at take); a client whose slot thread last ran on its own CPU, and a slot thread
+// whose client sent from its own CPU, park at once instead of spinning: the other side needs that core.
 //
 // Death. A client that dies closes its socket (also when killed with SIGKILL in the middle of a
 // request): the listener's monitor thread sees the hang-up (or the pidfd turn readable: the process
@@ -213,6 +216,11 @@ struct alignas(64) slot {
   std::atomic<std::uint32_t> progress{0};
   std::uint64_t reply_header_written;
   std::uint64_t reply_data_written;
+  /// sched_getcpu() of the client when it sent the request / of the slot thread when it took it
+  /// (-1: unknown). Relaxed hints for the same-CPU rule: a side that would wait for the other on its
+  /// own CPU parks at once instead of spinning, so the other gets the core.
+  std::atomic<std::int32_t> client_cpu{-1};
+  std::atomic<std::int32_t> server_cpu{-1};
   alignas(64) unsigned char header[channel::max_header];
   unsigned char reply_header[channel::max_header];
   alignas(64) unsigned char data[1];  // data_bytes long
@@ -423,10 +431,13 @@ class client_transport final : public channel_transport {
     s.reply_header_len = b.reply_header_len;
     s.payload_addr = reinterpret_cast<std::uintptr_t>(b.payload);
     s.reply_data_addr = reinterpret_cast<std::uintptr_t>(b.reply_data);
+    const int cpu = ::sched_getcpu();  // no system call (rseq / vDSO)
+    s.client_cpu.store(cpu, std::memory_order_relaxed);
     // (1) release, pairs with the server's (11): the request is visible.
     const std::uint32_t old = s.state.exchange(st_request, std::memory_order_acq_rel);
     detail::wake_if_sleeping<platform>(s.state, old, st_sleeping);
-    const std::uint32_t st = await_done(s, o);
+    // Same-CPU rule: the slot thread last ran on this CPU, so it waits for this core: park at once.
+    const std::uint32_t st = await_done(s, o, cpu >= 0 && s.server_cpu.load(std::memory_order_relaxed) == cpu);
     if ((st & st_phase) != st_done) {
       if (st & st_dead) return fail(r, ESHUTDOWN);
       return fail(r, (o.stop.stop_requested()) ? ECANCELED : ETIMEDOUT);  // withdrawn before the server took it
@@ -444,12 +455,14 @@ class client_transport final : public channel_transport {
   // Waits for "done" (returns it), for the connection's death (st_dead set in the result), or, while
   // the request is not yet taken, for the deadline or the stop token (the request is withdrawn: the
   // result's phase is then idle).
-  std::uint32_t await_done(slot& s, const send_options& o) noexcept {
+  std::uint32_t await_done(slot& s, const send_options& o, bool park_now) noexcept {
     auto done = [](std::uint32_t v) { return (v & st_phase) == st_done || (v & st_dead); };
     std::uint32_t v = s.state.load(std::memory_order_acquire);  // (2) acquire, pairs with (12)
     if (done(v)) return v;
-    v = polite_spin(s.state, spin_, done);  // its loads are (2)
-    if (!done(v) && (v & st_phase) == st_serving) v = serving_spin(s, v, done);
+    if (!park_now) {
+      v = polite_spin(s.state, spin_, done);  // its loads are (2)
+      if (!done(v) && (v & st_phase) == st_serving) v = serving_spin(s, v, done);
+    }
     for (;;) {
       if (done(v)) return v;
       const auto now = std::chrono::steady_clock::now();
@@ -856,9 +869,10 @@ class socket_listener {
     alignas(std::max_align_t) unsigned char hdr[channel::max_header];
     unsigned char rhdr[channel::max_header];
     auto wanted = [](std::uint32_t v) { return (v & st_phase) == st_request || (v & st_dead); };
+    bool park_now = false;  // the same-CPU rule (slot::client_cpu)
     for (;;) {
       std::uint32_t v = s.state.load(std::memory_order_acquire);  // (11) acquire, pairs with the client's (1)
-      if (!wanted(v)) v = polite_spin(s.state, opts_.spin, wanted);  // its loads are (11)
+      if (!wanted(v) && !park_now) v = polite_spin(s.state, opts_.spin, wanted);  // its loads are (11)
       while (!wanted(v) && !c.dead.load(std::memory_order_acquire)) {
         // A time limit only as insurance against a client that clears the dead bit: kill() wakes us.
         detail::park_once<detail::shared_platform>(s.state, v, st_sleeping, std::chrono::steady_clock::now() + std::chrono::milliseconds(200));
@@ -867,6 +881,10 @@ class socket_listener {
       if ((v & st_dead) || c.dead.load(std::memory_order_acquire)) break;
       // Take it (the client may withdraw it at the same moment: then it is idle again).
       if (!s.state.compare_exchange_strong(v, st_serving | (v & st_sleeping), std::memory_order_acq_rel)) continue;
+      const int cpu = ::sched_getcpu();
+      s.server_cpu.store(cpu, std::memory_order_relaxed);
+      // The client sent from this CPU: once replied to, it needs this core, so do not spin for its next request.
+      park_now = cpu >= 0 && s.client_cpu.load(std::memory_order_relaxed) == cpu;
       // Everything the client wrote is read once, into server memory, and checked.
       const std::uint32_t type = s.type;
       const std::size_t hlen = s.header_len, plen = s.payload_len, rlen = s.reply_data_len, rhlen = s.reply_header_len;
