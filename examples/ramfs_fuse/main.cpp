@@ -3,8 +3,9 @@
 // SIGINT/SIGTERM/SIGHUP, then unmounts and exits 0. Mounted by root it lets every user in (allow_other);
 // permissions are checked by the kernel (default_permissions) and by the server with each caller's ids.
 //
-//   usage: ramfs_fuse [--threads N] [--direct-io | --direct-io-no-shared-mmap] MOUNTPOINT
+//   usage: ramfs_fuse [--threads N] [--read-ahead-kb K] [--direct-io | --direct-io-no-shared-mmap] MOUNTPOINT
 //     --threads N   the server's pool maximum (default 8); libfuse gets N + 4 workers
+//     --read-ahead-kb K   the mount's read-ahead window in KiB (default 1024; 0 keeps the kernel's)
 //     --direct-io   FOPEN_DIRECT_IO with shared mmap (FUSE_DIRECT_IO_ALLOW_MMAP; a clear error if this
 //                   libfuse cannot negotiate it)
 //     --direct-io-no-shared-mmap   FOPEN_DIRECT_IO; MAP_SHARED mappings fail with ENODEV
@@ -26,10 +27,16 @@ int main(int argc, char** argv) {
   faultsafe::fuse_io_mode io = faultsafe::fuse_io_mode::page_cache;
   std::string mountpoint;
   bool debug = false;
+  long read_ahead_kb = faultsafe::fuse_bridge_options{}.read_ahead_kb;
+  bool bad = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--threads" && i + 1 < argc) {
       threads = static_cast<unsigned>(std::strtoul(argv[++i], nullptr, 10));
+    } else if (a == "--read-ahead-kb" && i + 1 < argc) {
+      char* end = nullptr;
+      read_ahead_kb = std::strtol(argv[++i], &end, 10);
+      bad = *argv[i] == '\0' || *end != '\0' || read_ahead_kb < 0 || read_ahead_kb > (1L << 20);
     } else if (a == "--debug") {
       debug = true;
     } else if (a == "--direct-io") {
@@ -43,8 +50,11 @@ int main(int argc, char** argv) {
       break;
     }
   }
-  if (mountpoint.empty() || threads == 0) {
-    std::fprintf(stderr, "usage: %s [--threads N] [--direct-io | --direct-io-no-shared-mmap] [--debug] MOUNTPOINT\n", argv[0]);
+  if (mountpoint.empty() || threads == 0 || bad) {
+    std::fprintf(stderr,
+                 "usage: %s [--threads N] [--read-ahead-kb K (0-1048576)] [--direct-io | --direct-io-no-shared-mmap] [--debug] "
+                 "MOUNTPOINT\n",
+                 argv[0]);
     return 2;
   }
   faultsafe::set_this_thread_name("ramfs_fuse");
@@ -65,6 +75,7 @@ int main(int argc, char** argv) {
   bo.allow_other = ::geteuid() == 0;
   bo.fsname = "ramfs_fuse";
   bo.debug = debug;
+  bo.read_ahead_kb = static_cast<unsigned>(read_ahead_kb);
   faultsafe::fuse_bridge bridge("/fuse", bo);
   if (auto ec = bridge.mount(mountpoint)) {
     std::fprintf(stderr, "ramfs_fuse: %s (%s)\n", bridge.error_message().c_str(), ec.message().c_str());
