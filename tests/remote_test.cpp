@@ -644,6 +644,14 @@ TEST_CASE("addresses: a filesystem path and the abstract namespace; connect erro
   CHECK(connect_channel(other, ec) == nullptr);
   CHECK(ec.value() == EPROTO);
   t.join();
+  // A listener that never accepts (its backlog holds the connection): ETIMEDOUT after
+  // connect_timeout, not a hang; and with the backlog full, connect() itself is bounded too.
+  CHECK(connect_channel(other, ec, connect_options{.connect_timeout = 200ms}) == nullptr);
+  CHECK(ec.value() == ETIMEDOUT);
+  CHECK(connect_channel(other, ec, connect_options{.connect_timeout = 200ms}) == nullptr);
+  CHECK(ec.value() == ETIMEDOUT);
+  CHECK(connect_channel(other, ec, connect_options{.connect_timeout = 200ms}) == nullptr);
+  CHECK(ec.value() == ETIMEDOUT);
   ::close(l);
 }
 

@@ -27,6 +27,8 @@ class watchdog {
       : what_(std::move(what)), describe_(std::move(describe)) {
     t_ = std::thread([this, limit] {
       std::unique_lock<std::mutex> l(m_);
+      started_ = true;
+      cv_.notify_all();
       if (cv_.wait_for(l, limit, [this] { return done_; })) return;
       std::fprintf(stderr, "WATCHDOG: '%s' did not finish within %lld ms: lock-up\n", what_.c_str(),
                    static_cast<long long>(limit.count()));
@@ -34,6 +36,11 @@ class watchdog {
       std::fflush(stderr);
       std::_Exit(1);
     });
+    // Returns only once the thread runs its function (its start-up, which allocates, is over): a test
+    // may fork() right after, and a child forked while another thread held an allocator lock (the
+    // sanitizers' allocators have no fork handlers) would block on it for ever.
+    std::unique_lock<std::mutex> l(m_);
+    cv_.wait(l, [this] { return started_; });
   }
   ~watchdog() {
     {
@@ -52,6 +59,7 @@ class watchdog {
   std::mutex m_;
   std::condition_variable cv_;
   bool done_ = false;
+  bool started_ = false;
   std::thread t_;
 };
 

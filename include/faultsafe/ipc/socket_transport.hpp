@@ -178,6 +178,10 @@ struct connect_options {
   /// How often a parked sender checks the socket for the server's hang-up (bounds how late a dead
   /// server is noticed; a live one wakes the sender at once through the futex).
   std::chrono::nanoseconds hangup_check = std::chrono::milliseconds(20);
+  /// The longest connect_channel() waits for the listener to accept and send its hello (the
+  /// connection's memory): a listener whose backlog is full, or that accepted and never answers, is
+  /// ETIMEDOUT after this, not a hang. Generous: a live listener answers at once.
+  std::chrono::milliseconds connect_timeout = std::chrono::seconds(10);
   /// The channel's name (reports, "<server>:<path>" in page sources).
   const char* name = "remote";
 };
@@ -527,7 +531,8 @@ class client_transport final : public channel_transport {
 
 /// Effects: connects to the socket_listener at `address` ("@name" or a path) and returns a channel
 /// whose sends go to it (a client's fd table, path namespace and calls work on it unchanged).
-/// Returns nullptr and sets `ec` on failure (the socket's errno; EPROTO: not a faultsafe listener).
+/// Returns nullptr and sets `ec` on failure (the socket's errno; EPROTO: not a faultsafe listener; ETIMEDOUT: no
+/// hello within co.connect_timeout).
 /// Thread-safety: any thread.
 [[nodiscard]] inline std::shared_ptr<channel> connect_channel(std::string_view address, std::error_code& ec,
                                                               const connect_options& co = {}) {
@@ -549,10 +554,28 @@ class client_transport final : public channel_transport {
     ::close(fd);
     return nullptr;
   };
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&sa), len) != 0) return fail(last_error());
+  // The handshake is bounded (connect_options::connect_timeout): AF_UNIX connect() waits for room in
+  // the backlog under SO_SNDTIMEO, the hello's recvmsg() under SO_RCVTIMEO; both are cleared after.
+  auto set_timeouts = [fd](std::chrono::milliseconds t) {
+    const timeval tv{static_cast<time_t>(t.count() / 1000), static_cast<suseconds_t>((t.count() % 1000) * 1000)};
+    return ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) == 0 &&
+           ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0;
+  };
+  auto timed_out = [](std::error_code e) {
+    return e.value() == EAGAIN || e.value() == EWOULDBLOCK || e.value() == EINPROGRESS
+               ? std::make_error_code(std::errc::timed_out)
+               : e;
+  };
+  if (co.connect_timeout.count() > 0 && !set_timeouts(co.connect_timeout)) return fail(last_error());
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&sa), len) != 0) return fail(timed_out(last_error()));
   conn_header h{};
   int memfd = -1;
-  if (auto e = receive_hello(fd, h, memfd)) return fail(e);
+  if (auto e = receive_hello(fd, h, memfd)) return fail(timed_out(e));
+  if (co.connect_timeout.count() > 0 && !set_timeouts(std::chrono::milliseconds(0))) {
+    const std::error_code e = last_error();
+    ::close(memfd);
+    return fail(e);
+  }
   const std::size_t size = page + h.slot_stride * h.slots;
   void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
   const std::error_code map_ec = base == MAP_FAILED ? last_error() : std::error_code{};
