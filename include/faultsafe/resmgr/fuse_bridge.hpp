@@ -88,6 +88,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <cctype>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -295,7 +296,17 @@ class fuse_bridge {
       std::size_t p = 0;
       for (int i = 0; i < 5 && p != std::string::npos; ++i) f[i] = p = line.find(' ', p + 1);
       if (p == std::string::npos) continue;
-      if (line.compare(f[3] + 1, f[4] - f[3] - 1, want) == 0) dev = line.substr(f[1] + 1, f[2] - f[1] - 1);
+      // The kernel writes a space, tab, newline or backslash in a mount point as \ooo (octal).
+      std::string m;
+      for (std::size_t i = f[3] + 1; i < f[4]; ++i) {
+        if (line[i] == '\\' && i + 3 < f[4] && std::isdigit(static_cast<unsigned char>(line[i + 1]))) {
+          m += static_cast<char>(std::stoi(line.substr(i + 1, 3), nullptr, 8));
+          i += 3;
+        } else {
+          m += line[i];
+        }
+      }
+      if (m == want) dev = line.substr(f[1] + 1, f[2] - f[1] - 1);
     }
     return dev;
   }
