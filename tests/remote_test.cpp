@@ -655,6 +655,38 @@ TEST_CASE("addresses: a filesystem path and the abstract namespace; connect erro
   ::close(l);
 }
 
+TEST_CASE("read_visit from a client over the socket: ENOTSUP, its visitor is never called; in-process it is served") {
+  test_support::watchdog wd("read_visit", 30s);
+  served_ramfs srv("visit");
+  auto& [ns, fs, address, rs] = srv;
+  struct seen {
+    int calls = 0;
+    static int visit(void* self, const void*, std::size_t) noexcept {
+      ++static_cast<seen*>(self)->calls;
+      return 0;
+    }
+  } s;
+  process local("local", {0, 0}, &ns);
+  auto lfd = local.open("/r/v", O_RDWR | O_CREAT, 0644);
+  REQUIRE(lfd);
+  REQUIRE(local.pwrite(*lfd, "hello", 5, 0).value_or(0) == 5);
+  CHECK(local.pread_visit(*lfd, 5, 0, &seen::visit, &s).value_or(0) == 5);  // the same server, in-process
+  CHECK(s.calls == 1);
+  path_namespace cns;
+  REQUIRE(!mount_remote(cns, "/p", address));
+  process p("client", {0, 0}, &cns);
+  auto fd = p.open("/p/v", O_RDONLY);
+  REQUIRE(fd);
+  auto r = p.pread_visit(*fd, 5, 0, &seen::visit, &s);
+  CHECK(r.error().value() == ENOTSUP);
+  CHECK(s.calls == 1);
+  char b[5];
+  CHECK(p.pread(*fd, b, 5, 0).value_or(0) == 5);  // the connection goes on
+  CHECK(std::string(b, 5) == "hello");
+  CHECK(p.close(*fd).ok());
+  CHECK(local.close(*lfd).ok());
+}
+
 TEST_CASE("a client that writes garbage into its slot gets an error, the server goes on") {
   test_support::watchdog wd("garbage", 30s);
   served_ramfs srv("garbage");

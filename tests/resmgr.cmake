@@ -42,3 +42,6 @@ faultsafe_test(ramfs_posix SOURCES ramfs_posix_test.cpp TIMEOUT 180 LABELS resmg
 # transports, kill -9 of clients (1,000 rounds) and of a server, forged credentials. Own main: the
 # children are this executable with --role.
 faultsafe_test(remote SOURCES remote_test.cpp TIMEOUT 300 LABELS resmgr NO_MAIN)
+# io_msg::read_visit (process::pread_visit, the FUSE bridge's READ): the bytes in place under the read's
+# range lock; ENOSYS from a server whose read handler is its own.
+faultsafe_test(resmgr_read_visit SOURCES resmgr_read_visit_test.cpp TIMEOUT 60 LABELS resmgr)

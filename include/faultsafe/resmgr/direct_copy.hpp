@@ -534,6 +534,7 @@ inline io_result iofunc_write_direct(request_context& ctx, ocb_base& base, const
 [[nodiscard]] inline io_funcs iofunc_direct_defaults() {
   io_funcs f = iofunc_defaults();
   f.read = iofunc_read_direct;
+  f.read_visit_mirrors = iofunc_read_direct;  // the visit has no client buffer: the same bytes, the same lock
   f.write = iofunc_write_direct;
   return f;
 }

@@ -56,11 +56,25 @@
 // a worker (a page-in of a mapping the handler touches, a request to another server), because the
 // worker has then adopted its activity. Locks, range locks and the wait-for graph see the workers as
 // they see pool threads. No idle-thread tuning (max_idle_threads stays libfuse's).
+// Reads: READ is a read_visit message (process::pread_visit): the server's handler, under the file's
+// shared range lock over the bytes (what its read takes: permissions, the open's access mode, the wait
+// graph and the fault guard stay on the path), hands the bridge the bytes in place in its store, and the
+// bridge replies with them (fuse_reply_buf: libfuse writev()s /dev/fuse straight from them) before the
+// lock is released: the kernel's copy into the reader's pages is the only copy. A server whose read
+// handler is its own answers ENOSYS (io_funcs::read_visit_mirrors) and is read through a buffer.
+// Holding the shared range lock across that write to /dev/fuse cannot deadlock: the write copies into
+// pages that are already there and waits for nothing of the daemon's. A page-cache READ reply fills
+// page-cache pages that the reading request itself locked before it sent the READ (no other request
+// needs them to finish first), a direct-io reply fills the user pages the kernel pinned before sending
+// the request (the fault on them, if any, was taken before: the copy does not fault), and nothing in
+// the copy waits for a writer, a range lock or another request. The source pages are the server's own
+// mapping of its store memfd, which is never registered with userfaultfd. An interrupted request makes
+// the write fail (ENOENT), which only ends the visit.
 // Brian through the kernel: the daemon-side lock-up of the kernel's Documentation/filesystems/fuse.rst
 // ("tricky deadlock": the daemon faults on a mapping of a file of its own mount while serving a request
 // of that file) cannot happen: every buffer the bridge hands to the server or to /dev/fuse is the
-// bridge's heap memory, the server's bytes live in its memfd (not on the mount), and the bridge never
-// names a path under the mountpoint.
+// bridge's heap memory or the server's store (a READ's bytes, see Reads), the server's bytes live in its
+// memfd (not on the mount), and the bridge never names a path under the mountpoint.
 // Unmount: run() returns when the session ends (fusermount3 -u, umount, SIGINT/SIGTERM/SIGHUP with
 // handle_signals, or stop()), and unmounts. Errors are clear, never a hang: ENODEV when /dev/fuse cannot
 // be opened, ENOTDIR/ENOENT for a bad mountpoint, EBUSY when it is already a mount point.
@@ -748,11 +762,30 @@ class fuse_bridge {
   }
   static void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { (void)fuse_reply_err(req, 0); }
 
+  // READ: the server hands the file's bytes in place to read_reply::visit, which replies with them
+  // (see the header comment, Reads); a server that does not serve reads by reference (ENOSYS) is read
+  // through a buffer.
+  struct read_reply {
+    fuse_req_t req;
+    bool replied = false;
+    static int visit(void* self, const void* bytes, std::size_t n) noexcept {
+      auto& r = *static_cast<read_reply*>(self);
+      r.replied = true;
+      (void)fuse_reply_buf(r.req, static_cast<const char*>(bytes), n);  // writev straight from `bytes`
+      return 0;
+    }
+  };
   static void op_read(fuse_req_t req, fuse_ino_t, std::size_t size, off_t off, fuse_file_info* fi) {
     guarded(req, [&](fuse_bridge& b) {
+      const int fd = static_cast<int>(fi->fh);
+      read_reply rr{req};
+      auto v = b.proc_.pread_visit(fd, size, off, &read_reply::visit, &rr);
+      if (rr.replied) return;
+      if (v.ok()) return (void)fuse_reply_buf(req, nullptr, 0);  // at or past the end
+      if (v.error() != std::errc::function_not_supported) return (void)fuse_reply_err(req, to_errno(v.error()));
       thread_local std::vector<char> buf;
       if (buf.size() < size) buf.resize(size);
-      auto r = b.proc_.pread(static_cast<int>(fi->fh), buf.data(), size, off);
+      auto r = b.proc_.pread(fd, buf.data(), size, off);
       if (!r) return (void)fuse_reply_err(req, to_errno(r.error()));
       (void)fuse_reply_buf(req, buf.data(), *r);
     });

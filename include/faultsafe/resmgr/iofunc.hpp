@@ -2,7 +2,7 @@
 //
 // Defines `attr_options`, `iofunc_attr` (one file: mode, owner, size, times, its data store, the data
 // range lock and the short meta lock), `iofunc_ocb` (one open: attr, offset, flags, access),
-// `iofunc_check_access()`, and the default handlers iofunc_open_default / read / write / lseek / fstat /
+// `iofunc_check_access()`, and the default handlers iofunc_open_default / read / read_visit / write / lseek / fstat /
 // ftruncate / mmap / page_in (the pager's page-in, resmgr/process_memory.hpp), which a server plugs into its io_funcs (resmgr/ramfs.hpp does),
 // and iofunc_read_exclusive, the seed's naive read handler (the whole file exclusively during the copy).
 //
@@ -40,6 +40,7 @@
 // then the meta lock (rank 40) for a few instructions (size, times). Never the other
 // way round, and the meta lock is never held while touching client memory.
 // - read: shared on [off, off + n) clipped to the size; re-clipped after the lock is granted.
+//   read_visit: the same, held while the sender's visitor takes the bytes in place.
 // - write: exclusive on [off, off + n); O_APPEND: exclusive on [size, end), re-checked after grant.
 // - ftruncate: exclusive on [min(old, new), end), re-checked after grant.
 // - a write or ftruncate that moves the file (its end passes capacity()): exclusive on the whole file.
@@ -539,18 +540,45 @@ inline io_result iofunc_open_default(request_context& ctx, const io_open_request
 }
 
 namespace detail {
-// The offset a read/write starts at: EINVAL if negative, EOVERFLOW if off + n overflows off_t.
-inline std::error_code rw_offset(const iofunc_ocb& o, const io_rw_request& q, std::uint64_t n, std::uint64_t& off) noexcept {
-  const std::int64_t s = q.use_offset ? q.offset : o.offset.load(std::memory_order_relaxed);
+// The offset a transfer of n bytes starting at `s` starts at: EINVAL if negative, EOVERFLOW if s + n
+// overflows off_t.
+inline std::error_code rw_offset_at(std::int64_t s, std::uint64_t n, std::uint64_t& off) noexcept {
   if (s < 0) return std::make_error_code(std::errc::invalid_argument);
   off = static_cast<std::uint64_t>(s);
   if (n > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) - off)
     return std::make_error_code(std::errc::value_too_large);
   return {};
 }
+// The offset a read/write starts at (rw_offset_at of the request's offset or the OCB's).
+inline std::error_code rw_offset(const iofunc_ocb& o, const io_rw_request& q, std::uint64_t n, std::uint64_t& off) noexcept {
+  return rw_offset_at(q.use_offset ? q.offset : o.offset.load(std::memory_order_relaxed), n, off);
+}
 }  // namespace detail
 
 namespace detail {
+// The locked part of every read handler: the n = min(want, size - off) bytes at `off` under the range
+// lock in `mode` (over them, or with `whole_file` over the whole file), re-clipped after the grant,
+// are handed in place to take(p, n), which returns how many it took (or an error); then the access
+// time. ok(0) without locking at or past the end.
+template <class Take>
+io_result read_locked(iofunc_attr& a, std::uint64_t off, std::uint64_t want, bool whole_file, lock_mode mode, Take&& take) {
+  std::uint64_t size = a.size();
+  if (want == 0 || off >= size) return io_result::ok(0);
+  std::uint64_t n = std::min(want, size - off);
+  range_guard g(a.data_lock, whole_file ? 0 : off, whole_file ? to_end : n, mode);
+  size = a.size();  // a truncate may have completed before we got the range
+  n = off >= size ? 0 : std::min(n, size - off);
+  (void)FAULTSAFE_INJECT(range_hold_stall);  // fault injection: stall holding the range (detail/fault_injection.hpp)
+  if (n > 0) {
+    const io_result r = take(static_cast<const unsigned char*>(a.data() + off), n);
+    if (r.error) return r;
+    n = static_cast<std::uint64_t>(r.value);
+  }
+  g.unlock();
+  a.touch(true, false);
+  return io_result::ok(static_cast<std::int64_t>(n));
+}
+
 // The read handlers: iofunc_read_default (whole_file false) and iofunc_read_exclusive (true).
 inline io_result read_impl(request_context& ctx, ocb_base& base, const io_rw_request& q, bool whole_file) {
   iofunc_ocb* const op = iofunc_ocb_cast(base);
@@ -560,27 +588,19 @@ inline io_result read_impl(request_context& ctx, ocb_base& base, const io_rw_req
   const std::uint64_t want = std::min<std::uint64_t>(q.nbytes, ctx.rcv.reply_data_len());
   std::uint64_t off = 0;
   if (auto ec = detail::rw_offset(o, q, want, off)) return io_result::fail(ec);
-  iofunc_attr& a = *o.attr;
-  std::uint64_t size = a.size();
-  if (want == 0 || off >= size) return io_result::ok(0);
-  std::uint64_t n = std::min(want, size - off);
-  range_guard g(a.data_lock, whole_file ? 0 : off, whole_file ? to_end : n, whole_file ? lock_mode::exclusive : lock_mode::shared);
-  size = a.size();  // a truncate may have completed before we got the range
-  n = off >= size ? 0 : std::min(n, size - off);
-  (void)FAULTSAFE_INJECT(range_hold_stall);  // fault injection: stall holding the range (detail/fault_injection.hpp)
-  if (n > 0) {
+  const lock_mode mode = whole_file ? lock_mode::exclusive : lock_mode::shared;
+  const io_result r = read_locked(*o.attr, off, want, whole_file, mode, [&](const unsigned char* p, std::uint64_t n) {
     // A client buffer that turns bad part-way: the bytes before the bad page are read (a short count,
     // read(2)); EFAULT only if nothing was copied.
     std::size_t copied = 0;
-    if (auto ec = ctx.rcv.write_reply_data(0, a.data() + off, n, &copied)) {
+    if (auto ec = ctx.rcv.write_reply_data(0, p, n, &copied)) {
       if (copied == 0 || ec != std::errc::bad_address) return io_result::fail(ec);
       n = copied;
     }
-  }
-  g.unlock();
-  a.touch(true, false);
-  if (!q.use_offset) o.offset.store(static_cast<std::int64_t>(off + n), std::memory_order_relaxed);
-  return io_result::ok(static_cast<std::int64_t>(n));
+    return io_result::ok(static_cast<std::int64_t>(n));
+  });
+  if (!r.error && r.value > 0 && !q.use_offset) o.offset.store(static_cast<std::int64_t>(off) + r.value, std::memory_order_relaxed);
+  return r;
 }
 }  // namespace detail
 
@@ -601,6 +621,26 @@ inline io_result iofunc_read_default(request_context& ctx, ocb_base& base, const
 /// range lock (rank 30) over [0, to_end) exclusively, for the copy; then the meta lock (atime).
 inline io_result iofunc_read_exclusive(request_context& ctx, ocb_base& base, const io_rw_request& q) {
   return detail::read_impl(ctx, base, q, true);
+}
+
+/// Default read_visit (io_funcs::read_visit; it mirrors iofunc_read_default and iofunc_read_direct,
+/// which copy the same bytes under the same lock): hands the min(q.nbytes, size - q.offset) bytes at
+/// q.offset to q.visitor in place, in the store's server-side mapping (data()), under a shared range
+/// lock over exactly those bytes, held until the visitor returns. Returns the byte count (0 at/after
+/// the end: the visitor is not called), or the visitor's nonzero return as the error. EBADF without
+/// read access, EINVAL for a negative offset or no visitor, EOVERFLOW if offset + nbytes overflows.
+/// Lock order: the attr's range lock (rank 30) shared, across the visitor; then the meta lock (atime).
+inline io_result iofunc_read_visit_default(request_context&, ocb_base& base, const io_read_visit_request& q) {
+  iofunc_ocb* const o = iofunc_ocb_cast(base);
+  if (o == nullptr) return detail::not_iofunc_ocb();
+  if (!o->readable) return detail::errc_result(std::errc::bad_file_descriptor);
+  if (q.visitor == nullptr) return detail::errc_result(std::errc::invalid_argument);
+  std::uint64_t off = 0;
+  if (auto ec = detail::rw_offset_at(q.offset, q.nbytes, off)) return io_result::fail(ec);
+  return detail::read_locked(*o->attr, off, q.nbytes, false, lock_mode::shared, [&](const unsigned char* p, std::uint64_t n) {
+    if (const int e = q.visitor(q.context, p, static_cast<std::size_t>(n))) return io_result::fail(e);
+    return io_result::ok(static_cast<std::int64_t>(n));
+  });
 }
 
 namespace detail {
@@ -1001,6 +1041,8 @@ inline io_result iofunc_access_default(request_context& ctx, ocb_base& base, con
 [[nodiscard]] inline io_funcs iofunc_defaults() {
   io_funcs f;
   f.read = iofunc_read_default;
+  f.read_visit = iofunc_read_visit_default;
+  f.read_visit_mirrors = iofunc_read_default;
   f.write = iofunc_write_default;
   f.lseek = iofunc_lseek_default;
   f.fstat = iofunc_fstat_default;

@@ -348,11 +348,23 @@ struct access {
   using handler = io_result(request_context&, ocb_base&, const io_access_request&);
   static auto& slot(auto& f) { return f.access; }
 };
+struct read_visit {
+  static constexpr io_msg id = io_msg::read_visit;
+  static constexpr std::string_view name = "read_visit";
+  static constexpr addressing by = addressing::handle;
+  using request = io_read_visit_request;
+  using reply = no_reply;
+  /// Hands the bytes to q.visitor in place (no reply data); reply status: the bytes visited.
+  using handler = io_result(request_context&, ocb_base&, const io_read_visit_request&);
+  static auto& slot(auto& f) { return f.read_visit; }
+};
 // clang-format on
 }  // namespace msg
 
 template <class M>
 using handler_slot = std::function<typename M::handler>;
+/// A read handler as a plain function (io_funcs::read_visit_mirrors).
+using read_handler_fn = io_result (*)(request_context&, ocb_base&, const io_rw_request&);
 
 /// The handler table: one slot per message definition (the QNX connect/io funcs; the slot's type is
 /// std::function<msg::X::handler>). Write your own, or
@@ -403,6 +415,19 @@ struct io_funcs {
   /// iofunc_reply_bytes replies from a buffer and advances). The default (iofunc_read_default) holds
   /// the file's range lock shared over the bytes it copies.
   handler_slot<msg::read> read;
+  /// pread by reference, for a sender in this OS process (the FUSE bridge, which hands the bytes to
+  /// /dev/fuse without copying them): call q.visitor(q.context, p, n) once with the n = min(q.nbytes,
+  /// size - q.offset) bytes at q.offset in place, while holding exactly what `read`'s handler holds
+  /// while it copies them, and return ok(n) (0 at or past the end, without calling it), or the
+  /// visitor's nonzero return as the error. Checks as read (EBADF without read access, EINVAL for a
+  /// negative offset, EOVERFLOW); the OCB's offset is neither used nor moved. The visitor may block
+  /// (a write to /dev/fuse), never on this server. The default: iofunc_read_visit_default.
+  /// Served only while `read` holds exactly the function `read_visit_mirrors` names: the server checks
+  /// that at construction and otherwise empties this slot (ENOSYS: the sender copies through read), so a
+  /// server that replaces or wraps `read` never has its reads bypassed.
+  handler_slot<msg::read_visit> read_visit;
+  /// The read handler read_visit serves the same bytes as, under the same locks (see read_visit).
+  read_handler_fn read_visit_mirrors = nullptr;
   /// write(2)/pwrite(2). Offset as for read; with O_APPEND and no use_offset the bytes go at the end
   /// of the file as seen under the handler's exclusive lock. Size: min(q.nbytes,
   /// ctx.rcv.payload_len()) bytes of the client's payload; return ok(count written); EBADF without
@@ -475,7 +500,7 @@ struct message_list {
 using io_messages = message_list<msg::open, msg::close, msg::read, msg::write, msg::lseek, msg::fstat, msg::ftruncate,
                                  msg::mmap, msg::page_in, msg::mkdir, msg::mknod, msg::unlink, msg::rmdir, msg::rename,
                                  msg::link, msg::symlink, msg::readlink, msg::readdir, msg::chmod, msg::chown,
-                                 msg::utimens, msg::fsync, msg::fallocate, msg::statfs, msg::access>;
+                                 msg::utimens, msg::fsync, msg::fallocate, msg::statfs, msg::access, msg::read_visit>;
 
 namespace detail {
 /// Calls handler slot `fn` of message M with the arguments its shape takes (see the header comment).

@@ -251,6 +251,25 @@ class process {
     return rw(io_msg::write, fd, const_cast<void*>(buf), n, off, true);
   }
 
+  /// pread(2) by reference, for a caller in this OS process (the FUSE bridge): the server calls
+  /// visitor(context, bytes, k) once with the k <= n bytes of the file at `off`, in place (in its store)
+  /// and under the lock its read handler holds while copying (io_msg::read_visit), instead of copying
+  /// them into a buffer; `bytes` is valid only during the call. Returns k (0 at or past the end: the
+  /// visitor is not called). ENOSYS: the server does not serve reads by reference (its read handler is
+  /// its own): use pread(). ENOTSUP: a server in another OS process. Otherwise the errors of pread(),
+  /// and the visitor's nonzero return. The fd's offset is neither used nor moved.
+  [[nodiscard]] result<std::size_t> pread_visit(int fd, std::size_t n, off_t off, read_visitor visitor, void* context) {
+    const fd_pin e = pin_fd(fd);
+    if (!e) return std::make_error_code(std::errc::bad_file_descriptor);
+    if (visitor == nullptr) return std::make_error_code(std::errc::invalid_argument);
+    if (off < 0) return std::make_error_code(std::errc::invalid_argument);
+    if (static_cast<std::uint64_t>(off) + n > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+      return std::make_error_code(std::errc::value_too_large);
+    send_result sr = send_on<msg::read_visit>(e, {.nbytes = n, .offset = off, .visitor = visitor, .context = context});
+    if (sr.error) return sr.error;
+    return static_cast<std::size_t>(sr.status);
+  }
+
   /// readv(2) / preadv(2): fills the buffers in order, one read message per buffer (each served like
   /// read(), so a buffer that maps the file is served by the direct path), stopping at a short read.
   /// Returns the total; an error only if nothing was read (else the bytes before it, as readv(2) on a

@@ -14,6 +14,7 @@
 //   instead of an open handle (`handle` is ignored); see resmgr/messages.hpp, addressing::handle_or_path.
 // - read: reply data is the client's buffer; write: the payload is the client's buffer; readlink:
 //   reply data receives the target (not NUL-terminated); readdir: reply data receives io_dirent records.
+//   read_visit has neither: its bytes go to the sender's visitor (io_read_visit_request).
 //
 // Thread-safety: plain value types. Layout: every struct is trivially copyable and sent by memcpy
 // within one OS process (no byte-order or ABI concerns beyond the build's own).
@@ -58,9 +59,10 @@ enum class io_msg : std::uint32_t {
   fallocate,
   statfs,     ///< fstatvfs, or statvfs by path
   access,     ///< access(2) by path (or on an open)
+  read_visit, ///< pread whose bytes a visitor of the sender's takes in place (in-process senders only)
 };
 /// The largest io_msg number (dispatch tables are indexed by the low 8 bits).
-inline constexpr std::uint32_t io_msg_max = static_cast<std::uint32_t>(io_msg::access);
+inline constexpr std::uint32_t io_msg_max = static_cast<std::uint32_t>(io_msg::read_visit);
 /// Type-word bits of a handle-addressed message that may name its file by path (addressing::
 /// handle_or_path): the payload is the path; the server opens it O_PATH (| O_NOFOLLOW with
 /// io_msg_nofollow), serves the message on that open and closes it (QNX's combine message).
@@ -133,6 +135,22 @@ struct io_rw_request {
 /// is skipped without asking for the process. A stale hint (memory made meanwhile) only means the
 /// ordinary path runs, where the page-in guard of iofunc_page_in_default still resolves a self-conflict.
 inline constexpr std::uint32_t rw_hint_no_client_memory = 1;
+/// What io_msg::read_visit hands the bytes to: called on the serving thread with `n` bytes of the file
+/// in place (valid only during the call); returns 0, or an errno that becomes the message's error.
+using read_visitor = int (*)(void* context, const void* bytes, std::size_t n) noexcept;
+/// io_msg::read_visit: a pread of [offset, offset + nbytes) (the OCB's offset is neither used nor moved)
+/// whose bytes the server passes to visitor(context, bytes, n) in place instead of copying them into
+/// reply data. A function pointer and a context pointer of the sender's: meaningful only within one OS
+/// process (a server refuses the message from another one with ENOTSUP: resmgr/remote.hpp). Reply
+/// status: the bytes visited (0 at or past the end; the visitor is then not called).
+struct io_read_visit_request {
+  client_info client{};
+  std::uint64_t handle = 0;
+  std::uint64_t nbytes = 0;
+  std::int64_t offset = 0;
+  read_visitor visitor = nullptr;
+  void* context = nullptr;
+};
 /// io_msg::lseek. Reply status: the new offset.
 struct io_lseek_request {
   client_info client{};

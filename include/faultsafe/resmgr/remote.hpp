@@ -34,7 +34,8 @@
 // fault-reentrancy guard are on the path exactly as in-process, and a server thread's own copy into a
 // page of such a mapping (process_vm_writev, with a client userfaultfd that takes kernel-mode faults)
 // is recognised as its own activity. A plain io_msg::mmap from a client fails with ENOTSUP (its
-// reply would name a memfd of the server's fd table). When the connection goes, its pager stops before
+// reply would name a memfd of the server's fd table), and so does io_msg::read_visit (its visitor is a
+// function pointer of the client's address space: the server never calls it). When the connection goes, its pager stops before
 // the client's opens are closed. Anonymous mmap/munmap/mprotect/msync are the client's own.
 //
 // Thread-safety: all members from any thread. Lock order: the client table mutex is a leaf, never
@@ -176,6 +177,8 @@ class remote_server {
 
   // The kernel's credentials and the connection's logical pid replace the header's client_info.
   std::error_code stamp(const socket_peer& p, std::uint32_t type, unsigned char* hdr, std::size_t len) {
+    if ((type & io_msg_type_mask) == static_cast<std::uint32_t>(io_msg::read_visit))
+      return std::make_error_code(std::errc::not_supported);  // see the header comment
     if ((type & io_msg_type_mask) == static_cast<std::uint32_t>(io_msg::mmap) && !local_mmap_) {
       io_mmap_request q;
       if (len != sizeof q) return std::make_error_code(std::errc::bad_message);

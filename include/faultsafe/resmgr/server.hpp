@@ -16,7 +16,8 @@
 // Handlers run on a server thread that has adopted the sender's activity; a read handler writes
 // straight into the client's buffer through ctx.rcv.with_reply_data()/write_reply_data(), a write
 // handler reads through with_payload(). An empty slot, an unknown type, or io_msg_by_path on a message
-// that cannot be addressed by path answers ENOSYS (EINVAL for the latter).
+// that cannot be addressed by path answers ENOSYS (EINVAL for the latter). read_visit is served only
+// while the read slot holds the handler it mirrors (io_funcs::read_visit_mirrors; else ENOSYS).
 // The server's channel is shared with the clients' fd tables, so a client holding an fd to a stopped
 // server gets ESHUTDOWN, never a dangling pointer.
 //
@@ -90,7 +91,7 @@ class server {
   /// pool (min 0 or max < min).
   server(server_options opts, io_funcs funcs)
       : opts_(std::move(opts)),
-        funcs_(std::move(funcs)),
+        funcs_(paired(std::move(funcs))),
         ch_(make_channel(opts_)),
         ocbs_(opts_.max_opens_per_client),
         pool_(opts_.name, opts_.pool, ch_, opts_.channel, &server::serve_message, this, &server::describe) {}
@@ -184,6 +185,13 @@ class server {
     return t;
   }
   static void serve_message(void* self, channel::receiver& r) { static_cast<server*>(self)->dispatch(r); }
+
+  // io_funcs::read_visit is served only while `read` holds exactly read_visit_mirrors (messages.hpp).
+  static io_funcs paired(io_funcs f) {
+    const read_handler_fn* r = f.read.target<read_handler_fn>();
+    if (r == nullptr || f.read_visit_mirrors == nullptr || *r != f.read_visit_mirrors) f.read_visit = nullptr;
+    return f;
+  }
 
   void dispatch(channel::receiver& r) {
     static constexpr std::array<serve_step, io_msg_max + 1> table = make_table(io_messages{});
