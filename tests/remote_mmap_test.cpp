@@ -14,13 +14,25 @@
 //     server copies): the page-in conflicts only with the reader's own activity and the guard grants it
 //     (kernel-mode faults: the fault names the server's announced slot thread; user-mode-only: the
 //     fault-in helper works for that activity);
-//   - the server killed with SIGKILL: unserved pages raise SIGBUS, nothing hangs.
+//   - the server killed with SIGKILL: unserved pages raise SIGBUS, nothing hangs;
+//   - isolation (issue 11): the file behind a client's mapping of file A (opened through
+//     /proc/self/map_files, as root) is A's own memfd: its size is A's capacity, not the store's arena,
+//     and file B's bytes are nowhere in it; it is sealed (no size change, even read-write); the fd the
+//     server sends for a mapping that cannot write the file is read-only (no write, punch or truncate,
+//     and a non-root uid cannot reopen it for writing), the one for a shared writable mapping is
+//     read-write but sealed; a shared writable mapping writes the file, and shrink / growth keep their
+//     semantics across processes (SIGBUS past the end, zeros after growth).
 // Every wait is bounded (watchdog, bounded child waits).
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include <faultsafe/resmgr/process.hpp>
 #include <faultsafe/resmgr/process_memory.hpp>
@@ -245,6 +257,7 @@ TEST_CASE("mmap of a remote server's file: the server killed, unserved pages rai
   remote_fixture f(false);
   const int fd = f.make_file("/ram/g");
   auto sh = f.bob.mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
+  INFO(sh.error().message());
   REQUIRE(sh.ok());
   const auto* s = static_cast<const std::uint8_t*>(*sh);
   CHECK(s[0] == pattern(0));
@@ -256,4 +269,178 @@ TEST_CASE("mmap of a remote server's file: the server killed, unserved pages rai
   CHECK(vmtest::probe_read(s, v) == 0);
   CHECK(v == pattern(0));
   CHECK(f.bob.munmap(*sh, len).ok());
+}
+
+namespace {
+// Whether `needle` occurs in the data (not the holes) of the file open at `fd`. Reads every data
+// segment (SEEK_DATA / SEEK_HOLE), with an overlap so that a match across two reads is found.
+bool file_contains(int fd, const std::string& needle, off_t size) {
+  std::vector<char> buf(1 << 20);
+  off_t at = 0;
+  while (at < size) {
+    const off_t data = ::lseek(fd, at, SEEK_DATA);
+    if (data < 0) break;  // ENXIO: no data past `at`
+    const off_t hole = ::lseek(fd, data, SEEK_HOLE);
+    for (off_t o = data; o < hole;) {
+      const ssize_t n = ::pread(fd, buf.data(), buf.size(), o);
+      if (n <= 0) return false;
+      if (::memmem(buf.data(), static_cast<std::size_t>(n), needle.data(), needle.size()) != nullptr) return true;
+      if (o + n >= hole) break;
+      o += n - static_cast<off_t>(needle.size());
+    }
+    at = hole;
+  }
+  return false;
+}
+
+// The fd the server sends for a served mapping of `fd` (mmap_served_fetch, as process_memory asks for
+// it), or -1. Requires: a served mapping of the same server made before (the userfaultfd handed over).
+int fetch_memfd(process& p, int fd, int prot, int flags, std::error_code& ec) {
+  std::shared_ptr<channel> ch;
+  std::uint64_t handle = 0;
+  int fdflags = 0;
+  if ((ec = p.fd_target(fd, ch, handle, fdflags))) return -1;
+  auto answer = p.mmap_request(fd, 0, len, prot, flags | mmap_served_fetch);
+  if (!answer) {
+    ec = answer.error();
+    return -1;
+  }
+  std::uint64_t tag = 0;
+  const int m = client_receive_fd(*ch, tag, std::chrono::seconds(10), ec);
+  if (m >= 0 && tag != handle) {
+    ::close(m);
+    ec = std::make_error_code(std::errc::protocol_error);
+    return -1;
+  }
+  return m;
+}
+
+// Opens /proc/<pid>/fd/<fd> for `flags` in a child that runs as uid/gid 65534 (nobody), not root.
+// Returns: 0 if the open succeeded, else its errno (or 255 if the child could not become nobody).
+int open_as_nobody(int fd, int flags) {
+  const pid_t c = ::fork();
+  if (c == 0) {
+    if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0) ::_exit(255);
+    ::prctl(PR_SET_DUMPABLE, 1);  // keep /proc/self/fd ours after the uid change
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    const int r = ::open(path, flags | O_CLOEXEC);
+    ::_exit(r >= 0 ? 0 : errno);
+  }
+  bool timed_out = false;
+  const int st = test_support::wait_child(c, timed_out, std::chrono::seconds(20));
+  return !timed_out && WIFEXITED(st) ? WEXITSTATUS(st) : 254;
+}
+}  // namespace
+
+TEST_CASE("isolation: a client's mapping of one file reaches that file only, with the access the mapping needs") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(60, "remote mmap isolation");
+  remote_fixture f(false);
+  ::close(f.make_file("/ram/a"));  // A: the pattern
+  const std::string secret = "file B's bytes, never A's: " + std::to_string(::getpid());
+  auto b = f.bob.open("/ram/b", O_RDWR | O_CREAT, 0600);
+  REQUIRE(b.ok());
+  std::string bbytes;
+  while (bbytes.size() < 3 * vm_page_size) bbytes += secret;
+  REQUIRE(f.bob.pwrite(*b, bbytes.data(), bbytes.size(), 0).value_or(0) == bbytes.size());
+  auto a = f.bob.open("/ram/a", O_RDONLY);  // A readable only
+  REQUIRE(a.ok());
+
+  auto m = f.bob.mmap(nullptr, len, PROT_READ, MAP_SHARED, *a, 0);
+  INFO(m.error().message());
+  REQUIRE(m.ok());
+  const auto* pa = static_cast<const std::uint8_t*>(*m);
+  CHECK(all_pattern(pa, len));  // the page-in path as before
+  CHECK(f.bob.mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, *a, 0).error() == std::errc::permission_denied);
+
+  // The file behind the mapping, as the client's kernel sees it.
+  char path[96];
+  const auto start = reinterpret_cast<std::uintptr_t>(pa);
+  std::snprintf(path, sizeof path, "/proc/self/map_files/%lx-%lx", static_cast<unsigned long>(start), static_cast<unsigned long>(start + len));
+  const int backing = ::open(path, O_RDONLY | O_CLOEXEC);
+  INFO(path << ": " << std::strerror(errno));
+  REQUIRE(backing >= 0);
+  struct ::stat st{};
+  REQUIRE(::fstat(backing, &st) == 0);
+  CHECK(static_cast<std::uint64_t>(st.st_size) == file_store::final_capacity(attr_options{}.max_size));  // A's, not the arena
+  CHECK((st.st_mode & 07777) == 0400);
+  CHECK(file_contains(backing, std::string(reinterpret_cast<const char*>(pa), 64), st.st_size));  // the scan finds A
+  CHECK(!file_contains(backing, secret, st.st_size));                                             // and never B
+  CHECK(::fcntl(backing, F_GET_SEALS) == (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL));
+  CHECK(::pwrite(backing, "x", 1, 0) < 0);
+  CHECK(errno == EBADF);
+  {
+    // Even read-write (root may reopen it so: CAP_DAC_OVERRIDE), its size cannot change.
+    const int rw = ::open(path, O_RDWR | O_CLOEXEC);
+    REQUIRE(rw >= 0);
+    CHECK(::ftruncate(rw, 0) < 0);
+    CHECK(errno == EPERM);
+    CHECK(::ftruncate(rw, st.st_size + 4096) < 0);
+    CHECK(errno == EPERM);
+    CHECK(::fcntl(rw, F_ADD_SEALS, F_SEAL_WRITE) < 0);  // no seal that would stop the server's writes
+    CHECK(errno == EPERM);
+    ::close(rw);
+  }
+  ::close(backing);
+
+  // The fd itself: read-only for a mapping that cannot write the file.
+  for (const int flags : {MAP_SHARED, MAP_PRIVATE}) {
+    CAPTURE(flags);
+    std::error_code ec;
+    const int ro = fetch_memfd(f.bob, *a, PROT_READ, flags, ec);
+    INFO(ec.message());
+    REQUIRE(ro >= 0);
+    CHECK((::fcntl(ro, F_GETFL) & O_ACCMODE) == O_RDONLY);
+    char c = 0;
+    CHECK(::pread(ro, &c, 1, 1) == 1);
+    CHECK(static_cast<std::uint8_t>(c) == pattern(1));
+    CHECK(::pwrite(ro, "x", 1, 0) < 0);
+    CHECK(errno == EBADF);
+    CHECK(::fallocate(ro, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 4096) < 0);
+    CHECK(errno == EBADF);
+    CHECK(::ftruncate(ro, 0) < 0);
+    CHECK(::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, ro, 0) == MAP_FAILED);
+    CHECK(errno == EACCES);
+    CHECK(open_as_nobody(ro, O_RDWR) == EACCES);  // not upgradable through /proc/<pid>/fd
+    CHECK(::pread(ro, &c, 1, 1) == 1);            // still A's pattern: nothing above changed it
+    CHECK(static_cast<std::uint8_t>(c) == pattern(1));
+    ::close(ro);
+  }
+
+  // A shared writable mapping of B: it writes the file; B's fd is read-write but sealed, and B's own.
+  auto mb = f.bob.mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, *b, 0);
+  REQUIRE(mb.ok());
+  auto* pb = static_cast<std::uint8_t*>(*mb);
+  CHECK(std::memcmp(pb, bbytes.data(), bbytes.size()) == 0);
+  {
+    std::error_code ec;
+    const int rw = fetch_memfd(f.bob, *b, PROT_READ | PROT_WRITE, MAP_SHARED, ec);
+    INFO(ec.message());
+    REQUIRE(rw >= 0);
+    CHECK((::fcntl(rw, F_GETFL) & O_ACCMODE) == O_RDWR);
+    CHECK(::ftruncate(rw, 4096) < 0);
+    CHECK(errno == EPERM);
+    REQUIRE(::fstat(rw, &st) == 0);
+    CHECK(!file_contains(rw, std::string(reinterpret_cast<const char*>(pa), 64), st.st_size));  // not A's
+    ::close(rw);
+  }
+  pb[7] = 0xC3;
+  std::uint8_t v = 0;
+  CHECK(f.bob.pread(*b, &v, 1, 7).value_or(0) == 1);  // the server's pread sees the client's store
+  CHECK(v == 0xC3);
+  // Shrink: pages past the new end leave the mapping (SIGBUS); growth reads zeros.
+  REQUIRE(f.bob.ftruncate(*b, 2 * vm_page_size).ok());
+  CHECK(vmtest::probe_read(pb + 2 * vm_page_size, v) == SIGBUS);
+  REQUIRE(vmtest::probe_read(pb + vm_page_size + 5, v) == 0);
+  CHECK(v == static_cast<std::uint8_t>(bbytes[vm_page_size + 5]));
+  REQUIRE(f.bob.ftruncate(*b, len).ok());
+  REQUIRE(vmtest::probe_read(pb + 10 * vm_page_size, v) == 0);  // never touched since the shrink
+  CHECK(v == 0);
+  CHECK(f.bob.pread(*b, &v, 1, 10 * vm_page_size).value_or(0) == 1);
+  CHECK(v == 0);
+  CHECK(f.bob.munmap(pb, len).ok());
+  CHECK(f.bob.munmap(*m, len).ok());
+  CHECK(f.bob.close(*a).ok());
+  CHECK(f.bob.close(*b).ok());
 }

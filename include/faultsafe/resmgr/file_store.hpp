@@ -1,8 +1,9 @@
 // faultsafe/resmgr/file_store.hpp: where the bytes of a server's files live.
 //
 // Defines `file_store_options`, `store_extent`, `file_store_stats` and `file_store`: ONE sparse memfd
-// (the arena) per store, in which every file owns one contiguous extent. A store costs the process one
-// file descriptor however many files it holds (a memfd per file would cost one each, so 1,019 files
+// (the arena) per store, in which every file owns one contiguous extent until it is mapped (then it
+// moves to a memfd of its own: "Mappings" below). A store costs the process one file descriptor however
+// many unmapped files it holds (a memfd per file would cost one each, so 1,019 files
 // under `ulimit -n 1024` left a client no fd to open with, and one server mapping per file would hit
 // vm.max_map_count at 65,530 files).
 //
@@ -19,27 +20,46 @@
 // and recycled, newest first, within their class. Bytes of an extent at or past its file's size are
 // always zeros (iofunc_attr keeps that invariant), so a freshly allocated extent needs no clearing.
 //
-// Mappings. A client's MAP_SHARED mapping of a file is a mapping of the arena memfd at the file's
-// extent (offset store_offset() + file offset), registered with userfaultfd MISSING|MINOR as before:
-// page-cache presence is per page of the extent, every first touch still goes to the server's page-in,
-// which refuses pages at or past the end of the file (SIGBUS). A mapped file is first moved to its final
-// class, so an extent that a mapping refers to never moves; it is released only when its file dies,
-// which a mapping prevents (the mapping keeps the open, the open keeps the file). Shrinking a file
-// punches its extent from the new end: the pages leave every mapping at once, and a later touch faults
-// to the server again (past the end: SIGBUS).
-// Across OS processes (to come): a client must never be handed the arena fd, which would expose every
-// file of the store. Such a client would get a per-file memfd made lazily at its first cross-process
-// mmap (the file's bytes then live there), so only files shared with another process cost an fd.
+// Mappings: a file of its own. A file is moved out of the arena at its first mmap (iofunc_attr::
+// make_mappable(), under the whole-file exclusive range lock, once; move() with own_memfd): into a memfd
+// of its own (allocate_own()), sized to the file's final capacity (final_capacity(max_size)), sealed
+// F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL and made mode 0400, mapped once in the server; its bytes
+// live there, at offset 0, until the file dies (release() unmaps it and closes the fd; mappings made
+// of it keep their pages, as with any unlinked file). A mapped file never moves again: its memfd holds
+// exactly its final capacity, which no write or truncate exceeds. Every mapping of the file, in this
+// process (the in-process pager) or another (resmgr/remote.hpp), is a mapping of that memfd,
+// registered with userfaultfd MISSING|MINOR: page-cache presence is per page of the memfd, every first
+// touch still goes to the server's page-in, which refuses pages at or past the end of the file
+// (SIGBUS), and a touch past the memfd's size is SIGBUS from the kernel. Shrinking a file punches it
+// from the new end: the pages leave every mapping at once, and a later touch faults to the server
+// again (past the end: SIGBUS).
+// Why in-process mappings move too: a file mapped in the arena could not move later (its mappings name
+// the arena offset), and the server does not learn when an in-process mapping goes, so a file first
+// mapped in-process and then by another process would have to hand that process the arena. So a
+// mapped file costs one fd and one server mapping of its own (an unmapped one costs neither): a server
+// that maps more files than its RLIMIT_NOFILE allows gets EMFILE from that mmap (a clear error).
+// What another OS process holds (resmgr/remote.hpp sends it the fd over SCM_RIGHTS): one file's memfd,
+// never the arena, so it can reach no other file's bytes. The seals stop it changing the size (the
+// server's accesses through its own mapping can never SIGBUS); mode 0400 stops it (unless privileged:
+// CAP_DAC_OVERRIDE, which may read the server's memory anyway) from reopening a read-only fd for
+// writing through /proc/<pid>/fd. With a read-only fd (a mapping that cannot write the file) it may
+// read the file's bytes, also past the end within the capacity (zeros, or what a mapping wrote into the
+// last page); with a read-write fd (MAP_SHARED + PROT_WRITE of a writable open) also write and punch
+// them (bytes it writes past the end show if the file grows over them, as a mapping's writes into the
+// last page). Like an open file it keeps that access after close(), munmap or a chmod (the kernel's
+// mmap keeps its file the same way), for the file's life.
 //
 // Thread-safety: every member may be called from any thread. Lock order: the store mutex is a leaf
 // (rank::leaf), held for a free-list or zone update and the mmap of a new chunk, never while copying.
 // Memory ordering: no atomics; every field is read and written under the store mutex.
 // Lifetime: extents must be released before the store dies (an iofunc_attr holds a shared_ptr to its
-// store); the destructor unmaps every chunk and closes the memfd.
+// store); the destructor unmaps every chunk and closes the memfd. An own memfd lives from its move to
+// the release() of its extent.
 #pragma once
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -63,21 +83,24 @@ struct file_store_options {
   std::uint64_t map_chunk = std::uint64_t{256} << 20;  ///< server address space mapped at a time per class
 };
 
-/// One file's extent: bytes [offset, offset + capacity) of the store's memfd, at `data` in the server.
+/// One file's extent: bytes [offset, offset + capacity) of memfd `fd` (the store's arena, or the file's
+/// own memfd: offset 0), at `data` in the server.
 struct store_extent {
   std::uint64_t offset = 0;
   std::uint64_t capacity = 0;
   unsigned char* data = nullptr;
+  int fd = -1;
 };
 
 /// A snapshot of a store's bookkeeping.
 struct file_store_stats {
-  std::uint64_t extents = 0;       ///< extents in use
+  std::uint64_t extents = 0;       ///< extents in use in the arena
   std::uint64_t free_extents = 0;  ///< punched extents waiting for reuse
   std::uint64_t chunks = 0;        ///< server-side mappings of the memfd
   std::uint64_t mapped_bytes = 0;  ///< server address space they reserve
-  std::uint64_t moves = 0;         ///< extents moved to a larger class
+  std::uint64_t moves = 0;         ///< extents moved to a larger class or to their own memfd
   std::uint64_t length = 0;        ///< the memfd's length (sparse)
+  std::uint64_t own = 0;           ///< files in a memfd of their own (mapped files: one fd each)
 };
 
 /// The arena. See the header comment.
@@ -160,15 +183,47 @@ class file_store {
     }
     ++z.next;
     ++in_use_;
-    out = store_extent{z.base + at, capacity, z.chunks[k] + (at - k * c.chunk)};
+    out = store_extent{z.base + at, capacity, z.chunks[k] + (at - k * c.chunk), fd_};
+    return {};
+  }
+
+  /// Effects: hands out an extent of `capacity` bytes in a memfd of its own (see "Mappings: a file of
+  /// its own"): memfd_create (MFD_CLOEXEC | MFD_ALLOW_SEALING), ftruncate to `capacity`, sealed
+  /// F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL, mode 0400, mapped at out.data; all zeros, out.offset 0.
+  /// Returns: EINVAL (capacity 0 or not a page multiple), the errno of memfd_create (EMFILE), ftruncate,
+  /// fcntl, fchmod or mmap (nothing is left behind). Complexity: O(1), five system calls.
+  [[nodiscard]] std::error_code allocate_own(std::uint64_t capacity, store_extent& out) {
+    if (capacity == 0 || capacity % page != 0 || capacity > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max()))
+      return std::make_error_code(std::errc::invalid_argument);
+    const int fd = ::memfd_create(opts_.name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) return {errno, std::generic_category()};
+    void* m = MAP_FAILED;
+    if (::ftruncate(fd, static_cast<off_t>(capacity)) != 0 ||
+        ::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0 || ::fchmod(fd, S_IRUSR) != 0 ||
+        (m = ::mmap(nullptr, capacity, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0)) == MAP_FAILED) {
+      const int e = errno;
+      ::close(fd);
+      return {e, std::generic_category()};
+    }
+    out = store_extent{0, capacity, static_cast<unsigned char*>(m), fd};
+    exclusive_guard<mutex_type> g(mu_);
+    ++own_;
     return {};
   }
 
   /// Effects: punches the whole extent (its pages are freed and read as zeros, and leave every mapping)
   /// and recycles it (if the punch fails it is never reused: free extents are all zeros). Requires: `e` came from allocate() of this store and is no longer used: no server
   /// access in flight, no mapping that could still fault on it.
+  /// An extent of a memfd of its own (allocate_own()) is unmapped and its fd closed instead.
   void release(const store_extent& e) noexcept {
     if (e.capacity == 0) return;
+    if (e.fd != fd_) {
+      ::munmap(e.data, e.capacity);
+      ::close(e.fd);
+      exclusive_guard<mutex_type> g(mu_);
+      --own_;
+      return;
+    }
     const bool clean = !punch(e, 0, e.capacity);
     exclusive_guard<mutex_type> g(mu_);
     --in_use_;
@@ -184,19 +239,20 @@ class file_store {
   /// Requires: from <= to <= e.capacity.
   [[nodiscard]] std::error_code punch(const store_extent& e, std::uint64_t from, std::uint64_t to) const noexcept {
     if (from >= to) return {};
-    if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(e.offset + from),
+    if (::fallocate(e.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(e.offset + from),
                     static_cast<off_t>(to - from)) != 0)
       return {errno, std::generic_category()};
     return {};
   }
 
-  /// Effects: moves the first `used` bytes of `e` into a new extent of `capacity` bytes and releases the
-  /// old one; `e` then names the new extent. On error `e` is unchanged. Requires: nobody else touches
-  /// `e` meanwhile (its file's range lock held exclusively over the whole file), no mapping of `e`,
-  /// used <= e.capacity <= capacity. Returns: as allocate().
-  [[nodiscard]] std::error_code move(store_extent& e, std::uint64_t capacity, std::uint64_t used) {
+  /// Effects: moves the first `used` bytes of `e` into a new extent of `capacity` bytes (in the arena,
+  /// or with `own_memfd` in a memfd of its own: allocate_own()) and releases the old one; `e` then names
+  /// the new extent. On error `e` is unchanged. Requires: nobody else touches `e` meanwhile (its file's
+  /// range lock held exclusively over the whole file), no mapping of `e`, used <= e.capacity <=
+  /// capacity. Returns: as allocate() / allocate_own().
+  [[nodiscard]] std::error_code move(store_extent& e, std::uint64_t capacity, std::uint64_t used, bool own_memfd = false) {
     store_extent n;
-    if (auto ec = allocate(capacity, n)) return ec;
+    if (auto ec = own_memfd ? allocate_own(capacity, n) : allocate(capacity, n)) return ec;
     if (used > 0) std::memcpy(n.data, e.data, static_cast<std::size_t>(used));
     release(e);
     e = n;
@@ -214,6 +270,7 @@ class file_store {
     s.mapped_bytes = mapped_;
     s.moves = moves_;
     s.length = next_base_;
+    s.own = own_;
     return s;
   }
 
@@ -266,6 +323,7 @@ class file_store {
   std::uint64_t chunks_ FAULTSAFE_GUARDED_BY(mu_) = 0;
   std::uint64_t mapped_ FAULTSAFE_GUARDED_BY(mu_) = 0;
   std::uint64_t moves_ FAULTSAFE_GUARDED_BY(mu_) = 0;
+  std::uint64_t own_ FAULTSAFE_GUARDED_BY(mu_) = 0;  // memfds of their own (allocate_own, not yet released)
 };
 
 }  // namespace faultsafe

@@ -8,14 +8,15 @@
 //
 // Data store (resmgr/file_store.hpp): a file's bytes live in one contiguous extent of its store's
 // arena memfd, at iofunc_attr::store_offset() (attr_options::store; by default one store per OS process,
-// ramfs makes one per server), so a file costs no file descriptor and no mapping of its own.
+// ramfs makes one per server), so an unmapped file costs no file descriptor and no mapping of its own.
 // `iofunc_attr::data()` is the server-side pointer to byte 0 of the file, stable while the caller holds
 // any range of the file: the direct-copy path memmoves store to store, the page-in makes pages of
 // memfd() present at store_offset() + offset, and a client mapping is a mapping of memfd() there. A file
 // starts in a 4 KiB extent and moves to a larger size class when a write or truncate needs more than
 // capacity(); the mover holds the whole file exclusively (write_span() names the range a writer must
-// take), and a file that is mapped first moves to its final class (make_mappable(): capacity >=
-// max_size), where it stays, so every mapping of it stays its own.
+// take), and a file that is mapped first moves into a memfd of its own of its final capacity
+// (make_mappable(): memfd() is then the file's, store_offset() 0, capacity >= max_size), where it stays,
+// so every mapping of it, and the fd another process gets for it (resmgr/remote.hpp), is its own.
 // A write reserves the bytes it will fill past the size (reserve(): the file fits them) and publishes
 // the new size only after the copy (grow_to()), so a write that fails changes nothing. Bytes of the
 // extent at or past the size are zero except inside a range that a writer holds, and except for bytes
@@ -71,8 +72,8 @@
 // Lifetime: an attr lives as long as a directory entry or an OCB refers to it (shared_ptr).
 // Memory ordering: (1)/(2) on the size (a reader that sees a size sees the bytes published with it); the
 // atime flag and the OCB offset are relaxed (a hint; the offset is shared without serialisation, as
-// documented in resmgr/process.hpp); the inode counter is relaxed; the extent (offset, capacity, data
-// pointer) is relaxed: it changes only under the whole-file range lock, whose grant orders every user
+// documented in resmgr/process.hpp); the inode counter is relaxed; the extent (memfd, offset, capacity,
+// data pointer) is relaxed: it changes only under the whole-file range lock, whose grant orders every user
 // of data() after the move, and lock-free readers (write_span, direct copy's same-file test) only
 // compare it (a stale value means a whole-file lock taken needlessly, or a mapping of another file).
 #pragma once
@@ -150,9 +151,11 @@ class iofunc_attr {
   /// The data range lock (rank 30): take it over the bytes you touch.
   range_lock data_lock{"attr range", rank::attr_range};
 
-  /// The store's arena memfd: the file's bytes are [store_offset(), store_offset() + capacity()) of it
-  /// (the other bytes belong to other files). Owned by the store.
-  [[nodiscard]] int memfd() const noexcept { return store_->fd(); }
+  /// The memfd that holds the file's bytes at [store_offset(), store_offset() + capacity()): the store's
+  /// arena (the other bytes belong to other files), or once the file is mappable() its own memfd
+  /// (offset 0; file_store.hpp "Mappings: a file of its own"). Owned by the store; changes only when the
+  /// file moves; the own memfd is closed when the attr dies.
+  [[nodiscard]] int memfd() const noexcept { return ext_fd_.load(std::memory_order_relaxed); }
   /// Offset of the file's byte 0 in memfd(). Changes only when the file moves (see grow_to).
   [[nodiscard]] std::uint64_t store_offset() const noexcept { return ext_offset_.load(std::memory_order_relaxed); }
   /// Bytes the file can hold without moving.
@@ -164,8 +167,9 @@ class iofunc_attr {
   [[nodiscard]] std::uint64_t ino() const noexcept { return ino_; }
   [[nodiscard]] const std::string& label() const noexcept { return label_; }
   [[nodiscard]] const std::shared_ptr<file_store>& store() const noexcept { return store_; }
-  /// True once the file sits in its final extent (capacity() >= max_size()): it never moves again.
-  [[nodiscard]] bool mappable() const noexcept { return capacity() >= file_store::final_capacity(max_size_); }
+  /// True once the file sits in a memfd of its own, of its final capacity (capacity() >= max_size()):
+  /// it never moves again.
+  [[nodiscard]] bool mappable() const noexcept { return memfd() != store_->fd(); }
   /// The range [first, first + length) a writer of [off, off + n) (or a truncate to off + n) must hold
   /// exclusively: {off, n}, or the whole file {0, to_end} when the file must move first. Capacity never
   /// shrinks, so a span computed before locking stays sufficient after.
@@ -244,14 +248,16 @@ class iofunc_attr {
     grown(old, len);
     return {};
   }
-  /// Effects: moves the file to its final extent (mappable()) unless it is there; a mapping of
-  /// [store_offset(), store_offset() + max_size()) is then this file's for the attr's life.
-  /// Returns: the store's errno. Lock order: takes the range lock (rank 30) exclusively over the whole
-  /// file when it moves; the caller must hold no range of this file.
+  /// Effects: moves the file into a memfd of its own of its final capacity (mappable(); file_store::
+  /// allocate_own) unless it is there; memfd() is then this file's alone for the attr's life, so it may
+  /// be mapped, and handed to another process, without exposing another file. Returns: the store's errno
+  /// (EMFILE: no fd left; the file is then unchanged). Lock order: takes the range lock (rank 30)
+  /// exclusively over the whole file when it moves; the caller must hold no range of this file.
   [[nodiscard]] std::error_code make_mappable() {
     if (mappable()) return {};
     range_guard g(data_lock, 0, to_end, lock_mode::exclusive);
-    return fit(max_size_);
+    if (mappable()) return {};  // moved by another mapper while we waited
+    return fit(max_size_, true);
   }
   /// The file type and permission bits given at construction keep their type (S_IFDIR, S_IFLNK,
   /// S_IFIFO, ...); a mode without type bits makes a regular file. rdev: the device of a device node
@@ -360,19 +366,21 @@ class iofunc_attr {
  private:
   using meta_mutex = ranked_mutex<rank::attr_meta>;
 
-  [[nodiscard]] store_extent extent() const noexcept { return store_extent{store_offset(), capacity(), data()}; }
+  [[nodiscard]] store_extent extent() const noexcept { return store_extent{store_offset(), capacity(), data(), memfd()}; }
   void publish(const store_extent& e) noexcept {
+    ext_fd_.store(e.fd, std::memory_order_relaxed);
     ext_offset_.store(e.offset, std::memory_order_relaxed);
     ext_capacity_.store(e.capacity, std::memory_order_relaxed);
     data_.store(e.data, std::memory_order_relaxed);
   }
-  // Effects: moves the file to the class that holds `end` if it does not fit. Requires: end <= max_size
-  // and, if end > capacity(), the whole file held exclusively: nobody else uses data() meanwhile (range
-  // holders read the extent after their grant, which orders them after this move).
-  std::error_code fit(std::uint64_t end) {
-    if (end <= capacity()) return {};
+  // Effects: moves the file to the class that holds `end` if it does not fit; with `own_memfd`, into a
+  // memfd of its own of its final capacity (then `end` is max_size). Requires: end <= max_size and, if
+  // the file moves, the whole file held exclusively: nobody else uses data() meanwhile (range holders
+  // read the extent after their grant, which orders them after this move).
+  std::error_code fit(std::uint64_t end, bool own_memfd = false) {
+    if (end <= capacity() && !own_memfd) return {};
     store_extent e = extent();
-    if (auto ec = store_->move(e, file_store::class_for(end, max_size_), size())) return ec;
+    if (auto ec = store_->move(e, file_store::class_for(end, max_size_), size(), own_memfd)) return ec;
     publish(e);
     return {};
   }
@@ -429,6 +437,7 @@ class iofunc_attr {
   // under a range (ordered by the range lock) or lock-free where a stale value is harmless.
   std::atomic<std::uint64_t> ext_offset_{0}, ext_capacity_{0};
   std::atomic<unsigned char*> data_{nullptr};
+  std::atomic<int> ext_fd_{-1};
 };
 
 /// One open of a file. Derive from it to keep per-open state and the default handlers (see the header).
@@ -768,12 +777,13 @@ inline io_result iofunc_fstat_default(request_context&, ocb_base& base, struct :
   return io_result::ok(0);
 }
 
-/// Default mmap hook: answers with the store's memfd and the offset of the requested file bytes in it
-/// (the pager maps it there); a file not yet in its final extent first moves there
-/// (iofunc_attr::make_mappable: the whole file locked exclusively, once), so the mapping stays this
-/// file's. A mapping may reach past the end of the file and past max_size, as with the kernel: the
-/// memfd there holds other files' bytes, but every first touch of a page goes to this file's page-in,
-/// which refuses pages at or past the end (SIGBUS). EACCES if prot asks for reading on a write-only
+/// Default mmap hook: answers with the file's memfd and the offset of the requested file bytes in it
+/// (the pager maps it there); a file not yet in a memfd of its own first moves there
+/// (iofunc_attr::make_mappable: the whole file locked exclusively, once), so the memfd holds this file
+/// only and may be handed to another process (resmgr/remote.hpp). A mapping may reach past the end of
+/// the file and past max_size, as with the kernel: every first touch of a page goes to this file's
+/// page-in, which refuses pages at or past the end, and past the memfd's size (the final capacity) the
+/// kernel refuses them (SIGBUS either way). EACCES if prot asks for reading on a write-only
 /// open, or for writing a MAP_SHARED mapping of an open without write access; EINVAL for a zero length
 /// or an offset that is not page aligned; the store's errno.
 inline io_result iofunc_mmap_default(request_context&, ocb_base& base, const io_mmap_request& q, io_mmap_reply& rep) {

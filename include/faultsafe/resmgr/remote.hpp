@@ -38,9 +38,30 @@
 // function pointer of the client's address space: the server never calls it). When the connection goes, its pager stops before
 // the client's opens are closed. Anonymous mmap/munmap/mprotect/msync are the client's own.
 //
+// The fd a client gets (mmap_served_fetch). The file's own memfd (iofunc_attr::make_mappable moves a
+// mapped file out of the store's arena into a memfd of its own, resmgr/file_store.hpp "Mappings: a file
+// of its own"), never the arena: the client can reach no other file's bytes. Its size is the file's
+// final capacity and sealed (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL): the client can neither shrink
+// it (which would make the server's own accesses SIGBUS) nor grow it nor add seals. Its access is what
+// the mapping needs: a MAP_SHARED + PROT_WRITE mapping (the open is writable: the mmap handler checked)
+// gets the read-write fd, which can write and punch the file (as the mapping can write it); any other
+// mapping (PROT_READ, MAP_PRIVATE) gets a read-only reopen of it (/proc/self/fd/N, O_RDONLY), which can
+// only read it, and which the client cannot reopen for writing (the memfd's mode is 0400, owned by the
+// server's uid; a client with CAP_DAC_OVERRIDE could, but it may write the server's memory anyway).
+// Consequence: a raw mprotect(2) that makes a PROT_READ shared mapping writable fails EACCES, even on a
+// writable open (Linux allows it there; map it PROT_WRITE from the start). What the fd reaches: the
+// file's bytes up to its capacity (past the end: zeros, or what a mapping wrote into the last page).
+// Like an open file, the client keeps that access after close(), munmap or a chmod of the file, for the
+// file's life (the kernel's mmap keeps its file the same way); nothing of a file that dies is reachable
+// by a later file (its memfd dies with it).
+//
 // Thread-safety: all members from any thread. Lock order: the client table mutex is a leaf, never
 // held while serving. Lifetime: a remote_server must be destroyed (or stopped) before its server.
 #pragma once
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -254,7 +275,16 @@ class remote_server {
     io_mmap_reply rep;
     if (auto ec = local_mmap(p, q, rep)) return (void)r.reply_error(ec);
     if (q.flags & mmap_served_fetch) {
-      if (auto ec = listener_.send_fd(p.id, q.handle, rep.memfd)) return (void)r.reply_error(ec);
+      // The access the mapping needs (see the header): read-write only for a shared writable mapping.
+      int ro = -1;
+      if (!((q.flags & MAP_SHARED) && (q.prot & PROT_WRITE))) {
+        char path[40];
+        std::snprintf(path, sizeof path, "/proc/self/fd/%d", rep.memfd);
+        if ((ro = ::open(path, O_RDONLY | O_CLOEXEC)) < 0) return (void)r.reply_error(std::error_code(errno, std::generic_category()));
+      }
+      const std::error_code ec = listener_.send_fd(p.id, q.handle, ro >= 0 ? ro : rep.memfd);
+      if (ro >= 0) ::close(ro);  // the client has its own reference now
+      if (ec) return (void)r.reply_error(ec);
       rep.memfd = -1;  // a number of our fd table: meaningless over there
       (void)r.reply(0, &rep, sizeof rep);
       return;

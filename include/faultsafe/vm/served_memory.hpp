@@ -4,9 +4,16 @@
 // maps a file of a server running in another process creates one served_memory: it owns a userfaultfd
 // of the client's own address space, which the client hands to the server once (SCM_RIGHTS; the
 // server adopts it: aspace(adopt_userfaultfd, ...), vm/aspace.hpp) together with features(). Each
-// map() then maps the server's memfd (MAP_SHARED, registered MINOR: the server's pager answers with
-// UFFDIO_CONTINUE) or private anonymous memory (MAP_PRIVATE, registered MISSING: UFFDIO_COPY of the
-// page image), MADV_DONTFORK, PROT_NONE until registered; the caller then tells the server the
+// map() then maps the server's memfd (MAP_SHARED, registered MISSING | MINOR: the server's pager answers
+// with UFFDIO_CONTINUE once the page is in the memfd; MISSING too, so that a touch of a hole, such as a
+// page past the end of a shrunk file, also goes to the server's page-in instead of the kernel's zeros) or private anonymous memory (MAP_PRIVATE, registered MISSING: UFFDIO_COPY of the
+// page image), MADV_DONTFORK, PROT_NONE until registered; a shared mapping without PROT_WRITE maps
+// the memfd MAP_PRIVATE instead (the server hands such a mapping a read-only fd, and the kernel
+// registers no mapping that can never be written, VM_MAYWRITE: a MAP_SHARED mapping of a read-only fd
+// is one). Registered the same way, it reads the memfd's page cache exactly as a shared mapping
+// (UFFDIO_CONTINUE maps the file's page; a punch removes it), and can never write the file: a raw
+// mprotect(2) that adds PROT_WRITE gives copy-on-write pages of its own (use PROT_WRITE from the
+// start to write the file); the caller then tells the server the
 // mapping (aspace::try_track) and lets no thread touch it before the server has acknowledged. From
 // then on every first touch is a fault the server's pager serves with its page-in handler and range
 // locks. The userfaultfd reports munmap, mremap and MADV_DONTNEED to the server (UFFD_FEATURE_EVENT_
@@ -66,7 +73,7 @@ struct served_memory_options {
 struct served_map_request {
   std::size_t length = 0;     ///< bytes (rounded up to pages)
   int prot = PROT_READ;       ///< PROT_READ / PROT_WRITE / PROT_EXEC
-  bool shared = false;        ///< MAP_SHARED of memfd (requires memfd) or MAP_PRIVATE
+  bool shared = false;        ///< of memfd (requires memfd; see the header for one without PROT_WRITE) or MAP_PRIVATE
   int memfd = -1;             ///< the server's memfd (shared); -1 for private mappings
   std::uint64_t offset = 0;   ///< memfd offset of the first byte (page aligned; shared only)
 };
@@ -155,13 +162,14 @@ class served_memory {
     exclusive_guard g(m_);
     if (!watcher_.joinable()) return std::make_error_code(std::errc::not_connected);
     if (!uffd_.valid()) return std::error_code(ESHUTDOWN, std::generic_category());
-    void* p = req.shared ? ::mmap(nullptr, len, PROT_NONE, MAP_SHARED, req.memfd, static_cast<off_t>(req.offset))
+    const int file_type = (req.prot & PROT_WRITE) ? MAP_SHARED : MAP_PRIVATE;  // see the header: read-only fd
+    void* p = req.shared ? ::mmap(nullptr, len, PROT_NONE, file_type, req.memfd, static_cast<off_t>(req.offset))
                          : ::mmap(nullptr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) return {errno, std::generic_category()};
     std::error_code ec;
     if (::madvise(p, len, MADV_DONTFORK) != 0) ec = {errno, std::generic_category()};
     if (!ec) {
-      ec = uffd_.register_range(p, len, req.shared ? detail::uffd_mode::minor : detail::uffd_mode::missing);
+      ec = uffd_.register_range(p, len, req.shared ? detail::uffd_mode::missing_and_minor : detail::uffd_mode::missing);
       if (ec == std::errc::invalid_argument) ec = std::make_error_code(std::errc::not_supported);
     }
     if (!ec && req.prot != PROT_NONE && ::mprotect(p, len, req.prot) != 0) ec = {errno, std::generic_category()};
