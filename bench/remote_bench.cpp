@@ -6,7 +6,10 @@
 // - the crossover of MsgWrite across processes: the copy costs alone (two memcpy through a slot vs
 //   one process_vm_writev into another process, one thread: no scheduling in the figure), and the
 //   same preads through a connection that copies every reply through the shared slot (inline) and
-//   through one that always uses process_vm_writev.
+//   through one that always uses process_vm_writev;
+// - the first cross-process mmap of a file (it moves the file's bytes out of the store into a memfd of
+//   its own: resmgr/file_store.hpp) vs an mmap of a file mapped before (no move), of a file of 4 KiB and
+//   of 1 MiB: only the mmap call is timed (the file's creation, munmap, close and unlink are paused).
 // The server, the ping-pong partner and the pipe echo are children forked at the start of main(),
 // before any thread exists. All figures are real (wall-clock) time per iteration.
 #include <faultsafe/resmgr/process.hpp>
@@ -151,6 +154,59 @@ void BM_LocalPread(benchmark::State& state) {
 }
 BENCHMARK(BM_LocalPread)->Arg(4096)->Arg(1 << 20)->UseRealTime();
 
+// The first cross-process mmap of a file (the move into its own memfd) and a later one (none).
+void remote_mmap(benchmark::State& state, bool first) {
+  const std::size_t n = static_cast<std::size_t>(state.range(0));
+  faultsafe::path_namespace ns;
+  if (auto ec = faultsafe::mount_remote(ns, "/b", g_default_addr)) {
+    state.SkipWithError(("connect: " + ec.message()).c_str());
+    return;
+  }
+  faultsafe::process p("client", {0, 0}, &ns);
+  {  // the connection's first served mapping hands the userfaultfd over: not part of the figure
+    const int fd = *p.open("/b/f", O_RDONLY);
+    auto m = p.mmap(nullptr, 4096, PROT_READ, MAP_SHARED, fd, 0);
+    if (!m) {
+      state.SkipWithError(("mmap: " + m.error().message()).c_str());
+      return;
+    }
+    (void)p.munmap(*m, 4096);
+    (void)p.close(fd);
+  }
+  const std::vector<unsigned char> d(n, 0x6b);
+  const std::string kept = "/b/mapped-" + std::to_string(n);
+  int fd = -1;
+  std::uint64_t i = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    const std::string path = first ? "/b/m" + std::to_string(n) + "-" + std::to_string(i++) : kept;
+    if (fd < 0) {
+      fd = *p.open(path, O_RDWR | O_CREAT, 0644);
+      (void)p.pwrite(fd, d.data(), n, 0);
+    }
+    state.ResumeTiming();
+    auto m = p.mmap(nullptr, n, PROT_READ, MAP_SHARED, fd, 0);
+    state.PauseTiming();
+    if (!m) {
+      state.SkipWithError(("mmap: " + m.error().message()).c_str());
+      break;
+    }
+    (void)p.munmap(*m, n);
+    if (first) {
+      (void)p.close(fd);
+      (void)p.unlink(path);
+      fd = -1;
+    }
+    state.ResumeTiming();
+  }
+  if (fd >= 0) (void)p.close(fd);
+  state.SetItemsProcessed(state.iterations());
+}
+void BM_RemoteMmapFirst(benchmark::State& state) { remote_mmap(state, true); }
+void BM_RemoteMmapAgain(benchmark::State& state) { remote_mmap(state, false); }
+BENCHMARK(BM_RemoteMmapFirst)->Arg(4096)->Arg(1 << 20)->UseRealTime();
+BENCHMARK(BM_RemoteMmapAgain)->Arg(4096)->Arg(1 << 20)->UseRealTime();
+
 // The crossover: every size through the slot (inline) and by process_vm_writev (vm).
 void BM_RemotePreadInline(benchmark::State& state) { remote_pread(state, g_inline_addr); }
 void BM_RemotePreadVm(benchmark::State& state) { remote_pread(state, g_vm_addr); }
@@ -293,6 +349,10 @@ int main(int argc, char** argv) {
                                  "goal >= 0.5x");
   fs_bench::reporter::ratio_line("remote pread 1M throughput / in-process ramfs pread 1M", rep.rate("BM_RemotePread/1048576/"),
                                  rep.rate("BM_LocalPread/1048576/"), "op/s");
+  real("first cross-process mmap of a 4 KiB file (moves it into its own memfd) / a later mmap", "BM_RemoteMmapFirst/4096/",
+       "BM_RemoteMmapAgain/4096/");
+  real("first cross-process mmap of a 1 MiB file (moves it into its own memfd) / a later mmap", "BM_RemoteMmapFirst/1048576/",
+       "BM_RemoteMmapAgain/1048576/");
   std::printf("  copy cost of a reply (CPU time, one thread): two memcpy through the slot / one process_vm_writev:\n");
   for (int s = 256; s <= (1 << 20); s *= 2) {
     const std::string a = "BM_CopyThroughSlot/" + std::to_string(s), b = "BM_ProcessVmWritev/" + std::to_string(s);

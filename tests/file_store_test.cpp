@@ -3,10 +3,13 @@
 // concurrent readers), mappings of a file among neighbours in one memfd see only that file (MAP_SHARED
 // through MINOR + CONTINUE, MAP_PRIVATE through MISSING + COPY), shrinking drops pages (SIGBUS past the
 // end), growing reads zeros, read(fd) into a mapping of the same file (direct copy) and of a neighbour,
-// and extents are punched and recycled when their file dies.
+// and extents are punched and recycled when their file dies; a mapped file moves into a sealed memfd of
+// its own (its bytes, zeros where the arena had them, one move), closed when the file dies.
 #include <doctest/doctest.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>
@@ -245,8 +248,8 @@ TEST_CASE("mappings of a file among neighbours in one memfd: its own bytes, shri
   REQUIRE(vmtest::probe_read(static_cast<std::uint8_t*>(*m2) + 5000, v) == 0);
   CHECK(v == 0);
   REQUIRE(bob.munmap(*m2, size).ok());
-  // A mapping may reach past max_size (as with the kernel), where the memfd holds other files' bytes:
-  // every touch there is refused by this file's page-in (SIGBUS), never a neighbour's byte.
+  // A mapping may reach past max_size (as with the kernel): past the end of the file the page-in
+  // refuses the touch, past the file's own memfd (its final capacity) the kernel does (SIGBUS).
   constexpr std::size_t far = (1 << 20) + 8 * 4096;
   auto wide = bob.mmap(nullptr, far, PROT_READ, MAP_SHARED, fds[0], 0);
   REQUIRE(wide.ok());
@@ -354,4 +357,52 @@ TEST_CASE("extents are punched and recycled when their file dies") {
   CHECK(file_store::class_for(5000, std::uint64_t{256} << 20) == 16384);
   store_extent e;
   CHECK(store->allocate(1000, e).value() == EINVAL);
+}
+
+TEST_CASE("make_mappable moves a file into a sealed memfd of its own, once; it is closed when the file dies") {
+  auto store = std::make_shared<file_store>();
+  attr_options o{.max_size = 1 << 20, .name = "t", .store = store};
+  int own = -1;
+  {
+    iofunc_attr a(0644, 0, 0, o);
+    {
+      range_guard g(a.data_lock, 0, to_end, lock_mode::exclusive);
+      REQUIRE(!a.grow_to(5000));
+      std::memset(a.data(), 0x3C, 5000);
+    }
+    const std::uint64_t arena_off = a.store_offset();
+    CHECK(a.memfd() == store->fd());
+    CHECK(!a.mappable());
+    REQUIRE(!a.make_mappable());
+    CHECK(a.mappable());
+    own = a.memfd();
+    CHECK(own != store->fd());
+    CHECK(a.store_offset() == 0);
+    CHECK(a.capacity() == (1u << 20));
+    CHECK(store->stats().own == 1);
+    CHECK(store->stats().extents == 0);       // the arena extent went back
+    CHECK(store->stats().free_extents == 2);  // its 4 KiB and 16 KiB extents, punched, for reuse
+    struct ::stat st{};
+    REQUIRE(::fstat(own, &st) == 0);
+    CHECK(st.st_size == (1 << 20));
+    CHECK((st.st_mode & 07777) == 0400);
+    CHECK(::fcntl(own, F_GET_SEALS) == (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL));
+    char c = 0;
+    REQUIRE(::pread(own, &c, 1, 4999) == 1);
+    CHECK(c == 0x3C);
+    REQUIRE(::pread(store->fd(), &c, 1, static_cast<off_t>(arena_off + 4999)) == 1);
+    CHECK(c == 0);  // nothing of it left in the arena
+    REQUIRE(!a.make_mappable());
+    CHECK(a.memfd() == own);  // once
+    CHECK(store->stats().own == 1);
+    {
+      range_guard g(a.data_lock, 0, to_end, lock_mode::exclusive);
+      REQUIRE(!a.set_size(100));  // shrink: punched in its own memfd
+    }
+    REQUIRE(::pread(own, &c, 1, 4999) == 1);
+    CHECK(c == 0);
+  }
+  CHECK(store->stats().own == 0);
+  CHECK(::fcntl(own, F_GETFD) == -1);  // closed with the file
+  CHECK(errno == EBADF);
 }
