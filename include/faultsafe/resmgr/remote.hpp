@@ -45,11 +45,14 @@
 // it (which would make the server's own accesses SIGBUS) nor grow it nor add seals. Its access is what
 // the mapping needs: a MAP_SHARED + PROT_WRITE mapping (the open is writable: the mmap handler checked)
 // gets the read-write fd, which can write and punch the file (as the mapping can write it); any other
-// mapping (PROT_READ, MAP_PRIVATE) gets a read-only reopen of it (/proc/self/fd/N, O_RDONLY), which can
-// only read it, and which the client cannot reopen for writing (the memfd's mode is 0400, owned by the
+// mapping (PROT_READ, MAP_PRIVATE) gets a read-only reopen of it (/proc/self/fd/N, O_RDONLY; without
+// /proc mounted such a mapping fails with the open's errno, never falls back to the read-write fd), which
+// can only read it, and which the client cannot reopen for writing (the memfd's mode is 0400, owned by the
 // server's uid; a client with CAP_DAC_OVERRIDE could, but it may write the server's memory anyway).
-// Consequence: a raw mprotect(2) that makes a PROT_READ shared mapping writable fails EACCES, even on a
-// writable open (Linux allows it there; map it PROT_WRITE from the start). What the fd reaches: the
+// Consequence: a read-only shared mapping is mapped by the client MAP_PRIVATE of that fd (the kernel
+// registers no userfaultfd range on a shared mapping of a read-only fd; vm/served_memory.hpp), so a raw
+// mprotect(2) that makes it writable gives private copies, never writes the file, even on a writable
+// open (Linux would write the file there; map it PROT_WRITE from the start). What the fd reaches: the
 // file's bytes up to its capacity (past the end: zeros, or what a mapping wrote into the last page).
 // Like an open file, the client keeps that access after close(), munmap or a chmod of the file, for the
 // file's life (the kernel's mmap keeps its file the same way); nothing of a file that dies is reachable
