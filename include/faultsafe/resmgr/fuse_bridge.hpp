@@ -68,7 +68,8 @@
 // needs them to finish first), a direct-io reply fills the user pages the kernel pinned before sending
 // the request (the fault on them, if any, was taken before: the copy does not fault), and nothing in
 // the copy waits for a writer, a range lock or another request. The source pages are the server's own
-// mapping of its store memfd, which is never registered with userfaultfd. An interrupted request makes
+// mapping of the file's bytes (its store's memfd, or a mapped file's own memfd: file_store.hpp), which is
+// never registered with userfaultfd (client mappings are). An interrupted request makes
 // the write fail (ENOENT), which only ends the visit.
 // Brian through the kernel: the daemon-side lock-up of the kernel's Documentation/filesystems/fuse.rst
 // ("tricky deadlock": the daemon faults on a mapping of a file of its own mount while serving a request
