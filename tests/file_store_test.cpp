@@ -359,10 +359,10 @@ TEST_CASE("extents are punched and recycled when their file dies") {
   CHECK(store->allocate(1000, e).value() == EINVAL);
 }
 
-TEST_CASE("make_mappable moves a file into a sealed memfd of its own, once; it is closed when the file dies") {
+TEST_CASE("make_mappable moves a file into a sealed memfd of its own, once; it is punched and closed when the file dies") {
   auto store = std::make_shared<file_store>();
   attr_options o{.max_size = 1 << 20, .name = "t", .store = store};
-  int own = -1;
+  int own = -1, kept = -1;
   {
     iofunc_attr a(0644, 0, 0, o);
     {
@@ -401,7 +401,15 @@ TEST_CASE("make_mappable moves a file into a sealed memfd of its own, once; it i
     }
     REQUIRE(::pread(own, &c, 1, 4999) == 1);
     CHECK(c == 0);
+    kept = ::dup(own);  // as another process holding the fd it was sent
+    REQUIRE(kept >= 0);
+    REQUIRE(::pread(kept, &c, 1, 99) == 1);
+    CHECK(c == 0x3C);
   }
+  char c = 1;
+  REQUIRE(::pread(kept, &c, 1, 99) == 1);
+  CHECK(c == 0);  // punched when the file died: nothing of it is left to read or to pin
+  ::close(kept);
   CHECK(store->stats().own == 0);
   CHECK(::fcntl(own, F_GETFD) == -1);  // closed with the file
   CHECK(errno == EBADF);

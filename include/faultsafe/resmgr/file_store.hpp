@@ -24,8 +24,8 @@
 // make_mappable(), under the whole-file exclusive range lock, once; move() with own_memfd): into a memfd
 // of its own (allocate_own()), sized to the file's final capacity (final_capacity(max_size)), sealed
 // F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL and made mode 0400, mapped once in the server; its bytes
-// live there, at offset 0, until the file dies (release() unmaps it and closes the fd; mappings made
-// of it keep their pages, as with any unlinked file). A mapped file never moves again: its memfd holds
+// live there, at offset 0, until the file dies (release() punches it, unmaps it and closes the fd; a
+// file dies only when no open of it is left, and every mapping keeps its open). A mapped file never moves again: its memfd holds
 // exactly its final capacity, which no write or truncate exceeds. Every mapping of the file, in this
 // process (the in-process pager) or another (resmgr/remote.hpp), is a mapping of that memfd,
 // registered with userfaultfd MISSING|MINOR: page-cache presence is per page of the memfd, every first
@@ -47,7 +47,8 @@
 // last page); with a read-write fd (MAP_SHARED + PROT_WRITE of a writable open) also write and punch
 // them (bytes it writes past the end show if the file grows over them, as a mapping's writes into the
 // last page). Like an open file it keeps that access after close(), munmap or a chmod (the kernel's
-// mmap keeps its file the same way), for the file's life.
+// mmap keeps its file the same way), for the file's life; after the file dies the fd reads zeros (the
+// release punches it), so it pins no memory of a dead file.
 //
 // Thread-safety: every member may be called from any thread. Lock order: the store mutex is a leaf
 // (rank::leaf), held for a free-list or zone update and the mmap of a new chunk, never while copying.
@@ -214,10 +215,13 @@ class file_store {
   /// Effects: punches the whole extent (its pages are freed and read as zeros, and leave every mapping)
   /// and recycles it (if the punch fails it is never reused: free extents are all zeros). Requires: `e` came from allocate() of this store and is no longer used: no server
   /// access in flight, no mapping that could still fault on it.
-  /// An extent of a memfd of its own (allocate_own()) is unmapped and its fd closed instead.
+  /// An extent of a memfd of its own (allocate_own()) is punched, unmapped and its fd closed instead:
+  /// a process that still holds that memfd (another process it was sent to) reads zeros and pins no
+  /// memory of the dead file.
   void release(const store_extent& e) noexcept {
     if (e.capacity == 0) return;
     if (e.fd != fd_) {
+      (void)punch(e, 0, e.capacity);
       ::munmap(e.data, e.capacity);
       ::close(e.fd);
       exclusive_guard<mutex_type> g(mu_);

@@ -55,8 +55,8 @@
 // open (Linux would write the file there; map it PROT_WRITE from the start). What the fd reaches: the
 // file's bytes up to its capacity (past the end: zeros, or what a mapping wrote into the last page).
 // Like an open file, the client keeps that access after close(), munmap or a chmod of the file, for the
-// file's life (the kernel's mmap keeps its file the same way); nothing of a file that dies is reachable
-// by a later file (its memfd dies with it).
+// file's life (the kernel's mmap keeps its file the same way); when the file dies its memfd is punched
+// (the fd then reads zeros and pins no memory) and closed, and no later file ever lives in it.
 //
 // Thread-safety: all members from any thread. Lock order: the client table mutex is a leaf, never
 // held while serving. Lifetime: a remote_server must be destroyed (or stopped) before its server.
