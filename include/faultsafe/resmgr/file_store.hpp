@@ -40,9 +40,13 @@
 // that maps more files than its RLIMIT_NOFILE allows gets EMFILE from that mmap (a clear error).
 // What another OS process holds (resmgr/remote.hpp sends it the fd over SCM_RIGHTS): one file's memfd,
 // never the arena, so it can reach no other file's bytes. The seals stop it changing the size (the
-// server's accesses through its own mapping can never SIGBUS); mode 0400 stops it (unless privileged:
-// CAP_DAC_OVERRIDE, which may read the server's memory anyway) from reopening a read-only fd for
-// writing through /proc/<pid>/fd. With a read-only fd (a mapping that cannot write the file) it may
+// server's accesses through its own mapping can never SIGBUS); mode 0400, owned by the server's uid,
+// stops a client of another uid (without CAP_DAC_OVERRIDE or CAP_FOWNER) from reopening a read-only fd
+// for writing through /proc/<pid>/fd. A client of the server's OWN uid owns the memfd: it may fchmod it
+// and then reopen it for writing (checked: uid 65534 on a memfd of its own, fchmod through the O_RDONLY
+// fd, then an O_RDWR reopen succeeds); such a client is inside the server's trust boundary anyway (with
+// the default ptrace rules it may process_vm_writev the server itself), so run the server under a uid
+// of its own when clients must not write files they may only read. With a read-only fd (a mapping that cannot write the file) it may
 // read the file's bytes, also past the end within the capacity (zeros, or what a mapping wrote into the
 // last page); with a read-write fd (MAP_SHARED + PROT_WRITE of a writable open) also write and punch
 // them (bytes it writes past the end show if the file grows over them, as a mapping's writes into the

@@ -47,8 +47,10 @@
 // gets the read-write fd, which can write and punch the file (as the mapping can write it); any other
 // mapping (PROT_READ, MAP_PRIVATE) gets a read-only reopen of it (/proc/self/fd/N, O_RDONLY; without
 // /proc mounted such a mapping fails with the open's errno, never falls back to the read-write fd), which
-// can only read it, and which the client cannot reopen for writing (the memfd's mode is 0400, owned by the
-// server's uid; a client with CAP_DAC_OVERRIDE could, but it may write the server's memory anyway).
+// can only read it, and which a client of another uid cannot reopen for writing (the memfd's mode is
+// 0400, owned by the server's uid; a client with CAP_DAC_OVERRIDE or CAP_FOWNER could, and so could a
+// client of the server's own uid, which owns the memfd and may fchmod it: file_store.hpp says why such a
+// client is inside the server's trust boundary anyway).
 // Consequence: a read-only shared mapping is mapped by the client MAP_PRIVATE of that fd (the kernel
 // registers no userfaultfd range on a shared mapping of a read-only fd; vm/served_memory.hpp), so a raw
 // mprotect(2) that makes it writable gives private copies, never writes the file, even on a writable
