@@ -6,7 +6,8 @@
 //    attribute timeouts are 0 on both), create+close+unlink (CREATE, FLUSH, RELEASE, UNLINK).
 // 2. Data on the mount (page-cache mode) vs the kernel's tmpfs: sequential 1 MiB writes, warm
 //    sequential 1 MiB reads (pages cached by the writes, same fd), cold sequential reads (a new open
-//    drops the cache: keep_cache 0), 4 KiB random warm reads.
+//    whose pages are dropped with POSIX_FADV_DONTNEED), sequential reads through new opens of the
+//    unchanged file (kept pages: the server's data version), 4 KiB random warm reads.
 // 3. The server's part of a bridged request, without FUSE: a 4 KiB pread and an fstat through a
 //    `process` on the same ramfs, served on the calling thread (as the bridge's workers do,
 //    process::set_serve_on_calling_thread) vs handed to a pool thread (an ordinary in-process client).
@@ -211,17 +212,23 @@ void seq_write(benchmark::State& st, const std::string* dir) {
   st.SetItemsProcessed(st.iterations());
   ::close(fd);
 }
-void seq_read(benchmark::State& st, const std::string* dir, bool cold) {
+// How a sequential reader meets the file: warm (pages cached, one open), cold (every 64 MiB a new open
+// whose cached pages are dropped with POSIX_FADV_DONTNEED: tmpfs has none to drop), reopen (every 64 MiB
+// a new open of the unchanged file: the bridge keeps its pages when the server's data version says
+// nothing changed; before the data version every open dropped them).
+enum class read_kind { warm, cold, reopen };
+void seq_read(benchmark::State& st, const std::string* dir, read_kind kind) {
   const std::string p = *dir + "/data";
   int fd = ::open(p.c_str(), O_RDONLY);
-  if (!cold)
+  if (kind != read_kind::cold)
     for (std::size_t o = 0; o < file_size; o += g_buf.size())
       if (::pread(fd, g_buf.data(), g_buf.size(), static_cast<off_t>(o)) < 0) return st.SkipWithError("warm-up");
   std::size_t off = 0;
   for (auto _ : st) {
-    if (off == 0 && cold) {  // a new open: keep_cache 0 drops the cached pages (tmpfs: none to drop)
+    if (off == 0 && kind != read_kind::warm) {
       ::close(fd);
       fd = ::open(p.c_str(), O_RDONLY);
+      if (kind == read_kind::cold) (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
     }
     if (::pread(fd, g_buf.data(), g_buf.size(), static_cast<off_t>(off)) != static_cast<ssize_t>(g_buf.size())) return st.SkipWithError("pread");
     off = (off + g_buf.size()) % file_size;
@@ -328,10 +335,12 @@ int main(int argc, char** argv) {
   RegisterBenchmark("server/fstat/queued", server_part, &queued, false)->Repetitions(5)->UseRealTime();
   RegisterBenchmark("data/seq_write_1m/mount", seq_write, &g_bridge_pc)->Repetitions(5)->UseRealTime();
   RegisterBenchmark("data/seq_write_1m/tmpfs", seq_write, &g_tmpfs)->Repetitions(5)->UseRealTime();
-  RegisterBenchmark("data/seq_read_1m_warm/mount", seq_read, &g_bridge_pc, false)->Repetitions(5)->UseRealTime();
-  RegisterBenchmark("data/seq_read_1m_warm/tmpfs", seq_read, &g_tmpfs, false)->Repetitions(5)->UseRealTime();
-  RegisterBenchmark("data/seq_read_1m_cold/mount", seq_read, &g_bridge_pc, true)->Repetitions(5)->UseRealTime();
-  RegisterBenchmark("data/seq_read_1m_cold/tmpfs", seq_read, &g_tmpfs, true)->Repetitions(5)->UseRealTime();
+  RegisterBenchmark("data/seq_read_1m_warm/mount", seq_read, &g_bridge_pc, read_kind::warm)->Repetitions(5)->UseRealTime();
+  RegisterBenchmark("data/seq_read_1m_warm/tmpfs", seq_read, &g_tmpfs, read_kind::warm)->Repetitions(5)->UseRealTime();
+  RegisterBenchmark("data/seq_read_1m_cold/mount", seq_read, &g_bridge_pc, read_kind::cold)->Repetitions(5)->UseRealTime();
+  RegisterBenchmark("data/seq_read_1m_cold/tmpfs", seq_read, &g_tmpfs, read_kind::cold)->Repetitions(5)->UseRealTime();
+  RegisterBenchmark("data/seq_read_1m_reopen/mount", seq_read, &g_bridge_pc, read_kind::reopen)->Repetitions(5)->UseRealTime();
+  RegisterBenchmark("data/seq_read_1m_reopen/tmpfs", seq_read, &g_tmpfs, read_kind::reopen)->Repetitions(5)->UseRealTime();
   RegisterBenchmark("data/read4k_warm/mount", read4k, &g_bridge_pc, true)->Repetitions(5)->UseRealTime();
   RegisterBenchmark("data/read4k_warm/tmpfs", read4k, &g_tmpfs, true)->Repetitions(5)->UseRealTime();
   benchmark::Initialize(&argc, argv);
@@ -351,6 +360,7 @@ int main(int argc, char** argv) {
     rep.rate_ratio("sequential 1 MiB writes: mount / tmpfs", "data/seq_write_1m/mount", "data/seq_write_1m/tmpfs");
     rep.rate_ratio("sequential 1 MiB reads, warm: mount / tmpfs", "data/seq_read_1m_warm/mount", "data/seq_read_1m_warm/tmpfs");
     rep.rate_ratio("sequential 1 MiB reads, cold: mount / tmpfs", "data/seq_read_1m_cold/mount", "data/seq_read_1m_cold/tmpfs");
+    rep.rate_ratio("sequential 1 MiB reads, re-opened unchanged file: mount / tmpfs", "data/seq_read_1m_reopen/mount", "data/seq_read_1m_reopen/tmpfs");
     rep.rate_ratio("4 KiB random reads, warm: mount / tmpfs", "data/read4k_warm/mount", "data/read4k_warm/tmpfs");
   }
   ::unlink((g_tmpfs + "/data").c_str());

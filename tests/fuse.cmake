@@ -20,3 +20,9 @@ if(FAULTSAFE_HAVE_FUSE AND FAULTSAFE_BUILD_EXAMPLES)
     message(STATUS "faultsafe: no python3: the FUSE tests are skipped")
   endif()
 endif()
+# The bridge's page cache across opens against the server's data version (changes by another client of
+# the same server are seen by the next open; unchanged files keep their pages). Mounts in-process.
+if(FAULTSAFE_HAVE_FUSE)
+  faultsafe_test(fuse_cache SOURCES fuse_cache_test.cpp TIMEOUT 120 LABELS "fuse;resmgr")
+  target_link_libraries(fuse_cache PRIVATE faultsafe_fuse_bridge)
+endif()

@@ -536,6 +536,7 @@ inline io_result iofunc_write_direct(request_context& ctx, ocb_base& base, const
   f.read = iofunc_read_direct;
   f.read_visit_mirrors = iofunc_read_direct;  // the visit has no client buffer: the same bytes, the same lock
   f.write = iofunc_write_direct;
+  f.data_version_writers.write = iofunc_write_direct;  // stamps every change as iofunc_write_default does
   return f;
 }
 

@@ -28,8 +28,18 @@
 // README ("Mounting a server: the FUSE bridge") for why.
 // Caching (correctness first: the server itself and its in-process clients change files behind the
 // kernel's back): attribute and entry timeouts are 0 (every path walk and stat asks the server),
-// keep_cache is off (an open drops the file's cached pages: close-to-open consistency, like NFS; no
-// FUSE_CAP_AUTO_INVAL_DATA, which would cost a GETATTR per read(2) of cached data). Writes go through
+// an open keeps the file's cached pages only when nothing changed the file since they were filled
+// (close-to-open consistency, like NFS with its change attribute; no FUSE_CAP_AUTO_INVAL_DATA, which
+// would cost a GETATTR per read(2) of cached data and misses changes within one timestamp tick): each
+// open of a regular file in page-cache mode asks the server for the file's data version
+// (process::data_version, io_funcs::data_version: it changes with every write, truncate or fallocate
+// by any client, and is 0 for a file mapped through faultsafe, whose stores count nothing). If it
+// equals the version an earlier open of the node read before dropping the cache, nothing changed the
+// bytes since every cached page was filled, and the open sets keep_cache; otherwise keep_cache is 0 (the
+// kernel drops the pages at this open) and this version becomes the node's reference. The bridge's own
+// writes move the version too (the next open drops pages that were in fact exact: one cold re-read
+// after a change, never a stale one). A server without data_version (ENOSYS) gets keep_cache 0 at every
+// open, as does direct-io mode. Writes go through
 // to the server at once (no writeback cache). mmap: through the kernel's page cache by default; with
 // fuse_io_mode::direct_io opens are FOPEN_DIRECT_IO and shared mappings need the kernel's
 // FUSE_DIRECT_IO_ALLOW_MMAP, negotiated through libfuse's FUSE_CAP_DIRECT_IO_ALLOW_MMAP (libfuse >=
@@ -282,6 +292,9 @@ class fuse_bridge {
     std::uint64_t nlookup = 0;  // the kernel's references (lookup replies minus forgets)
     std::vector<std::pair<fuse_ino_t, std::string>> names;  // (parent, name) it is known under
     std::vector<int> fds;       // open handles (for an unlinked node)
+    // The server's data version the kernel's cached pages of this node are known to match (0: none):
+    // set by an open that dropped the cache (see Caching in the header comment).
+    std::uint64_t cached_version = 0;
   };
 
   std::error_code fail(int e, std::string what) {
@@ -712,12 +725,25 @@ class fuse_bridge {
   }
   void opened(fuse_ino_t ino, int fd, fuse_file_info* fi, bool dir) {
     fi->fh = static_cast<std::uint64_t>(fd);
+    // Read before mu_ (a message; never sent under the bridge's lock). 0: no version (direct-io, a
+    // directory, a mapped file, a server that does not count its changes).
+    std::uint64_t v = 0;
     if (!dir) {
       fi->direct_io = opts_.io != fuse_io_mode::page_cache;
       fi->keep_cache = 0;
+      if (opts_.io == fuse_io_mode::page_cache)
+        if (auto r = proc_.data_version(fd); r.ok()) v = r.value();
     }
     exclusive_guard g(mu_);
-    if (auto it = nodes_.find(ino); it != nodes_.end()) it->second.fds.push_back(fd);
+    if (auto it = nodes_.find(ino); it != nodes_.end()) {
+      it->second.fds.push_back(fd);
+      if (!dir) {
+        // Keep the pages only if nothing changed the file since an open that dropped them read the
+        // same version; otherwise this open drops them and its version becomes the reference.
+        fi->keep_cache = v != 0 && it->second.cached_version == v;
+        it->second.cached_version = v;
+      }
+    }
   }
   void closed(fuse_ino_t ino, int fd) {
     {

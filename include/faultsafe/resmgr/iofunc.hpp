@@ -180,6 +180,12 @@ class iofunc_attr {
   /// The page-in self-conflict policy (attr_options::page_in_self_conflict).
   [[nodiscard]] self_conflict page_in_self_conflict() const noexcept { return page_in_policy_; }
 
+  /// The data version: > 0, and incremented whenever a change of the file's bytes or size is stamped
+  /// (written(), set_size() and O_TRUNC opens through it, a fallocate: every change that moves mtime),
+  /// after the change. Stores through mappings count nothing (iofunc_data_version_default answers 0 for
+  /// a mappable() file). Lock-free: (3) release increment under the meta lock, read with (4) acquire, pairs
+  /// with (3): a reader that sees a version sees every byte changed before it was counted.
+  [[nodiscard]] std::uint64_t data_version() const noexcept { return version_.load(std::memory_order_acquire); }  // (4)
   /// Current size. Lock-free: written under the meta lock, read with (1) acquire, pairs with (2); a
   /// reader that sees a size also sees the bytes zeroed for it.
   [[nodiscard]] std::uint64_t size() const noexcept { return size_.load(std::memory_order_acquire); }
@@ -417,6 +423,7 @@ class iofunc_attr {
     if (modified) {
       mtime_ = ctime_ = now;
       atime_stale_.store(true, std::memory_order_relaxed);
+      version_.fetch_add(1, std::memory_order_release);  // (3) release, pairs with (4)
     }
   }
 
@@ -425,6 +432,7 @@ class iofunc_attr {
   std::uint32_t uid_, gid_;
   std::atomic<std::uint64_t> size_{0};     // written under meta_
   std::atomic<bool> atime_stale_{false};   // written under meta_: modified since atime was set
+  std::atomic<std::uint64_t> version_{1};  // written under meta_ (see data_version())
   std::atomic<std::uint32_t> nlink_{1};    // written under meta_
   std::uint64_t rdev_ = 0;
   timespec atime_{}, mtime_{}, ctime_{};
@@ -1046,6 +1054,16 @@ inline io_result iofunc_access_default(request_context& ctx, ocb_base& base, con
   return io_result::ok();
 }
 
+/// Default data_version (io_funcs::data_version): ok(attr's data_version()), or ok(0) once the file is
+/// mappable() (a mapping's stores change its bytes without a new version). Any open, O_PATH included
+/// (the answer says only whether the bytes changed, as fstat's mtime does). Locks: none.
+inline io_result iofunc_data_version_default(request_context&, ocb_base& base, const io_data_version_request&) {
+  iofunc_attr* a = detail::attr_of(base);
+  if (a == nullptr) return detail::not_iofunc_ocb();
+  if (a->mappable()) return io_result::ok(0);
+  return io_result::ok(static_cast<std::int64_t>(a->data_version() & (~std::uint64_t{0} >> 1)));
+}
+
 /// The default handlers in an io_funcs. Left empty: open, the path messages (mkdir, mknod, unlink,
 /// rmdir, rename, link, symlink) and readdir: they need the server's namespace (see ramfs).
 [[nodiscard]] inline io_funcs iofunc_defaults() {
@@ -1067,6 +1085,8 @@ inline io_result iofunc_access_default(request_context& ctx, ocb_base& base, con
   f.fallocate = iofunc_fallocate_default;
   f.statfs = iofunc_statfs_default;
   f.access = iofunc_access_default;
+  f.data_version = iofunc_data_version_default;
+  f.data_version_writers = {iofunc_write_default, iofunc_ftruncate_default, iofunc_fallocate_default, iofunc_mmap_default};
   return f;
 }
 

@@ -358,6 +358,16 @@ struct read_visit {
   using handler = io_result(request_context&, ocb_base&, const io_read_visit_request&);
   static auto& slot(auto& f) { return f.read_visit; }
 };
+struct data_version {
+  static constexpr io_msg id = io_msg::data_version;
+  static constexpr std::string_view name = "data_version";
+  static constexpr addressing by = addressing::handle;
+  using request = io_data_version_request;
+  using reply = no_reply;
+  /// Reply status: the version (> 0), or 0 when the file's bytes can change without one (see io_funcs).
+  using handler = io_result(request_context&, ocb_base&, const io_data_version_request&);
+  static auto& slot(auto& f) { return f.data_version; }
+};
 // clang-format on
 }  // namespace msg
 
@@ -365,6 +375,13 @@ template <class M>
 using handler_slot = std::function<typename M::handler>;
 /// A read handler as a plain function (io_funcs::read_visit_mirrors).
 using read_handler_fn = io_result (*)(request_context&, ocb_base&, const io_rw_request&);
+/// The handlers that change a file's bytes or size, as plain functions (io_funcs::data_version_writers).
+struct data_writer_fns {
+  io_result (*write)(request_context&, ocb_base&, const io_rw_request&) = nullptr;
+  io_result (*ftruncate)(request_context&, ocb_base&, const io_ftruncate_request&) = nullptr;
+  io_result (*fallocate)(request_context&, ocb_base&, const io_fallocate_request&) = nullptr;
+  io_result (*mmap)(request_context&, ocb_base&, const io_mmap_request&, io_mmap_reply&) = nullptr;
+};
 
 /// The handler table: one slot per message definition (the QNX connect/io funcs; the slot's type is
 /// std::function<msg::X::handler>). Write your own, or
@@ -489,6 +506,19 @@ struct io_funcs {
   handler_slot<msg::statfs> statfs;
   /// access(2) (q.mode F_OK or R_OK | W_OK | X_OK), checked for q.client.
   handler_slot<msg::access> access;
+  /// The open file's data version: ok(v), v > 0, where v changes whenever the file's bytes or size
+  /// change through a message (a write, a truncate, an O_TRUNC open, a fallocate), and stays the same
+  /// while they do not; ok(0) when they can change without a new version (the file is mapped: stores
+  /// through a mapping count nothing). A cache of the file's bytes (the FUSE bridge's page cache) that
+  /// was filled after it read v is still exact while the version is v. The default:
+  /// iofunc_data_version_default (iofunc_attr::data_version()).
+  /// Served only while write, ftruncate, fallocate and mmap hold exactly the functions named in
+  /// `data_version_writers` (the server checks at construction and otherwise empties this slot:
+  /// ENOSYS), so a server that replaces or wraps one of them is never trusted to count its changes.
+  /// An open handler that truncates (O_TRUNC) must do it with iofunc_attr::set_size, which counts.
+  handler_slot<msg::data_version> data_version;
+  /// The data-changing handlers data_version's answer accounts for (see data_version).
+  data_writer_fns data_version_writers{};
 };
 
 /// A list of message definitions.
@@ -500,7 +530,8 @@ struct message_list {
 using io_messages = message_list<msg::open, msg::close, msg::read, msg::write, msg::lseek, msg::fstat, msg::ftruncate,
                                  msg::mmap, msg::page_in, msg::mkdir, msg::mknod, msg::unlink, msg::rmdir, msg::rename,
                                  msg::link, msg::symlink, msg::readlink, msg::readdir, msg::chmod, msg::chown,
-                                 msg::utimens, msg::fsync, msg::fallocate, msg::statfs, msg::access, msg::read_visit>;
+                                 msg::utimens, msg::fsync, msg::fallocate, msg::statfs, msg::access, msg::read_visit,
+                                 msg::data_version>;
 
 namespace detail {
 /// Calls handler slot `fn` of message M with the arguments its shape takes (see the header comment).

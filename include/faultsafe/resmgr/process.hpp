@@ -363,6 +363,14 @@ class process {
   /// fsync(2) / fdatasync(2).
   [[nodiscard]] result<void> fsync(int fd) { return fd_call<msg::fsync>(fd, {.datasync = 0}).error; }
   [[nodiscard]] result<void> fdatasync(int fd) { return fd_call<msg::fsync>(fd, {.datasync = 1}).error; }
+  /// The open file's data version (io_funcs::data_version): > 0 while it names the file's bytes and
+  /// size exactly (equal answers: nothing changed in between), 0 when the file can change without a
+  /// new one (mapped). ENOSYS from a server that does not count its changes, EBADF if fd is not open.
+  [[nodiscard]] result<std::uint64_t> data_version(int fd) {
+    const send_result sr = fd_call<msg::data_version>(fd, {});
+    if (sr.error) return sr.error;
+    return static_cast<std::uint64_t>(sr.status);
+  }
   /// fallocate(2): mode 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE. EINVAL for
   /// a negative offset or a length <= 0.
   [[nodiscard]] result<void> fallocate(int fd, int mode, off_t offset, off_t len) {

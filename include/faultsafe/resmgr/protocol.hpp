@@ -60,9 +60,10 @@ enum class io_msg : std::uint32_t {
   statfs,     ///< fstatvfs, or statvfs by path
   access,     ///< access(2) by path (or on an open)
   read_visit, ///< pread whose bytes a visitor of the sender's takes in place (in-process senders only)
+  data_version,  ///< the file's data version (what a cache of its bytes compares: the FUSE bridge)
 };
 /// The largest io_msg number (dispatch tables are indexed by the low 8 bits).
-inline constexpr std::uint32_t io_msg_max = static_cast<std::uint32_t>(io_msg::read_visit);
+inline constexpr std::uint32_t io_msg_max = static_cast<std::uint32_t>(io_msg::data_version);
 /// Type-word bits of a handle-addressed message that may name its file by path (addressing::
 /// handle_or_path): the payload is the path; the server opens it O_PATH (| O_NOFOLLOW with
 /// io_msg_nofollow), serves the message on that open and closes it (QNX's combine message).
@@ -288,6 +289,11 @@ struct io_fallocate_request {
   std::int32_t mode = 0;
   std::int64_t offset = 0;
   std::int64_t length = 0;
+};
+/// data_version: no argument besides the open.
+struct io_data_version_request {
+  client_info client{};
+  std::uint64_t handle = 0;
 };
 /// access: mode F_OK or R_OK | W_OK | X_OK.
 struct io_access_request {

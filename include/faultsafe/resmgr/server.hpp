@@ -17,7 +17,9 @@
 // straight into the client's buffer through ctx.rcv.with_reply_data()/write_reply_data(), a write
 // handler reads through with_payload(). An empty slot, an unknown type, or io_msg_by_path on a message
 // that cannot be addressed by path answers ENOSYS (EINVAL for the latter). read_visit is served only
-// while the read slot holds the handler it mirrors (io_funcs::read_visit_mirrors; else ENOSYS).
+// while the read slot holds the handler it mirrors (io_funcs::read_visit_mirrors; else ENOSYS), and
+// data_version only while the write, ftruncate, fallocate and mmap slots hold the handlers it accounts
+// for (io_funcs::data_version_writers; else ENOSYS).
 // The server's channel is shared with the clients' fd tables, so a client holding an fd to a stopped
 // server gets ESHUTDOWN, never a dangling pointer.
 //
@@ -186,10 +188,18 @@ class server {
   }
   static void serve_message(void* self, channel::receiver& r) { static_cast<server*>(self)->dispatch(r); }
 
-  // io_funcs::read_visit is served only while `read` holds exactly read_visit_mirrors (messages.hpp).
+  // io_funcs::read_visit is served only while `read` holds exactly read_visit_mirrors, and
+  // data_version only while the data-changing slots hold exactly data_version_writers (messages.hpp).
+  template <class Fn, class Slot>
+  static bool holds(const Slot& slot, Fn fn) noexcept {
+    const Fn* t = slot.template target<Fn>();
+    return fn != nullptr && t != nullptr && *t == fn;
+  }
   static io_funcs paired(io_funcs f) {
-    const read_handler_fn* r = f.read.target<read_handler_fn>();
-    if (r == nullptr || f.read_visit_mirrors == nullptr || *r != f.read_visit_mirrors) f.read_visit = nullptr;
+    if (!holds(f.read, f.read_visit_mirrors)) f.read_visit = nullptr;
+    const data_writer_fns& w = f.data_version_writers;
+    if (!holds(f.write, w.write) || !holds(f.ftruncate, w.ftruncate) || !holds(f.fallocate, w.fallocate) || !holds(f.mmap, w.mmap))
+      f.data_version = nullptr;
     return f;
   }
 
