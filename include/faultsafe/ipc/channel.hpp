@@ -876,7 +876,7 @@ class channel::receiver {
         done = detail::guarded_copy_prefix(static_cast<unsigned char*>(p) + off, src, len, &e);
         return e;
       });
-      if (ec == std::errc::operation_canceled) done = 0;
+      if (ec && ec == std::errc::operation_canceled) done = 0;  // `ec &&`: no category calls on success
     }
     if (copied != nullptr) *copied = done;
     reply_high_ = high;  // with_reply_data() assumed all of it

@@ -450,6 +450,7 @@ class iofunc_attr {
 
 /// One open of a file. Derive from it to keep per-open state and the default handlers (see the header).
 struct iofunc_ocb : ocb_base {
+  [[nodiscard]] iofunc_ocb* as_iofunc_ocb() noexcept final { return this; }
   std::shared_ptr<iofunc_attr> attr;
   std::atomic<std::int64_t> offset{0};  ///< the fd offset (read/write/lseek without explicit offset)
   int flags = 0;                        ///< open flags
@@ -457,12 +458,20 @@ struct iofunc_ocb : ocb_base {
 };
 
 /// Returns: `base` as an Ocb (an iofunc_ocb or a type derived from it), or nullptr if it is not one.
-/// Complexity: O(1) (a type comparison; a dynamic_cast for types derived from Ocb). Throws: nothing.
+/// Complexity: O(1): for iofunc_ocb (what every default handler asks, on every request) one virtual
+/// call (ocb_base::as_iofunc_ocb), whatever type derived from it the server uses; for a type derived
+/// from iofunc_ocb also a type comparison, and a dynamic_cast for types derived from Ocb. Throws: nothing.
 template <class Ocb = iofunc_ocb>
 [[nodiscard]] inline Ocb* iofunc_ocb_cast(ocb_base& base) noexcept {
   static_assert(std::is_base_of_v<iofunc_ocb, Ocb>, "iofunc_ocb_cast: Ocb must derive from iofunc_ocb");
-  if (typeid(base) == typeid(Ocb)) return static_cast<Ocb*>(&base);
-  return dynamic_cast<Ocb*>(&base);
+  iofunc_ocb* const o = base.as_iofunc_ocb();
+  if constexpr (std::is_same_v<Ocb, iofunc_ocb>) {
+    return o;
+  } else {
+    if (o == nullptr) return nullptr;
+    if (typeid(base) == typeid(Ocb)) return static_cast<Ocb*>(o);
+    return dynamic_cast<Ocb*>(o);
+  }
 }
 
 /// Access bits for iofunc_check_access.

@@ -55,10 +55,16 @@
 namespace faultsafe {
 
 class server;
+struct iofunc_ocb;  // resmgr/iofunc.hpp
 
 /// Per-open state kept by a server. Derive from it.
 struct ocb_base {
   virtual ~ocb_base() = default;
+  /// Returns: this open as the iofunc layer's OCB (resmgr/iofunc.hpp: iofunc_ocb overrides it), or
+  /// nullptr. What iofunc_ocb_cast() asks on every request: one virtual call instead of a type-name
+  /// comparison and a dynamic_cast walk for OCB types derived from iofunc_ocb.
+  /// Thread-safety: any thread (no state). Throws: nothing.
+  [[nodiscard]] virtual iofunc_ocb* as_iofunc_ocb() noexcept { return nullptr; }
   std::uint64_t owner_pid = 0;  ///< set by the server: only this process may use the handle
 };
 

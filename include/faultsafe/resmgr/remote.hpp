@@ -162,7 +162,6 @@ class remote_server {
     std::vector<std::unique_ptr<connection_page_source>> sources;
   };
   struct client_state {
-    std::uint64_t pid = 0;              // the logical pid of the connection
     std::set<std::uint64_t> handles;    // its opens (closed when it goes)
     std::shared_ptr<served_state> mem;  // its served mappings, once it handed its userfaultfd over
   };
@@ -227,12 +226,16 @@ class remote_server {
     return ci;
   }
 
-  std::uint64_t client_pid(const socket_peer& p) {
+  // The connection's logical pid: 2^62 | this server's serial << 40 | the connection's number. A pure
+  // function of the two (no lock, no table on the path of every request); distinct for every
+  // connection of this server (numbers below 2^40) and from the other servers' in this process
+  // (serials below 2^22), and from every in-process `process` pid (below 2^62).
+  [[nodiscard]] std::uint64_t client_pid(const socket_peer& p) const noexcept {
+    return (std::uint64_t{1} << 62) | (serial_ << 40) | (p.id & ((std::uint64_t{1} << 40) - 1));
+  }
+  static std::uint64_t next_serial() noexcept {
     static std::atomic<std::uint64_t> next{0};
-    exclusive_guard g(mu_);
-    client_state& c = clients_[p.id];
-    if (c.pid == 0) c.pid = (std::uint64_t{1} << 62) | (next.fetch_add(1, std::memory_order_relaxed) + 1);
-    return c.pid;
+    return next.fetch_add(1, std::memory_order_relaxed) & ((std::uint64_t{1} << 22) - 1);
   }
 
   // The server's own mmap handler for the client's request `q` (its access checks), without the
@@ -393,7 +396,7 @@ class remote_server {
       c.mem->as.reset();
     }
     for (std::uint64_t h : c.handles) {
-      io_handle_request q{identity(p, c.pid), h};
+      io_handle_request q{identity(p, client_pid(p)), h};
       send_buffers b;
       b.type = static_cast<std::uint32_t>(io_msg::close);
       b.header = &q;
@@ -405,6 +408,7 @@ class remote_server {
   }
 
   server& srv_;
+  const std::uint64_t serial_ = next_serial();  // client_pid()
   const aspace_options space_;  // each connection's served address space
   mutable ranked_mutex<rank::leaf> mu_{"remote clients"};  // leaf: clients_
   std::map<std::uint64_t, client_state> clients_ FAULTSAFE_GUARDED_BY(mu_);  // by connection id
