@@ -14,6 +14,9 @@
 //     server copies): the page-in conflicts only with the reader's own activity and the guard grants it
 //     (kernel-mode faults: the fault names the server's announced slot thread; user-mode-only: the
 //     fault-in helper works for that activity);
+//   - mprotect and msync through the client API work on served mappings as in-process (SIGSEGV where
+//     the protection forbids, ENOMEM past the mapping, EACCES for PROT_WRITE through a read-only open,
+//     ENOTSUP for PROT_WRITE on a shared mapping made read-only: it maps a read-only fd);
 //   - the server killed with SIGKILL: unserved pages raise SIGBUS, nothing hangs;
 //   - isolation (issue 11): the file behind a client's mapping of file A (opened through
 //     /proc/self/map_files, as root) is A's own memfd: its size is A's capacity, not the store's arena,
@@ -173,6 +176,66 @@ TEST_CASE("mmap of a remote server's file is served by the server's pager, in bo
     CHECK(f.bob.munmap(*pr, len).ok());
     CHECK(f.bob.close(fd).ok());
   }
+}
+
+TEST_CASE("mprotect and msync of mappings served by a server in another process, as in-process") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(60, "remote mprotect");
+  remote_fixture f(false);
+  const int fd = f.make_file("/ram/p");
+  auto sh = f.bob.mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  REQUIRE(sh.ok());
+  auto* s = static_cast<std::uint8_t*>(*sh);
+  CHECK(all_pattern(s, len));
+  // Read-only: a store is SIGSEGV (the file keeps its byte); writable again: the store is the file's.
+  INFO(f.bob.mprotect(s, len, PROT_READ).error().message());
+  REQUIRE(f.bob.mprotect(s, len, PROT_READ).ok());
+  CHECK(vmtest::probe_write(s + 3 * vm_page_size, 0x5A) == SIGSEGV);
+  std::uint8_t b = 0;
+  CHECK(f.bob.pread(fd, &b, 1, 3 * vm_page_size).value_or(0) == 1);
+  CHECK(b == pattern(3 * vm_page_size));
+  REQUIRE(f.bob.mprotect(s + 2 * vm_page_size, 2 * vm_page_size, PROT_READ | PROT_WRITE).ok());
+  CHECK(vmtest::probe_write(s + 3 * vm_page_size, 0x5A) == 0);
+  CHECK(vmtest::probe_write(s + 4 * vm_page_size, 0x5A) == SIGSEGV);  // outside the part made writable
+  CHECK(f.bob.pread(fd, &b, 1, 3 * vm_page_size).value_or(0) == 1);
+  CHECK(b == 0x5A);
+  CHECK(f.bob.msync(s, len, MS_SYNC).ok());
+  CHECK(f.bob.msync(s, len, MS_ASYNC | MS_SYNC).error() == std::errc::invalid_argument);
+  // PROT_NONE: even a load faults.
+  REQUIRE(f.bob.mprotect(s, vm_page_size, PROT_NONE).ok());
+  std::uint8_t out = 0;
+  CHECK(vmtest::probe_read(s, out) == SIGSEGV);
+  REQUIRE(f.bob.mprotect(s, len, PROT_READ | PROT_WRITE).ok());
+  CHECK(vmtest::probe_read(s, out) == 0);
+  CHECK(out == pattern(0));
+  // A range that runs past the mapping: ENOMEM, as mprotect(2) and msync(2).
+  CHECK(f.bob.mprotect(s, len + 16 * vm_page_size, PROT_READ).error() == std::errc::not_enough_memory);
+  CHECK(f.bob.msync(s, len + 16 * vm_page_size, MS_SYNC).error() == std::errc::not_enough_memory);
+  CHECK(f.bob.munmap(s, len).ok());
+  // A shared mapping made without PROT_WRITE maps a read-only fd (vm/served_memory.hpp): adding it is
+  // ENOTSUP, never private copies that would silently not reach the file; private mappings may.
+  auto rs = f.bob.mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
+  REQUIRE(rs.ok());
+  CHECK(f.bob.mprotect(*rs, len, PROT_READ | PROT_WRITE).error() == std::errc::not_supported);
+  CHECK(f.bob.mprotect(*rs, len, PROT_NONE).ok());
+  CHECK(f.bob.munmap(*rs, len).ok());
+  auto pv = f.bob.mmap(nullptr, len, PROT_READ, MAP_PRIVATE, fd, 0);
+  REQUIRE(pv.ok());
+  REQUIRE(f.bob.mprotect(*pv, len, PROT_READ | PROT_WRITE).ok());
+  CHECK(vmtest::probe_write(static_cast<std::uint8_t*>(*pv), 0x77) == 0);
+  CHECK(f.bob.pread(fd, &b, 1, 0).value_or(0) == 1);
+  CHECK(b == pattern(0));  // private
+  CHECK(f.bob.munmap(*pv, len).ok());
+  // A read-only open: PROT_WRITE on its shared mapping is EACCES (mmap would refuse it too).
+  auto ro = f.bob.open("/ram/p", O_RDONLY);
+  REQUIRE(ro.ok());
+  auto rm = f.bob.mmap(nullptr, len, PROT_READ, MAP_SHARED, *ro, 0);
+  REQUIRE(rm.ok());
+  CHECK(f.bob.mprotect(*rm, len, PROT_READ | PROT_WRITE).error() == std::errc::permission_denied);
+  CHECK(all_pattern(static_cast<const std::uint8_t*>(*rm), 3 * vm_page_size));
+  CHECK(f.bob.munmap(*rm, len).ok());
+  CHECK(f.bob.close(*ro).ok());
+  CHECK(f.bob.close(fd).ok());
 }
 
 TEST_CASE("Brian across processes through the real read path: the seed's exclusive read handler, both userfaultfd modes") {

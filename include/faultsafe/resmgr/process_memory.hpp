@@ -292,11 +292,15 @@ class process_memory {
       for (auto it = first_overlapping(a); it != maps_.end() && it->first < e; ++it)
         if (it->second.shared && !it->second.writable_open) return std::make_error_code(std::errc::permission_denied);
     }
+    if (served_memory* sm = served_holding(addr, len)) return sm->protect(addr, len, prot);
     return as_.mprotect(addr, len, prot);
   }
 
   /// See process::msync.
-  std::error_code msync(void* addr, std::size_t len, int flags) { return as_.msync(addr, len, flags); }
+  std::error_code msync(void* addr, std::size_t len, int flags) {
+    if (served_memory* sm = served_holding(addr, len)) return sm->sync(addr, len, flags);
+    return as_.msync(addr, len, flags);
+  }
 
   /// Effects: if open (ch, handle) is still mapped, remembers to close it with its last mapping and
   /// returns true; else false (the caller closes now).
@@ -420,6 +424,17 @@ class process_memory {
     maps_.emplace(reinterpret_cast<std::uintptr_t>(out),
                   mapping{nullptr, ch.get(), handle, (len + vm_page_size - 1) & ~(vm_page_size - 1), shared, (fdflags & O_ACCMODE) != O_RDONLY});
     return out;
+  }
+
+  // The served_memory (a server in another process) with a mapping in [addr, addr + len), or nullptr
+  // (the range is this process's aspace's, or nothing's). A range across both is answered by the
+  // served_memory: ENOMEM for the pages that are not its own. The served_memory lives until this object
+  // dies (entries are erased only when a set-up fails, before anything was mapped).
+  served_memory* served_holding(const void* addr, std::size_t len) {
+    exclusive_guard<served_mutex> g(served_mu_);
+    for (auto& [ch, sm] : served_)
+      if (sm && sm->overlaps(addr, len)) return sm.get();
+    return nullptr;
   }
 
   static aspace_options with_name(aspace_options o, const process& p) {

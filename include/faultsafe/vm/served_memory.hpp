@@ -175,7 +175,8 @@ class served_memory {
     if (!ec && req.prot != PROT_NONE && ::mprotect(p, len, req.prot) != 0) ec = {errno, std::generic_category()};
     if (!ec) {
       try {
-        ranges_.emplace_back(reinterpret_cast<std::uintptr_t>(p), reinterpret_cast<std::uintptr_t>(p) + len);
+        ranges_.push_back(range{reinterpret_cast<std::uintptr_t>(p), reinterpret_cast<std::uintptr_t>(p) + len,
+                                !req.shared || (req.prot & PROT_WRITE) != 0});
       } catch (const std::bad_alloc&) {
         ec = std::make_error_code(std::errc::not_enough_memory);
       }
@@ -199,15 +200,15 @@ class served_memory {
     std::vector<std::pair<std::uintptr_t, std::uintptr_t>> gone;
     {
       exclusive_guard g(m_);
-      std::vector<std::pair<std::uintptr_t, std::uintptr_t>> keep;
+      std::vector<range> keep;
       for (const auto& r : ranges_) {  // never grows by more than one (a range split in two)
         if (r.second <= a || r.first >= e) {
           keep.push_back(r);
           continue;
         }
         gone.emplace_back(std::max(r.first, a), std::min(r.second, e));
-        if (r.first < a) keep.emplace_back(r.first, a);
-        if (r.second > e) keep.emplace_back(e, r.second);
+        if (r.first < a) keep.push_back(range{r.first, a, r.may_write});
+        if (r.second > e) keep.push_back(range{e, r.second, r.may_write});
       }
       ranges_.swap(keep);
     }
@@ -216,6 +217,41 @@ class served_memory {
     for (const auto& [s, t] : gone)
       if (::munmap(reinterpret_cast<void*>(s), t - s) != 0) return {errno, std::generic_category()};
     return {};
+  }
+
+  /// True if a page of [addr, addr + len) lies in a mapping of this object. Throws: nothing.
+  [[nodiscard]] bool overlaps(const void* addr, std::size_t len) const noexcept {
+    const auto a = reinterpret_cast<std::uintptr_t>(addr);
+    const std::uintptr_t e = len > SIZE_MAX - a ? SIZE_MAX : a + len;
+    exclusive_guard g(m_);
+    for (const auto& r : ranges_)
+      if (r.first < e && a < r.second) return true;
+    return false;
+  }
+
+  /// Effects: mprotect(2) of [addr, addr + len) (len rounded up to pages), every page of which must lie
+  /// in mappings of this object. The protection only changes what the client's own accesses may do:
+  /// faults are served as before. Returns: EINVAL (unaligned, zero length, unknown prot bits), ENOMEM (a
+  /// page not in a mapping of this object), ENOTSUP (PROT_WRITE on a shared mapping made without it: it
+  /// maps a read-only fd, see the header; map with PROT_WRITE from the start), or mprotect's errno.
+  /// Thread-safety: as mprotect(2) against a concurrent unmap() of the same range. Throws: nothing.
+  [[nodiscard]] std::error_code protect(void* addr, std::size_t len, int prot) noexcept {
+    if ((prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) != 0) return std::make_error_code(std::errc::invalid_argument);
+    std::uintptr_t a = 0, e = 0;
+    if (auto ec = covered(addr, len, a, e, (prot & PROT_WRITE) != 0)) return ec;
+    if (::mprotect(addr, e - a, prot) != 0) return {errno, std::generic_category()};
+    return {};
+  }
+
+  /// Effects: msync(2) of [addr, addr + len): a shared mapping is the server file's memfd (its page
+  /// cache: stores are already the file's) and a private one is private memory, so this checks the
+  /// arguments and the range. Returns: EINVAL (bad flags, unaligned, zero length), ENOMEM (a page not in
+  /// a mapping of this object). Throws: nothing.
+  [[nodiscard]] std::error_code sync(void* addr, std::size_t len, int flags) const noexcept {
+    if ((flags & ~(MS_ASYNC | MS_SYNC | MS_INVALIDATE)) != 0 || ((flags & MS_ASYNC) && (flags & MS_SYNC)))
+      return std::make_error_code(std::errc::invalid_argument);
+    std::uintptr_t a = 0, e = 0;
+    return covered(addr, len, a, e, false);
   }
 
   /// Effects: the server is gone (see header): poisons every unmapped page of every mapping and closes
@@ -240,6 +276,25 @@ class served_memory {
   }
 
  private:
+  // [a, e): [addr, addr + len) in whole pages. Returns: EINVAL (unaligned, zero length), ENOMEM unless
+  // mappings of this object cover every page, ENOTSUP if `write` and one of them may not be written.
+  std::error_code covered(void* addr, std::size_t len, std::uintptr_t& a, std::uintptr_t& e, bool write) const noexcept {
+    a = reinterpret_cast<std::uintptr_t>(addr);
+    if (len == 0 || a % vm_page_size != 0 || len > SIZE_MAX - a - vm_page_size) return std::make_error_code(std::errc::invalid_argument);
+    e = a + ((len + vm_page_size - 1) & ~(vm_page_size - 1));
+    exclusive_guard g(m_);
+    // Ranges never overlap: walk from a, each step to the end of the range that holds the position.
+    for (std::uintptr_t at = a; at < e;) {
+      const range* hit = nullptr;
+      for (const auto& r : ranges_)
+        if (r.first <= at && at < r.second) hit = &r;
+      if (hit == nullptr) return std::make_error_code(std::errc::not_enough_memory);
+      if (write && !hit->may_write) return std::make_error_code(std::errc::not_supported);
+      at = hit->second;
+    }
+    return {};
+  }
+
   void stop_watch() noexcept {
     std::thread t;
     {
@@ -258,7 +313,13 @@ class served_memory {
   detail::uffd uffd_;
   std::uint64_t features_ = 0;  // uffd_.features(), kept after the server is gone
   mutable ranked_mutex<rank::leaf> m_{"served memory"};
-  std::vector<std::pair<std::uintptr_t, std::uintptr_t>> ranges_ FAULTSAFE_GUARDED_BY(m_);
+  // One mapping (or what munmap left of it): [first, second), and whether mprotect may add PROT_WRITE
+  // (false for a shared mapping made without it: a MAP_PRIVATE of a read-only fd, see the header).
+  struct range {
+    std::uintptr_t first, second;
+    bool may_write;
+  };
+  std::vector<range> ranges_ FAULTSAFE_GUARDED_BY(m_);
   std::thread watcher_;
   int stop_fd_ = -1;
 };
