@@ -18,3 +18,6 @@ faultsafe_test(vm_poison_test SOURCES vm_poison_test.cpp TIMEOUT 60 LABELS vm)
 faultsafe_test(vm_served_test SOURCES vm_served_test.cpp TIMEOUT 180 LABELS vm notsan)
 # The pager's fault threads (model/README.md finding 1) and one pool serving many address spaces.
 faultsafe_test(vm_pool_test SOURCES vm_pool_test.cpp TIMEOUT 120 LABELS vm)
+# The client API against the kernel: one random sequence of file and mapping calls on a ramfs file and
+# on a tmpfs file, compared call by call (FAULTSAFE_SEED=<n> replays one seed).
+faultsafe_test(vm_differential_test SOURCES vm_differential_test.cpp TIMEOUT 120 LABELS vm)

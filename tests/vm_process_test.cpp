@@ -366,3 +366,59 @@ TEST_CASE("ftruncate shrinks a mapped file: MAP_SHARED pages past the new end SI
   CHECK(bob.munmap(*pr, 4 * pg).ok());
   CHECK(bob.close(fd).ok());
 }
+
+TEST_CASE("the last page past the end of the file: a private page-in and read(fd)/write(fd) through a shared mapping see what the mapping stored there, as Linux") {
+  // Found by vm_differential_test (seeds 3, 7, 10 and 354 before the fix): a shared mapping may store
+  // into the rest of the file's last page (no SIGBUS there); Linux's private mappings of that page
+  // show those bytes, and read(2)/write(2) into/from that part of a shared mapping copy them. faultsafe
+  // zero-filled a private page-in after the size and made a direct copy stop at the size (EFAULT, or a
+  // short count). Each shape runs on the ramfs file and on a tmpfs memfd; both must agree.
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(30, "last page tail");
+  constexpr std::size_t pg = vm_page_size;
+  path_namespace ns;
+  ramfs fs({.name = "ram", .prefix = "/ram", .ns = &ns});
+  process bob("bob", {1000, 100}, &ns);
+  const std::size_t size = pg + 100;
+  const int fd = make_ramfs_file(bob, "/ram/tail", size);
+  vmtest::memfd_file kf(size);
+  auto sh = bob.mmap(nullptr, 2 * pg, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  REQUIRE(sh.ok());
+  void* ksh_raw = ::mmap(nullptr, 2 * pg, PROT_READ | PROT_WRITE, MAP_SHARED, kf.fd, 0);
+  REQUIRE(ksh_raw != MAP_FAILED);
+  auto* s = static_cast<std::uint8_t*>(*sh);
+  auto* ks = static_cast<std::uint8_t*>(ksh_raw);
+  for (std::size_t i = 150; i < 1500; ++i) s[pg + i] = ks[pg + i] = static_cast<std::uint8_t>(i * 7 + 1);  // past the end
+  // A private mapping made afterwards pages the last page in whole.
+  auto pr = bob.mmap(nullptr, 2 * pg, PROT_READ, MAP_PRIVATE, fd, 0);
+  REQUIRE(pr.ok());
+  void* kpr = ::mmap(nullptr, 2 * pg, PROT_READ, MAP_PRIVATE, kf.fd, 0);
+  REQUIRE(kpr != MAP_FAILED);
+  const auto* p = static_cast<const std::uint8_t*>(*pr);
+  const auto* kp = static_cast<const std::uint8_t*>(kpr);
+  CHECK(kp[pg + 200] == static_cast<std::uint8_t>(200 * 7 + 1));  // Linux: the page cache's bytes
+  CHECK(p[pg + 200] == kp[pg + 200]);
+  CHECK(std::memcmp(p + pg, kp + pg, pg) == 0);
+  // write(fd) from the tail of the shared mapping: every byte, none past the end is a hole.
+  CHECK(::pwrite(kf.fd, ks + pg + 150, 300, 0) == 300);
+  CHECK(bob.pwrite(fd, s + pg + 150, 300, 0).value_or(0) == 300u);
+  // read(fd) into the tail of the shared mapping: the same.
+  CHECK(::pread(kf.fd, ks + pg + 1000, 50, 0) == 50);
+  CHECK(bob.pread(fd, s + pg + 1000, 50, 0).value_or(0) == 50u);
+  // A source that starts inside the file and runs into the tail (a write inside the file).
+  CHECK(::pwrite(kf.fd, ks + pg + 50, 1000, 2000) == 1000);
+  CHECK(bob.pwrite(fd, s + pg + 50, 1000, 2000).value_or(0) == 1000u);
+  CHECK(std::memcmp(s, ks, 2 * pg) == 0);
+  CHECK(test_support::file_bytes(bob, fd) == [&] {
+    std::vector<std::uint8_t> k(size);
+    REQUIRE(::pread(kf.fd, k.data(), size, 0) == static_cast<ssize_t>(size));
+    return k;
+  }());
+  CHECK(::pwrite(kf.fd, ks + 2 * pg - 1, 1, 0) == 1);  // the last byte of the last page: no hole either
+  CHECK(bob.pwrite(fd, s + 2 * pg - 1, 1, 0).value_or(0) == 1u);
+  CHECK(::munmap(kpr, 2 * pg) == 0);
+  CHECK(::munmap(ksh_raw, 2 * pg) == 0);
+  CHECK(bob.munmap(*pr, 2 * pg).ok());
+  CHECK(bob.munmap(*sh, 2 * pg).ok());
+  CHECK(bob.close(fd).ok());
+}

@@ -34,8 +34,9 @@
 //   source bytes move store to store, MAP_PRIVATE source pages are first made present exactly as a
 //   fault would make them (UFFDIO_COPY of the file's page; EEXIST = already present) and then read.
 // Holes: a destination (source) part that the client could not write (read): a mapping without
-// PROT_WRITE (PROT_READ), a file page at or past the end of the file (the client's access would be
-// SIGBUS), or memory that is not mapped at all. A read, as iofunc_read_default, transfers the bytes
+// PROT_WRITE (PROT_READ), a file page wholly at or past the end of the file (the client's access would
+// be SIGBUS; the rest of the last page after the end is not a hole: the client's own loads and stores
+// reach it, and so does the direct copy, as Linux's read(2)/write(2) do), or memory that is not mapped at all. A read, as iofunc_read_default, transfers the bytes
 // before it and returns that short count (EFAULT if there are none). A write, as iofunc_write_default,
 // writes the bytes before it and returns that short count (EFAULT if there are none); the file grows only by the
 // bytes written, and a write straddling max_size writes up to it.
@@ -184,6 +185,10 @@ inline void classify(const aspace& as, const iofunc_attr& a, std::uintptr_t addr
   }
 }
 
+/// The end of the page holding the file's last byte (0 for an empty file): a client mapping reads and
+/// writes up to there, and gets SIGBUS from there on.
+[[nodiscard]] constexpr std::uint64_t page_end(std::uint64_t size) noexcept { return (size + page - 1) & ~std::uint64_t{page - 1}; }
+
 // The locked file range of a same-file part: exact for MAP_SHARED, whole pages for MAP_PRIVATE.
 inline range_request part_range(iofunc_attr& a, const part& pt, lock_mode shared_part_mode) {
   if (pt.kind == part_kind::same_shared) return range_request{&a.data_lock, pt.file_off, pt.len, shared_part_mode};
@@ -192,12 +197,11 @@ inline range_request part_range(iofunc_attr& a, const part& pt, lock_mode shared
   return range_request{&a.data_lock, first, last - first, lock_mode::shared};
 }
 
-// Effects: writes the file's image of the client page at `pg` (file offset pfo) into buf: the file's
-// bytes up to `size`, zeros after. Requires: pfo < size; the page's file range locked.
-inline void file_page_image(const iofunc_attr& a, std::uint64_t pfo, std::uint64_t size, unsigned char* buf) noexcept {
-  const std::size_t valid = static_cast<std::size_t>(std::min<std::uint64_t>(page, size - pfo));
-  std::memcpy(buf, a.data() + pfo, valid);
-  if (valid < page) std::memset(buf + valid, 0, page - valid);
+// Effects: writes the file's image of the client page at `pg` (file offset pfo) into buf: the whole
+// page of the extent, as a page-in makes it (past the size, the last page holds zeros or what a shared
+// mapping stored there: iofunc_page_in_default). Requires: pfo < size; the page's file range locked.
+inline void file_page_image(const iofunc_attr& a, std::uint64_t pfo, unsigned char* buf) noexcept {
+  std::memcpy(buf, a.data() + pfo, page);
 }
 
 // Effects: places len bytes of src at the private part's addresses [pt.addr, pt.addr + len).
@@ -250,7 +254,7 @@ inline std::size_t fill_private(const aspace& as, const iofunc_attr& a, const pa
       }
       // An absent page only partly covered: its image is the file's page with our bytes over it.
       const std::size_t part_len = std::min<std::uintptr_t>(end, pg + page) - p;
-      file_page_image(a, pfo, size, img);
+      file_page_image(a, pfo, img);
       std::memcpy(img + (p - pg), from, part_len);
       const detail::uffd_fill_result r = u.copy(pg, img, page);
       if (r.error == std::errc::resource_unavailable_try_again) continue;
@@ -278,7 +282,7 @@ inline std::size_t populate_private(const aspace& as, const iofunc_attr& a, cons
     const std::uintptr_t pg = p & ~std::uintptr_t{page - 1};
     const std::uint64_t pfo = pt.file_at(pg);
     if (pfo >= size) break;
-    file_page_image(a, pfo, size, img);
+    file_page_image(a, pfo, img);
     const detail::uffd_fill_result r = u.copy(pg, img, page);
     if (r.error == std::errc::resource_unavailable_try_again) continue;
     if (r.error && r.error != std::errc::file_exists) break;
@@ -375,11 +379,15 @@ inline bool shared_overlap(const plan& pl, std::uint64_t off, std::uint64_t n) n
           dc::add(c.other_bytes, moved);
           break;
         case dc::part_kind::bad: break;
-        case dc::part_kind::same_shared:
-          moved = pt.file_off >= size ? 0 : static_cast<std::size_t>(std::min<std::uint64_t>(len, size - pt.file_off));
+        case dc::part_kind::same_shared: {
+          // The client may write its mapping up to the end of the file's last page (bytes past the
+          // size there are the extent's, which the mapping shows); a whole page past it is SIGBUS.
+          const std::uint64_t mapped_end = dc::page_end(size);
+          moved = pt.file_off >= mapped_end ? 0 : static_cast<std::size_t>(std::min<std::uint64_t>(len, mapped_end - pt.file_off));
           std::memmove(a.data() + pt.file_off, src + done, moved);
           dc::add(c.store_bytes, moved);
           break;
+        }
         case dc::part_kind::same_private: moved = dc::fill_private(as, a, pt, src + done, len, size); break;
       }
       done += moved;
@@ -463,9 +471,11 @@ inline bool shared_overlap(const plan& pl, std::uint64_t off, std::uint64_t n) n
       switch (pt.kind) {
         case dc::part_kind::other: ok = pt.len; break;  // known only when copied
         case dc::part_kind::bad: ok = 0; break;
-        case dc::part_kind::same_shared:
-          ok = pt.file_off >= old_size ? 0 : static_cast<std::size_t>(std::min<std::uint64_t>(pt.len, old_size - pt.file_off));
+        case dc::part_kind::same_shared: {  // readable up to the end of the last page, as the client's own loads
+          const std::uint64_t mapped_end = dc::page_end(old_size);
+          ok = pt.file_off >= mapped_end ? 0 : static_cast<std::size_t>(std::min<std::uint64_t>(pt.len, mapped_end - pt.file_off));
           break;
+        }
         case dc::part_kind::same_private: ok = dc::populate_private(as, a, pt, pt.len, old_size); break;
       }
       readable += ok;

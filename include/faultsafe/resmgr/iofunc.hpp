@@ -37,6 +37,16 @@
 // there is SIGBUS. A file that grows again serves its untouched pages with its new bytes; the kept
 // copies stay as they are (private). Code that relies on SIGBUS past the end uses MAP_SHARED.
 //
+// MAP_PRIVATE pages are copies from the first touch (differs from Linux): the pager fills a private
+// page (and the rest of its fault-around window) with a copy of the file's page when it is first
+// touched, or when read(2) into it or write(2) from it makes it present (resmgr/direct_copy.hpp).
+// From then on it does not follow the file: a later write(), a store through a MAP_SHARED mapping or a
+// truncate of those bytes does not show in it, even while the page was never written. Linux maps the
+// page cache's page into a private mapping until its first write, so there an unwritten private page
+// shows such changes (POSIX leaves it unspecified). Pages never touched show the file as it is when
+// they are; a page written through the mapping is a private copy on both. Code that needs to see
+// later changes of the file uses MAP_SHARED.
+//
 // Locking (the README's lock hierarchy): handlers take the range lock (rank 30) only over the bytes they touch,
 // then the meta lock (rank 40) for a few instructions (size, times). Never the other
 // way round, and the meta lock is never held while touching client memory.
@@ -860,8 +870,9 @@ inline void describe_page_in(const void* arg, violation& v) {
 }  // namespace detail
 
 /// Default page-in: under a shared range lock over [offset, offset + length) (clipped to the file, in
-/// whole pages), either copies the file's bytes into the pager's buffer (page_in_private: reply data;
-/// zeros past the end are the pager's to add) or makes the pages present in the store memfd's page cache
+/// whole pages), either copies the file's pages into the pager's buffer (page_in_private: reply data,
+/// the last page whole: past the size it holds the extent's bytes, zeros or what a MAP_SHARED mapping
+/// stored there, as Linux's page cache page does) or makes the pages present in the store memfd's page cache
 /// at store_offset() + offset (fallocate allocates holes as zeros and never overwrites data; the file's
 /// offsets are translated here, the request carries file offsets), so the pager can map them
 /// with UFFDIO_CONTINUE. The window is try-locked; when part of it is locked by someone else (or
@@ -898,7 +909,9 @@ inline io_result iofunc_page_in_default(request_context& ctx, ocb_base* base, co
     const std::uint64_t first = lo - q.offset;
     std::uint64_t valid = std::min(hi, ((size + page - 1) & ~(page - 1)) - q.offset);
     if (q.flags & page_in_private) {
-      valid = std::min<std::uint64_t>({valid, size - q.offset, ctx.rcv.reply_data_len()});
+      // Whole pages, the last one included: its bytes past the size are the extent's (zeros, or what a
+      // shared mapping stored there), which a kernel private mapping shows too (the page cache's page).
+      valid = std::min<std::uint64_t>(valid, ctx.rcv.reply_data_len());
       if (valid <= first) return detail::errc_result(std::errc::no_buffer_space);
       if (auto ec = ctx.rcv.write_reply_data(first, a.data() + lo, valid - first)) return io_result::fail(ec);
     } else if (!(q.flags & (page_in_minor | page_in_readahead))) {

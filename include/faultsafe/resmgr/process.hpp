@@ -423,6 +423,8 @@ class process {
   /// and the errno of the mapping. Past the end of the file: SIGBUS at the first touch, and after an
   /// ftruncate that shrinks the file, at every touch of a MAP_SHARED page; a MAP_PRIVATE page touched
   /// before the shrink keeps its bytes (unlike Linux; resmgr/iofunc.hpp, "Shrink and MAP_PRIVATE").
+  /// A MAP_PRIVATE page is a copy of the file's page made when it is first touched (unlike Linux;
+  /// resmgr/iofunc.hpp, "MAP_PRIVATE pages are copies from the first touch").
   [[nodiscard]] result<void*> mmap(void* addr, std::size_t len, int prot, int flags, int fd, off_t off);
   /// munmap(2) of any page range (parts of mappings, several mappings, holes).
   [[nodiscard]] result<void> munmap(void* addr, std::size_t len);
