@@ -217,16 +217,19 @@ class fuse_bridge {
     for (auto& s : argv_s) argv.push_back(s.data());
     fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
     static const fuse_lowlevel_ops ops = make_ops();
-    se_ = fuse_session_new(&args, &ops, sizeof ops, this);
+    fuse_session* const se = fuse_session_new(&args, &ops, sizeof ops, this);
     // libfuse may copy and extend the argument vector (args.allocated): it owns that copy until freed.
     fuse_opt_free_args(&args);
-    if (!se_) return fail(EIO, "fuse_session_new failed (libfuse's message is on stderr)");
-    if (fuse_session_mount(se_, mountpoint.c_str()) != 0) {
-      fuse_session_destroy(se_);
-      se_ = nullptr;
+    if (!se) return fail(EIO, "fuse_session_new failed (libfuse's message is on stderr)");
+    if (fuse_session_mount(se, mountpoint.c_str()) != 0) {
+      fuse_session_destroy(se);
       return fail(EIO, "mounting " + mountpoint + " failed (libfuse's message is on stderr)");
     }
-    mountpoint_ = mountpoint;
+    {
+      exclusive_guard g(session_mu_);
+      se_ = se;
+      mountpoint_ = mountpoint;
+    }
     // An O_PATH handle of the root, for its GETATTRs (stat_of): with default_permissions and attribute
     // timeouts of 0 the kernel asks the root's attributes before every path walk on the mount; by
     // handle that is one fstat instead of a path resolution with a temporary open. None (-1) if the
@@ -259,6 +262,7 @@ class fuse_bridge {
   /// Effects: ends the session: run() returns and unmounts. The mount is detached lazily at once
   /// (umount2 MNT_DETACH as root, else fusermount3 -uz), which wakes the workers. Any thread.
   void stop() {
+    exclusive_guard g(session_mu_);  // run() may be ending the session on its thread (unmount())
     if (!se_) return;
     fuse_session_exit(se_);
     if (mountpoint_.empty()) return;
@@ -303,10 +307,13 @@ class fuse_bridge {
   }
 
   void unmount() {
-    if (!se_) return;
-    fuse_session_unmount(se_);
-    fuse_session_destroy(se_);
-    se_ = nullptr;
+    {
+      exclusive_guard g(session_mu_);  // a stop() on another thread never sees a destroyed session
+      if (!se_) return;
+      fuse_session_unmount(se_);
+      fuse_session_destroy(se_);
+      se_ = nullptr;
+    }
     if (root_fd_ >= 0) closed(FUSE_ROOT_ID, root_fd_);
     root_fd_ = -1;
   }
@@ -942,6 +949,10 @@ class fuse_bridge {
   fuse_bridge_options opts_;
   std::string prefix_;
   process proc_;
+  // The session's lifetime against stop() from other threads: se_ and mountpoint_ are written only on
+  // the owner's thread (mount(), unmount()) under session_mu_, which stop() holds while it uses them;
+  // the owner's own reads need no lock. A leaf: never held across a send to the server.
+  mutable ranked_mutex<rank::leaf> session_mu_{"fuse bridge session"};
   fuse_session* se_ = nullptr;
   std::string mountpoint_;
   std::string err_;
