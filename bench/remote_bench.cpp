@@ -2,7 +2,9 @@
 // beside its baselines of the same run:
 // - pread of 4 KiB from a ramfs served by another process, vs the kernel's own pread(2) of a tmpfs
 //   file (/dev/shm), vs a bare cross-process shared-memory spin ping-pong, vs a pipe round trip;
-// - pread of 1 MiB from the other process vs the kernel's pread(2) of tmpfs (throughput);
+// - pread of 1 MiB from the other process vs the kernel's pread(2) of tmpfs (throughput); what a user
+//   meets next: 16 KiB and 64 KiB (past the default inline_max: by process_vm_writev), and 1..cores
+//   clients at once (one connection each) vs as many threads calling pread(2);
 // - the crossover of MsgWrite across processes: the copy costs alone (two memcpy through a slot vs
 //   one process_vm_writev into another process, one thread: no scheduling in the figure), and the
 //   same preads through a connection that copies every reply through the shared slot (inline) and
@@ -101,7 +103,7 @@ void BM_KernelPreadTmpfs(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * n));
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_KernelPreadTmpfs)->Arg(4096)->Arg(1 << 20)->UseRealTime();
+BENCHMARK(BM_KernelPreadTmpfs)->Arg(4096)->Arg(16 << 10)->Arg(64 << 10)->Arg(1 << 20)->UseRealTime();
 
 void remote_pread(benchmark::State& state, const std::string& address) {
   const std::size_t n = static_cast<std::size_t>(state.range(0));
@@ -126,7 +128,14 @@ void remote_pread(benchmark::State& state, const std::string& address) {
   state.SetItemsProcessed(state.iterations());
 }
 void BM_RemotePread(benchmark::State& state) { remote_pread(state, g_default_addr); }
-BENCHMARK(BM_RemotePread)->Arg(4096)->Arg(1 << 20)->UseRealTime();
+BENCHMARK(BM_RemotePread)->Arg(4096)->Arg(16 << 10)->Arg(64 << 10)->Arg(1 << 20)->UseRealTime();
+
+// Several clients at once: each thread is a client of its own connection (as another process would
+// be), reading 4 KiB; beside as many threads calling the kernel's pread(2) of tmpfs. Throughput of all.
+void BM_RemotePreadClients(benchmark::State& state) { remote_pread(state, g_default_addr); }
+void BM_KernelPreadTmpfsClients(benchmark::State& state) { BM_KernelPreadTmpfs(state); }
+BENCHMARK(BM_RemotePreadClients)->Arg(4096)->Apply(fs_bench::scaling);
+BENCHMARK(BM_KernelPreadTmpfsClients)->Arg(4096)->Apply(fs_bench::scaling);
 
 // The same pread from a ramfs in this process (the in-process channel): what the transport adds.
 void BM_LocalPread(benchmark::State& state) {
@@ -336,10 +345,20 @@ int main(int argc, char** argv) {
   ::unlink(tmpfs_file);
   if (listing) return 0;
   fs_bench::reporter::print_header("bench_remote: real time per iteration, client and server in separate processes");
-  const auto real = [&](const char* label, const std::string& a, const std::string& b, const char* note = "") {
+  const auto real = [&](const std::string& label, const std::string& a, const std::string& b, const char* note = "") {
     fs_bench::reporter::ratio_line(label, rep.real_ns(a), rep.real_ns(b), "ns", note);
   };
   real("remote pread 4K / kernel pread(2) 4K of tmpfs", "BM_RemotePread/4096/", "BM_KernelPreadTmpfs/4096/", "goal <= 1.5x");
+  for (int k : {16, 64}) {
+    const std::string n = std::to_string(k << 10);
+    real("remote pread " + std::to_string(k) + "K / kernel pread(2) " + std::to_string(k) + "K of tmpfs", "BM_RemotePread/" + n + "/",
+         "BM_KernelPreadTmpfs/" + n + "/");
+  }
+  for (int t : fs_bench::thread_counts()) {
+    const std::string thr = "/4096/real_time/threads:" + std::to_string(t);
+    rep.rate_ratio("remote pread 4K throughput, " + std::to_string(t) + " clients at once / kernel pread(2) from as many threads",
+                   "BM_RemotePreadClients" + thr, "BM_KernelPreadTmpfsClients" + thr);
+  }
   real("remote pread 4K / in-process ramfs pread 4K", "BM_RemotePread/4096/", "BM_LocalPread/4096/");
   real("remote pread 4K / shared-memory spin ping-pong", "BM_RemotePread/4096/", "BM_SharedMemorySpinPingPong");
   real("remote pread 4K / pipe round trip", "BM_RemotePread/4096/", "BM_PipeRoundTrip");
