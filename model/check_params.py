@@ -153,8 +153,10 @@ rules = [
     (pager, r"unsigned fault_threads\s*=\s*0;", "pager_thread: every pager is served by a fault pool (PGROW), by default the shared one"),
     (fpool, r"if\s*\(idle_\s*==\s*0\s*&&\s*started_\s*<\s*cap_\s*&&\s*!stopping_\)\s*spawn_locked\(\);",
      "pager_thread: a read that leaves no fault thread idle starts one more, up to the limit (PGROW)"),
-    (fpool, r"const\s+ssize_t\s+r\s*=\s*::read\(e->fd,\s*&msg,\s*sizeof\s+msg\)",
+    (fpool, r"const\s+ssize_t\s+r\s*=\s*e->handler->read_message\(e->fd,\s*msg\)",
      "pager_thread: a fault thread reads ONE fault at a time (fq?ft: no fault queues behind another's page-in)"),
+    (fpool, r"read_message\(int\s+fd,\s*uffd_msg&\s*msg\)\s*noexcept\s*\{\s*return\s+::read\(fd,\s*&msg,\s*sizeof\s+msg\);",
+     "pager_thread: a handler's read is one message (the default read_message)"),
     (fpool, r"reader\s*=\s*idle_\s*==\s*0;",
      "PAGER_SLOTS: at the limit the last idle thread queues faults (not modelled: the model asserts the limit is never reached)"),
 ]

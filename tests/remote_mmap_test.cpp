@@ -238,6 +238,33 @@ TEST_CASE("mprotect and msync of mappings served by a server in another process,
   CHECK(f.bob.close(fd).ok());
 }
 
+TEST_CASE("munmap and mmap again at the same address, over and over: every touch of the new mapping is served") {
+  // The client's munmap returns once the server has read its UNMAP event, maybe before a fault thread
+  // has handled it; the new mapping at the reused addresses is tracked meanwhile, and the late event
+  // must not forget it (vm/aspace.hpp, read_event): a touch of it would then be SIGBUS.
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(120, "remote remap loop");
+  remote_fixture f(false);
+  const int fd = f.make_file("/ram/loop");
+  int served = 0;
+  for (int i = 0; i < 1500; ++i) {
+    const bool shared = i % 2 == 0;
+    auto m = f.bob.mmap(nullptr, 2 * vm_page_size, PROT_READ | PROT_WRITE, shared ? MAP_SHARED : MAP_PRIVATE, fd, 0);
+    REQUIRE(m.ok());
+    auto* q = static_cast<std::uint8_t*>(*m);
+    std::uint8_t b = 0;
+    const int sig = vmtest::probe_read(q + vm_page_size, b);
+    if (sig != 0 || b != pattern(vm_page_size)) {
+      FAIL_CHECK("round " << i << ": signal " << sig << ", byte " << int(b));
+      break;
+    }
+    ++served;
+    REQUIRE(f.bob.munmap(q, 2 * vm_page_size).ok());
+  }
+  CHECK(served == 1500);
+  CHECK(f.bob.close(fd).ok());
+}
+
 TEST_CASE("Brian across processes through the real read path: the seed's exclusive read handler, both userfaultfd modes") {
   vmtest::require_userfaultfd();
   for (const bool kernel_faults : {false, true}) {

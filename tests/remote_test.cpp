@@ -109,7 +109,7 @@ void run_sequence(process& p, unsigned seed, int n, void* bad, std::vector<std::
     };
     for (std::size_t k = 0; k < len; ++k) data[k] = static_cast<unsigned char>(rng());
     std::memset(buf.data(), 0xAA, buf.size());
-    switch (pick(14)) {
+    switch (pick(15)) {
       case 0: {
         const std::string path = "/r/f" + std::to_string(pick(3));
         auto r = p.open(path, open_flags[pick(std::size(open_flags))], 0644);
@@ -163,7 +163,7 @@ void run_sequence(process& p, unsigned seed, int n, void* bad, std::vector<std::
         t << "pread-bad " << fd << " " << len << " e=" << r.error().value() << " v=" << r.value_or(0);
         break;
       }
-      case 13: {  // the memory calls on anonymous memory (a file mapping is not served across processes yet)
+      case 13: {  // the memory calls on anonymous memory
         const std::size_t pages = 1 + pick(4);
         auto m = p.mmap(nullptr, pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         t << "mmap-anon " << pages << " e=" << m.error().value();
@@ -173,6 +173,26 @@ void run_sequence(process& p, unsigned seed, int n, void* bad, std::vector<std::
           t << " touch=" << int(q[0]) << " mprotect=" << p.mprotect(q, 4096, PROT_READ).error().value()
             << " msync=" << p.msync(q, pages * 4096, MS_SYNC).error().value()
             << " bad-msync=" << p.msync(q + 1, 4096, MS_SYNC).error().value()
+            << " munmap=" << p.munmap(q, pages * 4096).error().value();
+        }
+        break;
+      }
+      case 14: {  // a file mapping: loads inside the file, a store, mprotect, msync, munmap
+        const bool shared = pick(2) == 0;
+        const int prot = pick(3) == 0 ? PROT_READ : PROT_READ | PROT_WRITE;
+        const std::size_t pages = 1 + pick(4);
+        auto m = p.mmap(nullptr, pages * 4096, prot, shared ? MAP_SHARED : MAP_PRIVATE, fd, 0);
+        t << "mmap-file " << fd << " shared=" << shared << " prot=" << prot << " " << pages << " e=" << m.error().value();
+        if (m) {
+          auto st = p.fstat(fd);  // touch only what the file covers (past it: SIGBUS on both transports)
+          const std::size_t n = std::min<std::size_t>(st ? static_cast<std::size_t>(st.value().st_size) : 0, pages * 4096);
+          auto* q = static_cast<unsigned char*>(*m);
+          t << " h=" << fnv(q, n);
+          if (n > 0 && (prot & PROT_WRITE)) q[n - 1] ^= 0x5a;  // shared: the file's byte; private: its own
+          t << " mprotect=" << p.mprotect(q, pages * 4096, PROT_READ).error().value()
+            << " mprotect-past=" << p.mprotect(q, (pages + 64) * 4096, PROT_READ).error().value()
+            << " msync=" << p.msync(q, pages * 4096, MS_SYNC).error().value()
+            << " bad-msync=" << p.msync(q, pages * 4096, MS_SYNC | MS_ASYNC).error().value() << " h2=" << fnv(q, n)
             << " munmap=" << p.munmap(q, pages * 4096).error().value();
         }
         break;

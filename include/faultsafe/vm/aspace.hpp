@@ -108,6 +108,7 @@
 #include <vector>
 
 #include "../config.hpp"
+#include "../order/ranked_mutex.hpp"
 #include "../thread_annotations.hpp"
 #include "detail/rw_lock.hpp"
 #include "detail/uffd.hpp"
@@ -234,6 +235,7 @@ class region {
     r->source_base_ = source_base_;
     r->owned_memfd_ = owned_memfd_;
     r->owned_ = owned_;
+    r->born_ = born_;
     return r;
   }
 
@@ -247,6 +249,7 @@ class region {
   std::uint64_t source_base_ = 0;                 // file_->source->store_base(): file offset = memfd offset - it
   int owned_memfd_ = -1;                          // shared anonymous memory: owned_->memfd
   std::shared_ptr<owned_anon> owned_;             // its memfd and source (shared with split parts)
+  std::uint32_t born_ = 0;                        // remote: events read before it was tracked (aspace::read_event)
   detail::vm_rw_lock<rank::region> lock_{"region"};
   std::atomic<std::uint32_t> refs_{1};            // the tree's reference
   bool dead_ = false;                             // guarded by lock_ (single_lock: by the map lock)
@@ -330,6 +333,10 @@ class aspace {
       auto* r = new region(a, round_up(m.length), m.prot, m.shared, m.file);
       r->source_name_ = std::move(source_name);
       r->source_base_ = m.file ? m.file->source->store_base() : 0;
+      {
+        exclusive_guard<event_mutex> ge(event_mu_);  // (see read_event) an event read after this names an older mapping only if born_ < its ticket
+        r->born_ = events_read_;
+      }
       try {
         detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
         if (stopped_.load(std::memory_order_relaxed)) {
@@ -619,12 +626,20 @@ class aspace {
   }
 
   // munmap (unmap) or mprotect (prot) of [addr, addr+len): see their contracts.
-  std::error_code change_range(void* addr, std::size_t len, bool unmap, int prot) {
+  // ticket (remote unmap events only, see remote_unmapped): 0 = every region; else only regions
+  // tracked before that event was read.
+  std::error_code change_range(void* addr, std::size_t len, bool unmap, int prot, std::uint32_t ticket = 0) {
     std::uintptr_t a = 0, e = 0;
     if (auto ec = check_range(addr, len, a, e)) return ec;
     for (bool first = true;; first = false) {
       std::vector<region*> victims;
       const bool covered = collect(a, e, victims);
+      if (ticket != 0)
+        std::erase_if(victims, [&](region* r) {
+          if (older(r->born_, ticket)) return false;
+          release(r);
+          return true;
+        });
       if (!unmap && !covered && first) {
         for (region* r : victims) release(r);
         return std::make_error_code(std::errc::not_enough_memory);
@@ -779,14 +794,16 @@ class aspace {
   // the pages). The tracked parts of the old range are forgotten and tracked again at the new
   // addresses (same backing, file offsets kept); a part's in-flight fault service finishes first.
   // Throws: nothing (an allocation failure forgets the range: its faults then fail with SIGBUS).
-  void remote_moved(std::uintptr_t from, std::uintptr_t to, std::size_t len) noexcept {
+  // Only regions tracked before the event was read move (`ticket`: read_event; a region the process
+  // mapped at `from` again after the mremap, tracked before this event was handled, stays).
+  void remote_moved(std::uintptr_t from, std::uintptr_t to, std::size_t len, std::uint32_t ticket) noexcept {
     std::vector<tracked_mapping> moved;
     try {
       std::vector<region*> victims;
       (void)collect(from, from + len, victims);
       for (region* r : victims) {
         const std::uintptr_t s = std::max(from, r->start_), t = std::min(from + len, r->end());
-        if (s < t) {
+        if (s < t && older(r->born_, ticket)) {
           std::optional<file_backing> f = r->file_;
           if (f) f->offset += s - r->start_;
           moved.push_back(tracked_mapping{reinterpret_cast<void*>(to + (s - from)), t - s, r->prot_, r->shared_, f});
@@ -796,8 +813,31 @@ class aspace {
     } catch (...) {
       moved.clear();
     }
-    (void)munmap(reinterpret_cast<void*>(from), len);
+    (void)remote_unmapped(from, from + len, ticket);
     for (const auto& m : moved) (void)try_track(m);
+  }
+
+  // Remote: UFFD_EVENT_UNMAP of [from, to) read with `ticket` (read_event): forgets the tracked parts
+  // of regions tracked before the event was read, after in-flight fault service on them finishes.
+  // A region tracked after the read is a new mapping of the reused addresses (the process's munmap
+  // returns only once its event is read, so it can map and track the range again before a fault
+  // thread handles the event): it stays. Returns: as munmap().
+  std::error_code remote_unmapped(std::uintptr_t from, std::uintptr_t to, std::uint32_t ticket) {
+    if (to <= from) return {};
+    return change_range(reinterpret_cast<void*>(from), to - from, true, 0, ticket);
+  }
+
+  // Remote: reads one message of the adopted userfaultfd (the pager's fault_handler::read_message) and
+  // numbers UNMAP and REMAP events in read order in its reserved header field (the ticket). The read
+  // and the numbering happen under event_mu_, which try_track also takes to stamp a region with the
+  // number of events read so far (born_): so "tracked before the event was read" (born_ < ticket) is
+  // exact. Non-blocking (the pool reads after readiness). Throws: nothing.
+  ssize_t read_event(int fd, uffd_msg& msg) noexcept {
+    exclusive_guard<event_mutex> g(event_mu_);
+    const ssize_t r = ::read(fd, &msg, sizeof msg);
+    if (r == static_cast<ssize_t>(sizeof msg) && (msg.event == UFFD_EVENT_UNMAP || msg.event == UFFD_EVENT_REMAP))
+      msg.reserved3 = ++events_read_ == 0 ? ++events_read_ : events_read_;  // 0 means "no ticket"
+    return r;
   }
 
   // Called by the pager when it stops: no fault will be served any more, and none may hang.
@@ -856,6 +896,14 @@ class aspace {
   aspace_options opts_;
   detail::uffd uffd_;
   mutable map_lock_type map_lock_;
+  // Remote: the numbering of the adopted userfaultfd's UNMAP/REMAP events against tracks (read_event).
+  // A leaf: held across one non-blocking read(2) only.
+  using event_mutex = ranked_mutex<rank::leaf>;
+  event_mutex event_mu_{"aspace events"};
+  std::uint32_t events_read_ FAULTSAFE_GUARDED_BY(event_mu_) = 0;
+  // True if a region stamped `born` was tracked before the event numbered `ticket` was read
+  // (wrap-around safe: numbers are compared within 2^31 of each other).
+  static bool older(std::uint32_t born, std::uint32_t ticket) noexcept { return static_cast<std::int32_t>(born - ticket) < 0; }
   tree_type tree_ FAULTSAFE_GUARDED_BY(map_lock_);
   std::atomic<bool> stopped_{false};
   const bool remote_ = false;

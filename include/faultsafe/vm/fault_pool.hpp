@@ -122,6 +122,11 @@ class fault_handler {
   }
   /// The address space's name in reports ("Bob").
   [[nodiscard]] virtual std::string fault_space() const { return "?"; }
+  /// Effects: reads one message from the registered userfaultfd `fd` (non-blocking) into `msg`; returns
+  /// what read(2) returns. A handler may stamp the message here (the pager of another process's memory
+  /// numbers its UNMAP and REMAP events in read order: vm/aspace.hpp, read_event). The pool reads each
+  /// registration's messages one at a time. Must not block or throw.
+  virtual ssize_t read_message(int fd, uffd_msg& msg) noexcept { return ::read(fd, &msg, sizeof msg); }
 
  protected:
   fault_handler() = default;
@@ -426,7 +431,7 @@ class fault_pool {
       if (!reader) mark_busy_locked(idx);
     }
     uffd_msg msg{};
-    const ssize_t r = ::read(e->fd, &msg, sizeof msg);
+    const ssize_t r = e->handler->read_message(e->fd, msg);
     {
       epoll_event ev{};  // re-arm while busy: the registration cannot end (nor its fd be reused) meanwhile
       ev.events = EPOLLIN | EPOLLONESHOT;

@@ -302,6 +302,10 @@ class pager final : private fault_handler {
   // fault_handler: one message of the aspace's userfaultfd, on a pool thread. From the moment the
   // thread has read a fault until it is resolved, the faulting thread's page wait is recorded (served
   // by this thread).
+  ssize_t read_message(int fd, uffd_msg& msg) noexcept override {
+    if (as_.remote()) return as_.read_event(fd, msg);
+    return ::read(fd, &msg, sizeof msg);
+  }
   void handle_fault(const uffd_msg& msg) noexcept override {
     if (msg.event != UFFD_EVENT_PAGEFAULT) {
       remote_event(msg);
@@ -343,13 +347,13 @@ class pager final : private fault_handler {
     if (!as_.remote()) return;
     events_.fetch_add(1, std::memory_order_relaxed);
     switch (m.event) {
-      case UFFD_EVENT_UNMAP:  // munmap, or mremap shrinking: forget the range
-        (void)as_.munmap(reinterpret_cast<void*>(static_cast<std::uintptr_t>(m.arg.remove.start)),
-                         static_cast<std::size_t>(m.arg.remove.end - m.arg.remove.start));
+      case UFFD_EVENT_UNMAP:  // munmap, or mremap shrinking: forget the range (what was tracked before the event was read)
+        (void)as_.remote_unmapped(static_cast<std::uintptr_t>(m.arg.remove.start), static_cast<std::uintptr_t>(m.arg.remove.end),
+                                  m.reserved3);
         break;
       case UFFD_EVENT_REMAP:  // mremap moved the pages and their registration
         as_.remote_moved(static_cast<std::uintptr_t>(m.arg.remap.from), static_cast<std::uintptr_t>(m.arg.remap.to),
-                         static_cast<std::size_t>(m.arg.remap.len));
+                         static_cast<std::size_t>(m.arg.remap.len), m.reserved3);
         break;
       default:  // UFFD_EVENT_REMOVE (MADV_DONTNEED/REMOVE): the next touch faults and is served again
         break;
