@@ -209,7 +209,7 @@ void* bad_range() {
 }
 
 #if defined(__SANITIZE_THREAD__)
-constexpr int sequence_length = 600;  // TSan slows the calls ~20x; the three seeds still cover every call kind
+constexpr int sequence_length = 900;  // TSan slows the calls ~20x; the three seeds still cover every call kind
 #else
 constexpr int sequence_length = 3000;
 #endif
