@@ -43,6 +43,8 @@
 #include <faultsafe/resmgr/remote.hpp>
 
 #include "support/fdpass.hpp"
+#include "support/signals.hpp"
+#include "vm_differential_support.hpp"
 #include "vm_support.hpp"
 
 using namespace faultsafe;
@@ -533,4 +535,77 @@ TEST_CASE("isolation: a client's mapping of one file reaches that file only, wit
   CHECK(f.bob.munmap(*m, len).ok());
   CHECK(f.bob.close(*a).ok());
   CHECK(f.bob.close(*b).ok());
+}
+
+// Skipped by default (run it with --no-skip): it still finds open defects across processes, some of
+// them only under load (README, "Known limits": a store that never completes, SIGBUS on served pages
+// that Linux reads), so as a CI test it would fail at random. The fixes it led to have their own
+// deterministic case below.
+TEST_CASE("a client of a server in another OS process: random file and mapping calls behave as the kernel's on tmpfs" *
+          doctest::skip()) {
+  // vm_differential_test's sequence (tests/vm_differential_support.hpp) through a mount_remote()d
+  // prefix: the server (ramfs + remote_server) is a forked child, the client's mappings are served by
+  // its pager. MAP_FIXED is left out (ENOTSUP for a remote server's file, resmgr/process_memory.hpp).
+  vmtest::require_userfaultfd();
+  vmtest::probe_outside = &test_support::screened_guarded_copy_signal;
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  constexpr int seed_count = 4, steps = 200;
+#else
+  constexpr int seed_count = 12, steps = 400;
+#endif
+  for (const bool kernel_faults : {false, true}) {
+    if (kernel_faults && !kernel_faults_available()) {
+      MESSAGE("kernel-mode faults unavailable: that mode is skipped");
+      continue;
+    }
+    CAPTURE(kernel_faults);
+    vmtest::watchdog wd(100, "remote differential");
+    remote_fixture f(kernel_faults);
+    for (const std::uint64_t seed : difftest::seeds(1, seed_count)) {
+      difftest::differential d(f.bob, "/ram/d" + std::to_string(seed), seed, {.map_fixed = false, .sticky_sigbus = true, .no_write_upgrade = true, .steps = steps});
+      d.run();
+    }
+  }
+  vmtest::probe_outside = nullptr;
+}
+
+TEST_CASE("a client of a server in another OS process: read(fd)/write(fd) with a mapping buffer that runs past the end of the file give the bytes up to there, as Linux") {
+  // Found by the differential case above (seeds 4, 5 and 11 before the fix): the server's copy into
+  // (out of) a client buffer whose pages past the end of the file cannot be paged in failed as a
+  // whole (EFAULT); the kernel's read(2)/write(2) transfer up to the first such page (a short count).
+  vmtest::require_userfaultfd();
+  for (const bool kernel_faults : {false, true}) {
+    if (kernel_faults && !kernel_faults_available()) continue;
+    CAPTURE(kernel_faults);
+    vmtest::watchdog wd(60, "remote short copies");
+    remote_fixture f(kernel_faults);
+    constexpr std::size_t pg = vm_page_size;
+    const int fd = f.make_file("/ram/short");  // 64 pages of the pattern
+    const std::size_t size = 6 * pg + 3636;  // page 6 is the last, partly
+    REQUIRE(f.bob.ftruncate(fd, static_cast<off_t>(size)).ok());
+    vmtest::memfd_file kf(size);
+    auto sh = f.bob.mmap(nullptr, 5 * pg, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(4 * pg));
+    REQUIRE(sh.ok());
+    void* kraw = ::mmap(nullptr, 5 * pg, PROT_READ | PROT_WRITE, MAP_SHARED, kf.fd, static_cast<off_t>(4 * pg));
+    REQUIRE(kraw != MAP_FAILED);
+    auto* s = static_cast<std::uint8_t*>(*sh);
+    auto* k = static_cast<std::uint8_t*>(kraw);
+    // read(fd) into file pages 6 (inside, up to its end) and 7 (past the end: SIGBUS for the client).
+    const std::size_t at = 2 * pg + 2165, n = 2957;
+    const ssize_t kr = ::pread(kf.fd, k + at, n, 10938);
+    CHECK(kr == static_cast<ssize_t>(3 * pg - at));
+    CHECK(f.bob.pread(fd, s + at, n, 10938).value_or(0) == static_cast<std::size_t>(kr));
+    CHECK(std::memcmp(s + at, k + at, static_cast<std::size_t>(kr)) == 0);
+    // write(fd) from the same bytes: up to the end of the last page.
+    const ssize_t kw = ::pwrite(kf.fd, k + at, n, 100);
+    CHECK(kw == static_cast<ssize_t>(3 * pg - at));
+    CHECK(f.bob.pwrite(fd, s + at, n, 100).value_or(0) == static_cast<std::size_t>(kw));
+    std::vector<std::uint8_t> a(size), b(size);
+    REQUIRE(f.bob.pread(fd, a.data(), size, 0).value_or(0) == size);
+    REQUIRE(::pread(kf.fd, b.data(), size, 0) == static_cast<ssize_t>(size));
+    CHECK(a == b);
+    CHECK(::munmap(kraw, 5 * pg) == 0);
+    CHECK(f.bob.munmap(*sh, 5 * pg).ok());
+    CHECK(f.bob.close(fd).ok());
+  }
 }

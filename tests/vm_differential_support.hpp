@@ -64,8 +64,10 @@ struct entry {
   std::size_t fpage = 0;  // file page of the first page
   bool shared = false;
   bool ro_fd = false;
+  bool born_writable = false;  // mapped with PROT_WRITE
   std::vector<int> prot;      // per page (mprotect)
   std::vector<pstate> st;     // per page, private mappings only
+  std::vector<bool> sigbus;   // per page: faultsafe's access got SIGBUS (see model_sticky_sigbus)
 
   [[nodiscard]] entry slice(std::size_t i, std::size_t j) const {
     entry e = *this;
@@ -75,6 +77,7 @@ struct entry {
     e.fpage = fpage + i;
     e.prot.assign(prot.begin() + static_cast<std::ptrdiff_t>(i), prot.begin() + static_cast<std::ptrdiff_t>(j));
     e.st.assign(st.begin() + static_cast<std::ptrdiff_t>(i), st.begin() + static_cast<std::ptrdiff_t>(j));
+    e.sigbus.assign(sigbus.begin() + static_cast<std::ptrdiff_t>(i), sigbus.begin() + static_cast<std::ptrdiff_t>(j));
     return e;
   }
 };
@@ -93,6 +96,15 @@ struct options {
   /// MAP_FIXED through the client API (a client of a server in another OS process gets ENOTSUP:
   /// resmgr/process_memory.hpp, mmap of a remote server's file).
   bool map_fixed = true;
+  /// model_sticky_sigbus, for a server in another OS process: vm/pager.hpp ("Another process's memory":
+  /// poisoned pages are not recorded, "such a page stays SIGBUS until the other process unmaps it"),
+  /// where a kernel mapping (and an in-process one, vm/poisoned_pages.hpp) reads the page again once
+  /// the file covers it. A page whose access got SIGBUS must stay SIGBUS; the kernel's is not compared.
+  bool sticky_sigbus = false;
+  /// model_no_write_upgrade, for a server in another OS process: process::mprotect adding PROT_WRITE
+  /// to a MAP_SHARED mapping made without it is ENOTSUP (README, "Across processes": "map PROT_WRITE
+  /// from the start"; vm/served_memory.hpp, protect()); Linux allows it on a writable open.
+  bool no_write_upgrade = false;
   int steps = 400;
 };
 
@@ -149,7 +161,7 @@ class differential {
     std::string m;
     for (const auto& e : maps_) {
       m += str(" [", reinterpret_cast<std::uintptr_t>(e.a) % 0x1000000 / pg, "@f", e.fpage, e.shared ? "s:" : "p:");
-      for (std::size_t i = 0; i < e.pages; ++i) m += e.shared ? '.' : "uCWSK"[static_cast<int>(e.st[i])];
+      for (std::size_t i = 0; i < e.pages; ++i) m += e.sigbus[i] ? '!' : e.shared ? '.' : "uCWSK"[static_cast<int>(e.st[i])];
       m += "]";
     }
     std::fprintf(stderr, "step %d (size %llu): %s |%s\n", step_, static_cast<unsigned long long>(size_), what_.c_str(), m.c_str());
@@ -245,14 +257,12 @@ class differential {
   void access(entry& e, std::size_t i, std::size_t x, bool write, std::uint8_t v) {
     std::uint8_t va = 0, vb = 0;
     int sa = 0, sb = 0;
-    if (write) {
-      sa = vmtest::probe_write(e.a + i * pg + x, v);
-      sb = vmtest::probe_write(e.b + i * pg + x, v);
-    } else {
-      sa = vmtest::probe_read(e.a + i * pg + x, va);
-      sb = vmtest::probe_read(e.b + i * pg + x, vb);
-    }
+    sa = write ? vmtest::probe_write(e.a + i * pg + x, v) : vmtest::probe_read(e.a + i * pg + x, va);
     const bool allowed = write ? (e.prot[i] & PROT_WRITE) != 0 : readable(e.prot[i]);
+    // model_sticky_sigbus: the kernel's access is not made either (a store would change its file).
+    if (o_.sticky_sigbus && e.sigbus[i] && allowed && sa == SIGBUS) return;
+    sb = write ? vmtest::probe_write(e.b + i * pg + x, v) : vmtest::probe_read(e.b + i * pg + x, vb);
+    if (sa == SIGBUS) e.sigbus[i] = true;
     if (!e.shared && e.st[i] == pstate::kept) {  // model_private_shrink
       if (allowed && sa != 0) fail(str("kept private page ", i, ": faultsafe signal ", sa, " (documented: keeps its bytes)"));
       if (!allowed && sa != SIGSEGV) fail(str("kept private page ", i, ": faultsafe signal ", sa, " without permission"));
@@ -279,6 +289,7 @@ class differential {
       access(e, i, 0, false, 0);
       if (!failed_.empty() || !readable(e.prot[i])) continue;
       if (!e.shared && (e.st[i] == pstate::stale || e.st[i] == pstate::kept)) continue;
+      if (o_.sticky_sigbus && e.sigbus[i]) continue;
       std::uint8_t z = 0;
       if (vmtest::probe_read(e.a + i * pg, z) != 0) continue;
       if (std::memcmp(e.a + i * pg, e.b + i * pg, pg) != 0) {
@@ -313,8 +324,10 @@ class differential {
     e.fpage = fpage;
     e.shared = shared;
     e.ro_fd = ro_fd;
+    e.born_writable = (prot & PROT_WRITE) != 0;
     e.prot.assign(pages, prot);
     e.st.assign(pages, pstate::untouched);
+    e.sigbus.assign(pages, false);
     return e;
   }
 
@@ -342,6 +355,19 @@ class differential {
     if (!e.shared) return false;
     const std::uint64_t f0 = e.fpage * pg + d0, f1 = e.fpage * pg + d1;
     return f0 < hi && lo < f1;
+  }
+  // model_sticky_sigbus: a server's copy into (out of) a client buffer with kernel-mode faults takes
+  // the fault of a page past the end itself, and its failed page-in leaves that page SIGBUS as a
+  // client's own access would (vm/pager.hpp): such pages of [d0, d1) may stay SIGBUS.
+  void may_poison(entry& e, std::size_t d0, std::size_t d1) {
+    const std::uint64_t first_out = (size_ + pg - 1) / pg;
+    for (std::size_t i = d0 / pg; o_.sticky_sigbus && i < (d1 + pg - 1) / pg; ++i)
+      if (e.fpage + i >= first_out) e.sigbus[i] = true;
+  }
+  bool sticky(const entry& e, std::size_t d0, std::size_t d1) const {
+    for (std::size_t i = d0 / pg; o_.sticky_sigbus && i < (d1 + pg - 1) / pg; ++i)
+      if (e.sigbus[i]) return true;
+    return false;
   }
   bool touches(const entry& e, std::size_t d0, std::size_t d1, pstate s) const {
     if (e.shared) return false;
@@ -483,6 +509,11 @@ class differential {
     pick_sub(e.pages, i, j);
     const int prot = pick_prot();
     what_ = str("mprotect(pages [", i, ", ", j, ") of a ", e.shared ? "shared" : "private", e.ro_fd ? " ro-fd" : "", " mapping, ", prot, ")");
+    if (o_.no_write_upgrade && e.shared && !e.ro_fd && !e.born_writable && (prot & PROT_WRITE)) {  // model_no_write_upgrade
+      const long long ra = outcome(p_.mprotect(e.a + i * pg, (j - i) * pg, prot));
+      if (ra != -ENOTSUP) fail(str("faultsafe ", ra, " (documented: ENOTSUP)"));
+      return;
+    }
     const long long ra = outcome(p_.mprotect(e.a + i * pg, (j - i) * pg, prot));
     const long long rb = sys_outcome(::mprotect(e.b + i * pg, (j - i) * pg, prot));
     if (ra != rb) return fail(str("faultsafe ", ra, ", kernel ", rb));
@@ -566,8 +597,9 @@ class differential {
     entry& e = *b.e;
     const std::size_t d0 = b.start, len = b.len;
     const std::uint64_t off = b.off;
-    if (overlaps_shared(e, d0, d0 + len, off, off + len) || touches(e, d0, d0 + len, pstate::kept)) return;
+    if (overlaps_shared(e, d0, d0 + len, off, off + len) || touches(e, d0, d0 + len, pstate::kept) || sticky(e, d0, d0 + len)) return;
     const long long ra = io_with_map(false, e, d0, len, off);
+    may_poison(e, d0, d0 + len);
     if (ra <= 0) return;
     const std::size_t d1 = d0 + static_cast<std::size_t>(ra);
     if (e.shared) {
@@ -593,7 +625,7 @@ class differential {
       aliases = aliases || (e.st[q] != pstate::written && b0 < off + len && off < b1);
     }
     if (aliases || overlaps_shared(e, s0, s0 + len, off, off + len) || touches(e, s0, s0 + len, pstate::kept) ||
-        touches(e, s0, s0 + len, pstate::stale))
+        touches(e, s0, s0 + len, pstate::stale) || sticky(e, s0, s0 + len))
       return;
     // model_failed_write_grows: a write at `off` past the end whose first copy from the source faults
     // (a source page past the end of the file) leaves Linux's tmpfs with size `off` (shmem_write_end
@@ -607,6 +639,7 @@ class differential {
     for (std::size_t q = s0 / pg; q < (s0 + len + pg - 1) / pg; ++q) may_fault = may_fault || !readable(e.prot[q]);
     if (off > size_ && may_fault) return;
     const long long ra = io_with_map(true, e, s0, len, off);
+    may_poison(e, s0, s0 + len);
     if (ra <= 0) return;
     // Source pages the write paged in read the file before it changed: stale if the write covers them.
     refresh();

@@ -185,6 +185,11 @@ struct send_buffers {
   /// client keeps spinning instead of parking while it does: ipc/socket_transport.hpp).
   std::atomic<std::uint32_t>* remote_progress = nullptr;
   std::size_t remote_chunk = 0;
+  /// Set by the sender: payload and reply_data go to a server in another process by address, never
+  /// through the shared channel memory (ipc/socket_transport.hpp), so the server's own copy meets each
+  /// page where it is and stops at the first it cannot page in (a short count), as in-process; a
+  /// sender-side copy would fault on those pages itself (and fail the whole transfer).
+  bool by_address = false;
 };
 
 /// Sender-side limits of one send.
@@ -838,7 +843,9 @@ class channel::receiver {
   }
 
   /// MsgRead: copies up to `len` payload bytes from offset `off` of the sender's buffer into `dst`.
-  /// Returns: ECANCELED if the sender gave up, EFAULT if its memory faulted; *copied = bytes copied.
+  /// Returns: ECANCELED if the sender gave up, EFAULT if its memory faulted; *copied = bytes copied
+  /// (after EFAULT: 0 in-process; from another process, the bytes before the first unreadable one,
+  /// copied front to back).
   [[nodiscard]] std::error_code read_payload(std::size_t off, void* dst, std::size_t len, std::size_t* copied = nullptr) noexcept {
     if (buf_.remote_pid != 0) return remote_read_payload(off, dst, len, copied);
     std::size_t n = 0;
@@ -887,13 +894,18 @@ class channel::receiver {
   /// pinned (cannot return). f may read the sender's memory directly (and fault). Returns f's result,
   /// or ECANCELED without calling f if the sender gave up. Requires: holding().
   /// A payload in another process (send_buffers::remote_pid) is first read into a buffer of this
-  /// receiver (ENOMEM if none can be had; EFAULT if the read fails) and f gets that.
+  /// receiver (ENOMEM if none can be had; EFAULT if not even its first byte can be read) and f gets
+  /// that; when only a prefix can be read (a bad page part-way), f gets the prefix (payload_len
+  /// shorter), as an f reading a local sender's memory would fault at the first bad byte: f must not
+  /// read past the length it is given.
   template <class F>
   [[nodiscard]] std::error_code with_payload(F&& f) {
     if (buf_.remote_pid != 0) {
       if (auto ec = stage(buf_.payload_len)) return ec;
-      if (auto ec = read_payload(0, stage_.data(), buf_.payload_len)) return ec;
-      return f(static_cast<const void*>(stage_.data()), buf_.payload_len);
+      std::size_t got = 0;
+      const std::error_code ec = read_payload(0, stage_.data(), buf_.payload_len, &got);
+      if (ec && (ec.value() != EFAULT || got == 0)) return ec;
+      return f(static_cast<const void*>(stage_.data()), ec ? got : buf_.payload_len);
     }
     if (!begin_copy()) return std::error_code(ECANCELED, std::generic_category());
     std::error_code ec;
@@ -1012,9 +1024,10 @@ class channel::receiver {
   std::error_code remote_read_payload(std::size_t off, void* dst, std::size_t len, std::size_t* copied) noexcept {
     const std::size_t n = off >= buf_.payload_len ? 0 : std::min(len, buf_.payload_len - off);
     if (!begin_copy()) return std::error_code(ECANCELED, std::generic_category());
-    const std::error_code ec = remote_copy(false, off, dst, n, true);
+    std::size_t done = 0;
+    const std::error_code ec = remote_copy(false, off, dst, n, true, &done);
     if (!end_copy()) return std::error_code(ECANCELED, std::generic_category());
-    if (copied) *copied = ec ? 0 : n;
+    if (copied) *copied = ec ? done : n;  // EFAULT: the bytes before the first unreadable one
     return ec;
   }
   std::error_code remote_write_reply_data(std::size_t off, const void* src, std::size_t len,

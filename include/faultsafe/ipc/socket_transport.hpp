@@ -421,7 +421,7 @@ class client_transport final : public channel_transport {
   // One request and its reply on slot `s`.
   send_result exchange(slot& s, const send_buffers& b, const send_options& o) noexcept {
     send_result r;
-    bool inl = b.payload_len <= inline_max_ && b.reply_data_len <= inline_max_ &&
+    bool inl = !b.by_address && b.payload_len <= inline_max_ && b.reply_data_len <= inline_max_ &&
                b.payload_len + b.reply_data_len <= data_bytes_;
     if (b.header_len && detail::guarded_memcpy(s.header, b.header, b.header_len)) return fail(r, EFAULT);
     // A payload that cannot be read here goes by address: the server meets the fault (EFAULT) at the

@@ -740,8 +740,10 @@ inline io_result iofunc_write_default(request_context& ctx, ocb_base& base, cons
   if (auto ec = a.reserve(off + n)) return io_result::fail(ec);
   std::size_t got = 0;
   std::error_code copy_ec;
-  const std::error_code ec = ctx.rcv.with_payload([&](const void* p, std::size_t) -> std::error_code {
-    got = detail::guarded_copy_prefix(a.data() + off, p, static_cast<std::size_t>(n), &copy_ec);
+  const std::error_code ec = ctx.rcv.with_payload([&](const void* p, std::size_t avail) -> std::error_code {
+    // avail < n: a sender in another process whose buffer turns bad part-way (channel.hpp
+    // with_payload): its readable prefix, as the guarded copy of a local sender's stops at the bad page.
+    got = detail::guarded_copy_prefix(a.data() + off, p, static_cast<std::size_t>(std::min<std::uint64_t>(n, avail)), &copy_ec);
     return {};
   });
   // The bytes copied stay written even if the sender gave up meanwhile (ECANCELED: nobody gets the

@@ -438,6 +438,9 @@ class process {
   [[nodiscard]] result<void> msync(void* addr, std::size_t len, int flags);
   /// The address space behind mmap (made on first use). Throws std::system_error if userfaultfd is refused.
   process_memory& memory();
+  /// Whether a page of [p, p + n) lies in a mapping served by a server in another process (false
+  /// without an address space). Thread-safety: any thread. Throws: nothing.
+  [[nodiscard]] bool in_served_mapping(const void* p, std::size_t n) noexcept;
   /// The address space if one was made, else nullptr (never makes one; for servers asking about a
   /// client's buffer, resmgr/direct_copy.hpp). Thread-safety: any thread.
   [[nodiscard]] std::shared_ptr<process_memory> memory_if_made() {
@@ -700,6 +703,10 @@ class process {
       b.payload = buf;
       b.payload_len = n;
     }
+    // A buffer in a mapping served by a server in another process goes by address (send_buffers::
+    // by_address): the server pages it in and stops at a page past the end of the file (a short
+    // count, as read(2)/write(2)); this thread's own copy would fault there and poison the page.
+    if (n != 0 && e->ch->remote() && memory_made()) b.by_address = in_served_mapping(buf, n);
     send_result sr = send(*e->ch, b);
     if (sr.error) return sr.error;
     return static_cast<std::size_t>(sr.status);

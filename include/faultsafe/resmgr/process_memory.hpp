@@ -426,6 +426,12 @@ class process_memory {
     return out;
   }
 
+
+ public:
+  /// See process::in_served_mapping.
+  [[nodiscard]] bool in_served_mapping(const void* addr, std::size_t len) noexcept { return served_holding(addr, len) != nullptr; }
+
+ private:
   // The served_memory (a server in another process) with a mapping in [addr, addr + len), or nullptr
   // (the range is this process's aspace's, or nothing's). A range across both is answered by the
   // served_memory: ENOMEM for the pages that are not its own. The served_memory lives until this object
@@ -465,6 +471,11 @@ class process_memory {
 
 // The process_memory is built outside mem_mu_ (a leaf): its pager registers with a fault pool, whose
 // mutex is a leaf too. Two first calls racing build two; the loser's is destroyed, unused.
+inline bool process::in_served_mapping(const void* p, std::size_t n) noexcept {
+  std::shared_ptr<process_memory> m = memory_if_made();
+  return m && m->in_served_mapping(p, n);
+}
+
 inline process_memory& process::memory() {
   {
     exclusive_guard g(mem_mu_);

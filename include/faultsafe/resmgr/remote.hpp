@@ -360,8 +360,13 @@ class remote_server {
       announce_faulting_thread();
       hw.helper.store(this_thread_id(), std::memory_order_release);  // (1) release, pairs with (2)
       activity_scope behalf(a);
-      if (st->as->find(reinterpret_cast<const void*>(addr)))  // a served mapping (map lock: not on the slot thread)
-        ec = st->pg->fault_in(reinterpret_cast<const void*>(addr), len);
+      if (st->as->find(reinterpret_cast<const void*>(addr))) {  // a served mapping (map lock: not on the slot thread)
+        std::size_t served = 0;
+        ec = st->pg->fault_in(reinterpret_cast<const void*>(addr), len, &served);
+        // Pages before the first that failed (e.g. past the end of the file) are present: the retried
+        // copy transfers up to there and stops (a short count, as read(2)/write(2) of the kernel).
+        if (ec && served > 0) ec = {};
+      }
     });
     helper.join();
     return ec;

@@ -202,21 +202,29 @@ class pager final : private fault_handler {
   /// a server whose copy into another process's memory failed with EFAULT (a user-mode-only
   /// userfaultfd refuses kernel-mode faults) drops its locks, calls fault_in, and retries the copy.
   /// Returns: {} or the first error: EFAULT (a page no region covers), the page-in's error (ENXIO past
-  /// the end of the file, ...), EDEADLK; nothing is poisoned and no thread is signalled.
+  /// the end of the file, ...), EDEADLK; nothing is poisoned and no thread is signalled. `served` (if
+  /// given): the bytes from addr, up to len, that are present before the first page that failed (all
+  /// of them on success), so a copy can go on up to there (a short count, as the kernel's own copy
+  /// stops at the first page it cannot fault in).
   /// Requires: the calling thread holds no lock the page source needs (the page-in runs on it), and
   /// is not a fault thread. Complexity: one page-in per window. Throws: std::bad_alloc.
-  [[nodiscard]] std::error_code fault_in(const void* addr, std::size_t len) {
-    const auto a = reinterpret_cast<std::uintptr_t>(addr) & ~std::uintptr_t{vm_page_size - 1};
-    const auto e = reinterpret_cast<std::uintptr_t>(addr) + len;
+  [[nodiscard]] std::error_code fault_in(const void* addr, std::size_t len, std::size_t* served = nullptr) {
+    const auto start = reinterpret_cast<std::uintptr_t>(addr);
+    const auto a = start & ~std::uintptr_t{vm_page_size - 1};
+    const auto e = start + len;
+    if (served != nullptr) *served = 0;
     if (len == 0) return {};
     if (e < a) return std::make_error_code(std::errc::invalid_argument);
     fill_buffer buf(opts_.max_window);
     const pid_t tid = this_thread_tid();
     std::error_code ec;
-    for (std::uintptr_t p = a; p < e && !ec; p += vm_page_size) {
+    std::uintptr_t p = a;
+    for (; p < e; p += vm_page_size) {
       fault f{p, true, false, tid, lookup_faulting_thread(tid), &ec};
       serve(f, buf, nullptr);
+      if (ec) break;
     }
+    if (served != nullptr) *served = p > start ? static_cast<std::size_t>(std::min(p, e) - start) : 0;
     return ec;
   }
 
