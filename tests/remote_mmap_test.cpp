@@ -537,10 +537,9 @@ TEST_CASE("isolation: a client's mapping of one file reaches that file only, wit
   CHECK(f.bob.close(*b).ok());
 }
 
-// Skipped by default (run it with --no-skip): it still finds open defects across processes, some of
-// them only under load (README, "Known limits": a store that never completes, SIGBUS on served pages
-// that Linux reads), so as a CI test it would fail at random. The fixes it led to have their own
-// deterministic case below.
+// Skipped by default (run it with --no-skip): other seeds than its own still find open defects across
+// processes (README, "Known limits": a store that never completes, a short write), and a hang in CI
+// would cost more than the check gives. The fixes it led to have their own deterministic case below.
 TEST_CASE("a client of a server in another OS process: random file and mapping calls behave as the kernel's on tmpfs" *
           doctest::skip()) {
   // vm_differential_test's sequence (tests/vm_differential_support.hpp) through a mount_remote()d
