@@ -531,7 +531,7 @@ class pager final : private fault_handler {
   }
 
   // Effects: settles the faulting thread after a window fill `res` that started at w0: done if the
-  // fill covered its page (the ioctl woke it); otherwise fills the page alone with `one`, and wakes
+  // fill covered its page (the ioctl woke it); otherwise fills the page alone with `one` (see below), and wakes
   // (EEXIST, ENOENT; EFAULT of a CONTINUE: a page left the page cache after the page-in, e.g. the
   // file was truncated, and the retried access faults again or takes the kernel's SIGBUS past the
   // end) or fails (anything else) it.
@@ -540,8 +540,14 @@ class pager final : private fault_handler {
                     const poison_note* note = nullptr) {
     pages_.fetch_add(res.done / vm_page_size, std::memory_order_relaxed);
     if (f.page >= w0 && f.page < w0 + res.done) return;
-    if (res.error == std::errc::resource_unavailable_try_again || (res.error == std::errc::file_exists && w0 + res.done < f.page)) {
-      res = one(f.page);  // the window stopped before the faulting page
+    // The window stopped before the faulting page (EAGAIN, EEXIST), or failed as a whole with ENOENT,
+    // which a window also gets when it spans two of the process's VMAs (an mprotect(2) of part of a
+    // mapping of another process splits its VMA and tells the server nothing): the page alone lies in
+    // one VMA, so only its own ENOENT means unmapped (without this, such a fault was woken to fault
+    // again forever).
+    if (res.error == std::errc::resource_unavailable_try_again || (res.error == std::errc::file_exists && w0 + res.done < f.page) ||
+        (res.error == std::errc::no_such_file_or_directory && w0 + res.done <= f.page)) {
+      res = one(f.page);
       pages_.fetch_add(res.done / vm_page_size, std::memory_order_relaxed);
       if (res.done != 0) return;
     }
