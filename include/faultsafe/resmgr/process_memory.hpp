@@ -41,6 +41,7 @@
 
 #include <sys/mman.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <iterator>
@@ -408,6 +409,7 @@ class process_memory {
           return std::make_error_code(std::errc::protocol_error);
         }
       }
+      any_served_.store(true, std::memory_order_release);  // (7) release, pairs with (8): before the first served mapping exists
       const std::error_code ec = sm->map(served_map_request{len, prot, shared, memfd, rep.offset}, out);
       if (memfd >= 0) ::close(memfd);  // the mapping keeps the file
       if (ec) return ec;
@@ -436,7 +438,10 @@ class process_memory {
   // (the range is this process's aspace's, or nothing's). A range across both is answered by the
   // served_memory: ENOMEM for the pages that are not its own. The served_memory lives until this object
   // dies (entries are erased only when a set-up fails, before anything was mapped).
+  // Lock-free while this process has never mapped a file of a server in another process: process::rw
+  // asks on every remote read and write.
   served_memory* served_holding(const void* addr, std::size_t len) {
+    if (!any_served_.load(std::memory_order_acquire)) return nullptr;  // (8) acquire, pairs with (7)
     exclusive_guard<served_mutex> g(served_mu_);
     for (auto& [ch, sm] : served_)
       if (sm && sm->overlaps(addr, len)) return sm.get();
@@ -462,6 +467,7 @@ class process_memory {
   using served_mutex = ranked_mutex<rank::registry>;
   served_mutex served_mu_{"served mappings"};
   std::map<channel*, std::unique_ptr<served_memory>> served_ FAULTSAFE_GUARDED_BY(served_mu_);
+  std::atomic<bool> any_served_{false};  // a served mapping was ever made (served_holding's fast exit)
   served_memory_options served_opts_ FAULTSAFE_GUARDED_BY(served_mu_);
   aspace as_;   // after the tables: destroyed before them (its regions use the sources)
   pager pg_;    // destroyed first (stops the fault threads)
