@@ -61,6 +61,10 @@ struct server_source final : page_source {
     page_ins.fetch_add(1);
     last_tid.store(req.thread.tid);
     if (delay_us != 0) std::this_thread::sleep_for(std::chrono::microseconds(delay_us));
+    if (req.fault_offset == slow_offset) {
+      slow_started.store(true);
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    }
     if (lock == nullptr) return inner.page_in(req, out);
     try {
       const range_options o{req.thread.activity, policy};
@@ -87,6 +91,8 @@ struct server_source final : page_source {
   range_lock* lock = nullptr;
   self_conflict policy = self_conflict::wait;
   unsigned delay_us = 0;
+  std::uint64_t slow_offset = ~std::uint64_t{0};  // the page-in of this offset takes 300 ms
+  std::atomic<bool> slow_started{false};
 };
 
 bool pattern_at(const std::uint8_t* p, std::size_t from, std::size_t n) {
@@ -196,6 +202,56 @@ TEST_CASE("served mappings: a client process's first touches are the server's pa
   CHECK(st.faults > 0);
   CHECK(st.events >= 2);  // the unmap and the remap (the MAP_FIXED target's unmap too)
   CHECK(st.page_in_errors == 0);
+}
+
+// The client's mremap returns once the server has READ its REMAP event; a fault thread applies it
+// later. When a fault at the new address is read first (here: the event waits for a slow page-in in
+// flight on the moved region), it must wait for the event, not give up after a few milliseconds
+// (CI saw SIGBUS on a loaded machine).
+TEST_CASE("served mappings: a fault at an mremap target waits for the REMAP a slow fault service delays") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(60, "mremap vs slow page-in");
+  vmtest::memfd_file f(file_len);
+  test_support::wire_pair w;
+  constexpr std::size_t slow_page = 40, moved_pages = 16;
+  const pid_t pid = fork_client(w, false, [&](client_side& c) {
+    const int sock = c.sock;
+    std::uint8_t* p = c.map(false, file_len);
+    if (p == nullptr) return 11;
+    std::atomic<int> slow_ok{-1};
+    std::thread t([&] { slow_ok = pattern_at(p + slow_page * vm_page_size, slow_page * vm_page_size, vm_page_size) ? 1 : 0; });
+    wire_msg m;  // the server acks once the slow page-in has started
+    if (!wire_send(sock, wire_msg{note, 3, 0, 0}) || !wire_recv(sock, m)) {
+      t.join();
+      return 14;
+    }
+    void* to = ::mmap(nullptr, moved_pages * vm_page_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* moved = ::mremap(p, moved_pages * vm_page_size, moved_pages * vm_page_size, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+    int rc = 0;
+    if (moved != to) rc = 18;
+    else if (!pattern_at(static_cast<const std::uint8_t*>(moved) + vm_page_size, vm_page_size, vm_page_size)) rc = 19;
+    t.join();
+    if (rc == 0 && slow_ok != 1) rc = 20;
+    return rc;
+  });
+  REQUIRE(pid > 0);
+  const int sock = w.keep(0);
+  server_source src(f.fd);
+  src.slow_offset = slow_page * vm_page_size;
+  pager_options po;
+  po.fault_threads = 4;
+  server_side s(sock, f.fd, src, po);
+  while (s.step()) {
+    if (s.last.op == note && s.last.a == 3) {
+      for (int i = 0; i < 5000 && !src.slow_started.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      CHECK(src.slow_started.load());
+      REQUIRE(wire_send(sock, wire_msg{ack, 0, 0, 0}));
+    }
+    s.last = {};
+  }
+  CHECK(exit_code(pid) == 0);
+  REQUIRE(s.pg);
+  CHECK(s.pg->stats().page_in_errors == 0);
 }
 
 TEST_CASE("served mappings, uffd modes: kernel-mode faults wait for the server's pager; user-mode-only ones fail EFAULT until faulted in") {

@@ -95,6 +95,7 @@
 
 #include <atomic>
 #include <algorithm>
+#include <bitset>
 #include <boost/intrusive/set.hpp>
 #include <cstddef>
 #include <cstdint>
@@ -832,12 +833,41 @@ class aspace {
   // and the numbering happen under event_mu_, which try_track also takes to stamp a region with the
   // number of events read so far (born_): so "tracked before the event was read" (born_ < ticket) is
   // exact. Non-blocking (the pool reads after readiness). Throws: nothing.
+  // A page fault read here carries, in the same field, the number of the last event read before it:
+  // if it finds no region, events_applied_through() tells whether an event read before it (a REMAP
+  // that moves its region to the faulting address) may still be in another fault thread's hands.
   ssize_t read_event(int fd, uffd_msg& msg) noexcept {
     exclusive_guard<event_mutex> g(event_mu_);
     const ssize_t r = ::read(fd, &msg, sizeof msg);
-    if (r == static_cast<ssize_t>(sizeof msg) && (msg.event == UFFD_EVENT_UNMAP || msg.event == UFFD_EVENT_REMAP))
+    if (r != static_cast<ssize_t>(sizeof msg)) return r;
+    if (msg.event == UFFD_EVENT_UNMAP || msg.event == UFFD_EVENT_REMAP) {
       msg.reserved3 = ++events_read_ == 0 ? ++events_read_ : events_read_;  // 0 means "no ticket"
+    } else if (msg.event == UFFD_EVENT_PAGEFAULT) {
+      msg.reserved3 = events_read_;
+    }
     return r;
+  }
+
+  // Remote: the event numbered `ticket` (read_event) has been applied (remote_unmapped/remote_moved
+  // returned). Complexity: amortised O(1). Throws: nothing.
+  void event_applied(std::uint32_t ticket) noexcept {
+    if (ticket == 0) return;
+    exclusive_guard<event_mutex> g(event_mu_);
+    events_done_.set(ticket % events_done_.size());
+    for (;;) {  // advance the watermark over every applied event
+      std::uint32_t next = applied_through_ + 1;
+      if (next == 0) next = 1;
+      if (!events_done_.test(next % events_done_.size()) || older(events_read_, next)) break;
+      events_done_.reset(next % events_done_.size());
+      applied_through_ = next;
+    }
+  }
+
+  // Remote: true once every event read before a fault read with `seen` (its reserved3) is applied.
+  // Thread-safety: any thread. Throws: nothing.
+  [[nodiscard]] bool events_applied_through(std::uint32_t seen) noexcept {
+    exclusive_guard<event_mutex> g(event_mu_);
+    return seen == 0 || !older(applied_through_, seen);
   }
 
   // Called by the pager when it stops: no fault will be served any more, and none may hang.
@@ -901,6 +931,10 @@ class aspace {
   using event_mutex = ranked_mutex<rank::leaf>;
   event_mutex event_mu_{"aspace events"};
   std::uint32_t events_read_ FAULTSAFE_GUARDED_BY(event_mu_) = 0;
+  // Every event numbered up to applied_through_ is applied; events_done_ marks the applied ones
+  // above it (by number modulo its size: events in flight are at most one per fault thread).
+  std::uint32_t applied_through_ FAULTSAFE_GUARDED_BY(event_mu_) = 0;
+  std::bitset<1024> events_done_ FAULTSAFE_GUARDED_BY(event_mu_);
   // True if a region stamped `born` was tracked before the event numbered `ticket` was read
   // (wrap-around safe: numbers are compared within 2^31 of each other).
   static bool older(std::uint32_t born, std::uint32_t ticket) noexcept { return static_cast<std::int32_t>(born - ticket) < 0; }

@@ -236,6 +236,7 @@ class pager final : private fault_handler {
     pid_t tid;
     faulting_thread_info who{};
     std::error_code* quiet = nullptr;  // fault_in(): a failure is stored here; nothing is poisoned
+    std::uint32_t events_seen = 0;     // remote: the number of the last event read before it (aspace::read_event)
   };
 
   // The wait-for graph's view of a fault being served: the faulting thread waits for this pager thread.
@@ -323,6 +324,7 @@ class pager final : private fault_handler {
     fault f{static_cast<std::uintptr_t>(pf.address) & ~std::uintptr_t{vm_page_size - 1},
             (pf.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0, (pf.flags & UFFD_PAGEFAULT_FLAG_MINOR) != 0,
             static_cast<pid_t>(pf.feat.ptid), {}};
+    f.events_seen = msg.reserved3;
     f.who = lookup_faulting_thread(f.tid);
     std::optional<fault_waitable> fw;
     std::optional<wait_scope> ws;  // destroyed before fw
@@ -366,15 +368,27 @@ class pager final : private fault_handler {
       default:  // UFFD_EVENT_REMOVE (MADV_DONTNEED/REMOVE): the next touch faults and is served again
         break;
     }
+    as_.event_applied(m.reserved3);
   }
 
-  // Remote: a fault on an address no region covers. Its REMAP (or the track of a reused range) may be
-  // in the hands of another fault thread right now: look again for up to 10 ms before giving up.
-  region* await_region(std::uintptr_t page) {
+  // Remote: a fault on an address no region covers. The REMAP that moves its region here may have been
+  // read before the fault and be in the hands of another fault thread right now (mremap returns once
+  // its event is read): wait until every event read before the fault is applied, however long that
+  // takes on a loaded machine (an event's application waits only for in-flight fault service on the
+  // regions it changes), bounded by 10 s; then look again briefly (a track racing the
+  // first touch of a program that touches a mapping before its mmap returned).
+  region* await_region(const fault& f) {
+    const auto start = std::chrono::steady_clock::now();
+    while (!as_.events_applied_through(f.events_seen)) {
+      if (region* r = as_.acquire_region(f.page)) return r;
+      if (std::chrono::steady_clock::now() - start > std::chrono::seconds(10)) return nullptr;
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+    if (region* r = as_.acquire_region(f.page)) return r;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(10);
     while (std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::microseconds(100));
-      if (region* r = as_.acquire_region(page)) return r;
+      if (region* r = as_.acquire_region(f.page)) return r;
     }
     return nullptr;
   }
@@ -403,7 +417,7 @@ class pager final : private fault_handler {
     }
     region* r = as_.acquire_region(f.page);
     if (r == nullptr && as_.remote()) {
-      r = await_region(f.page);
+      r = await_region(f);
       if (r == nullptr) return fail(f, nullptr, std::make_error_code(std::errc::bad_address));  // SIGBUS, not a refault loop
     }
     if (r == nullptr) return gone(f);
