@@ -13,11 +13,11 @@
 //   BM_mix90<L>                     90% reads / 10% writes of random 4 KiB pages of a 1 MiB file
 //   BM_held/<n>/<mode>              range_lock only: one acquire + release of a 1-byte range in a gap
 //                                   in the middle of n - 1 held ranges (every other one exclusive);
-//                                   mode 0 shared (the readers' fast path when its shard has no writer),
-//                                   mode 1 exclusive (the exclusive fast path when nothing else is in
-//                                   the lock: n = 1; else the tree path). n = 2: one other range, in
-//                                   the probe's shard: the tree path for both modes, the base of the
-//                                   "/ held 2" ratios (the tree's own growth)
+//                                   mode 0 shared (the readers' fast path when its shard has no writer:
+//                                   n = 1; else the fast holder), mode 1 exclusive (the fast holder:
+//                                   the probe's cell is free whatever n; before the cells, n >= 2 took
+//                                   the tree path). n = 2: one other range, in the probe's shard, the
+//                                   base of the "/ held 2" ratios (the growth with n on one path)
 // Multi-thread benchmarks run on 1, 2, 4, 8, 16 threads capped at the cores present, in real time
 // with items processed, so a figure is the combined throughput of all threads.
 //
@@ -281,7 +281,7 @@ int main(int argc, char** argv) {
     for (const char* n : {"16", "256", "4096"})
       rep.cpu_ratio("held " + std::string(n) + " / held 1, " + mode, std::string("BM_held/") + n + "/" + m,
                     std::string("BM_held/1/") + m, std::string(n) == "256" ? "goal <= 2x" : "");
-    for (const char* n : {"256", "4096"})  // the tree path in both: the tree's growth alone
+    for (const char* n : {"256", "4096"})  // the same path in both: the growth with n alone
       rep.cpu_ratio("held " + std::string(n) + " / held 2, " + mode, std::string("BM_held/") + n + "/" + m,
                     std::string("BM_held/2/") + m);
   }

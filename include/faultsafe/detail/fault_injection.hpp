@@ -28,6 +28,10 @@
 //                      the fault fails (SIGBUS), the pager goes on.
 //   munmap_race        the pager stalls after page-in, before mapping the pages (vm/pager.hpp): a
 //                      concurrent munmap then waits for it, and the faulting thread gets SIGSEGV.
+//   range_claim_stall  a range_lock request on the fast holder path stalls after its checks, before
+//                      its claim (sync/range_lock.hpp): lets a conflicting range enter meanwhile.
+//   range_claimed_stall  the same, after its claim, before its re-check: lets a leaf lock holder move
+//                      it into the tree meanwhile.
 //
 // Schedule semantics (per point; hits are counted from arm(), 1-based, across all threads):
 //   fail_nth  N > 0: fire on hit N only.   every K > 0: fire on hits K, 2K, ...
@@ -77,6 +81,8 @@ enum class point : unsigned {
   range_hold_stall,
   pager_alloc,
   munmap_race,
+  range_claim_stall,
+  range_claimed_stall,
   count_  ///< not a point
 };
 inline constexpr std::size_t point_count = static_cast<std::size_t>(point::count_);
@@ -91,6 +97,8 @@ inline constexpr std::size_t point_count = static_cast<std::size_t>(point::count
     case point::range_hold_stall: return "range_hold_stall";
     case point::pager_alloc: return "pager_alloc";
     case point::munmap_race: return "munmap_race";
+    case point::range_claim_stall: return "range_claim_stall";
+    case point::range_claimed_stall: return "range_claimed_stall";
     case point::count_: break;
   }
   return "?";

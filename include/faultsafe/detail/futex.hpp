@@ -82,16 +82,15 @@ inline void cpu_relax() noexcept {
 /// An internal leaf mutex on one futex word: bits 0-1 hold the state (0 free, 1 locked, 2 locked with
 /// possible sleepers), bits 2-31 a counter, the "payload", that a holder changes, atomically with
 /// taking the lock (lock(add)), while holding it (add_payload, sub_payload) or with dropping it
-/// (unlock(sub, add)), that a thread not holding the lock may swap from one value to another while
-/// the lock is free (try_swap_unlocked), and that any thread may read without the lock (payload()). Not recursive, not ranked: its users
-/// document it as a leaf (nothing is acquired while it is held).
+/// (unlock(sub, add)), and that any thread may read without the lock (payload(), payload_if_free()).
+/// Not recursive, not ranked: its users document it as a leaf (nothing is acquired while it is held).
 /// lock(): one CAS when free; else spins `spin_limit` rounds of cpu_relax(), then parks.
-/// unlock(): one CAS, plus a futex_wake when a sleeper may exist. try_swap_unlocked(): one CAS.
-/// Memory ordering: (1) the acquiring CAS (seq_cst, so that a payload change made with it takes part
-/// in the single total order: a lock-free reader's seq_cst load either sees it or precedes it) pairs
-/// with (2) the releasing CAS, so everything written under one hold happens-before the next hold and
-/// a payload() load with acquire that sees an unlock's payload; (3) try_swap_unlocked's CAS (seq_cst)
-/// pairs with both as a lock and unlock would. Throws: nothing. Size: 4 bytes.
+/// unlock(): one CAS, plus a futex_wake when a sleeper may exist.
+/// Memory ordering: (1) the acquiring CAS (seq_cst, so that taking the lock, and a payload change made
+/// with it, takes part in the single total order: a lock-free reader's seq_cst load either sees it or
+/// precedes it) pairs with (2) the releasing CAS, so everything written under one hold happens-before
+/// the next hold and a payload() / payload_if_free() load with acquire that sees an unlock's payload.
+/// Throws: nothing. Size: 4 bytes.
 class futex_mutex {
  public:
   static constexpr int spin_limit = 64;
@@ -111,7 +110,7 @@ class futex_mutex {
   void unlock(std::uint32_t sub = 0, std::uint32_t add = 0) noexcept {
     // (r) relaxed: the expected value only; the CAS decides.
     std::uint32_t c = s_.load(std::memory_order_relaxed);
-    // (2) release, pairs with (1), with a payload() load with acquire and with try_swap_unlocked (3).
+    // (2) release, pairs with (1) and with a payload() or payload_if_free() load with acquire.
     while (!s_.compare_exchange_weak(c, (c & ~state_mask) + add * unit - sub * unit, std::memory_order_release,
                                      std::memory_order_relaxed)) {
     }
@@ -122,18 +121,16 @@ class futex_mutex {
   /// Effects: subtracts `sub` from the payload. Requires: held by the caller; sub <= payload().
   /// (1) seq_cst, as lock(add).
   void sub_payload(std::uint32_t sub) noexcept { s_.fetch_sub(sub * unit, std::memory_order_seq_cst); }
-  /// Effects: if the lock is free and its payload is `from`, sets the payload to `to` (the lock stays
-  /// free) in one CAS; else changes nothing. Returns: whether it did. Lets a user encode a state of
-  /// its own in the payload that is entered and left without taking the lock (a holder of the lock
-  /// then sees and handles it). No sleeper can exist while the lock is free, so nothing is woken.
-  /// Memory ordering: (3) seq_cst (acquire and release), pairs with (1) and (2).
-  bool try_swap_unlocked(std::uint32_t from, std::uint32_t to) noexcept {
-    std::uint32_t c = from * unit;
-    return s_.compare_exchange_strong(c, to * unit, std::memory_order_seq_cst, std::memory_order_relaxed);
-  }
   /// The payload (no lock needed).
   [[nodiscard]] std::uint32_t payload(std::memory_order o = std::memory_order_seq_cst) const noexcept {
     return s_.load(o) >> 2;
+  }
+  /// Returned by payload_if_free() when the lock is held.
+  static constexpr std::uint32_t busy = ~std::uint32_t{0};
+  /// The payload if the lock is free, else `busy`, from one load of the word (no lock needed).
+  [[nodiscard]] std::uint32_t payload_if_free(std::memory_order o = std::memory_order_seq_cst) const noexcept {
+    const std::uint32_t c = s_.load(o);
+    return (c & state_mask) == 0 ? c >> 2 : busy;
   }
 
  private:

@@ -105,26 +105,39 @@
 // threads' ids on one slot, or a thread holding two fast ranges of one lock) simply take the tree
 // path.
 //
-// Exclusive fast path (so that an uncontended writer pays one atomic read-modify-write to acquire and
-// one to release, as a mutex does, instead of a leaf-lock round trip for each). A NARROW EXCLUSIVE
-// request whose shard is idle (its leaf lock free, no writer, no fast exclusive holder, its readers on
-// the tree path, and at the last unlock nothing in its tree nor in the wide tree: all one value of the
-// leaf lock's word) is granted by one CAS of that word, which marks it "held by a fast exclusive
-// holder" and counts it as a writer (so no fast reader enters) without taking the lock; it then
-// publishes its node's address in the shard (fast_x). Its release is one CAS back to idle. Anything
-// else that takes the shard's leaf lock (another request of the shard or a wide one, a release, the
+// Fast holder (so that a narrow request that meets nothing it conflicts with pays one atomic
+// read-modify-write to acquire and one to release, as a mutex does, instead of a leaf-lock round trip
+// and a tree insertion and erasure, however many other ranges its shard holds). Each shard keeps a
+// summary of its trees, its CELLS: a segment is cut into 16 cells (4 KiB with 64 KiB segments; a
+// page-aligned page is one cell), and bit c says that some range in the shard's tree or in the wide
+// tree covers cell c of one of the shard's segments (bit c + 16: an exclusive one does). Counts per
+// cell behind the bits are kept under the leaf lock(s) as ranges enter and leave the trees (a wide
+// range counts in the cells of its first and last segment and in every cell of the shards of the
+// segments it covers whole). A NARROW request whose shard has no fast holder, whose leaf lock is
+// free, whose cells show nothing it could conflict with (any range for an exclusive request, an
+// exclusive one for a shared request), and, for an exclusive one, whose shard admits no fast reader
+// (its readers on the tree path, or a writer in it) is granted by one CAS of the shard's fast_x from
+// 0 to its node's address (the claim), without the lock and without entering the tree; it then
+// re-reads the lock's word and the cells. Its release is one CAS of fast_x back to 0. Anything that
+// takes the shard's leaf lock (another request of the shard or a wide one, a release, the
 // diagnostics, the wait-for graph's questions) first MOVES that holder into the tree as a granted node
-// (arrival number 0: nothing entered the shard since it was granted), exactly the node the tree path
-// would have made; from then on it is an ordinary granted node (FIFO, self-conflict, wait-for graph,
-// holders()), its release CAS fails and it releases through the leaf lock. The word stays idle-or-fast
-// only while no lock holder intervenes, so the CAS back succeeds exactly when nobody saw the holder.
-// A lock holder that meets the holder between its CAS and its publication (a few instructions) waits
-// for the publication (spin, then yield). A NARROW SHARED request that finds its shard's readers on
-// the tree path (a writer came since the last re-arm) takes the same path when the shard is idle: a
-// fast holder in shared mode, not counted as a writer (its take-over into the tree is a granted
-// shared node); so on a shard that has readers and writers in turn but never at once, each of them
-// pays two atomics instead of four. Such readers do not count towards fast_path_rearm (only
-// tree-path readers do: those that met another range in the shard).
+// (arrival number 0: nothing it conflicts with entered the shard since it was granted) by swapping
+// fast_x back to 0, counted as a writer if exclusive: exactly the node the tree path would have made;
+// from then on it is an ordinary granted node (FIFO, self-conflict, wait-for graph, holders()), its
+// release CAS fails and it releases through the leaf lock. Only the holder's own claim writes its
+// address, so a release CAS succeeds exactly when nobody moved it (no ABA). The claim and a lock
+// holder's load of fast_x after taking the lock form a Dekker handshake ((9), (11), (12) below): either
+// the re-check sees the lock taken (or what its holder left: then the re-check judges that state), or
+// the lock holder sees the claim and moves the holder in before it changes anything. If the re-check
+// finds the lock taken or a conflicting range in the cells (one that entered between the first check
+// and the claim), the request withdraws its claim (a CAS back to 0) and takes the tree path; if a
+// lock holder moved it in meanwhile, it leaves the tree through the leaf lock first (it was never
+// granted to its caller, so requests that queued behind it in that window may go first). The cells
+// are conservative (a cell is shared by ranges that need not overlap), so a request in a busy cell
+// simply takes the tree path, which decides exactly. A shared request takes this path when the
+// readers' fast path is closed to it (a writer in its shard, its readers on the tree path, or a slot
+// collision). Fast holders do not count towards fast_path_rearm (only tree-path readers do: those
+// that met another range in the shard).
 //
 // Complexity: a lock or unlock is O(log n + k) where n counts the held plus waiting ranges of the
 // trees it examines (a narrow range: its shard's and the wide tree; a wide range: all of them, plus
@@ -137,7 +150,9 @@
 // that entirely when nothing waits. A fast reader's lock and unlock are
 // O(1) (one CAS each on its own slot line, and loads of its shard's leaf-lock word); an exclusive
 // request adds O(reader_slot_count) when readers used its shard since its last writer. A fast
-// exclusive lock and unlock are O(1) (one CAS each on the shard's leaf-lock word, one store).
+// holder's lock and unlock are O(1) whatever the number of ranges held (one CAS each on the shard's
+// fast_x, loads of the same cache line); a tree insertion or erasure adds O(cells of the range) to
+// keep the cells (O(shard_count + cell_count) for a wide range).
 //
 // Lock order: a range is a lock of rank `rank::attr_range` (30, config.hpp) in the held-lock
 // stack (when FAULTSAFE_CHECKS / default_checks is on): it must be taken with no lock of rank >= 30
@@ -149,15 +164,15 @@
 // shard-index order, as one ordered batch) held for the tree work only; no user code, violation
 // handler or blocking wait runs under them (the diagnostics calls copy into a vector under them, which
 // may allocate). Hence no range_lock member may be called while a lock of rank >= 90 is held (the
-// wait-for graph, rank 80, asks a parked request for its holders: allowed). The readers' and the
-// exclusive fast paths take no lock.
+// wait-for graph, rank 80, asks a parked request for its holders: allowed). The readers' fast path
+// and the fast holder take no lock.
 //
 // Blocking: every wait for a range happens in one private function (range_guard::wait_for_grant, the
 // place for a wait-for-graph hook): a short spin on the waiter's own futex word, then a park on it
 // (detail/futex.hpp: the library's one futex and CPU-pause layer). Releasers grant under the leaf lock
-// and wake parked waiters after dropping it. The uncontended path is one leaf-lock hold per acquire
-// and per release plus the tree operations (a fast reader or fast holder: no leaf lock);
-// lock-order checks are a
+// and wake parked waiters after dropping it. The tree path is one leaf-lock hold per acquire and per
+// release plus the tree operations (a fast reader or fast holder: no leaf lock); lock-order checks
+// are a
 // compile-time switch (default_checks, from FAULTSAFE_CHECKS) and cost nothing when off.
 //
 // The self-conflict rule also covers try-locks (a grant/fail verdict is not "busy"). It applies to a
@@ -177,17 +192,25 @@
 // counted before. (7) a fast reader's release CAS (release) pairs with the scan's (6) (acquire), so
 // what it read happens-before a writer that finds the slot empty; (8) the leaf lock's unlock, which
 // subtracts a departed writer (release), pairs with (4) (acquire), so a writer's data is visible to a
-// reader that finds the count at 0. Exclusive fast path: (9) the acquiring CAS (seq_cst: acquire,
-// pairs with (8) and (10), the previous holders' releases; it requires the flag that only a scanning
-// writer sets, and counts the holder in the same word that (4) reads, so no fast reader is granted
-// alongside it) and (10) the releasing CAS (release, pairs with (9), (4) and the leaf lock's (1)).
-// (11) the holder's publication of its node (release) pairs with (12) the lock holder's load that
-// moves it into the tree (acquire). Explicit relaxed accesses are marked (r) with the reason.
+// reader that finds the count at 0. Fast holder: (9) the claim (seq_cst CAS of fast_x) then (11) the
+// re-read of the leaf lock's word (seq_cst), against a lock holder's locking CAS (seq_cst,
+// futex_mutex's (1)) then (12) its load of fast_x (seq_cst): in the single total order one of the two
+// sees the other. (11) also acquires the last unlock ((2), (8)): the ranges released under it are out
+// before the holder is granted; (14) the re-read of the cells (acquire) pairs with (13) the lock
+// holder's store of the cells (release), so the ranges whose cells read clear have been released.
+// An exclusive holder requires the flag or a writer in the word it re-reads, which stay until a lock
+// holder (who moves it in first, and counts it) changes them, so (4) never admits a fast reader
+// beside it. (10) the releasing CAS (release) pairs with the next claim (9) and with (12): what the
+// holder wrote happens-before the next holder of an overlapping range (a later lock holder or fast
+// reader sees it through that lock holder's unlock). (12)'s swap (acquire) pairs with (9) (release):
+// the node's fields are set before a lock holder moves it into the tree. Explicit relaxed accesses
+// are marked (r) with the reason.
 #pragma once
 
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <bit>
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
@@ -209,6 +232,7 @@
 #include "../activity/activity.hpp"
 #include "../activity/wait_graph.hpp"
 #include "../config.hpp"
+#include "../detail/fault_injection.hpp"
 #include "../detail/futex.hpp"
 #include "../detail/held_locks.hpp"
 #include "../order/detail/lock_core.hpp"
@@ -296,13 +320,16 @@ class FAULTSAFE_CAPABILITY("mutex") leaf_mutex {
     }
     m_.unlock(sub, add);
   }
-  /// See futex_mutex::add_payload, sub_payload (requires: held), try_swap_unlocked (takes no lock:
-  /// nothing to check) and payload (no lock needed).
+  /// See futex_mutex::add_payload, sub_payload (requires: held), payload and payload_if_free (no lock
+  /// needed).
   void add_payload(std::uint32_t add) noexcept { m_.add_payload(add); }
   void sub_payload(std::uint32_t sub) noexcept { m_.sub_payload(sub); }
-  bool try_swap_unlocked(std::uint32_t from, std::uint32_t to) noexcept { return m_.try_swap_unlocked(from, to); }
   [[nodiscard]] std::uint32_t payload(std::memory_order o = std::memory_order_seq_cst) const noexcept {
     return m_.payload(o);
+  }
+  static constexpr std::uint32_t busy = detail::futex_mutex::busy;
+  [[nodiscard]] std::uint32_t payload_if_free(std::memory_order o = std::memory_order_seq_cst) const noexcept {
+    return m_.payload_if_free(o);
   }
 
   static constexpr const char* name = "range_lock shard";
@@ -315,12 +342,16 @@ class FAULTSAFE_CAPABILITY("mutex") leaf_mutex {
   detail::futex_mutex m_;
 };
 
-// The payload of a shard's leaf lock (range_tree::m): four flags, then the shard's writer count.
-inline constexpr std::uint32_t p_fast_x = 1;        // a fast holder (range_tree::fast_x), not in the tree
-inline constexpr std::uint32_t p_parity = 2;        // flips with every fast holder's acquisition (tags fast_x)
-inline constexpr std::uint32_t p_nonempty = 4;      // at the last unlock, the shard's tree or the wide tree had a node
-inline constexpr std::uint32_t p_readers_slow = 8;  // the shard's readers take the tree path (no fast readers)
-inline constexpr std::uint32_t p_writer = 16;       // one writer (the count is payload / p_writer)
+// The payload of a shard's leaf lock (range_tree::m): a flag, then the shard's writer count.
+inline constexpr std::uint32_t p_readers_slow = 1;  // the shard's readers take the tree path (no fast readers)
+inline constexpr std::uint32_t p_writer = 2;        // one writer (the count is payload / p_writer)
+
+// A shard's cells (range_tree::cells): the segment size / cell_count bytes of a segment at one
+// position, in every segment of the shard; bit c: some range of the trees covers cell c of one of
+// them; bit c + cell_x_shift: an exclusive one does.
+inline constexpr unsigned cell_count = 16;
+inline constexpr unsigned cell_x_shift = 16;
+inline constexpr std::uint32_t cell_all = (std::uint32_t{1} << cell_count) - 1;
 
 // The waiter's word.
 inline constexpr std::uint32_t w_waiting = 0;    // queued, thread running (spinning or about to park)
@@ -431,11 +462,11 @@ inline std::string describe_activity(activity_id a) {
 /// arrival counter of a range_lock shard (unused in the wide tree). Everything the uncontended path
 /// touches sits in the first cache line: the leaf lock, the counters and the header's links.
 struct alignas(64) range_tree {
-  // The fast holder of the shard (see "Exclusive fast path" in the file comment): its
-  // node's address with p_parity's value at its acquisition in bit 0 (0 until the first one).
-  // Written by that holder just after its acquiring swap; read by the holder of the leaf lock that
-  // moves the node into the tree. Not the tree's first member: shard 0's lock must not share its
-  // address with the range_lock (the lock-order checks tell locks apart by address).
+  // The fast holder of the shard (see "Fast holder" in the file comment): 0, or its node's address.
+  // Set from 0 by the holder's claim; set back to 0 by its release, or by the holder of the leaf lock
+  // that moves the node into the tree (whichever swaps first). Not the tree's first member: shard 0's
+  // lock must not share its address with the range_lock (the lock-order checks tell locks apart by
+  // address).
   std::atomic<std::uintptr_t> fast_x{0};
   // A shard's leaf lock (the wide tree is guarded by every shard's). Its payload (p_* above) counts
   // the shard's "writers": the exclusive requests (granted or waiting) whose domain covers the shard
@@ -445,18 +476,53 @@ struct alignas(64) range_tree {
   // tree path; a writer that finds it clear sets it and scans the reader slots, one that finds it set
   // skips the scan; cleared again (under the shard's lock) by the fast_path_rearm-th tree-path reader
   // in a row without a writer: a shard whose writers keep coming stays on the tree path and its
-  // writers never scan. p_nonempty is recomputed at each unlock; p_fast_x and p_parity are set by a
-  // fast holder's acquisition (while the lock is free), p_fast_x cleared by a lock holder that moves
-  // that holder into the tree.
+  // writers never scan.
   mutable leaf_mutex m;
+  // The shard's cells (cell_* above): which cells of its segments the ranges in its tree and the wide
+  // tree cover (all of them, exclusive ones). Written under the shard's leaf lock (cover), read
+  // without it by a fast holder's claim.
+  std::atomic<std::uint32_t> cells{0};
   std::uint32_t slow_reads = 0;   // tree-path narrow readers since p_readers_slow was set or the last writer
+  mutable std::uint32_t writer_exits = 0;  // writers that left under the current hold (see unlock_shard)
   std::uint64_t next_seq = 0;     // a shard's Lamport clock: see range_lock::take_seq
   std::size_t waiting = 0;        // nodes in the tree that are not granted
-  mutable std::uint32_t writer_exits = 0;  // writers that left under the current hold (see unlock_shard)
   range_node header;              // Boost.Intrusive header: only its links and color are used
+  // The counts behind `cells`: ranges covering each cell (all, exclusive), and wide ranges covering
+  // a whole segment of the shard (they cover every cell). Under the shard's leaf lock.
+  std::uint32_t full_any = 0, full_x = 0;
+  std::uint32_t any_n[cell_count] = {}, x_n[cell_count] = {};
 
   void init() noexcept { tree_algo::init_header(&header); }
   [[nodiscard]] range_node* root() const noexcept { return header.parent; }
+
+  /// Requires: the shard's leaf lock held. Effects: counts a range (add) or uncounts it (!add) in
+  /// the cells of `mask`, or in every cell if `full`, as exclusive if x; then stores the cells whose
+  /// bits changed ((13) release, pairs with (14): the ranges' removals happen-before a claim that
+  /// finds their cells clear). Complexity: O(cell_count).
+  void cover(std::uint32_t mask, bool full, bool x, bool add) noexcept {
+    const auto step = [add](std::uint32_t& c) { add ? ++c : --c; };
+    if (full) {
+      step(full_any);
+      if (x) step(full_x);
+      mask = cell_all;
+    } else {
+      for (std::uint32_t m = mask; m != 0; m &= m - 1) {
+        const auto c = static_cast<unsigned>(std::countr_zero(m));
+        step(any_n[c]);
+        if (x) step(x_n[c]);
+      }
+    }
+    // (r) relaxed: written only under this shard's leaf lock, which we hold.
+    const std::uint32_t old = cells.load(std::memory_order_relaxed);
+    std::uint32_t b = old;
+    for (std::uint32_t m = mask; m != 0; m &= m - 1) {
+      const auto c = static_cast<unsigned>(std::countr_zero(m));
+      const std::uint32_t a = std::uint32_t{1} << c, e = a << cell_x_shift;
+      b = (full_any != 0 || any_n[c] != 0) ? (b | a) : (b & ~a);
+      b = (full_x != 0 || x_n[c] != 0) ? (b | e) : (b & ~e);
+    }
+    if (b != old) cells.store(b, std::memory_order_release);  // (13)
+  }
 
   static void recompute(range_node* n) noexcept {
     std::uint64_t m = n->last;
@@ -704,8 +770,8 @@ inline constexpr std::uintptr_t slot_shard_mask = 15;  // shard_count - 1; range
 }  // namespace detail
 
 /// A reader/writer lock over byte ranges of a 64-bit offset space (one per file attr).
-/// Non-copyable, non-movable. Size: about 4.3 KiB (shard_count + 1 cache-line-aligned trees and
-/// reader_slot_count one-line reader slots).
+/// Non-copyable, non-movable. Size: about 6.4 KiB (shard_count + 1 cache-line-aligned trees with
+/// their cells' counts, and reader_slot_count one-line reader slots).
 class alignas(64) range_lock {
  public:
   /// The number of independently locked shards (see "Sharding" in the file comment).
@@ -743,8 +809,7 @@ class alignas(64) range_lock {
     if constexpr (default_checks::enabled) {
       bool busy = wide_.root() != nullptr;
       for (const auto& s : shards_)
-        busy = busy || s.root() != nullptr ||
-               (s.m.payload(std::memory_order_relaxed) & detail::rl::p_fast_x) != 0;  // (r) owner's view
+        busy = busy || s.root() != nullptr || s.fast_x.load(std::memory_order_relaxed) != 0;  // (r) owner's view
       for (const auto& r : readers_) busy = busy || r.v.load(std::memory_order_relaxed) != 0;  // (r) owner's view
       if (busy) {
         std::fprintf(stderr, "faultsafe: range_lock '%s' destroyed while ranges are held or waited for\n", name_);
@@ -803,8 +868,9 @@ class alignas(64) range_lock {
   /// log2 of the segment size.
   [[nodiscard]] unsigned segment_shift() const noexcept { return shift_; }
 
-  /// Testing aid: verifies every tree's order and augmentation, the waiting counts, and that each
-  /// range sits in the tree its extent selects. Complexity: O(n).
+  /// Testing aid: verifies every tree's order and augmentation, the waiting counts, that each range
+  /// sits in the tree its extent selects, and every shard's cells and their counts. Complexity:
+  /// O(n * shard_count).
   [[nodiscard]] bool check_invariants() const {
     lock_domain(all);
     bool ok = true;
@@ -818,6 +884,41 @@ class alignas(64) range_lock {
     tree::check_subtree(wide_.root(), ok, waiting);
     ok = ok && waiting == wide_.waiting;
     tree::in_order(wide_.root(), [&](const node* n) { ok = ok && n->domain == all && domain_of(n->off, n->last) == all; });
+    // The cells: counted again from the trees.
+    struct counts {
+      std::uint32_t full_any = 0, full_x = 0, any_n[detail::rl::cell_count] = {}, x_n[detail::rl::cell_count] = {};
+    };
+    counts want[shard_count];
+    const auto count = [&](const node* n) {
+      const bool x = n->mode == lock_mode::exclusive;
+      coverage(*n, [&](unsigned i, std::uint32_t mask, bool full) {
+        counts& c = want[i];
+        if (full) {
+          ++c.full_any;
+          c.full_x += x;
+        }
+        for (unsigned k = 0; k < detail::rl::cell_count; ++k)
+          if (mask & (std::uint32_t{1} << k)) {
+            ++c.any_n[k];
+            c.x_n[k] += x;
+          }
+      });
+    };
+    for (const auto& s : shards_) tree::in_order(s.root(), count);
+    tree::in_order(wide_.root(), count);
+    for (unsigned i = 0; i < shard_count; ++i) {
+      const tree& s = shards_[i];
+      const counts& c = want[i];
+      ok = ok && s.full_any == c.full_any && s.full_x == c.full_x;
+      std::uint32_t bits = 0;
+      for (unsigned k = 0; k < detail::rl::cell_count; ++k) {
+        ok = ok && s.any_n[k] == c.any_n[k] && s.x_n[k] == c.x_n[k];
+        if (c.full_any != 0 || c.any_n[k] != 0) bits |= std::uint32_t{1} << k;
+        if (c.full_x != 0 || c.x_n[k] != 0) bits |= std::uint32_t{1} << (k + detail::rl::cell_x_shift);
+      }
+      // (r) relaxed: written only under the shard's lock, which we hold.
+      ok = ok && s.cells.load(std::memory_order_relaxed) == bits;
+    }
     unlock_domain(all);
     return ok;
   }
@@ -907,7 +1008,7 @@ class alignas(64) range_lock {
       // our (5) at its (4)).
       if (!sl.v.compare_exchange_strong(v, 0, std::memory_order_acq_rel, std::memory_order_relaxed)) continue;
       node& n = *reinterpret_cast<node*>(v & ~detail::rl::slot_shard_mask);
-      shards_[v & detail::rl::slot_shard_mask].insert(n, 0);
+      tree_insert_locked(shards_[v & detail::rl::slot_shard_mask], n, 0);
       n.granted = true;
       // (r) relaxed: the reader never reads its word while it holds the range.
       n.word.store(detail::rl::w_granted, std::memory_order_relaxed);
@@ -937,69 +1038,133 @@ class alignas(64) range_lock {
     }
     if (scan) migrate_readers_locked(d);
   }
-  // ---- fast holder (see "Exclusive fast path" in the file comment) ---------------------------------
-  /// Requires: n narrow (domain < all), initialised, not linked. Effects: if its shard is idle (leaf
-  /// lock free, no writer, no fast holder, readers on the tree path, nothing in its tree or the wide
-  /// tree), grants n without the leaf lock and without entering the tree: one swap of the lock's
-  /// payload marks the shard as held by a fast holder (counted as a writer if n is exclusive), then
-  /// n's address is published in the shard's fast_x. Returns: the payload it set (to give to
-  /// release_fast_holder), or 0 when nothing was taken (use the tree). Complexity: O(1).
-  std::uint32_t try_fast_holder(node& n) noexcept {
+  // ---- fast holder (see "Fast holder" in the file comment) ----------------------------------------
+  enum class holder_result { none, granted, moved };
+  /// The cells of its segment that a narrow range [off, last] covers (cell_count bits).
+  [[nodiscard]] std::uint32_t cells_of(std::uint64_t off, std::uint64_t last) const noexcept {
+    return cell_span(cell_of(off), cell_of(last));
+  }
+  [[nodiscard]] unsigned cell_of(std::uint64_t x) const noexcept {
+    const unsigned cs = shift_ > 4 ? shift_ - 4 : 0;  // log2(segment size / cell_count), at least 0
+    return static_cast<unsigned>((x & ((std::uint64_t{1} << shift_) - 1)) >> cs);
+  }
+  static std::uint32_t cell_span(unsigned first, unsigned last) noexcept {
+    return ((std::uint32_t{2} << last) - 1) & ~((std::uint32_t{1} << first) - 1);
+  }
+  /// Calls f(shard, cells, full) for every shard whose cells n covers: a narrow n its shard's cells
+  /// of its extent; a wide n, in each shard, the cells of its first and last segments that belong
+  /// to the shard, or every cell (full) if it covers a whole segment of the shard. Complexity:
+  /// O(shard_count).
+  template <class F>
+  void coverage(const node& n, F&& f) const noexcept {
+    if (n.domain != all) {
+      f(unsigned{n.domain}, cells_of(n.off, n.last), false);
+      return;
+    }
+    const std::uint64_t a = n.off >> shift_, b = n.last >> shift_;  // a < b
+    std::uint32_t part[shard_count] = {};
+    bool full[shard_count] = {};
+    if (b - a - 1 >= shard_count) {
+      for (bool& x : full) x = true;
+    } else {
+      for (std::uint64_t k = a + 1; k < b; ++k) full[k % shard_count] = true;
+    }
+    part[a % shard_count] |= cell_span(cell_of(n.off), detail::rl::cell_count - 1);
+    part[b % shard_count] |= cell_span(0, cell_of(n.last));
+    for (unsigned i = 0; i < shard_count; ++i)
+      if (full[i] || part[i] != 0) f(i, full[i] ? 0 : part[i], full[i]);
+  }
+  /// Requires: the domain of n locked. Effects: links n into t (its tree) / unlinks it, and counts it
+  /// in / out of the cells of the shards it covers. Returns: as range_tree::insert.
+  bool tree_insert_locked(tree& t, node& n, std::uint64_t seq) noexcept {
+    const bool x = n.mode == lock_mode::exclusive;
+    coverage(n, [&](unsigned i, std::uint32_t mask, bool full) { shards_[i].cover(mask, full, x, true); });
+    return t.insert(n, seq);
+  }
+  void tree_erase_locked(tree& t, node& n) noexcept {
+    t.erase(n);
+    const bool x = n.mode == lock_mode::exclusive;
+    coverage(n, [&](unsigned i, std::uint32_t mask, bool full) { shards_[i].cover(mask, full, x, false); });
+  }
+
+  /// Requires: n narrow (domain < all), initialised, not linked. Effects: grants n without the leaf
+  /// lock and without entering the tree, if its shard has no fast holder, its leaf lock is free,
+  /// nothing in its tree or the wide tree covers a cell of n's extent and conflicts with n (by the
+  /// shard's cells), and, for an exclusive n, no fast reader can be granted in the shard (its readers
+  /// are on the tree path or it has a writer): claims the shard's fast_x with n's address, then
+  /// re-checks the lock and the cells. Returns: granted; none (nothing taken: use the tree); moved (the
+  /// re-check failed, and a holder of the leaf lock had already moved n into the tree as a granted
+  /// node: the caller takes it out through the leaf lock, then queues it there). Complexity: O(1).
+  holder_result try_fast_holder(node& n) noexcept {
     using namespace detail::rl;
     tree& t = *n.home;
-    // (r) relaxed: the expected value only; the swap (9) decides.
-    const std::uint32_t p = t.m.payload(std::memory_order_relaxed);
-    if ((p & ~p_parity) != p_readers_slow) return 0;
-    const std::uint32_t held = (p ^ p_parity) | p_fast_x | (n.mode == lock_mode::exclusive ? p_writer : 0);
-    // (9) seq_cst (futex_mutex's (3)): acquire, pairs with (8) and (10): the previous holders of
-    // the shard released before n is granted. Requires p_readers_slow, which only a writer that
-    // then scanned the reader slots ((5), (6)) sets: a fast reader granted before (9) was migrated
-    // into the tree by that writer (then p_nonempty is set, or it has left), and one that publishes
-    // later sees the count at (4).
-    if (!t.m.try_swap_unlocked(p, held)) return 0;
+    const bool x = n.mode == lock_mode::exclusive;
+    const auto word_ok = [x](std::uint32_t p) {
+      return p != leaf_mutex::busy && (!x || (p & p_readers_slow) != 0 || p >= p_writer);
+    };
+    const auto cells_ok = [&](std::uint32_t c) {
+      return c == 0 || ((x ? c : c >> cell_x_shift) & cells_of(n.off, n.last)) == 0;
+    };
+    // (r) relaxed: hints only (skip a claim bound to fail); the claim and the re-check decide.
+    if (t.fast_x.load(std::memory_order_relaxed) != 0 || !word_ok(t.m.payload_if_free(std::memory_order_relaxed)) ||
+        !cells_ok(t.cells.load(std::memory_order_relaxed)))
+      return holder_result::none;
+    (void)FAULTSAFE_INJECT(range_claim_stall);  // tests: a stall here (compiled out by default)
     n.granted = true;
     n.seq = 0;
-    // (11) release, pairs with (12): n's fields are set before a lock holder moves n into the tree.
-    t.fast_x.store(reinterpret_cast<std::uintptr_t>(&n) | ((held & p_parity) ? 1 : 0), std::memory_order_release);
-    return held;
-  }
-  /// Requires: n granted by try_fast_holder, which returned `held`. Effects: releases n if it is
-  /// still the fast holder (one swap back). Returns false if a holder of the leaf lock has moved it
-  /// into the tree (or is doing so): it is then a granted node of its tree, released through the
-  /// leaf lock.
-  static bool release_fast_holder(const node& n, std::uint32_t held) noexcept {
-    using namespace detail::rl;
-    // (10) seq_cst (futex_mutex's (3)): release, pairs with (9), (4) and the leaf lock's (1): what
-    // the holder wrote happens-before the next holder of an overlapping range.
-    return n.home->m.try_swap_unlocked(held, held & (p_parity | p_readers_slow));
-  }
-  /// Requires: the leaf lock of shard t held (just taken). Effects: if the shard has a fast holder,
-  /// moves its node into the tree as a granted node (arrival number 0: before every queued request;
-  /// nothing entered the shard since it was granted) and clears p_fast_x; an exclusive one stays
-  /// counted as a writer until it leaves through the tree. The holder publishes its node just after its
-  /// swap: in that window of a few instructions this waits (spin, then yield). Complexity: O(1).
-  static void take_fast_x_locked(const tree& ct) noexcept {
-    using namespace detail::rl;
-    tree& t = const_cast<tree&>(ct);  // the lock functions are const; the shard is not
-    // (r) relaxed: the payload changes only under the leaf lock while the lock is held.
-    const std::uint32_t p = t.m.payload(std::memory_order_relaxed);
-    if ((p & p_fast_x) == 0) return;
-    const std::uintptr_t tag = (p & p_parity) ? 1 : 0;
-    std::uintptr_t v;
-    // (12) acquire, pairs with (11). The value before the holder's store is its predecessor's
-    // (published before that one left: the swaps and lock operations on the payload order them),
-    // whose tag differs.
-    for (unsigned i = 0; ((v = t.fast_x.load(std::memory_order_acquire)) & 1) != tag; ++i) {
-      if (i < 256)
-        detail::cpu_relax();
-      else
-        std::this_thread::yield();
+    const auto me = reinterpret_cast<std::uintptr_t>(&n);
+    std::uintptr_t e = 0;
+    // (9) seq_cst: with (11), the holder's half of a Dekker handshake with a leaf lock holder's lock
+    // (futex_mutex's (1)) and (12): either (11) sees the lock taken (or what its holder left), or
+    // (12) sees the claim and moves n into the tree. Acquire, pairs with (10): the previous fast
+    // holder released before n is granted. Release, pairs with (12): n's fields are set before a
+    // lock holder moves n into the tree.
+    if (!t.fast_x.compare_exchange_strong(e, me, std::memory_order_seq_cst, std::memory_order_relaxed)) {
+      n.granted = false;
+      return holder_result::none;
     }
-    node& n = *reinterpret_cast<node*>(v & ~std::uintptr_t{1});
-    t.insert(n, 0);
+    (void)FAULTSAFE_INJECT(range_claimed_stall);  // tests: a stall here (compiled out by default)
+    // (11) seq_cst, see (9); acquire, pairs with the leaf lock's (2) and (8): the ranges released
+    // under the last hold are out, then (14) acquire, pairs with (13): so are the ranges whose cells
+    // read clear. Ranges that enter after the claim meet n in the tree (moved there first).
+    if (word_ok(t.m.payload_if_free(std::memory_order_seq_cst)) && cells_ok(t.cells.load(std::memory_order_acquire)))
+      return holder_result::granted;
+    e = me;
+    // (r) relaxed: n was never granted to its caller; the swap only withdraws the claim.
+    if (t.fast_x.compare_exchange_strong(e, 0, std::memory_order_relaxed, std::memory_order_relaxed)) {
+      n.granted = false;
+      return holder_result::none;
+    }
+    return holder_result::moved;
+  }
+  /// Requires: n granted by try_fast_holder. Effects: releases n if it is still the fast holder (one
+  /// swap back to 0). Returns false if a holder of the leaf lock has moved it into the tree: it is
+  /// then a granted node of its tree, released through the leaf lock. No ABA: only n's own claim
+  /// writes n's address.
+  static bool release_fast_holder(const node& n) noexcept {
+    auto e = reinterpret_cast<std::uintptr_t>(&n);
+    // (10) release, pairs with (9) and (12): what the holder wrote happens-before the next holder of
+    // an overlapping range (a fast holder's claim, or a leaf lock holder that finds fast_x at 0).
+    return n.home->fast_x.compare_exchange_strong(e, 0, std::memory_order_release, std::memory_order_relaxed);
+  }
+  /// Requires: the leaf lock of shard s held (just taken). Effects: if the shard has a fast holder,
+  /// moves its node into the tree as a granted node (arrival number 0: before every queued request;
+  /// nothing that overlaps it entered the shard since it was granted) and clears fast_x; an exclusive
+  /// one is counted as a writer from then on. Complexity: O(log n), O(1) when there is none.
+  void take_fast_x_locked(unsigned s) const noexcept {
+    using namespace detail::rl;
+    range_lock& self = mutable_self();  // the lock functions are const; the shard is not
+    tree& t = self.shards_[s];
+    // (12) seq_cst, see (9). The swap: acquire, pairs with (9) and (10).
+    std::uintptr_t v = t.fast_x.load(std::memory_order_seq_cst);
+    while (v != 0 && !t.fast_x.compare_exchange_weak(v, 0, std::memory_order_acquire, std::memory_order_acquire)) {
+    }
+    if (v == 0) return;  // none, or it released first
+    node& n = *reinterpret_cast<node*>(v);
+    self.tree_insert_locked(t, n, 0);
     // (r) relaxed: the holder never reads its word while it holds the range.
     n.word.store(w_granted, std::memory_order_relaxed);
-    t.m.sub_payload(p_fast_x);
+    if (n.mode == lock_mode::exclusive) self.add_writer_locked(s, false);
   }
 
   /// Requires: domain d locked; an exclusive request of domain d has left the lock. Effects: its count
@@ -1021,7 +1186,7 @@ class alignas(64) range_lock {
   void lock_node(const node& n, bool add_writer = false) const noexcept FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
     if (n.domain != all) {
       n.home->m.lock(add_writer ? detail::rl::p_writer : 0);
-      take_fast_x_locked(*n.home);
+      take_fast_x_locked(n.domain);
     } else {
       lock_domain(all, add_writer);
     }
@@ -1043,13 +1208,13 @@ class alignas(64) range_lock {
     const std::uint32_t add = add_writer ? detail::rl::p_writer : 0;
     if (d != all) {
       shards_[d].m.lock(add);
-      take_fast_x_locked(shards_[d]);
+      take_fast_x_locked(d);
       return;
     }
     [[maybe_unused]] detail::ordered_scope batch;  // the shards' locks, in ascending address order
-    for (const auto& s : shards_) {
-      s.m.lock(add);
-      take_fast_x_locked(s);
+    for (unsigned i = 0; i < shard_count; ++i) {
+      shards_[i].m.lock(add);
+      take_fast_x_locked(i);
     }
   }
   void unlock_domain(unsigned d) const noexcept FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
@@ -1059,17 +1224,12 @@ class alignas(64) range_lock {
     }
     for (unsigned i = shard_count; i-- > 0;) unlock_shard(shards_[i]);
   }
-  /// Drops a shard's lock, subtracting the writers that left under this hold and updating
-  /// p_nonempty (the wide tree is stable while any shard lock is held).
+  /// Drops a shard's lock, subtracting the writers that left under this hold.
   void unlock_shard(const tree& t) const noexcept FAULTSAFE_NO_THREAD_SAFETY_ANALYSIS {
-    using namespace detail::rl;
     const std::uint32_t exits = t.writer_exits;
     t.writer_exits = 0;
-    // (r) relaxed: the flag changes only under the shard's lock, which we hold.
-    const bool was = (t.m.payload(std::memory_order_relaxed) & p_nonempty) != 0;
-    const bool now = t.root() != nullptr || wide_.root() != nullptr;
-    // (8) release: see try_fast_shared (4) and try_fast_holder (9).
-    t.m.unlock(exits * p_writer + (was && !now ? p_nonempty : 0), !was && now ? p_nonempty : 0);
+    // (8) release: see try_fast_shared (4) and try_fast_holder (11).
+    t.m.unlock(exits * detail::rl::p_writer);
   }
 
   /// Requires: domain d locked. Returns the arrival number of a request enqueued now. The shards'
@@ -1171,7 +1331,7 @@ class alignas(64) range_lock {
       // flag clear at (4) also sees every writer counted so far.
       t.m.sub_payload(detail::rl::p_readers_slow);
     }
-    const bool may_conflict = t.insert(n, seq);
+    const bool may_conflict = tree_insert_locked(t, n, seq);
     if (n.domain != all && !may_conflict &&
         (!wide_.root() || !tree::any_overlap(wide_.root(), n.off, n.last, n.mode == lock_mode::shared))) {
       // Nothing in the lock overlaps n and conflicts with it: granted (what classify_locked says).
@@ -1195,7 +1355,7 @@ class alignas(64) range_lock {
       case verdict::blocked:
         if (may_wait) return true;
         --t.waiting;
-        t.erase(n);
+        tree_erase_locked(t, n);
         if (n.mode == lock_mode::exclusive) remove_writer_locked(n.domain);
         return false;
     }
@@ -1209,7 +1369,7 @@ class alignas(64) range_lock {
   void remove_locked(node& n, detail::rl::wake_list& wl) noexcept {
     tree& t = tree_of(n);
     if (!n.granted) --t.waiting;
-    t.erase(n);
+    tree_erase_locked(t, n);
     n.granted = false;
     if (n.mode == lock_mode::exclusive) remove_writer_locked(n.domain);
     if (n.domain != all) {
@@ -1371,12 +1531,18 @@ class range_guard {
         return;
       }
     }
-    if (node_.domain != range_lock::all) {  // a reader here found its shard's readers on the tree path
-      fast_x_ = lock_->try_fast_holder(node_);
-      if (fast_x_ != 0) {
-        linked_ = true;
-        finish_acquire();
-        return;
+    if (node_.domain != range_lock::all) {  // a reader here did not get a reader slot
+      switch (lock_->try_fast_holder(node_)) {
+        case range_lock::holder_result::granted:
+          fast_x_ = true;
+          linked_ = true;
+          finish_acquire();
+          return;
+        case range_lock::holder_result::moved:  // a granted node of its tree, never used: take it out
+          unlink_tree();
+          break;
+        case range_lock::holder_result::none:
+          break;
       }
     }
     acquire_tree(may_fail, deadline);
@@ -1423,10 +1589,9 @@ class range_guard {
         return;
       }  // else migrated by a writer: a granted node of its tree
     }
-    if (fast_x_ != 0) {
-      const std::uint32_t held = fast_x_;
-      fast_x_ = 0;
-      if (range_lock::release_fast_holder(node_, held)) {
+    if (fast_x_) {
+      fast_x_ = false;
+      if (range_lock::release_fast_holder(node_)) {
         node_.granted = false;
         linked_ = false;
         owned_ = false;
@@ -1676,7 +1841,7 @@ class range_guard {
   range_lock* lock_;
   node node_;
   detail::rl::reader_slot* fast_ = nullptr;  // the reader slot node_ was published in (fast path)
-  std::uint32_t fast_x_ = 0;  // the payload try_fast_holder set (fast holder), else 0
+  bool fast_x_ = false;  // granted by try_fast_holder (its shard's fast holder, unless moved into the tree)
   bool linked_ = false;  // node_ is in the lock (a tree, granted or waiting, or a reader slot)
   bool owned_ = false;   // granted and recorded
 };
