@@ -1099,27 +1099,31 @@ class alignas(64) range_lock {
     using namespace detail::rl;
     tree& t = *n.home;
     const bool x = n.mode == lock_mode::exclusive;
-    const auto word_ok = [x](std::uint32_t p) {
-      return p != leaf_mutex::busy && (!x || (p & p_readers_slow) != 0 || p >= p_writer);
-    };
+    // The word admits n: the lock is free and, for an exclusive n, no fast reader can be granted
+    // (p_readers_slow or a writer: a payload other than 0).
+    const auto word_ok = [x](std::uint32_t p) { return p != leaf_mutex::busy && (p != 0 || !x); };
+    // The bits of the cells n may conflict in: any range's for an exclusive n, exclusive ones' for a
+    // shared n (computed when some cell is set).
+    std::uint32_t mine = 0;
     const auto cells_ok = [&](std::uint32_t c) {
-      return c == 0 || ((x ? c : c >> cell_x_shift) & cells_of(n.off, n.last)) == 0;
+      if (c == 0) return true;
+      if (mine == 0) mine = cells_of(n.off, n.last) << (x ? 0 : cell_x_shift);
+      return (c & mine) == 0;
     };
     // (r) relaxed: hints only (skip a claim bound to fail); the claim and the re-check decide.
-    if (t.fast_x.load(std::memory_order_relaxed) != 0 || !word_ok(t.m.payload_if_free(std::memory_order_relaxed)) ||
-        !cells_ok(t.cells.load(std::memory_order_relaxed)))
+    if (!word_ok(t.m.payload_if_free(std::memory_order_relaxed)) || !cells_ok(t.cells.load(std::memory_order_relaxed)))
       return holder_result::none;
     (void)FAULTSAFE_INJECT(range_claim_stall);  // tests: a stall here (compiled out by default)
     n.granted = true;
     n.seq = 0;
-    const auto me = reinterpret_cast<std::uintptr_t>(&n);
     std::uintptr_t e = 0;
     // (9) seq_cst: with (11), the holder's half of a Dekker handshake with a leaf lock holder's lock
     // (futex_mutex's (1)) and (12): either (11) sees the lock taken (or what its holder left), or
     // (12) sees the claim and moves n into the tree. Acquire, pairs with (10): the previous fast
     // holder released before n is granted. Release, pairs with (12): n's fields are set before a
     // lock holder moves n into the tree.
-    if (!t.fast_x.compare_exchange_strong(e, me, std::memory_order_seq_cst, std::memory_order_relaxed)) {
+    if (!t.fast_x.compare_exchange_strong(e, reinterpret_cast<std::uintptr_t>(&n), std::memory_order_seq_cst,
+                                          std::memory_order_relaxed)) {
       n.granted = false;
       return holder_result::none;
     }
@@ -1129,13 +1133,18 @@ class alignas(64) range_lock {
     // read clear. Ranges that enter after the claim meet n in the tree (moved there first).
     if (word_ok(t.m.payload_if_free(std::memory_order_seq_cst)) && cells_ok(t.cells.load(std::memory_order_acquire)))
       return holder_result::granted;
-    e = me;
+    return withdraw_claim(n);
+  }
+  /// Requires: n claimed by try_fast_holder, whose re-check failed. Effects: withdraws the claim
+  /// (one swap back to 0). Returns none, or moved if a holder of the leaf lock moved n into the tree
+  /// first (n is then a granted node of its tree).
+  [[gnu::noinline]] static holder_result withdraw_claim(node& n) noexcept {
+    auto e = reinterpret_cast<std::uintptr_t>(&n);
     // (r) relaxed: n was never granted to its caller; the swap only withdraws the claim.
-    if (t.fast_x.compare_exchange_strong(e, 0, std::memory_order_relaxed, std::memory_order_relaxed)) {
-      n.granted = false;
-      return holder_result::none;
-    }
-    return holder_result::moved;
+    if (!n.home->fast_x.compare_exchange_strong(e, 0, std::memory_order_relaxed, std::memory_order_relaxed))
+      return holder_result::moved;
+    n.granted = false;
+    return holder_result::none;
   }
   /// Requires: n granted by try_fast_holder. Effects: releases n if it is still the fast holder (one
   /// swap back to 0). Returns false if a holder of the leaf lock has moved it into the tree: it is
