@@ -162,6 +162,20 @@ TEST_CASE("mmap of a remote server's file is served by the server's pager, in bo
     q[0] = 0x11;  // stays private
     CHECK(f.bob.pread(fd, &b, 1, 0).value_or(0) == 1);
     CHECK(b == pattern(0));
+    // As Linux: an unwritten private page is the page cache's page (it shows the file's later changes);
+    // a written one is the mapping's own.
+    const std::uint8_t x = 0xE7;
+    CHECK(f.bob.pwrite(fd, &x, 1, 2 * vm_page_size + 9).value_or(0) == 1);
+    CHECK(f.bob.pwrite(fd, &x, 1, 1).value_or(0) == 1);
+    CHECK(q[2 * vm_page_size + 9] == 0xE7);
+    CHECK(q[1] == pattern(1));  // page 0 was written: its own copy
+    CHECK(q[0] == 0x11);
+    s[3 * vm_page_size + 9] = 0xE8;  // a store through a shared mapping
+    CHECK(q[3 * vm_page_size + 9] == 0xE8);
+    s[3 * vm_page_size + 9] = pattern(3 * vm_page_size + 9);
+    const std::uint8_t back[2] = {pattern(2 * vm_page_size + 9), pattern(1)};
+    CHECK(f.bob.pwrite(fd, &back[0], 1, 2 * vm_page_size + 9).value_or(0) == 1);
+    CHECK(f.bob.pwrite(fd, &back[1], 1, 1).value_or(0) == 1);
     {
       // Brian: read(fd, p) into a fresh (unserved) shared mapping of the same file. Kernel-mode faults:
       // the server's copy faults on its own pager; user-mode-only: it fails EFAULT, the server pages
@@ -217,8 +231,8 @@ TEST_CASE("mprotect and msync of mappings served by a server in another process,
   // mprotect of part of a mapping splits the client's VMA, which the server's pager does not see: a
   // fault-around window across the split fails as a whole (ENOENT); the faulting page is then filled
   // alone (before: the thread was woken to fault again, forever). A sequential reader grows the
-  // window first; the split goes right after the first page it has not reached (mincore of the
-  // private mapping's own pages).
+  // window first; the split goes right after the first page it has not reached (the mapping's own
+  // page-table entries: vmtest::mapped_pages).
   {
     auto fresh = f.bob.mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
     REQUIRE(fresh.ok());
@@ -226,7 +240,7 @@ TEST_CASE("mprotect and msync of mappings served by a server in another process,
     std::uint8_t got = 0;
     for (std::size_t pg = 0; pg < 8; ++pg) REQUIRE(vmtest::probe_read(fr + pg * vm_page_size, got) == 0);
     unsigned char vec[len / vm_page_size] = {};
-    REQUIRE(::mincore(fr, len, vec) == 0);
+    vmtest::mapped_pages(fr, len / vm_page_size, vec);
     std::size_t first_absent = 0;
     while (first_absent < len / vm_page_size && (vec[first_absent] & 1)) ++first_absent;
     INFO("first page not yet filled: " << first_absent);

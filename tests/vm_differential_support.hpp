@@ -50,11 +50,9 @@ inline std::vector<std::uint64_t> seeds(std::uint64_t first, int count) {
 
 /// The state of one page of a private mapping on faultsafe's side, for the documented differences.
 enum class pstate : std::uint8_t {
-  untouched,  // not present in faultsafe's mapping: its next touch pages the file in, as on Linux
-  clean,      // present, never written through the mapping, and the file's bytes have not changed since
-  written,    // written through the mapping (a private copy on both sides, with the same bytes)
-  stale,      // present and unwritten while the file changed under it (see model_private_snapshot)
-  kept,       // present when a shrink removed its file page (see model_private_shrink)
+  unwritten,  // the page cache's page (mapped or not yet): it shows the file as it is, as on Linux
+  written,    // written through the mapping, or by read(2) into it (a private copy on both sides)
+  kept,       // written, when a shrink removed its file page (see model_private_shrink)
 };
 
 struct entry {
@@ -193,48 +191,17 @@ class differential {
   }
 
   // ---- the model's bookkeeping of faultsafe's private pages ----------------------------------------
-  // Which pages of faultsafe's private mappings are present (mincore): a page that became present
-  // since the last look is `clean`; one that left (never expected) is untouched again.
-  void refresh() {
-    std::vector<unsigned char> v(max_map_pages);
-    for (auto& e : maps_) {
-      if (e.shared) continue;
-      v.resize(e.pages);
-      REQUIRE(::mincore(e.a, e.pages * pg, v.data()) == 0);
-      for (std::size_t i = 0; i < e.pages; ++i) {
-        const bool present = (v[i] & 1) != 0;
-        if (present && e.st[i] == pstate::untouched) e.st[i] = pstate::clean;
-        else if (!present && e.st[i] == pstate::clean) e.st[i] = pstate::untouched;
-      }
-    }
-  }
-
-  // model_private_snapshot: faultsafe fills a private page with a copy of the file's page at its first
-  // touch (resmgr/iofunc.hpp, "MAP_PRIVATE pages are copies from the first touch"; README "Known
-  // limits"); Linux maps the page cache's page until the first write to it, so such a page follows
-  // later changes of the file. A present, unwritten private page whose file bytes
-  // change is `stale`: its bytes are not compared any more (its fault outcome still is).
-  void file_changed(std::uint64_t lo, std::uint64_t hi) {
-    if (hi <= lo) return;
-    for (auto& e : maps_) {
-      if (e.shared) continue;
-      for (std::size_t i = 0; i < e.pages; ++i) {
-        const std::uint64_t f0 = (e.fpage + i) * pg;
-        if (e.st[i] == pstate::clean && f0 < hi && lo < f0 + pg) e.st[i] = pstate::stale;
-      }
-    }
-  }
-
   // model_private_shrink: resmgr/iofunc.hpp "Shrink and MAP_PRIVATE": a page of a private mapping at
-  // or past the new end (in whole pages) that was touched before the shrink keeps its bytes and stays
+  // or past the new end (in whole pages) that was written before the shrink keeps its bytes and stays
   // readable and writable; Linux unmaps it (SIGBUS). Such a page is `kept`: faultsafe must not fault
-  // there (when the protection allows the access); the kernel's side is not compared.
+  // there (when the protection allows the access); the kernel's side is not compared. An unwritten
+  // page leaves the mapping on both sides.
   void file_shrunk(std::uint64_t new_size) {
     const std::uint64_t first_gone = (new_size + pg - 1) / pg;
     for (auto& e : maps_) {
       if (e.shared) continue;
       for (std::size_t i = 0; i < e.pages; ++i)
-        if (e.fpage + i >= first_gone && e.st[i] != pstate::untouched) e.st[i] = pstate::kept;
+        if (e.fpage + i >= first_gone && e.st[i] == pstate::written) e.st[i] = pstate::kept;
     }
   }
 
@@ -275,11 +242,9 @@ class differential {
     }
     if (sa != 0) return;
     if (write) {
-      if (e.shared) file_changed((e.fpage + i) * pg + x, (e.fpage + i) * pg + x + 1);
-      else if (e.st[i] != pstate::stale) e.st[i] = pstate::written;
+      if (!e.shared) e.st[i] = pstate::written;
       return;
     }
-    if (!e.shared && e.st[i] == pstate::stale) return;  // model_private_snapshot
     if (va != vb) fail(str("load page ", i, " +", x, ": faultsafe ", int(va), ", kernel ", int(vb)));
   }
 
@@ -288,7 +253,7 @@ class differential {
     for (std::size_t i = 0; i < e.pages && failed_.empty(); ++i) {
       access(e, i, 0, false, 0);
       if (!failed_.empty() || !readable(e.prot[i])) continue;
-      if (!e.shared && (e.st[i] == pstate::stale || e.st[i] == pstate::kept)) continue;
+      if (!e.shared && e.st[i] == pstate::kept) continue;
       if (o_.sticky_sigbus && e.sigbus[i]) continue;
       std::uint8_t z = 0;
       if (vmtest::probe_read(e.a + i * pg, z) != 0) continue;
@@ -303,7 +268,6 @@ class differential {
                  e.shared ? 0 : static_cast<int>(e.st[i]), ") byte ", k, ": faultsafe ", int(e.a[i * pg + k]), ", kernel ",
                  int(e.b[i * pg + k]), " (the files there: faultsafe ", int(fa), ", kernel ", int(fb), ")"));
       }
-      refresh();
     }
   }
 
@@ -326,7 +290,7 @@ class differential {
     e.ro_fd = ro_fd;
     e.born_writable = (prot & PROT_WRITE) != 0;
     e.prot.assign(pages, prot);
-    e.st.assign(pages, pstate::untouched);
+    e.st.assign(pages, pstate::unwritten);
     e.sigbus.assign(pages, false);
     return e;
   }
@@ -402,11 +366,9 @@ class differential {
     std::vector<std::uint8_t> buf(len);
     for (auto& c : buf) c = byte();
     what_ = str("pwrite(off ", off, ", len ", len, ")");
-    refresh();
     const long long ra = outcome(p_.pwrite(afd_, buf.data(), len, static_cast<off_t>(off)));
     const long long rb = sys_outcome(::pwrite(bfd_, buf.data(), len, static_cast<off_t>(off)));
     if (ra != rb) return fail(str("faultsafe ", ra, ", kernel ", rb));
-    if (ra > 0) file_changed(off, off + static_cast<std::uint64_t>(ra));
   }
 
   void op_pread() {
@@ -425,13 +387,11 @@ class differential {
     if (coin(40)) sz &= ~std::uint64_t{pg - 1};
     const std::uint64_t old = size_;
     what_ = str("ftruncate(", sz, ") from ", old);
-    refresh();
     const long long ra = outcome(p_.ftruncate(afd_, static_cast<off_t>(sz)));
     const long long rb = sys_outcome(::ftruncate(bfd_, static_cast<off_t>(sz)));
     if (ra != rb) return fail(str("faultsafe ", ra, ", kernel ", rb));
     if (ra != 0) return;
     if (sz < old) {
-      file_changed(sz, old);
       file_shrunk(sz);
     } else if (sz > old) {
       // model_grow_zeroes_tail: faultsafe's growing truncate zeroes the rest of the old last page,
@@ -443,7 +403,6 @@ class differential {
         std::vector<std::uint8_t> z(end - old, 0);
         REQUIRE(::pwrite(bfd_, z.data(), z.size(), static_cast<off_t>(old)) == static_cast<ssize_t>(z.size()));
       }
-      file_changed(old, sz);
     }
     size_ = sz;
   }
@@ -481,7 +440,6 @@ class differential {
     what_ = str("mmap(MAP_FIXED over pages [", i, ", ", j, ") of a ", maps_[k].shared ? "shared" : "private", " mapping of ",
                 maps_[k].pages, " pages at file page ", maps_[k].fpage, ": file page ", fpage, shared ? ", shared" : ", private",
                 ro ? ", ro fd" : "", prot & PROT_WRITE ? ", rw" : ", r", ")");
-    refresh();
     auto ra = p_.mmap(at_a, len, prot, (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED, ro ? afd_ro_ : afd_, static_cast<off_t>(fpage * pg));
     void* rb = ::mmap(at_b, len, prot, (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED, ro ? bfd_ro_ : bfd_, static_cast<off_t>(fpage * pg));
     const long long oa = outcome(ra), ob = rb == MAP_FAILED ? -static_cast<long long>(errno) : 0;
@@ -553,14 +511,12 @@ class differential {
     what_ = str(write ? "store " : "load ", "page ", i, " +", x, " of a ", e.shared ? "shared" : "private", " mapping at file page ",
                 e.fpage, " (prot ", e.prot[i], ")");
     access(e, i, x, write, v);
-    refresh();
   }
 
   void op_scan() {
     entry& e = maps_[uni(0, maps_.size() - 1)];
     what_ = str("scan a ", e.shared ? "shared" : "private", " mapping of ", e.pages, " pages at file page ", e.fpage);
     scan(e);
-    refresh();
   }
 
   // A client buffer of 1 byte to 2 pages inside a random mapping, and a file offset.
@@ -581,7 +537,6 @@ class differential {
   long long io_with_map(bool write, entry& e, std::size_t at, std::size_t len, std::uint64_t off) {
     what_ = str(write ? "pwrite(off " : "pread(off ", off, ", len ", len, write ? ") from a " : ") into a ",
                 e.shared ? "shared" : "private", " mapping at file page ", e.fpage, " +", at);
-    refresh();
     const long long ra = write ? outcome(p_.pwrite(afd_, e.a + at, len, static_cast<off_t>(off)))
                                : outcome(p_.pread(afd_, e.a + at, len, static_cast<off_t>(off)));
     const long long rb = write ? sys_outcome(::pwrite(bfd_, e.b + at, len, static_cast<off_t>(off)))
@@ -602,13 +557,8 @@ class differential {
     may_poison(e, d0, d0 + len);
     if (ra <= 0) return;
     const std::size_t d1 = d0 + static_cast<std::size_t>(ra);
-    if (e.shared) {
-      file_changed(e.fpage * pg + d0, e.fpage * pg + d1);
-    } else {
-      refresh();
-      for (std::size_t q = d0 / pg; q < (d1 + pg - 1) / pg; ++q)
-        if (e.st[q] != pstate::stale) e.st[q] = pstate::written;
-    }
+    if (!e.shared)
+      for (std::size_t q = d0 / pg; q < (d1 + pg - 1) / pg; ++q) e.st[q] = pstate::written;
   }
 
   // pwrite(fd, p) with p in a mapping.
@@ -624,8 +574,7 @@ class differential {
       const std::uint64_t b0 = e.fpage * pg + std::max(s0, q * pg), b1 = e.fpage * pg + std::min(s0 + len, (q + 1) * pg);
       aliases = aliases || (e.st[q] != pstate::written && b0 < off + len && off < b1);
     }
-    if (aliases || overlaps_shared(e, s0, s0 + len, off, off + len) || touches(e, s0, s0 + len, pstate::kept) ||
-        touches(e, s0, s0 + len, pstate::stale) || sticky(e, s0, s0 + len))
+    if (aliases || overlaps_shared(e, s0, s0 + len, off, off + len) || touches(e, s0, s0 + len, pstate::kept) || sticky(e, s0, s0 + len))
       return;
     // model_failed_write_grows: a write at `off` past the end whose first copy from the source faults
     // (a source page past the end of the file) leaves Linux's tmpfs with size `off` (shmem_write_end
@@ -641,9 +590,6 @@ class differential {
     const long long ra = io_with_map(true, e, s0, len, off);
     may_poison(e, s0, s0 + len);
     if (ra <= 0) return;
-    // Source pages the write paged in read the file before it changed: stale if the write covers them.
-    refresh();
-    file_changed(off, off + static_cast<std::uint64_t>(ra));
   }
 
   void final_check() {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -73,6 +74,20 @@ struct memfd_file {
 
 /// Maps all of `f` (protection `prot`) through `as`, paged in by `src`, shared or private. Throws as
 /// aspace::map.
+// Which of the n pages from p have a page-table entry in this process (/proc/self/pagemap: present or
+// swapped): vec[i] = 1 or 0. Not mincore(2): for a file mapping (a private one maps the memfd too) it
+// reports the page cache, also for pages the mapping has not touched.
+inline void mapped_pages(const void* p, std::size_t n, unsigned char* vec) {
+  const int fd = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  std::vector<std::uint64_t> e(n);
+  const auto first = reinterpret_cast<std::uintptr_t>(p) / faultsafe::vm_page_size;
+  const ssize_t r = ::pread(fd, e.data(), n * sizeof e[0], static_cast<off_t>(first * sizeof e[0]));
+  ::close(fd);
+  REQUIRE(r == static_cast<ssize_t>(n * sizeof e[0]));
+  for (std::size_t i = 0; i < n; ++i) vec[i] = (e[i] >> 62) != 0 ? 1 : 0;
+}
+
 inline void* map_file(faultsafe::aspace& as, const memfd_file& f, faultsafe::page_source& src, bool shared,
                       int prot = PROT_READ) {
   faultsafe::map_request rq;

@@ -73,7 +73,7 @@ struct client_side {
   }
   std::uint8_t* map(bool shared, std::size_t len) {
     void* p = nullptr;
-    if (sm.map(served_map_request{len, PROT_READ | PROT_WRITE, shared, shared ? memfd : -1, 0}, p)) return nullptr;
+    if (sm.map(served_map_request{len, PROT_READ | PROT_WRITE, shared, memfd, 0}, p)) return nullptr;
     wire_msg m;
     if (!wire_send(sock, wire_msg{served_track, reinterpret_cast<std::uint64_t>(p), len, shared ? 1u : 0u}) ||
         !wire_recv(sock, m) || m.op != served_ack || m.a != 0)

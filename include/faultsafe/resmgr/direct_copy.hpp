@@ -23,8 +23,9 @@
 //      - MAP_SHARED of the file: store to store, memmove(data + dest_off, data + src_off, len). The
 //        client then sees the bytes through its mapping (a MINOR fault maps the page-cache page).
 //      - MAP_PRIVATE of the file: UFFDIO_COPY of the new page image into the client's page (a page not
-//        wholly covered is completed from the file, exactly what a fault would have produced); a page
-//        that is already present (EEXIST) is copied into normally, which cannot fault.
+//        wholly covered is completed from the file): the private copy that the kernel's copy-on-write
+//        would have made; a page that is already present is copied into normally, which cannot take a
+//        userfault (a page-cache page mapped read-only is copied on write by the kernel).
 //      - anything else (ordinary memory, anonymous or other files' mappings): an ordinary guarded copy.
 //   Overlap: memmove semantics (the result is as if the source had been read first). One part: one
 //   memmove. Several parts with a MAP_SHARED part overlapping the source: the source is staged in a
@@ -32,7 +33,9 @@
 //   write(fd, buf) whose source lies in a mapping of the same file is the mirror image: the target
 //   [off, off + n) is locked exclusively together with the source's file ranges (shared), MAP_SHARED
 //   source bytes move store to store, MAP_PRIVATE source pages are first made present exactly as a
-//   fault would make them (UFFDIO_COPY of the file's page; EEXIST = already present) and then read.
+//   fault would make them (UFFDIO_CONTINUE of the file's page-cache page; EEXIST = already present)
+//   and then read (staged in a bounce buffer when their file range overlaps the target: an unwritten
+//   private page is the file's page).
 // Holes: a destination (source) part that the client could not write (read): a mapping without
 // PROT_WRITE (PROT_READ), a file page wholly at or past the end of the file (the client's access would
 // be SIGBUS; the rest of the last page after the end is not a hole: the client's own loads and stores
@@ -58,6 +61,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -84,7 +88,7 @@ struct direct_copy_counters {
   std::uint64_t reads = 0;          ///< reads served by the direct path
   std::uint64_t writes = 0;         ///< writes served by the direct path
   std::uint64_t store_bytes = 0;    ///< bytes moved store to store (MAP_SHARED parts)
-  std::uint64_t uffd_bytes = 0;     ///< bytes placed with UFFDIO_COPY (MAP_PRIVATE pages not present)
+  std::uint64_t uffd_bytes = 0;     ///< bytes placed with UFFDIO_COPY / pages mapped with UFFDIO_CONTINUE (MAP_PRIVATE pages not present)
   std::uint64_t present_bytes = 0;  ///< bytes copied into/out of private pages already present
   std::uint64_t other_bytes = 0;    ///< bytes copied normally (memory that does not map the file)
   std::uint64_t bounced = 0;        ///< calls that staged the source in a bounce buffer (overlap)
@@ -204,8 +208,27 @@ inline void file_page_image(const iofunc_attr& a, std::uint64_t pfo, unsigned ch
   std::memcpy(buf, a.data() + pfo, page);
 }
 
+// Effects: sets present[i] (bit 0) for each of the npages pages from pg0 that has a page-table entry
+// in this process (/proc/self/pagemap: present or swapped). mincore(2) cannot tell: for a file
+// mapping it reports the page cache, also where the mapping has no entry yet (its touch would fault).
+// Unknown (pagemap unreadable) counts as absent: a UFFDIO_COPY onto a present page then says EEXIST.
+inline void present_pages(std::uintptr_t pg0, std::size_t npages, unsigned char* present) noexcept {
+  static const int fd = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  std::memset(present, 0, npages);
+  if (fd < 0) return;
+  std::uint64_t e[256];
+  for (std::size_t i = 0; i < npages;) {
+    const std::size_t k = std::min<std::size_t>(npages - i, 256);
+    const ssize_t r = ::pread(fd, e, k * sizeof e[0], static_cast<off_t>((pg0 / page + i) * sizeof e[0]));
+    if (r <= 0) return;
+    const std::size_t got = static_cast<std::size_t>(r) / sizeof e[0];
+    for (std::size_t j = 0; j < got; ++j) present[i + j] = (e[j] >> 62) != 0 ? 1 : 0;  // bit 63 present, 62 swapped
+    i += got;
+  }
+}
+
 // Effects: places len bytes of src at the private part's addresses [pt.addr, pt.addr + len).
-// Which pages are present is asked once per chunk of up to 256 pages (mincore): runs of present pages
+// Which pages are present is asked once per chunk of up to 256 pages (present_pages): runs of present pages
 // get one plain copy each, runs of absent pages one UFFDIO_COPY each (an absent page only partly
 // covered is completed from the file first). A page whose state changed meanwhile is handled either
 // way: UFFDIO_COPY onto a present page says EEXIST (then it is copied normally); a page that vanished
@@ -223,7 +246,7 @@ inline std::size_t fill_private(const aspace& as, const iofunc_attr& a, const pa
   while (p < end) {
     const std::uintptr_t pg0 = p & ~std::uintptr_t{page - 1};
     const std::size_t npages = std::min<std::size_t>(chunk_pages, (end - pg0 + page - 1) / page);
-    if (::mincore(reinterpret_cast<void*>(pg0), npages * page, present) != 0) std::memset(present, 0, npages);
+    present_pages(pg0, npages, present);
     const std::uintptr_t chunk_end = std::min<std::uintptr_t>(end, pg0 + npages * page);
     while (p < chunk_end) {
       const std::uintptr_t pg = p & ~std::uintptr_t{page - 1};
@@ -270,20 +293,21 @@ inline std::size_t fill_private(const aspace& as, const iofunc_attr& a, const pa
   return p - pt.addr;
 }
 
-// Effects: makes the private part's pages [pt.addr, pt.addr + len) present, each with the file's
-// page image (what a read fault would do; EEXIST: already present, possibly privately modified).
-// Returns the bytes of the part now readable without a fault (len unless a hole).
+// Effects: makes the private part's pages [pt.addr, pt.addr + len) present as a read fault would: the
+// file's page made valid in the memfd's page cache (fallocate allocates a hole as zeros and never
+// overwrites) and mapped with UFFDIO_CONTINUE (read-only: the page cache's page, until the client
+// writes it; EEXIST: already present, possibly privately modified). Requires: the part's file range
+// held. Returns the bytes of the part now readable without a fault (len unless a hole).
 inline std::size_t populate_private(const aspace& as, const iofunc_attr& a, const part& pt, std::size_t len, std::uint64_t size) {
   const detail::uffd& u = as.userfault();
-  alignas(64) unsigned char img[page];
   const std::uintptr_t end = pt.addr + len;
   std::uintptr_t p = pt.addr;
   while (p < end) {
     const std::uintptr_t pg = p & ~std::uintptr_t{page - 1};
     const std::uint64_t pfo = pt.file_at(pg);
     if (pfo >= size) break;
-    file_page_image(a, pfo, img);
-    const detail::uffd_fill_result r = u.copy(pg, img, page);
+    if (::fallocate(a.memfd(), FALLOC_FL_KEEP_SIZE, static_cast<off_t>(a.store_offset() + pfo), page) != 0) break;
+    const detail::uffd_fill_result r = u.continue_range(pg, page);
     if (r.error == std::errc::resource_unavailable_try_again) continue;
     if (r.error && r.error != std::errc::file_exists) break;
     if (!r.error) add(counters().uffd_bytes, page);
@@ -316,11 +340,11 @@ inline std::size_t plan_same_ranges(const aspace& as, iofunc_attr& a, std::uintp
   return k;
 }
 
-// True if a MAP_SHARED part's file range intersects [off, off + n).
-inline bool shared_overlap(const plan& pl, std::uint64_t off, std::uint64_t n) noexcept {
+// True if a part of kind k has a file range that intersects [off, off + n).
+inline bool overlaps(const plan& pl, part_kind k, std::uint64_t off, std::uint64_t n) noexcept {
   for (std::size_t i = 0; i < pl.n; ++i) {
     const part& pt = pl.parts[i];
-    if (pt.kind == part_kind::same_shared && pt.file_off < off + n && off < pt.file_off + pt.len) return true;
+    if (pt.kind == k && pt.file_off < off + n && off < pt.file_off + pt.len) return true;
   }
   return false;
 }
@@ -362,7 +386,7 @@ inline bool shared_overlap(const plan& pl, std::uint64_t off, std::uint64_t n) n
     const std::uint64_t total = off >= size ? 0 : std::min(n, size - off);
     const unsigned char* src = a.data() + off;
     std::unique_ptr<unsigned char[]> bounce;
-    if (pl.n > 1 && dc::shared_overlap(pl, off, total)) {
+    if (pl.n > 1 && dc::overlaps(pl, dc::part_kind::same_shared, off, total)) {
       bounce.reset(new unsigned char[total]);
       std::memcpy(bounce.get(), src, total);
       src = bounce.get();
@@ -486,7 +510,9 @@ inline bool shared_overlap(const plan& pl, std::uint64_t off, std::uint64_t n) n
     unsigned char* target = a.data() + off;
     std::unique_ptr<unsigned char[]> bounce;
     unsigned char* to = target;
-    if (pl.n > 1 && dc::shared_overlap(pl, off, n)) {
+    // A private source page not yet written is the page cache's page, i.e. the file's bytes: one that
+    // overlaps the target is staged too (memmove semantics; the copy loop reads front to back).
+    if ((pl.n > 1 && dc::overlaps(pl, dc::part_kind::same_shared, off, n)) || dc::overlaps(pl, dc::part_kind::same_private, off, n)) {
       bounce.reset(new unsigned char[readable]);
       to = bounce.get();
       dc::add(c.bounced, 1);

@@ -21,31 +21,25 @@
 // the new size only after the copy (grow_to()), so a write that fails changes nothing. Bytes of the
 // extent at or past the size are zero except inside a range that a writer holds, and except for bytes
 // of the last page that a mapping wrote past the end: a shrink punches the extent from the new end (its
-// pages leave every MAP_SHARED mapping; a later touch past the end gets SIGBUS from the page-in; for
-// MAP_PRIVATE mappings see "Shrink and MAP_PRIVATE" below) and a truncate that
+// pages leave every mapping; a later touch past the end gets SIGBUS from the page-in; for written
+// MAP_PRIVATE pages see "Shrink and MAP_PRIVATE" below) and a truncate that
 // grows the file zeroes the rest of the old last page; a write past the end leaves that page's tail as
 // it is (the writer holds only its own bytes). Every growth of the size (grow_to, set_size) calls
 // file_grown() over the new bytes, after publishing the size, with the growth's range lock held:
 // client pages that a page-in refused past the old end (SIGBUS) are served again (vm/poisoned_pages.hpp).
 //
-// Shrink and MAP_PRIVATE (differs from Linux): a private mapping's page is the client's own copy of the
-// file's bytes (the pager UFFDIO_COPYs it at the first touch), which the punch cannot reach. After a
-// shrink, a page of a MAP_PRIVATE mapping at or past the new end (in whole pages) that was touched
-// before keeps the bytes it had (the file's old bytes, or the client's writes) and stays readable and
-// writable; one never touched gets SIGBUS at its first touch (the page-in refuses it: ENXIO), as on
-// Linux. Linux unmaps even the private copies past the new end (truncate_pagecache), so every access
-// there is SIGBUS. A file that grows again serves its untouched pages with its new bytes; the kept
-// copies stay as they are (private). Code that relies on SIGBUS past the end uses MAP_SHARED.
+// MAP_PRIVATE: a private mapping maps the file's memfd MAP_PRIVATE (vm/aspace.hpp): a page not yet
+// written is the page cache's page, mapped read-only, so it shows later writes, stores through shared
+// mappings and truncates of the file, as on Linux; its first write is the kernel's copy-on-write, and
+// from then on it is the mapping's own. read(2) into a private page (resmgr/direct_copy.hpp) makes it
+// the mapping's own the same way.
 //
-// MAP_PRIVATE pages are copies from the first touch (differs from Linux): the pager fills a private
-// page (and the rest of its fault-around window) with a copy of the file's page when it is first
-// touched, or when read(2) into it or write(2) from it makes it present (resmgr/direct_copy.hpp).
-// From then on it does not follow the file: a later write(), a store through a MAP_SHARED mapping or a
-// truncate of those bytes does not show in it, even while the page was never written. Linux maps the
-// page cache's page into a private mapping until its first write, so there an unwritten private page
-// shows such changes (POSIX leaves it unspecified). Pages never touched show the file as it is when
-// they are; a page written through the mapping is a private copy on both. Code that needs to see
-// later changes of the file uses MAP_SHARED.
+// Shrink and MAP_PRIVATE (differs from Linux): the shrink's punch removes the file's pages from every
+// mapping, the unwritten private pages with them (their next touch past the end gets SIGBUS from the
+// page-in, as on Linux), but not a private page that was written: one at or past the new end (in
+// whole pages) keeps its bytes and stays readable and writable, where Linux unmaps even the private
+// copies past the new end (truncate_pagecache), so every access there is SIGBUS. Code that relies on
+// SIGBUS past the end uses MAP_SHARED.
 //
 // Locking (the README's lock hierarchy): handlers take the range lock (rank 30) only over the bytes they touch,
 // then the meta lock (rank 40) for a few instructions (size, times). Never the other
@@ -834,7 +828,7 @@ inline io_result iofunc_mmap_default(request_context&, ocb_base& base, const io_
 // ---- page-in for the pager (resmgr/process_memory.hpp) ----------------------------------------------------
 
 /// io_page_in_request::flags bits, set by vm's server_page_source.
-inline constexpr std::uint32_t page_in_private = 1;    ///< copy the data into the reply data buffer
+// Bit 1 is unused (a private mapping maps the memfd like a shared one: vm/aspace.hpp).
 inline constexpr std::uint32_t page_in_minor = 2;      ///< the faulting page is already in the page cache
 inline constexpr std::uint32_t page_in_readahead = 4;  ///< best effort; nobody waits
 inline constexpr std::uint32_t page_in_write = 8;      ///< the faulting access was a write
@@ -872,17 +866,14 @@ inline void describe_page_in(const void* arg, violation& v) {
 }  // namespace detail
 
 /// Default page-in: under a shared range lock over [offset, offset + length) (clipped to the file, in
-/// whole pages), either copies the file's pages into the pager's buffer (page_in_private: reply data,
-/// the last page whole: past the size it holds the extent's bytes, zeros or what a MAP_SHARED mapping
-/// stored there, as Linux's page cache page does) or makes the pages present in the store memfd's page cache
+/// whole pages), makes the pages present in the store memfd's page cache
 /// at store_offset() + offset (fallocate allocates holes as zeros and never overwrites data; the file's
 /// offsets are translated here, the request carries file offsets), so the pager can map them
 /// with UFFDIO_CONTINUE. The window is try-locked; when part of it is locked by someone else (or
 /// waited for), only the faulting page is locked, blocking, and served alone: rep.offset is then that
 /// page (io_page_in_reply), so two activities that each hold a range inside the other's fault-around
 /// window do not wait on each other (a read-ahead page-in then fails with EAGAIN instead). Reply
-/// status and rep.length: the end of the valid bytes counted from offset (pages, or for
-/// page_in_private the data bytes). ENXIO when offset is at or past the end of the file (the faulting
+/// status and rep.length: the end of the valid bytes counted from offset (whole pages). ENXIO when offset is at or past the end of the file (the faulting
 /// access then gets SIGBUS, as with the kernel's mmap); EBADF without an open.
 inline io_result iofunc_page_in_default(request_context& ctx, ocb_base* base, const io_page_in_request& q,
                                         io_page_in_reply& rep) {
@@ -909,14 +900,8 @@ inline io_result iofunc_page_in_default(request_context& ctx, ocb_base* base, co
     (void)FAULTSAFE_INJECT(page_in_stall);
     if (FAULTSAFE_INJECT(page_in_error)) return detail::errc_result(std::errc::io_error);
     const std::uint64_t first = lo - q.offset;
-    std::uint64_t valid = std::min(hi, ((size + page - 1) & ~(page - 1)) - q.offset);
-    if (q.flags & page_in_private) {
-      // Whole pages, the last one included: its bytes past the size are the extent's (zeros, or what a
-      // shared mapping stored there), which a kernel private mapping shows too (the page cache's page).
-      valid = std::min<std::uint64_t>(valid, ctx.rcv.reply_data_len());
-      if (valid <= first) return detail::errc_result(std::errc::no_buffer_space);
-      if (auto ec = ctx.rcv.write_reply_data(first, a.data() + lo, valid - first)) return io_result::fail(ec);
-    } else if (!(q.flags & (page_in_minor | page_in_readahead))) {
+    const std::uint64_t valid = std::min(hi, ((size + page - 1) & ~(page - 1)) - q.offset);
+    if (!(q.flags & (page_in_minor | page_in_readahead))) {
       if (::fallocate(a.memfd(), FALLOC_FL_KEEP_SIZE, static_cast<off_t>(a.store_offset() + lo), static_cast<off_t>(valid - first)) != 0)
         return io_result::fail(std::error_code(errno, std::generic_category()));
     }

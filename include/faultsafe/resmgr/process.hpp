@@ -421,10 +421,9 @@ class process {
   /// process's mappings in the range; EEXIST if other memory is there) or MAP_FIXED_NOREPLACE (EEXIST if
   /// anything is there). Errors: EINVAL, EBADF, EACCES (server), ENOTSUP/EPERM (userfaultfd refused),
   /// and the errno of the mapping. Past the end of the file: SIGBUS at the first touch, and after an
-  /// ftruncate that shrinks the file, at every touch of a MAP_SHARED page; a MAP_PRIVATE page touched
-  /// before the shrink keeps its bytes (unlike Linux; resmgr/iofunc.hpp, "Shrink and MAP_PRIVATE").
-  /// A MAP_PRIVATE page is a copy of the file's page made when it is first touched (unlike Linux;
-  /// resmgr/iofunc.hpp, "MAP_PRIVATE pages are copies from the first touch").
+  /// ftruncate that shrinks the file, at every touch of a page past the new end, except a MAP_PRIVATE
+  /// page written before the shrink, which keeps its bytes (unlike Linux; resmgr/iofunc.hpp, "Shrink
+  /// and MAP_PRIVATE"). A MAP_PRIVATE page shows the file until its first write, as on Linux.
   [[nodiscard]] result<void*> mmap(void* addr, std::size_t len, int prot, int flags, int fd, off_t off);
   /// munmap(2) of any page range (parts of mappings, several mappings, holes).
   [[nodiscard]] result<void> munmap(void* addr, std::size_t len);

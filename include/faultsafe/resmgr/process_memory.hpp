@@ -83,7 +83,6 @@ class page_in_message_source : public page_source {
 
   [[nodiscard]] std::error_code page_in(const page_in_request& req, page_in_result& out) override {
     io_page_in_request q{client_info{}, handle_, cookie_, req.offset - base_, req.length, 0};
-    if (req.buffer != nullptr) q.flags |= page_in_private;
     if (req.minor) q.flags |= page_in_minor;
     if (req.readahead) q.flags |= page_in_readahead;
     if (req.write) q.flags |= page_in_write;
@@ -93,23 +92,17 @@ class page_in_message_source : public page_source {
       q.fault_offset = req.fault_offset - base_;
     }
     io_page_in_reply rep{};
-    send_buffers b{static_cast<std::uint32_t>(io_msg::page_in), &q, sizeof q, nullptr, 0, &rep, sizeof rep,
-                   req.buffer, req.buffer != nullptr ? req.length : 0};
+    send_buffers b{static_cast<std::uint32_t>(io_msg::page_in), &q, sizeof q, nullptr, 0, &rep, sizeof rep, nullptr, 0};
     // On behalf of the faulting thread: the server adopts this activity while it pages in.
     const send_result sr = send_page_in(q, b, req.thread.activity);
     if (sr.error) return sr.error;
     if (sr.reply_header_len != sizeof rep || rep.length > req.length) return std::make_error_code(std::errc::bad_message);
-    std::size_t valid = static_cast<std::size_t>(rep.length);
+    const std::size_t valid = static_cast<std::size_t>(rep.length);
     // rep.offset past the window start: only the bytes from there on are valid (io_page_in_reply).
     const std::uint64_t first = rep.offset > q.offset ? rep.offset - q.offset : 0;
     if (first != 0 && ((first % vm_page_size) != 0 || first >= valid || (!req.readahead && rep.offset > q.fault_offset)))
       return std::make_error_code(std::errc::bad_message);
     out.first = static_cast<std::size_t>(first);
-    if (req.buffer != nullptr) {  // zeros after the end of the file, to the end of its last page
-      const std::size_t rounded = std::min(req.length, (valid + vm_page_size - 1) & ~(vm_page_size - 1));
-      std::memset(static_cast<char*>(req.buffer) + valid, 0, rounded - valid);
-      valid = rounded;
-    }
     out.length = valid;
     return {};
   }
@@ -366,7 +359,7 @@ class process_memory {
   }
 
   // mmap of a file of a server in another OS process (resmgr/remote.hpp): the first one hands this
-  // process's userfaultfd for that server over; then fetch the memfd (shared), map and register it,
+  // process's userfaultfd for that server over; then fetch the memfd, map and register it,
   // have the server track it. The mapping keeps the open (as a local one).
   result<void*> mmap_served(const std::shared_ptr<channel>& ch, std::uint64_t handle, int fdflags, std::size_t len, int prot,
                             int type, int fd, std::uint64_t off) {
@@ -396,7 +389,7 @@ class process_memory {
       }
       io_mmap_reply rep{};
       int memfd = -1;
-      if (shared) {
+      {  // the file's memfd, shared or private (a private mapping maps it MAP_PRIVATE: vm/served_memory.hpp)
         auto answer = p_.mmap_request(fd, off, len, prot, type | mmap_served_fetch);
         if (!answer) return answer.error();
         rep = *answer;

@@ -10,8 +10,12 @@
 //   - shared file region: the file's memfd mapped MAP_SHARED at the file offset, registered
 //     MISSING|MINOR; the pager asks the page source to make pages valid, then UFFDIO_CONTINUE maps the
 //     page-cache pages (zero copy; writes land in the file);
-//   - private file region: anonymous private memory registered MISSING; filled by UFFDIO_COPY from the
-//     page source (copy-on-write isolation: later writes stay in this region);
+//   - private file region: the file's memfd mapped MAP_PRIVATE at the file offset, registered
+//     MISSING|MINOR and served exactly as a shared one (the page source makes the pages valid, then
+//     UFFDIO_CONTINUE maps the page-cache pages, read-only in a private mapping); the kernel's
+//     copy-on-write makes a page private at its first write. So, as on Linux, a private page that was
+//     never written shows later changes of the file (it is the page cache's page), and a written one is
+//     the mapping's own;
 //   - anonymous region: private anonymous memory registered MISSING; UFFDIO_ZEROPAGE (zero-fill).
 //     Shared anonymous memory gets a private memfd of its own and is then a shared file region.
 //
@@ -56,8 +60,8 @@
 // child instead, with UFFD_FEATURE_EVENT_FORK, would make every fork() wait until a fault thread reads
 // the event, so a fork with a lock a fault thread needs held would hang, and the parent's pager and
 // servers would have to serve the child's copy for as long as it lives; without either, the kernel
-// drops the registration in the child, where an unfilled page of a private file mapping would read
-// zeros.) Pass memory to a child through a file or an explicitly shared mapping made outside faultsafe.
+// drops the registration in the child, where an unfilled page of a file mapping would be read from
+// the memfd without the server's page-in and its locks.) Pass memory to a child through a file or an explicitly shared mapping made outside faultsafe.
 // MAP_FIXED (map_request::replace): the range's existing regions of this aspace are unmapped first (an
 // implicit munmap, as Linux does), then the new mapping is made with MAP_FIXED_NOREPLACE. Memory in the
 // range that is not this aspace's (the OS process's own heap, another aspace) is never clobbered: EEXIST.
@@ -79,9 +83,10 @@
 // mappings are MADV_DONTFORK (as local ones; UFFD_FEATURE_EVENT_FORK is not used: it needs
 // CAP_SYS_PTRACE and would make the server serve the child). Exit of the client: fills fail with ESRCH
 // (the mm is gone) and are dropped; the server destroys the aspace when the connection ends. A fault on
-// an address the aspace does not know (a mapping the client registered without telling the server, or
-// one whose REMAP event another fault thread is still handling) is re-examined for up to 10 ms, then
-// fails (SIGBUS): never a hang, never a busy loop.
+// an address the aspace does not know waits until every UNMAP/REMAP event read before it is applied
+// (one moving its region there may be in another fault thread's hands: read_event numbers them,
+// event_applied() records their application), then is re-examined for up to 10 ms (a mapping the
+// client registered without telling the server), then fails (SIGBUS): never a hang, never a busy loop.
 //
 // Errors: std::error_code with errno values; bad input (unaligned address, zero length, a memfd of -1)
 // is EINVAL, never a crash.
@@ -151,7 +156,7 @@ struct tracked_mapping {
   void* addr = nullptr;    ///< start in the other process (page aligned)
   std::size_t length = 0;  ///< bytes (rounded up to pages)
   int prot = PROT_READ;
-  bool shared = false;     ///< MAP_SHARED of file->memfd (MINOR mode) or private (MISSING mode)
+  bool shared = false;     ///< MAP_SHARED of file->memfd or MAP_PRIVATE (of file->memfd; anonymous without a file); registered MISSING|MINOR with a file
   std::optional<file_backing> file;
 };
 
@@ -408,7 +413,7 @@ class aspace {
         return std::make_error_code(std::errc::not_enough_memory);
       }
     }
-    const bool minor = file && req.shared;
+    const bool minor = file.has_value();  // a file region, shared or private, maps the memfd
     if (minor && !uffd_.has(UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM)) {
       if (owned_memfd >= 0) ::close(owned_memfd);
       return std::make_error_code(std::errc::not_supported);
@@ -423,7 +428,8 @@ class aspace {
           return ec;
         }
       }
-      p = minor ? ::mmap(req.addr_hint, len, PROT_NONE, MAP_SHARED | fixed_flag, file->memfd, static_cast<off_t>(file->offset))
+      p = minor ? ::mmap(req.addr_hint, len, PROT_NONE, (req.shared ? MAP_SHARED : MAP_PRIVATE | MAP_NORESERVE) | fixed_flag, file->memfd,
+                         static_cast<off_t>(file->offset))
                 : ::mmap(req.addr_hint, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | fixed_flag, -1, 0);
       int e = 0;
       if (p == MAP_FAILED) {
@@ -871,11 +877,10 @@ class aspace {
   }
 
   // Called by the pager when it stops: no fault will be served any more, and none may hang.
-  // Private file regions would silently read zeros from the kernel, so every page of theirs not yet
-  // filled is poisoned (SIGBUS on access). Then every region is unregistered, which wakes every thread
-  // blocked on a fault: shared file regions are then served by the kernel from the memfd (the file's
-  // own pages: same data, but without the server's page-in), anonymous regions are zero-filled,
-  // poisoned pages raise SIGBUS. Later try_map calls fail with ESHUTDOWN.
+  // Every region is unregistered, which wakes every thread blocked on a fault: file regions (shared
+  // and private) are then served by the kernel from the memfd (the file's own pages: same data, but
+  // without the server's page-in), anonymous regions are zero-filled, poisoned pages raise SIGBUS.
+  // Later try_map calls fail with ESHUTDOWN.
   void pager_stopped() noexcept {
     try {
       pager_stopped_impl();
@@ -907,19 +912,9 @@ class aspace {
 
   // Requires: r held exclusively, or not yet visible to fault service. Effects: see pager_stopped.
   void stop_region(region& r) noexcept {
-    // Nothing serves the region any more: a zapped marker would let the kernel fill a private page
-    // with zeros instead of failing, so its poisoned pages stay poisoned.
+    // Nothing serves the region any more: its poisoned pages stay poisoned (a zapped marker would let
+    // the kernel serve a page past the end of the file from the memfd).
     poisoned_pages::instance().forget(this, r.start_, r.end());
-    if (r.file_ && !r.shared_ && uffd_.has(UFFD_FEATURE_POISON)) {
-      std::uintptr_t a = r.start_;
-      while (a < r.end()) {
-        const auto res = uffd_.poison(a, r.end() - a, /*dont_wake=*/true);
-        a += res.done;
-        if (!res.error) break;
-        if (res.error == std::errc::file_exists) a += vm_page_size;  // a filled page: keep it
-        else if (res.error != std::errc::resource_unavailable_try_again) break;
-      }
-    }
     (void)uffd_.unregister_range(reinterpret_cast<void*>(r.start_), r.length_);
   }
 

@@ -6,18 +6,15 @@
 // server's range lock and handlers are on the page-in path.
 //
 // Contract of page_in (for every source)
-// - Shared mappings (req.buffer == nullptr): make every page of the file range
-//   [req.offset, req.offset + out.length) present in the memfd's page cache with the file's data (a
-//   hole reads as zeros), where out.length >= req.fault_offset + page_size - req.offset (the faulting
-//   page is always covered) and out.length <= req.length. The pager then maps them with
-//   UFFDIO_CONTINUE: no copy, writes through the mapping land in the file. When req.minor is true the
-//   kernel has just seen the faulting page in the page cache.
-// - Private mappings (req.buffer != nullptr, req.length bytes): fill the buffer's first out.length
-//   bytes with the file's data from req.offset (zeros past end-of-file within the last page), same
-//   bounds on out.length. The pager then UFFDIO_COPYs them: later writes stay private.
+// - Make every page of the file range [req.offset, req.offset + out.length) present in the memfd's
+//   page cache with the file's data (a hole reads as zeros), where out.length >= req.fault_offset +
+//   page_size - req.offset (the faulting page is always covered) and out.length <= req.length. The
+//   pager then maps them with UFFDIO_CONTINUE: no copy. In a MAP_SHARED mapping writes through the
+//   mapping land in the file; a MAP_PRIVATE mapping gets the page read-only and the kernel copies it
+//   at its first write (as for any private file mapping). When req.minor is true the kernel has just
+//   seen the faulting page in the page cache.
 // - A source may leave out a prefix of the window (out.first, a page multiple, default 0): then only
-//   [req.offset + out.first, req.offset + out.length) is valid (shared: present; private: the buffer's
-//   bytes [out.first, out.length) filled) and mapped. A demand page-in must still cover the faulting
+//   [req.offset + out.first, req.offset + out.length) is present and mapped. A demand page-in must still cover the faulting
 //   page (out.first <= req.fault_offset - req.offset); the resmgr's page-in uses it when part of the
 //   window is locked by someone else and it serves the faulting page alone (resmgr/iofunc.hpp).
 // - Read-ahead requests (req.readahead: the pager maps ahead of a sequential reader; fault_offset is
@@ -63,13 +60,12 @@ struct page_in_request {
   std::uint64_t fault_offset = 0;    ///< file offset of the faulting page, inside the window
   std::uintptr_t fault_address = 0;  ///< the faulting address (exact, page aligned by the kernel)
   bool write = false;                ///< the access was a write
-  bool minor = false;                ///< shared: the faulting page is already in the page cache
+  bool minor = false;                ///< the faulting page is already in the page cache
   bool readahead = false;            ///< no thread waits: best effort, any out.length <= length is fine
-  void* buffer = nullptr;            ///< private mappings: destination of `length` bytes; else nullptr
   faulting_thread_info thread;       ///< the faulting thread (tid always; id/activity when announced)
 };
 
-/// What page_in achieved: bytes valid (shared) or filled (private) from req.offset + first up to
+/// What page_in achieved: bytes valid from req.offset + first up to
 /// req.offset + length.
 struct page_in_result {
   std::size_t length = 0;  ///< end of the valid bytes, counted from req.offset
@@ -113,27 +109,11 @@ class memfd_page_source final : public page_source {
     const std::uint64_t end_in_file = (size + vm_page_size - 1) & ~std::uint64_t{vm_page_size - 1};
     const std::size_t len = static_cast<std::size_t>(
         req.offset + req.length <= end_in_file ? req.length : end_in_file - req.offset);
-    if (req.buffer == nullptr) {
-      // The kernel saw the faulting page cached (MINOR): map what is there; UFFDIO_CONTINUE stops at
-      // the first hole, which faults again later as MISSING. Otherwise allocate the holes (zeros),
-      // keeping existing data: fallocate never overwrites.
-      if (!req.minor && !req.readahead && ::fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(req.offset), static_cast<off_t>(len)) != 0)
-        return {errno, std::generic_category()};
-      out.length = len;
-      return {};
-    }
-    std::size_t done = 0;
-    while (done < len) {
-      const ssize_t n = ::pread(fd_, static_cast<char*>(req.buffer) + done, len - done,
-                                static_cast<off_t>(req.offset + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return {errno, std::generic_category()};
-      }
-      if (n == 0) break;
-      done += static_cast<std::size_t>(n);
-    }
-    if (done < len) std::memset(static_cast<char*>(req.buffer) + done, 0, len - done);
+    // The kernel saw the faulting page cached (MINOR): map what is there; UFFDIO_CONTINUE stops at
+    // the first hole, which faults again later as MISSING. Otherwise allocate the holes (zeros),
+    // keeping existing data: fallocate never overwrites.
+    if (!req.minor && !req.readahead && ::fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(req.offset), static_cast<off_t>(len)) != 0)
+      return {errno, std::generic_category()};
     out.length = len;
     return {};
   }

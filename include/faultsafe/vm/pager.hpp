@@ -18,8 +18,8 @@
 //      triggers the next read-ahead), so a sequential reader overlaps with the pager;
 //   4. anonymous: UFFDIO_ZEROPAGE. File: page_source::page_in on behalf of the faulting thread (its tid
 //      from UFFD_FEATURE_THREAD_ID, resolved to its faultsafe id and activity when it announced itself;
-//      vm/faulting_thread.hpp), then UFFDIO_CONTINUE (shared: the page-cache pages, zero copy) or
-//      UFFDIO_COPY from the filled buffer (private);
+//      vm/faulting_thread.hpp), then UFFDIO_CONTINUE maps the page-cache pages (zero copy; in a
+//      private mapping read-only, so its first write is the kernel's copy-on-write);
 //   5. errors: a failed page-in poisons the faulting page (UFFDIO_POISON), so the faulting access gets
 //      SIGBUS instead of hanging; no signal is ever sent to a thread (it may have moved on). Where the
 //      kernel refuses POISON (a shared page past the end of a file truncated meanwhile), the thread is
@@ -51,9 +51,9 @@
 // Shutdown (stop() or the destructor): the registration ends (the pool's threads finish the faults of
 // this aspace they have read, so page_in must return; a server-backed source fails when its server
 // stops; faults queued at the pool's limit are dropped); then the aspace is told
-// (aspace::pager_stopped): unfilled pages of private file regions are poisoned and every region is
-// unregistered, which wakes every thread still blocked on a fault. Afterwards no fault hangs: shared
-// file regions read the memfd directly through the kernel, anonymous regions zero-fill, poisoned pages
+// (aspace::pager_stopped): every region is unregistered, which wakes every thread still blocked on a
+// fault. Afterwards no fault hangs: file regions read the memfd directly through the kernel, anonymous
+// regions zero-fill, poisoned pages
 // raise SIGBUS, and aspace::try_map fails with ESHUTDOWN.
 //
 // Blocking points (each reported to the vm_wait_hook, vm/detail/wait_hooks.hpp): the region or map
@@ -215,13 +215,12 @@ class pager final : private fault_handler {
     if (served != nullptr) *served = 0;
     if (len == 0) return {};
     if (e < a) return std::make_error_code(std::errc::invalid_argument);
-    fill_buffer buf(opts_.max_window);
     const pid_t tid = this_thread_tid();
     std::error_code ec;
     std::uintptr_t p = a;
     for (; p < e; p += vm_page_size) {
       fault f{p, true, false, tid, lookup_faulting_thread(tid), &ec};
-      serve(f, buf, nullptr);
+      serve(f, nullptr);
       if (ec) break;
     }
     if (served != nullptr) *served = p > start ? static_cast<std::size_t>(std::min(p, e) - start) : 0;
@@ -283,31 +282,6 @@ class pager final : private fault_handler {
     std::uint64_t generation;
   };
 
-  // A page-aligned buffer for private fills (UFFDIO_COPY needs a page-aligned source).
-  struct fill_buffer {
-    explicit fill_buffer(std::size_t n) : size(n) {
-      void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      if (p == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "faultsafe::pager: buffer");
-      data = static_cast<char*>(p);
-    }
-    ~fill_buffer() { ::munmap(data, size); }
-    fill_buffer(const fill_buffer&) = delete;
-    fill_buffer& operator=(const fill_buffer&) = delete;
-    std::size_t size;
-    char* data;
-  };
-
-  // A thread's buffer for private fills (grown to the largest window it has served), kept across
-  // faults of every pager the thread serves.
-  static fill_buffer& thread_buffer(std::size_t n) {
-    thread_local std::unique_ptr<fill_buffer> b;
-    if (!b || b->size < n) {
-      b.reset();
-      b = std::make_unique<fill_buffer>(n);
-    }
-    return *b;
-  }
-
   // fault_handler: one message of the aspace's userfaultfd, on a pool thread. From the moment the
   // thread has read a fault until it is resolved, the faulting thread's page wait is recorded (served
   // by this thread).
@@ -335,14 +309,7 @@ class pager final : private fault_handler {
       } catch (...) {  // the violation handler threw: serve the fault anyway, unrecorded
       }
     }
-    fill_buffer* buf = nullptr;
-    try {
-      buf = &thread_buffer(opts_.max_window);
-    } catch (...) {  // no buffer: the fault fails (SIGBUS), as when a page-in cannot allocate
-      fail(f, nullptr, std::make_error_code(std::errc::not_enough_memory));
-      return;
-    }
-    serve(f, *buf, fw ? &*fw : nullptr);
+    serve(f, fw ? &*fw : nullptr);
   }
   [[nodiscard]] std::uint32_t faulting_thread(const uffd_msg& msg) noexcept override {
     if (msg.event != UFFD_EVENT_PAGEFAULT) return 0;
@@ -395,10 +362,10 @@ class pager final : private fault_handler {
 
   // Wait-for graph: while this thread serves the fault (from the moment it read it), the faulting
   // thread (if it announced itself) waits on it: a "page" wait recorded on its behalf by handle_fault(), `fw`.
-  void serve(const fault& f, fill_buffer& buf, fault_waitable* fw) noexcept {
+  void serve(const fault& f, fault_waitable* fw) noexcept {
     faults_.fetch_add(1, std::memory_order_relaxed);
     try {
-      serve_locked(f, buf, fw);
+      serve_locked(f, fw);
     } catch (const std::system_error& e) {
       fail(f, nullptr, e.code());  // e.g. EDEADLK: the wait-for graph broke a cycle at one of our lock waits
     } catch (...) {
@@ -406,13 +373,13 @@ class pager final : private fault_handler {
     }
   }
 
-  void serve_locked(const fault& f, fill_buffer& buf, fault_waitable* fw) {
+  void serve_locked(const fault& f, fault_waitable* fw) {
     if (as_.opts_.single_lock) {
       detail::vm_exclusive_hold<aspace::map_lock_type> g(as_.map_lock_);  // the whole space, during I/O
       region* r = as_.find_locked(f.page);
       if (r == nullptr || r->dead_) return gone(f);
       if (fw != nullptr) fw->describe(*r, f.page);
-      serve_region(*r, f, buf);
+      serve_region(*r, f);
       return;
     }
     region* r = as_.acquire_region(f.page);
@@ -429,7 +396,7 @@ class pager final : private fault_handler {
     if (fw != nullptr) fw->describe(*r, f.page);
     detail::vm_shared_hold<aspace::region_lock_type> g(r->lock_);
     if (r->dead_) gone(f);
-    else serve_region(*r, f, buf);
+    else serve_region(*r, f);
   }
 
   void gone(const fault& f) {
@@ -439,7 +406,7 @@ class pager final : private fault_handler {
   }
 
   // Requires: r held shared (single_lock: the map lock exclusively) and not dead.
-  void serve_region(region& r, const fault& f, fill_buffer& buf) {
+  void serve_region(region& r, const fault& f) {
     // (3) fault-around window. The region's stream state: the last window started at stream_start_,
     // the next sequential fault is expected at next_expected_, and everything up to stream_end_ is
     // mapped or being mapped (read-ahead included).
@@ -473,13 +440,13 @@ class pager final : private fault_handler {
       r.next_expected_.store(w0 + wl, std::memory_order_relaxed);
       r.stream_end_.store(ral != 0 ? ra0 + ral : w0 + wl, std::memory_order_relaxed);
     }
-    fill(r, f, w0, wl, buf, true);
-    if (ral != 0) fill(r, f, ra0, ral, buf, false);
+    fill(r, f, w0, wl, true);
+    if (ral != 0) fill(r, f, ra0, ral, false);
   }
 
   // Effects: makes [w0, w0+wl) of r valid and mapped. demand: the fill serves fault f (the thread is
   // woken, or gets SIGBUS); else it is read-ahead (best effort, errors ignored).
-  void fill(region& r, const fault& f, std::uintptr_t w0, std::size_t wl, fill_buffer& buf, bool demand) {
+  void fill(region& r, const fault& f, std::uintptr_t w0, std::size_t wl, bool demand) {
     const detail::uffd& u = as_.uffd_;
     if (!r.file_) {  // anonymous: zero-fill
       const auto res = u.zeropage(w0, wl);
@@ -498,7 +465,6 @@ class pager final : private fault_handler {
     req.write = f.write;
     req.minor = demand && f.minor;
     req.readahead = !demand;
-    req.buffer = r.shared_ ? nullptr : buf.data;
     req.thread = f.who;
     page_in_result out;
     std::error_code ec;
@@ -527,7 +493,7 @@ class pager final : private fault_handler {
       if (ec || out.length == 0 || out.length > wl || bad_first) return;
       const std::size_t len = ((out.length + vm_page_size - 1) & ~(vm_page_size - 1)) - out.first;
       const std::uintptr_t s = w0 + out.first;
-      const auto res = r.shared_ ? u.continue_range(s, len) : u.copy(s, buf.data + out.first, len);
+      const auto res = u.continue_range(s, len);
       pages_.fetch_add(res.done / vm_page_size, std::memory_order_relaxed);
       return;
     }
@@ -537,11 +503,7 @@ class pager final : private fault_handler {
     if (ec) return fail(f, &note, ec);
     const std::size_t len = ((out.length + vm_page_size - 1) & ~(vm_page_size - 1)) - out.first;
     const std::uintptr_t s = w0 + out.first;
-    if (r.shared_)
-      settle_fault(f, s, u.continue_range(s, len), [&](std::uintptr_t p) { return u.continue_range(p, vm_page_size); }, true, &note);
-    else
-      settle_fault(f, s, u.copy(s, buf.data + out.first, len),
-             [&](std::uintptr_t p) { return u.copy(p, buf.data + (p - w0), vm_page_size); }, false, &note);
+    settle_fault(f, s, u.continue_range(s, len), [&](std::uintptr_t p) { return u.continue_range(p, vm_page_size); }, true, &note);
   }
 
   // Effects: settles the faulting thread after a window fill `res` that started at w0: done if the

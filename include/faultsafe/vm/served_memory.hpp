@@ -4,10 +4,12 @@
 // maps a file of a server running in another process creates one served_memory: it owns a userfaultfd
 // of the client's own address space, which the client hands to the server once (SCM_RIGHTS; the
 // server adopts it: aspace(adopt_userfaultfd, ...), vm/aspace.hpp) together with features(). Each
-// map() then maps the server's memfd (MAP_SHARED, registered MISSING | MINOR: the server's pager answers
-// with UFFDIO_CONTINUE once the page is in the memfd; MISSING too, so that a touch of a hole, such as a
-// page past the end of a shrunk file, also goes to the server's page-in instead of the kernel's zeros) or private anonymous memory (MAP_PRIVATE, registered MISSING: UFFDIO_COPY of the
-// page image), MADV_DONTFORK, PROT_NONE until registered; a shared mapping without PROT_WRITE maps
+// map() then maps the server's memfd (MAP_SHARED, or MAP_PRIVATE for a private file mapping, registered
+// MISSING | MINOR: the server's pager answers with UFFDIO_CONTINUE once the page is in the memfd, read-only
+// in a private mapping, whose first write is the kernel's copy-on-write; MISSING too, so that a touch
+// of a hole, such as a page past the end of a shrunk file, also goes to the server's page-in instead
+// of the kernel's zeros) or private anonymous memory (no memfd: registered MISSING, zero-filled),
+// MADV_DONTFORK, PROT_NONE until registered; a shared mapping without PROT_WRITE maps
 // the memfd MAP_PRIVATE instead (the server hands such a mapping a read-only fd, and the kernel
 // registers no mapping that can never be written, VM_MAYWRITE: a MAP_SHARED mapping of a read-only fd
 // is one). Registered the same way, it reads the memfd's page cache exactly as a shared mapping
@@ -27,8 +29,8 @@
 // server must page the range in and retry (see the README's "Brian across processes").
 //
 // Server death. The client keeps its own reference to the userfaultfd, so the server's death does
-// not silently unregister the mappings (the kernel would then fill unserved private pages with zeros
-// and serve shared pages from the memfd without the server). watch_server() (required before the
+// not silently unregister the mappings (the kernel would then serve file pages from the memfd without
+// the server, and a page past the end of the file would read zeros). watch_server() (required before the
 // first map()) watches the server with a pidfd; when it exits, server_gone() runs: every page not
 // yet mapped in every mapping is poisoned (UFFDIO_POISON: SIGBUS on access, BUS_MCEERR_AR) and the
 // userfaultfd is closed, which unregisters everything and wakes every thread blocked on a fault or
@@ -74,8 +76,8 @@ struct served_map_request {
   std::size_t length = 0;     ///< bytes (rounded up to pages)
   int prot = PROT_READ;       ///< PROT_READ / PROT_WRITE / PROT_EXEC
   bool shared = false;        ///< of memfd (requires memfd; see the header for one without PROT_WRITE) or MAP_PRIVATE
-  int memfd = -1;             ///< the server's memfd (shared); -1 for private mappings
-  std::uint64_t offset = 0;   ///< memfd offset of the first byte (page aligned; shared only)
+  int memfd = -1;             ///< the server's memfd (a file mapping, shared or private); -1: anonymous (private only)
+  std::uint64_t offset = 0;   ///< memfd offset of the first byte (page aligned; with memfd only)
 };
 
 class served_memory {
@@ -162,14 +164,16 @@ class served_memory {
     exclusive_guard g(m_);
     if (!watcher_.joinable()) return std::make_error_code(std::errc::not_connected);
     if (!uffd_.valid()) return std::error_code(ESHUTDOWN, std::generic_category());
-    const int file_type = (req.prot & PROT_WRITE) ? MAP_SHARED : MAP_PRIVATE;  // see the header: read-only fd
-    void* p = req.shared ? ::mmap(nullptr, len, PROT_NONE, file_type, req.memfd, static_cast<off_t>(req.offset))
-                         : ::mmap(nullptr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    // A file (memfd) mapping: MAP_SHARED only when shared and writable (see the header: read-only fd).
+    const bool file = req.memfd >= 0;
+    const int file_type = req.shared && (req.prot & PROT_WRITE) ? MAP_SHARED : MAP_PRIVATE | MAP_NORESERVE;
+    void* p = file ? ::mmap(nullptr, len, PROT_NONE, file_type, req.memfd, static_cast<off_t>(req.offset))
+                   : ::mmap(nullptr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) return {errno, std::generic_category()};
     std::error_code ec;
     if (::madvise(p, len, MADV_DONTFORK) != 0) ec = {errno, std::generic_category()};
     if (!ec) {
-      ec = uffd_.register_range(p, len, req.shared ? detail::uffd_mode::missing_and_minor : detail::uffd_mode::missing);
+      ec = uffd_.register_range(p, len, file ? detail::uffd_mode::missing_and_minor : detail::uffd_mode::missing);
       if (ec == std::errc::invalid_argument) ec = std::make_error_code(std::errc::not_supported);
     }
     if (!ec && req.prot != PROT_NONE && ::mprotect(p, len, req.prot) != 0) ec = {errno, std::generic_category()};
@@ -244,7 +248,7 @@ class served_memory {
   }
 
   /// Effects: msync(2) of [addr, addr + len): a shared mapping is the server file's memfd (its page
-  /// cache: stores are already the file's) and a private one is private memory, so this checks the
+  /// cache: stores are already the file's) and a private one never writes the file, so this checks the
   /// arguments and the range. Returns: EINVAL (bad flags, unaligned, zero length), ENOMEM (a page not in
   /// a mapping of this object). Throws: nothing.
   [[nodiscard]] std::error_code sync(void* addr, std::size_t len, int flags) const noexcept {
