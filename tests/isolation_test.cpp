@@ -136,7 +136,7 @@ TEST_CASE("credentials: forbidden opens fail with EACCES and change nothing; han
   io_mmap_reply mrep{};
   CHECK(is(stranger.send(*ch, {static_cast<std::uint32_t>(io_msg::mmap), &mq, sizeof mq, nullptr, 0, &mrep, sizeof mrep}).error, EBADF));
   CHECK(mrep.memfd == -1);
-  io_page_in_request pq{stranger.client(), handle, 0, 0, 4096, page_in_private};
+  io_page_in_request pq{stranger.client(), handle, 0, 0, 4096, 0};
   io_page_in_reply prep{};
   CHECK(is(stranger.send(*ch, {static_cast<std::uint32_t>(io_msg::page_in), &pq, sizeof pq, nullptr, 0, &prep, sizeof prep, buf, sizeof buf}).error, EBADF));
   io_handle_request cq{stranger.client(), handle};
@@ -238,15 +238,13 @@ TEST_CASE("a server writes only inside the buffers the client sent") {
     CHECK(!sr.error);
     CHECK(sr.reply_header_len == 8u);
     CHECK(h.canaries_intact());
-    fenced d(100);
     fenced rh(sizeof(io_page_in_reply) - 8);
-    io_page_in_request pq{bob.client(), handle, 0, 0, 64 * 1024, page_in_private};
-    sr = bob.send(*ch, {static_cast<std::uint32_t>(io_msg::page_in), &pq, sizeof pq, nullptr, 0, rh.data(), rh.n, d.data(), d.n});
+    io_page_in_request pq{bob.client(), handle, 0, 0, 64 * 1024, 0};
+    sr = bob.send(*ch, {static_cast<std::uint32_t>(io_msg::page_in), &pq, sizeof pq, nullptr, 0, rh.data(), rh.n, nullptr, 0});
     CHECK(!sr.error);
-    CHECK(sr.status <= 100);
-    CHECK(d.canaries_intact());
+    CHECK(sr.status > 0);
+    CHECK(sr.reply_header_len == rh.n);
     CHECK(rh.canaries_intact());
-    CHECK(d.data()[99] == pat(99));
   }
   SUBCASE("a handler that tries to write past the client's buffer gets EMSGSIZE and writes nothing") {
     io_funcs f = iofunc_defaults();

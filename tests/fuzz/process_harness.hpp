@@ -11,9 +11,8 @@
 //   - every call's error (EBADF, EACCES, ENOENT, EEXIST, EINVAL, EOVERFLOW, EFBIG, EFAULT, ...) or value
 //     (fd number, byte count, offset, size) equals the model's;
 //   - every byte read (read/pread, loads through shared, private and anonymous mappings) equals the
-//     model's. Private file mappings are copy-on-write snapshots whose pages are filled at a time the
-//     model cannot see (fault-around, read-ahead), so a private page is checked exactly while the
-//     file's page is unchanged since the mmap, and after its first observation otherwise;
+//     model's. A private file mapping's page shows the file until the mapping first writes it (the
+//     page cache's page, as on Linux); from the first store on it is the mapping's own copy;
 //   - every call that fails (an error reply, injected or not) leaves every file exactly as the model
 //     has it: existence, size and bytes, read in the server's store (a failed call has no side effects);
 //   - at the end every file's bytes equal the model's, read back through a fresh open;
@@ -74,17 +73,7 @@ struct model_file {
   bool exists = false;
   mode_t mode = 0;
   std::vector<std::uint8_t> data;
-  std::vector<std::uint64_t> version = std::vector<std::uint64_t>(64, 0);  // pages (mappings reach page 24)
-  void bump(std::uint64_t off, std::uint64_t len) {
-    if (len == 0) return;
-    for (std::uint64_t p = off / page; p <= (off + len - 1) / page && p < version.size(); ++p) ++version[p];
-  }
-  void resize(std::uint64_t n) {
-    const std::uint64_t old = data.size();
-    if (n == old) return;
-    bump(std::min(old, n), std::max(old, n) - std::min(old, n));
-    data.resize(n, 0);
-  }
+  void resize(std::uint64_t n) { data.resize(n, 0); }
 };
 
 struct model_fd {
@@ -103,9 +92,7 @@ struct model_map {
   int file = -1;        // -1: anonymous
   std::uint64_t off = 0;
   bool writable_open = false;
-  std::vector<std::uint64_t> ver_at_map;                      // private file: page versions at mmap
-  std::vector<std::uint8_t> snapshot;                         // private file: bytes at mmap (zeros past EOF)
-  std::vector<std::optional<std::vector<std::uint8_t>>> known;  // private file / anonymous: page contents
+  std::vector<std::optional<std::vector<std::uint8_t>>> known;  // anonymous / private file once written: page contents
   std::vector<bool> poisoned;                                 // tolerant mode: a page-in failed (SIGBUS)
 };
 
@@ -405,7 +392,6 @@ class harness {
     if (*r != n) fail("write: wrote %zu, model expects %zu", *r, n);
     if (mf.data.size() < start + n) mf.resize(start + n);
     std::memcpy(mf.data.data() + start, buf, n);
-    mf.bump(start, n);
     if (!positional) mfd.offset = static_cast<std::int64_t>(start + n);
   }
 
@@ -470,7 +456,6 @@ class harness {
       if (o < mf.data.size()) {
         const std::uint64_t end = std::min<std::uint64_t>(o + n, mf.data.size());
         std::fill(mf.data.begin() + static_cast<std::ptrdiff_t>(o), mf.data.begin() + static_cast<std::ptrdiff_t>(end), 0);
-        mf.bump(o, end - o);
       }
       return;
     }
@@ -521,13 +506,7 @@ class harness {
       m.file = mfd.file;
       m.off = static_cast<std::uint64_t>(off);
       m.writable_open = mfd.writable();
-      if (!m.shared) {
-        const model_file& mf = files_[m.file];
-        m.known.assign(pages, std::nullopt);
-        m.snapshot.assign(m.len, 0);
-        for (std::size_t i = 0; i < m.len && m.off + i < mf.data.size(); ++i) m.snapshot[i] = mf.data[m.off + i];
-        for (std::size_t p = 0; p < pages; ++p) m.ver_at_map.push_back(mf.version[m.off / page + p]);
-      }
+      if (!m.shared) m.known.assign(pages, std::nullopt);
     }
     maps_.push_back(std::move(m));
   }
@@ -558,10 +537,8 @@ class harness {
     m.addr += page;
     m.len -= page;
     m.off += page;
-    if (!m.ver_at_map.empty()) m.ver_at_map.erase(m.ver_at_map.begin());
     if (!m.known.empty()) m.known.erase(m.known.begin());
     if (!m.poisoned.empty()) m.poisoned.erase(m.poisoned.begin());
-    if (m.snapshot.size() >= page) m.snapshot.erase(m.snapshot.begin(), m.snapshot.begin() + page);
   }
 
   void op_mprotect(byte_reader& in) {
@@ -614,26 +591,29 @@ class harness {
     return false;
   }
 
-  // Private file page p: make sure the model knows its contents (faulting it in by reading it).
+  // Private file page p, about to be written: until now it was the file's page (checked here); from
+  // now on the model keeps its contents (the bytes past the end of the file come from the page read).
   bool settle_private(model_map& m, std::size_t p) {
     if (m.file < 0 || m.shared || m.known[p]) return true;
     std::vector<std::uint8_t> seen(page);
     if (!guarded(m, p, seen.data(), m.addr + p * page, page)) return false;
-    if (files_[m.file].version[m.off / page + p] == m.ver_at_map[p] &&
-        std::memcmp(seen.data(), m.snapshot.data() + p * page, page) != 0)
-      fail("private mapping page %zu differs from the file at mmap time (file page unchanged since)", p);
+    const model_file& mf = files_[m.file];
+    for (std::size_t i = 0; i < page && m.off + p * page + i < mf.data.size(); ++i)
+      if (seen[i] != mf.data[m.off + p * page + i]) fail("unwritten private page %zu differs from the file at +%zu", p, i);
     m.known[p] = std::move(seen);
     return true;
   }
+  // True if loads of page p of m read the file (a shared mapping, or a private page never written).
+  static bool reads_file(const model_map& m, std::size_t p) { return m.file >= 0 && (m.shared || !m.known[p]); }
 
   void check_load(model_map& m, std::size_t at, std::size_t n) {
     std::uint8_t tmp[page];
     for (std::size_t a = at; a < at + n;) {
       const std::size_t p = a / page, b = std::min(at + n, (p + 1) * page);
-      if (settle_private(m, p) && guarded(m, p, tmp, m.addr + a, b - a)) {
+      if (guarded(m, p, tmp, m.addr + a, b - a)) {
         for (std::size_t i = a; i < b; ++i) {
           std::uint8_t want;
-          if (m.file >= 0 && m.shared) {
+          if (reads_file(m, p)) {
             const model_file& mf = files_[m.file];
             if (m.off + i >= mf.data.size()) continue;  // the tail of the last page
             want = mf.data[m.off + i];
@@ -664,7 +644,6 @@ class harness {
         const std::size_t lim = std::min<std::size_t>(b - a, mf.data.size() > m.off + a ? mf.data.size() - m.off - a : 0);
         if (lim > 0 && guarded(m, p, m.addr + a, s, lim)) {  // never past the end of the file
           std::memcpy(mf.data.data() + m.off + a, s, lim);
-          mf.bump(m.off + a, lim);
         }
       } else if (guarded(m, p, m.addr + a, s, b - a)) {
         std::memcpy(m.known[p]->data() + a % page, s, b - a);
@@ -683,18 +662,13 @@ class harness {
     }
   }
   // Tolerant mode: the model of file f takes the server's current contents (after an unacknowledged
-  // request that may have changed them); changed pages count as modified.
+  // request that may have changed them).
   void resync(int f) {
     model_file& mf = files_[f];
     auto a = fs_.lookup(tag_ + static_cast<char>('a' + f));
     if (!a) fail("resync: file %d is gone", f);
     const std::size_t size = static_cast<std::size_t>(a->size());
     std::vector<std::uint8_t> now(a->data(), a->data() + size);
-    mf.resize(size);
-    for (std::size_t p = 0; p * page < size; ++p) {
-      const std::size_t len = std::min(page, size - p * page);
-      if (std::memcmp(now.data() + p * page, mf.data.data() + p * page, len) != 0) mf.bump(p * page, len);
-    }
     mf.data = std::move(now);
     ++stats_.resyncs;
   }

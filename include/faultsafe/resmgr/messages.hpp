@@ -474,8 +474,8 @@ struct io_funcs {
   /// slot files cannot be mapped (ENOSYS).
   handler_slot<msg::mmap> mmap;
   /// Page-in, sent by the client's pager thread for a fault on a mapping (q.fault_thread faulted at
-  /// q.fault_address): make [q.offset, q.offset + q.length) of the memfd present (or, with
-  /// page_in_private, copy it into the reply data) and return ok(valid bytes); ENXIO at or past the
+  /// q.fault_address): make [q.offset, q.offset + q.length) of the memfd present (shared and private
+  /// mappings alike: both map the memfd) and return ok(valid bytes); ENXIO at or past the
   /// end of the file (the access gets SIGBUS). `ocb` is null when the request names only a cookie.
   /// The faulting thread may be one of this server's own threads holding a range of this very file
   /// (Brian's lock-up): take the range with the attr's page_in_self_conflict policy, as
