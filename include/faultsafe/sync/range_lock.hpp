@@ -1111,8 +1111,11 @@ class alignas(64) range_lock {
       return (c & mine) == 0;
     };
     // (r) relaxed: hints only (skip a claim bound to fail); the claim and the re-check decide.
-    if (!word_ok(t.m.payload_if_free(std::memory_order_relaxed)) || !cells_ok(t.cells.load(std::memory_order_relaxed)))
-      return holder_result::none;
+    const std::uint32_t p = t.m.payload_if_free(std::memory_order_relaxed), c = t.cells.load(std::memory_order_relaxed);
+    // A shared n beside other ranges in a shard without a writer takes the tree path: as a
+    // tree-path reader it counts towards fast_path_rearm, so the shard's readers return to the
+    // reader slots (which write no shared line) instead of taking turns on fast_x.
+    if (!word_ok(p) || !cells_ok(c) || (!x && c != 0 && p < p_writer)) return holder_result::none;
     (void)FAULTSAFE_INJECT(range_claim_stall);  // tests: a stall here (compiled out by default)
     n.granted = true;
     n.seq = 0;
