@@ -7,7 +7,8 @@
 //                  pager    = faultsafe::aspace + pager (1 and 2 fault threads), memfd_page_source, with
 //                             read-ahead off (the raw loop's exact policy) and on (the default)
 //   rand_fault/*   2048 random distinct pages of a 64 MiB mapping, one page per fault:
-//                  shared file (MINOR + CONTINUE), private file (MISSING + pread + COPY),
+//                  shared file (MINOR + CONTINUE), private file (MAP_PRIVATE of the memfd, MINOR +
+//                  CONTINUE, as the pager maps it; the old MISSING + pread + COPY loop for reference),
 //                  anonymous (MISSING + ZEROPAGE): raw loop vs pager, and the kernel for reference
 //   rand_around/*  the same touches with a fixed 64 KiB fault-around window (aligned): raw vs pager
 //   regions/*      scale: the random shared 1-page faults with the aspace holding 1 region (the
@@ -107,7 +108,7 @@ const std::vector<std::size_t>& rand_pages() {
 }
 
 // ---- the raw userfaultfd loop: the same work as the pager, without aspace/pager machinery -----------
-enum class raw_mode { minor_continue, missing_copy, missing_zero };
+enum class raw_mode { minor_continue, private_continue, missing_copy, missing_zero };
 
 class raw_uffd_loop {
  public:
@@ -121,15 +122,15 @@ class raw_uffd_loop {
     if (::ioctl(uffd_, UFFDIO_API, &api) != 0) std::abort();
     stop_ = ::eventfd(0, EFD_CLOEXEC);
     buf_ = static_cast<char*>(::mmap(nullptr, max_win, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-    if (mode == raw_mode::minor_continue)
-      base_ = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, memfd, 0);
+    const bool cont = mode == raw_mode::minor_continue || mode == raw_mode::private_continue;
+    if (cont)
+      base_ = ::mmap(nullptr, len, PROT_READ, mode == raw_mode::minor_continue ? MAP_SHARED : MAP_PRIVATE | MAP_NORESERVE, memfd, 0);
     else
       base_ = ::mmap(nullptr, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     uffdio_register r{};
     r.range.start = reinterpret_cast<std::uintptr_t>(base_);
     r.range.len = len;
-    r.mode = mode == raw_mode::minor_continue ? (UFFDIO_REGISTER_MODE_MINOR | UFFDIO_REGISTER_MODE_MISSING)
-                                              : UFFDIO_REGISTER_MODE_MISSING;
+    r.mode = cont ? (UFFDIO_REGISTER_MODE_MINOR | UFFDIO_REGISTER_MODE_MISSING) : UFFDIO_REGISTER_MODE_MISSING;
     if (::ioctl(uffd_, UFFDIO_REGISTER, &r) != 0) std::abort();
     thread_ = std::thread([this] { run(); });
   }
@@ -177,7 +178,7 @@ class raw_uffd_loop {
         std::size_t wl = std::min<std::size_t>(win, start + len_ - w0);
         expected = w0 + wl;
         long r = 0;
-        if (mode_ == raw_mode::minor_continue) {
+        if (mode_ == raw_mode::minor_continue || mode_ == raw_mode::private_continue) {
           uffdio_continue c{};
           c.range.start = w0;
           c.range.len = wl;
@@ -454,18 +455,20 @@ BENCHMARK(rand_kernel)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iteratio
 namespace {
 void rand_raw_shared(benchmark::State& s) { rand_raw<raw_mode::minor_continue>(s, kPage, "rand/raw_shared_minor"); }
 void rand_pager_shared(benchmark::State& s) { rand_pager<raw_mode::minor_continue>(s, kPage, "rand/pager_shared_minor"); }
-void rand_raw_private(benchmark::State& s) { rand_raw<raw_mode::missing_copy>(s, kPage, "rand/raw_private_copy"); }
-void rand_pager_private(benchmark::State& s) { rand_pager<raw_mode::missing_copy>(s, kPage, "rand/pager_private_copy"); }
+void rand_raw_private(benchmark::State& s) { rand_raw<raw_mode::private_continue>(s, kPage, "rand/raw_private_minor"); }
+void rand_raw_private_copy(benchmark::State& s) { rand_raw<raw_mode::missing_copy>(s, kPage, "rand/raw_private_copy"); }
+void rand_pager_private(benchmark::State& s) { rand_pager<raw_mode::private_continue>(s, kPage, "rand/pager_private_minor"); }
 void rand_raw_anon(benchmark::State& s) { rand_raw<raw_mode::missing_zero>(s, kPage, "rand/raw_anon_zero"); }
 void rand_pager_anon(benchmark::State& s) { rand_pager<raw_mode::missing_zero>(s, kPage, "rand/pager_anon_zero"); }
 void around_raw_shared(benchmark::State& s) { rand_raw<raw_mode::minor_continue>(s, k64K, "around/raw_shared_64k"); }
 void around_pager_shared(benchmark::State& s) { rand_pager<raw_mode::minor_continue>(s, k64K, "around/pager_shared_64k"); }
-void around_raw_private(benchmark::State& s) { rand_raw<raw_mode::missing_copy>(s, k64K, "around/raw_private_64k"); }
-void around_pager_private(benchmark::State& s) { rand_pager<raw_mode::missing_copy>(s, k64K, "around/pager_private_64k"); }
+void around_raw_private(benchmark::State& s) { rand_raw<raw_mode::private_continue>(s, k64K, "around/raw_private_64k"); }
+void around_pager_private(benchmark::State& s) { rand_pager<raw_mode::private_continue>(s, k64K, "around/pager_private_64k"); }
 }  // namespace
 BENCHMARK(rand_raw_shared)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(3);
 BENCHMARK(rand_pager_shared)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(3);
 BENCHMARK(rand_raw_private)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(3);
+BENCHMARK(rand_raw_private_copy)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(3);
 BENCHMARK(rand_pager_private)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(3);
 BENCHMARK(rand_raw_anon)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(3);
 BENCHMARK(rand_pager_anon)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(3);
@@ -503,14 +506,15 @@ void interleaved_rounds(int rounds) {
     once_rand("rand/kernel_shared", [] { return std::make_unique<kernel_mapping>(rand_fd(), kRandBytes); });
     once_rand("rand/raw_shared_minor", [] { return std::make_unique<raw_uffd_loop>(M::minor_continue, rand_fd(), kRandBytes, kPage, kPage); });
     once_rand("rand/pager_shared_minor", [] { return std::make_unique<pager_mapping>(M::minor_continue, rand_fd(), kRandBytes, kPage, kPage, 1); });
+    once_rand("rand/raw_private_minor", [] { return std::make_unique<raw_uffd_loop>(M::private_continue, rand_fd(), kRandBytes, kPage, kPage); });
     once_rand("rand/raw_private_copy", [] { return std::make_unique<raw_uffd_loop>(M::missing_copy, rand_fd(), kRandBytes, kPage, kPage); });
-    once_rand("rand/pager_private_copy", [] { return std::make_unique<pager_mapping>(M::missing_copy, rand_fd(), kRandBytes, kPage, kPage, 1); });
+    once_rand("rand/pager_private_minor", [] { return std::make_unique<pager_mapping>(M::private_continue, rand_fd(), kRandBytes, kPage, kPage, 1); });
     once_rand("rand/raw_anon_zero", [] { return std::make_unique<raw_uffd_loop>(M::missing_zero, rand_fd(), kRandBytes, kPage, kPage); });
     once_rand("rand/pager_anon_zero", [] { return std::make_unique<pager_mapping>(M::missing_zero, rand_fd(), kRandBytes, kPage, kPage, 1); });
     once_rand("around/raw_shared_64k", [] { return std::make_unique<raw_uffd_loop>(M::minor_continue, rand_fd(), kRandBytes, k64K, k64K); });
     once_rand("around/pager_shared_64k", [] { return std::make_unique<pager_mapping>(M::minor_continue, rand_fd(), kRandBytes, k64K, k64K, 1); });
-    once_rand("around/raw_private_64k", [] { return std::make_unique<raw_uffd_loop>(M::missing_copy, rand_fd(), kRandBytes, k64K, k64K); });
-    once_rand("around/pager_private_64k", [] { return std::make_unique<pager_mapping>(M::missing_copy, rand_fd(), kRandBytes, k64K, k64K, 1); });
+    once_rand("around/raw_private_64k", [] { return std::make_unique<raw_uffd_loop>(M::private_continue, rand_fd(), kRandBytes, k64K, k64K); });
+    once_rand("around/pager_private_64k", [] { return std::make_unique<pager_mapping>(M::private_continue, rand_fd(), kRandBytes, k64K, k64K, 1); });
     once_rand("regions/pager_1", [] { return std::make_unique<regions_mapping>(0); });
     once_rand("regions/pager_10000", [] { return std::make_unique<regions_mapping>(kManyRegions - 1); });
     once_rand("aspaces/pool_1", [] { return std::make_unique<pooled_mapping>(pools().one); });
@@ -585,7 +589,8 @@ int main(int argc, char** argv) {
   ratio("seq scan: kernel ns / raw loop ns [throughput]", "seq_scan/kernel", "seq_scan/raw", "reference");
   ratio("seq scan: pager(1) / raw loop [overhead]", "seq_scan/pager_1thread", "seq_scan/raw", "goal <= 1.10");
   ratio("rand shared MINOR 1 page: pager / raw [overhead]", "rand/pager_shared_minor", "rand/raw_shared_minor", "goal <= 1.10");
-  ratio("rand private COPY 1 page: pager / raw [overhead]", "rand/pager_private_copy", "rand/raw_private_copy", "goal <= 1.10");
+  ratio("rand private MINOR 1 page: pager / raw [overhead]", "rand/pager_private_minor", "rand/raw_private_minor", "goal <= 1.10");
+  ratio("rand private 1 page: pager / raw COPY loop (the old way)", "rand/pager_private_minor", "rand/raw_private_copy", "reference");
   ratio("rand anon ZEROPAGE 1 page: pager / raw [overhead]", "rand/pager_anon_zero", "rand/raw_anon_zero", "goal <= 1.10");
   ratio("rand shared 64K around: pager / raw [overhead]", "around/pager_shared_64k", "around/raw_shared_64k", "goal <= 1.10");
   ratio("rand private 64K around: pager / raw [overhead]", "around/pager_private_64k", "around/raw_private_64k", "goal <= 1.10");
