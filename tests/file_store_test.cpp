@@ -1,7 +1,7 @@
 // The file store (resmgr/file_store.hpp): a ramfs holds many files under RLIMIT_NOFILE 1024 (one memfd
 // for all of them), files move between size classes as they grow and keep their bytes (also under
 // concurrent readers), mappings of a file among neighbours in one memfd see only that file (MAP_SHARED
-// through MINOR + CONTINUE, MAP_PRIVATE through MISSING + COPY), shrinking drops pages (SIGBUS past the
+// and MAP_PRIVATE through MISSING|MINOR + CONTINUE), shrinking drops pages (SIGBUS past the
 // end), growing reads zeros, read(fd) into a mapping of the same file (direct copy) and of a neighbour,
 // and extents are punched and recycled when their file dies; a mapped file moves into a sealed memfd of
 // its own (its bytes, zeros where the arena had them, one move), closed when the file dies.
@@ -208,7 +208,7 @@ TEST_CASE("mappings of a file among neighbours in one memfd: its own bytes, shri
     REQUIRE(bob.pread(fds[f], back.data(), size, 0).value() == size);
     CHECK(back == file_bytes(static_cast<std::size_t>(f), size));
   }
-  // MAP_PRIVATE of a neighbour (MISSING + COPY): its bytes; private writes stay private.
+  // MAP_PRIVATE of a neighbour (CONTINUE, then the kernel's copy-on-write): its bytes; private writes stay private.
   auto mp = bob.mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fds[2], 0);
   REQUIRE(mp.ok());
   auto* q = static_cast<std::uint8_t*>(*mp);

@@ -1,6 +1,6 @@
 // fork() of an OS process that has faultsafe mappings: a child must never read wrong data through
-// one. The kernel drops the userfaultfd registration in the child, so an untouched page of a
-// MAP_PRIVATE file mapping would read zeros there; faultsafe mappings are MADV_DONTFORK instead (see
+// one. The kernel drops the userfaultfd registration in the child, so an untouched page of a file
+// mapping would be read from the memfd there without the server's page-in; faultsafe mappings are MADV_DONTFORK instead (see
 // vm/aspace.hpp): the child has none of them, and any access to one is SIGSEGV. Checked for shared and
 // private file mappings and private and shared anonymous memory, on touched and untouched pages, after
 // which the parent still reads every page right.
