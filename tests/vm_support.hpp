@@ -24,6 +24,7 @@
 
 #include "support/pattern.hpp"
 #include "faultsafe/vm/aspace.hpp"
+#include "faultsafe/vm/detail/pagemap.hpp"
 #include "faultsafe/vm/page_source.hpp"
 #include "faultsafe/vm/pager.hpp"
 #include "support/signals.hpp"
@@ -74,18 +75,11 @@ struct memfd_file {
 
 /// Maps all of `f` (protection `prot`) through `as`, paged in by `src`, shared or private. Throws as
 /// aspace::map.
-// Which of the n pages from p have a page-table entry in this process (/proc/self/pagemap: present or
-// swapped): vec[i] = 1 or 0. Not mincore(2): for a file mapping (a private one maps the memfd too) it
-// reports the page cache, also for pages the mapping has not touched.
+// Which of the n pages from p have a page-table entry in this process: vec[i] = 1 or 0 (not mincore:
+// vm/detail/pagemap.hpp says why).
 inline void mapped_pages(const void* p, std::size_t n, unsigned char* vec) {
-  const int fd = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-  REQUIRE(fd >= 0);
-  std::vector<std::uint64_t> e(n);
-  const auto first = reinterpret_cast<std::uintptr_t>(p) / faultsafe::vm_page_size;
-  const ssize_t r = ::pread(fd, e.data(), n * sizeof e[0], static_cast<off_t>(first * sizeof e[0]));
-  ::close(fd);
-  REQUIRE(r == static_cast<ssize_t>(n * sizeof e[0]));
-  for (std::size_t i = 0; i < n; ++i) vec[i] = (e[i] >> 62) != 0 ? 1 : 0;
+  REQUIRE(::access("/proc/self/pagemap", R_OK) == 0);
+  faultsafe::detail::mapped_pages(reinterpret_cast<std::uintptr_t>(p), n, vec);
 }
 
 inline void* map_file(faultsafe::aspace& as, const memfd_file& f, faultsafe::page_source& src, bool shared,

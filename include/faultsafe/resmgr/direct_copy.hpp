@@ -76,6 +76,7 @@
 
 #include "../detail/guarded_copy.hpp"
 #include "../sync/range_lock.hpp"
+#include "../vm/detail/pagemap.hpp"
 #include "process_memory.hpp"
 #include "client_registry.hpp"
 #include "iofunc.hpp"
@@ -208,27 +209,9 @@ inline void file_page_image(const iofunc_attr& a, std::uint64_t pfo, unsigned ch
   std::memcpy(buf, a.data() + pfo, page);
 }
 
-// Effects: sets present[i] (bit 0) for each of the npages pages from pg0 that has a page-table entry
-// in this process (/proc/self/pagemap: present or swapped). mincore(2) cannot tell: for a file
-// mapping it reports the page cache, also where the mapping has no entry yet (its touch would fault).
-// Unknown (pagemap unreadable) counts as absent: a UFFDIO_COPY onto a present page then says EEXIST.
-inline void present_pages(std::uintptr_t pg0, std::size_t npages, unsigned char* present) noexcept {
-  static const int fd = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-  std::memset(present, 0, npages);
-  if (fd < 0) return;
-  std::uint64_t e[256];
-  for (std::size_t i = 0; i < npages;) {
-    const std::size_t k = std::min<std::size_t>(npages - i, 256);
-    const ssize_t r = ::pread(fd, e, k * sizeof e[0], static_cast<off_t>((pg0 / page + i) * sizeof e[0]));
-    if (r <= 0) return;
-    const std::size_t got = static_cast<std::size_t>(r) / sizeof e[0];
-    for (std::size_t j = 0; j < got; ++j) present[i + j] = (e[j] >> 62) != 0 ? 1 : 0;  // bit 63 present, 62 swapped
-    i += got;
-  }
-}
-
 // Effects: places len bytes of src at the private part's addresses [pt.addr, pt.addr + len).
-// Which pages are present is asked once per chunk of up to 256 pages (present_pages): runs of present pages
+// Which pages are present is asked once per chunk of up to 256 pages (detail::mapped_pages, not mincore:
+// a private file mapping's page cache is not its pages): runs of present pages
 // get one plain copy each, runs of absent pages one UFFDIO_COPY each (an absent page only partly
 // covered is completed from the file first). A page whose state changed meanwhile is handled either
 // way: UFFDIO_COPY onto a present page says EEXIST (then it is copied normally); a page that vanished
@@ -246,7 +229,7 @@ inline std::size_t fill_private(const aspace& as, const iofunc_attr& a, const pa
   while (p < end) {
     const std::uintptr_t pg0 = p & ~std::uintptr_t{page - 1};
     const std::size_t npages = std::min<std::size_t>(chunk_pages, (end - pg0 + page - 1) / page);
-    present_pages(pg0, npages, present);
+    detail::mapped_pages(pg0, npages, present);
     const std::uintptr_t chunk_end = std::min<std::uintptr_t>(end, pg0 + npages * page);
     while (p < chunk_end) {
       const std::uintptr_t pg = p & ~std::uintptr_t{page - 1};
