@@ -38,6 +38,9 @@
 #pragma once
 
 #include <pthread.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -52,6 +55,37 @@
 #include "../order/ranked_mutex.hpp"
 
 namespace faultsafe::detail {
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define FAULTSAFE_DETAIL_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define FAULTSAFE_DETAIL_SANITIZED 1
+#endif
+#endif
+
+/// Effects: copies n bytes from s to d, front to back (the buffers must not overlap). On x86-64 CPUs
+/// with ERMS (enhanced REP MOVSB, CPUID.7.0:EBX bit 9), a copy of at least 1 KiB is one `rep movsb`:
+/// its whole-line stores take each destination line without reading it first (no read-for-ownership),
+/// so a destination that another core read last (a client's buffer, a shared slot the client copies
+/// out of) is only invalidated there, not pulled across to be overwritten. glibc's memcpy switches to
+/// `rep movsb` only from 8 KiB up on AVX-512 machines. Measured (bench_remote, a 4 KiB pread from
+/// another process, the server's copy into the shared slot; 2026-12-04, quiet 2-vCPU AMD EPYC VM):
+/// about 580 -> 505 ns a round trip. Elsewhere, below 1 KiB and under ASan/TSan (which do not see
+/// the instruction's accesses): memcpy. Complexity: O(n). Throws: nothing.
+inline void copy_forward(unsigned char* d, const unsigned char* s, std::size_t n) noexcept {
+#if defined(__x86_64__) && !defined(FAULTSAFE_DETAIL_SANITIZED)
+  static const bool erms = [] {
+    unsigned a = 0, b = 0, c = 0, dx = 0;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &dx) != 0 && (b & (1u << 9)) != 0;
+  }();
+  if (n >= 1024 && erms) {
+    asm volatile("rep movsb" : "+D"(d), "+S"(s), "+c"(n) : : "memory");
+    return;
+  }
+#endif
+  std::memcpy(d, s, n);
+}
 
 struct guarded_copy_state {
   sigjmp_buf* jump = nullptr;
@@ -235,7 +269,7 @@ inline void unblock_fault_signals() noexcept {
     // To the end of a source page or of a destination page, whichever comes first.
     std::size_t piece = static_cast<std::size_t>(std::min(page - (sa & (page - 1)), page - (da & (page - 1))));
     if (piece > n - at) piece = n - at;
-    std::memcpy(d + at, from + at, piece);
+    copy_forward(d + at, from + at, piece);
     at += piece;
     done = at;
   }
