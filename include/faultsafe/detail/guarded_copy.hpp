@@ -277,6 +277,31 @@ inline void unblock_fault_signals() noexcept {
   return n;
 }
 
+/// Effects: tells whether every page of [p, p + n) can be written now: one atomic no-op write (lock or
+/// of 0 into a byte: the value cannot change, even under a concurrent writer) per page, guarded like a
+/// copy, so a page that is unmapped, read-only or beyond a file's end (SIGSEGV, SIGBUS) answers false
+/// instead of killing the process. A page that needs a fault to become writable (not yet touched, a
+/// MAP_PRIVATE page to copy) takes that fault now, as a copy into it would. The answer may be stale by
+/// the time the caller uses the pages (another thread may unmap them). Requires: n > 0. Complexity: one
+/// locked instruction per page, one sigsetjmp. Throws: nothing.
+[[gnu::noinline]] inline bool probe_writable(void* p, std::size_t n) noexcept {
+  install_guarded_copy_handler();
+  constexpr std::uintptr_t page = 4096;
+  sigjmp_buf jb;
+  guarded_copy_state& s = this_thread_guard();
+  if (sigsetjmp(jb, 0) != 0) {  // savemask 0: see guarded_memcpy
+    s.jump = nullptr;
+    unblock_fault_signals();
+    return false;
+  }
+  s.jump = &jb;
+  const auto end = reinterpret_cast<std::uintptr_t>(p) + n;
+  for (auto a = reinterpret_cast<std::uintptr_t>(p); a < end; a = (a | (page - 1)) + 1)
+    (void)__atomic_fetch_or(reinterpret_cast<unsigned char*>(a), static_cast<unsigned char>(0), __ATOMIC_RELAXED);
+  s.jump = nullptr;
+  return true;
+}
+
 /// Effects: copies n bytes from src to dst front to back, in pieces that never cross a page of src or
 /// of dst, and stops at the first piece whose read or write raises SIGBUS or SIGSEGV (copy_from_user /
 /// copy_to_user: the kernel's write(2) and read(2) semantics, a short count at a bad page of either

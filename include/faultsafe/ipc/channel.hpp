@@ -190,6 +190,14 @@ struct send_buffers {
   /// page where it is and stops at the first it cannot page in (a short count), as in-process; a
   /// sender-side copy would fault on those pages itself (and fail the whole transfer).
   bool by_address = false;
+  /// Set by the sender for a request whose reply status counts the reply data bytes and whose serving
+  /// changes nothing but the reply (a pread). A transport that copies the reply out of shared memory
+  /// on the sender's side (ipc/socket_transport.hpp) then reports a copy-out that stops at a bad page
+  /// after k > 0 bytes as success with status min(status, k): pread(2)'s short count. Without it (and
+  /// without by_address) such a transport first checks that the reply buffer can be written (one
+  /// atomic no-op write per page) and sends the reply by address if not, so the server's own copy
+  /// stops at the bad page and, e.g., a read() moves the file offset only by what it copied.
+  bool reply_prefix_counts = false;
 };
 
 /// Sender-side limits of one send.

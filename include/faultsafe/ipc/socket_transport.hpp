@@ -427,6 +427,12 @@ class client_transport final : public channel_transport {
     // A payload that cannot be read here goes by address: the server meets the fault (EFAULT) at the
     // point where it would have met it in-process, after its own checks (EBADF, ...).
     if (inl && b.payload_len && detail::guarded_memcpy(s.data, b.payload, b.payload_len)) inl = false;
+    // Likewise a reply buffer with a page that cannot be written, unless a short copy-out is a short
+    // count (send_buffers::reply_prefix_counts): the server's own copy then stops there (read(2)'s
+    // short count, the file offset moved only by what was copied); a copy out of the slot here would
+    // fail the whole reply after the server had acted on all of it.
+    if (inl && b.reply_data_len && !b.reply_prefix_counts && !detail::probe_writable(b.reply_data, b.reply_data_len))
+      inl = false;
     s.type = b.type;
     s.header_len = static_cast<std::uint32_t>(b.header_len);
     s.flags = inl ? fl_inline : 0;
@@ -452,7 +458,14 @@ class client_transport final : public channel_transport {
     r.reply_header_len = hdr;
     if (hdr && detail::guarded_memcpy(b.reply_header, s.reply_header, hdr)) return fail(r, EFAULT);
     const std::size_t data = std::min<std::size_t>(s.reply_data_written, b.reply_data_len);
-    if (inl && data && detail::guarded_memcpy(b.reply_data, s.data + b.payload_len, data)) return fail(r, EFAULT);
+    if (inl && data) {
+      std::error_code ec;
+      const std::size_t k = detail::guarded_copy_prefix(b.reply_data, s.data + b.payload_len, data, &ec);
+      if (ec) {
+        if (!b.reply_prefix_counts || k == 0) return fail(r, EFAULT);
+        r.status = std::min<std::int64_t>(r.status, static_cast<std::int64_t>(k));
+      }
+    }
     return r;
   }
 

@@ -698,6 +698,7 @@ class process {
     if (type == io_msg::read) {
       b.reply_data = buf;
       b.reply_data_len = n;
+      b.reply_prefix_counts = use_offset;  // a pread's status is its byte count and it moves no offset
     } else {
       b.payload = buf;
       b.payload_len = n;
