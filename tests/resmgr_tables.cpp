@@ -130,7 +130,9 @@ TEST_CASE("pinned_table: readers race with closes and reinstalls (every entry re
       });
     std::minstd_rand rng(99);
     long reinstalls = 0;
-    for (int round = 0; round < 20000; ++round) {
+    // At least 20,000 rounds, and on until the readers have read 100 entries: on a loaded machine the
+    // readers may not have run at all in the first 20,000 (seen == 0 failed here once under ctest -j2).
+    for (int round = 0; round < 20000 || (seen.load(std::memory_order_relaxed) < 100 && round < 20'000'000); ++round) {
       const std::size_t i = rng() % n;
       if (table::pin p = t.find(i)) {
         if (p.close()) {

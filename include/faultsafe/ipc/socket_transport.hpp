@@ -28,7 +28,9 @@
 // point into the slot, larger ones are addresses in the client, copied in place with
 // process_vm_readv / process_vm_writev (MsgRead/MsgWrite across processes; a bad address is EFAULT
 // for that message). It writes the status, error, reply header and how much reply data it wrote, and
-// switches the word to "done". The client copies the small reply data out and frees the slot. Both
+// switches the word to "done". The client copies the small reply data out and frees the slot (a
+// reply buffer with a page it cannot write goes by address instead, so the server's copy stops at that
+// page, as in-process: send_buffers::reply_prefix_counts). Both
 // sides wait with the channel's spin-then-park hand-off (ipc/detail/hand_off.hpp) on the state
 // word, with SHARED futexes (the word is in the memfd). A long process_vm copy goes in pieces
 // (socket_listener_options::progress_chunk) and the server bumps the slot's progress word after
@@ -127,9 +129,12 @@ struct socket_listener_options {
   /// once (one server thread each). 1..64.
   unsigned slots = 4;
   /// Buffers up to this many bytes go through the slot's shared memory (each slot holds 2 x
-  /// inline_max); larger ones are copied in place with process_vm_readv/writev. The default is the
-  /// crossover of bench_remote's round trips (README, "Across processes").
-  std::size_t inline_max = 4 * 1024;
+  /// inline_max: 128 KiB of a connection's memfd with the defaults, resident only once used); larger
+  /// ones are copied in place with process_vm_readv/writev. The default comes from bench_remote's
+  /// round trips (README, "Across processes"): through the slot 0.2-0.6x the time of process_vm_writev
+  /// at 1-64 KiB on a quiet and on a loaded machine in 2026-12-04's runs, also when the client then
+  /// reads what it got; 16 KiB bounds the memory a connection pins.
+  std::size_t inline_max = 16 * 1024;
   /// How long an idle slot thread spins for the next request before parking (past 2 us the spin
   /// yields the core every ~1 us: the other side may be waiting for it).
   std::chrono::nanoseconds spin = std::chrono::microseconds(20);
