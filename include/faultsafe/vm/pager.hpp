@@ -202,7 +202,8 @@ class pager final : private fault_handler {
   /// a server whose copy into another process's memory failed with EFAULT (a user-mode-only
   /// userfaultfd refuses kernel-mode faults) drops its locks, calls fault_in, and retries the copy.
   /// Returns: {} or the first error: EFAULT (a page no region covers), the page-in's error (ENXIO past
-  /// the end of the file, ...), EDEADLK; nothing is poisoned and no thread is signalled. `served` (if
+  /// the end of the file, ...), EDEADLK, EAGAIN (the memory map kept changing through 1,000 tries of a
+  /// page); nothing is poisoned and no thread is signalled. `served` (if
   /// given): the bytes from addr, up to len, that are present before the first page that failed (all
   /// of them on success), so a copy can go on up to there (a short count, as the kernel's own copy
   /// stops at the first page it cannot fault in).
@@ -219,8 +220,16 @@ class pager final : private fault_handler {
     std::error_code ec;
     std::uintptr_t p = a;
     for (; p < e; p += vm_page_size) {
-      fault f{p, true, false, tid, lookup_faulting_thread(tid), &ec};
-      serve(f, nullptr);
+      // EAGAIN: the fill found the process's memory map changing (a userfaultfd event not yet read:
+      // the kernel's mmap_changing); it is transient, so the page is served again (bounded), as a
+      // fault would be taken again. Seen under ASan with 4 server threads faulting in at once.
+      for (int tries = 0;; ++tries) {
+        ec.clear();
+        fault f{p, true, false, tid, lookup_faulting_thread(tid), &ec};
+        serve(f, nullptr);
+        if (ec != std::errc::resource_unavailable_try_again || tries >= 1000) break;
+        std::this_thread::yield();
+      }
       if (ec) break;
     }
     if (served != nullptr) *served = p > start ? static_cast<std::size_t>(std::min(p, e) - start) : 0;
