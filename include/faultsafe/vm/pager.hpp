@@ -202,8 +202,8 @@ class pager final : private fault_handler {
   /// a server whose copy into another process's memory failed with EFAULT (a user-mode-only
   /// userfaultfd refuses kernel-mode faults) drops its locks, calls fault_in, and retries the copy.
   /// Returns: {} or the first error: EFAULT (a page no region covers), the page-in's error (ENXIO past
-  /// the end of the file, ...), EDEADLK, EAGAIN (the memory map kept changing through 1,000 tries of a
-  /// page); nothing is poisoned and no thread is signalled. `served` (if
+  /// the end of the file, ...), EDEADLK, EAGAIN (the memory map kept changing for 2 s: a page retried
+  /// that long); nothing is poisoned and no thread is signalled. `served` (if
   /// given): the bytes from addr, up to len, that are present before the first page that failed (all
   /// of them on success), so a copy can go on up to there (a short count, as the kernel's own copy
   /// stops at the first page it cannot fault in).
@@ -221,14 +221,17 @@ class pager final : private fault_handler {
     std::uintptr_t p = a;
     for (; p < e; p += vm_page_size) {
       // EAGAIN: the fill found the process's memory map changing (a userfaultfd event not yet read:
-      // the kernel's mmap_changing); it is transient, so the page is served again (bounded), as a
-      // fault would be taken again. Seen under ASan with 4 server threads faulting in at once.
+      // the kernel's mmap_changing); it is transient, so the page is served again, as a fault would be
+      // taken again: yielding at first, then every 50 us, for up to 2 s (the event reader may be a
+      // slow thread: seen under ASan with 4 server threads faulting in at once).
+      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
       for (int tries = 0;; ++tries) {
         ec.clear();
         fault f{p, true, false, tid, lookup_faulting_thread(tid), &ec};
         serve(f, nullptr);
-        if (ec != std::errc::resource_unavailable_try_again || tries >= 1000) break;
-        std::this_thread::yield();
+        if (ec != std::errc::resource_unavailable_try_again || std::chrono::steady_clock::now() >= give_up) break;
+        if (tries < 64) std::this_thread::yield();
+        else std::this_thread::sleep_for(std::chrono::microseconds(50));
       }
       if (ec) break;
     }
