@@ -70,8 +70,8 @@ namespace faultsafe::detail {
 /// so a destination that another core read last (a client's buffer, a shared slot the client copies
 /// out of) is only invalidated there, not pulled across to be overwritten. glibc's memcpy switches to
 /// `rep movsb` only from 8 KiB up on AVX-512 machines. Measured (bench_remote, a 4 KiB pread from
-/// another process, the server's copy into the shared slot; 2026-12-04, quiet 2-vCPU AMD EPYC VM):
-/// about 580 -> 505 ns a round trip. Elsewhere, below 1 KiB and under ASan/TSan (which do not see
+/// another process, the server's copy into the shared slot; 2026-12-04, quiet 2-vCPU AMD EPYC VM,
+/// 10 runs alternated with the memcpy binary): median 610 -> 560 ns a round trip. Elsewhere, below 1 KiB and under ASan/TSan (which do not see
 /// the instruction's accesses): memcpy. Complexity: O(n). Throws: nothing.
 inline void copy_forward(unsigned char* d, const unsigned char* s, std::size_t n) noexcept {
 #if defined(__x86_64__) && !defined(FAULTSAFE_DETAIL_SANITIZED)

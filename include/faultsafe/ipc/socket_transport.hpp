@@ -29,8 +29,8 @@
 // process_vm_readv / process_vm_writev (MsgRead/MsgWrite across processes; a bad address is EFAULT
 // for that message). It writes the status, error, reply header and how much reply data it wrote, and
 // switches the word to "done". The client copies the small reply data out and frees the slot (a
-// reply buffer with a page it cannot write goes by address instead, so the server's copy stops at that
-// page, as in-process: send_buffers::reply_prefix_counts). Both
+// bad page in the reply buffer gives the short count it gives in-process: a read() probes its buffer
+// and goes by address, a pread stops its copy-out there: send_buffers::reply_prefix_counts). Both
 // sides wait with the channel's spin-then-park hand-off (ipc/detail/hand_off.hpp) on the state
 // word, with SHARED futexes (the word is in the memfd). A long process_vm copy goes in pieces
 // (socket_listener_options::progress_chunk) and the server bumps the slot's progress word after
@@ -131,9 +131,10 @@ struct socket_listener_options {
   /// Buffers up to this many bytes go through the slot's shared memory (each slot holds 2 x
   /// inline_max: 128 KiB of a connection's memfd with the defaults, resident only once used); larger
   /// ones are copied in place with process_vm_readv/writev. The default comes from bench_remote's
-  /// round trips (README, "Across processes"): through the slot 0.2-0.6x the time of process_vm_writev
-  /// at 1-64 KiB on a quiet and on a loaded machine in 2026-12-04's runs, also when the client then
-  /// reads what it got; 16 KiB bounds the memory a connection pins.
+  /// round trips (README, "Across processes"): through the slot 0.15-0.46x the time of
+  /// process_vm_writev at 1-64 KiB on a quiet machine and 0.22-0.85x with a build on both cores
+  /// (0.20-0.81x when the client then reads what it got), 2026-12-04; 16 KiB bounds the memory a
+  /// connection pins.
   std::size_t inline_max = 16 * 1024;
   /// How long an idle slot thread spins for the next request before parking (past 2 us the spin
   /// yields the core every ~1 us: the other side may be waiting for it).
