@@ -120,7 +120,11 @@ TEST_CASE("at the pool's cap a queued fault is a reported, broken wait cycle, no
   CHECK(r.find("queued: every thread of fault pool 'capped'") != std::string::npos);
   CHECK(r.find("io_pkt state") != std::string::npos);
   CHECK(pool.stats().threads == 2);
-  CHECK(pool.stats().queued >= 2);
+  // bob3's fault was queued (io_pkt waited for that). io_pkt's fault was a queued wait (the report above
+  // says so), but it need not reach the backlog: the reader records the wait before it takes the pool's
+  // mutex, so when capped/0 breaks both cycles and goes idle in between, the reader serves io_pkt's fault
+  // itself and the statistic (faults pushed into the backlog) stays at 1. CI saw that once.
+  CHECK(pool.stats().queued >= 1);
 }
 
 namespace {
