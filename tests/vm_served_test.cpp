@@ -3,7 +3,9 @@
 // socketpair with SCM_RIGHTS:
 //   - shared and private mappings: every first touch in the client goes through the server's page
 //     source; writes through the shared mapping land in the server's file, private ones do not;
-//     munmap and mremap in the client are followed (UFFD events);
+//     munmap and mremap in the client are followed (UFFD events); faults racing another client
+//     thread's munmap/madvise events are served (EAGAIN retried, reused addresses tracked after the
+//     old mapping's event);
 //   - the uffd modes: with kernel-mode faults (no UFFD_USER_MODE_ONLY) a system call's access to an
 //     unserved page (the client's read(2), the server's process_vm_writev) waits for the server's
 //     pager; user-mode-only, it fails with EFAULT and pager::fault_in + retry completes it;
@@ -25,6 +27,7 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -597,6 +600,57 @@ TEST_CASE("Colin across processes (vm level): bob, nfs and io_pkt as three OS pr
       (void)exit_code(nfs);
     }
   }
+}
+
+// A fill finds the client's memory map changing (EAGAIN: an UNMAP, REMAP or REMOVE event of another
+// thread of the client is not read yet) and the retry of the page alone finds it too. The fault must be
+// woken to fault again, not failed: a correct client whose one thread drops pages (MADV_DONTNEED)
+// while another touches a mapping got SIGBUS when the poison that fail() sends came after the event.
+TEST_CASE("served mappings: a fault racing another thread's munmap or madvise events is served, never SIGBUS") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(90, "faults racing events");
+  vmtest::memfd_file f(file_len);
+  test_support::wire_pair w;
+  constexpr int rounds = 150;
+  const pid_t pid = fork_client(w, false, [&](client_side& c) {
+    std::uint8_t* sh = c.map(true, file_len);
+    std::uint8_t* pr = c.map(false, file_len);
+    if (sh == nullptr || pr == nullptr) return 11;
+    std::atomic<int> bad{0};
+    std::mutex wire;  // one request on the socket at a time
+    auto churn = [&](std::uint8_t* m, int id) {
+      for (int r = 0; r < rounds; ++r) {
+        for (std::size_t pg = 0; pg < pages; ++pg)
+          if (m[pg * vm_page_size + 7] != pattern(pg * vm_page_size + 7)) bad.store(id);
+        if (::madvise(m, file_len, MADV_DONTNEED) != 0) bad.store(id + 10);  // a REMOVE event each round
+        // and an UNMAP event: a fresh one-page mapping of the file, unmapped again
+        std::uint8_t* one = nullptr;
+        {
+          std::lock_guard<std::mutex> g(wire);
+          one = c.map(r % 2 == 0, vm_page_size);
+        }
+        if (one == nullptr || one[7] != pattern(7)) bad.store(id + 20);
+        if (one != nullptr && c.sm.unmap(one, vm_page_size)) bad.store(id + 30);
+      }
+    };
+    std::thread t1(churn, sh, 1), t2(churn, pr, 2);
+    t1.join();
+    t2.join();
+    return bad.load() == 0 ? 0 : 40 + bad.load();
+  });
+  REQUIRE(pid > 0);
+  const int sock = w.keep(0);
+  server_source src(f.fd);
+  server_side s(sock, f.fd, src);
+  while (s.step()) s.last = {};
+  const int rc = exit_code(pid);
+  CHECK(rc == 0);  // -7: SIGBUS
+  REQUIRE(s.pg);
+  const auto st = s.pg->stats();
+  MESSAGE("client exit " << rc << "; faults " << st.faults << ", pages mapped " << st.pages_mapped << ", events " << st.events
+                          << ", woken to fault again " << st.retried << ", page-in errors " << st.page_in_errors);
+  CHECK(st.pages_mapped >= 2u * rounds * pages);  // every page of both mappings, every round
+  CHECK(st.page_in_errors == 0);
 }
 
 TEST_CASE("served mappings: bad input is a clear error") {

@@ -102,6 +102,7 @@
 #include <algorithm>
 #include <bitset>
 #include <boost/intrusive/set.hpp>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
@@ -330,8 +331,20 @@ class aspace {
         (m.shared && !m.file) ||
         (m.file && (m.file->memfd < 0 || m.file->source == nullptr || m.file->offset % vm_page_size != 0)))
       return std::make_error_code(std::errc::invalid_argument);
-    // The other process reused addresses it unmapped: forget what is still tracked there (its
-    // UFFD_EVENT_UNMAP may not be handled yet), after in-flight fault service on it finishes.
+    // The other process reused addresses it unmapped (or moved away with mremap). The kernel frees the
+    // addresses before it queues the UNMAP/REMAP event, so ANOTHER thread of the process can map and
+    // track them again before the event is even read: stamped now, the new region would look older
+    // than that event, which would then forget (or move) it, and the new mapping's faults got SIGBUS
+    // (test "a fault racing another thread's munmap or madvise events"). So first wait, bounded, for
+    // the old mappings' events to be applied: the fault threads read them (the unmapping thread waits
+    // in the kernel for that), and their handling forgets or moves what is tracked there. A process
+    // that made no event (none is possible for a registered mapping with UNMAP and REMAP events on)
+    // costs itself this wait, then what is still tracked there is forgotten now, as before.
+    for (const auto until = std::chrono::steady_clock::now() + remote_event_wait;
+         overlaps_any(m.addr, m.length) && std::chrono::steady_clock::now() < until;) {
+      if (stopped_.load(std::memory_order_acquire)) return std::error_code(ESHUTDOWN, std::generic_category());  // (4) pairs with (3)
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
     if (auto ec = munmap(m.addr, m.length)) return ec;
     std::string source_name;
     try {
@@ -828,7 +841,8 @@ class aspace {
   // of regions tracked before the event was read, after in-flight fault service on them finishes.
   // A region tracked after the read is a new mapping of the reused addresses (the process's munmap
   // returns only once its event is read, so it can map and track the range again before a fault
-  // thread handles the event): it stays. Returns: as munmap().
+  // thread handles the event): it stays. (Another thread can reuse the addresses before the event is
+  // read: try_track waits for the event first.) Returns: as munmap().
   std::error_code remote_unmapped(std::uintptr_t from, std::uintptr_t to, std::uint32_t ticket) {
     if (to <= from) return {};
     return change_range(reinterpret_cast<void*>(from), to - from, true, 0, ticket);
@@ -925,6 +939,9 @@ class aspace {
   // A leaf: held across one non-blocking read(2) only.
   using event_mutex = ranked_mutex<rank::leaf>;
   event_mutex event_mu_{"aspace events"};
+  // try_track: the longest wait for the UNMAP/REMAP events of mappings whose addresses the process
+  // reused (normally microseconds: a fault thread reads and applies them).
+  static constexpr std::chrono::seconds remote_event_wait{2};
   std::uint32_t events_read_ FAULTSAFE_GUARDED_BY(event_mu_) = 0;
   // Every event numbered up to applied_through_ is applied; events_done_ marks the applied ones
   // above it (by number modulo its size: events in flight are at most one per fault thread).

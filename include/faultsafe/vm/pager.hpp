@@ -141,6 +141,7 @@ struct pager_stats {
   std::uint64_t gone = 0;            ///< faults on a region unmapped meanwhile
   std::uint64_t page_in_errors = 0;  ///< page-ins that failed (the thread got SIGBUS)
   std::uint64_t events = 0;          ///< remote aspace: unmap/remap/remove events of the other process
+  std::uint64_t retried = 0;         ///< faults woken to fault again: the memory map was changing (EAGAIN)
 };
 
 class pager final : private fault_handler {
@@ -190,6 +191,7 @@ class pager final : private fault_handler {
     s.gone = gone_.load(std::memory_order_relaxed);
     s.page_in_errors = errors_.load(std::memory_order_relaxed);
     s.events = events_.load(std::memory_order_relaxed);
+    s.retried = retried_.load(std::memory_order_relaxed);
     return s;
   }
   [[nodiscard]] const pager_options& options() const noexcept { return opts_; }
@@ -544,6 +546,17 @@ class pager final : private fault_handler {
       (void)as_.uffd_.wake(f.page, vm_page_size);
       return;
     }
+    // EAGAIN again: the memory map is still changing (an UNMAP, REMAP or REMOVE event of another of
+    // the process's threads is not read yet; that thread waits in the kernel until it is). The
+    // fault is woken and taken again, by then usually after the event: the kernel's own answer to
+    // a fault during an mm change. Failing it instead gave a correct program SIGBUS (test
+    // "a fault racing another thread's munmap or madvise events"). fault_in() reports EAGAIN and
+    // retries itself.
+    if (res.error == std::errc::resource_unavailable_try_again && f.quiet == nullptr) {
+      retried_.fetch_add(1, std::memory_order_relaxed);
+      (void)as_.uffd_.wake(f.page, vm_page_size);
+      return;
+    }
     if (res.error == std::errc::no_such_file_or_directory || res.error == std::errc::no_such_process ||
         (shared && res.error == std::errc::bad_address)) {
       gone_.fetch_add(1, std::memory_order_relaxed);
@@ -598,7 +611,7 @@ class pager final : private fault_handler {
   fault_pool* pool_ = nullptr;
   fault_pool::registration reg_;          // ended before own_pool_ is destroyed (stop())
   std::atomic<bool> stopped_{false};
-  std::atomic<std::uint64_t> faults_{0}, pages_{0}, eexist_{0}, gone_{0}, errors_{0}, events_{0};
+  std::atomic<std::uint64_t> faults_{0}, pages_{0}, eexist_{0}, gone_{0}, errors_{0}, events_{0}, retried_{0};
 };
 
 }  // namespace faultsafe
