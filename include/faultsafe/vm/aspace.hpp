@@ -321,10 +321,12 @@ class aspace {
   /// Effects: records `m`, a mapping the other process made and registered (MINOR for shared file
   /// mappings, MISSING otherwise) with the adopted userfaultfd, for fault service. Requires: remote().
   /// Returns: EINVAL (not remote, zero length, unaligned address or file offset, a file backing without
-  /// memfd or source, a shared mapping without a file), EEXIST (a concurrent try_track of an overlapping
-  /// range won), ESHUTDOWN (the pager has stopped). What was tracked in the range before is forgotten
-  /// first (the process reused addresses it unmapped), as munmap() does. Lock order: as munmap().
-  /// Complexity: O(log regions) plus munmap()'s.
+  /// memfd or source, a shared mapping without a file), EEXIST (concurrent tracks of overlapping
+  /// ranges kept winning: 8 tries), ESHUTDOWN (the pager has stopped). What was tracked in the range
+  /// before is forgotten first (the process reused addresses it unmapped), as munmap() does, once the
+  /// userfaultfd events of its unmapping are applied (waits for the fault threads, at most 2 s: see
+  /// the body). Lock order: as munmap(); must not be called on a fault thread of this aspace's pager
+  /// except by its own event handling. Complexity: O(log regions) plus munmap()'s.
   [[nodiscard]] std::error_code try_track(const tracked_mapping& m) {
     const auto a = reinterpret_cast<std::uintptr_t>(m.addr);
     if (!remote_ || m.length == 0 || a % vm_page_size != 0 || m.length > SIZE_MAX - a - vm_page_size ||
@@ -340,42 +342,44 @@ class aspace {
     // in the kernel for that), and their handling forgets or moves what is tracked there. A process
     // that made no event (none is possible for a registered mapping with UNMAP and REMAP events on)
     // costs itself this wait, then what is still tracked there is forgotten now, as before.
-    for (const auto until = std::chrono::steady_clock::now() + remote_event_wait;
-         overlaps_any(m.addr, m.length) && std::chrono::steady_clock::now() < until;) {
-      if (stopped_.load(std::memory_order_acquire)) return std::error_code(ESHUTDOWN, std::generic_category());  // (4) pairs with (3)
-      std::this_thread::sleep_for(std::chrono::microseconds(20));
-    }
-    if (auto ec = munmap(m.addr, m.length)) return ec;
-    std::string source_name;
+    // What is tracked there when the region is inserted is stale as well (the process was given these
+    // addresses, so nothing tracked there is mapped any more): an event applied meanwhile can link
+    // parts of an old region there (a split by an unmap of its other part). Forgotten again, a few
+    // times; EEXIST only if that keeps happening (a concurrent track of the same addresses).
+    const auto until = std::chrono::steady_clock::now() + remote_event_wait;
+    std::unique_ptr<region> r;
     try {
+      std::string source_name;
       if (m.file) source_name = m.file->source->describe();
-      auto* r = new region(a, round_up(m.length), m.prot, m.shared, m.file);
+      r.reset(new region(a, round_up(m.length), m.prot, m.shared, m.file));
       r->source_name_ = std::move(source_name);
       r->source_base_ = m.file ? m.file->source->store_base() : 0;
+    } catch (const std::bad_alloc&) {
+      return std::make_error_code(std::errc::not_enough_memory);
+    }
+    for (int attempt = 0;; ++attempt) {
+      while (overlaps_any(m.addr, m.length) && std::chrono::steady_clock::now() < until) {
+        if (stopped_.load(std::memory_order_acquire)) return std::error_code(ESHUTDOWN, std::generic_category());  // (4) pairs with (3)
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
+      }
+      if (auto ec = munmap(m.addr, m.length)) return ec;
       {
         exclusive_guard<event_mutex> ge(event_mu_);  // (see read_event) an event read after this names an older mapping only if born_ < its ticket
         r->born_ = events_read_;
       }
       try {
         detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
-        if (stopped_.load(std::memory_order_relaxed)) {
-          delete r;
-          return std::error_code(ESHUTDOWN, std::generic_category());
-        }
+        if (stopped_.load(std::memory_order_relaxed)) return std::error_code(ESHUTDOWN, std::generic_category());
         auto it = tree_.lower_bound(r->end());
-        if (it != tree_.begin() && std::prev(it)->end() > a) {  // an unmap raced this track again
-          delete r;
-          return std::make_error_code(std::errc::file_exists);
+        if (it == tree_.begin() || std::prev(it)->end() <= a) {
+          tree_.insert_unique(*r.release());
+          return {};
         }
-        tree_.insert_unique(*r);
       } catch (const std::system_error& e) {
-        delete r;
         return e.code();
       }
-    } catch (const std::bad_alloc&) {
-      return std::make_error_code(std::errc::not_enough_memory);
+      if (attempt == 7) return std::make_error_code(std::errc::file_exists);  // linked there again and again
     }
-    return {};
   }
 
   /// Effects: creates a mapping as described by `req` and registers it for fault service; `out`
@@ -651,7 +655,8 @@ class aspace {
   std::error_code change_range(void* addr, std::size_t len, bool unmap, int prot, std::uint32_t ticket = 0) {
     std::uintptr_t a = 0, e = 0;
     if (auto ec = check_range(addr, len, a, e)) return ec;
-    for (bool first = true;; first = false) {
+    for (int round = 0;; ++round) {
+      const bool first = round == 0;
       std::vector<region*> victims;
       const bool covered = collect(a, e, victims);
       if (ticket != 0)
@@ -666,11 +671,18 @@ class aspace {
       }
       std::error_code result;
       std::vector<region*> pending;  // split by another call, parts not linked yet: look again after
+      // A victim another call replaced between collect() and its lock (dead, parts maybe linked
+      // already): its parts were not collected, so look again (without this, a part in [a, e) was
+      // left tracked: a stale region, and EEXIST for a later track of those addresses).
+      bool replaced_meanwhile = false;
       try {
         if (opts_.single_lock) {
           detail::vm_exclusive_hold<map_lock_type> g(map_lock_);  // the whole space: fault service too
           for (region* r : victims) {
-            if (r->dead_) continue;
+            if (r->dead_) {
+              replaced_meanwhile = true;
+              continue;
+            }
             std::vector<region*> parts;
             bool replaced = false;
             if (auto ec = apply_locked(*r, a, e, unmap, prot, parts, replaced)) {
@@ -687,6 +699,7 @@ class aspace {
               detail::vm_exclusive_hold<region_lock_type> g(r->lock_);  // waits for in-flight fault service
               if (r->dead_) {
                 if (r->pending_.load(std::memory_order_acquire)) pending.push_back(r);  // (6) pairs with (5)
+                replaced_meanwhile = true;
                 continue;
               }
               if (auto ec = apply_locked(*r, a, e, unmap, prot, parts, replaced)) {
@@ -707,7 +720,8 @@ class aspace {
       for (region* r : pending)
         while (r->pending_.load(std::memory_order_acquire)) std::this_thread::yield();  // (6) pairs with (5)
       for (region* r : victims) release(r);
-      if (result || pending.empty()) return result;
+      // (A dead region stays linked only where link_parts gave up: bounded, so that is no endless loop.)
+      if (result || (pending.empty() && (!replaced_meanwhile || round >= 64))) return result;
     }
   }
 
