@@ -522,7 +522,7 @@ class pager final : private fault_handler {
 
   // Effects: settles the faulting thread after a window fill `res` that started at w0: done if the
   // fill covered its page (the ioctl woke it); otherwise fills the page alone with `one` (see below), and wakes
-  // (EEXIST, ENOENT; EFAULT of a CONTINUE: a page left the page cache after the page-in, e.g. the
+  // (EEXIST, EAGAIN, ENOENT; EFAULT of a CONTINUE: a page left the page cache after the page-in, e.g. the
   // file was truncated, and the retried access faults again or takes the kernel's SIGBUS past the
   // end) or fails (anything else) it.
   template <class FillOne>
