@@ -5,7 +5,7 @@
 //     source; writes through the shared mapping land in the server's file, private ones do not;
 //     munmap and mremap in the client are followed (UFFD events); faults racing another client
 //     thread's munmap/madvise events are served (EAGAIN retried, reused addresses tracked after the
-//     old mapping's event);
+//     old mapping's event); two unmaps racing on one region forget all of it;
 //   - the uffd modes: with kernel-mode faults (no UFFD_USER_MODE_ONLY) a system call's access to an
 //     unserved page (the client's read(2), the server's process_vm_writev) waits for the server's
 //     pager; user-mode-only, it fails with EFAULT and pager::fault_in + retry completes it;
@@ -651,6 +651,49 @@ TEST_CASE("served mappings: a fault racing another thread's munmap or madvise ev
                           << ", woken to fault again " << st.retried << ", page-in errors " << st.page_in_errors);
   CHECK(st.pages_mapped >= 2u * rounds * pages);  // every page of both mappings, every round
   CHECK(st.page_in_errors == 0);
+}
+
+// Two unmaps of the two halves of one region, both waiting for its lock (a page-in in flight holds
+// it): the first splits the region and links the other half as a new part; the second then finds the
+// region dead and must look again for that part. It used not to (unless the part was still being
+// linked): the part stayed tracked, a stale region that failed a later track of its addresses EEXIST.
+TEST_CASE("served mappings: an unmap that finds its region split by another unmap meanwhile forgets the new part too") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(60, "unmaps racing on one region");
+  vmtest::memfd_file f(file_len);
+  test_support::wire_pair w;
+  constexpr std::size_t n = 10;
+  const pid_t pid = fork_client(w, false, [&](client_side& c) {
+    std::uint8_t* m = c.map(true, n * vm_page_size);
+    if (m == nullptr) return 11;
+    if (!wire_send(c.sock, wire_msg{note, reinterpret_cast<std::uint64_t>(m), 0, 0})) return 12;
+    return m[7] == pattern(7) ? 0 : 13;  // the page-in the server holds at its gate
+  });
+  REQUIRE(pid > 0);
+  const int sock = w.keep(0);
+  vmtest::gated_source src(f.fd);
+  server_side s(sock, f.fd, src);
+  int rounds = 0;
+  while (s.step()) {
+    if (s.last.op == note) {
+      auto* m = reinterpret_cast<std::uint8_t*>(s.last.a);
+      src.wait_entered();  // the fault's page-in holds the region's lock (shared) at the gate
+      std::error_code e1, e2;
+      std::thread a([&] { e1 = s.as->munmap(m, 3 * vm_page_size); });
+      std::thread b([&] { e2 = s.as->munmap(m + 3 * vm_page_size, (n - 3) * vm_page_size); });
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // both have collected the region and wait for it
+      src.open.store(true);
+      a.join();
+      b.join();
+      CHECK(!e1);
+      CHECK(!e2);
+      CHECK(s.as->region_count() == 0);
+      ++rounds;
+    }
+    s.last = {};
+  }
+  CHECK(rounds == 1);
+  CHECK(exit_code(pid) == 0);  // its fault was served before either unmap got the region
 }
 
 TEST_CASE("served mappings: bad input is a clear error") {
