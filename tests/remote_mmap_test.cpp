@@ -14,6 +14,9 @@
 //     server copies): the page-in conflicts only with the reader's own activity and the guard grants it
 //     (kernel-mode faults: the fault names the server's announced slot thread; user-mode-only: the
 //     fault-in helper works for that activity);
+//   - MAP_FIXED over part of a served mapping maps the new file range there (served), MAP_FIXED_NOREPLACE
+//     over a mapping and MAP_FIXED over memory not the client's own are EEXIST, a MAP_FIXED the
+//     server refuses leaves the old mapping;
 //   - mprotect and msync through the client API work on served mappings as in-process (SIGSEGV where
 //     the protection forbids, ENOMEM past the mapping, EACCES for PROT_WRITE through a read-only open,
 //     ENOTSUP for PROT_WRITE on a shared mapping made read-only: it maps a read-only fd);
@@ -197,6 +200,55 @@ TEST_CASE("mmap of a remote server's file is served by the server's pager, in bo
     CHECK(f.bob.munmap(*pr, len).ok());
     CHECK(f.bob.close(fd).ok());
   }
+}
+
+TEST_CASE("MAP_FIXED and MAP_FIXED_NOREPLACE with a file of a server in another process, as in-process") {
+  vmtest::require_userfaultfd();
+  vmtest::watchdog wd(60, "remote MAP_FIXED");
+  remote_fixture f(false);
+  const int fd = f.make_file("/ram/fixed");
+  const auto ro = f.bob.open("/ram/fixed", O_RDONLY);
+  REQUIRE(ro.ok());
+  auto m = f.bob.mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  REQUIRE(m.ok());
+  auto* s = static_cast<std::uint8_t*>(*m);
+  CHECK(all_pattern(s, len));
+  // Pages [4, 8) replaced by file pages [20, 24), private: served from the server at the same addresses.
+  auto r = f.bob.mmap(s + 4 * vm_page_size, 4 * vm_page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, 20 * vm_page_size);
+  REQUIRE(r.ok());
+  CHECK(*r == s + 4 * vm_page_size);
+  bool ok = true;
+  for (std::size_t i = 0; i < 4 * vm_page_size; ++i) ok = ok && s[4 * vm_page_size + i] == pattern(20 * vm_page_size + i);
+  CHECK(ok);
+  s[5 * vm_page_size] = 0xEE;  // private now: the file keeps its byte
+  std::uint8_t b = 0;
+  CHECK(f.bob.pread(fd, &b, 1, 5 * vm_page_size).value_or(0) == 1);
+  CHECK(b == pattern(5 * vm_page_size));
+  CHECK(f.bob.pread(fd, &b, 1, 21 * vm_page_size).value_or(0) == 1);
+  CHECK(b == pattern(21 * vm_page_size));
+  s[9 * vm_page_size] = 0xDD;  // the rest is still the shared mapping
+  CHECK(f.bob.pread(fd, &b, 1, 9 * vm_page_size).value_or(0) == 1);
+  CHECK(b == 0xDD);
+  // NOREPLACE over a mapping: EEXIST, and the mapping is untouched.
+  CHECK(f.bob.mmap(s, vm_page_size, PROT_READ, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0).error() == std::errc::file_exists);
+  CHECK(s[5 * vm_page_size] == 0xEE);
+  // Refused by the server (a shared writable mapping through a read-only open): EACCES, the old
+  // mapping stays.
+  CHECK(f.bob.mmap(s, vm_page_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, *ro, 0).error() == std::errc::permission_denied);
+  CHECK(s[0] == pattern(0));
+  s[0] = 0xCC;
+  CHECK(f.bob.pread(fd, &b, 1, 0).value_or(0) == 1);
+  CHECK(b == 0xCC);
+  // Memory that is not this process's mapping is never replaced.
+  void* own = ::mmap(nullptr, vm_page_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(own != MAP_FAILED);
+  CHECK(f.bob.mmap(own, vm_page_size, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0).error() == std::errc::file_exists);
+  ::munmap(own, vm_page_size);
+  // Unaligned: EINVAL.
+  CHECK(f.bob.mmap(s + 1, vm_page_size, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0).error() == std::errc::invalid_argument);
+  CHECK(f.bob.munmap(s, len).ok());
+  CHECK(f.bob.close(*ro).ok());
+  CHECK(f.bob.close(fd).ok());
 }
 
 TEST_CASE("mprotect and msync of mappings served by a server in another process, as in-process") {
@@ -644,7 +696,7 @@ TEST_CASE("isolation: a client's mapping of one file reaches that file only, wit
 TEST_CASE("a client of a server in another OS process: random file and mapping calls behave as the kernel's on tmpfs") {
   // vm_differential_test's sequence (tests/vm_differential_support.hpp) through a mount_remote()d
   // prefix: the server (ramfs + remote_server) is a forked child, the client's mappings are served by
-  // its pager. MAP_FIXED is left out (ENOTSUP for a remote server's file, resmgr/process_memory.hpp).
+  // its pager. MAP_FIXED over part of a mapping included.
   vmtest::require_userfaultfd();
   vmtest::probe_outside = &test_support::screened_guarded_copy_signal;
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
@@ -661,7 +713,7 @@ TEST_CASE("a client of a server in another OS process: random file and mapping c
     vmtest::watchdog wd(100, "remote differential");
     remote_fixture f(kernel_faults);
     for (const std::uint64_t seed : difftest::seeds(1, seed_count)) {
-      difftest::differential d(f.bob, "/ram/d" + std::to_string(seed), seed, {.map_fixed = false, .sticky_sigbus = true, .no_write_upgrade = true, .steps = steps});
+      difftest::differential d(f.bob, "/ram/d" + std::to_string(seed), seed, {.map_fixed = true, .sticky_sigbus = true, .no_write_upgrade = true, .steps = steps});
       d.run();
     }
   }

@@ -201,8 +201,7 @@ class process_memory {
     int fdflags = 0;
     if (auto ec = p_.fd_target(fd, ch, handle, fdflags)) return ec;
     if (ch->remote()) {  // a server in another process: its pager serves the mapping
-      if (rq.fixed) return std::make_error_code(std::errc::not_supported);
-      return mmap_served(ch, handle, fdflags, len, prot, type, fd, static_cast<std::uint64_t>(off));
+      return mmap_served(ch, handle, fdflags, len, prot, type, fd, static_cast<std::uint64_t>(off), rq.fixed ? addr : nullptr, replace);
     }
     auto answer = p_.mmap_request(fd, static_cast<std::uint64_t>(off), len, prot, type);  // the server checks access
     if (!answer) return answer.error();
@@ -359,12 +358,17 @@ class process_memory {
   }
 
   // mmap of a file of a server in another OS process (resmgr/remote.hpp): the first one hands this
-  // process's userfaultfd for that server over; then fetch the memfd, map and register it,
-  // have the server track it. The mapping keeps the open (as a local one).
+  // process's userfaultfd for that server over; then fetch the memfd (the server checks the access),
+  // map and register it, have the server track it. The mapping keeps the open (as a local one).
+  // `at`: MAP_FIXED (`replace`: what this process mapped there is unmapped first, once the server has
+  // accepted; memory that is not this process's mapping is never replaced: EEXIST) or
+  // MAP_FIXED_NOREPLACE; nullptr: anywhere.
   result<void*> mmap_served(const std::shared_ptr<channel>& ch, std::uint64_t handle, int fdflags, std::size_t len, int prot,
-                            int type, int fd, std::uint64_t off) {
+                            int type, int fd, std::uint64_t off, void* at = nullptr, bool replace = false) {
     const bool shared = type == MAP_SHARED;
     void* out = nullptr;
+    io_mmap_reply rep{};
+    int memfd = -1;
     {
       exclusive_guard<served_mutex> g(served_mu_);
       auto& sm = served_[ch.get()];
@@ -387,25 +391,34 @@ class process_memory {
           return ec;
         }
       }
-      io_mmap_reply rep{};
-      int memfd = -1;
-      {  // the file's memfd, shared or private (a private mapping maps it MAP_PRIVATE: vm/served_memory.hpp)
-        auto answer = p_.mmap_request(fd, off, len, prot, type | mmap_served_fetch);
-        if (!answer) return answer.error();
-        rep = *answer;
-        std::uint64_t tag = 0;
-        std::error_code ec;
-        memfd = client_receive_fd(*ch, tag, std::chrono::seconds(10), ec);
-        if (memfd < 0) return ec;
-        if (tag != handle) {
-          ::close(memfd);
-          return std::make_error_code(std::errc::protocol_error);
-        }
+      // the file's memfd, shared or private (a private mapping maps it MAP_PRIVATE: vm/served_memory.hpp)
+      auto answer = p_.mmap_request(fd, off, len, prot, type | mmap_served_fetch);
+      if (!answer) return answer.error();
+      rep = *answer;
+      std::uint64_t tag = 0;
+      std::error_code ec;
+      memfd = client_receive_fd(*ch, tag, std::chrono::seconds(10), ec);
+      if (memfd < 0) return ec;
+      if (tag != handle) {
+        ::close(memfd);
+        return std::make_error_code(std::errc::protocol_error);
       }
+    }
+    struct fd_closer {
+      int fd;
+      ~fd_closer() { ::close(fd); }  // the mapping keeps the file
+    } closer{memfd};
+    // MAP_FIXED: the old mappings go only now that the server has accepted (a refused mmap leaves
+    // them, as Linux does). munmap() takes the served mutex itself.
+    if (at != nullptr && replace)
+      if (auto ec = munmap(at, len)) return ec;
+    {
+      exclusive_guard<served_mutex> g(served_mu_);
+      auto it = served_.find(ch.get());
+      if (it == served_.end() || !it->second) return std::error_code(ESHUTDOWN, std::generic_category());
+      served_memory* sm = it->second.get();
       any_served_.store(true, std::memory_order_release);  // (7) release, pairs with (8): before the first served mapping exists
-      const std::error_code ec = sm->map(served_map_request{len, prot, shared, memfd, rep.offset}, out);
-      if (memfd >= 0) ::close(memfd);  // the mapping keeps the file
-      if (ec) return ec;
+      if (auto ec = sm->map(served_map_request{len, prot, shared, memfd, rep.offset, at}, out)) return ec;
       auto tracked = p_.mmap_request(fd, off, len, prot, type | mmap_served_track, reinterpret_cast<std::uint64_t>(out));
       if (!tracked) {
         (void)sm->unmap(out, len);

@@ -78,6 +78,7 @@ struct served_map_request {
   bool shared = false;        ///< of memfd (requires memfd; see the header for one without PROT_WRITE) or MAP_PRIVATE
   int memfd = -1;             ///< the server's memfd (a file mapping, shared or private); -1: anonymous (private only)
   std::uint64_t offset = 0;   ///< memfd offset of the first byte (page aligned; with memfd only)
+  void* addr = nullptr;       ///< exactly here (page aligned; MAP_FIXED_NOREPLACE: EEXIST if occupied), or nullptr: anywhere
 };
 
 class served_memory {
@@ -152,24 +153,33 @@ class served_memory {
   /// Effects: maps `req` registered with the userfaultfd (see header); `out` receives the address.
   /// The caller must then have the server track it before any thread touches it.
   /// Returns: ENOTCONN (watch_server() not called), ESHUTDOWN (the server is gone), EINVAL (zero
-  /// length, bad prot, shared without memfd, unaligned offset), ENOTSUP (the kernel cannot register
+  /// length, bad prot, shared without memfd, unaligned offset or addr), EEXIST (`addr` given and
+  /// something is mapped in the range: nothing is replaced), ENOTSUP (the kernel cannot register
   /// this mapping), or the errno of mmap/madvise/UFFDIO_REGISTER/mprotect. Nothing stays mapped on
   /// failure. Throws: nothing.
   [[nodiscard]] std::error_code map(const served_map_request& req, void*& out) noexcept {
     out = nullptr;
     if (req.length == 0 || (req.prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) != 0 || (req.shared && req.memfd < 0) ||
-        req.offset % vm_page_size != 0 || req.length > SIZE_MAX - vm_page_size)
+        req.offset % vm_page_size != 0 || req.length > SIZE_MAX - vm_page_size ||
+        reinterpret_cast<std::uintptr_t>(req.addr) % vm_page_size != 0)
       return std::make_error_code(std::errc::invalid_argument);
     const std::size_t len = (req.length + vm_page_size - 1) & ~(vm_page_size - 1);
+    if (req.addr != nullptr && reinterpret_cast<std::uintptr_t>(req.addr) > UINTPTR_MAX - len)
+      return std::make_error_code(std::errc::invalid_argument);
     exclusive_guard g(m_);
     if (!watcher_.joinable()) return std::make_error_code(std::errc::not_connected);
     if (!uffd_.valid()) return std::error_code(ESHUTDOWN, std::generic_category());
     // A file (memfd) mapping: MAP_SHARED only when shared and writable (see the header: read-only fd).
     const bool file = req.memfd >= 0;
     const int file_type = req.shared && (req.prot & PROT_WRITE) ? MAP_SHARED : MAP_PRIVATE | MAP_NORESERVE;
-    void* p = file ? ::mmap(nullptr, len, PROT_NONE, file_type, req.memfd, static_cast<off_t>(req.offset))
-                   : ::mmap(nullptr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    const int fixed = req.addr != nullptr ? MAP_FIXED_NOREPLACE : 0;
+    void* p = file ? ::mmap(req.addr, len, PROT_NONE, file_type | fixed, req.memfd, static_cast<off_t>(req.offset))
+                   : ::mmap(req.addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | fixed, -1, 0);
     if (p == MAP_FAILED) return {errno, std::generic_category()};
+    if (req.addr != nullptr && p != req.addr) {  // a kernel before 4.17 takes MAP_FIXED_NOREPLACE as a hint
+      ::munmap(p, len);
+      return std::make_error_code(std::errc::file_exists);
+    }
     std::error_code ec;
     if (::madvise(p, len, MADV_DONTFORK) != 0) ec = {errno, std::generic_category()};
     if (!ec) {
