@@ -18,8 +18,8 @@
 //     over a mapping and MAP_FIXED over memory not the client's own are EEXIST, a MAP_FIXED the
 //     server refuses leaves the old mapping;
 //   - mprotect and msync through the client API work on served mappings as in-process (SIGSEGV where
-//     the protection forbids, ENOMEM past the mapping, EACCES for PROT_WRITE through a read-only open,
-//     ENOTSUP for PROT_WRITE on a shared mapping made read-only: it maps a read-only fd);
+//     the protection forbids, ENOMEM past the mapping, EACCES for PROT_WRITE through a read-only open;
+//     PROT_WRITE added to a shared mapping of a writable open made without it writes the file);
 //   - three client threads at once, two mapping, touching and unmapping, one dropping pages of a kept
 //     mapping (MADV_DONTNEED): every touch is served (no SIGBUS from a fill that met the other
 //     threads' unread events, nor from a mapping at addresses whose UNMAP event was not read yet);
@@ -311,11 +311,21 @@ TEST_CASE("mprotect and msync of mappings served by a server in another process,
     }
     CHECK(f.bob.munmap(fr, len).ok());
   }
-  // A shared mapping made without PROT_WRITE maps a read-only fd (vm/served_memory.hpp): adding it is
-  // ENOTSUP, never private copies that would silently not reach the file; private mappings may.
+  // A shared mapping made without PROT_WRITE through a writable open may become writable, as on Linux
+  // (the server sent the read-write fd: resmgr/remote.hpp): its stores are the file's, and a page
+  // served read-only before takes the store.
   auto rs = f.bob.mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
   REQUIRE(rs.ok());
-  CHECK(f.bob.mprotect(*rs, len, PROT_READ | PROT_WRITE).error() == std::errc::not_supported);
+  auto* rsp = static_cast<std::uint8_t*>(*rs);
+  CHECK(rsp[5 * vm_page_size] == pattern(5 * vm_page_size));  // served while read-only
+  CHECK(vmtest::probe_write(rsp + 5 * vm_page_size, 0x61) == SIGSEGV);
+  REQUIRE(f.bob.mprotect(*rs, len, PROT_READ | PROT_WRITE).ok());
+  CHECK(vmtest::probe_write(rsp + 5 * vm_page_size, 0x61) == 0);
+  CHECK(vmtest::probe_write(rsp + 6 * vm_page_size, 0x62) == 0);  // first touch is a store
+  CHECK(f.bob.pread(fd, &b, 1, 5 * vm_page_size).value_or(0) == 1);
+  CHECK(b == 0x61);
+  CHECK(f.bob.pread(fd, &b, 1, 6 * vm_page_size).value_or(0) == 1);
+  CHECK(b == 0x62);
   CHECK(f.bob.mprotect(*rs, len, PROT_NONE).ok());
   CHECK(f.bob.munmap(*rs, len).ok());
   auto pv = f.bob.mmap(nullptr, len, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -713,7 +723,7 @@ TEST_CASE("a client of a server in another OS process: random file and mapping c
     vmtest::watchdog wd(100, "remote differential");
     remote_fixture f(kernel_faults);
     for (const std::uint64_t seed : difftest::seeds(1, seed_count)) {
-      difftest::differential d(f.bob, "/ram/d" + std::to_string(seed), seed, {.map_fixed = true, .sticky_sigbus = true, .no_write_upgrade = true, .steps = steps});
+      difftest::differential d(f.bob, "/ram/d" + std::to_string(seed), seed, {.map_fixed = true, .sticky_sigbus = true, .steps = steps});
       d.run();
     }
   }

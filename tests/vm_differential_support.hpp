@@ -62,7 +62,6 @@ struct entry {
   std::size_t fpage = 0;  // file page of the first page
   bool shared = false;
   bool ro_fd = false;
-  bool born_writable = false;  // mapped with PROT_WRITE
   std::vector<int> prot;      // per page (mprotect)
   std::vector<pstate> st;     // per page, private mappings only
   std::vector<bool> sigbus;   // per page: faultsafe's access got SIGBUS (see model_sticky_sigbus)
@@ -99,10 +98,6 @@ struct options {
   /// where a kernel mapping (and an in-process one, vm/poisoned_pages.hpp) reads the page again once
   /// the file covers it. A page whose access got SIGBUS must stay SIGBUS; the kernel's is not compared.
   bool sticky_sigbus = false;
-  /// model_no_write_upgrade, for a server in another OS process: process::mprotect adding PROT_WRITE
-  /// to a MAP_SHARED mapping made without it is ENOTSUP (README, "Across processes": "map PROT_WRITE
-  /// from the start"; vm/served_memory.hpp, protect()); Linux allows it on a writable open.
-  bool no_write_upgrade = false;
   int steps = 400;
 };
 
@@ -288,7 +283,6 @@ class differential {
     e.fpage = fpage;
     e.shared = shared;
     e.ro_fd = ro_fd;
-    e.born_writable = (prot & PROT_WRITE) != 0;
     e.prot.assign(pages, prot);
     e.st.assign(pages, pstate::unwritten);
     e.sigbus.assign(pages, false);
@@ -467,11 +461,6 @@ class differential {
     pick_sub(e.pages, i, j);
     const int prot = pick_prot();
     what_ = str("mprotect(pages [", i, ", ", j, ") of a ", e.shared ? "shared" : "private", e.ro_fd ? " ro-fd" : "", " mapping, ", prot, ")");
-    if (o_.no_write_upgrade && e.shared && !e.ro_fd && !e.born_writable && (prot & PROT_WRITE)) {  // model_no_write_upgrade
-      const long long ra = outcome(p_.mprotect(e.a + i * pg, (j - i) * pg, prot));
-      if (ra != -ENOTSUP) fail(str("faultsafe ", ra, " (documented: ENOTSUP)"));
-      return;
-    }
     const long long ra = outcome(p_.mprotect(e.a + i * pg, (j - i) * pg, prot));
     const long long rb = sys_outcome(::mprotect(e.b + i * pg, (j - i) * pg, prot));
     if (ra != rb) return fail(str("faultsafe ", ra, ", kernel ", rb));

@@ -429,9 +429,7 @@ class process {
   [[nodiscard]] result<void> munmap(void* addr, std::size_t len);
   /// mprotect(2) of any mapped page range (ENOMEM over a hole); PROT_WRITE on a MAP_SHARED file mapping
   /// needs a writable open (EACCES). Mappings of a server in another OS process: the same, within the
-  /// mappings of one server (ENOMEM for a range that also covers other memory), and PROT_WRITE on a
-  /// MAP_SHARED mapping made without it is ENOTSUP (it maps a read-only fd: vm/served_memory.hpp; map
-  /// it with PROT_WRITE from the start).
+  /// mappings of one server (ENOMEM for a range that also covers other memory).
   [[nodiscard]] result<void> mprotect(void* addr, std::size_t len, int prot);
   /// msync(2): shared mappings are the file's own pages; validates the range.
   [[nodiscard]] result<void> msync(void* addr, std::size_t len, int flags);

@@ -43,18 +43,19 @@
 // of its own"), never the arena: the client can reach no other file's bytes. Its size is the file's
 // final capacity and sealed (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL): the client can neither shrink
 // it (which would make the server's own accesses SIGBUS) nor grow it nor add seals. Its access is what
-// the mapping needs: a MAP_SHARED + PROT_WRITE mapping (the open is writable: the mmap handler checked)
+// the mapping needs: a MAP_SHARED mapping that can write the file, now or after an mprotect (PROT_WRITE,
+// or PROT_READ through an open the mmap handler would also map writable: the kernel's VM_MAYWRITE),
 // gets the read-write fd, which can write and punch the file (as the mapping can write it); any other
-// mapping (PROT_READ, MAP_PRIVATE) gets a read-only reopen of it (/proc/self/fd/N, O_RDONLY; without
+// mapping (MAP_PRIVATE, or shared through a read-only open) gets a read-only reopen of it (/proc/self/fd/N, O_RDONLY; without
 // /proc mounted such a mapping fails with the open's errno, never falls back to the read-write fd), which
 // can only read it, and which a client of another uid cannot reopen for writing (the memfd's mode is
 // 0400, owned by the server's uid; a client with CAP_DAC_OVERRIDE or CAP_FOWNER could, and so could a
 // client of the server's own uid, which owns the memfd and may fchmod it: file_store.hpp says why such a
 // client is inside the server's trust boundary anyway).
-// Consequence: a read-only shared mapping is mapped by the client MAP_PRIVATE of that fd (the kernel
-// registers no userfaultfd range on a shared mapping of a read-only fd; vm/served_memory.hpp), so a raw
-// mprotect(2) that makes it writable gives private copies, never writes the file, even on a writable
-// open (Linux would write the file there; map it PROT_WRITE from the start). What the fd reaches: the
+// Consequence: a shared mapping through a read-only open is mapped by the client MAP_PRIVATE of that fd
+// (the kernel registers no userfaultfd range on a shared mapping of a read-only fd; vm/served_memory.hpp):
+// it can never write the file (the client API's mprotect refuses PROT_WRITE with EACCES, as Linux; a raw
+// mprotect(2) gives private copies). What the fd reaches: the
 // file's bytes up to its capacity (past the end: zeros, or what a mapping wrote into the last page).
 // Like an open file, the client keeps that access after close(), munmap or a chmod of the file, for the
 // file's life (the kernel's mmap keeps its file the same way); when the file dies its memfd is punched
@@ -283,9 +284,18 @@ class remote_server {
     io_mmap_reply rep;
     if (auto ec = local_mmap(p, q, rep)) return (void)r.reply_error(ec);
     if (q.flags & mmap_served_fetch) {
-      // The access the mapping needs (see the header): read-write only for a shared writable mapping.
+      // The access the mapping needs (see the header): read-write only for a shared mapping that can
+      // write the file, now (PROT_WRITE: the handler accepted it) or after an mprotect (the handler
+      // would accept PROT_WRITE through this open: asked without side effects beyond the reply).
+      bool writable = (q.flags & MAP_SHARED) && (q.prot & PROT_WRITE);
+      if ((q.flags & MAP_SHARED) && !writable) {
+        io_mmap_request w = q;
+        w.prot |= PROT_WRITE;
+        io_mmap_reply wrep;
+        writable = !local_mmap(p, w, wrep);
+      }
       int ro = -1;
-      if (!((q.flags & MAP_SHARED) && (q.prot & PROT_WRITE))) {
+      if (!writable) {
         char path[40];
         std::snprintf(path, sizeof path, "/proc/self/fd/%d", rep.memfd);
         if ((ro = ::open(path, O_RDONLY | O_CLOEXEC)) < 0) return (void)r.reply_error(std::error_code(errno, std::generic_category()));

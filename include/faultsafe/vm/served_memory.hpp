@@ -9,13 +9,14 @@
 // in a private mapping, whose first write is the kernel's copy-on-write; MISSING too, so that a touch
 // of a hole, such as a page past the end of a shrunk file, also goes to the server's page-in instead
 // of the kernel's zeros) or private anonymous memory (no memfd: registered MISSING, zero-filled),
-// MADV_DONTFORK, PROT_NONE until registered; a shared mapping without PROT_WRITE maps
-// the memfd MAP_PRIVATE instead (the server hands such a mapping a read-only fd, and the kernel
-// registers no mapping that can never be written, VM_MAYWRITE: a MAP_SHARED mapping of a read-only fd
-// is one). Registered the same way, it reads the memfd's page cache exactly as a shared mapping
-// (UFFDIO_CONTINUE maps the file's page; a punch removes it), and can never write the file: a raw
-// mprotect(2) that adds PROT_WRITE gives copy-on-write pages of its own (use PROT_WRITE from the
-// start to write the file); the caller then tells the server the
+// MADV_DONTFORK, PROT_NONE until registered; a shared mapping of a read-only fd (the server hands one
+// to a mapping that may never write the file: through a read-only open) maps the memfd MAP_PRIVATE
+// instead (the kernel registers no mapping that can never be written, VM_MAYWRITE: a MAP_SHARED
+// mapping of a read-only fd is one). Registered the same way, it reads the memfd's page cache exactly
+// as a shared mapping (UFFDIO_CONTINUE maps the file's page; a punch removes it), and can never write
+// the file: protect() refuses PROT_WRITE there (ENOTSUP), a raw mprotect(2) that adds PROT_WRITE gives
+// copy-on-write pages of its own. A shared mapping of a read-write fd, PROT_WRITE or not, is
+// MAP_SHARED: protect() may make it writable, as Linux does; the caller then tells the server the
 // mapping (aspace::try_track) and lets no thread touch it before the server has acknowledged. From
 // then on every first touch is a fault the server's pager serves with its page-in handler and range
 // locks. The userfaultfd reports munmap, mremap and MADV_DONTNEED to the server (UFFD_FEATURE_EVENT_
@@ -43,6 +44,7 @@
 // Lifetime: the destructor stops the watcher, unmaps what is still mapped and closes the userfaultfd.
 #pragma once
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -169,9 +171,15 @@ class served_memory {
     exclusive_guard g(m_);
     if (!watcher_.joinable()) return std::make_error_code(std::errc::not_connected);
     if (!uffd_.valid()) return std::error_code(ESHUTDOWN, std::generic_category());
-    // A file (memfd) mapping: MAP_SHARED only when shared and writable (see the header: read-only fd).
+    // A file (memfd) mapping: MAP_SHARED when shared and the fd is read-write (the server sends one
+    // for a mapping that may write the file, now or after an mprotect); a shared mapping of a
+    // read-only fd maps it MAP_PRIVATE (see the header).
     const bool file = req.memfd >= 0;
-    const int file_type = req.shared && (req.prot & PROT_WRITE) ? MAP_SHARED : MAP_PRIVATE | MAP_NORESERVE;
+    const int fl = file ? ::fcntl(req.memfd, F_GETFL) : 0;
+    if (fl < 0) return {errno, std::generic_category()};
+    const bool rw_fd = file && (fl & O_ACCMODE) == O_RDWR;
+    if (req.shared && (req.prot & PROT_WRITE) && !rw_fd) return std::make_error_code(std::errc::permission_denied);
+    const int file_type = req.shared && rw_fd ? MAP_SHARED : MAP_PRIVATE | MAP_NORESERVE;
     const int fixed = req.addr != nullptr ? MAP_FIXED_NOREPLACE : 0;
     void* p = file ? ::mmap(req.addr, len, PROT_NONE, file_type | fixed, req.memfd, static_cast<off_t>(req.offset))
                    : ::mmap(req.addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | fixed, -1, 0);
@@ -189,8 +197,7 @@ class served_memory {
     if (!ec && req.prot != PROT_NONE && ::mprotect(p, len, req.prot) != 0) ec = {errno, std::generic_category()};
     if (!ec) {
       try {
-        ranges_.push_back(range{reinterpret_cast<std::uintptr_t>(p), reinterpret_cast<std::uintptr_t>(p) + len,
-                                !req.shared || (req.prot & PROT_WRITE) != 0});
+        ranges_.push_back(range{reinterpret_cast<std::uintptr_t>(p), reinterpret_cast<std::uintptr_t>(p) + len, !req.shared || rw_fd});
       } catch (const std::bad_alloc&) {
         ec = std::make_error_code(std::errc::not_enough_memory);
       }
@@ -246,8 +253,8 @@ class served_memory {
   /// Effects: mprotect(2) of [addr, addr + len) (len rounded up to pages), every page of which must lie
   /// in mappings of this object. The protection only changes what the client's own accesses may do:
   /// faults are served as before. Returns: EINVAL (unaligned, zero length, unknown prot bits), ENOMEM (a
-  /// page not in a mapping of this object), ENOTSUP (PROT_WRITE on a shared mapping made without it: it
-  /// maps a read-only fd, see the header; map with PROT_WRITE from the start), or mprotect's errno.
+  /// page not in a mapping of this object), ENOTSUP (PROT_WRITE on a shared mapping of a read-only fd:
+  /// see the header), or mprotect's errno.
   /// Thread-safety: as mprotect(2) against a concurrent unmap() of the same range. Throws: nothing.
   [[nodiscard]] std::error_code protect(void* addr, std::size_t len, int prot) noexcept {
     if ((prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) != 0) return std::make_error_code(std::errc::invalid_argument);
