@@ -723,7 +723,7 @@ TEST_CASE("a client of a server in another OS process: random file and mapping c
     vmtest::watchdog wd(100, "remote differential");
     remote_fixture f(kernel_faults);
     for (const std::uint64_t seed : difftest::seeds(1, seed_count)) {
-      difftest::differential d(f.bob, "/ram/d" + std::to_string(seed), seed, {.map_fixed = true, .sticky_sigbus = true, .steps = steps});
+      difftest::differential d(f.bob, "/ram/d" + std::to_string(seed), seed, {.map_fixed = true, .sticky_sigbus = true, .private_shrink_kept = true, .steps = steps});
       d.run();
     }
   }

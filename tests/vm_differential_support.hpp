@@ -98,6 +98,10 @@ struct options {
   /// where a kernel mapping (and an in-process one, vm/poisoned_pages.hpp) reads the page again once
   /// the file covers it. A page whose access got SIGBUS must stay SIGBUS; the kernel's is not compared.
   bool sticky_sigbus = false;
+  /// model_private_shrink, for a server in another OS process: a shrink leaves the private copies of
+  /// pages past the new end in the client (README, "Known differences"; the server cannot drop a page
+  /// of another process), where Linux and an in-process mapping drop them (vm/private_copies.hpp).
+  bool private_shrink_kept = false;
   int steps = 400;
 };
 
@@ -186,17 +190,18 @@ class differential {
   }
 
   // ---- the model's bookkeeping of faultsafe's private pages ----------------------------------------
-  // model_private_shrink: resmgr/iofunc.hpp "Shrink and MAP_PRIVATE": a page of a private mapping at
-  // or past the new end (in whole pages) that was written before the shrink keeps its bytes and stays
-  // readable and writable; Linux unmaps it (SIGBUS). Such a page is `kept`: faultsafe must not fault
-  // there (when the protection allows the access); the kernel's side is not compared. An unwritten
-  // page leaves the mapping on both sides.
+  // A page of a private mapping at or past the new end (in whole pages) that was written before the
+  // shrink: Linux drops the copy (SIGBUS; after a growth the file's bytes), and so does an in-process
+  // faultsafe mapping (resmgr/iofunc.hpp "Shrink and MAP_PRIVATE"): the page is the file's again.
+  // model_private_shrink (options::private_shrink_kept, a server in another OS process): the copy keeps
+  // its bytes and stays readable and writable. Such a page is `kept`: faultsafe must not fault there
+  // (when the protection allows the access); the kernel's side is not compared.
   void file_shrunk(std::uint64_t new_size) {
     const std::uint64_t first_gone = (new_size + pg - 1) / pg;
     for (auto& e : maps_) {
       if (e.shared) continue;
       for (std::size_t i = 0; i < e.pages; ++i)
-        if (e.fpage + i >= first_gone && e.st[i] == pstate::written) e.st[i] = pstate::kept;
+        if (e.fpage + i >= first_gone && e.st[i] == pstate::written) e.st[i] = o_.private_shrink_kept ? pstate::kept : pstate::unwritten;
     }
   }
 

@@ -21,8 +21,8 @@
 // the new size only after the copy (grow_to()), so a write that fails changes nothing. Bytes of the
 // extent at or past the size are zero except inside a range that a writer holds, and except for bytes
 // of the last page that a mapping wrote past the end: a shrink punches the extent from the new end (its
-// pages leave every mapping; a later touch past the end gets SIGBUS from the page-in; for written
-// MAP_PRIVATE pages see "Shrink and MAP_PRIVATE" below) and a truncate that
+// pages leave every mapping; a later touch past the end gets SIGBUS from the page-in; written
+// MAP_PRIVATE pages: see "Shrink and MAP_PRIVATE" below) and a truncate that
 // grows the file zeroes the rest of the old last page; a write past the end leaves that page's tail as
 // it is (the writer holds only its own bytes). Every growth of the size (grow_to, set_size) calls
 // file_grown() over the new bytes, after publishing the size, with the growth's range lock held:
@@ -34,12 +34,13 @@
 // from then on it is the mapping's own. read(2) into a private page (resmgr/direct_copy.hpp) makes it
 // the mapping's own the same way.
 //
-// Shrink and MAP_PRIVATE (differs from Linux): the shrink's punch removes the file's pages from every
-// mapping, the unwritten private pages with them (their next touch past the end gets SIGBUS from the
-// page-in, as on Linux), but not a private page that was written: one at or past the new end (in
-// whole pages) keeps its bytes and stays readable and writable, where Linux unmaps even the private
-// copies past the new end (truncate_pagecache), so every access there is SIGBUS. Code that relies on
-// SIGBUS past the end uses MAP_SHARED.
+// Shrink and MAP_PRIVATE: the shrink's punch removes the file's pages from every mapping, the unwritten
+// private pages with them (their next touch past the end gets SIGBUS from the page-in, as on Linux),
+// but not a private page that was written (an anonymous copy). set_size() then drops those copies in
+// whole pages from the new end (file_shrunk(), vm/private_copies.hpp), as Linux's truncate_pagecache
+// does, so every access there is SIGBUS, and zeros after a growth; the page that holds the new end
+// keeps its copy, as on Linux. Only this process's mappings: a client in another OS process keeps
+// such a copy (README, "Known differences").
 //
 // Locking (the README's lock hierarchy): handlers take the range lock (rank 30) only over the bytes they touch,
 // then the meta lock (rank 40) for a few instructions (size, times). Never the other
@@ -111,6 +112,7 @@
 #include "../order/ranked_mutex.hpp"
 #include "../sync/range_lock.hpp"
 #include "../vm/poisoned_pages.hpp"
+#include "../vm/private_copies.hpp"
 #include "file_store.hpp"
 #include "server.hpp"
 
@@ -256,6 +258,7 @@ class iofunc_attr {
       if (len != old) stamp_locked(false, true);  // POSIX: mtime and ctime change if the size does
     }
     grown(old, len);
+    shrunk(old, len);
     return {};
   }
   /// Effects: moves the file into a memfd of its own of its final capacity (mappable(); file_store::
@@ -399,6 +402,15 @@ class iofunc_attr {
   // range lock held as for the growth (the extent does not move meanwhile); no meta lock.
   void grown(std::uint64_t old, std::uint64_t end) const noexcept {
     if (end > old) file_grown(memfd(), store_offset() + old, store_offset() + end);
+  }
+  // Effects: after the size shrank from `old` to `end` (punched, published): the private copies that
+  // this process's MAP_PRIVATE mappings hold of whole pages past the new end are dropped, as Linux's
+  // truncate does (vm/private_copies.hpp); their next access is SIGBUS. Requires: the range lock held
+  // exclusively from `end` (no page-in of those pages meanwhile); no meta lock.
+  void shrunk(std::uint64_t old, std::uint64_t end) const noexcept {
+    const std::uint64_t from = (end + file_store::page - 1) & ~std::uint64_t{file_store::page - 1};
+    const std::uint64_t to = (old + file_store::page - 1) & ~std::uint64_t{file_store::page - 1};
+    if (to > from) file_shrunk(memfd(), store_offset() + from, store_offset() + to);
   }
   // Effects: zeroes [old, min(end, end of old's page)): the part of the old last page that becomes file
   // bytes. Requires: meta lock; old <= end <= capacity().

@@ -121,6 +121,7 @@
 #include "detail/uffd.hpp"
 #include "page_source.hpp"
 #include "poisoned_pages.hpp"
+#include "private_copies.hpp"
 
 namespace faultsafe {
 
@@ -307,6 +308,7 @@ class aspace {
     }
     for (region* r : all) {
       poisoned_pages::instance().forget(this, r->start_, r->end());
+      private_copies::instance().forget(this, r->start_, r->end());
       if (!remote_) ::munmap(reinterpret_cast<void*>(r->start_), r->length_);
       (void)uffd_.wake(r->start_, r->length_);
       release(r);
@@ -481,6 +483,11 @@ class aspace {
       if (owned_memfd >= 0) ::close(owned_memfd);
       return {e, std::generic_category()};
     }
+    // A private file mapping: a shrink of the file drops its copies past the new end (vm/private_copies.hpp).
+    // Recorded before the region is linked: no unmap can reach it before.
+    const bool recorded = file && !req.shared &&
+                          private_copies::instance().record(this, reinterpret_cast<std::uintptr_t>(p), reinterpret_cast<std::uintptr_t>(p) + len,
+                                                            file->memfd, file->offset);
     auto* r = new region(reinterpret_cast<std::uintptr_t>(p), len, req.prot, req.shared, file);
     r->source_name_ = std::move(source_name);
     r->source_base_ = source_base;
@@ -489,6 +496,7 @@ class aspace {
     try {
       detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
       if (stopped_.load(std::memory_order_relaxed)) {  // the pager stopped meanwhile: nobody would serve it
+        if (recorded) private_copies::instance().forget(this, r->start_, r->end());
         (void)uffd_.unregister_range(p, len);
         ::munmap(p, len);
         delete r;
@@ -499,6 +507,7 @@ class aspace {
       unlink_overlapping_dead_locked(r->start_, r->end());
       tree_.insert_unique(*r);
     } catch (const std::system_error& e) {  // EDEADLK from the wait-for graph: undo
+      if (recorded) private_copies::instance().forget(this, r->start_, r->end());
       (void)uffd_.unregister_range(p, len);
       ::munmap(p, len);
       delete r;
@@ -748,6 +757,7 @@ class aspace {
       r.dead_ = true;
       replaced = true;
       poisoned_pages::instance().forget(this, s, t);  // before the addresses can be reused
+      private_copies::instance().forget(this, s, t);
       // The kernel unmaps [s, t) only (and its userfaultfd registration with it); the parts stay
       // mapped and registered. Threads blocked on faults in [s, t) wake and get SIGSEGV. Remote: the
       // other process unmaps (or has unmapped) its memory itself.
@@ -943,6 +953,7 @@ class aspace {
     // Nothing serves the region any more: its poisoned pages stay poisoned (a zapped marker would let
     // the kernel serve a page past the end of the file from the memfd).
     poisoned_pages::instance().forget(this, r.start_, r.end());
+    private_copies::instance().forget(this, r.start_, r.end());
     (void)uffd_.unregister_range(reinterpret_cast<void*>(r.start_), r.length_);
   }
 
