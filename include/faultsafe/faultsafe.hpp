@@ -39,5 +39,6 @@
 #include <faultsafe/vm/page_source.hpp>
 #include <faultsafe/vm/pager.hpp>
 #include <faultsafe/vm/poisoned_pages.hpp>
+#include <faultsafe/vm/private_copies.hpp>
 #include <faultsafe/resmgr/process_memory.hpp>
 #include <faultsafe/vm/served_memory.hpp>
