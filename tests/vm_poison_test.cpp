@@ -47,7 +47,7 @@ TEST_CASE("a page poisoned past the end of a ramfs file is served again once the
   auto* s = static_cast<std::uint8_t*>(*shared);
   auto* q = static_cast<std::uint8_t*>(*priv);
   REQUIRE(vmtest::probe_write(q + 10, 0x77) == 0);  // the private mapping's own data: must stay
-  REQUIRE(vmtest::probe_write(q + 3 * pg + 10, 0x78) == 0);  // also past the later end of the file
+  REQUIRE(vmtest::probe_write(q + 3 * pg + 10, 0x78) == 0);  // past the later end: the shrink drops it (Linux)
 
   SUBCASE("ftruncate up") {
     REQUIRE(bob.ftruncate(fd, 2 * pg).ok());
@@ -83,10 +83,13 @@ TEST_CASE("a page poisoned past the end of a ramfs file is served again once the
     CHECK(v == 0);
   }
   std::uint8_t v = 0;
-  CHECK(vmtest::probe_read(q + 10, v) == 0);  // the private mapping's written pages are kept
+  CHECK(vmtest::probe_read(q + 10, v) == 0);  // the private mapping's written page inside the file is kept
   CHECK(int(v) == 0x77);
+  // Its written page past the shrink's end was dropped, as Linux's truncate drops private copies
+  // (vm/private_copies.hpp): after the growth it reads the file again (zeros; the write past the end
+  // is on another page).
   CHECK(vmtest::probe_read(q + 3 * pg + 10, v) == 0);
-  CHECK(int(v) == 0x78);
+  CHECK(int(v) == 0);
   CHECK(bob.munmap(*shared, 8 * pg).ok());
   CHECK(bob.munmap(*priv, 8 * pg).ok());
   CHECK(bob.close(fd).ok());
