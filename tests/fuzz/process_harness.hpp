@@ -12,7 +12,8 @@
 //     (fd number, byte count, offset, size) equals the model's;
 //   - every byte read (read/pread, loads through shared, private and anonymous mappings) equals the
 //     model's. A private file mapping's page shows the file until the mapping first writes it (the
-//     page cache's page, as on Linux); from the first store on it is the mapping's own copy;
+//     page cache's page, as on Linux); from the first store on it is the mapping's own copy, until
+//     a shrink drops the copy past the new end (whole pages), as Linux's truncate does;
 //   - every call that fails (an error reply, injected or not) leaves every file exactly as the model
 //     has it: existence, size and bytes, read in the server's store (a failed call has no side effects);
 //   - at the end every file's bytes equal the model's, read back through a fresh open;
@@ -267,7 +268,7 @@ class harness {
     expect_ec(r.error(), want, "open");
     if (want) return;
     if (*r != lowest_free_fd()) fail("open: got fd %d, model expects %d", *r, lowest_free_fd());
-    if ((flags & O_TRUNC) && !created) mf.resize(0);
+    if ((flags & O_TRUNC) && !created) resize_file(f, 0);
     fds_[*r] = model_fd{f, flags, 0};
   }
 
@@ -426,7 +427,7 @@ class harness {
     if (!it->second.writable()) return expect_ec(ec, EBADF, "ftruncate");
     if (static_cast<std::uint64_t>(len) > max_file) return expect_ec(ec, EFBIG, "ftruncate");
     expect_ec(ec, 0, "ftruncate");
-    files_[it->second.file].resize(static_cast<std::uint64_t>(len));
+    resize_file(it->second.file, static_cast<std::uint64_t>(len));
     // fstat agrees.
  auto st = proc_.fstat(fd);
     if (injected(st.error())) return;
@@ -669,8 +670,24 @@ class harness {
     if (!a) fail("resync: file %d is gone", f);
     const std::size_t size = static_cast<std::size_t>(a->size());
     std::vector<std::uint8_t> now(a->data(), a->data() + size);
+    if (size < mf.data.size()) resize_file(f, size);  // a shrink happened: private copies past it are gone
     mf.data = std::move(now);
     ++stats_.resyncs;
+  }
+
+  // File f's size becomes n. A shrink drops what private mappings of f wrote in whole pages from the
+  // new end, as Linux's truncate (vm/private_copies.hpp): those pages read the file again (SIGBUS
+  // past its end, zeros after a growth). The page that holds the new end keeps its copy.
+  void resize_file(int f, std::uint64_t n) {
+    model_file& mf = files_[f];
+    if (n < mf.data.size()) {
+      const std::uint64_t first_gone = (n + page - 1) / page * page;
+      for (auto& m : maps_)
+        if (m.file == f && !m.shared)
+          for (std::size_t p = 0; p < m.known.size(); ++p)
+            if (m.off + p * page >= first_gone) m.known[p].reset();
+    }
+    mf.resize(n);
   }
 
   // Records what is now in [at, at+n) of an anonymous/private mapping as its model contents.
