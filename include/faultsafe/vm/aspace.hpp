@@ -323,8 +323,8 @@ class aspace {
   /// Effects: records `m`, a mapping the other process made and registered (MINOR for shared file
   /// mappings, MISSING otherwise) with the adopted userfaultfd, for fault service. Requires: remote().
   /// Returns: EINVAL (not remote, zero length, unaligned address or file offset, a file backing without
-  /// memfd or source, a shared mapping without a file), EEXIST (concurrent tracks of overlapping
-  /// ranges kept winning: 8 tries), ESHUTDOWN (the pager has stopped). What was tracked in the range
+  /// memfd or source, a shared mapping without a file), EEXIST (a concurrent try_track of an overlapping
+  /// range won), ESHUTDOWN (the pager has stopped). What was tracked in the range
   /// before is forgotten first (the process reused addresses it unmapped), as munmap() does, once the
   /// userfaultfd events of its unmapping are applied (waits for the fault threads, at most 2 s: see
   /// the body). Lock order: as munmap(); must not be called on a fault thread of this aspace's pager
@@ -344,11 +344,12 @@ class aspace {
     // in the kernel for that), and their handling forgets or moves what is tracked there. A process
     // that made no event (none is possible for a registered mapping with UNMAP and REMAP events on)
     // costs itself this wait, then what is still tracked there is forgotten now, as before.
-    // What is tracked there when the region is inserted is stale as well (the process was given these
-    // addresses, so nothing tracked there is mapped any more): an event applied meanwhile can link
-    // parts of an old region there (a split by an unmap of its other part). Forgotten again, a few
-    // times; EEXIST only if that keeps happening (a concurrent track of the same addresses).
-    const auto until = std::chrono::steady_clock::now() + remote_event_wait;
+    for (const auto until = std::chrono::steady_clock::now() + remote_event_wait;
+         overlaps_any(m.addr, m.length) && std::chrono::steady_clock::now() < until;) {
+      if (stopped_.load(std::memory_order_acquire)) return std::error_code(ESHUTDOWN, std::generic_category());  // (4) pairs with (3)
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+    if (auto ec = munmap(m.addr, m.length)) return ec;
     std::unique_ptr<region> r;
     try {
       std::string source_name;
@@ -359,29 +360,20 @@ class aspace {
     } catch (const std::bad_alloc&) {
       return std::make_error_code(std::errc::not_enough_memory);
     }
-    for (int attempt = 0;; ++attempt) {
-      while (overlaps_any(m.addr, m.length) && std::chrono::steady_clock::now() < until) {
-        if (stopped_.load(std::memory_order_acquire)) return std::error_code(ESHUTDOWN, std::generic_category());  // (4) pairs with (3)
-        std::this_thread::sleep_for(std::chrono::microseconds(20));
-      }
-      if (auto ec = munmap(m.addr, m.length)) return ec;
-      {
-        exclusive_guard<event_mutex> ge(event_mu_);  // (see read_event) an event read after this names an older mapping only if born_ < its ticket
-        r->born_ = events_read_;
-      }
-      try {
-        detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
-        if (stopped_.load(std::memory_order_relaxed)) return std::error_code(ESHUTDOWN, std::generic_category());
-        auto it = tree_.lower_bound(r->end());
-        if (it == tree_.begin() || std::prev(it)->end() <= a) {
-          tree_.insert_unique(*r.release());
-          return {};
-        }
-      } catch (const std::system_error& e) {
-        return e.code();
-      }
-      if (attempt == 7) return std::make_error_code(std::errc::file_exists);  // linked there again and again
+    {
+      exclusive_guard<event_mutex> ge(event_mu_);  // (see read_event) an event read after this names an older mapping only if born_ < its ticket
+      r->born_ = events_read_;
     }
+    try {
+      detail::vm_exclusive_hold<map_lock_type> g(map_lock_);
+      if (stopped_.load(std::memory_order_relaxed)) return std::error_code(ESHUTDOWN, std::generic_category());
+      auto it = tree_.lower_bound(r->end());
+      if (it != tree_.begin() && std::prev(it)->end() > a) return std::make_error_code(std::errc::file_exists);  // a concurrent track won
+      tree_.insert_unique(*r.release());
+    } catch (const std::system_error& e) {
+      return e.code();
+    }
+    return {};
   }
 
   /// Effects: creates a mapping as described by `req` and registers it for fault service; `out`
